@@ -1,0 +1,1 @@
+//! placeholder (helper-3 writes this)
