@@ -218,6 +218,23 @@ impl GgmlType {
         )
     }
 
+    /// The type ggml's CPU backend converts activations to before a dot product with a weight
+    /// of this type (`type_traits_cpu[..].vec_dot_type`). Matching llama.cpp's numbers means
+    /// rounding activations the same way.
+    pub fn vec_dot_type(self) -> GgmlType {
+        use GgmlType::*;
+        match self {
+            F16 => F16,
+            BF16 => BF16,
+            Q4_0 | Q5_0 | Q8_0 | IQ4_NL | MXFP4 => Q8_0,
+            Q4_1 | Q5_1 => Q8_1,
+            Q2_K | Q3_K | Q4_K | Q5_K | Q6_K | IQ2_XXS | IQ2_XS | IQ3_XXS | IQ1_S | IQ3_S
+            | IQ2_S | IQ4_XS | IQ1_M | TQ1_0 | TQ2_0 | Q8_K => Q8_K,
+            Q8_1 => Q8_1,
+            F32 | I8 | I16 | I32 | I64 | F64 => F32,
+        }
+    }
+
     /// ggml's name for the type (`"Q4_K"`, `"F16"`...).
     pub fn name(self) -> &'static str {
         use GgmlType::*;

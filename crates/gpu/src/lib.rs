@@ -1,1 +1,12 @@
-//! placeholder (helper-3 writes this)
+//! GPU runtime on wgpu: the device context ([`GpuContext`]), weight matrices kept in their
+//! GGUF encoding ([`GpuMatrix`]) and the quantized matrix kernels ([`MatmulKernels`]).
+
+mod context;
+mod error;
+mod matmul;
+mod weights;
+
+pub use context::{AdapterSummary, ContextOptions, GpuContext, ADAPTER_ENV};
+pub use error::GpuError;
+pub use matmul::{Epilogue, GetRowsCall, MatmulCall, MatmulKernels, STEP_N_TOKENS_OFFSET};
+pub use weights::GpuMatrix;

@@ -24,6 +24,7 @@ use gguf::{GgmlType, GgufFile, TensorInfo};
 
 use crate::error::{ModelError, Result};
 pub use crate::ggml_cpu::Precision;
+use crate::state::{LayerState, State};
 use crate::spec::{Rwkv7Config, Rwkv7Spec};
 
 /// A dense row-major f32 matrix: `rows` outputs, each the dot product of a row with the input.
@@ -54,13 +55,13 @@ impl Matrix {
         debug_assert_eq!(x.len(), self.cols);
         let rounded;
         let x = match self.precision {
-            Precision::Exact => x,
-            Precision::LlamaCpp => {
+            Precision::LlamaCpp if !skip_hack(self) => {
                 let mut v = x.to_vec();
                 crate::ggml_cpu::round_activation(self.ty, &mut v);
                 rounded = v;
                 &rounded
             }
+            _ => x,
         };
         self.data
             .chunks_exact(self.cols)
@@ -73,6 +74,19 @@ impl Matrix {
     }
 }
 
+pub static LAST: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+fn skip_hack(m: &Matrix) -> bool {
+    let v = std::env::var("SKIP").unwrap_or_default();
+    let last = LAST.load(std::sync::atomic::Ordering::Relaxed);
+    (v == "head" && m.rows == 4096) || (last && v == "fv" && m.cols == 1024) || (last && v == "fk" && m.rows == 1024)
+}
+pub fn dump(name: &str, v: &[f32]) {
+    if let Ok(d) = std::env::var("DUMP") {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(format!("{d}/{name}.f32")).unwrap();
+        for x in v { f.write_all(&x.to_le_bytes()).unwrap(); }
+    }
+}
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
@@ -167,39 +181,6 @@ struct Layer {
     ffn_value: Matrix,
 }
 
-/// The recurrent state of one sequence.
-#[derive(Clone, Debug, PartialEq)]
-pub struct State {
-    pub layers: Vec<LayerState>,
-}
-
-/// Per layer: the two token-shift vectors and the WKV state of every head.
-#[derive(Clone, Debug, PartialEq)]
-pub struct LayerState {
-    /// Normalised input of the previous token to time mix.
-    pub att_shift: Vec<f32>,
-    /// Normalised input of the previous token to channel mix.
-    pub ffn_shift: Vec<f32>,
-    /// `n_head` matrices of `head_size × head_size`, row-major, rows indexed by value.
-    pub wkv: Vec<f32>,
-}
-
-impl State {
-    /// The zero state every sequence starts from.
-    pub fn new(config: &Rwkv7Config) -> State {
-        let d = config.n_embd;
-        State {
-            layers: (0..config.n_layer)
-                .map(|_| LayerState {
-                    att_shift: vec![0.0; d],
-                    ffn_shift: vec![0.0; d],
-                    wkv: vec![0.0; config.n_head * config.head_size * config.head_size],
-                })
-                .collect(),
-        }
-    }
-}
-
 /// RWKV-7 with every weight decoded to f32 in host memory.
 pub struct CpuModel {
     pub config: Rwkv7Config,
@@ -277,21 +258,7 @@ impl CpuModel {
     }
 
     fn check_state(&self, state: &State) -> Result<()> {
-        let c = &self.config;
-        let ok = state.layers.len() == c.n_layer
-            && state.layers.iter().all(|l| {
-                l.att_shift.len() == c.n_embd
-                    && l.ffn_shift.len() == c.n_embd
-                    && l.wkv.len() == c.n_head * c.head_size * c.head_size
-            });
-        if ok {
-            Ok(())
-        } else {
-            Err(ModelError::StateMismatch(format!(
-                "expected {} layers of embedding {}",
-                c.n_layer, c.n_embd
-            )))
-        }
+        state.check(&self.config)
     }
 
     /// Runs one token through the model, updating `state`; returns the logits.
@@ -309,15 +276,24 @@ impl CpuModel {
             .embedding_norm
             .apply(self.embedding.row(token as usize), eps);
         let mut v_first: Option<Vec<f32>> = None;
-        for (layer, s) in self.layers.iter().zip(&mut state.layers) {
+        for (li, (layer, s)) in self.layers.iter().zip(&mut state.layers).enumerate() {
+            LAST.store(li + 1 == self.layers.len(), std::sync::atomic::Ordering::Relaxed);
+            dump(&format!("inp{li}"), &x);
             let xa = layer.att_norm.apply(&x, eps);
+            dump(&format!("attn_norm{li}"), &xa);
             let dx = layer.time_mix(&xa, s, &mut v_first, c);
+            dump(&format!("tm_out{li}"), &dx);
             x = add(&x, &dx);
+            dump(&format!("ffn_inp{li}"), &x);
             let xf = layer.ffn_norm.apply(&x, eps);
+            dump(&format!("ffn_norm{li}"), &xf);
             let dx = layer.channel_mix(&xf, s);
+            dump(&format!("cm_out{li}"), &dx);
             x = add(&x, &dx);
+            dump(&format!("l_out{li}"), &x);
         }
         let x = self.output_norm.apply(&x, eps);
+        dump("result_norm", &x);
         Ok(self.head.mul_vec(&x))
     }
 
@@ -399,6 +375,9 @@ impl Layer {
             .map(|((k, a), ka)| k + (a * (k * ka) - k * ka))
             .collect();
 
+        let li = if self.v.is_some() { 1 } else { 0 };
+        dump(&format!("r{li}"), &r); dump(&format!("w{li}"), &w); dump(&format!("k{li}"), &k);
+        dump(&format!("v{li}"), &v); dump(&format!("a{li}"), &a); dump(&format!("g{li}"), &g); dump(&format!("kk{li}"), &kk);
         // WKV-7: per head, S = S diag(w) + v k^T + (S a_) b^T with a_ = -kk, b = kk * a.
         let mut y = vec![0.0f32; c.n_embd];
         for h in 0..c.n_head {
@@ -416,7 +395,9 @@ impl Layer {
             }
         }
 
+        dump(&format!("wkv{li}"), &y);
         group_norm(&mut y, n, Rwkv7Config::GROUP_NORM_EPS);
+        dump(&format!("gn{li}"), &y);
         for ((y, w), b) in y
             .iter_mut()
             .zip(&self.group_norm.weight)
@@ -431,9 +412,11 @@ impl Layer {
                 y[i] += v[i] * bonus;
             }
         }
+        dump(&format!("bonus{li}"), &y);
         for (y, g) in y.iter_mut().zip(&g) {
             *y *= g;
         }
+        dump(&format!("yg{li}"), &y);
         self.output.mul_vec(&y)
     }
 

@@ -22,6 +22,8 @@ pub enum ModelError {
     UnsupportedTensorType { name: String, ty: GgmlType },
     #[error("token id {id} is outside the vocabulary of {vocab_size} tokens")]
     TokenOutOfRange { id: u32, vocab_size: usize },
+    #[error("state file: {0}")]
+    StateFile(String),
     #[error("state does not belong to this model: {0}")]
     StateMismatch(String),
 }

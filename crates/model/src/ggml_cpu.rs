@@ -24,12 +24,12 @@ pub enum Precision {
 /// multiplying it with a weight of type `weight`.
 pub fn round_activation(weight: GgmlType, x: &mut [f32]) {
     use GgmlType::*;
-    match weight {
+    match weight.vec_dot_type() {
         F16 => x.iter_mut().for_each(|v| *v = f16::from_f32(*v).to_f32()),
         BF16 => x.iter_mut().for_each(|v| *v = bf16::from_f32(*v).to_f32()),
-        Q4_0 | Q5_0 | Q8_0 => x.chunks_mut(32).for_each(round_q8_0),
-        Q4_1 | Q5_1 => x.chunks_mut(32).for_each(round_q8_0),
-        Q2_K | Q3_K | Q4_K | Q5_K | Q6_K => x.chunks_mut(256).for_each(round_q8_k),
+        // Q8_1 scales and rounds the values exactly as Q8_0 does.
+        Q8_0 | Q8_1 => x.chunks_mut(32).for_each(round_q8_0),
+        Q8_K => x.chunks_mut(256).for_each(round_q8_k),
         _ => {}
     }
 }

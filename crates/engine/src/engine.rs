@@ -1,0 +1,769 @@
+//! The batched RWKV-7 engine: many sequences ("slots"), each with its own state on the GPU.
+//!
+//! One [`Engine::step`] takes, for each active slot, a chunk of tokens and runs them in the
+//! pipeline stages the product is built around, each timed on its own ([`StageTimes`]):
+//!
+//! - **input**: lay the chunks out as rows (one per token) with their slot and the row of the
+//!   previous token of the same sequence (for the token shift);
+//! - **load**: upload token ids and row tables; the embedding lookup itself runs on the GPU;
+//! - **dispatch**: record every kernel of the step into one command encoder and one pass;
+//! - **submit**: hand it to the GPU;
+//! - **back**: read the wanted logits back.
+//!
+//! Steps larger than the engine's row budget are split into several GPU steps, so a long prompt
+//! is prefilled in chunks of at most `max_rows` tokens.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use gguf::GgufFile;
+use rwkv_gpu::{Epilogue, GetRowsCall, GpuContext, GpuMatrix, MatmulCall, MatmulKernels};
+use rwkv_model::{Rwkv7Config, Rwkv7Spec};
+
+use crate::error::{EngineError, Result};
+use crate::kernels::{
+    bind, uniform, ChunkInfo, CommitParams, Kernels, Launch, LayerNormParams, RoundParams,
+    RowInfo, StepUniform, TokenShiftParams, Wkv7Params, NO_PREV,
+};
+use crate::weights::ModelWeights;
+
+/// Sizes fixed when the engine is built.
+#[derive(Clone, Debug)]
+pub struct EngineOptions {
+    /// Sequences that can be in flight at once, each with its own state.
+    pub max_slots: usize,
+    /// Tokens (over all slots) computed in one GPU step; longer inputs are split.
+    pub max_rows: usize,
+    /// Rows of logits one GPU step can return.
+    pub max_out: usize,
+    /// Round activations before each matrix product as llama.cpp's CPU backend does (f16 for
+    /// F16 weights, 8-bit blocks for quantized ones), so logits match llama.cpp's. Off: plain
+    /// f32 activations, which match the CPU reference's exact mode.
+    pub llama_cpp_rounding: bool,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            max_slots: 4,
+            max_rows: 128,
+            max_out: 16,
+            llama_cpp_rounding: true,
+        }
+    }
+}
+
+/// Which logits a slot wants back from a step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Logits {
+    /// None (e.g. a prompt chunk whose logits nobody reads).
+    None,
+    /// After the last token of the chunk.
+    Last,
+    /// After every token of the chunk.
+    All,
+}
+
+/// What one slot feeds into a step.
+#[derive(Clone, Debug)]
+pub struct SlotInput<'a> {
+    pub slot: usize,
+    pub tokens: &'a [u32],
+    pub logits: Logits,
+}
+
+/// Wall time spent in each stage, summed over the GPU steps of one [`Engine::step`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StageTimes {
+    pub input: Duration,
+    pub load: Duration,
+    pub dispatch: Duration,
+    pub submit: Duration,
+    pub back: Duration,
+    pub gpu_steps: u32,
+}
+
+/// Scratch buffers sized for `max_rows` tokens.
+struct Scratch {
+    step: wgpu::Buffer,
+    head_step: wgpu::Buffer,
+    tokens: wgpu::Buffer,
+    rows: wgpu::Buffer,
+    chunks: wgpu::Buffer,
+    out_rows: wgpu::Buffer,
+    logits: wgpu::Buffer,
+    readback: wgpu::Buffer,
+}
+
+/// Per-layer state buffers: [slots][dim] shifts and [slots][heads][64][64] WKV state.
+pub(crate) struct LayerState {
+    pub att_shift: wgpu::Buffer,
+    pub ffn_shift: wgpu::Buffer,
+    pub wkv: wgpu::Buffer,
+}
+
+/// How many workgroups (or tokens) an op runs over in a step.
+#[derive(Clone, Copy, Debug)]
+enum Grid {
+    /// One per token row.
+    Rows,
+    /// One per token row of each of `n` blocks.
+    RowBlocks(u32),
+    /// One per wanted logits row.
+    Out,
+    /// One per chunk.
+    Chunks,
+    /// One per chunk and head.
+    ChunkHeads,
+}
+
+/// One prepared GPU operation of a step.
+enum Op {
+    /// The embedding lookup, over the step's rows.
+    Gather(GetRowsCall),
+    Kernel(Launch, Grid),
+    /// A matrix product over the step's rows (or, with `Grid::Out`, its logits rows).
+    Matmul(MatmulCall, Grid),
+}
+
+/// Activation rounding modes of `round_activations.wgsl`, by ggml `vec_dot_type`.
+fn rounding_mode(weight: gguf::GgmlType) -> Option<u32> {
+    use gguf::GgmlType::*;
+    match weight.vec_dot_type() {
+        F16 => Some(1),
+        BF16 => Some(2),
+        Q8_0 | Q8_1 => Some(3),
+        Q8_K => Some(4),
+        _ => None,
+    }
+}
+
+pub struct Engine {
+    pub(crate) ctx: Arc<GpuContext>,
+    pub config: Rwkv7Config,
+    pub options: EngineOptions,
+    weights: ModelWeights,
+    pub(crate) states: Vec<LayerState>,
+    scratch: Scratch,
+    /// Every operation of a step, in order.
+    ops: Vec<Op>,
+    /// Kept alive for the bind groups that reference them.
+    _buffers: Vec<wgpu::Buffer>,
+    last_times: StageTimes,
+}
+
+/// A storage buffer that can also be copied to and from, checked against the device's limits.
+fn storage(ctx: &GpuContext, label: &str, bytes: u64) -> Result<wgpu::Buffer> {
+    let usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC;
+    Ok(ctx.create_buffer_checked(label, bytes.max(16), usage, None)?)
+}
+
+/// The per-step uniform ([`StepUniform`]).
+fn step_buffer(ctx: &GpuContext, label: &str) -> Result<wgpu::Buffer> {
+    let usage = wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST;
+    Ok(ctx.create_buffer_checked(label, std::mem::size_of::<StepUniform>() as u64, usage, None)?)
+}
+
+/// Waits for the GPU and returns the first `len` bytes of a MAP_READ buffer.
+fn map_read(ctx: &GpuContext, buffer: &wgpu::Buffer, len: u64) -> Result<Vec<u8>> {
+    let slice = buffer.slice(..len);
+    let (tx, rx) = std::sync::mpsc::channel();
+    slice.map_async(wgpu::MapMode::Read, move |r| {
+        let _ = tx.send(r);
+    });
+    let failed = |e: String| EngineError::Gpu(rwkv_gpu::GpuError::Readback(e));
+    ctx.device
+        .poll(wgpu::PollType::wait_indefinitely())
+        .map_err(|e| failed(e.to_string()))?;
+    rx.recv()
+        .map_err(|e| failed(e.to_string()))?
+        .map_err(|e| failed(e.to_string()))?;
+    let data = slice
+        .get_mapped_range()
+        .map_err(|e| failed(format!("{e:?}")))?
+        .to_vec();
+    buffer.unmap();
+    Ok(data)
+}
+
+/// An activation buffer laid out as `blocks` blocks of `[max rows][cols]`.
+#[derive(Clone, Copy)]
+struct Act<'a> {
+    name: &'static str,
+    buf: &'a wgpu::Buffer,
+    cols: u32,
+    blocks: u32,
+    /// Rows per block (`max_rows`, or `max_out` for the head's input).
+    rows: u32,
+    /// Counted by step.n_out instead of step.n_rows.
+    out: bool,
+}
+
+/// Builds the ops of a step, allocating rounded copies of activations on first use.
+struct Builder<'a> {
+    ctx: &'a GpuContext,
+    kernels: &'a Kernels,
+    matmul: &'a MatmulKernels,
+    step: &'a wgpu::Buffer,
+    head_step: &'a wgpu::Buffer,
+    round: bool,
+    rounded: Vec<(&'static str, u32, wgpu::Buffer)>,
+    /// (activation, mode) pairs whose rounded copy is up to date at the end of `ops`.
+    fresh: Vec<(&'static str, u32)>,
+    ops: Vec<Op>,
+}
+
+impl Builder<'_> {
+    fn kernel(&mut self, label: &'static str, pipeline: &wgpu::ComputePipeline, buffers: &[&wgpu::Buffer], grid: Grid) {
+        let bind_group = bind(&self.ctx.device, pipeline, label, buffers);
+        // Kernels write activations: every rounded copy may be stale after one, except the
+        // copy this very launch makes (marked fresh by the caller afterwards).
+        self.fresh.clear();
+        self.ops.push(Op::Kernel(
+            Launch {
+                label,
+                pipeline: pipeline.clone(),
+                bind_group,
+            },
+            grid,
+        ));
+    }
+
+    /// The buffer a product with a weight of type `ty` reads `x` from: `x` itself, or a copy
+    /// rounded as ggml rounds activations for that type (made once per step and mode).
+    fn input_for(&mut self, x: Act, ty: gguf::GgmlType) -> Result<wgpu::Buffer> {
+        let mode = match rounding_mode(ty) {
+            Some(m) if self.round => m,
+            _ => return Ok(x.buf.clone()),
+        };
+        // One buffer per (activation, mode); it is recomputed only when the activation may
+        // have changed since it was last rounded.
+        let existing = self
+            .rounded
+            .iter()
+            .position(|(n, m, _)| *n == x.name && *m == mode);
+        let index = match existing {
+            Some(i) => i,
+            None => {
+                let bytes = x.blocks as u64 * x.rows as u64 * x.cols as u64 * 4;
+                let buf = storage(self.ctx, x.name, bytes)?;
+                self.rounded.push((x.name, mode, buf));
+                self.rounded.len() - 1
+            }
+        };
+        let out = self.rounded[index].2.clone();
+        if self.fresh.contains(&(x.name, mode)) {
+            return Ok(out);
+        }
+        let params = uniform(
+            &self.ctx.device,
+            "round params",
+            &RoundParams {
+                cols: x.cols,
+                block_stride: x.rows * x.cols,
+                mode,
+                count_out: x.out as u32,
+            },
+        );
+        let grid = if x.out { Grid::Out } else { Grid::RowBlocks(x.blocks) };
+        let pipeline = self.kernels.round_activations.clone();
+        let fresh = std::mem::take(&mut self.fresh);
+        self.kernel("round_activations", &pipeline, &[&params, self.step, x.buf, &out], grid);
+        self.fresh = fresh;
+        self.fresh.push((x.name, mode));
+        Ok(out)
+    }
+
+    /// Appends `y[block yb] (op)= W x[block xb]` for every row, rounding x first if needed.
+    #[allow(clippy::too_many_arguments)]
+    fn matmul(&mut self, w: &GpuMatrix, x: Act, xb: u32, y: (&'static str, &wgpu::Buffer), yb: u32, y_rows: u32, epilogue: Epilogue) -> Result<()> {
+        let (y_name, y) = y;
+        let input = self.input_for(x, w.ty)?;
+        let block = x.rows * x.cols;
+        let (step, grid) = if x.out { (self.head_step, Grid::Out) } else { (self.step, Grid::Rows) };
+        let call = self.matmul.prepare(
+            self.ctx,
+            w,
+            &input,
+            xb * block,
+            w.cols as u32,
+            y,
+            yb * y_rows * w.rows as u32,
+            w.rows as u32,
+            epilogue,
+            step,
+            x.rows,
+        )?;
+        self.fresh.retain(|(name, _)| *name != y_name);
+        self.ops.push(Op::Matmul(call, grid));
+        Ok(())
+    }
+}
+
+impl Engine {
+    /// Uploads the model and builds every launch. `progress` sees (bytes done, bytes total).
+    pub fn load(
+        ctx: Arc<GpuContext>,
+        file: &GgufFile,
+        options: EngineOptions,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<Engine> {
+        let spec = Rwkv7Spec::from_gguf(file)?;
+        let c = spec.config.clone();
+        if c.head_size != 64 {
+            return Err(EngineError::Unsupported(format!(
+                "head size {} (the GPU kernels are written for RWKV-7's head size 64)",
+                c.head_size
+            )));
+        }
+        if options.max_slots == 0 || options.max_rows == 0 || options.max_out == 0 {
+            return Err(EngineError::Invalid(
+                "max_slots, max_rows and max_out must be at least 1".into(),
+            ));
+        }
+        let weights = ModelWeights::upload(&ctx, file, &spec, progress)?;
+        let kernels = Kernels::new(&ctx.device);
+        let matmul = MatmulKernels::new(&ctx)?;
+        let dev = &ctx.device;
+
+        let (d, r, s) = (c.n_embd as u64, options.max_rows as u64, options.max_slots as u64);
+        let f32s = |n: u64| n * 4;
+        let states = (0..c.n_layer)
+            .map(|_| {
+                Ok(LayerState {
+                    att_shift: storage(&ctx, "att_shift", f32s(s * d))?,
+                    ffn_shift: storage(&ctx, "ffn_shift", f32s(s * d))?,
+                    wkv: storage(&ctx, "wkv_state", f32s(s * d * 64))?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let max_out = options.max_out as u64;
+        let scratch = Scratch {
+            step: step_buffer(&ctx, "step")?,
+            head_step: step_buffer(&ctx, "head_step")?,
+            tokens: storage(&ctx, "tokens", 4 * r)?,
+            rows: storage(&ctx, "rows", 8 * r)?,
+            chunks: storage(&ctx, "chunks", 16 * r)?,
+            out_rows: storage(&ctx, "out_rows", 4 * max_out)?,
+            logits: storage(&ctx, "logits", f32s(max_out * c.vocab_size as u64))?,
+            readback: ctx.create_buffer_checked(
+                "logits readback",
+                f32s(max_out * c.vocab_size as u64),
+                wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                None,
+            )?,
+        };
+
+        // Activations, [blocks][rows][width] each.
+        let emb = storage(&ctx, "embedding rows", f32s(r * d))?;
+        let x = storage(&ctx, "x", f32s(r * d))?;
+        let xa = storage(&ctx, "att norm", f32s(r * d))?;
+        let xf = storage(&ctx, "ffn norm", f32s(r * d))?;
+        let mix = storage(&ctx, "time mix lerps", f32s(6 * r * d))?;
+        let ffn_in = storage(&ctx, "ffn lerp", f32s(r * d))?;
+        let rkv = storage(&ctx, "rkv", f32s(3 * r * d))?;
+        let lora = storage(&ctx, "lora out", f32s(4 * r * d))?;
+        let hidden = |rank: usize, label: &str| storage(&ctx, label, f32s(r * rank as u64));
+        let w_h = hidden(c.decay_lora, "decay lora hidden")?;
+        let a_h = hidden(c.iclr_lora, "iclr lora hidden")?;
+        let g_h = hidden(c.gate_lora, "gate lora hidden")?;
+        let v_h = hidden(c.value_lora, "value lora hidden")?;
+        let v_first = storage(&ctx, "v_first", f32s(r * d))?;
+        let att_out = storage(&ctx, "att out", f32s(r * d))?;
+        let ffn_k = storage(&ctx, "ffn key", f32s(r * c.ffn_size as u64))?;
+        let out_x = storage(&ctx, "output norm", f32s(max_out * d))?;
+
+        let (dim, rows) = (c.n_embd as u32, options.max_rows as u32);
+        let mut b = Builder {
+            ctx: &ctx,
+            kernels: &kernels,
+            matmul: &matmul,
+            step: &scratch.step,
+            head_step: &scratch.head_step,
+            round: options.llama_cpp_rounding,
+            rounded: Vec::new(),
+            fresh: Vec::new(),
+            ops: Vec::new(),
+        };
+        let a = |name: &'static str, buf: &wgpu::Buffer, cols: usize, blocks: u32| -> (&'static str, wgpu::Buffer, u32, u32) {
+            (name, buf.clone(), cols as u32, blocks)
+        };
+        let mix_a = a("mix", &mix, c.n_embd, 6);
+        let w_a = a("w_h", &w_h, c.decay_lora, 1);
+        let a_a = a("a_h", &a_h, c.iclr_lora, 1);
+        let g_a = a("g_h", &g_h, c.gate_lora, 1);
+        let v_a = a("v_h", &v_h, c.value_lora, 1);
+        let att_a = a("att_out", &att_out, c.n_embd, 1);
+        let ffn_in_a = a("ffn_in", &ffn_in, c.n_embd, 1);
+        let ffn_k_a = a("ffn_k", &ffn_k, c.ffn_size, 1);
+        fn view<'a>(t: &'a (&'static str, wgpu::Buffer, u32, u32), rows: u32) -> Act<'a> {
+            Act {
+                name: t.0,
+                buf: &t.1,
+                cols: t.2,
+                blocks: t.3,
+                rows,
+                out: false,
+            }
+        }
+
+        let ln_params = |gather: bool| LayerNormParams {
+            dim,
+            eps: c.layer_norm_eps,
+            gather: gather as u32,
+            count_out: gather as u32,
+        };
+        let plain_ln = uniform(dev, "layer norm", &ln_params(false));
+        let gather_ln = uniform(dev, "output norm", &ln_params(true));
+        let shift_params = |n_mix: u32| {
+            uniform(
+                dev,
+                "token shift",
+                &TokenShiftParams {
+                    dim,
+                    n_mix,
+                    mix_stride: rows * dim,
+                    _pad: 0,
+                },
+            )
+        };
+        let att_shift_params = shift_params(6);
+        let ffn_shift_params = shift_params(1);
+        let commit_params = uniform(dev, "commit", &CommitParams { dim, _pad: [0; 3] });
+        let wkv_params: Vec<wgpu::Buffer> = (0..c.n_layer)
+            .map(|i| {
+                uniform(
+                    dev,
+                    "wkv params",
+                    &Wkv7Params {
+                        dim,
+                        first_layer: (i == 0) as u32,
+                        block_stride: rows * dim,
+                        group_norm_eps: Rwkv7Config::GROUP_NORM_EPS,
+                    },
+                )
+            })
+            .collect();
+
+        let embed = matmul.prepare_get_rows(&ctx, &weights.embedding, &scratch.tokens, 0, &emb, 0, dim, &scratch.step, rows)?;
+        b.kernel(
+            "embedding_norm",
+            &kernels.layer_norm,
+            &[&plain_ln, &scratch.step, &emb, &x, &weights.embedding_norm_w, &weights.embedding_norm_b, &scratch.out_rows],
+            Grid::Rows,
+        );
+        for (i, (lw, st)) in weights.layers.iter().zip(&states).enumerate() {
+            b.kernel(
+                "att_norm",
+                &kernels.layer_norm,
+                &[&plain_ln, &scratch.step, &x, &xa, &lw.att_norm_w, &lw.att_norm_b, &scratch.out_rows],
+                Grid::Rows,
+            );
+            b.kernel(
+                "att_shift",
+                &kernels.token_shift,
+                &[&att_shift_params, &scratch.step, &xa, &mix, &lw.lerp, &st.att_shift, &scratch.rows],
+                Grid::Rows,
+            );
+            // Mix blocks: 0 r, 1 w, 2 k, 3 v, 4 a, 5 g. rkv blocks: 0 r, 1 k, 2 v.
+            // lora blocks: 0 decay, 1 iclr, 2 gate, 3 value residual.
+            b.matmul(&lw.receptance, view(&mix_a, rows), 0, ("rkv", &rkv), 0, rows, Epilogue::Store)?;
+            b.matmul(&lw.key, view(&mix_a, rows), 2, ("rkv", &rkv), 1, rows, Epilogue::Store)?;
+            b.matmul(&lw.value, view(&mix_a, rows), 3, ("rkv", &rkv), 2, rows, Epilogue::Store)?;
+            b.matmul(&lw.w1, view(&mix_a, rows), 1, ("w_h", &w_h), 0, rows, Epilogue::Tanh)?;
+            b.matmul(&lw.a1, view(&mix_a, rows), 4, ("a_h", &a_h), 0, rows, Epilogue::Store)?;
+            b.matmul(&lw.g1, view(&mix_a, rows), 5, ("g_h", &g_h), 0, rows, Epilogue::Sigmoid)?;
+            b.matmul(&lw.w2, view(&w_a, rows), 0, ("lora", &lora), 0, rows, Epilogue::Store)?;
+            b.matmul(&lw.a2, view(&a_a, rows), 0, ("lora", &lora), 1, rows, Epilogue::Store)?;
+            b.matmul(&lw.g2, view(&g_a, rows), 0, ("lora", &lora), 2, rows, Epilogue::Store)?;
+            if let (Some(v1), Some(v2)) = (&lw.v1, &lw.v2) {
+                b.matmul(v1, view(&mix_a, rows), 3, ("v_h", &v_h), 0, rows, Epilogue::Store)?;
+                b.matmul(v2, view(&v_a, rows), 0, ("lora", &lora), 3, rows, Epilogue::Store)?;
+            }
+            b.kernel(
+                "wkv7",
+                &kernels.wkv7,
+                &[&wkv_params[i], &scratch.step, &scratch.chunks, &rkv, &lora, &v_first, &st.wkv, &lw.vecs, &att_out],
+                Grid::ChunkHeads,
+            );
+            b.matmul(&lw.output, view(&att_a, rows), 0, ("x", &x), 0, rows, Epilogue::Add)?;
+            b.kernel(
+                "ffn_norm",
+                &kernels.layer_norm,
+                &[&plain_ln, &scratch.step, &x, &xf, &lw.ffn_norm_w, &lw.ffn_norm_b, &scratch.out_rows],
+                Grid::Rows,
+            );
+            b.kernel(
+                "ffn_shift",
+                &kernels.token_shift,
+                &[&ffn_shift_params, &scratch.step, &xf, &ffn_in, &lw.ffn_lerp, &st.ffn_shift, &scratch.rows],
+                Grid::Rows,
+            );
+            b.matmul(&lw.ffn_key, view(&ffn_in_a, rows), 0, ("ffn_k", &ffn_k), 0, rows, Epilogue::ReluSquare)?;
+            b.matmul(&lw.ffn_value, view(&ffn_k_a, rows), 0, ("x", &x), 0, rows, Epilogue::Add)?;
+            b.kernel(
+                "commit_shift",
+                &kernels.commit_shift,
+                &[&commit_params, &scratch.step, &xa, &xf, &st.att_shift, &st.ffn_shift, &scratch.chunks],
+                Grid::Chunks,
+            );
+        }
+        b.kernel(
+            "output_norm",
+            &kernels.layer_norm,
+            &[&gather_ln, &scratch.step, &x, &out_x, &weights.output_norm_w, &weights.output_norm_b, &scratch.out_rows],
+            Grid::Out,
+        );
+        let head_in = Act {
+            name: "out_x",
+            buf: &out_x,
+            cols: dim,
+            blocks: 1,
+            rows: options.max_out as u32,
+            out: true,
+        };
+        b.matmul(&weights.head, head_in, 0, ("logits", &scratch.logits), 0, options.max_out as u32, Epilogue::Store)?;
+
+        let mut ops = vec![Op::Gather(embed)];
+        ops.append(&mut b.ops);
+        let mut buffers = vec![emb, x, xa, xf, mix, ffn_in, rkv, lora, w_h, a_h, g_h, v_h, v_first, att_out, ffn_k, out_x];
+        buffers.extend(b.rounded.into_iter().map(|(_, _, buf)| buf));
+        Ok(Engine {
+            ctx,
+            config: c,
+            options,
+            weights,
+            states,
+            scratch,
+            ops,
+            _buffers: buffers,
+            last_times: StageTimes::default(),
+        })
+    }
+
+    pub fn context(&self) -> &GpuContext {
+        &self.ctx
+    }
+
+    /// Bytes of weights on the GPU.
+    pub fn weight_bytes(&self) -> u64 {
+        self.weights.gpu_bytes(&self.config)
+    }
+
+    /// Stage times of the last [`Engine::step`].
+    pub fn last_times(&self) -> StageTimes {
+        self.last_times
+    }
+
+    fn check_inputs(&self, inputs: &[SlotInput]) -> Result<()> {
+        let mut seen = vec![false; self.options.max_slots];
+        for input in inputs {
+            if input.slot >= self.options.max_slots {
+                return Err(EngineError::Invalid(format!(
+                    "slot {} does not exist (the engine has {} slots)",
+                    input.slot, self.options.max_slots
+                )));
+            }
+            if std::mem::replace(&mut seen[input.slot], true) {
+                return Err(EngineError::Invalid(format!(
+                    "slot {} appears twice in one step",
+                    input.slot
+                )));
+            }
+            if let Some(&bad) = input.tokens.iter().find(|&&t| t as usize >= self.config.vocab_size) {
+                return Err(EngineError::Invalid(format!(
+                    "token id {bad} is outside the vocabulary of {} tokens",
+                    self.config.vocab_size
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs the tokens of every input through the model, updating each slot's state, and
+    /// returns, per input, the logits it asked for (one row per wanted position).
+    pub fn step(&mut self, inputs: &[SlotInput]) -> Result<Vec<Vec<Vec<f32>>>> {
+        self.check_inputs(inputs)?;
+        let mut outputs: Vec<Vec<Vec<f32>>> = vec![Vec::new(); inputs.len()];
+        let mut done = vec![0usize; inputs.len()];
+        let mut times = StageTimes::default();
+        loop {
+            // Share the row budget among the inputs that still have tokens; Logits::All also
+            // spends the output budget, one row per token.
+            let mut plan: Vec<(usize, usize, usize)> = Vec::new(); // (input, start, len)
+            let (mut rows_left, mut outs_left) = (self.options.max_rows, self.options.max_out);
+            let pending: Vec<usize> = (0..inputs.len())
+                .filter(|&i| done[i] < inputs[i].tokens.len())
+                .collect();
+            if pending.is_empty() {
+                break;
+            }
+            for (n, &i) in pending.iter().enumerate() {
+                let fair = rows_left.div_ceil(pending.len() - n);
+                let remaining = inputs[i].tokens.len() - done[i];
+                let mut take = remaining.min(fair);
+                match inputs[i].logits {
+                    Logits::All => take = take.min(outs_left),
+                    Logits::Last if take == remaining && outs_left == 0 => take = remaining - 1,
+                    _ => {}
+                }
+                if take == 0 {
+                    continue;
+                }
+                rows_left -= take;
+                let emits = match inputs[i].logits {
+                    Logits::All => take,
+                    Logits::Last => usize::from(done[i] + take == inputs[i].tokens.len()),
+                    Logits::None => 0,
+                };
+                outs_left -= emits;
+                plan.push((i, done[i], take));
+            }
+            if plan.is_empty() {
+                return Err(EngineError::Invalid(
+                    "a step could not make progress (row or output budget of 0)".into(),
+                ));
+            }
+            let rows = self.gpu_step(inputs, &plan, &mut times)?;
+            let mut rows = rows.into_iter();
+            for &(i, start, len) in &plan {
+                let emits = match inputs[i].logits {
+                    Logits::All => len,
+                    Logits::Last => usize::from(start + len == inputs[i].tokens.len()),
+                    Logits::None => 0,
+                };
+                outputs[i].extend(rows.by_ref().take(emits));
+                done[i] += len;
+            }
+        }
+        self.last_times = times;
+        Ok(outputs)
+    }
+
+    /// One GPU submission for the planned chunks; returns the wanted logits rows in plan order.
+    fn gpu_step(
+        &mut self,
+        inputs: &[SlotInput],
+        plan: &[(usize, usize, usize)],
+        times: &mut StageTimes,
+    ) -> Result<Vec<Vec<f32>>> {
+        // input
+        let t0 = Instant::now();
+        let mut tokens = Vec::new();
+        let mut rows = Vec::new();
+        let mut chunks = Vec::new();
+        let mut out_rows = Vec::new();
+        for &(i, start, len) in plan {
+            let input = &inputs[i];
+            let first_row = tokens.len() as u32;
+            for (n, &t) in input.tokens[start..start + len].iter().enumerate() {
+                let row = first_row + n as u32;
+                tokens.push(t);
+                rows.push(RowInfo {
+                    slot: input.slot as u32,
+                    prev: if n == 0 { NO_PREV } else { row - 1 },
+                });
+                let wanted = match input.logits {
+                    Logits::All => true,
+                    Logits::Last => n + 1 == len && start + len == input.tokens.len(),
+                    Logits::None => false,
+                };
+                if wanted {
+                    out_rows.push(row);
+                }
+            }
+            chunks.push(ChunkInfo {
+                slot: input.slot as u32,
+                first_row,
+                n_rows: len as u32,
+                _pad: 0,
+            });
+        }
+        let step = StepUniform {
+            n_rows: tokens.len() as u32,
+            n_chunks: chunks.len() as u32,
+            n_out: out_rows.len() as u32,
+            _pad: 0,
+        };
+        let head_step = StepUniform {
+            n_rows: step.n_out,
+            ..step
+        };
+        let t1 = Instant::now();
+
+        // load
+        let q = &self.ctx.queue;
+        q.write_buffer(&self.scratch.step, 0, bytemuck::bytes_of(&step));
+        q.write_buffer(&self.scratch.head_step, 0, bytemuck::bytes_of(&head_step));
+        q.write_buffer(&self.scratch.tokens, 0, bytemuck::cast_slice(&tokens));
+        q.write_buffer(&self.scratch.rows, 0, bytemuck::cast_slice(&rows));
+        q.write_buffer(&self.scratch.chunks, 0, bytemuck::cast_slice(&chunks));
+        if !out_rows.is_empty() {
+            q.write_buffer(&self.scratch.out_rows, 0, bytemuck::cast_slice(&out_rows));
+        }
+        let t2 = Instant::now();
+
+        // dispatch
+        let n_rows = step.n_rows;
+        let n_chunks = step.n_chunks;
+        let n_head = self.config.n_head as u32;
+        let mut encoder = self
+            .ctx
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("step") });
+        {
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("step"),
+                timestamp_writes: None,
+            });
+            for op in &self.ops {
+                let (rows, out) = (n_rows, step.n_out);
+                match op {
+                    Op::Gather(call) => call.record(&mut pass, rows),
+                    Op::Matmul(call, Grid::Out) => call.record(&mut pass, out),
+                    Op::Matmul(call, _) => call.record(&mut pass, rows),
+                    Op::Kernel(launch, grid) => match *grid {
+                        Grid::Rows => launch.record(&mut pass, rows, 1),
+                        Grid::RowBlocks(n) => launch.record(&mut pass, rows, n),
+                        Grid::Out => launch.record(&mut pass, out, 1),
+                        Grid::Chunks => launch.record(&mut pass, n_chunks, 1),
+                        Grid::ChunkHeads => launch.record(&mut pass, n_chunks, n_head),
+                    },
+                }
+            }
+        }
+        let vocab = self.config.vocab_size as u64;
+        let out_bytes = step.n_out as u64 * vocab * 4;
+        if out_bytes > 0 {
+            encoder.copy_buffer_to_buffer(&self.scratch.logits, 0, &self.scratch.readback, 0, out_bytes);
+        }
+        let commands = encoder.finish();
+        let t3 = Instant::now();
+
+        // submit
+        self.ctx.queue.submit([commands]);
+        let t4 = Instant::now();
+
+        // back
+        let mut result = Vec::with_capacity(out_rows.len());
+        if out_bytes > 0 {
+            let data = map_read(&self.ctx, &self.scratch.readback, out_bytes)?;
+            let values: &[f32] = bytemuck::cast_slice(&data);
+            result.extend(values.chunks_exact(vocab as usize).map(<[f32]>::to_vec));
+        } else {
+            self.ctx
+                .device
+                .poll(wgpu::PollType::wait_indefinitely())
+                .map_err(|e| EngineError::Gpu(rwkv_gpu::GpuError::Readback(e.to_string())))?;
+        }
+        let t5 = Instant::now();
+
+        times.input += t1 - t0;
+        times.load += t2 - t1;
+        times.dispatch += t3 - t2;
+        times.submit += t4 - t3;
+        times.back += t5 - t4;
+        times.gpu_steps += 1;
+        Ok(result)
+    }
+}

@@ -1,0 +1,167 @@
+//! The RWKV-7-specific compute kernels (WGSL files beside this one) and small helpers to bind
+//! them. The quantized matrix products live in `rwkv-gpu`.
+
+use wgpu::util::DeviceExt;
+
+/// Per-step values every kernel reads from one uniform buffer (see `Step` in the WGSL files).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct StepUniform {
+    pub n_rows: u32,
+    pub n_chunks: u32,
+    pub n_out: u32,
+    pub _pad: u32,
+}
+
+/// Per-row token-shift source: the row's slot, and the previous token's row or [`NO_PREV`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct RowInfo {
+    pub slot: u32,
+    pub prev: u32,
+}
+
+pub const NO_PREV: u32 = u32::MAX;
+
+/// Consecutive rows of one sequence within a step.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct ChunkInfo {
+    pub slot: u32,
+    pub first_row: u32,
+    pub n_rows: u32,
+    pub _pad: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct LayerNormParams {
+    pub dim: u32,
+    pub eps: f32,
+    pub gather: u32,
+    pub count_out: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct TokenShiftParams {
+    pub dim: u32,
+    pub n_mix: u32,
+    pub mix_stride: u32,
+    pub _pad: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct CommitParams {
+    pub dim: u32,
+    pub _pad: [u32; 3],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct RoundParams {
+    pub cols: u32,
+    pub block_stride: u32,
+    pub mode: u32,
+    pub count_out: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct Wkv7Params {
+    pub dim: u32,
+    pub first_layer: u32,
+    pub block_stride: u32,
+    pub group_norm_eps: f32,
+}
+
+/// Compiled pipelines of the model's own kernels.
+pub struct Kernels {
+    pub layer_norm: wgpu::ComputePipeline,
+    pub token_shift: wgpu::ComputePipeline,
+    pub commit_shift: wgpu::ComputePipeline,
+    pub wkv7: wgpu::ComputePipeline,
+    pub round_activations: wgpu::ComputePipeline,
+}
+
+impl Kernels {
+    pub fn new(device: &wgpu::Device) -> Kernels {
+        Kernels {
+            layer_norm: pipeline(device, "layer_norm", include_str!("layer_norm.wgsl")),
+            token_shift: pipeline(device, "token_shift", include_str!("token_shift.wgsl")),
+            commit_shift: pipeline(device, "commit_shift", include_str!("commit_shift.wgsl")),
+            wkv7: pipeline(device, "wkv7", include_str!("wkv7.wgsl")),
+            round_activations: pipeline(
+                device,
+                "round_activations",
+                include_str!("round_activations.wgsl"),
+            ),
+        }
+    }
+}
+
+/// A compute pipeline with the layout derived from the shader.
+pub fn pipeline(device: &wgpu::Device, label: &str, source: &str) -> wgpu::ComputePipeline {
+    let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+        label: Some(label),
+        source: wgpu::ShaderSource::Wgsl(source.into()),
+    });
+    device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+        label: Some(label),
+        layout: None,
+        module: &module,
+        entry_point: Some("main"),
+        compilation_options: Default::default(),
+        cache: None,
+    })
+}
+
+/// Binds `buffers` to bindings 0, 1, 2... of group 0, whole buffers.
+pub fn bind(
+    device: &wgpu::Device,
+    pipeline: &wgpu::ComputePipeline,
+    label: &str,
+    buffers: &[&wgpu::Buffer],
+) -> wgpu::BindGroup {
+    let entries: Vec<wgpu::BindGroupEntry> = buffers
+        .iter()
+        .enumerate()
+        .map(|(i, b)| wgpu::BindGroupEntry {
+            binding: i as u32,
+            resource: b.as_entire_binding(),
+        })
+        .collect();
+    device.create_bind_group(&wgpu::BindGroupDescriptor {
+        label: Some(label),
+        layout: &pipeline.get_bind_group_layout(0),
+        entries: &entries,
+    })
+}
+
+/// A small uniform buffer holding `value`.
+pub fn uniform<T: bytemuck::Pod>(device: &wgpu::Device, label: &str, value: &T) -> wgpu::Buffer {
+    device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+        label: Some(label),
+        contents: bytemuck::bytes_of(value),
+        usage: wgpu::BufferUsages::UNIFORM,
+    })
+}
+
+/// A kernel launch prepared once: pipeline, bind group, and how to size its grid.
+pub struct Launch {
+    pub label: &'static str,
+    pub pipeline: wgpu::ComputePipeline,
+    pub bind_group: wgpu::BindGroup,
+}
+
+impl Launch {
+    pub fn record(&self, pass: &mut wgpu::ComputePass<'_>, x: u32, y: u32) {
+        if x == 0 || y == 0 {
+            return;
+        }
+        pass.set_pipeline(&self.pipeline);
+        pass.set_bind_group(0, &self.bind_group, &[]);
+        pass.dispatch_workgroups(x, y, 1);
+    }
+}

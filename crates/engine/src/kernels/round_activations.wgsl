@@ -1,0 +1,135 @@
+// Rounds activation rows the way ggml's CPU backend does before a matrix product, so that the
+// GPU reproduces llama.cpp's numbers: f16 or bf16 per value, or Q8_0 / Q8_K blocks (values
+// snapped to an 8-bit grid per block of 32 / 256). Writes the rounded f32 values.
+// One workgroup per (row, block of rows); rows are [block][max_rows][cols].
+
+struct Params {
+    cols: u32,
+    // Elements between consecutive blocks of rows.
+    block_stride: u32,
+    // 1: f16, 2: bf16, 3: Q8_0 (and Q8_1), 4: Q8_K.
+    mode: u32,
+    // 0: count rows with step.n_rows, 1: with step.n_out.
+    count_out: u32,
+}
+
+struct Step {
+    n_rows: u32,
+    n_chunks: u32,
+    n_out: u32,
+    _pad: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<uniform> step: Step;
+@group(0) @binding(2) var<storage, read> input: array<f32>;
+@group(0) @binding(3) var<storage, read_write> output: array<f32>;
+
+const WG: u32 = 256u;
+var<workgroup> red_abs: array<f32, WG>;
+var<workgroup> red_idx: array<u32, WG>;
+
+// f32 -> nearest f16 (ties to even) -> f32, done with integer arithmetic so the result does
+// not depend on how a driver rounds conversions.
+fn round_f16(x: f32) -> f32 {
+    let bits = bitcast<u32>(x);
+    let sign = bits & 0x80000000u;
+    let a = bits & 0x7fffffffu;
+    if a >= 0x7f800000u {
+        return x; // inf or nan
+    }
+    let e = i32(a >> 23u) - 127;
+    if e > 15 {
+        return bitcast<f32>(sign | 0x7f800000u); // overflows f16
+    }
+    // Units in the last place of f16 at this exponent (subnormals share 2^-24).
+    let ulp_exp = max(e, -14) - 10;
+    if ulp_exp <= -150 {
+        return bitcast<f32>(sign);
+    }
+    let ax = bitcast<f32>(a);
+    let ulp = exp2(f32(ulp_exp));
+    // Exact: ax / ulp is representable, and round() is ties-to-even in WGSL.
+    var r = round(ax / ulp) * ulp;
+    if r >= 65520.0 {
+        r = bitcast<f32>(0x7f800000u);
+    }
+    return bitcast<f32>(sign | bitcast<u32>(r));
+}
+
+fn round_bf16(x: f32) -> f32 {
+    let u = bitcast<u32>(x);
+    if (u & 0x7fffffffu) > 0x7f800000u {
+        return bitcast<f32>(((u >> 16u) | 64u) << 16u);
+    }
+    return bitcast<f32>(((u + (0x7fffu + ((u >> 16u) & 1u))) >> 16u) << 16u);
+}
+
+// Largest |v| over the workgroup; ties go to the lowest index, as a sequential scan finds.
+fn reduce_max_abs(tid: u32, v: f32) -> u32 {
+    red_abs[tid] = abs(v);
+    red_idx[tid] = tid;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s = s / 2u) {
+        if tid < s {
+            let a = red_abs[tid];
+            let b = red_abs[tid + s];
+            if b > a || (b == a && red_idx[tid + s] < red_idx[tid]) {
+                red_abs[tid] = b;
+                red_idx[tid] = red_idx[tid + s];
+            }
+        }
+        workgroupBarrier();
+    }
+    let idx = red_idx[0];
+    workgroupBarrier();
+    return idx;
+}
+
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
+    let count = select(step.n_rows, step.n_out, p.count_out == 1u);
+    if wg.x >= count {
+        return;
+    }
+    let base = wg.y * p.block_stride + wg.x * p.cols;
+    if p.mode == 1u || p.mode == 2u {
+        for (var c = tid; c < p.cols; c += WG) {
+            let v = input[base + c];
+            output[base + c] = select(round_bf16(v), round_f16(v), p.mode == 1u);
+        }
+        return;
+    }
+    if p.mode == 3u {
+        // Q8_0: each thread owns whole blocks of 32. d = amax / 127 stored as f16.
+        for (var b = tid; b * 32u < p.cols; b += WG) {
+            let o = base + b * 32u;
+            var amax = 0.0;
+            for (var j = 0u; j < 32u; j++) {
+                amax = max(amax, abs(input[o + j]));
+            }
+            let d = amax / 127.0;
+            let id = select(0.0, 1.0 / d, d != 0.0);
+            let d16 = round_f16(d);
+            for (var j = 0u; j < 32u; j++) {
+                output[o + j] = round(input[o + j] * id) * d16;
+            }
+        }
+        return;
+    }
+    // Q8_K: blocks of 256, one value per thread. The scale comes from the signed value of
+    // largest magnitude, which maps to -127.
+    for (var b = 0u; b * 256u < p.cols; b++) {
+        let o = base + b * 256u;
+        let v = input[o + tid];
+        let imax = reduce_max_abs(tid, v);
+        let max_v = input[o + imax];
+        if max_v == 0.0 {
+            output[o + tid] = 0.0;
+        } else {
+            let iscale = -127.0 / max_v;
+            let d = 1.0 / iscale;
+            output[o + tid] = min(round(iscale * v), 127.0) * d;
+        }
+    }
+}

@@ -1,0 +1,12 @@
+//! RWKV-7 on the GPU: weights uploaded in their GGUF encoding, every operation of the forward
+//! pass in WGSL compute kernels, many sequences batched in slots with their own state, and
+//! state control. See [`Engine`] for the pipeline stages of one step.
+
+mod engine;
+mod error;
+pub mod kernels;
+mod state;
+pub mod weights;
+
+pub use engine::{Engine, EngineOptions, Logits, SlotInput, StageTimes};
+pub use error::{EngineError, Result};

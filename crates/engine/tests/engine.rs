@@ -1,0 +1,345 @@
+//! The GPU engine against llama.cpp's logits (every fixture type), against the CPU reference on
+//! a generated model of other dimensions, and its batching, chunking and state control.
+//! Runs on any adapter; CI uses lavapipe.
+
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+
+use gguf::GgufFile;
+use rwkv_engine::{Engine, EngineOptions, Logits, SlotInput};
+use rwkv_gpu::{ContextOptions, GpuContext};
+use rwkv_model::synth::{synth_gguf, SynthOptions};
+use rwkv_model::{CpuModel, Precision};
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/fixtures"))
+}
+
+fn context() -> Arc<GpuContext> {
+    static CTX: OnceLock<Arc<GpuContext>> = OnceLock::new();
+    CTX.get_or_init(|| Arc::new(GpuContext::new(&ContextOptions::default()).expect("a GPU adapter (CI installs lavapipe)")))
+        .clone()
+}
+
+fn engine(file: &GgufFile, options: EngineOptions) -> Engine {
+    Engine::load(context(), file, options, &mut |_, _| {}).unwrap()
+}
+
+fn relative_error(ours: &[f32], expected: &[f32]) -> f64 {
+    let diff: f64 = ours.iter().zip(expected).map(|(a, b)| ((a - b) as f64).powi(2)).sum();
+    let norm: f64 = expected.iter().map(|b| (*b as f64).powi(2)).sum();
+    (diff / norm).sqrt()
+}
+
+fn read_json_ids(path: PathBuf) -> Vec<u32> {
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap()
+}
+
+/// Runs `tokens` through slot 0 and returns the logits after every position.
+fn all_logits(engine: &mut Engine, tokens: &[u32]) -> Vec<Vec<f32>> {
+    let out = engine
+        .step(&[SlotInput {
+            slot: 0,
+            tokens,
+            logits: Logits::All,
+        }])
+        .unwrap();
+    out.into_iter().next().unwrap()
+}
+
+const FIXTURES: [&str; 12] = [
+    "mini-f16",
+    "mini-bf16",
+    "mini-q8_0",
+    "mini-q4_0",
+    "mini-q4_1",
+    "mini-q5_1",
+    "mini-q2_k",
+    "mini-q3_k_m",
+    "mini-q4_k_m",
+    "mini-q5_k_m",
+    "mini-q6_k",
+    "vocab-q4_k_m",
+];
+
+#[test]
+fn every_fixture_matches_llama_cpp() {
+    for name in FIXTURES {
+        let dir = fixtures();
+        let file = GgufFile::open(dir.join(format!("{name}.gguf"))).unwrap();
+        let tokens = read_json_ids(dir.join(format!("expected/{name}.tokens.json")));
+        let bytes = std::fs::read(dir.join(format!("expected/{name}.logits.f32"))).unwrap();
+        let expected: Vec<f32> = bytemuck::pod_collect_to_vec(&bytes);
+        let mut e = engine(
+            &file,
+            EngineOptions {
+                max_slots: 1,
+                max_rows: 64,
+                max_out: 64,
+                llama_cpp_rounding: true,
+            },
+        );
+        let vocab = e.config.vocab_size;
+        let logits = all_logits(&mut e, &tokens);
+        assert_eq!(logits.len(), tokens.len());
+        let mut worst = 0.0f64;
+        for (pos, row) in logits.iter().enumerate() {
+            let err = relative_error(row, &expected[pos * vocab..(pos + 1) * vocab]);
+            worst = worst.max(err);
+            assert!(err <= 5e-3, "{name}: position {pos}: relative error {err:e} > 5e-3");
+        }
+        eprintln!("{name}: worst relative error {worst:e}");
+    }
+}
+
+fn synthetic(n_layer: usize, n_embd: usize, vocab: usize, seed: u64) -> GgufFile {
+    let mut o = SynthOptions::new(n_layer, n_embd, vocab);
+    o.seed = seed;
+    GgufFile::from_bytes(synth_gguf(&o).unwrap().to_bytes()).unwrap()
+}
+
+fn sequence(n: usize, vocab: usize, seed: u32) -> Vec<u32> {
+    (0..n as u32)
+        .map(|i| (i.wrapping_mul(2654435761).wrapping_add(seed.wrapping_mul(40503))) % vocab as u32)
+        .collect()
+}
+
+#[test]
+fn generated_model_of_other_shape_matches_cpu_reference() {
+    // 3 layers, 8 heads: dimensions the fixtures do not have.
+    let file = synthetic(3, 512, 300, 7);
+    let cpu = CpuModel::load_with(&file, Precision::Exact).unwrap();
+    let tokens = sequence(20, 300, 1);
+    let mut state = cpu.new_state();
+    let expected = cpu.forward_sequence(&tokens, &mut state).unwrap();
+    let mut e = engine(
+        &file,
+        EngineOptions {
+            max_slots: 2,
+            max_rows: 8,
+            max_out: 8,
+            llama_cpp_rounding: false,
+        },
+    );
+    let ours = all_logits(&mut e, &tokens);
+    for (pos, (a, b)) in ours.iter().zip(&expected).enumerate() {
+        let err = relative_error(a, b);
+        assert!(err <= 1e-4, "position {pos}: relative error {err:e}");
+    }
+    // The GPU state equals the CPU state after the same tokens.
+    let gpu_state = e.read_state(0).unwrap();
+    for (l, (g, c)) in gpu_state.layers.iter().zip(&state.layers).enumerate() {
+        assert!(relative_error(&g.wkv, &c.wkv) < 1e-4, "layer {l} wkv state");
+        assert!(relative_error(&g.att_shift, &c.att_shift) < 1e-5, "layer {l} att shift");
+        assert!(relative_error(&g.ffn_shift, &c.ffn_shift) < 1e-5, "layer {l} ffn shift");
+    }
+}
+
+fn assert_close(a: &[Vec<f32>], b: &[Vec<f32>], tol: f64, what: &str) {
+    assert_eq!(a.len(), b.len(), "{what}: row count");
+    for (pos, (x, y)) in a.iter().zip(b).enumerate() {
+        let err = relative_error(x, y);
+        assert!(err <= tol, "{what}: position {pos}: relative error {err:e}");
+    }
+}
+
+#[test]
+fn a_batch_equals_separate_runs() {
+    let file = synthetic(2, 256, 200, 3);
+    let prompts: Vec<Vec<u32>> = (0..4).map(|i| sequence(5 + 3 * i, 200, i as u32)).collect();
+    let options = EngineOptions {
+        max_slots: 4,
+        max_rows: 64,
+        max_out: 64,
+        llama_cpp_rounding: false,
+    };
+    let mut separate = Vec::new();
+    for p in &prompts {
+        let mut e = engine(&file, options.clone());
+        separate.push(all_logits(&mut e, p));
+    }
+    let mut e = engine(&file, options);
+    let inputs: Vec<SlotInput> = prompts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| SlotInput {
+            slot: 3 - i,
+            tokens: p,
+            logits: Logits::All,
+        })
+        .collect();
+    let batched = e.step(&inputs).unwrap();
+    for (i, (b, s)) in batched.iter().zip(&separate).enumerate() {
+        assert_close(b, s, 1e-5, &format!("prompt {i}"));
+    }
+    // A decode step mixing all four slots continues each sequence independently.
+    let next: Vec<u32> = vec![11, 12, 13, 14];
+    let step: Vec<SlotInput> = (0..4)
+        .map(|i| SlotInput {
+            slot: 3 - i,
+            tokens: &next[i..i + 1],
+            logits: Logits::Last,
+        })
+        .collect();
+    let decoded = e.step(&step).unwrap();
+    for (i, p) in prompts.iter().enumerate() {
+        let mut e1 = engine(
+            &file,
+            EngineOptions {
+                max_slots: 1,
+                max_rows: 64,
+                max_out: 64,
+                llama_cpp_rounding: false,
+            },
+        );
+        let mut full = p.clone();
+        full.push(next[i]);
+        let alone = all_logits(&mut e1, &full);
+        assert_close(&decoded[i], &alone[alone.len() - 1..], 1e-5, &format!("decode {i}"));
+    }
+}
+
+#[test]
+fn chunked_prefill_matches_token_by_token() {
+    let file = synthetic(2, 256, 200, 5);
+    let tokens = sequence(70, 200, 9);
+    let options = |max_rows| EngineOptions {
+        max_slots: 1,
+        max_rows,
+        max_out: 8,
+        llama_cpp_rounding: false,
+    };
+    let mut e = engine(&file, options(64));
+    let one_by_one: Vec<Vec<f32>> = tokens
+        .iter()
+        .map(|t| {
+            let out = e
+                .step(&[SlotInput {
+                    slot: 0,
+                    tokens: std::slice::from_ref(t),
+                    logits: Logits::Last,
+                }])
+                .unwrap();
+            out[0][0].clone()
+        })
+        .collect();
+    for chunk in [1, 7, 64] {
+        let mut e = engine(&file, options(chunk));
+        // max_out 8 < 70 tokens: the step is split by outputs too.
+        let all = all_logits(&mut e, &tokens);
+        assert_close(&all, &one_by_one, 1e-5, &format!("chunk {chunk}"));
+        assert!(e.last_times().gpu_steps as usize >= tokens.len().div_ceil(chunk.min(8)));
+    }
+}
+
+#[test]
+fn state_save_load_and_slot_control() {
+    let file = synthetic(2, 256, 200, 11);
+    let (a, b) = (sequence(9, 200, 1), sequence(6, 200, 2));
+    let options = EngineOptions {
+        max_slots: 3,
+        max_rows: 16,
+        max_out: 16,
+        llama_cpp_rounding: false,
+    };
+    let mut e = engine(&file, options.clone());
+    let run = |e: &mut Engine, slot: usize, tokens: &[u32]| {
+        e.step(&[SlotInput {
+            slot,
+            tokens,
+            logits: Logits::All,
+        }])
+        .unwrap()
+        .remove(0)
+    };
+    run(&mut e, 0, &a);
+    let saved = e.read_state(0).unwrap();
+    let direct = run(&mut e, 0, &b);
+
+    // Save to a file, load into a fresh engine, continue.
+    let path = std::env::temp_dir().join(format!("rwkv-state-{}.safetensors", std::process::id()));
+    saved.save(&path, &e.config).unwrap();
+    let loaded = rwkv_model::State::load(&path, &e.config).unwrap();
+    std::fs::remove_file(&path).ok();
+    assert_eq!(loaded, saved);
+    let mut fresh = engine(&file, options);
+    fresh.write_state(2, &loaded).unwrap();
+    assert_close(&run(&mut fresh, 2, &b), &direct, 0.0, "continued after load");
+
+    // Copy a slot, reset a slot.
+    fresh.write_state(0, &saved).unwrap();
+    fresh.copy_slot(0, 1).unwrap();
+    assert_close(&run(&mut fresh, 1, &b), &direct, 0.0, "continued after copy");
+    fresh.reset(1).unwrap();
+    let zero = fresh.read_state(1).unwrap();
+    assert!(zero.layers.iter().all(|l| l.wkv.iter().all(|&v| v == 0.0)));
+    let mut clean = engine(&file, EngineOptions { max_slots: 1, llama_cpp_rounding: false, ..EngineOptions::default() });
+    assert_close(&run(&mut fresh, 1, &a), &run(&mut clean, 0, &a), 0.0, "after reset");
+
+    // Bad requests are errors, not panics.
+    assert!(fresh.read_state(3).is_err());
+    assert!(fresh.step(&[SlotInput { slot: 0, tokens: &[200], logits: Logits::Last }]).is_err());
+    let twice = [
+        SlotInput { slot: 0, tokens: &a, logits: Logits::Last },
+        SlotInput { slot: 0, tokens: &b, logits: Logits::Last },
+    ];
+    assert!(fresh.step(&twice).is_err());
+    let mut other = rwkv_model::State::new(&synthetic_config(1, 256));
+    other.layers.truncate(1);
+    assert!(fresh.write_state(0, &other).is_err());
+}
+
+fn synthetic_config(n_layer: usize, n_embd: usize) -> rwkv_model::Rwkv7Config {
+    let file = synthetic(n_layer, n_embd, 100, 1);
+    rwkv_model::Rwkv7Config::from_gguf(&file).unwrap()
+}
+
+#[test]
+fn clear_errors_for_what_cannot_run() {
+    // An adapter that does not exist.
+    let err = GpuContext::new(&ContextOptions {
+        adapter: Some("no-such-gpu-xyz".into()),
+    })
+    .err()
+    .expect("no adapter by that name");
+    assert!(err.to_string().contains("no-such-gpu-xyz"), "{err}");
+
+    // A state too large for the device (more than any buffer can hold).
+    let file = synthetic(1, 256, 100, 2);
+    let err = Engine::load(
+        context(),
+        &file,
+        EngineOptions {
+            max_slots: 1 << 24,
+            ..EngineOptions::default()
+        },
+        &mut |_, _| {},
+    )
+    .err()
+    .expect("a state larger than the device allows");
+    assert!(err.to_string().contains("more than the device allows"), "{err}");
+
+    // A tensor type the engine cannot compute with names the tensor.
+    let mut o = SynthOptions::new(1, 256, 100);
+    o.seed = 4;
+    let bytes = synth_gguf(&o).unwrap().to_bytes();
+    let mut w = gguf::GgufWriter::new();
+    let src = GgufFile::from_bytes(bytes).unwrap();
+    for (k, v) in src.metadata() {
+        w.metadata(k.clone(), v.clone());
+    }
+    for t in src.tensors() {
+        if t.name == "blk.0.time_mix_key.weight" {
+            // 256x256 values of IQ2_XXS: 256 blocks of 66 bytes.
+            w.tensor(t.name.clone(), &t.dims, gguf::GgmlType::IQ2_XXS, vec![0; 256 * 66]);
+        } else {
+            w.tensor(t.name.clone(), &t.dims, t.ty, src.tensor_bytes(t).to_vec());
+        }
+    }
+    let file = GgufFile::from_bytes(w.to_bytes()).unwrap();
+    let err = Engine::load(context(), &file, EngineOptions::default(), &mut |_, _| {})
+        .err()
+        .expect("IQ2_XXS is not supported");
+    let msg = err.to_string();
+    assert!(msg.contains("blk.0.time_mix_key.weight") && msg.contains("IQ2_XXS"), "{msg}");
+}

@@ -1,0 +1,585 @@
+//! Matrix kernels over weights in their ggml encoding: `y = W x` for a batch of tokens with
+//! a fused epilogue, and a row lookup (`get_rows`) that decodes rows to f32.
+//!
+//! Shaders are composed from WGSL files: generated header constants, `quant/common.wgsl`,
+//! the weight format's `quant/<type>.wgsl` (its decode functions) and the kernel body
+//! (`matmul.wgsl` or `get_rows.wgsl`). Pipelines are compiled lazily and cached per
+//! (type, kernel, epilogue, tokens per workgroup).
+//!
+//! The token count is read by the shader from the caller's `step_params` storage buffer:
+//! the `u32` at byte [`STEP_N_TOKENS_OFFSET`], clamped to the call's `max_tokens`. Calls are
+//! therefore built once and recorded every step.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use gguf::GgmlType;
+
+use crate::context::GpuContext;
+use crate::error::GpuError;
+use crate::weights::{GpuFormat, GpuMatrix};
+
+/// Byte offset of the token count (`u32`) in the `step_params` buffer.
+pub const STEP_N_TOKENS_OFFSET: u64 = 0;
+
+/// Threads per workgroup.
+const WG_SIZE: u32 = 64;
+/// Threads cooperating on one output row (matmul).
+const THREADS_PER_ROW: u32 = 16;
+/// Output rows per workgroup (matmul).
+const ROWS_PER_WG: u32 = WG_SIZE / THREADS_PER_ROW;
+/// Tokens per workgroup of the batched matmul (each decoded weight is used this many times).
+const TOKENS_PER_WG: u32 = 8;
+
+const COMMON_WGSL: &str = include_str!("quant/common.wgsl");
+const MATMUL_WGSL: &str = include_str!("matmul.wgsl");
+const GET_ROWS_WGSL: &str = include_str!("get_rows.wgsl");
+
+/// The decode functions of a weight type.
+fn format_wgsl(ty: GgmlType) -> Option<&'static str> {
+    use GgmlType::*;
+    Some(match ty {
+        F32 => include_str!("quant/f32.wgsl"),
+        F16 => include_str!("quant/f16.wgsl"),
+        BF16 => include_str!("quant/bf16.wgsl"),
+        Q8_0 => include_str!("quant/q8_0.wgsl"),
+        Q4_0 => include_str!("quant/q4_0.wgsl"),
+        Q4_1 => include_str!("quant/q4_1.wgsl"),
+        Q5_0 => include_str!("quant/q5_0.wgsl"),
+        Q5_1 => include_str!("quant/q5_1.wgsl"),
+        Q2_K => include_str!("quant/q2_k.wgsl"),
+        Q3_K => include_str!("quant/q3_k.wgsl"),
+        Q4_K => include_str!("quant/q4_k.wgsl"),
+        Q5_K => include_str!("quant/q5_k.wgsl"),
+        Q6_K => include_str!("quant/q6_k.wgsl"),
+        _ => return None,
+    })
+}
+
+/// What the matmul does with its result `r` for output `y`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Epilogue {
+    /// `y = r`
+    Store,
+    /// `y += r`
+    Add,
+    /// `y = max(r, 0)^2`
+    ReluSquare,
+    /// `y = tanh(r)`
+    Tanh,
+    /// `y = 1 / (1 + exp(-r))`
+    Sigmoid,
+}
+
+impl Epilogue {
+    pub const ALL: [Epilogue; 5] = [
+        Epilogue::Store,
+        Epilogue::Add,
+        Epilogue::ReluSquare,
+        Epilogue::Tanh,
+        Epilogue::Sigmoid,
+    ];
+
+    fn id(self) -> u32 {
+        match self {
+            Epilogue::Store => 0,
+            Epilogue::Add => 1,
+            Epilogue::ReluSquare => 2,
+            Epilogue::Tanh => 3,
+            Epilogue::Sigmoid => 4,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Kernel {
+    Matmul { epilogue: Epilogue, tokens: u32 },
+    GetRows,
+}
+
+/// Compiled pipelines, created on first use and cached.
+pub struct MatmulKernels {
+    layout: wgpu::BindGroupLayout,
+    pipeline_layout: wgpu::PipelineLayout,
+    cache: Mutex<HashMap<(GgmlType, Kernel), Arc<wgpu::ComputePipeline>>>,
+}
+
+/// The uniform parameters of one part (mirrors `Params` in quant/common.wgsl).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    rows: u32,
+    cols: u32,
+    blocks_per_row: u32,
+    row_words: u32,
+    scale_base: u32,
+    row_start: u32,
+    in_offset: u32,
+    in_stride: u32,
+    out_offset: u32,
+    out_stride: u32,
+    max_tokens: u32,
+    pad: [u32; 5],
+}
+
+struct PartCall {
+    bind_group: wgpu::BindGroup,
+    /// Workgroups along x and y covering this part's row groups (matmul).
+    groups: (u32, u32),
+    // Keeps the uniform buffer alive next to the bind group that uses it.
+    _params: wgpu::Buffer,
+}
+
+/// A matmul prepared for one weight matrix and fixed buffers: bind groups and static
+/// parameters, built once and recorded every step.
+pub struct MatmulCall {
+    parts: Vec<PartCall>,
+    /// Pipeline for one token, and for batches ([`TOKENS_PER_WG`] tokens per workgroup).
+    single: Arc<wgpu::ComputePipeline>,
+    batched: Arc<wgpu::ComputePipeline>,
+    max_tokens: u32,
+}
+
+/// A row lookup prepared for one weight matrix and fixed buffers.
+pub struct GetRowsCall {
+    parts: Vec<PartCall>,
+    pipeline: Arc<wgpu::ComputePipeline>,
+    max_tokens: u32,
+    max_groups_x: u32,
+}
+
+fn storage_entry(binding: u32, read_only: bool) -> wgpu::BindGroupLayoutEntry {
+    wgpu::BindGroupLayoutEntry {
+        binding,
+        visibility: wgpu::ShaderStages::COMPUTE,
+        ty: wgpu::BindingType::Buffer {
+            ty: wgpu::BufferBindingType::Storage { read_only },
+            has_dynamic_offset: false,
+            min_binding_size: None,
+        },
+        count: None,
+    }
+}
+
+fn entry(binding: u32, buffer: &wgpu::Buffer) -> wgpu::BindGroupEntry<'_> {
+    wgpu::BindGroupEntry {
+        binding,
+        resource: buffer.as_entire_binding(),
+    }
+}
+
+fn elements(buf: &wgpu::Buffer) -> u64 {
+    buf.size() / 4
+}
+
+/// Checks shared by both kernels' `prepare`.
+fn check_common(
+    ctx: &GpuContext,
+    w: &GpuMatrix,
+    step_params: &wgpu::Buffer,
+    max_tokens: u32,
+    per_wg: u32,
+) -> Result<(), GpuError> {
+    if max_tokens == 0 {
+        return Err(GpuError::InvalidArgument(
+            "max_tokens must be at least 1".into(),
+        ));
+    }
+    let max_dim = ctx.limits.max_compute_workgroups_per_dimension.max(1);
+    if max_tokens.div_ceil(per_wg) > max_dim {
+        return Err(GpuError::InvalidArgument(format!(
+            "max_tokens {max_tokens} needs more than {max_dim} workgroups along z"
+        )));
+    }
+    if step_params.size() < STEP_N_TOKENS_OFFSET + 4
+        || !step_params.usage().contains(wgpu::BufferUsages::STORAGE)
+    {
+        return Err(GpuError::InvalidArgument(
+            "step_params must be a STORAGE buffer of at least 4 bytes".into(),
+        ));
+    }
+    if w.cols > u32::MAX as usize / 2 || w.rows > u32::MAX as usize / 2 {
+        return Err(GpuError::InvalidArgument(format!(
+            "matrix '{}' is too large for 32-bit indexing",
+            w.name
+        )));
+    }
+    Ok(())
+}
+
+/// Checks that `n` tokens of `len` elements at `offset`, `stride` apart, fit in `buf`.
+fn check_span(
+    what: &str,
+    buf: &wgpu::Buffer,
+    offset: u32,
+    stride: u32,
+    len: u64,
+    max_tokens: u32,
+) -> Result<(), GpuError> {
+    if !buf.usage().contains(wgpu::BufferUsages::STORAGE) {
+        return Err(GpuError::InvalidArgument(format!(
+            "{what} needs STORAGE usage"
+        )));
+    }
+    let end = offset as u64 + (max_tokens as u64 - 1) * stride as u64 + len;
+    if end > elements(buf) || end > u32::MAX as u64 {
+        return Err(GpuError::InvalidArgument(format!(
+            "{what}: {max_tokens} tokens of {len} values at offset {offset}, stride {stride} \
+             need {end} elements, the buffer has {}",
+            elements(buf)
+        )));
+    }
+    if max_tokens > 1 && (stride as u64) < len && what.starts_with("output") {
+        return Err(GpuError::InvalidArgument(format!(
+            "{what}: stride {stride} is shorter than a token's {len} values"
+        )));
+    }
+    Ok(())
+}
+
+/// Row groups of `n` rows, `per` per workgroup, as a 2-D grid within the device limit.
+fn grid(ctx: &GpuContext, groups: u32) -> Result<(u32, u32), GpuError> {
+    let max_dim = ctx.limits.max_compute_workgroups_per_dimension.max(1);
+    let x = groups.clamp(1, max_dim);
+    let y = groups.div_ceil(x).max(1);
+    if y > max_dim {
+        return Err(GpuError::InvalidArgument(format!(
+            "{groups} workgroups do not fit a {max_dim} x {max_dim} grid"
+        )));
+    }
+    Ok((x, y))
+}
+
+impl MatmulKernels {
+    pub fn new(ctx: &GpuContext) -> Result<Self, GpuError> {
+        let layout = ctx
+            .device
+            .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                label: Some("rwkv-gpu matmul"),
+                entries: &[
+                    storage_entry(0, true),
+                    wgpu::BindGroupLayoutEntry {
+                        binding: 1,
+                        visibility: wgpu::ShaderStages::COMPUTE,
+                        ty: wgpu::BindingType::Buffer {
+                            ty: wgpu::BufferBindingType::Uniform,
+                            has_dynamic_offset: false,
+                            min_binding_size: None,
+                        },
+                        count: None,
+                    },
+                    storage_entry(2, true),
+                    storage_entry(3, false),
+                    storage_entry(4, true),
+                ],
+            });
+        let pipeline_layout = ctx
+            .device
+            .create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                label: Some("rwkv-gpu matmul"),
+                bind_group_layouts: &[Some(&layout)],
+                immediate_size: 0,
+            });
+        Ok(MatmulKernels {
+            layout,
+            pipeline_layout,
+            cache: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The WGSL source of a kernel (exposed for tooling and tests).
+    pub fn shader_source(ty: GgmlType, epilogue: Option<Epilogue>, tokens: u32) -> Option<String> {
+        let kernel = match epilogue {
+            Some(epilogue) => Kernel::Matmul { epilogue, tokens },
+            None => Kernel::GetRows,
+        };
+        Some(compose(ty, kernel, format_wgsl(ty)?))
+    }
+
+    fn pipeline(
+        &self,
+        ctx: &GpuContext,
+        ty: GgmlType,
+        kernel: Kernel,
+    ) -> Result<Arc<wgpu::ComputePipeline>, GpuError> {
+        let key = (ty, kernel);
+        if let Some(p) = self.cache.lock().map_err(poisoned)?.get(&key) {
+            return Ok(p.clone());
+        }
+        let label = match kernel {
+            Kernel::Matmul { epilogue, tokens } => format!("matmul {ty} {epilogue:?} x{tokens}"),
+            Kernel::GetRows => format!("get_rows {ty}"),
+        };
+        let fmt = format_wgsl(ty).ok_or_else(|| GpuError::UnsupportedType {
+            name: label.clone(),
+            ty,
+        })?;
+        let source = compose(ty, kernel, fmt);
+        let scope = ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let module = ctx
+            .device
+            .create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(&label),
+                source: wgpu::ShaderSource::Wgsl(source.into()),
+            });
+        let pipeline = ctx
+            .device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(&label),
+                layout: Some(&self.pipeline_layout),
+                module: &module,
+                entry_point: Some("main"),
+                compilation_options: wgpu::PipelineCompilationOptions::default(),
+                cache: None,
+            });
+        if let Some(err) = pollster::block_on(scope.pop()) {
+            return Err(GpuError::Shader {
+                label,
+                message: err.to_string(),
+            });
+        }
+        let pipeline = Arc::new(pipeline);
+        self.cache
+            .lock()
+            .map_err(poisoned)?
+            .insert(key, pipeline.clone());
+        Ok(pipeline)
+    }
+
+    /// One bind group (and uniform parameters) per part; `buffers` = input, output, step.
+    fn part_calls(
+        &self,
+        ctx: &GpuContext,
+        w: &GpuMatrix,
+        io: &Params,
+        [input, output, step_params]: [&wgpu::Buffer; 3],
+        rows_per_group: Option<u32>,
+    ) -> Result<Vec<PartCall>, GpuError> {
+        let mut out = Vec::with_capacity(w.parts.len());
+        for part in &w.parts {
+            let params = Params {
+                rows: part.rows as u32,
+                cols: w.cols as u32,
+                blocks_per_row: w.blocks_per_row as u32,
+                row_words: w.row_words as u32,
+                scale_base: part.scale_base as u32,
+                row_start: part.row_start as u32,
+                ..*io
+            };
+            let params_buf = ctx.create_buffer_checked(
+                "rwkv-gpu matmul params",
+                std::mem::size_of::<Params>() as u64,
+                wgpu::BufferUsages::UNIFORM,
+                Some(bytemuck::bytes_of(&params)),
+            )?;
+            let bind_group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some(&w.name),
+                layout: &self.layout,
+                entries: &[
+                    entry(0, &part.buffer),
+                    entry(1, &params_buf),
+                    entry(2, input),
+                    entry(3, output),
+                    entry(4, step_params),
+                ],
+            });
+            let groups = match rows_per_group {
+                Some(r) => grid(ctx, (part.rows as u32).div_ceil(r))?,
+                None => (0, 0),
+            };
+            out.push(PartCall {
+                bind_group,
+                groups,
+                _params: params_buf,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Prepare `y[t][r] (op)= Σ_c W[r][c] · x[t][c]` for t < n_tokens (read at run time from
+    /// `step_params`, see [`STEP_N_TOKENS_OFFSET`], clamped to `max_tokens`).
+    ///
+    /// Token t's input is `x[x_offset + t * x_stride ..][..cols]` and its output
+    /// `y[y_offset + t * y_stride ..][..rows]` (element offsets into f32 buffers). `x`, `y`
+    /// and `step_params` must be distinct STORAGE buffers (`y` is bound read-write).
+    #[allow(clippy::too_many_arguments)]
+    pub fn prepare(
+        &self,
+        ctx: &GpuContext,
+        w: &GpuMatrix,
+        x: &wgpu::Buffer,
+        x_offset: u32,
+        x_stride: u32,
+        y: &wgpu::Buffer,
+        y_offset: u32,
+        y_stride: u32,
+        epilogue: Epilogue,
+        step_params: &wgpu::Buffer,
+        max_tokens: u32,
+    ) -> Result<MatmulCall, GpuError> {
+        check_common(ctx, w, step_params, max_tokens, TOKENS_PER_WG)?;
+        if x == y || y == step_params {
+            return Err(GpuError::InvalidArgument(
+                "y must be a different buffer from x and step_params".into(),
+            ));
+        }
+        check_span("input x", x, x_offset, x_stride, w.cols as u64, max_tokens)?;
+        check_span("output y", y, y_offset, y_stride, w.rows as u64, max_tokens)?;
+        let single = self.pipeline(
+            ctx,
+            w.ty,
+            Kernel::Matmul {
+                epilogue,
+                tokens: 1,
+            },
+        )?;
+        let batched = self.pipeline(
+            ctx,
+            w.ty,
+            Kernel::Matmul {
+                epilogue,
+                tokens: TOKENS_PER_WG,
+            },
+        )?;
+        let io = Params {
+            in_offset: x_offset,
+            in_stride: x_stride,
+            out_offset: y_offset,
+            out_stride: y_stride,
+            max_tokens,
+            ..Params::default()
+        };
+        let parts = self.part_calls(ctx, w, &io, [x, y, step_params], Some(ROWS_PER_WG))?;
+        Ok(MatmulCall {
+            parts,
+            single,
+            batched,
+            max_tokens,
+        })
+    }
+
+    /// Prepare a row lookup: `out[out_offset + t * out_stride ..][..cols] = W[ids[ids_offset
+    /// + t]]` decoded to f32 (bit-identical to ggml's `dequantize_row_*`), for t < n_tokens
+    /// (read from `step_params` as for [`MatmulKernels::prepare`]). Ids past the matrix's
+    /// rows write nothing. `ids` holds u32.
+    #[allow(clippy::too_many_arguments)]
+    pub fn prepare_get_rows(
+        &self,
+        ctx: &GpuContext,
+        w: &GpuMatrix,
+        ids: &wgpu::Buffer,
+        ids_offset: u32,
+        out: &wgpu::Buffer,
+        out_offset: u32,
+        out_stride: u32,
+        step_params: &wgpu::Buffer,
+        max_tokens: u32,
+    ) -> Result<GetRowsCall, GpuError> {
+        check_common(ctx, w, step_params, max_tokens, 1)?;
+        if ids == out || out == step_params {
+            return Err(GpuError::InvalidArgument(
+                "out must be a different buffer from ids and step_params".into(),
+            ));
+        }
+        check_span("token ids", ids, ids_offset, 1, 1, max_tokens)?;
+        check_span(
+            "output rows",
+            out,
+            out_offset,
+            out_stride,
+            w.cols as u64,
+            max_tokens,
+        )?;
+        let pipeline = self.pipeline(ctx, w.ty, Kernel::GetRows)?;
+        let io = Params {
+            in_offset: ids_offset,
+            in_stride: 1,
+            out_offset,
+            out_stride,
+            max_tokens,
+            ..Params::default()
+        };
+        let parts = self.part_calls(ctx, w, &io, [ids, out, step_params], None)?;
+        Ok(GetRowsCall {
+            parts,
+            pipeline,
+            max_tokens,
+            max_groups_x: ctx.limits.max_compute_workgroups_per_dimension.max(1),
+        })
+    }
+}
+
+fn poisoned<T>(_: std::sync::PoisonError<T>) -> GpuError {
+    GpuError::InvalidArgument("pipeline cache lock poisoned".into())
+}
+
+/// Header constants + common helpers + format decoders + kernel body.
+fn compose(ty: GgmlType, kernel: Kernel, format: &str) -> String {
+    let (body, tokens, epilogue, rpw, tpr) = match kernel {
+        Kernel::Matmul { epilogue, tokens } => (
+            MATMUL_WGSL,
+            tokens,
+            epilogue.id(),
+            ROWS_PER_WG,
+            THREADS_PER_ROW,
+        ),
+        Kernel::GetRows => (GET_ROWS_WGSL, 1, 0, 1, WG_SIZE),
+    };
+    debug_assert!(GpuFormat::of(ty).is_some());
+    format!(
+        "// {ty} {kernel:?} (generated by rwkv-gpu matmul.rs)\n\
+         const WG_SIZE: u32 = {WG_SIZE}u;\n\
+         const TPR: u32 = {tpr}u;\n\
+         const RPW: u32 = {rpw}u;\n\
+         const TT: u32 = {tokens}u;\n\
+         const EPILOGUE: u32 = {epilogue}u;\n\
+         const N_TOKENS_WORD: u32 = {}u;\n\n\
+         {COMMON_WGSL}\n{format}\n{body}",
+        STEP_N_TOKENS_OFFSET / 4
+    )
+}
+
+impl MatmulCall {
+    /// Records the dispatch(es) for `n_tokens` tokens (clamped to `max_tokens`; it should
+    /// equal the count in `step_params`, which bounds what the kernel computes; tokens past
+    /// `n_tokens` are not computed) into an open compute pass.
+    pub fn record(&self, pass: &mut wgpu::ComputePass<'_>, n_tokens: u32) {
+        let n = n_tokens.min(self.max_tokens);
+        if n == 0 {
+            return;
+        }
+        let (pipeline, per_wg) = if n == 1 {
+            (&self.single, 1)
+        } else {
+            (&self.batched, TOKENS_PER_WG)
+        };
+        pass.set_pipeline(pipeline);
+        for part in &self.parts {
+            pass.set_bind_group(0, &part.bind_group, &[]);
+            pass.dispatch_workgroups(part.groups.0, part.groups.1, n.div_ceil(per_wg));
+        }
+    }
+
+    /// Number of dispatches one `record` makes (one per matrix part).
+    pub fn n_dispatches(&self) -> usize {
+        self.parts.len()
+    }
+}
+
+impl GetRowsCall {
+    /// Records the lookup of `n_tokens` rows (clamped to `max_tokens`; it should equal the
+    /// count in `step_params`) into an open compute pass.
+    pub fn record(&self, pass: &mut wgpu::ComputePass<'_>, n_tokens: u32) {
+        let n = n_tokens.min(self.max_tokens);
+        if n == 0 {
+            return;
+        }
+        let x = n.min(self.max_groups_x);
+        let y = n.div_ceil(x);
+        pass.set_pipeline(&self.pipeline);
+        for part in &self.parts {
+            pass.set_bind_group(0, &part.bind_group, &[]);
+            pass.dispatch_workgroups(x, y, 1);
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! Throughput of the matmul kernels on model-sized matrices (ignored by default; run with
+//! `cargo test -p rwkv-gpu --release --test bench -- --ignored --nocapture`).
+//!
+//! Weights are synthetic (random quants, sane f16 scales). Enough copies of each matrix
+//! are cycled through to exceed the GPU's caches, and many dispatches are recorded into
+//! one pass, so the wall-clock time per matmul approximates the kernel time.
+
+use std::time::Instant;
+
+use gguf::GgmlType;
+use rwkv_gpu::{ContextOptions, Epilogue, GpuContext, GpuMatrix, MatmulKernels};
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+}
+
+/// Random bytes for `n` values of `ty`, with every f16 scale field a small positive value
+/// (random bytes would give infinities and NaNs in scales; the kernels don't care, the
+/// numbers printed for checking do).
+fn synthetic(ty: GgmlType, n: usize, rng: &mut Rng) -> Vec<u8> {
+    let mut bytes: Vec<u8> = (0..ty.bytes_for(n as u64).unwrap())
+        .map(|_| rng.next() as u8)
+        .collect();
+    let d = half::f16::from_f32(0.01).to_le_bytes();
+    let scale_fields: &[usize] = match ty {
+        GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => &[0],
+        GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q4_K | GgmlType::Q5_K => &[0, 2],
+        GgmlType::Q2_K => &[80, 82],
+        GgmlType::Q3_K => &[108],
+        GgmlType::Q6_K => &[208],
+        _ => &[],
+    };
+    if ty == GgmlType::F16 {
+        for v in bytes.chunks_exact_mut(2) {
+            let x = (rng.next() >> 40) as f32 / (1u64 << 24) as f32 - 0.5;
+            v.copy_from_slice(&half::f16::from_f32(x).to_le_bytes());
+        }
+    }
+    for block in bytes.chunks_exact_mut(ty.block_bytes()) {
+        for &at in scale_fields {
+            block[at..at + 2].copy_from_slice(&d);
+        }
+    }
+    bytes
+}
+
+#[test]
+#[ignore = "benchmark: run with --ignored --nocapture on a real GPU"]
+fn matmul_throughput() {
+    let ctx = GpuContext::new(&ContextOptions::default()).unwrap_or_else(|e| panic!("{e}"));
+    let kernels = MatmulKernels::new(&ctx).unwrap();
+    println!(
+        "adapter: {} ({:?}), subgroups {}, max binding {} MiB",
+        ctx.info.name,
+        ctx.info.backend,
+        ctx.has_subgroups(),
+        ctx.max_binding_bytes() >> 20
+    );
+    let quick = std::env::var("BENCH_QUICK").is_ok();
+    let cache_bytes: u64 = if quick { 8 << 20 } else { 512 << 20 };
+    let iters = if quick { 4 } else { 200 };
+    let shapes: &[(usize, usize)] = &[(2560, 2560), (10240, 2560), (2560, 10240), (65536, 2560)];
+    let types = [
+        GgmlType::F16,
+        GgmlType::Q8_0,
+        GgmlType::Q6_K,
+        GgmlType::Q5_K,
+        GgmlType::Q4_K,
+        GgmlType::Q4_0,
+        GgmlType::Q3_K,
+        GgmlType::Q2_K,
+    ];
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let max_tokens = 64u32;
+    for &(rows, cols) in shapes {
+        if quick && rows > 2560 {
+            continue;
+        }
+        let x: Vec<f32> = (0..cols * max_tokens as usize)
+            .map(|i| ((i % 17) as f32 - 8.0) / 8.0)
+            .collect();
+        let x_buf = ctx
+            .create_storage_buffer("x", bytemuck::cast_slice(&x))
+            .unwrap();
+        let y_buf = ctx
+            .create_storage_buffer("y", &vec![0u8; rows * max_tokens as usize * 4])
+            .unwrap();
+        let step = ctx.create_storage_buffer("step", &[0u8; 16]).unwrap();
+        for ty in types {
+            let bytes = synthetic(ty, rows * cols, &mut rng);
+            let first = GpuMatrix::upload(&ctx, "w", ty, rows, cols, &bytes).unwrap();
+            let copies = (cache_bytes / first.gpu_bytes()).clamp(1, 64) as usize;
+            let mut mats = vec![first];
+            for _ in 1..copies {
+                mats.push(GpuMatrix::upload(&ctx, "w", ty, rows, cols, &bytes).unwrap());
+            }
+            let calls: Vec<_> = mats
+                .iter()
+                .map(|w| {
+                    kernels
+                        .prepare(
+                            &ctx,
+                            w,
+                            &x_buf,
+                            0,
+                            cols as u32,
+                            &y_buf,
+                            0,
+                            rows as u32,
+                            Epilogue::Store,
+                            &step,
+                            max_tokens,
+                        )
+                        .unwrap()
+                })
+                .collect();
+            let mut line = format!(
+                "{ty:>5} {rows:>6}x{cols:<6} {:>8.1} MiB x{copies:<3}",
+                mats[0].gpu_bytes() as f64 / (1 << 20) as f64
+            );
+            for n in [1u32, 8, 64] {
+                ctx.queue.write_buffer(&step, 0, &n.to_le_bytes());
+                let run = |k: usize| {
+                    let mut enc = ctx
+                        .device
+                        .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+                    {
+                        let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                            label: None,
+                            timestamp_writes: None,
+                        });
+                        for i in 0..k {
+                            calls[i % calls.len()].record(&mut pass, n);
+                        }
+                    }
+                    ctx.queue.submit([enc.finish()]);
+                    ctx.device
+                        .poll(wgpu::PollType::wait_indefinitely())
+                        .unwrap();
+                };
+                run(calls.len().max(4)); // warm-up (pipelines, caches, clocks)
+                let t = Instant::now();
+                run(iters);
+                let per = t.elapsed().as_secs_f64() / iters as f64;
+                let gbs = mats[0].gpu_bytes() as f64 / per / 1e9;
+                line += &format!(" | n={n:<2} {:>8.1} us {gbs:>7.1} GB/s", per * 1e6);
+            }
+            println!("{line}");
+        }
+    }
+}

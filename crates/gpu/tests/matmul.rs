@@ -1,0 +1,704 @@
+//! GPU matmul and row lookup against the CPU decoders (`gguf::dequant`) on real fixture
+//! tensors of every supported type. Needs the fixtures in `shared/fixtures` (missing
+//! fixtures fail the tests) and a wgpu adapter (lavapipe is enough; none fails the tests
+//! with the NoAdapter hint).
+
+use std::sync::OnceLock;
+
+use gguf::{GgmlType, GgufFile};
+use rwkv_gpu::{
+    ContextOptions, Epilogue, GpuContext, GpuError, GpuMatrix, MatmulKernels, STEP_N_TOKENS_OFFSET,
+};
+
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/fixtures/");
+
+struct Gpu {
+    ctx: GpuContext,
+    kernels: MatmulKernels,
+}
+
+fn gpu() -> &'static Gpu {
+    static GPU: OnceLock<Gpu> = OnceLock::new();
+    GPU.get_or_init(|| {
+        let ctx = GpuContext::new(&ContextOptions::default())
+            .unwrap_or_else(|e| panic!("cannot create a GPU context: {e}"));
+        eprintln!(
+            "adapter: {} ({:?}, {:?}), max binding {} bytes",
+            ctx.info.name,
+            ctx.info.backend,
+            ctx.info.device_type,
+            ctx.max_binding_bytes()
+        );
+        let kernels = MatmulKernels::new(&ctx).expect("kernels");
+        Gpu { ctx, kernels }
+    })
+}
+
+fn open(name: &str) -> GgufFile {
+    let path = format!("{FIXTURES}{name}");
+    GgufFile::open(&path).unwrap_or_else(|e| panic!("fixture {path} is required: {e}"))
+}
+
+/// A tiny deterministic generator (xorshift64*).
+struct Rng(u64);
+
+impl Rng {
+    fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// Uniform in [-1, 1], never within 1e-3 of zero.
+    fn nonzero(&mut self) -> f32 {
+        loop {
+            let v = (self.next_u64() >> 40) as f32 / (1u64 << 23) as f32 - 1.0;
+            if v.abs() > 1e-3 {
+                return v;
+            }
+        }
+    }
+}
+
+/// A matrix under test: its raw bytes and the CPU decoding of them.
+struct TestMatrix {
+    name: String,
+    ty: GgmlType,
+    rows: usize,
+    cols: usize,
+    bytes: Vec<u8>,
+    values: Vec<f32>,
+}
+
+impl TestMatrix {
+    fn from_fixture(file: &str, tensor: &str, want: GgmlType) -> TestMatrix {
+        let f = open(file);
+        let info = f
+            .tensor(tensor)
+            .unwrap_or_else(|| panic!("{file} has no tensor {tensor}"))
+            .clone();
+        assert_eq!(info.ty, want, "{file}:{tensor}");
+        let bytes = f.tensor_bytes(&info).to_vec();
+        Self::from_bytes(
+            &format!("{file}:{tensor}"),
+            info.ty,
+            info.n_rows() as usize,
+            info.row_len() as usize,
+            bytes,
+        )
+    }
+
+    fn from_bytes(name: &str, ty: GgmlType, rows: usize, cols: usize, bytes: Vec<u8>) -> Self {
+        let values = gguf::dequant::dequantize_to_vec(ty, &bytes, rows * cols).expect("dequant");
+        TestMatrix {
+            name: name.to_string(),
+            ty,
+            rows,
+            cols,
+            bytes,
+            values,
+        }
+    }
+
+    fn upload(&self, max_part_bytes: u64) -> GpuMatrix {
+        GpuMatrix::upload_with_max_part_bytes(
+            &gpu().ctx,
+            &self.name,
+            self.ty,
+            self.rows,
+            self.cols,
+            &self.bytes,
+            max_part_bytes,
+        )
+        .unwrap_or_else(|e| panic!("upload {}: {e}", self.name))
+    }
+}
+
+fn f32_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+fn step_buffer(n: u32) -> wgpu::Buffer {
+    let mut bytes = vec![0u8; 16];
+    let at = STEP_N_TOKENS_OFFSET as usize;
+    bytes[at..at + 4].copy_from_slice(&n.to_le_bytes());
+    gpu().ctx.create_storage_buffer("step", &bytes).unwrap()
+}
+
+fn set_tokens(step: &wgpu::Buffer, n: u32) {
+    gpu()
+        .ctx
+        .queue
+        .write_buffer(step, STEP_N_TOKENS_OFFSET, &n.to_le_bytes());
+}
+
+/// Run `record` in one compute pass and wait.
+fn run(record: impl FnOnce(&mut wgpu::ComputePass<'_>)) {
+    let ctx = &gpu().ctx;
+    let mut enc = ctx
+        .device
+        .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+    {
+        let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: None,
+            timestamp_writes: None,
+        });
+        record(&mut pass);
+    }
+    ctx.queue.submit([enc.finish()]);
+}
+
+/// The epilogue in f64, and a bound on its slope at `r` (for the error allowance).
+fn apply(e: Epilogue, r: f64, y0: f64) -> (f64, f64) {
+    match e {
+        Epilogue::Store => (r, 1.0),
+        Epilogue::Add => (y0 + r, 1.0),
+        Epilogue::ReluSquare => (r.max(0.0).powi(2), 2.0 * r.max(0.0)),
+        Epilogue::Tanh => (r.tanh(), 1.0 - r.tanh().powi(2)),
+        Epilogue::Sigmoid => {
+            let s = 1.0 / (1.0 + (-r).exp());
+            (s, s * (1.0 - s))
+        }
+    }
+}
+
+const MAX_TOKENS: u32 = 37;
+const TOKEN_COUNTS: [u32; 3] = [1, 3, 37];
+
+/// Compare the GPU matmul with the CPU reference for n = 1, 3, 37 tokens and the given
+/// epilogues, with offsets and strides on both sides and poisoned outputs.
+fn check_matmul(m: &TestMatrix, w: &GpuMatrix, epilogues: &[Epilogue], seed: u64) {
+    let g = gpu();
+    let (rows, cols) = (m.rows, m.cols);
+    let mut rng = Rng(seed | 1);
+    let (x_off, x_stride) = (5usize, cols + 3);
+    let (y_off, y_stride) = (7usize, rows + 2);
+    let nt = MAX_TOKENS as usize;
+    let x: Vec<f32> = (0..x_off + nt * x_stride).map(|_| rng.nonzero()).collect();
+    let y_len = y_off + nt * y_stride + 1;
+    let x_buf = g.ctx.create_storage_buffer("x", &f32_bytes(&x)).unwrap();
+    let y_buf = g
+        .ctx
+        .create_storage_buffer("y", &vec![0u8; y_len * 4])
+        .unwrap();
+    let step = step_buffer(0);
+
+    // Reference dot products (f64) and sums of |terms| for every token.
+    let mut dots = vec![0f64; nt * rows];
+    let mut mags = vec![0f64; nt * rows];
+    for t in 0..nt {
+        let xt = &x[x_off + t * x_stride..][..cols];
+        for r in 0..rows {
+            let wr = &m.values[r * cols..][..cols];
+            let (mut s, mut a) = (0f64, 0f64);
+            for (&wv, &xv) in wr.iter().zip(xt) {
+                let p = wv as f64 * xv as f64;
+                s += p;
+                a += p.abs();
+            }
+            dots[t * rows + r] = s;
+            mags[t * rows + r] = a;
+        }
+    }
+
+    for &e in epilogues {
+        let call = g
+            .kernels
+            .prepare(
+                &g.ctx,
+                w,
+                &x_buf,
+                x_off as u32,
+                x_stride as u32,
+                &y_buf,
+                y_off as u32,
+                y_stride as u32,
+                e,
+                &step,
+                MAX_TOKENS,
+            )
+            .unwrap_or_else(|err| panic!("prepare {} {e:?}: {err}", m.name));
+        assert_eq!(call.n_dispatches(), w.n_parts());
+        for n in TOKEN_COUNTS {
+            // Poison (NaN), or known values for Add.
+            let y0: Vec<f32> = if e == Epilogue::Add {
+                (0..y_len).map(|_| rng.nonzero()).collect()
+            } else {
+                vec![f32::NAN; y_len]
+            };
+            g.ctx.queue.write_buffer(&y_buf, 0, &f32_bytes(&y0));
+            set_tokens(&step, n);
+            run(|pass| call.record(pass, n));
+            let y = g.ctx.read_buffer_f32(&y_buf, 0, y_len).unwrap();
+
+            let what = format!("{} ({}x{}) {e:?} n={n}", m.name, rows, cols);
+            for (i, (&got, &before)) in y.iter().zip(&y0).enumerate() {
+                let t = i.checked_sub(y_off).map(|j| (j / y_stride, j % y_stride));
+                let written = matches!(t, Some((t, r)) if t < n as usize && r < rows);
+                if !written {
+                    assert!(
+                        got.to_bits() == before.to_bits(),
+                        "{what}: element {i} outside the outputs changed: {before} -> {got}"
+                    );
+                }
+            }
+            for t in 0..n as usize {
+                let (mut err2, mut ref2) = (0f64, 0f64);
+                for r in 0..rows {
+                    let i = y_off + t * y_stride + r;
+                    let k = t * rows + r;
+                    let (want, slope) = apply(e, dots[k], y0[i] as f64);
+                    let got = y[i] as f64;
+                    let diff = (got - want).abs();
+                    let allowed = 1e-5 * (slope * mags[k] + want.abs()) + (1e-5 * mags[k]).powi(2);
+                    assert!(
+                        diff <= allowed,
+                        "{what}: token {t} row {r}: got {got}, want {want} (diff {diff:e}, \
+                         allowed {allowed:e})"
+                    );
+                    err2 += diff * diff;
+                    ref2 += want * want;
+                }
+                let rel = if ref2 > 0.0 {
+                    (err2 / ref2).sqrt()
+                } else {
+                    err2.sqrt()
+                };
+                assert!(rel <= 1e-5, "{what}: token {t}: relative error {rel:e}");
+            }
+        }
+    }
+}
+
+/// Decode rows on the GPU with get_rows and compare bit for bit with the CPU decoder.
+fn check_get_rows(m: &TestMatrix, w: &GpuMatrix) {
+    let g = gpu();
+    let (rows, cols) = (m.rows, m.cols);
+    let mut ids: Vec<u32> = vec![0, rows as u32 - 1, rows as u32 / 2];
+    ids.extend((0..rows as u32).step_by((rows / 20).max(1)).skip(1));
+    ids.push(rows as u32 + 5); // out of range: writes nothing
+    let n = ids.len();
+    let out_off = 3usize;
+    let out_stride = cols + 1;
+    let out_len = out_off + n * out_stride;
+    let ids_buf = g
+        .ctx
+        .create_storage_buffer("ids", bytemuck::cast_slice(&ids))
+        .unwrap();
+    let out_buf = g
+        .ctx
+        .create_storage_buffer("rows", &f32_bytes(&vec![f32::NAN; out_len]))
+        .unwrap();
+    let step = step_buffer(n as u32);
+    let call = g
+        .kernels
+        .prepare_get_rows(
+            &g.ctx,
+            w,
+            &ids_buf,
+            0,
+            &out_buf,
+            out_off as u32,
+            out_stride as u32,
+            &step,
+            n as u32,
+        )
+        .unwrap();
+    run(|pass| call.record(pass, n as u32));
+    let out = g.ctx.read_buffer_f32(&out_buf, 0, out_len).unwrap();
+    let mut mismatches = 0;
+    for (t, &id) in ids.iter().enumerate() {
+        let got = &out[out_off + t * out_stride..][..cols];
+        if id as usize >= rows {
+            assert!(got.iter().all(|v| v.is_nan()), "{}: id {id} wrote", m.name);
+            continue;
+        }
+        let want = &m.values[id as usize * cols..][..cols];
+        for (c, (a, b)) in got.iter().zip(want).enumerate() {
+            if a.to_bits() != b.to_bits() {
+                if mismatches < 5 {
+                    eprintln!("{}: row {id} col {c}: gpu {a:e} cpu {b:e}", m.name);
+                }
+                mismatches += 1;
+            }
+        }
+        assert!(
+            out[out_off + t * out_stride + cols].is_nan(),
+            "{}: gap written",
+            m.name
+        );
+    }
+    assert_eq!(
+        mismatches, 0,
+        "{}: {mismatches} values differ from ggml's decoding",
+        m.name
+    );
+}
+
+fn check_fixture(file: &str, tensor: &str, ty: GgmlType, epilogue: Epilogue, seed: u64) {
+    let m = TestMatrix::from_fixture(file, tensor, ty);
+    let w = m.upload(u64::MAX);
+    assert_eq!(w.n_parts(), 1);
+    assert!(w.gpu_bytes() >= m.bytes.len() as u64);
+    check_get_rows(&m, &w);
+    let mut eps = vec![Epilogue::Store];
+    if epilogue != Epilogue::Store {
+        eps.push(epilogue);
+    }
+    check_matmul(&m, &w, &eps, seed);
+}
+
+const FFN_VALUE: &str = "blk.1.channel_mix_value.weight"; // 256 rows x 1024 cols
+
+#[test]
+fn f16() {
+    check_fixture("mini-f16.gguf", FFN_VALUE, GgmlType::F16, Epilogue::Add, 1);
+    // A LoRA matrix: 32 rows of 256.
+    check_fixture(
+        "mini-f16.gguf",
+        "blk.0.time_mix_w1.weight",
+        GgmlType::F16,
+        Epilogue::Tanh,
+        2,
+    );
+}
+
+#[test]
+fn bf16() {
+    check_fixture(
+        "mini-bf16.gguf",
+        FFN_VALUE,
+        GgmlType::BF16,
+        Epilogue::Sigmoid,
+        3,
+    );
+}
+
+#[test]
+fn q8_0() {
+    check_fixture(
+        "mini-q8_0.gguf",
+        FFN_VALUE,
+        GgmlType::Q8_0,
+        Epilogue::ReluSquare,
+        4,
+    );
+}
+
+#[test]
+fn q8_0_head_of_64_wide_rows() {
+    // 65536 rows of 64: the full-vocabulary head.
+    check_fixture(
+        "vocab-q4_k_m.gguf",
+        "output.weight",
+        GgmlType::Q8_0,
+        Epilogue::Store,
+        5,
+    );
+}
+
+#[test]
+fn q4_0() {
+    check_fixture(
+        "mini-q4_0.gguf",
+        FFN_VALUE,
+        GgmlType::Q4_0,
+        Epilogue::Tanh,
+        6,
+    );
+}
+
+#[test]
+fn q4_1() {
+    check_fixture(
+        "mini-q4_1.gguf",
+        FFN_VALUE,
+        GgmlType::Q4_1,
+        Epilogue::Add,
+        7,
+    );
+}
+
+#[test]
+fn q5_0() {
+    let f = "vocab-q4_k_m.gguf";
+    check_fixture(
+        f,
+        "blk.0.channel_mix_key.weight",
+        GgmlType::Q5_0,
+        Epilogue::ReluSquare,
+        8,
+    );
+    // The embedding table: row lookups as for token embedding.
+    let m = TestMatrix::from_fixture(f, "token_embd.weight", GgmlType::Q5_0);
+    check_get_rows(&m, &m.upload(u64::MAX));
+}
+
+#[test]
+fn q5_1() {
+    check_fixture(
+        "mini-q5_1.gguf",
+        FFN_VALUE,
+        GgmlType::Q5_1,
+        Epilogue::Sigmoid,
+        9,
+    );
+}
+
+#[test]
+fn q2_k() {
+    check_fixture(
+        "mini-q2_k.gguf",
+        FFN_VALUE,
+        GgmlType::Q2_K,
+        Epilogue::Add,
+        10,
+    );
+}
+
+#[test]
+fn q3_k() {
+    check_fixture(
+        "mini-q3_k_m.gguf",
+        FFN_VALUE,
+        GgmlType::Q3_K,
+        Epilogue::ReluSquare,
+        11,
+    );
+}
+
+#[test]
+fn q4_k() {
+    check_fixture(
+        "mini-q4_k_m.gguf",
+        FFN_VALUE,
+        GgmlType::Q4_K,
+        Epilogue::Tanh,
+        12,
+    );
+    // 1024 rows of 256.
+    let key = "blk.0.channel_mix_key.weight";
+    check_fixture(
+        "mini-q4_k_m.gguf",
+        key,
+        GgmlType::Q4_K,
+        Epilogue::ReluSquare,
+        13,
+    );
+}
+
+#[test]
+fn q5_k() {
+    check_fixture(
+        "mini-q5_k_m.gguf",
+        FFN_VALUE,
+        GgmlType::Q5_K,
+        Epilogue::Sigmoid,
+        14,
+    );
+}
+
+#[test]
+fn q6_k() {
+    check_fixture(
+        "mini-q6_k.gguf",
+        FFN_VALUE,
+        GgmlType::Q6_K,
+        Epilogue::Add,
+        15,
+    );
+}
+
+#[test]
+fn f32_with_padded_rows() {
+    // 70 rows of 130 values: rows are padded to whole GPU blocks of 4.
+    let mut rng = Rng(99);
+    let (rows, cols) = (70, 130);
+    let v: Vec<f32> = (0..rows * cols).map(|_| rng.nonzero()).collect();
+    let m = TestMatrix::from_bytes("f32 70x130", GgmlType::F32, rows, cols, f32_bytes(&v));
+    let w = m.upload(u64::MAX);
+    check_get_rows(&m, &w);
+    check_matmul(&m, &w, &[Epilogue::Store, Epilogue::Sigmoid], 16);
+}
+
+#[test]
+fn odd_length_f16_and_bf16_rows() {
+    let mut rng = Rng(7);
+    let (rows, cols) = (21, 131);
+    let v: Vec<f32> = (0..rows * cols).map(|_| rng.nonzero()).collect();
+    let f16: Vec<u8> = v
+        .iter()
+        .flat_map(|&x| half::f16::from_f32(x).to_le_bytes())
+        .collect();
+    let bf16: Vec<u8> = v
+        .iter()
+        .flat_map(|&x| half::bf16::from_f32(x).to_le_bytes())
+        .collect();
+    for (ty, bytes) in [(GgmlType::F16, f16), (GgmlType::BF16, bf16)] {
+        let m = TestMatrix::from_bytes(&format!("{ty} 21x131"), ty, rows, cols, bytes);
+        let w = m.upload(u64::MAX);
+        check_get_rows(&m, &w);
+        check_matmul(&m, &w, &[Epilogue::Store, Epilogue::ReluSquare], 17);
+    }
+}
+
+#[test]
+fn split_by_rows_gives_identical_results() {
+    let m = TestMatrix::from_fixture("mini-q6_k.gguf", "output.weight", GgmlType::Q6_K);
+    assert_eq!((m.rows, m.cols), (4096, 256));
+    let whole = m.upload(u64::MAX);
+    let split = m.upload(300_000);
+    assert_eq!(whole.n_parts(), 1);
+    assert!(split.n_parts() >= 3, "{} parts", split.n_parts());
+    check_get_rows(&m, &split);
+
+    let g = gpu();
+    let mut rng = Rng(21);
+    let n = 5u32;
+    let x: Vec<f32> = (0..n as usize * m.cols).map(|_| rng.nonzero()).collect();
+    let x_buf = g.ctx.create_storage_buffer("x", &f32_bytes(&x)).unwrap();
+    let step = step_buffer(n);
+    let mut outs = Vec::new();
+    for w in [&whole, &split] {
+        let y_len = n as usize * m.rows;
+        let y = g
+            .ctx
+            .create_storage_buffer("y", &f32_bytes(&vec![f32::NAN; y_len]))
+            .unwrap();
+        let call = g
+            .kernels
+            .prepare(
+                &g.ctx,
+                w,
+                &x_buf,
+                0,
+                m.cols as u32,
+                &y,
+                0,
+                m.rows as u32,
+                Epilogue::Store,
+                &step,
+                n,
+            )
+            .unwrap();
+        assert_eq!(call.n_dispatches(), w.n_parts());
+        run(|pass| call.record(pass, n));
+        outs.push(g.ctx.read_buffer_f32(&y, 0, y_len).unwrap());
+    }
+    assert!(outs[0].iter().all(|v| v.is_finite()));
+    let same = outs[0]
+        .iter()
+        .zip(&outs[1])
+        .all(|(a, b)| a.to_bits() == b.to_bits());
+    assert!(same, "split and whole uploads disagree");
+}
+
+#[test]
+fn more_row_groups_than_one_grid_dimension() {
+    // 300000 rows of 4: 75000 workgroups of 4 rows, more than 65535 along x.
+    let (rows, cols) = (300_000usize, 4usize);
+    let mut rng = Rng(5);
+    let v: Vec<f32> = (0..rows * cols).map(|_| rng.nonzero()).collect();
+    let m = TestMatrix::from_bytes("f32 tall", GgmlType::F32, rows, cols, f32_bytes(&v));
+    let w = m.upload(u64::MAX);
+    let g = gpu();
+    let x = [0.5f32, -0.25, 2.0, 1.0];
+    let x_buf = g.ctx.create_storage_buffer("x", &f32_bytes(&x)).unwrap();
+    let y_buf = g
+        .ctx
+        .create_storage_buffer("y", &f32_bytes(&vec![f32::NAN; rows]))
+        .unwrap();
+    let step = step_buffer(1);
+    let call = g
+        .kernels
+        .prepare(
+            &g.ctx,
+            &w,
+            &x_buf,
+            0,
+            4,
+            &y_buf,
+            0,
+            rows as u32,
+            Epilogue::Store,
+            &step,
+            1,
+        )
+        .unwrap();
+    run(|pass| call.record(pass, 1));
+    let y = g.ctx.read_buffer_f32(&y_buf, 0, rows).unwrap();
+    for (r, &got) in y.iter().enumerate() {
+        let want: f64 = (0..4).map(|c| v[r * 4 + c] as f64 * x[c] as f64).sum();
+        assert!(
+            (got as f64 - want).abs() <= 1e-5 * (1.0 + want.abs()),
+            "row {r}: {got} vs {want}"
+        );
+    }
+}
+
+#[test]
+fn unsupported_type_is_an_error() {
+    let ty = GgmlType::IQ2_XXS;
+    let bytes = vec![0u8; ty.block_bytes() * 2];
+    let err = GpuMatrix::upload(&gpu().ctx, "blk.0.ffn.weight", ty, 2, 256, &bytes).unwrap_err();
+    match &err {
+        GpuError::UnsupportedType { name, ty: t } => {
+            assert_eq!((name.as_str(), *t), ("blk.0.ffn.weight", ty));
+        }
+        other => panic!("unexpected error {other}"),
+    }
+    let msg = err.to_string();
+    assert!(
+        msg.contains("blk.0.ffn.weight") && msg.contains("IQ2_XXS"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn bad_shapes_are_errors() {
+    let ctx = &gpu().ctx;
+    // Wrong byte count, rows that are not whole blocks, an empty matrix.
+    let q = GgmlType::Q4_K;
+    assert!(matches!(
+        GpuMatrix::upload(ctx, "a", q, 2, 256, &[0u8; 100]),
+        Err(GpuError::BadTensor { .. })
+    ));
+    assert!(matches!(
+        GpuMatrix::upload(ctx, "b", GgmlType::Q8_0, 1, 48, &[0u8; 51]),
+        Err(GpuError::BadTensor { .. })
+    ));
+    assert!(matches!(
+        GpuMatrix::upload(ctx, "c", GgmlType::F32, 0, 4, &[]),
+        Err(GpuError::BadTensor { .. })
+    ));
+    // A row bigger than the part limit.
+    assert!(matches!(
+        GpuMatrix::upload_with_max_part_bytes(ctx, "d", q, 1, 256, &[0u8; 144], 64),
+        Err(GpuError::TooLarge { .. })
+    ));
+}
+
+#[test]
+fn adapters_are_listed() {
+    let ctx = &gpu().ctx;
+    let list = GpuContext::list_adapters();
+    assert!(!list.is_empty());
+    assert!(list.iter().any(|a| a.name == ctx.info.name), "{list:?}");
+    for (i, a) in list.iter().enumerate() {
+        assert_eq!(a.index, i);
+    }
+    // Selecting by a name substring and by index.
+    let by_name = GpuContext::new(&ContextOptions {
+        adapter: Some(ctx.info.name.to_uppercase()),
+    })
+    .unwrap();
+    assert_eq!(by_name.info.name, ctx.info.name);
+    let err = GpuContext::new(&ContextOptions {
+        adapter: Some("no such adapter name".into()),
+    })
+    .err()
+    .expect("a missing adapter is an error");
+    assert!(matches!(err, GpuError::NoAdapter(_)), "{err}");
+    assert!(ctx.max_binding_bytes() >= 128 << 20);
+}
