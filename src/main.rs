@@ -4,9 +4,13 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use std::sync::Arc;
+
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use gguf::GgufFile;
+use rwkv_engine::{Engine, EngineOptions, Logits, SlotInput};
+use rwkv_gpu::{ContextOptions, GpuContext};
 use rwkv_model::{spec, CpuModel, Precision, Rwkv7Config};
 use rwkv_tokenizer::Tokenizer;
 
@@ -17,6 +21,10 @@ use rwkv_tokenizer::Tokenizer;
     about = "RWKV-7 inference from llama.cpp GGUF files"
 )]
 struct Cli {
+    /// GPU adapter to use: an index from `info --adapters` or part of its name (default: the
+    /// WEB_RWKV_ADAPTER variable, else the best GPU found).
+    #[arg(long, global = true)]
+    adapter: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -26,10 +34,14 @@ enum Command {
     /// Show a model's architecture, dimensions, parameter count and tensor types.
     Info {
         /// The GGUF model file.
-        model: PathBuf,
+        #[arg(required_unless_present = "adapters")]
+        model: Option<PathBuf>,
         /// Print one JSON object instead of text.
         #[arg(long)]
         json: bool,
+        /// List the GPU adapters instead.
+        #[arg(long)]
+        adapters: bool,
     },
     /// Encode text into token ids (printed as a JSON array).
     Tokenize {
@@ -60,7 +72,7 @@ enum Command {
         /// Output file.
         #[arg(long)]
         out: PathBuf,
-        #[arg(long, value_enum, default_value_t = Backend::Cpu)]
+        #[arg(long, value_enum, default_value_t = Backend::Gpu)]
         backend: Backend,
         /// CPU backend: `exact` f32 products, or `llama-cpp` to round activations as
         /// llama.cpp's CPU backend does (reproduces its logits within ~1e-4).
@@ -77,6 +89,8 @@ enum CpuPrecision {
 
 #[derive(Clone, Copy, ValueEnum)]
 enum Backend {
+    /// The GPU engine (wgpu).
+    Gpu,
     /// The f32 CPU reference (exact, slow).
     Cpu,
 }
@@ -93,8 +107,14 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    let adapter = cli.adapter;
     match cli.command {
-        Command::Info { model, json } => info(&model, json),
+        Command::Info {
+            adapters: true,
+            json,
+            ..
+        } => list_adapters(json),
+        Command::Info { model, json, .. } => info(&model.context("give a model file")?, json),
         Command::Tokenize { model, json, text } => tokenize(&model, json, &text),
         Command::Detokenize { model, ids } => detokenize(&model, &ids),
         Command::Logits {
@@ -102,16 +122,51 @@ fn run(cli: Cli) -> Result<()> {
             tokens,
             text,
             out,
-            backend: Backend::Cpu,
+            backend,
             cpu_precision,
         } => {
-            let precision = match cpu_precision {
-                CpuPrecision::Exact => Precision::Exact,
-                CpuPrecision::LlamaCpp => Precision::LlamaCpp,
+            let backend = match (backend, cpu_precision) {
+                (Backend::Gpu, _) => LogitsBackend::Gpu(adapter),
+                (Backend::Cpu, CpuPrecision::Exact) => LogitsBackend::Cpu(Precision::Exact),
+                (Backend::Cpu, CpuPrecision::LlamaCpp) => LogitsBackend::Cpu(Precision::LlamaCpp),
             };
-            logits(&model, tokens.as_deref(), text.as_deref(), &out, precision)
+            logits(&model, tokens.as_deref(), text.as_deref(), &out, backend)
         }
     }
+}
+
+enum LogitsBackend {
+    Gpu(Option<String>),
+    Cpu(Precision),
+}
+
+fn gpu_context(adapter: Option<String>) -> Result<Arc<GpuContext>> {
+    let ctx = GpuContext::new(&ContextOptions { adapter })?;
+    Ok(Arc::new(ctx))
+}
+
+fn list_adapters(json: bool) -> Result<()> {
+    let adapters = GpuContext::list_adapters();
+    if json {
+        let list: Vec<_> = adapters
+            .iter()
+            .map(|a| {
+                serde_json::json!({"index": a.index, "name": a.name, "backend": a.backend,
+                    "device_type": a.device_type, "driver": a.driver})
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&list)?);
+    } else if adapters.is_empty() {
+        println!("no GPU adapters found (install a Vulkan driver, e.g. mesa-vulkan-drivers)");
+    } else {
+        for a in adapters {
+            println!(
+                "{}: {} ({}, {}, {})",
+                a.index, a.name, a.backend, a.device_type, a.driver
+            );
+        }
+    }
+    Ok(())
 }
 
 fn open(path: &Path) -> Result<GgufFile> {
@@ -249,7 +304,7 @@ fn logits(
     tokens: Option<&str>,
     text: Option<&str>,
     out: &Path,
-    precision: Precision,
+    backend: LogitsBackend,
 ) -> Result<()> {
     let file = open(path)?;
     let ids = match (tokens, text) {
@@ -262,18 +317,41 @@ fn logits(
         }
         (None, None) => bail!("give --tokens or --text"),
     };
-    let model = CpuModel::load_with(&file, precision).context("loading the model")?;
-    let mut state = model.new_state();
-    let mut bytes = Vec::with_capacity(ids.len() * model.config.vocab_size * 4);
-    for &id in &ids {
-        let logits = model.forward_token(id, &mut state)?;
-        bytes.extend(logits.iter().flat_map(|v| v.to_le_bytes()));
-    }
+    let (rows, vocab) = match backend {
+        LogitsBackend::Cpu(precision) => {
+            let model = CpuModel::load_with(&file, precision).context("loading the model")?;
+            let mut state = model.new_state();
+            let rows = model.forward_sequence(&ids, &mut state)?;
+            (rows, model.config.vocab_size)
+        }
+        LogitsBackend::Gpu(adapter) => {
+            let options = EngineOptions {
+                max_slots: 1,
+                max_rows: 128,
+                max_out: 64,
+                llama_cpp_rounding: true,
+            };
+            let mut engine = Engine::load(gpu_context(adapter)?, &file, options, &mut |_, _| {})
+                .context("loading the model on the GPU")?;
+            let input = SlotInput {
+                slot: 0,
+                tokens: &ids,
+                logits: Logits::All,
+            };
+            let rows = engine.step(&[input])?.remove(0);
+            (rows, engine.config.vocab_size)
+        }
+    };
+    let bytes: Vec<u8> = rows
+        .iter()
+        .flatten()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
     std::fs::write(out, &bytes).with_context(|| format!("writing {}", out.display()))?;
     eprintln!(
         "wrote logits of {} positions x {} vocab to {}",
         ids.len(),
-        model.config.vocab_size,
+        vocab,
         out.display()
     );
     Ok(())

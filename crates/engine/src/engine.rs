@@ -22,8 +22,8 @@ use rwkv_model::{Rwkv7Config, Rwkv7Spec};
 
 use crate::error::{EngineError, Result};
 use crate::kernels::{
-    bind, uniform, ChunkInfo, CommitParams, Kernels, Launch, LayerNormParams, RoundParams,
-    RowInfo, StepUniform, TokenShiftParams, Wkv7Params, NO_PREV,
+    bind, uniform, ChunkInfo, CommitParams, Kernels, Launch, LayerNormParams, RoundParams, RowInfo,
+    StepUniform, TokenShiftParams, Wkv7Params, NO_PREV,
 };
 use crate::weights::ModelWeights;
 
@@ -104,7 +104,7 @@ pub(crate) struct LayerState {
 
 /// How many workgroups (or tokens) an op runs over in a step.
 #[derive(Clone, Copy, Debug)]
-enum Grid {
+pub(crate) enum Grid {
     /// One per token row.
     Rows,
     /// One per token row of each of `n` blocks.
@@ -118,12 +118,112 @@ enum Grid {
 }
 
 /// One prepared GPU operation of a step.
-enum Op {
+pub(crate) enum Op {
     /// The embedding lookup, over the step's rows.
     Gather(GetRowsCall),
     Kernel(Launch, Grid),
-    /// A matrix product over the step's rows (or, with `Grid::Out`, its logits rows).
-    Matmul(MatmulCall, Grid),
+    /// A matrix product over the step's rows (or, with `Grid::Out`, its logits rows), with
+    /// the kind of weight it multiplies (e.g. `time_mix_key`) for profiles.
+    Matmul(MatmulCall, Grid, String),
+}
+
+impl Op {
+    /// What the op is, for profiles: the kernel name or the weight's role.
+    pub(crate) fn kind(&self) -> &str {
+        match self {
+            Op::Gather(_) => "embedding",
+            Op::Kernel(launch, _) => launch.label,
+            Op::Matmul(_, _, kind) => kind,
+        }
+    }
+
+    /// Records the op for a step of `rows` token rows, `out` logits rows and `chunks` chunks.
+    pub(crate) fn record(
+        &self,
+        pass: &mut wgpu::ComputePass<'_>,
+        rows: u32,
+        out: u32,
+        chunks: u32,
+        heads: u32,
+    ) {
+        match self {
+            Op::Gather(call) => call.record(pass, rows),
+            Op::Matmul(call, Grid::Out, _) => call.record(pass, out),
+            Op::Matmul(call, _, _) => call.record(pass, rows),
+            Op::Kernel(launch, grid) => match *grid {
+                Grid::Rows => launch.record(pass, rows, 1),
+                Grid::RowBlocks(n) => launch.record(pass, rows, n),
+                Grid::Out => launch.record(pass, out, 1),
+                Grid::Chunks => launch.record(pass, chunks, 1),
+                Grid::ChunkHeads => launch.record(pass, chunks, heads),
+            },
+        }
+    }
+}
+
+/// What the GPU needs to know about a step's rows: token ids, token-shift sources, chunks and
+/// which rows' logits are wanted.
+pub(crate) struct StepTables {
+    pub tokens: Vec<u32>,
+    pub rows: Vec<RowInfo>,
+    pub chunks: Vec<ChunkInfo>,
+    pub out_rows: Vec<u32>,
+    pub step: StepUniform,
+}
+
+impl StepTables {
+    /// Lays out the planned `(input, start, len)` chunks as rows.
+    pub fn build(inputs: &[SlotInput], plan: &[(usize, usize, usize)]) -> StepTables {
+        let mut t = StepTables {
+            tokens: Vec::new(),
+            rows: Vec::new(),
+            chunks: Vec::new(),
+            out_rows: Vec::new(),
+            step: StepUniform::default(),
+        };
+        for &(i, start, len) in plan {
+            let input = &inputs[i];
+            let first_row = t.tokens.len() as u32;
+            for (n, &token) in input.tokens[start..start + len].iter().enumerate() {
+                let row = first_row + n as u32;
+                t.tokens.push(token);
+                t.rows.push(RowInfo {
+                    slot: input.slot as u32,
+                    prev: if n == 0 { NO_PREV } else { row - 1 },
+                });
+                let wanted = match input.logits {
+                    Logits::All => true,
+                    Logits::Last => n + 1 == len && start + len == input.tokens.len(),
+                    Logits::None => false,
+                };
+                if wanted {
+                    t.out_rows.push(row);
+                }
+            }
+            t.chunks.push(ChunkInfo {
+                slot: input.slot as u32,
+                first_row,
+                n_rows: len as u32,
+                _pad: 0,
+            });
+        }
+        t.step = StepUniform {
+            n_rows: t.tokens.len() as u32,
+            n_chunks: t.chunks.len() as u32,
+            n_out: t.out_rows.len() as u32,
+            _pad: 0,
+        };
+        t
+    }
+}
+
+/// The role of a weight from its GGUF name: `blk.3.time_mix_key.weight` → `time_mix_key`.
+fn weight_kind(name: &str) -> String {
+    let name = name.strip_suffix(".weight").unwrap_or(name);
+    match name.strip_prefix("blk.") {
+        Some(rest) => rest.split_once('.').map_or(rest, |(_, r)| r).to_string(),
+        None => name.to_string(),
+    }
 }
 
 /// Activation rounding modes of `round_activations.wgsl`, by ggml `vec_dot_type`.
@@ -143,10 +243,12 @@ pub struct Engine {
     pub config: Rwkv7Config,
     pub options: EngineOptions,
     weights: ModelWeights,
+    /// Bytes of every buffer the engine allocated besides the weights.
+    buffer_bytes: u64,
     pub(crate) states: Vec<LayerState>,
     scratch: Scratch,
     /// Every operation of a step, in order.
-    ops: Vec<Op>,
+    pub(crate) ops: Vec<Op>,
     /// Kept alive for the bind groups that reference them.
     _buffers: Vec<wgpu::Buffer>,
     last_times: StageTimes,
@@ -154,14 +256,21 @@ pub struct Engine {
 
 /// A storage buffer that can also be copied to and from, checked against the device's limits.
 fn storage(ctx: &GpuContext, label: &str, bytes: u64) -> Result<wgpu::Buffer> {
-    let usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC;
+    let usage =
+        wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC;
     Ok(ctx.create_buffer_checked(label, bytes.max(16), usage, None)?)
 }
 
 /// The per-step uniform ([`StepUniform`]).
 fn step_buffer(ctx: &GpuContext, label: &str) -> Result<wgpu::Buffer> {
-    let usage = wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST;
-    Ok(ctx.create_buffer_checked(label, std::mem::size_of::<StepUniform>() as u64, usage, None)?)
+    let usage =
+        wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST;
+    Ok(ctx.create_buffer_checked(
+        label,
+        std::mem::size_of::<StepUniform>() as u64,
+        usage,
+        None,
+    )?)
 }
 
 /// Waits for the GPU and returns the first `len` bytes of a MAP_READ buffer.
@@ -214,7 +323,13 @@ struct Builder<'a> {
 }
 
 impl Builder<'_> {
-    fn kernel(&mut self, label: &'static str, pipeline: &wgpu::ComputePipeline, buffers: &[&wgpu::Buffer], grid: Grid) {
+    fn kernel(
+        &mut self,
+        label: &'static str,
+        pipeline: &wgpu::ComputePipeline,
+        buffers: &[&wgpu::Buffer],
+        grid: Grid,
+    ) {
         let bind_group = bind(&self.ctx.device, pipeline, label, buffers);
         // Kernels write activations: every rounded copy may be stale after one, except the
         // copy this very launch makes (marked fresh by the caller afterwards).
@@ -265,10 +380,19 @@ impl Builder<'_> {
                 count_out: x.out as u32,
             },
         );
-        let grid = if x.out { Grid::Out } else { Grid::RowBlocks(x.blocks) };
+        let grid = if x.out {
+            Grid::Out
+        } else {
+            Grid::RowBlocks(x.blocks)
+        };
         let pipeline = self.kernels.round_activations.clone();
         let fresh = std::mem::take(&mut self.fresh);
-        self.kernel("round_activations", &pipeline, &[&params, self.step, x.buf, &out], grid);
+        self.kernel(
+            "round_activations",
+            &pipeline,
+            &[&params, self.step, x.buf, &out],
+            grid,
+        );
         self.fresh = fresh;
         self.fresh.push((x.name, mode));
         Ok(out)
@@ -276,11 +400,24 @@ impl Builder<'_> {
 
     /// Appends `y[block yb] (op)= W x[block xb]` for every row, rounding x first if needed.
     #[allow(clippy::too_many_arguments)]
-    fn matmul(&mut self, w: &GpuMatrix, x: Act, xb: u32, y: (&'static str, &wgpu::Buffer), yb: u32, y_rows: u32, epilogue: Epilogue) -> Result<()> {
+    fn matmul(
+        &mut self,
+        w: &GpuMatrix,
+        x: Act,
+        xb: u32,
+        y: (&'static str, &wgpu::Buffer),
+        yb: u32,
+        y_rows: u32,
+        epilogue: Epilogue,
+    ) -> Result<()> {
         let (y_name, y) = y;
         let input = self.input_for(x, w.ty)?;
         let block = x.rows * x.cols;
-        let (step, grid) = if x.out { (self.head_step, Grid::Out) } else { (self.step, Grid::Rows) };
+        let (step, grid) = if x.out {
+            (self.head_step, Grid::Out)
+        } else {
+            (self.step, Grid::Rows)
+        };
         let call = self.matmul.prepare(
             self.ctx,
             w,
@@ -295,7 +432,7 @@ impl Builder<'_> {
             x.rows,
         )?;
         self.fresh.retain(|(name, _)| *name != y_name);
-        self.ops.push(Op::Matmul(call, grid));
+        self.ops.push(Op::Matmul(call, grid, weight_kind(&w.name)));
         Ok(())
     }
 }
@@ -326,7 +463,11 @@ impl Engine {
         let matmul = MatmulKernels::new(&ctx)?;
         let dev = &ctx.device;
 
-        let (d, r, s) = (c.n_embd as u64, options.max_rows as u64, options.max_slots as u64);
+        let (d, r, s) = (
+            c.n_embd as u64,
+            options.max_rows as u64,
+            options.max_slots as u64,
+        );
         let f32s = |n: u64| n * 4;
         let states = (0..c.n_layer)
             .map(|_| {
@@ -385,7 +526,11 @@ impl Engine {
             fresh: Vec::new(),
             ops: Vec::new(),
         };
-        let a = |name: &'static str, buf: &wgpu::Buffer, cols: usize, blocks: u32| -> (&'static str, wgpu::Buffer, u32, u32) {
+        let a = |name: &'static str,
+                 buf: &wgpu::Buffer,
+                 cols: usize,
+                 blocks: u32|
+         -> (&'static str, wgpu::Buffer, u32, u32) {
             (name, buf.clone(), cols as u32, blocks)
         };
         let mix_a = a("mix", &mix, c.n_embd, 6);
@@ -445,73 +590,261 @@ impl Engine {
             })
             .collect();
 
-        let embed = matmul.prepare_get_rows(&ctx, &weights.embedding, &scratch.tokens, 0, &emb, 0, dim, &scratch.step, rows)?;
+        let embed = matmul.prepare_get_rows(
+            &ctx,
+            &weights.embedding,
+            &scratch.tokens,
+            0,
+            &emb,
+            0,
+            dim,
+            &scratch.step,
+            rows,
+        )?;
         b.kernel(
             "embedding_norm",
             &kernels.layer_norm,
-            &[&plain_ln, &scratch.step, &emb, &x, &weights.embedding_norm_w, &weights.embedding_norm_b, &scratch.out_rows],
+            &[
+                &plain_ln,
+                &scratch.step,
+                &emb,
+                &x,
+                &weights.embedding_norm_w,
+                &weights.embedding_norm_b,
+                &scratch.out_rows,
+            ],
             Grid::Rows,
         );
         for (i, (lw, st)) in weights.layers.iter().zip(&states).enumerate() {
             b.kernel(
                 "att_norm",
                 &kernels.layer_norm,
-                &[&plain_ln, &scratch.step, &x, &xa, &lw.att_norm_w, &lw.att_norm_b, &scratch.out_rows],
+                &[
+                    &plain_ln,
+                    &scratch.step,
+                    &x,
+                    &xa,
+                    &lw.att_norm_w,
+                    &lw.att_norm_b,
+                    &scratch.out_rows,
+                ],
                 Grid::Rows,
             );
             b.kernel(
                 "att_shift",
                 &kernels.token_shift,
-                &[&att_shift_params, &scratch.step, &xa, &mix, &lw.lerp, &st.att_shift, &scratch.rows],
+                &[
+                    &att_shift_params,
+                    &scratch.step,
+                    &xa,
+                    &mix,
+                    &lw.lerp,
+                    &st.att_shift,
+                    &scratch.rows,
+                ],
                 Grid::Rows,
             );
             // Mix blocks: 0 r, 1 w, 2 k, 3 v, 4 a, 5 g. rkv blocks: 0 r, 1 k, 2 v.
             // lora blocks: 0 decay, 1 iclr, 2 gate, 3 value residual.
-            b.matmul(&lw.receptance, view(&mix_a, rows), 0, ("rkv", &rkv), 0, rows, Epilogue::Store)?;
-            b.matmul(&lw.key, view(&mix_a, rows), 2, ("rkv", &rkv), 1, rows, Epilogue::Store)?;
-            b.matmul(&lw.value, view(&mix_a, rows), 3, ("rkv", &rkv), 2, rows, Epilogue::Store)?;
-            b.matmul(&lw.w1, view(&mix_a, rows), 1, ("w_h", &w_h), 0, rows, Epilogue::Tanh)?;
-            b.matmul(&lw.a1, view(&mix_a, rows), 4, ("a_h", &a_h), 0, rows, Epilogue::Store)?;
-            b.matmul(&lw.g1, view(&mix_a, rows), 5, ("g_h", &g_h), 0, rows, Epilogue::Sigmoid)?;
-            b.matmul(&lw.w2, view(&w_a, rows), 0, ("lora", &lora), 0, rows, Epilogue::Store)?;
-            b.matmul(&lw.a2, view(&a_a, rows), 0, ("lora", &lora), 1, rows, Epilogue::Store)?;
-            b.matmul(&lw.g2, view(&g_a, rows), 0, ("lora", &lora), 2, rows, Epilogue::Store)?;
+            b.matmul(
+                &lw.receptance,
+                view(&mix_a, rows),
+                0,
+                ("rkv", &rkv),
+                0,
+                rows,
+                Epilogue::Store,
+            )?;
+            b.matmul(
+                &lw.key,
+                view(&mix_a, rows),
+                2,
+                ("rkv", &rkv),
+                1,
+                rows,
+                Epilogue::Store,
+            )?;
+            b.matmul(
+                &lw.value,
+                view(&mix_a, rows),
+                3,
+                ("rkv", &rkv),
+                2,
+                rows,
+                Epilogue::Store,
+            )?;
+            b.matmul(
+                &lw.w1,
+                view(&mix_a, rows),
+                1,
+                ("w_h", &w_h),
+                0,
+                rows,
+                Epilogue::Tanh,
+            )?;
+            b.matmul(
+                &lw.a1,
+                view(&mix_a, rows),
+                4,
+                ("a_h", &a_h),
+                0,
+                rows,
+                Epilogue::Store,
+            )?;
+            b.matmul(
+                &lw.g1,
+                view(&mix_a, rows),
+                5,
+                ("g_h", &g_h),
+                0,
+                rows,
+                Epilogue::Sigmoid,
+            )?;
+            b.matmul(
+                &lw.w2,
+                view(&w_a, rows),
+                0,
+                ("lora", &lora),
+                0,
+                rows,
+                Epilogue::Store,
+            )?;
+            b.matmul(
+                &lw.a2,
+                view(&a_a, rows),
+                0,
+                ("lora", &lora),
+                1,
+                rows,
+                Epilogue::Store,
+            )?;
+            b.matmul(
+                &lw.g2,
+                view(&g_a, rows),
+                0,
+                ("lora", &lora),
+                2,
+                rows,
+                Epilogue::Store,
+            )?;
             if let (Some(v1), Some(v2)) = (&lw.v1, &lw.v2) {
-                b.matmul(v1, view(&mix_a, rows), 3, ("v_h", &v_h), 0, rows, Epilogue::Store)?;
-                b.matmul(v2, view(&v_a, rows), 0, ("lora", &lora), 3, rows, Epilogue::Store)?;
+                b.matmul(
+                    v1,
+                    view(&mix_a, rows),
+                    3,
+                    ("v_h", &v_h),
+                    0,
+                    rows,
+                    Epilogue::Store,
+                )?;
+                b.matmul(
+                    v2,
+                    view(&v_a, rows),
+                    0,
+                    ("lora", &lora),
+                    3,
+                    rows,
+                    Epilogue::Store,
+                )?;
             }
             b.kernel(
                 "wkv7",
                 &kernels.wkv7,
-                &[&wkv_params[i], &scratch.step, &scratch.chunks, &rkv, &lora, &v_first, &st.wkv, &lw.vecs, &att_out],
+                &[
+                    &wkv_params[i],
+                    &scratch.step,
+                    &scratch.chunks,
+                    &rkv,
+                    &lora,
+                    &v_first,
+                    &st.wkv,
+                    &lw.vecs,
+                    &att_out,
+                ],
                 Grid::ChunkHeads,
             );
-            b.matmul(&lw.output, view(&att_a, rows), 0, ("x", &x), 0, rows, Epilogue::Add)?;
+            b.matmul(
+                &lw.output,
+                view(&att_a, rows),
+                0,
+                ("x", &x),
+                0,
+                rows,
+                Epilogue::Add,
+            )?;
             b.kernel(
                 "ffn_norm",
                 &kernels.layer_norm,
-                &[&plain_ln, &scratch.step, &x, &xf, &lw.ffn_norm_w, &lw.ffn_norm_b, &scratch.out_rows],
+                &[
+                    &plain_ln,
+                    &scratch.step,
+                    &x,
+                    &xf,
+                    &lw.ffn_norm_w,
+                    &lw.ffn_norm_b,
+                    &scratch.out_rows,
+                ],
                 Grid::Rows,
             );
             b.kernel(
                 "ffn_shift",
                 &kernels.token_shift,
-                &[&ffn_shift_params, &scratch.step, &xf, &ffn_in, &lw.ffn_lerp, &st.ffn_shift, &scratch.rows],
+                &[
+                    &ffn_shift_params,
+                    &scratch.step,
+                    &xf,
+                    &ffn_in,
+                    &lw.ffn_lerp,
+                    &st.ffn_shift,
+                    &scratch.rows,
+                ],
                 Grid::Rows,
             );
-            b.matmul(&lw.ffn_key, view(&ffn_in_a, rows), 0, ("ffn_k", &ffn_k), 0, rows, Epilogue::ReluSquare)?;
-            b.matmul(&lw.ffn_value, view(&ffn_k_a, rows), 0, ("x", &x), 0, rows, Epilogue::Add)?;
+            b.matmul(
+                &lw.ffn_key,
+                view(&ffn_in_a, rows),
+                0,
+                ("ffn_k", &ffn_k),
+                0,
+                rows,
+                Epilogue::ReluSquare,
+            )?;
+            b.matmul(
+                &lw.ffn_value,
+                view(&ffn_k_a, rows),
+                0,
+                ("x", &x),
+                0,
+                rows,
+                Epilogue::Add,
+            )?;
             b.kernel(
                 "commit_shift",
                 &kernels.commit_shift,
-                &[&commit_params, &scratch.step, &xa, &xf, &st.att_shift, &st.ffn_shift, &scratch.chunks],
+                &[
+                    &commit_params,
+                    &scratch.step,
+                    &xa,
+                    &xf,
+                    &st.att_shift,
+                    &st.ffn_shift,
+                    &scratch.chunks,
+                ],
                 Grid::Chunks,
             );
         }
         b.kernel(
             "output_norm",
             &kernels.layer_norm,
-            &[&gather_ln, &scratch.step, &x, &out_x, &weights.output_norm_w, &weights.output_norm_b, &scratch.out_rows],
+            &[
+                &gather_ln,
+                &scratch.step,
+                &x,
+                &out_x,
+                &weights.output_norm_w,
+                &weights.output_norm_b,
+                &scratch.out_rows,
+            ],
             Grid::Out,
         );
         let head_in = Act {
@@ -522,17 +855,48 @@ impl Engine {
             rows: options.max_out as u32,
             out: true,
         };
-        b.matmul(&weights.head, head_in, 0, ("logits", &scratch.logits), 0, options.max_out as u32, Epilogue::Store)?;
+        b.matmul(
+            &weights.head,
+            head_in,
+            0,
+            ("logits", &scratch.logits),
+            0,
+            options.max_out as u32,
+            Epilogue::Store,
+        )?;
 
         let mut ops = vec![Op::Gather(embed)];
         ops.append(&mut b.ops);
-        let mut buffers = vec![emb, x, xa, xf, mix, ffn_in, rkv, lora, w_h, a_h, g_h, v_h, v_first, att_out, ffn_k, out_x];
+        let mut buffers = vec![
+            emb, x, xa, xf, mix, ffn_in, rkv, lora, w_h, a_h, g_h, v_h, v_first, att_out, ffn_k,
+            out_x,
+        ];
         buffers.extend(b.rounded.into_iter().map(|(_, _, buf)| buf));
+        let sc = &scratch;
+        let buffer_bytes = buffers.iter().map(wgpu::Buffer::size).sum::<u64>()
+            + states
+                .iter()
+                .map(|l| l.att_shift.size() + l.ffn_shift.size() + l.wkv.size())
+                .sum::<u64>()
+            + [
+                &sc.step,
+                &sc.head_step,
+                &sc.tokens,
+                &sc.rows,
+                &sc.chunks,
+                &sc.out_rows,
+                &sc.logits,
+                &sc.readback,
+            ]
+            .iter()
+            .map(|b| b.size())
+            .sum::<u64>();
         Ok(Engine {
             ctx,
             config: c,
             options,
             weights,
+            buffer_bytes,
             states,
             scratch,
             ops,
@@ -550,12 +914,22 @@ impl Engine {
         self.weights.gpu_bytes(&self.config)
     }
 
+    /// Bytes of everything the engine holds on the GPU: weights, states, activations.
+    pub fn gpu_bytes(&self) -> u64 {
+        self.weight_bytes() + self.buffer_bytes
+    }
+
+    /// GPU operations recorded per step (kernel dispatches, split matrices counted once).
+    pub fn ops_per_step(&self) -> usize {
+        self.ops.len()
+    }
+
     /// Stage times of the last [`Engine::step`].
     pub fn last_times(&self) -> StageTimes {
         self.last_times
     }
 
-    fn check_inputs(&self, inputs: &[SlotInput]) -> Result<()> {
+    pub(crate) fn check_inputs(&self, inputs: &[SlotInput]) -> Result<()> {
         let mut seen = vec![false; self.options.max_slots];
         for input in inputs {
             if input.slot >= self.options.max_slots {
@@ -570,7 +944,11 @@ impl Engine {
                     input.slot
                 )));
             }
-            if let Some(&bad) = input.tokens.iter().find(|&&t| t as usize >= self.config.vocab_size) {
+            if let Some(&bad) = input
+                .tokens
+                .iter()
+                .find(|&&t| t as usize >= self.config.vocab_size)
+            {
                 return Err(EngineError::Invalid(format!(
                     "token id {bad} is outside the vocabulary of {} tokens",
                     self.config.vocab_size
@@ -640,6 +1018,23 @@ impl Engine {
         Ok(outputs)
     }
 
+    /// Writes a step's tables to the GPU (the "load" stage).
+    pub(crate) fn upload_tables(&self, t: &StepTables) {
+        let head_step = StepUniform {
+            n_rows: t.step.n_out,
+            ..t.step
+        };
+        let q = &self.ctx.queue;
+        q.write_buffer(&self.scratch.step, 0, bytemuck::bytes_of(&t.step));
+        q.write_buffer(&self.scratch.head_step, 0, bytemuck::bytes_of(&head_step));
+        q.write_buffer(&self.scratch.tokens, 0, bytemuck::cast_slice(&t.tokens));
+        q.write_buffer(&self.scratch.rows, 0, bytemuck::cast_slice(&t.rows));
+        q.write_buffer(&self.scratch.chunks, 0, bytemuck::cast_slice(&t.chunks));
+        if !t.out_rows.is_empty() {
+            q.write_buffer(&self.scratch.out_rows, 0, bytemuck::cast_slice(&t.out_rows));
+        }
+    }
+
     /// One GPU submission for the planned chunks; returns the wanted logits rows in plan order.
     fn gpu_step(
         &mut self,
@@ -649,58 +1044,12 @@ impl Engine {
     ) -> Result<Vec<Vec<f32>>> {
         // input
         let t0 = Instant::now();
-        let mut tokens = Vec::new();
-        let mut rows = Vec::new();
-        let mut chunks = Vec::new();
-        let mut out_rows = Vec::new();
-        for &(i, start, len) in plan {
-            let input = &inputs[i];
-            let first_row = tokens.len() as u32;
-            for (n, &t) in input.tokens[start..start + len].iter().enumerate() {
-                let row = first_row + n as u32;
-                tokens.push(t);
-                rows.push(RowInfo {
-                    slot: input.slot as u32,
-                    prev: if n == 0 { NO_PREV } else { row - 1 },
-                });
-                let wanted = match input.logits {
-                    Logits::All => true,
-                    Logits::Last => n + 1 == len && start + len == input.tokens.len(),
-                    Logits::None => false,
-                };
-                if wanted {
-                    out_rows.push(row);
-                }
-            }
-            chunks.push(ChunkInfo {
-                slot: input.slot as u32,
-                first_row,
-                n_rows: len as u32,
-                _pad: 0,
-            });
-        }
-        let step = StepUniform {
-            n_rows: tokens.len() as u32,
-            n_chunks: chunks.len() as u32,
-            n_out: out_rows.len() as u32,
-            _pad: 0,
-        };
-        let head_step = StepUniform {
-            n_rows: step.n_out,
-            ..step
-        };
+        let tables = StepTables::build(inputs, plan);
         let t1 = Instant::now();
 
         // load
-        let q = &self.ctx.queue;
-        q.write_buffer(&self.scratch.step, 0, bytemuck::bytes_of(&step));
-        q.write_buffer(&self.scratch.head_step, 0, bytemuck::bytes_of(&head_step));
-        q.write_buffer(&self.scratch.tokens, 0, bytemuck::cast_slice(&tokens));
-        q.write_buffer(&self.scratch.rows, 0, bytemuck::cast_slice(&rows));
-        q.write_buffer(&self.scratch.chunks, 0, bytemuck::cast_slice(&chunks));
-        if !out_rows.is_empty() {
-            q.write_buffer(&self.scratch.out_rows, 0, bytemuck::cast_slice(&out_rows));
-        }
+        self.upload_tables(&tables);
+        let (step, out_rows) = (tables.step, &tables.out_rows);
         let t2 = Instant::now();
 
         // dispatch
@@ -710,32 +1059,28 @@ impl Engine {
         let mut encoder = self
             .ctx
             .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("step") });
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("step"),
+            });
         {
             let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
                 label: Some("step"),
                 timestamp_writes: None,
             });
             for op in &self.ops {
-                let (rows, out) = (n_rows, step.n_out);
-                match op {
-                    Op::Gather(call) => call.record(&mut pass, rows),
-                    Op::Matmul(call, Grid::Out) => call.record(&mut pass, out),
-                    Op::Matmul(call, _) => call.record(&mut pass, rows),
-                    Op::Kernel(launch, grid) => match *grid {
-                        Grid::Rows => launch.record(&mut pass, rows, 1),
-                        Grid::RowBlocks(n) => launch.record(&mut pass, rows, n),
-                        Grid::Out => launch.record(&mut pass, out, 1),
-                        Grid::Chunks => launch.record(&mut pass, n_chunks, 1),
-                        Grid::ChunkHeads => launch.record(&mut pass, n_chunks, n_head),
-                    },
-                }
+                op.record(&mut pass, n_rows, step.n_out, n_chunks, n_head);
             }
         }
         let vocab = self.config.vocab_size as u64;
         let out_bytes = step.n_out as u64 * vocab * 4;
         if out_bytes > 0 {
-            encoder.copy_buffer_to_buffer(&self.scratch.logits, 0, &self.scratch.readback, 0, out_bytes);
+            encoder.copy_buffer_to_buffer(
+                &self.scratch.logits,
+                0,
+                &self.scratch.readback,
+                0,
+                out_bytes,
+            );
         }
         let commands = encoder.finish();
         let t3 = Instant::now();

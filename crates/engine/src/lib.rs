@@ -5,8 +5,10 @@
 mod engine;
 mod error;
 pub mod kernels;
+mod profile;
 mod state;
 pub mod weights;
 
 pub use engine::{Engine, EngineOptions, Logits, SlotInput, StageTimes};
 pub use error::{EngineError, Result};
+pub use profile::Profile;

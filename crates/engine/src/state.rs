@@ -51,7 +51,9 @@ impl Engine {
         let ((st, _), (wt, _)) = self.slot_ranges(to);
         // wgpu cannot copy within one buffer, so the copy goes through a scratch buffer.
         let usage = wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST;
-        let tmp = self.ctx.create_buffer_checked("slot copy", 2 * sl + wl, usage, None)?;
+        let tmp = self
+            .ctx
+            .create_buffer_checked("slot copy", 2 * sl + wl, usage, None)?;
         let mut encoder = self.ctx.device.create_command_encoder(&Default::default());
         for l in &self.states {
             encoder.copy_buffer_to_buffer(&l.att_shift, sf, &tmp, 0, sl);

@@ -12,13 +12,21 @@ use rwkv_model::synth::{synth_gguf, SynthOptions};
 use rwkv_model::{CpuModel, Precision};
 
 fn fixtures() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/fixtures"))
+    PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../../shared/fixtures"
+    ))
 }
 
 fn context() -> Arc<GpuContext> {
     static CTX: OnceLock<Arc<GpuContext>> = OnceLock::new();
-    CTX.get_or_init(|| Arc::new(GpuContext::new(&ContextOptions::default()).expect("a GPU adapter (CI installs lavapipe)")))
-        .clone()
+    CTX.get_or_init(|| {
+        Arc::new(
+            GpuContext::new(&ContextOptions::default())
+                .expect("a GPU adapter (CI installs lavapipe)"),
+        )
+    })
+    .clone()
 }
 
 fn engine(file: &GgufFile, options: EngineOptions) -> Engine {
@@ -26,13 +34,20 @@ fn engine(file: &GgufFile, options: EngineOptions) -> Engine {
 }
 
 fn relative_error(ours: &[f32], expected: &[f32]) -> f64 {
-    let diff: f64 = ours.iter().zip(expected).map(|(a, b)| ((a - b) as f64).powi(2)).sum();
+    let diff: f64 = ours
+        .iter()
+        .zip(expected)
+        .map(|(a, b)| ((a - b) as f64).powi(2))
+        .sum();
     let norm: f64 = expected.iter().map(|b| (*b as f64).powi(2)).sum();
     (diff / norm).sqrt()
 }
 
 fn read_json_ids(path: PathBuf) -> Vec<u32> {
-    serde_json::from_str(&std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap()
+    serde_json::from_str(
+        &std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+    )
+    .unwrap()
 }
 
 /// Runs `tokens` through slot 0 and returns the logits after every position.
@@ -86,7 +101,10 @@ fn every_fixture_matches_llama_cpp() {
         for (pos, row) in logits.iter().enumerate() {
             let err = relative_error(row, &expected[pos * vocab..(pos + 1) * vocab]);
             worst = worst.max(err);
-            assert!(err <= 5e-3, "{name}: position {pos}: relative error {err:e} > 5e-3");
+            assert!(
+                err <= 5e-3,
+                "{name}: position {pos}: relative error {err:e} > 5e-3"
+            );
         }
         eprintln!("{name}: worst relative error {worst:e}");
     }
@@ -100,7 +118,11 @@ fn synthetic(n_layer: usize, n_embd: usize, vocab: usize, seed: u64) -> GgufFile
 
 fn sequence(n: usize, vocab: usize, seed: u32) -> Vec<u32> {
     (0..n as u32)
-        .map(|i| (i.wrapping_mul(2654435761).wrapping_add(seed.wrapping_mul(40503))) % vocab as u32)
+        .map(|i| {
+            (i.wrapping_mul(2654435761)
+                .wrapping_add(seed.wrapping_mul(40503)))
+                % vocab as u32
+        })
         .collect()
 }
 
@@ -130,8 +152,14 @@ fn generated_model_of_other_shape_matches_cpu_reference() {
     let gpu_state = e.read_state(0).unwrap();
     for (l, (g, c)) in gpu_state.layers.iter().zip(&state.layers).enumerate() {
         assert!(relative_error(&g.wkv, &c.wkv) < 1e-4, "layer {l} wkv state");
-        assert!(relative_error(&g.att_shift, &c.att_shift) < 1e-5, "layer {l} att shift");
-        assert!(relative_error(&g.ffn_shift, &c.ffn_shift) < 1e-5, "layer {l} ffn shift");
+        assert!(
+            relative_error(&g.att_shift, &c.att_shift) < 1e-5,
+            "layer {l} att shift"
+        );
+        assert!(
+            relative_error(&g.ffn_shift, &c.ffn_shift) < 1e-5,
+            "layer {l} ffn shift"
+        );
     }
 }
 
@@ -195,7 +223,12 @@ fn a_batch_equals_separate_runs() {
         let mut full = p.clone();
         full.push(next[i]);
         let alone = all_logits(&mut e1, &full);
-        assert_close(&decoded[i], &alone[alone.len() - 1..], 1e-5, &format!("decode {i}"));
+        assert_close(
+            &decoded[i],
+            &alone[alone.len() - 1..],
+            1e-5,
+            &format!("decode {i}"),
+        );
     }
 }
 
@@ -264,24 +297,60 @@ fn state_save_load_and_slot_control() {
     assert_eq!(loaded, saved);
     let mut fresh = engine(&file, options);
     fresh.write_state(2, &loaded).unwrap();
-    assert_close(&run(&mut fresh, 2, &b), &direct, 0.0, "continued after load");
+    assert_close(
+        &run(&mut fresh, 2, &b),
+        &direct,
+        0.0,
+        "continued after load",
+    );
 
     // Copy a slot, reset a slot.
     fresh.write_state(0, &saved).unwrap();
     fresh.copy_slot(0, 1).unwrap();
-    assert_close(&run(&mut fresh, 1, &b), &direct, 0.0, "continued after copy");
+    assert_close(
+        &run(&mut fresh, 1, &b),
+        &direct,
+        0.0,
+        "continued after copy",
+    );
     fresh.reset(1).unwrap();
     let zero = fresh.read_state(1).unwrap();
     assert!(zero.layers.iter().all(|l| l.wkv.iter().all(|&v| v == 0.0)));
-    let mut clean = engine(&file, EngineOptions { max_slots: 1, llama_cpp_rounding: false, ..EngineOptions::default() });
-    assert_close(&run(&mut fresh, 1, &a), &run(&mut clean, 0, &a), 0.0, "after reset");
+    let mut clean = engine(
+        &file,
+        EngineOptions {
+            max_slots: 1,
+            llama_cpp_rounding: false,
+            ..EngineOptions::default()
+        },
+    );
+    assert_close(
+        &run(&mut fresh, 1, &a),
+        &run(&mut clean, 0, &a),
+        0.0,
+        "after reset",
+    );
 
     // Bad requests are errors, not panics.
     assert!(fresh.read_state(3).is_err());
-    assert!(fresh.step(&[SlotInput { slot: 0, tokens: &[200], logits: Logits::Last }]).is_err());
+    assert!(fresh
+        .step(&[SlotInput {
+            slot: 0,
+            tokens: &[200],
+            logits: Logits::Last
+        }])
+        .is_err());
     let twice = [
-        SlotInput { slot: 0, tokens: &a, logits: Logits::Last },
-        SlotInput { slot: 0, tokens: &b, logits: Logits::Last },
+        SlotInput {
+            slot: 0,
+            tokens: &a,
+            logits: Logits::Last,
+        },
+        SlotInput {
+            slot: 0,
+            tokens: &b,
+            logits: Logits::Last,
+        },
     ];
     assert!(fresh.step(&twice).is_err());
     let mut other = rwkv_model::State::new(&synthetic_config(1, 256));
@@ -317,7 +386,10 @@ fn clear_errors_for_what_cannot_run() {
     )
     .err()
     .expect("a state larger than the device allows");
-    assert!(err.to_string().contains("more than the device allows"), "{err}");
+    assert!(
+        err.to_string().contains("more than the device allows"),
+        "{err}"
+    );
 
     // A tensor type the engine cannot compute with names the tensor.
     let mut o = SynthOptions::new(1, 256, 100);
@@ -331,7 +403,12 @@ fn clear_errors_for_what_cannot_run() {
     for t in src.tensors() {
         if t.name == "blk.0.time_mix_key.weight" {
             // 256x256 values of IQ2_XXS: 256 blocks of 66 bytes.
-            w.tensor(t.name.clone(), &t.dims, gguf::GgmlType::IQ2_XXS, vec![0; 256 * 66]);
+            w.tensor(
+                t.name.clone(),
+                &t.dims,
+                gguf::GgmlType::IQ2_XXS,
+                vec![0; 256 * 66],
+            );
         } else {
             w.tensor(t.name.clone(), &t.dims, t.ty, src.tensor_bytes(t).to_vec());
         }
@@ -341,5 +418,8 @@ fn clear_errors_for_what_cannot_run() {
         .err()
         .expect("IQ2_XXS is not supported");
     let msg = err.to_string();
-    assert!(msg.contains("blk.0.time_mix_key.weight") && msg.contains("IQ2_XXS"), "{msg}");
+    assert!(
+        msg.contains("blk.0.time_mix_key.weight") && msg.contains("IQ2_XXS"),
+        "{msg}"
+    );
 }

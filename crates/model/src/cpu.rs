@@ -24,8 +24,8 @@ use gguf::{GgmlType, GgufFile, TensorInfo};
 
 use crate::error::{ModelError, Result};
 pub use crate::ggml_cpu::Precision;
-use crate::state::{LayerState, State};
 use crate::spec::{Rwkv7Config, Rwkv7Spec};
+use crate::state::{LayerState, State};
 
 /// A dense row-major f32 matrix: `rows` outputs, each the dot product of a row with the input.
 #[derive(Clone, Debug)]
@@ -78,13 +78,21 @@ pub static LAST: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::
 fn skip_hack(m: &Matrix) -> bool {
     let v = std::env::var("SKIP").unwrap_or_default();
     let last = LAST.load(std::sync::atomic::Ordering::Relaxed);
-    (v == "head" && m.rows == 4096) || (last && v == "fv" && m.cols == 1024) || (last && v == "fk" && m.rows == 1024)
+    (v == "head" && m.rows == 4096)
+        || (last && v == "fv" && m.cols == 1024)
+        || (last && v == "fk" && m.rows == 1024)
 }
 pub fn dump(name: &str, v: &[f32]) {
     if let Ok(d) = std::env::var("DUMP") {
         use std::io::Write;
-        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(format!("{d}/{name}.f32")).unwrap();
-        for x in v { f.write_all(&x.to_le_bytes()).unwrap(); }
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(format!("{d}/{name}.f32"))
+            .unwrap();
+        for x in v {
+            f.write_all(&x.to_le_bytes()).unwrap();
+        }
     }
 }
 fn dot(a: &[f32], b: &[f32]) -> f32 {
@@ -277,7 +285,10 @@ impl CpuModel {
             .apply(self.embedding.row(token as usize), eps);
         let mut v_first: Option<Vec<f32>> = None;
         for (li, (layer, s)) in self.layers.iter().zip(&mut state.layers).enumerate() {
-            LAST.store(li + 1 == self.layers.len(), std::sync::atomic::Ordering::Relaxed);
+            LAST.store(
+                li + 1 == self.layers.len(),
+                std::sync::atomic::Ordering::Relaxed,
+            );
             dump(&format!("inp{li}"), &x);
             let xa = layer.att_norm.apply(&x, eps);
             dump(&format!("attn_norm{li}"), &xa);
@@ -376,8 +387,13 @@ impl Layer {
             .collect();
 
         let li = if self.v.is_some() { 1 } else { 0 };
-        dump(&format!("r{li}"), &r); dump(&format!("w{li}"), &w); dump(&format!("k{li}"), &k);
-        dump(&format!("v{li}"), &v); dump(&format!("a{li}"), &a); dump(&format!("g{li}"), &g); dump(&format!("kk{li}"), &kk);
+        dump(&format!("r{li}"), &r);
+        dump(&format!("w{li}"), &w);
+        dump(&format!("k{li}"), &k);
+        dump(&format!("v{li}"), &v);
+        dump(&format!("a{li}"), &a);
+        dump(&format!("g{li}"), &g);
+        dump(&format!("kk{li}"), &kk);
         // WKV-7: per head, S = S diag(w) + v k^T + (S a_) b^T with a_ = -kk, b = kk * a.
         let mut y = vec![0.0f32; c.n_embd];
         for h in 0..c.n_head {

@@ -5,11 +5,11 @@
 pub mod cpu;
 mod error;
 mod ggml_cpu;
+pub mod spec;
 pub mod state;
 pub mod synth;
-pub mod spec;
 
 pub use cpu::{CpuModel, Precision};
-pub use state::{LayerState, State};
 pub use error::{ModelError, Result};
 pub use spec::{Rwkv7Config, Rwkv7Spec, Rwkv7Tensors};
+pub use state::{LayerState, State};

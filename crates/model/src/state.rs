@@ -77,9 +77,21 @@ impl State {
             .enumerate()
             .flat_map(|(i, l)| {
                 [
-                    (format!("blk.{i}.att_shift"), f32_bytes(&l.att_shift), vec![l.att_shift.len()]),
-                    (format!("blk.{i}.ffn_shift"), f32_bytes(&l.ffn_shift), vec![l.ffn_shift.len()]),
-                    (format!("blk.{i}.wkv"), f32_bytes(&l.wkv), vec![config.n_head, hs, hs]),
+                    (
+                        format!("blk.{i}.att_shift"),
+                        f32_bytes(&l.att_shift),
+                        vec![l.att_shift.len()],
+                    ),
+                    (
+                        format!("blk.{i}.ffn_shift"),
+                        f32_bytes(&l.ffn_shift),
+                        vec![l.ffn_shift.len()],
+                    ),
+                    (
+                        format!("blk.{i}.wkv"),
+                        f32_bytes(&l.wkv),
+                        vec![config.n_head, hs, hs],
+                    ),
                 ]
             })
             .collect();

@@ -94,33 +94,44 @@ pub fn synth_gguf(o: &SynthOptions) -> Result<GgufWriter, String> {
     let mut w = GgufWriter::new();
     let d = o.n_embd as u64;
     let u32v = |v: usize| MetadataValue::U32(v as u32);
-    w.metadata("general.architecture", MetadataValue::String("rwkv7".into()))
-        .metadata(
-            "general.name",
-            MetadataValue::String(format!(
-                "synthetic-rwkv7-L{}-D{}-seed{}",
-                o.n_layer, o.n_embd, o.seed
-            )),
-        )
-        .metadata("rwkv7.context_length", u32v(1 << 20))
-        .metadata("rwkv7.embedding_length", u32v(o.n_embd))
-        .metadata("rwkv7.block_count", u32v(o.n_layer))
-        .metadata("rwkv7.attention.layer_norm_epsilon", MetadataValue::F32(1e-5))
-        .metadata("rwkv7.wkv.head_size", u32v(o.head_size))
-        .metadata("rwkv7.attention.decay_lora_rank", u32v(o.decay_lora))
-        .metadata("rwkv7.attention.iclr_lora_rank", u32v(o.iclr_lora))
-        .metadata(
-            "rwkv7.attention.value_residual_mix_lora_rank",
-            u32v(o.value_lora),
-        )
-        .metadata("rwkv7.attention.gate_lora_rank", u32v(o.gate_lora))
-        .metadata("rwkv7.feed_forward_length", u32v(o.ffn_size))
-        .metadata("rwkv7.attention.head_count", u32v(0));
+    w.metadata(
+        "general.architecture",
+        MetadataValue::String("rwkv7".into()),
+    )
+    .metadata(
+        "general.name",
+        MetadataValue::String(format!(
+            "synthetic-rwkv7-L{}-D{}-seed{}",
+            o.n_layer, o.n_embd, o.seed
+        )),
+    )
+    .metadata("rwkv7.context_length", u32v(1 << 20))
+    .metadata("rwkv7.embedding_length", u32v(o.n_embd))
+    .metadata("rwkv7.block_count", u32v(o.n_layer))
+    .metadata(
+        "rwkv7.attention.layer_norm_epsilon",
+        MetadataValue::F32(1e-5),
+    )
+    .metadata("rwkv7.wkv.head_size", u32v(o.head_size))
+    .metadata("rwkv7.attention.decay_lora_rank", u32v(o.decay_lora))
+    .metadata("rwkv7.attention.iclr_lora_rank", u32v(o.iclr_lora))
+    .metadata(
+        "rwkv7.attention.value_residual_mix_lora_rank",
+        u32v(o.value_lora),
+    )
+    .metadata("rwkv7.attention.gate_lora_rank", u32v(o.gate_lora))
+    .metadata("rwkv7.feed_forward_length", u32v(o.ffn_size))
+    .metadata("rwkv7.attention.head_count", u32v(0));
     if let Some((tokens, types)) = &o.tokenizer {
         w.metadata("tokenizer.ggml.model", MetadataValue::String("rwkv".into()))
             .metadata(
                 "tokenizer.ggml.tokens",
-                MetadataValue::Array(tokens.iter().map(|t| MetadataValue::String(t.clone())).collect()),
+                MetadataValue::Array(
+                    tokens
+                        .iter()
+                        .map(|t| MetadataValue::String(t.clone()))
+                        .collect(),
+                ),
             )
             .metadata(
                 "tokenizer.ggml.token_type",
@@ -128,7 +139,13 @@ pub fn synth_gguf(o: &SynthOptions) -> Result<GgufWriter, String> {
             );
     }
 
-    let matrix = |w: &mut GgufWriter, rng: &mut Rng, name: &str, cols: usize, rows: usize, std: f32, ty: GgmlType| {
+    let matrix = |w: &mut GgufWriter,
+                  rng: &mut Rng,
+                  name: &str,
+                  cols: usize,
+                  rows: usize,
+                  std: f32,
+                  ty: GgmlType| {
         let values: Vec<f32> = (0..cols * rows).map(|_| rng.normal(std)).collect();
         let dims = [cols as u64, rows as u64];
         match ty {
@@ -142,7 +159,15 @@ pub fn synth_gguf(o: &SynthOptions) -> Result<GgufWriter, String> {
     };
     let mt = o.matrix_type;
     let std = |fan_in: usize| 1.0 / (fan_in as f32).sqrt();
-    matrix(&mut w, &mut rng, "token_embd.weight", o.n_embd, o.vocab_size, 1.0, mt);
+    matrix(
+        &mut w,
+        &mut rng,
+        "token_embd.weight",
+        o.n_embd,
+        o.vocab_size,
+        1.0,
+        mt,
+    );
     vector(&mut w, &mut rng, "token_embd_norm.weight", 0.8, 1.2);
     vector(&mut w, &mut rng, "token_embd_norm.bias", -0.1, 0.1);
     for i in 0..o.n_layer {
@@ -154,31 +179,127 @@ pub fn synth_gguf(o: &SynthOptions) -> Result<GgufWriter, String> {
         let lerp: Vec<f32> = (0..6 * o.n_embd).map(|_| rng.uniform()).collect();
         w.tensor_f32(n("time_mix_lerp_fused.weight"), &[d, 1, 1, 6], &lerp);
         vector(&mut w, &mut rng, &n("time_mix_w0.weight"), -6.0, -1.0);
-        matrix(&mut w, &mut rng, &n("time_mix_w1.weight"), o.n_embd, o.decay_lora, std(o.n_embd), GgmlType::F16);
-        matrix(&mut w, &mut rng, &n("time_mix_w2.weight"), o.decay_lora, o.n_embd, std(o.decay_lora), GgmlType::F16);
+        matrix(
+            &mut w,
+            &mut rng,
+            &n("time_mix_w1.weight"),
+            o.n_embd,
+            o.decay_lora,
+            std(o.n_embd),
+            GgmlType::F16,
+        );
+        matrix(
+            &mut w,
+            &mut rng,
+            &n("time_mix_w2.weight"),
+            o.decay_lora,
+            o.n_embd,
+            std(o.decay_lora),
+            GgmlType::F16,
+        );
         vector(&mut w, &mut rng, &n("time_mix_a0.weight"), -1.0, 1.0);
-        matrix(&mut w, &mut rng, &n("time_mix_a1.weight"), o.n_embd, o.iclr_lora, std(o.n_embd), GgmlType::F16);
-        matrix(&mut w, &mut rng, &n("time_mix_a2.weight"), o.iclr_lora, o.n_embd, std(o.iclr_lora), GgmlType::F16);
+        matrix(
+            &mut w,
+            &mut rng,
+            &n("time_mix_a1.weight"),
+            o.n_embd,
+            o.iclr_lora,
+            std(o.n_embd),
+            GgmlType::F16,
+        );
+        matrix(
+            &mut w,
+            &mut rng,
+            &n("time_mix_a2.weight"),
+            o.iclr_lora,
+            o.n_embd,
+            std(o.iclr_lora),
+            GgmlType::F16,
+        );
         // Layer 0 carries unused value-residual tensors, as the converter writes them.
         vector(&mut w, &mut rng, &n("time_mix_v0.weight"), -1.0, 1.0);
-        matrix(&mut w, &mut rng, &n("time_mix_v1.weight"), o.n_embd, o.value_lora, std(o.n_embd), GgmlType::F16);
-        matrix(&mut w, &mut rng, &n("time_mix_v2.weight"), o.value_lora, o.n_embd, std(o.value_lora), GgmlType::F16);
-        matrix(&mut w, &mut rng, &n("time_mix_g1.weight"), o.n_embd, o.gate_lora, std(o.n_embd), GgmlType::F16);
-        matrix(&mut w, &mut rng, &n("time_mix_g2.weight"), o.gate_lora, o.n_embd, std(o.gate_lora), GgmlType::F16);
+        matrix(
+            &mut w,
+            &mut rng,
+            &n("time_mix_v1.weight"),
+            o.n_embd,
+            o.value_lora,
+            std(o.n_embd),
+            GgmlType::F16,
+        );
+        matrix(
+            &mut w,
+            &mut rng,
+            &n("time_mix_v2.weight"),
+            o.value_lora,
+            o.n_embd,
+            std(o.value_lora),
+            GgmlType::F16,
+        );
+        matrix(
+            &mut w,
+            &mut rng,
+            &n("time_mix_g1.weight"),
+            o.n_embd,
+            o.gate_lora,
+            std(o.n_embd),
+            GgmlType::F16,
+        );
+        matrix(
+            &mut w,
+            &mut rng,
+            &n("time_mix_g2.weight"),
+            o.gate_lora,
+            o.n_embd,
+            std(o.gate_lora),
+            GgmlType::F16,
+        );
         vector(&mut w, &mut rng, &n("time_mix_k_k.weight"), 0.5, 1.0);
         vector(&mut w, &mut rng, &n("time_mix_k_a.weight"), 0.5, 1.5);
         vector(&mut w, &mut rng, &n("time_mix_r_k.weight"), -0.5, 0.5);
         for m in ["receptance", "key", "value", "output"] {
-            matrix(&mut w, &mut rng, &n(&format!("time_mix_{m}.weight")), o.n_embd, o.n_embd, std(o.n_embd), mt);
+            matrix(
+                &mut w,
+                &mut rng,
+                &n(&format!("time_mix_{m}.weight")),
+                o.n_embd,
+                o.n_embd,
+                std(o.n_embd),
+                mt,
+            );
         }
         vector(&mut w, &mut rng, &n("time_mix_ln.weight"), 0.5, 1.5);
         vector(&mut w, &mut rng, &n("time_mix_ln.bias"), -0.1, 0.1);
         vector(&mut w, &mut rng, &n("channel_mix_lerp_k.weight"), 0.0, 1.0);
-        matrix(&mut w, &mut rng, &n("channel_mix_key.weight"), o.n_embd, o.ffn_size, std(o.n_embd), mt);
-        matrix(&mut w, &mut rng, &n("channel_mix_value.weight"), o.ffn_size, o.n_embd, std(o.ffn_size), mt);
+        matrix(
+            &mut w,
+            &mut rng,
+            &n("channel_mix_key.weight"),
+            o.n_embd,
+            o.ffn_size,
+            std(o.n_embd),
+            mt,
+        );
+        matrix(
+            &mut w,
+            &mut rng,
+            &n("channel_mix_value.weight"),
+            o.ffn_size,
+            o.n_embd,
+            std(o.ffn_size),
+            mt,
+        );
     }
     vector(&mut w, &mut rng, "output_norm.weight", 0.8, 1.2);
     vector(&mut w, &mut rng, "output_norm.bias", -0.1, 0.1);
-    matrix(&mut w, &mut rng, "output.weight", o.n_embd, o.vocab_size, std(o.n_embd), mt);
+    matrix(
+        &mut w,
+        &mut rng,
+        "output.weight",
+        o.n_embd,
+        o.vocab_size,
+        std(o.n_embd),
+        mt,
+    );
     Ok(w)
 }

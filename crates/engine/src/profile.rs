@@ -1,0 +1,97 @@
+//! Profile mode: one step with a GPU timestamp around every operation, summed by kind.
+//!
+//! Each op runs in its own compute pass with timestamp writes at its start and end, so the
+//! times are what the GPU spent inside each op; the passes themselves add overhead that a
+//! normal step (one pass) does not have, so the total is larger than a normal step's.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::engine::{Engine, SlotInput, StepTables};
+use crate::error::{EngineError, Result};
+
+/// GPU time by operation kind for one step.
+#[derive(Clone, Debug, Default)]
+pub struct Profile {
+    /// (kind, dispatch count, total GPU time), sorted by time, largest first.
+    pub ops: Vec<(String, usize, Duration)>,
+    /// Sum of all op times.
+    pub total: Duration,
+}
+
+impl Engine {
+    /// Runs one step of `inputs` (which must fit in one GPU step: at most `max_rows` tokens
+    /// and `max_out` logits rows) with timestamps around every op.
+    pub fn profile_step(&mut self, inputs: &[SlotInput]) -> Result<Profile> {
+        if !self.ctx.features.contains(wgpu::Features::TIMESTAMP_QUERY) {
+            return Err(EngineError::Unsupported(
+                "profiling needs the adapter feature TIMESTAMP_QUERY".into(),
+            ));
+        }
+        self.check_inputs(inputs)?;
+        let plan: Vec<(usize, usize, usize)> = inputs
+            .iter()
+            .enumerate()
+            .map(|(i, input)| (i, 0, input.tokens.len()))
+            .collect();
+        let tables = StepTables::build(inputs, &plan);
+        if tables.step.n_rows as usize > self.options.max_rows
+            || tables.step.n_out as usize > self.options.max_out
+        {
+            return Err(EngineError::Invalid(format!(
+                "a profiled step must fit in one GPU step ({} rows, {} logits rows)",
+                self.options.max_rows, self.options.max_out
+            )));
+        }
+        self.upload_tables(&tables);
+
+        let device = &self.ctx.device;
+        let n = self.ops.len() as u32 * 2;
+        let queries = device.create_query_set(&wgpu::QuerySetDescriptor {
+            label: Some("profile"),
+            ty: wgpu::QueryType::Timestamp,
+            count: n,
+        });
+        let bytes = n as u64 * 8;
+        let resolve = self.ctx.create_buffer_checked(
+            "profile resolve",
+            bytes,
+            wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+            None,
+        )?;
+        let s = tables.step;
+        let heads = self.config.n_head as u32;
+        let mut encoder = device.create_command_encoder(&Default::default());
+        for (i, op) in self.ops.iter().enumerate() {
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some(op.kind()),
+                timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
+                    query_set: &queries,
+                    beginning_of_pass_write_index: Some(2 * i as u32),
+                    end_of_pass_write_index: Some(2 * i as u32 + 1),
+                }),
+            });
+            op.record(&mut pass, s.n_rows, s.n_out, s.n_chunks, heads);
+        }
+        encoder.resolve_query_set(&queries, 0..n, &resolve, 0);
+        self.ctx.queue.submit([encoder.finish()]);
+        let raw = self.ctx.read_buffer_bytes(&resolve, 0, bytes)?;
+        let stamps: Vec<u64> = bytemuck::pod_collect_to_vec(&raw);
+        let period = self.ctx.queue.get_timestamp_period() as f64;
+
+        let mut by_kind: BTreeMap<String, (usize, f64)> = BTreeMap::new();
+        for (i, op) in self.ops.iter().enumerate() {
+            let ns = stamps[2 * i + 1].saturating_sub(stamps[2 * i]) as f64 * period;
+            let e = by_kind.entry(op.kind().to_string()).or_default();
+            e.0 += 1;
+            e.1 += ns;
+        }
+        let mut ops: Vec<(String, usize, Duration)> = by_kind
+            .into_iter()
+            .map(|(k, (count, ns))| (k, count, Duration::from_nanos(ns as u64)))
+            .collect();
+        ops.sort_by(|a, b| b.2.cmp(&a.2));
+        let total = ops.iter().map(|o| o.2).sum();
+        Ok(Profile { ops, total })
+    }
+}
