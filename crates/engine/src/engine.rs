@@ -22,8 +22,8 @@ use rwkv_model::{Rwkv7Config, Rwkv7Spec};
 
 use crate::error::{EngineError, Result};
 use crate::kernels::{
-    bind, uniform, ChunkInfo, CommitParams, Kernels, Launch, LayerNormParams, RoundParams, RowInfo,
-    StepUniform, TokenShiftParams, Wkv7Params, NO_PREV,
+    bind, uniform, ChunkInfo, Kernels, Launch, LayerNormParams, RoundParams, RowInfo, StepUniform,
+    TokenMixParams, Wkv7Params, NO_PREV,
 };
 use crate::weights::ModelWeights;
 
@@ -95,7 +95,8 @@ struct Scratch {
     readback: wgpu::Buffer,
 }
 
-/// Per-layer state buffers: [slots][dim] shifts and [slots][heads][64][64] WKV state.
+/// Per-layer state buffers: [2][slots][dim] shifts (double-buffered: a step reads a slot's
+/// half and writes the other, see `Engine::halves`) and [slots][heads][64][64] WKV state.
 pub(crate) struct LayerState {
     pub att_shift: wgpu::Buffer,
     pub ffn_shift: wgpu::Buffer,
@@ -111,10 +112,10 @@ pub(crate) enum Grid {
     RowBlocks(u32),
     /// One per wanted logits row.
     Out,
-    /// One per chunk.
-    Chunks,
     /// One per chunk and head.
     ChunkHeads,
+    /// One per token row and tile of columns.
+    RowTiles(u32),
 }
 
 /// One prepared GPU operation of a step.
@@ -154,8 +155,8 @@ impl Op {
                 Grid::Rows => launch.record(pass, rows, 1),
                 Grid::RowBlocks(n) => launch.record(pass, rows, n),
                 Grid::Out => launch.record(pass, out, 1),
-                Grid::Chunks => launch.record(pass, chunks, 1),
                 Grid::ChunkHeads => launch.record(pass, chunks, heads),
+                Grid::RowTiles(n) => launch.record(pass, rows, n),
             },
         }
     }
@@ -172,8 +173,13 @@ pub(crate) struct StepTables {
 }
 
 impl StepTables {
-    /// Lays out the planned `(input, start, len)` chunks as rows.
-    pub fn build(inputs: &[SlotInput], plan: &[(usize, usize, usize)]) -> StepTables {
+    /// Lays out the planned `(input, start, len)` chunks as rows; `halves[slot]` is the half
+    /// of the shift state holding each slot's current state.
+    pub fn build(
+        inputs: &[SlotInput],
+        plan: &[(usize, usize, usize)],
+        halves: &[u32],
+    ) -> StepTables {
         let mut t = StepTables {
             tokens: Vec::new(),
             rows: Vec::new(),
@@ -190,6 +196,8 @@ impl StepTables {
                 t.rows.push(RowInfo {
                     slot: input.slot as u32,
                     prev: if n == 0 { NO_PREV } else { row - 1 },
+                    half: halves[input.slot],
+                    last: (n + 1 == len) as u32,
                 });
                 let wanted = match input.logits {
                     Logits::All => true,
@@ -245,6 +253,9 @@ pub struct Engine {
     weights: ModelWeights,
     /// Bytes of every buffer the engine allocated besides the weights.
     buffer_bytes: u64,
+    /// Per slot, the half of the double-buffered shift states that holds its current state;
+    /// flipped after every GPU step the slot takes part in.
+    pub(crate) halves: Vec<u32>,
     pub(crate) states: Vec<LayerState>,
     scratch: Scratch,
     /// Every operation of a step, in order.
@@ -319,6 +330,8 @@ struct Builder<'a> {
     rounded: Vec<(&'static str, u32, wgpu::Buffer)>,
     /// (activation, mode) pairs whose rounded copy is up to date at the end of `ops`.
     fresh: Vec<(&'static str, u32)>,
+    /// Bound where a kernel's optional output is not used.
+    dummy: wgpu::Buffer,
     ops: Vec<Op>,
 }
 
@@ -398,6 +411,100 @@ impl Builder<'_> {
         Ok(out)
     }
 
+    /// The buffer holding `x` rounded with `mode` (0: `x` itself), allocated on first use.
+    fn rounded_buffer(&mut self, x: Act, mode: u32) -> Result<wgpu::Buffer> {
+        if mode == 0 {
+            return Ok(x.buf.clone());
+        }
+        if let Some((_, _, buf)) = self
+            .rounded
+            .iter()
+            .find(|(n, m, _)| *n == x.name && *m == mode)
+        {
+            return Ok(buf.clone());
+        }
+        let bytes = x.blocks as u64 * x.rows as u64 * x.cols as u64 * 4;
+        let buf = storage(self.ctx, x.name, bytes)?;
+        self.rounded.push((x.name, mode, buf.clone()));
+        Ok(buf)
+    }
+
+    /// Rounding mode for the activations a weight reads (0: plain f32).
+    fn mode_for(&self, w: &GpuMatrix) -> u32 {
+        match rounding_mode(w.ty) {
+            Some(m) if self.round => m,
+            _ => 0,
+        }
+    }
+
+    /// Appends a fused layer norm + token shift + lerp kernel writing the mixes of `out`:
+    /// block i goes, rounded, to the readers `proj[i]` (target a) and `lora[i]` (target b).
+    #[allow(clippy::too_many_arguments)]
+    fn token_mix(
+        &mut self,
+        label: &'static str,
+        pipeline: &wgpu::ComputePipeline,
+        params: &TokenMixParams,
+        x: &wgpu::Buffer,
+        norm: (&wgpu::Buffer, &wgpu::Buffer),
+        mu: &wgpu::Buffer,
+        state: &wgpu::Buffer,
+        rows: &wgpu::Buffer,
+        out: Act,
+        proj: &[Option<&GpuMatrix>],
+        lora: &[Option<&GpuMatrix>],
+    ) -> Result<()> {
+        // A target's mode if all its readers agree; mixed readers get plain f32 and their own
+        // rounding launches.
+        let common = |ws: &[Option<&GpuMatrix>]| -> u32 {
+            let modes: Vec<u32> = ws.iter().flatten().map(|w| self.mode_for(w)).collect();
+            match modes.first() {
+                Some(&m) if modes.iter().all(|&x| x == m) => m,
+                _ => 0,
+            }
+        };
+        let (ma, mb) = (common(proj), common(lora));
+        let buf_a = self.rounded_buffer(out, ma)?;
+        let mut buf_b = self.rounded_buffer(out, mb)?;
+        let mut p = *params;
+        for i in 0..proj.len() {
+            if proj[i].is_some() {
+                p.mode_a[i / 4][i % 4] = ma;
+            }
+        }
+        if buf_b == buf_a {
+            // Both targets are the same buffer: write it once.
+            for i in 0..lora.len() {
+                if lora[i].is_some() {
+                    p.mode_a[i / 4][i % 4] = ma;
+                }
+            }
+            buf_b = self.dummy.clone();
+        } else {
+            for i in 0..lora.len() {
+                if lora[i].is_some() {
+                    p.mode_b[i / 4][i % 4] = mb;
+                }
+            }
+        }
+        let params = uniform(&self.ctx.device, label, &p);
+        let step = self.step;
+        self.kernel(
+            label,
+            pipeline,
+            &[
+                &params, step, x, norm.0, norm.1, mu, state, rows, &buf_a, &buf_b,
+            ],
+            Grid::RowTiles(p.dim.div_ceil(256)),
+        );
+        for m in [ma, mb] {
+            if m != 0 {
+                self.fresh.push((out.name, m));
+            }
+        }
+        Ok(())
+    }
+
     /// Appends `y[block yb] (op)= W x[block xb]` for every row, rounding x first if needed.
     #[allow(clippy::too_many_arguments)]
     fn matmul(
@@ -472,8 +579,8 @@ impl Engine {
         let states = (0..c.n_layer)
             .map(|_| {
                 Ok(LayerState {
-                    att_shift: storage(&ctx, "att_shift", f32s(s * d))?,
-                    ffn_shift: storage(&ctx, "ffn_shift", f32s(s * d))?,
+                    att_shift: storage(&ctx, "att_shift", f32s(2 * s * d))?,
+                    ffn_shift: storage(&ctx, "ffn_shift", f32s(2 * s * d))?,
                     wkv: storage(&ctx, "wkv_state", f32s(s * d * 64))?,
                 })
             })
@@ -483,7 +590,7 @@ impl Engine {
             step: step_buffer(&ctx, "step")?,
             head_step: step_buffer(&ctx, "head_step")?,
             tokens: storage(&ctx, "tokens", 4 * r)?,
-            rows: storage(&ctx, "rows", 8 * r)?,
+            rows: storage(&ctx, "rows", 16 * r)?,
             chunks: storage(&ctx, "chunks", 16 * r)?,
             out_rows: storage(&ctx, "out_rows", 4 * max_out)?,
             logits: storage(&ctx, "logits", f32s(max_out * c.vocab_size as u64))?,
@@ -498,8 +605,6 @@ impl Engine {
         // Activations, [blocks][rows][width] each.
         let emb = storage(&ctx, "embedding rows", f32s(r * d))?;
         let x = storage(&ctx, "x", f32s(r * d))?;
-        let xa = storage(&ctx, "att norm", f32s(r * d))?;
-        let xf = storage(&ctx, "ffn norm", f32s(r * d))?;
         let mix = storage(&ctx, "time mix lerps", f32s(6 * r * d))?;
         let ffn_in = storage(&ctx, "ffn lerp", f32s(r * d))?;
         let rkv = storage(&ctx, "rkv", f32s(3 * r * d))?;
@@ -524,6 +629,7 @@ impl Engine {
             round: options.llama_cpp_rounding,
             rounded: Vec::new(),
             fresh: Vec::new(),
+            dummy: storage(&ctx, "unused output", 16)?,
             ops: Vec::new(),
         };
         let a = |name: &'static str,
@@ -560,21 +666,16 @@ impl Engine {
         };
         let plain_ln = uniform(dev, "layer norm", &ln_params(false));
         let gather_ln = uniform(dev, "output norm", &ln_params(true));
-        let shift_params = |n_mix: u32| {
-            uniform(
-                dev,
-                "token shift",
-                &TokenShiftParams {
-                    dim,
-                    n_mix,
-                    mix_stride: rows * dim,
-                    _pad: 0,
-                },
-            )
+        let token_mix_params = |n_mix: u32| TokenMixParams {
+            dim,
+            n_mix,
+            mix_stride: rows * dim,
+            half_stride: options.max_slots as u32 * dim,
+            eps: c.layer_norm_eps,
+            _pad: [0; 3],
+            mode_a: [[255; 4]; 2],
+            mode_b: [[255; 4]; 2],
         };
-        let att_shift_params = shift_params(6);
-        let ffn_shift_params = shift_params(1);
-        let commit_params = uniform(dev, "commit", &CommitParams { dim, _pad: [0; 3] });
         let wkv_params: Vec<wgpu::Buffer> = (0..c.n_layer)
             .map(|i| {
                 uniform(
@@ -616,34 +717,37 @@ impl Engine {
             Grid::Rows,
         );
         for (i, (lw, st)) in weights.layers.iter().zip(&states).enumerate() {
-            b.kernel(
-                "att_norm",
-                &kernels.layer_norm,
-                &[
-                    &plain_ln,
-                    &scratch.step,
-                    &x,
-                    &xa,
-                    &lw.att_norm_w,
-                    &lw.att_norm_b,
-                    &scratch.out_rows,
-                ],
-                Grid::Rows,
-            );
-            b.kernel(
-                "att_shift",
-                &kernels.token_shift,
-                &[
-                    &att_shift_params,
-                    &scratch.step,
-                    &xa,
-                    &mix,
-                    &lw.lerp,
-                    &st.att_shift,
-                    &scratch.rows,
-                ],
-                Grid::Rows,
-            );
+            // Mix blocks: 0 r, 1 w, 2 k, 3 v, 4 a, 5 g. Target a feeds the projections
+            // (r, k, v), target b the LoRAs (w, a, g, v), each rounded for its readers.
+            let proj = [
+                Some(&lw.receptance),
+                None,
+                Some(&lw.key),
+                Some(&lw.value),
+                None,
+                None,
+            ];
+            let loras = [
+                None,
+                Some(&lw.w1),
+                None,
+                lw.v1.as_ref(),
+                Some(&lw.a1),
+                Some(&lw.g1),
+            ];
+            b.token_mix(
+                "att_mix",
+                &kernels.token_mix,
+                &token_mix_params(6),
+                &x,
+                (&lw.att_norm_w, &lw.att_norm_b),
+                &lw.lerp,
+                &st.att_shift,
+                &scratch.rows,
+                view(&mix_a, rows),
+                &proj,
+                &loras,
+            )?;
             // Mix blocks: 0 r, 1 w, 2 k, 3 v, 4 a, 5 g. rkv blocks: 0 r, 1 k, 2 v.
             // lora blocks: 0 decay, 1 iclr, 2 gate, 3 value residual.
             b.matmul(
@@ -772,34 +876,19 @@ impl Engine {
                 rows,
                 Epilogue::Add,
             )?;
-            b.kernel(
-                "ffn_norm",
-                &kernels.layer_norm,
-                &[
-                    &plain_ln,
-                    &scratch.step,
-                    &x,
-                    &xf,
-                    &lw.ffn_norm_w,
-                    &lw.ffn_norm_b,
-                    &scratch.out_rows,
-                ],
-                Grid::Rows,
-            );
-            b.kernel(
-                "ffn_shift",
-                &kernels.token_shift,
-                &[
-                    &ffn_shift_params,
-                    &scratch.step,
-                    &xf,
-                    &ffn_in,
-                    &lw.ffn_lerp,
-                    &st.ffn_shift,
-                    &scratch.rows,
-                ],
-                Grid::Rows,
-            );
+            b.token_mix(
+                "ffn_mix",
+                &kernels.token_mix,
+                &token_mix_params(1),
+                &x,
+                (&lw.ffn_norm_w, &lw.ffn_norm_b),
+                &lw.ffn_lerp,
+                &st.ffn_shift,
+                &scratch.rows,
+                view(&ffn_in_a, rows),
+                &[Some(&lw.ffn_key)],
+                &[None],
+            )?;
             b.matmul(
                 &lw.ffn_key,
                 view(&ffn_in_a, rows),
@@ -818,20 +907,6 @@ impl Engine {
                 rows,
                 Epilogue::Add,
             )?;
-            b.kernel(
-                "commit_shift",
-                &kernels.commit_shift,
-                &[
-                    &commit_params,
-                    &scratch.step,
-                    &xa,
-                    &xf,
-                    &st.att_shift,
-                    &st.ffn_shift,
-                    &scratch.chunks,
-                ],
-                Grid::Chunks,
-            );
         }
         b.kernel(
             "output_norm",
@@ -868,8 +943,7 @@ impl Engine {
         let mut ops = vec![Op::Gather(embed)];
         ops.append(&mut b.ops);
         let mut buffers = vec![
-            emb, x, xa, xf, mix, ffn_in, rkv, lora, w_h, a_h, g_h, v_h, v_first, att_out, ffn_k,
-            out_x,
+            emb, x, mix, ffn_in, rkv, lora, w_h, a_h, g_h, v_h, v_first, att_out, ffn_k, out_x,
         ];
         buffers.extend(b.rounded.into_iter().map(|(_, _, buf)| buf));
         let sc = &scratch;
@@ -891,12 +965,14 @@ impl Engine {
             .iter()
             .map(|b| b.size())
             .sum::<u64>();
+        let max_slots = options.max_slots;
         Ok(Engine {
             ctx,
             config: c,
             options,
             weights,
             buffer_bytes,
+            halves: vec![0; max_slots],
             states,
             scratch,
             ops,
@@ -1044,7 +1120,7 @@ impl Engine {
     ) -> Result<Vec<Vec<f32>>> {
         // input
         let t0 = Instant::now();
-        let tables = StepTables::build(inputs, plan);
+        let tables = StepTables::build(inputs, plan, &self.halves);
         let t1 = Instant::now();
 
         // load
@@ -1087,6 +1163,9 @@ impl Engine {
 
         // submit
         self.ctx.queue.submit([commands]);
+        for chunk in &tables.chunks {
+            self.halves[chunk.slot as usize] ^= 1;
+        }
         let t4 = Instant::now();
 
         // back

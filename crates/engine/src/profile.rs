@@ -34,7 +34,7 @@ impl Engine {
             .enumerate()
             .map(|(i, input)| (i, 0, input.tokens.len()))
             .collect();
-        let tables = StepTables::build(inputs, &plan);
+        let tables = StepTables::build(inputs, &plan, &self.halves);
         if tables.step.n_rows as usize > self.options.max_rows
             || tables.step.n_out as usize > self.options.max_out
         {
@@ -75,6 +75,9 @@ impl Engine {
         }
         encoder.resolve_query_set(&queries, 0..n, &resolve, 0);
         self.ctx.queue.submit([encoder.finish()]);
+        for chunk in &tables.chunks {
+            self.halves[chunk.slot as usize] ^= 1;
+        }
         let raw = self.ctx.read_buffer_bytes(&resolve, 0, bytes)?;
         let stamps: Vec<u64> = bytemuck::pod_collect_to_vec(&raw);
         let period = self.ctx.queue.get_timestamp_period() as f64;

@@ -18,12 +18,17 @@ impl Engine {
         Ok(())
     }
 
-    /// Byte ranges of one slot in the shift buffers and in the WKV buffer.
+    /// Byte ranges of one slot's current state: in the shift buffers (the half that holds it)
+    /// and in the WKV buffer.
     fn slot_ranges(&self, slot: usize) -> ((u64, u64), (u64, u64)) {
         let d = self.config.n_embd as u64;
         let shift = d * 4;
+        let half = self.halves[slot] as u64 * self.options.max_slots as u64;
         let wkv = d * self.config.head_size as u64 * 4;
-        ((slot as u64 * shift, shift), (slot as u64 * wkv, wkv))
+        (
+            ((half + slot as u64) * shift, shift),
+            (slot as u64 * wkv, wkv),
+        )
     }
 
     /// Zeroes a slot's state: the start of a new sequence.

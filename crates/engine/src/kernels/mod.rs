@@ -13,12 +13,16 @@ pub struct StepUniform {
     pub _pad: u32,
 }
 
-/// Per-row token-shift source: the row's slot, and the previous token's row or [`NO_PREV`].
+/// Per-row token-shift source: the row's slot, the previous token's row or [`NO_PREV`], the
+/// half of the double-buffered shift state that holds the slot's state, and whether the row
+/// is the last of its chunk (it then saves the new state into the other half).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct RowInfo {
     pub slot: u32,
     pub prev: u32,
+    pub half: u32,
+    pub last: u32,
 }
 
 pub const NO_PREV: u32 = u32::MAX;
@@ -42,20 +46,18 @@ pub struct LayerNormParams {
     pub count_out: u32,
 }
 
+/// See `token_mix.wgsl`. Modes per mix: 0 f32, 1 f16, 2 bf16, 3 Q8_0, 4 Q8_K, 255 none.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
-pub struct TokenShiftParams {
+pub struct TokenMixParams {
     pub dim: u32,
     pub n_mix: u32,
     pub mix_stride: u32,
-    pub _pad: u32,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
-pub struct CommitParams {
-    pub dim: u32,
+    pub half_stride: u32,
+    pub eps: f32,
     pub _pad: [u32; 3],
+    pub mode_a: [[u32; 4]; 2],
+    pub mode_b: [[u32; 4]; 2],
 }
 
 #[repr(C)]
@@ -79,8 +81,7 @@ pub struct Wkv7Params {
 /// Compiled pipelines of the model's own kernels.
 pub struct Kernels {
     pub layer_norm: wgpu::ComputePipeline,
-    pub token_shift: wgpu::ComputePipeline,
-    pub commit_shift: wgpu::ComputePipeline,
+    pub token_mix: wgpu::ComputePipeline,
     pub wkv7: wgpu::ComputePipeline,
     pub round_activations: wgpu::ComputePipeline,
 }
@@ -89,13 +90,24 @@ impl Kernels {
     pub fn new(device: &wgpu::Device) -> Kernels {
         Kernels {
             layer_norm: pipeline(device, "layer_norm", include_str!("layer_norm.wgsl")),
-            token_shift: pipeline(device, "token_shift", include_str!("token_shift.wgsl")),
-            commit_shift: pipeline(device, "commit_shift", include_str!("commit_shift.wgsl")),
+            token_mix: pipeline(
+                device,
+                "token_mix",
+                &[
+                    include_str!("rounding.wgsl"),
+                    include_str!("token_mix.wgsl"),
+                ]
+                .concat(),
+            ),
             wkv7: pipeline(device, "wkv7", include_str!("wkv7.wgsl")),
             round_activations: pipeline(
                 device,
                 "round_activations",
-                include_str!("round_activations.wgsl"),
+                &[
+                    include_str!("rounding.wgsl"),
+                    include_str!("round_activations.wgsl"),
+                ]
+                .concat(),
             ),
         }
     }

@@ -1,3 +1,4 @@
+// (rounding.wgsl is prepended.)
 // Rounds activation rows the way ggml's CPU backend does before a matrix product, so that the
 // GPU reproduces llama.cpp's numbers: f16 or bf16 per value, or Q8_0 / Q8_K blocks (values
 // snapped to an 8-bit grid per block of 32 / 256). Writes the rounded f32 values.
@@ -28,42 +29,6 @@ struct Step {
 const WG: u32 = 256u;
 var<workgroup> red_abs: array<f32, WG>;
 var<workgroup> red_idx: array<u32, WG>;
-
-// f32 -> nearest f16 (ties to even) -> f32, done with integer arithmetic so the result does
-// not depend on how a driver rounds conversions.
-fn round_f16(x: f32) -> f32 {
-    let bits = bitcast<u32>(x);
-    let sign = bits & 0x80000000u;
-    let a = bits & 0x7fffffffu;
-    if a >= 0x7f800000u {
-        return x; // inf or nan
-    }
-    let e = i32(a >> 23u) - 127;
-    if e > 15 {
-        return bitcast<f32>(sign | 0x7f800000u); // overflows f16
-    }
-    // Units in the last place of f16 at this exponent (subnormals share 2^-24).
-    let ulp_exp = max(e, -14) - 10;
-    if ulp_exp <= -150 {
-        return bitcast<f32>(sign);
-    }
-    let ax = bitcast<f32>(a);
-    let ulp = exp2(f32(ulp_exp));
-    // Exact: ax / ulp is representable, and round() is ties-to-even in WGSL.
-    var r = round(ax / ulp) * ulp;
-    if r >= 65520.0 {
-        r = bitcast<f32>(0x7f800000u);
-    }
-    return bitcast<f32>(sign | bitcast<u32>(r));
-}
-
-fn round_bf16(x: f32) -> f32 {
-    let u = bitcast<u32>(x);
-    if (u & 0x7fffffffu) > 0x7f800000u {
-        return bitcast<f32>(((u >> 16u) | 64u) << 16u);
-    }
-    return bitcast<f32>(((u + (0x7fffu + ((u >> 16u) & 1u))) >> 16u) << 16u);
-}
 
 // Largest |v| over the workgroup; ties go to the lowest index, as a sequential scan finds.
 fn reduce_max_abs(tid: u32, v: f32) -> u32 {

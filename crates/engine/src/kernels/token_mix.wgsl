@@ -1,0 +1,194 @@
+// (rounding.wgsl is prepended.)
+// Layer norm + token shift + lerps + rounding, fused: for each row t (a token) and each of
+// `n_mix` mixes m,
+//   xn = norm(x[t]);  prev = norm(x[previous token]) or the sequence's saved shift state
+//   out[m][t] = xn + (prev - xn) * mu[m]
+// written once or twice per mix (`target a` and `target b`), each rounded as the matrix that
+// reads it needs (ggml's activation rounding). The last row of each chunk saves xn as the
+// sequence's new shift state, into the other half of the double-buffered state, so no row of
+// this dispatch reads what another writes.
+// Grid: (rows, column tiles of 256). Every workgroup recomputes the norm statistics of its
+// rows (cheap next to the matrices), so a row's tiles run in parallel.
+
+struct Params {
+    dim: u32,
+    n_mix: u32,
+    // Elements between consecutive mixes in the outputs.
+    mix_stride: u32,
+    // Elements between the two halves of the shift state ([2][slots][dim]).
+    half_stride: u32,
+    eps: f32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+    // Rounding of target a / b per mix: 0 f32, 1 f16, 2 bf16, 3 Q8_0, 4 Q8_K, 255 none.
+    mode_a: array<vec4<u32>, 2>,
+    mode_b: array<vec4<u32>, 2>,
+}
+
+struct Step {
+    n_rows: u32,
+    n_chunks: u32,
+    n_out: u32,
+    _pad: u32,
+}
+
+struct Row {
+    slot: u32,
+    // Row of the previous token in this step, or NO_PREV.
+    prev: u32,
+    // Half of the shift state that holds this sequence's current state.
+    half: u32,
+    // 1 for the last row of its chunk: it saves the new state.
+    last: u32,
+}
+
+const NO_PREV: u32 = 0xffffffffu;
+const TILE: u32 = 256u;
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<uniform> step: Step;
+@group(0) @binding(2) var<storage, read> x: array<f32>;
+@group(0) @binding(3) var<storage, read> norm_w: array<f32>;
+@group(0) @binding(4) var<storage, read> norm_b: array<f32>;
+@group(0) @binding(5) var<storage, read> mu: array<f32>;
+@group(0) @binding(6) var<storage, read_write> shift_state: array<f32>;
+@group(0) @binding(7) var<storage, read> rows: array<Row>;
+@group(0) @binding(8) var<storage, read_write> out_a: array<f32>;
+@group(0) @binding(9) var<storage, read_write> out_b: array<f32>;
+
+var<workgroup> red: array<f32, TILE>;
+var<workgroup> red_idx: array<u32, TILE>;
+
+fn tile_sum(tid: u32, v: f32) -> f32 {
+    red[tid] = v;
+    workgroupBarrier();
+    for (var s = TILE / 2u; s > 0u; s = s / 2u) {
+        if tid < s {
+            red[tid] = red[tid] + red[tid + s];
+        }
+        workgroupBarrier();
+    }
+    let total = red[0];
+    workgroupBarrier();
+    return total;
+}
+
+// Mean and 1/sqrt(var + eps) of row r, as the layer-norm kernel computes them.
+fn row_stats(tid: u32, r: u32) -> vec2<f32> {
+    let base = r * p.dim;
+    var sum = 0.0;
+    for (var c = tid; c < p.dim; c += TILE) {
+        sum += x[base + c];
+    }
+    let mean = tile_sum(tid, sum) / f32(p.dim);
+    var sq = 0.0;
+    for (var c = tid; c < p.dim; c += TILE) {
+        let d = x[base + c] - mean;
+        sq += d * d;
+    }
+    let inv = 1.0 / sqrt(tile_sum(tid, sq) / f32(p.dim) + p.eps);
+    return vec2<f32>(mean, inv);
+}
+
+// Index of the largest |v| among `width` consecutive threads (ties: lowest index), returned
+// to every thread of the group.
+fn group_argmax_abs(tid: u32, v: f32, width: u32) -> u32 {
+    red[tid] = abs(v);
+    red_idx[tid] = tid;
+    workgroupBarrier();
+    for (var s = width / 2u; s > 0u; s = s / 2u) {
+        if (tid % width) < s {
+            let a = red[tid];
+            let b = red[tid + s];
+            if b > a || (b == a && red_idx[tid + s] < red_idx[tid]) {
+                red[tid] = b;
+                red_idx[tid] = red_idx[tid + s];
+            }
+        }
+        workgroupBarrier();
+    }
+    let idx = red_idx[tid - tid % width];
+    workgroupBarrier();
+    return idx;
+}
+
+var<workgroup> vals: array<f32, TILE>;
+
+// Rounds v (this thread's value; all threads call this together) per `mode`.
+fn round_value(tid: u32, v: f32, mode: u32) -> f32 {
+    switch mode {
+        case 1u: { return round_f16(v); }
+        case 2u: { return round_bf16(v); }
+        case 3u: {
+            // Q8_0: d = amax / 127 over 32 values, stored as f16.
+            vals[tid] = v;
+            let amax = abs(vals[group_argmax_abs(tid, v, 32u)]);
+            let d = amax / 127.0;
+            let id = select(0.0, 1.0 / d, d != 0.0);
+            return round(v * id) * round_f16(d);
+        }
+        case 4u: {
+            // Q8_K: the signed value of largest magnitude over 256 maps to -127.
+            vals[tid] = v;
+            let m = vals[group_argmax_abs(tid, v, 256u)];
+            if m == 0.0 {
+                return 0.0;
+            }
+            let iscale = -127.0 / m;
+            return min(round(iscale * v), 127.0) * (1.0 / iscale);
+        }
+        default: { return v; }
+    }
+}
+
+fn mode_of(modes: array<vec4<u32>, 2>, m: u32) -> u32 {
+    return modes[m / 4u][m % 4u];
+}
+
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
+    let t = wg.x;
+    if t >= step.n_rows {
+        return;
+    }
+    let info = rows[t];
+    let st = row_stats(tid, t);
+    var pst = vec2<f32>(0.0, 0.0);
+    if info.prev != NO_PREV {
+        pst = row_stats(tid, info.prev);
+    }
+    let c = wg.y * TILE + tid;
+    let in_row = c < p.dim;
+    let cc = min(c, p.dim - 1u);
+    let xn = (x[t * p.dim + cc] - st.x) * st.y * norm_w[cc] + norm_b[cc];
+    var prev: f32;
+    if info.prev == NO_PREV {
+        prev = shift_state[info.half * p.half_stride + info.slot * p.dim + cc];
+    } else {
+        prev = (x[info.prev * p.dim + cc] - pst.x) * pst.y * norm_w[cc] + norm_b[cc];
+    }
+    if info.last == 1u && in_row {
+        shift_state[(1u - info.half) * p.half_stride + info.slot * p.dim + c] = xn;
+    }
+    let sx = prev - xn;
+    for (var m = 0u; m < p.n_mix; m++) {
+        // Threads past the row carry 0 so block maxima are not disturbed.
+        let v = select(0.0, sx * mu[m * p.dim + cc] + xn, in_row);
+        let o = m * p.mix_stride + t * p.dim + c;
+        let ma = mode_of(p.mode_a, m);
+        if ma != 255u {
+            let r = round_value(tid, v, ma);
+            if in_row {
+                out_a[o] = r;
+            }
+        }
+        let mb = mode_of(p.mode_b, m);
+        if mb != 255u {
+            let r = round_value(tid, v, mb);
+            if in_row {
+                out_b[o] = r;
+            }
+        }
+    }
+}
