@@ -112,8 +112,8 @@ pub(crate) enum Grid {
     RowBlocks(u32),
     /// One per wanted logits row.
     Out,
-    /// One per chunk and head.
-    ChunkHeads,
+    /// One per chunk and group of heads.
+    ChunkHeads(u32),
     /// One per token row and tile of columns.
     RowTiles(u32),
 }
@@ -145,7 +145,6 @@ impl Op {
         rows: u32,
         out: u32,
         chunks: u32,
-        heads: u32,
     ) {
         match self {
             Op::Gather(call) => call.record(pass, rows),
@@ -155,7 +154,7 @@ impl Op {
                 Grid::Rows => launch.record(pass, rows, 1),
                 Grid::RowBlocks(n) => launch.record(pass, rows, n),
                 Grid::Out => launch.record(pass, out, 1),
-                Grid::ChunkHeads => launch.record(pass, chunks, heads),
+                Grid::ChunkHeads(groups) => launch.record(pass, chunks, groups),
                 Grid::RowTiles(n) => launch.record(pass, rows, n),
             },
         }
@@ -505,6 +504,45 @@ impl Builder<'_> {
         Ok(())
     }
 
+    /// Appends `y[y_offset + t * y_stride..] (op)= W x[block xb][t]` for every row t, rounding
+    /// x first if needed.
+    #[allow(clippy::too_many_arguments)]
+    fn matmul_to(
+        &mut self,
+        w: &GpuMatrix,
+        x: Act,
+        xb: u32,
+        y: (&'static str, &wgpu::Buffer),
+        y_offset: u32,
+        y_stride: u32,
+        epilogue: Epilogue,
+    ) -> Result<()> {
+        let (y_name, y) = y;
+        let input = self.input_for(x, w.ty)?;
+        let block = x.rows * x.cols;
+        let (step, grid) = if x.out {
+            (self.head_step, Grid::Out)
+        } else {
+            (self.step, Grid::Rows)
+        };
+        let call = self.matmul.prepare(
+            self.ctx,
+            w,
+            &input,
+            xb * block,
+            w.cols as u32,
+            y,
+            y_offset,
+            y_stride,
+            epilogue,
+            step,
+            x.rows,
+        )?;
+        self.fresh.retain(|(name, _)| *name != y_name);
+        self.ops.push(Op::Matmul(call, grid, weight_kind(&w.name)));
+        Ok(())
+    }
+
     /// Appends `y[block yb] (op)= W x[block xb]` for every row, rounding x first if needed.
     #[allow(clippy::too_many_arguments)]
     fn matmul(
@@ -566,7 +604,9 @@ impl Engine {
             ));
         }
         let weights = ModelWeights::upload(&ctx, file, &spec, progress)?;
-        let kernels = Kernels::new(&ctx.device);
+        // Heads per WKV workgroup: 4 lets Q8_K rounding blocks (256 channels) fit in one.
+        let hpw: u32 = if c.n_head % 4 == 0 { 4 } else { 1 };
+        let kernels = Kernels::new(&ctx.device, hpw);
         let matmul = MatmulKernels::new(&ctx)?;
         let dev = &ctx.device;
 
@@ -608,12 +648,23 @@ impl Engine {
         let mix = storage(&ctx, "time mix lerps", f32s(6 * r * d))?;
         let ffn_in = storage(&ctx, "ffn lerp", f32s(r * d))?;
         let rkv = storage(&ctx, "rkv", f32s(3 * r * d))?;
-        let lora = storage(&ctx, "lora out", f32s(4 * r * d))?;
-        let hidden = |rank: usize, label: &str| storage(&ctx, label, f32s(r * rank as u64));
-        let w_h = hidden(c.decay_lora, "decay lora hidden")?;
-        let a_h = hidden(c.iclr_lora, "iclr lora hidden")?;
-        let g_h = hidden(c.gate_lora, "gate lora hidden")?;
-        let v_h = hidden(c.value_lora, "value lora hidden")?;
+        // LoRA hidden vectors, [rows][rank] blocks for decay, iclr, gate and value residual.
+        let ranks = [c.decay_lora, c.iclr_lora, c.gate_lora, c.value_lora];
+        if ranks.iter().sum::<usize>() > 1024 {
+            return Err(EngineError::Unsupported(format!(
+                "LoRA ranks {ranks:?} add up to more than the WKV kernel's 1024"
+            )));
+        }
+        let mut hidden_offsets = [0u32; 4];
+        for k in 1..4 {
+            hidden_offsets[k] = hidden_offsets[k - 1] + (r as usize * ranks[k - 1]) as u32;
+        }
+        let hidden = storage(
+            &ctx,
+            "lora hidden",
+            f32s(r * ranks.iter().sum::<usize>() as u64),
+        )?;
+
         let v_first = storage(&ctx, "v_first", f32s(r * d))?;
         let att_out = storage(&ctx, "att out", f32s(r * d))?;
         let ffn_k = storage(&ctx, "ffn key", f32s(r * c.ffn_size as u64))?;
@@ -640,10 +691,6 @@ impl Engine {
             (name, buf.clone(), cols as u32, blocks)
         };
         let mix_a = a("mix", &mix, c.n_embd, 6);
-        let w_a = a("w_h", &w_h, c.decay_lora, 1);
-        let a_a = a("a_h", &a_h, c.iclr_lora, 1);
-        let g_a = a("g_h", &g_h, c.gate_lora, 1);
-        let v_a = a("v_h", &v_h, c.value_lora, 1);
         let att_a = a("att_out", &att_out, c.n_embd, 1);
         let ffn_in_a = a("ffn_in", &ffn_in, c.n_embd, 1);
         let ffn_k_a = a("ffn_k", &ffn_k, c.ffn_size, 1);
@@ -676,21 +723,6 @@ impl Engine {
             mode_a: [[255; 4]; 2],
             mode_b: [[255; 4]; 2],
         };
-        let wkv_params: Vec<wgpu::Buffer> = (0..c.n_layer)
-            .map(|i| {
-                uniform(
-                    dev,
-                    "wkv params",
-                    &Wkv7Params {
-                        dim,
-                        first_layer: (i == 0) as u32,
-                        block_stride: rows * dim,
-                        group_norm_eps: Rwkv7Config::GROUP_NORM_EPS,
-                    },
-                )
-            })
-            .collect();
-
         let embed = matmul.prepare_get_rows(
             &ctx,
             &weights.embedding,
@@ -777,96 +809,72 @@ impl Engine {
                 rows,
                 Epilogue::Store,
             )?;
-            b.matmul(
-                &lw.w1,
-                view(&mix_a, rows),
-                1,
-                ("w_h", &w_h),
-                0,
-                rows,
-                Epilogue::Tanh,
-            )?;
-            b.matmul(
-                &lw.a1,
-                view(&mix_a, rows),
-                4,
-                ("a_h", &a_h),
-                0,
-                rows,
-                Epilogue::Store,
-            )?;
-            b.matmul(
-                &lw.g1,
-                view(&mix_a, rows),
-                5,
-                ("g_h", &g_h),
-                0,
-                rows,
-                Epilogue::Sigmoid,
-            )?;
-            b.matmul(
-                &lw.w2,
-                view(&w_a, rows),
-                0,
-                ("lora", &lora),
-                0,
-                rows,
-                Epilogue::Store,
-            )?;
-            b.matmul(
-                &lw.a2,
-                view(&a_a, rows),
-                0,
-                ("lora", &lora),
-                1,
-                rows,
-                Epilogue::Store,
-            )?;
-            b.matmul(
-                &lw.g2,
-                view(&g_a, rows),
-                0,
-                ("lora", &lora),
-                2,
-                rows,
-                Epilogue::Store,
-            )?;
-            if let (Some(v1), Some(v2)) = (&lw.v1, &lw.v2) {
-                b.matmul(
-                    v1,
-                    view(&mix_a, rows),
-                    3,
-                    ("v_h", &v_h),
-                    0,
-                    rows,
-                    Epilogue::Store,
-                )?;
-                b.matmul(
-                    v2,
-                    view(&v_a, rows),
-                    0,
-                    ("lora", &lora),
-                    3,
-                    rows,
-                    Epilogue::Store,
-                )?;
+            // First LoRA products into the packed hidden buffer; the second ones run inside
+            // the WKV kernel.
+            let hidden_blocks = [
+                (Some(&lw.w1), 1, Epilogue::Tanh),
+                (Some(&lw.a1), 4, Epilogue::Store),
+                (Some(&lw.g1), 5, Epilogue::Sigmoid),
+                (lw.v1.as_ref(), 3, Epilogue::Store),
+            ];
+            for (k, (w, block, epilogue)) in hidden_blocks.into_iter().enumerate() {
+                if let Some(w) = w {
+                    let (offset, stride) = (hidden_offsets[k], w.rows as u32);
+                    b.matmul_to(
+                        w,
+                        view(&mix_a, rows),
+                        block,
+                        ("hidden", &hidden),
+                        offset,
+                        stride,
+                        epilogue,
+                    )?;
+                }
             }
+            let out_mode = b.mode_for(&lw.output);
+            if out_mode == 4 && hpw != 4 {
+                return Err(EngineError::Unsupported(
+                    "Q8_K rounding of the attention output needs a multiple of 4 heads".into(),
+                ));
+            }
+            let att_in = b.rounded_buffer(view(&att_a, rows), out_mode)?;
+            let wkv_params = uniform(
+                dev,
+                "wkv params",
+                &Wkv7Params {
+                    dim,
+                    first_layer: (i == 0) as u32,
+                    block_stride: rows * dim,
+                    group_norm_eps: Rwkv7Config::GROUP_NORM_EPS,
+                    ranks: lw.lora2_ranks,
+                    hidden_offsets,
+                    weight_offsets: lw.lora2_offsets,
+                    lora_f16: lw.lora2_f16 as u32,
+                    out_mode,
+                    round_hidden: (lw.lora2_f16 && options.llama_cpp_rounding) as u32,
+                    _pad: 0,
+                },
+            );
             b.kernel(
                 "wkv7",
                 &kernels.wkv7,
                 &[
-                    &wkv_params[i],
+                    &wkv_params,
                     &scratch.step,
                     &scratch.chunks,
                     &rkv,
-                    &lora,
+                    &hidden,
+                    &lw.lora2,
                     &v_first,
                     &st.wkv,
                     &lw.vecs,
-                    &att_out,
+                    &att_in,
                 ],
-                Grid::ChunkHeads,
+                Grid::ChunkHeads(c.n_head as u32 / hpw),
             );
+            if out_mode != 0 {
+                b.fresh.push(("att_out", out_mode));
+            }
             b.matmul(
                 &lw.output,
                 view(&att_a, rows),
@@ -943,7 +951,7 @@ impl Engine {
         let mut ops = vec![Op::Gather(embed)];
         ops.append(&mut b.ops);
         let mut buffers = vec![
-            emb, x, mix, ffn_in, rkv, lora, w_h, a_h, g_h, v_h, v_first, att_out, ffn_k, out_x,
+            emb, x, mix, ffn_in, rkv, hidden, v_first, att_out, ffn_k, out_x,
         ];
         buffers.extend(b.rounded.into_iter().map(|(_, _, buf)| buf));
         let sc = &scratch;
@@ -1131,7 +1139,6 @@ impl Engine {
         // dispatch
         let n_rows = step.n_rows;
         let n_chunks = step.n_chunks;
-        let n_head = self.config.n_head as u32;
         let mut encoder = self
             .ctx
             .device
@@ -1144,7 +1151,7 @@ impl Engine {
                 timestamp_writes: None,
             });
             for op in &self.ops {
-                op.record(&mut pass, n_rows, step.n_out, n_chunks, n_head);
+                op.record(&mut pass, n_rows, step.n_out, n_chunks);
             }
         }
         let vocab = self.config.vocab_size as u64;

@@ -60,7 +60,6 @@ impl Engine {
             None,
         )?;
         let s = tables.step;
-        let heads = self.config.n_head as u32;
         let mut encoder = device.create_command_encoder(&Default::default());
         for (i, op) in self.ops.iter().enumerate() {
             let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
@@ -71,7 +70,7 @@ impl Engine {
                     end_of_pass_write_index: Some(2 * i as u32 + 1),
                 }),
             });
-            op.record(&mut pass, s.n_rows, s.n_out, s.n_chunks, heads);
+            op.record(&mut pass, s.n_rows, s.n_out, s.n_chunks);
         }
         encoder.resolve_query_set(&queries, 0..n, &resolve, 0);
         self.ctx.queue.submit([encoder.finish()]);

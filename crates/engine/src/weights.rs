@@ -26,14 +26,20 @@ pub struct LayerWeights {
     pub value: GpuMatrix,
     pub output: GpuMatrix,
     pub w1: GpuMatrix,
-    pub w2: GpuMatrix,
+    /// Second LoRA matrices (decay, iclr, gate, value residual), transposed to [rank][dim]
+    /// and packed one after the other, f16 pairs when all four are F16 (else f32), for the
+    /// WKV kernel that applies them per head. Load-time repacking: the WKV kernel reads them
+    /// coalesced, one channel per thread.
+    pub lora2: wgpu::Buffer,
+    pub lora2_f16: bool,
+    /// Value offsets of the four matrices in `lora2`, and their ranks (value rank 0 in the
+    /// first layer, which has none).
+    pub lora2_offsets: [u32; 4],
+    pub lora2_ranks: [u32; 4],
     pub a1: GpuMatrix,
-    pub a2: GpuMatrix,
     pub g1: GpuMatrix,
-    pub g2: GpuMatrix,
     /// Value-residual LoRA; absent in the first layer.
     pub v1: Option<GpuMatrix>,
-    pub v2: Option<GpuMatrix>,
     pub ffn_key: GpuMatrix,
     pub ffn_value: GpuMatrix,
 }
@@ -87,6 +93,16 @@ impl ModelWeights {
                     up.vector(&l.group_norm.1)?,
                 ]
                 .concat();
+                let second: Vec<&TensorInfo> = [
+                    Some(&l.w2),
+                    Some(&l.a2),
+                    Some(&l.g2),
+                    l.v.as_ref().map(|v| &v.2),
+                ]
+                .into_iter()
+                .flatten()
+                .collect();
+                let (lora2, lora2_f16, lora2_offsets, lora2_ranks) = up.lora2(&second, c.n_embd)?;
                 Ok(LayerWeights {
                     att_norm_w: up.f32_buffer(&l.att_norm.0)?,
                     att_norm_b: up.f32_buffer(&l.att_norm.1)?,
@@ -100,13 +116,13 @@ impl ModelWeights {
                     value: up.matrix(&l.value)?,
                     output: up.matrix(&l.output)?,
                     w1: up.matrix(&l.w1)?,
-                    w2: up.matrix(&l.w2)?,
+                    lora2,
+                    lora2_f16,
+                    lora2_offsets,
+                    lora2_ranks,
                     a1: up.matrix(&l.a1)?,
-                    a2: up.matrix(&l.a2)?,
                     g1: up.matrix(&l.g1)?,
-                    g2: up.matrix(&l.g2)?,
                     v1: l.v.as_ref().map(|v| up.matrix(&v.1)).transpose()?,
-                    v2: l.v.as_ref().map(|v| up.matrix(&v.2)).transpose()?,
                     ffn_key: up.matrix(&l.ffn_key)?,
                     ffn_value: up.matrix(&l.ffn_value)?,
                 })
@@ -136,18 +152,15 @@ impl ModelWeights {
                 &l.value,
                 &l.output,
                 &l.w1,
-                &l.w2,
                 &l.a1,
-                &l.a2,
                 &l.g1,
-                &l.g2,
                 &l.ffn_key,
                 &l.ffn_value,
             ] {
                 total += m.gpu_bytes();
             }
             total += l.v1.as_ref().map_or(0, |m| m.gpu_bytes());
-            total += l.v2.as_ref().map_or(0, |m| m.gpu_bytes());
+            total += l.lora2.size();
         }
         total
     }
@@ -181,6 +194,46 @@ impl Uploader<'_> {
         let values = self.vector(t)?;
         self.advance(t);
         self.raw_f32(&t.name, &values)
+    }
+
+    /// Packs the second LoRA matrices ({rank, dim} in ggml order: dim rows of rank values)
+    /// transposed to [rank][dim], as f16 when all are F16 (bit-exact) and f32 otherwise.
+    #[allow(clippy::type_complexity)]
+    fn lora2(
+        &mut self,
+        ts: &[&TensorInfo],
+        dim: usize,
+    ) -> Result<(wgpu::Buffer, bool, [u32; 4], [u32; 4])> {
+        let f16 = ts.iter().all(|t| t.ty == gguf::GgmlType::F16);
+        let mut offsets = [0u32; 4];
+        let mut ranks = [0u32; 4];
+        let mut halves: Vec<u16> = Vec::new();
+        let mut floats: Vec<f32> = Vec::new();
+        let mut at = 0usize;
+        for (i, t) in ts.iter().enumerate() {
+            let rank = t.row_len() as usize;
+            offsets[i] = at as u32;
+            ranks[i] = rank as u32;
+            if f16 {
+                let raw: Vec<u16> = bytemuck::pod_collect_to_vec(self.file.tensor_bytes(t));
+                halves.extend((0..rank * dim).map(|k| raw[(k % dim) * rank + k / dim]));
+            } else {
+                let values = self.file.tensor_f32(&t.name)?;
+                floats.extend((0..rank * dim).map(|k| values[(k % dim) * rank + k / dim]));
+            }
+            at += rank * dim;
+            self.advance(t);
+        }
+        let bytes: Vec<u8> = if f16 {
+            if halves.len() % 2 == 1 {
+                halves.push(0);
+            }
+            bytemuck::cast_slice(&halves).to_vec()
+        } else {
+            bytemuck::cast_slice(&floats).to_vec()
+        };
+        let buffer = self.ctx.create_storage_buffer("lora2", &bytes)?;
+        Ok((buffer, f16, offsets, ranks))
     }
 
     fn matrix(&mut self, t: &TensorInfo) -> Result<GpuMatrix> {

@@ -76,6 +76,13 @@ pub struct Wkv7Params {
     pub first_layer: u32,
     pub block_stride: u32,
     pub group_norm_eps: f32,
+    pub ranks: [u32; 4],
+    pub hidden_offsets: [u32; 4],
+    pub weight_offsets: [u32; 4],
+    pub lora_f16: u32,
+    pub out_mode: u32,
+    pub round_hidden: u32,
+    pub _pad: u32,
 }
 
 /// Compiled pipelines of the model's own kernels.
@@ -87,7 +94,13 @@ pub struct Kernels {
 }
 
 impl Kernels {
-    pub fn new(device: &wgpu::Device) -> Kernels {
+    /// `heads_per_group`: heads per WKV workgroup (1 or 4).
+    pub fn new(device: &wgpu::Device, heads_per_group: u32) -> Kernels {
+        let wkv = format!(
+            "const HPW: u32 = {heads_per_group}u;\n{}{}",
+            include_str!("rounding.wgsl"),
+            include_str!("wkv7.wgsl")
+        );
         Kernels {
             layer_norm: pipeline(device, "layer_norm", include_str!("layer_norm.wgsl")),
             token_mix: pipeline(
@@ -99,7 +112,7 @@ impl Kernels {
                 ]
                 .concat(),
             ),
-            wkv7: pipeline(device, "wkv7", include_str!("wkv7.wgsl")),
+            wkv7: pipeline(device, "wkv7", &wkv),
             round_activations: pipeline(
                 device,
                 "round_activations",
