@@ -14,6 +14,8 @@ use rwkv_gpu::{ContextOptions, GpuContext};
 use rwkv_model::{spec, CpuModel, Precision, Rwkv7Config};
 use rwkv_tokenizer::Tokenizer;
 
+mod synth_cmd;
+
 #[derive(Parser)]
 #[command(
     name = "web-rwkv-gguf",
@@ -79,6 +81,9 @@ enum Command {
         #[arg(long, value_enum, default_value_t = CpuPrecision::Exact)]
         cpu_precision: CpuPrecision,
     },
+    /// Write a synthetic RWKV-7 model (random weights, llama.cpp's layout and quantization
+    /// mix) at a real model size, for benchmarks.
+    Synth(synth_cmd::SynthArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -132,6 +137,7 @@ fn run(cli: Cli) -> Result<()> {
             };
             logits(&model, tokens.as_deref(), text.as_deref(), &out, backend)
         }
+        Command::Synth(args) => synth_cmd::run(args),
     }
 }
 

@@ -466,24 +466,18 @@ impl Builder<'_> {
         let buf_a = self.rounded_buffer(out, ma)?;
         let mut buf_b = self.rounded_buffer(out, mb)?;
         let mut p = *params;
-        for i in 0..proj.len() {
-            if proj[i].is_some() {
-                p.mode_a[i / 4][i % 4] = ma;
-            }
+        for (i, _) in proj.iter().enumerate().filter(|(_, t)| t.is_some()) {
+            p.mode_a[i / 4][i % 4] = ma;
         }
         if buf_b == buf_a {
             // Both targets are the same buffer: write it once.
-            for i in 0..lora.len() {
-                if lora[i].is_some() {
-                    p.mode_a[i / 4][i % 4] = ma;
-                }
+            for (i, _) in lora.iter().enumerate().filter(|(_, t)| t.is_some()) {
+                p.mode_a[i / 4][i % 4] = ma;
             }
             buf_b = self.dummy.clone();
         } else {
-            for i in 0..lora.len() {
-                if lora[i].is_some() {
-                    p.mode_b[i / 4][i % 4] = mb;
-                }
+            for (i, _) in lora.iter().enumerate().filter(|(_, t)| t.is_some()) {
+                p.mode_b[i / 4][i % 4] = mb;
             }
         }
         let params = uniform(&self.ctx.device, label, &p);

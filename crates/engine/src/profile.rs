@@ -92,7 +92,7 @@ impl Engine {
             .into_iter()
             .map(|(k, (count, ns))| (k, count, Duration::from_nanos(ns as u64)))
             .collect();
-        ops.sort_by(|a, b| b.2.cmp(&a.2));
+        ops.sort_by_key(|o| std::cmp::Reverse(o.2));
         let total = ops.iter().map(|o| o.2).sum();
         Ok(Profile { ops, total })
     }

@@ -77,8 +77,35 @@ const FIXTURES: [&str; 12] = [
     "vocab-q4_k_m",
 ];
 
+/// Worst per-position error of llama.cpp's single-token path (token by token, as it decodes)
+/// against its batch logits in the fixture, computed by the bit-exact CPU reference.
+fn llama_cpp_decode_spread(file: &GgufFile, tokens: &[u32], expected: &[f32]) -> f64 {
+    let cpu = CpuModel::load_with(file, Precision::LlamaCpp).unwrap();
+    let vocab = cpu.config.vocab_size;
+    let mut state = cpu.new_state();
+    let mut worst = 0.0f64;
+    for (pos, &t) in tokens.iter().enumerate() {
+        let row = cpu.forward_token(t, &mut state).unwrap();
+        worst = worst.max(relative_error(
+            &row,
+            &expected[pos * vocab..(pos + 1) * vocab],
+        ));
+    }
+    worst
+}
+
+/// The GPU against llama.cpp's logits for every fixture.
+///
+/// The bound is 5e-3 (relative L2 error per position), or twice llama.cpp's own spread where
+/// that is wider. llama.cpp rounds activations to 8 bits before quantized products, so the
+/// last bit of a sum can move a value across a rounding step; it computed the fixtures' prompt
+/// as one batch, and its *own* single-token path (the one generation uses) differs from that
+/// batch by up to 1.3e-2 on these tiny models. The spread is measured here with the CPU
+/// reference, whose batch path reproduces the fixtures bit for bit (see rwkv-model's tests).
 #[test]
 fn every_fixture_matches_llama_cpp() {
+    // Every fixture is checked and reported before the verdict, so one run shows them all.
+    let mut failures = Vec::new();
     for name in FIXTURES {
         let dir = fixtures();
         let file = GgufFile::open(dir.join(format!("{name}.gguf"))).unwrap();
@@ -97,17 +124,26 @@ fn every_fixture_matches_llama_cpp() {
         let vocab = e.config.vocab_size;
         let logits = all_logits(&mut e, &tokens);
         assert_eq!(logits.len(), tokens.len());
-        let mut worst = 0.0f64;
+        let (mut worst, mut worst_pos) = (0.0f64, 0);
         for (pos, row) in logits.iter().enumerate() {
             let err = relative_error(row, &expected[pos * vocab..(pos + 1) * vocab]);
-            worst = worst.max(err);
-            assert!(
-                err <= 5e-3,
-                "{name}: position {pos}: relative error {err:e} > 5e-3"
-            );
+            if err > worst {
+                (worst, worst_pos) = (err, pos);
+            }
         }
-        eprintln!("{name}: worst relative error {worst:e}");
+        let spread = llama_cpp_decode_spread(&file, &tokens, &expected);
+        let bound = (2.0 * spread).max(5e-3);
+        eprintln!(
+            "{name}: worst relative error {worst:.2e} at position {worst_pos}; \
+             llama.cpp decode vs batch {spread:.2e}; bound {bound:.2e}"
+        );
+        if worst > bound {
+            failures.push(format!(
+                "{name}: position {worst_pos}: {worst:e} > {bound:e}"
+            ));
+        }
     }
+    assert!(failures.is_empty(), "{failures:#?}");
 }
 
 fn synthetic(n_layer: usize, n_embd: usize, vocab: usize, seed: u64) -> GgufFile {

@@ -1,5 +1,5 @@
 //! Writing GGUF v3 files in llama.cpp's layout: used to build test models, malformed files
-//! for the parser's tests, and (later) full-size synthetic benchmark models.
+//! for the parser's tests, and (streamed by [`GgufStreamWriter`]) full-size synthetic models.
 
 use std::io::{self, Write};
 
@@ -75,38 +75,24 @@ impl GgufWriter {
     }
 
     fn alignment(&self) -> u64 {
-        self.metadata
-            .iter()
-            .find(|(k, _)| k == "general.alignment")
-            .and_then(|(_, v)| v.as_u64())
-            .unwrap_or(DEFAULT_ALIGNMENT)
+        alignment_of(&self.metadata)
     }
 
     /// Serialises the file.
     pub fn write_to(&self, out: &mut impl Write) -> io::Result<()> {
         let alignment = self.alignment();
-        let mut header = Vec::new();
-        header.extend_from_slice(b"GGUF");
-        header.extend_from_slice(&3u32.to_le_bytes());
-        header.extend_from_slice(&(self.tensors.len() as u64).to_le_bytes());
-        header.extend_from_slice(&(self.metadata.len() as u64).to_le_bytes());
-        for (key, value) in &self.metadata {
-            put_string(&mut header, key);
-            header.extend_from_slice(&value_type(value).to_le_bytes());
-            put_value(&mut header, value);
-        }
-        let mut offset = 0u64;
-        for t in &self.tensors {
-            put_string(&mut header, &t.name);
-            header.extend_from_slice(&(t.dims.len() as u32).to_le_bytes());
-            for d in &t.dims {
-                header.extend_from_slice(&d.to_le_bytes());
-            }
-            header.extend_from_slice(&t.ty.id().to_le_bytes());
-            header.extend_from_slice(&offset.to_le_bytes());
-            offset = (offset + t.data.len() as u64).next_multiple_of(alignment);
-        }
-        pad_to(&mut header, alignment);
+        let header = encode_header(
+            &self.metadata,
+            self.tensors.iter().map(|t| {
+                (
+                    t.name.as_str(),
+                    t.dims.as_slice(),
+                    t.ty,
+                    t.data.len() as u64,
+                )
+            }),
+            alignment,
+        );
         out.write_all(&header)?;
         let mut written = 0u64;
         for t in &self.tensors {
@@ -125,6 +111,206 @@ impl GgufWriter {
         self.write_to(&mut v).expect("writing to a Vec cannot fail");
         v
     }
+}
+
+/// A tensor of a streamed file: its name, ggml dims and type. Its data size follows from them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TensorHeader {
+    pub name: String,
+    pub dims: Vec<u64>,
+    pub ty: GgmlType,
+}
+
+impl TensorHeader {
+    pub fn new(name: impl Into<String>, dims: &[u64], ty: GgmlType) -> Self {
+        TensorHeader {
+            name: name.into(),
+            dims: dims.to_vec(),
+            ty,
+        }
+    }
+
+    /// Number of values.
+    pub fn n_elements(&self) -> u64 {
+        self.dims.iter().product()
+    }
+
+    /// Bytes of data, or `None` if the shape is not a whole number of blocks of the type.
+    pub fn n_bytes(&self) -> Option<u64> {
+        self.ty.bytes_for(self.n_elements())
+    }
+}
+
+/// Writes a GGUF v3 file as a stream, for files too large to build in memory: the header,
+/// with every tensor's offset computed from its shape and type, goes out first; then the
+/// tensors' data, in header order, in pieces of any size ([`write_data`](Self::write_data)).
+/// The padding between tensors is written here. The bytes are the same as
+/// [`GgufWriter::write_to`] writes for the same metadata and tensors.
+pub struct GgufStreamWriter<W: Write> {
+    out: W,
+    alignment: u64,
+    sizes: Vec<u64>,
+    /// The tensor being written and how many of its bytes are written.
+    current: usize,
+    in_current: u64,
+    /// Bytes written to `out` so far, and in all.
+    position: u64,
+    file_size: u64,
+}
+
+impl<W: Write> GgufStreamWriter<W> {
+    /// Writes the header. Fails (`InvalidInput`) if a tensor's shape is not a whole number of
+    /// blocks of its type.
+    pub fn new(
+        mut out: W,
+        metadata: &[(String, MetadataValue)],
+        tensors: &[TensorHeader],
+    ) -> io::Result<Self> {
+        let alignment = alignment_of(metadata);
+        let sizes = tensors
+            .iter()
+            .map(|t| {
+                t.n_bytes().ok_or_else(|| {
+                    io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        format!(
+                            "tensor {}: {:?} is not a whole number of {} blocks",
+                            t.name, t.dims, t.ty
+                        ),
+                    )
+                })
+            })
+            .collect::<io::Result<Vec<u64>>>()?;
+        let header = encode_header(
+            metadata,
+            tensors
+                .iter()
+                .zip(&sizes)
+                .map(|(t, &n)| (t.name.as_str(), t.dims.as_slice(), t.ty, n)),
+            alignment,
+        );
+        out.write_all(&header)?;
+        let data: u64 = sizes.iter().map(|&n| n.next_multiple_of(alignment)).sum();
+        let mut w = GgufStreamWriter {
+            out,
+            alignment,
+            sizes,
+            current: 0,
+            in_current: 0,
+            position: header.len() as u64,
+            file_size: header.len() as u64 + data,
+        };
+        w.skip_empty()?;
+        Ok(w)
+    }
+
+    /// Total size of the file being written.
+    pub fn file_size(&self) -> u64 {
+        self.file_size
+    }
+
+    /// Bytes written so far.
+    pub fn position(&self) -> u64 {
+        self.position
+    }
+
+    /// Appends bytes to the tensors' data, in header order; a piece may span tensors. Writing
+    /// past the last tensor is an error (`InvalidInput`).
+    pub fn write_data(&mut self, mut bytes: &[u8]) -> io::Result<()> {
+        while !bytes.is_empty() {
+            let Some(&size) = self.sizes.get(self.current) else {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "more tensor data than the header describes",
+                ));
+            };
+            let n = ((size - self.in_current) as usize).min(bytes.len());
+            self.out.write_all(&bytes[..n])?;
+            self.in_current += n as u64;
+            self.position += n as u64;
+            bytes = &bytes[n..];
+            if self.in_current == size {
+                self.end_tensor()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Pads the finished tensor and moves to the next non-empty one.
+    fn end_tensor(&mut self) -> io::Result<()> {
+        let padded = self.position.next_multiple_of(self.alignment);
+        self.out
+            .write_all(&vec![0u8; (padded - self.position) as usize])?;
+        self.position = padded;
+        self.current += 1;
+        self.in_current = 0;
+        self.skip_empty()
+    }
+
+    fn skip_empty(&mut self) -> io::Result<()> {
+        if self.sizes.get(self.current) == Some(&0) {
+            self.end_tensor()?;
+        }
+        Ok(())
+    }
+
+    /// Checks that every tensor's data was written, flushes, and returns the output.
+    pub fn finish(mut self) -> io::Result<W> {
+        if self.current < self.sizes.len() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "tensor data ended early: tensor {} of {} has {} of {} bytes",
+                    self.current,
+                    self.sizes.len(),
+                    self.in_current,
+                    self.sizes[self.current]
+                ),
+            ));
+        }
+        self.out.flush()?;
+        Ok(self.out)
+    }
+}
+
+fn alignment_of(metadata: &[(String, MetadataValue)]) -> u64 {
+    metadata
+        .iter()
+        .find(|(k, _)| k == "general.alignment")
+        .and_then(|(_, v)| v.as_u64())
+        .unwrap_or(DEFAULT_ALIGNMENT)
+}
+
+/// The header (up to the aligned start of the data section) of a file whose tensors are
+/// `(name, dims, type, data bytes)`, each tensor's data padded to `alignment`.
+fn encode_header<'a>(
+    metadata: &[(String, MetadataValue)],
+    tensors: impl ExactSizeIterator<Item = (&'a str, &'a [u64], GgmlType, u64)>,
+    alignment: u64,
+) -> Vec<u8> {
+    let mut header = Vec::new();
+    header.extend_from_slice(b"GGUF");
+    header.extend_from_slice(&3u32.to_le_bytes());
+    header.extend_from_slice(&(tensors.len() as u64).to_le_bytes());
+    header.extend_from_slice(&(metadata.len() as u64).to_le_bytes());
+    for (key, value) in metadata {
+        put_string(&mut header, key);
+        header.extend_from_slice(&value_type(value).to_le_bytes());
+        put_value(&mut header, value);
+    }
+    let mut offset = 0u64;
+    for (name, dims, ty, size) in tensors {
+        put_string(&mut header, name);
+        header.extend_from_slice(&(dims.len() as u32).to_le_bytes());
+        for d in dims {
+            header.extend_from_slice(&d.to_le_bytes());
+        }
+        header.extend_from_slice(&ty.id().to_le_bytes());
+        header.extend_from_slice(&offset.to_le_bytes());
+        offset = (offset + size).next_multiple_of(alignment);
+    }
+    pad_to(&mut header, alignment);
+    header
 }
 
 fn pad_to(buf: &mut Vec<u8>, alignment: u64) {

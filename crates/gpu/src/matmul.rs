@@ -3,8 +3,9 @@
 //!
 //! Shaders are composed from WGSL files: generated header constants, `quant/common.wgsl`,
 //! the weight format's `quant/<type>.wgsl` (its decode functions) and the kernel body
-//! (`matmul.wgsl` or `get_rows.wgsl`). Pipelines are compiled lazily and cached per
-//! (type, kernel, epilogue, tokens per workgroup).
+//! (`matmul.wgsl` with the x loader `matmul_x1.wgsl` or `matmul_x4.wgsl`, or
+//! `get_rows.wgsl`). Pipelines are compiled lazily and cached per (type, kernel, epilogue,
+//! tokens per workgroup, x loader).
 //!
 //! The token count is read by the shader from the caller's `step_params` storage buffer:
 //! the `u32` at byte [`STEP_N_TOKENS_OFFSET`], clamped to the call's `max_tokens`. Calls are
@@ -22,17 +23,40 @@ use crate::weights::{GpuFormat, GpuMatrix};
 /// Byte offset of the token count (`u32`) in the `step_params` buffer.
 pub const STEP_N_TOKENS_OFFSET: u64 = 0;
 
-/// Threads per workgroup.
-const WG_SIZE: u32 = 64;
-/// Threads cooperating on one output row (matmul).
-const THREADS_PER_ROW: u32 = 16;
-/// Output rows per workgroup (matmul).
-const ROWS_PER_WG: u32 = WG_SIZE / THREADS_PER_ROW;
+/// Threads per workgroup of the row lookup.
+const GET_ROWS_WG_SIZE: u32 = 64;
 /// Tokens per workgroup of the batched matmul (each decoded weight is used this many times).
 const TOKENS_PER_WG: u32 = 8;
 
+/// How the matmul's workgroups are shaped: `threads_per_row` threads share an output row,
+/// `rows_per_wg` rows share a workgroup.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct RowTiling {
+    threads_per_row: u32,
+    rows_per_wg: u32,
+}
+
+/// Threads per row by matrix height: as few as keep about 2^17 threads busy (fewer threads
+/// per row means more of each row's units per thread and less reduction), so tall
+/// matrices (heads, FFN keys) use 8 or 16 and short wide ones (FFN values, 2560-row
+/// projections) 32. Measured on an H100 (Vulkan) with 2560- and 10240-wide rows: each
+/// choice was the fastest or within a few percent of it at one token.
+fn row_tiling(rows: usize) -> RowTiling {
+    const BUSY_THREADS: usize = 1 << 17;
+    let threads_per_row = [8u32, 16]
+        .into_iter()
+        .find(|&t| rows * t as usize >= BUSY_THREADS)
+        .unwrap_or(32);
+    RowTiling {
+        threads_per_row,
+        rows_per_wg: if threads_per_row == 8 { 8 } else { 4 },
+    }
+}
+
 const COMMON_WGSL: &str = include_str!("quant/common.wgsl");
 const MATMUL_WGSL: &str = include_str!("matmul.wgsl");
+const MATMUL_X1_WGSL: &str = include_str!("matmul_x1.wgsl");
+const MATMUL_X4_WGSL: &str = include_str!("matmul_x4.wgsl");
 const GET_ROWS_WGSL: &str = include_str!("get_rows.wgsl");
 
 /// The decode functions of a weight type.
@@ -93,7 +117,13 @@ impl Epilogue {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum Kernel {
-    Matmul { epilogue: Epilogue, tokens: u32 },
+    /// `vec_x`: x read as vec4 (offset and stride multiples of 4).
+    Matmul {
+        epilogue: Epilogue,
+        tokens: u32,
+        vec_x: bool,
+        tiling: RowTiling,
+    },
     GetRows,
 }
 
@@ -287,15 +317,6 @@ impl MatmulKernels {
         })
     }
 
-    /// The WGSL source of a kernel (exposed for tooling and tests).
-    pub fn shader_source(ty: GgmlType, epilogue: Option<Epilogue>, tokens: u32) -> Option<String> {
-        let kernel = match epilogue {
-            Some(epilogue) => Kernel::Matmul { epilogue, tokens },
-            None => Kernel::GetRows,
-        };
-        Some(compose(ty, kernel, format_wgsl(ty)?))
-    }
-
     fn pipeline(
         &self,
         ctx: &GpuContext,
@@ -307,7 +328,15 @@ impl MatmulKernels {
             return Ok(p.clone());
         }
         let label = match kernel {
-            Kernel::Matmul { epilogue, tokens } => format!("matmul {ty} {epilogue:?} x{tokens}"),
+            Kernel::Matmul {
+                epilogue,
+                tokens,
+                vec_x,
+                tiling,
+            } => format!(
+                "matmul {ty} {epilogue:?} x{tokens} vec_x={vec_x} tpr={}",
+                tiling.threads_per_row
+            ),
             Kernel::GetRows => format!("get_rows {ty}"),
         };
         let fmt = format_wgsl(ty).ok_or_else(|| GpuError::UnsupportedType {
@@ -425,22 +454,17 @@ impl MatmulKernels {
         }
         check_span("input x", x, x_offset, x_stride, w.cols as u64, max_tokens)?;
         check_span("output y", y, y_offset, y_stride, w.rows as u64, max_tokens)?;
-        let single = self.pipeline(
-            ctx,
-            w.ty,
-            Kernel::Matmul {
-                epilogue,
-                tokens: 1,
-            },
-        )?;
-        let batched = self.pipeline(
-            ctx,
-            w.ty,
-            Kernel::Matmul {
-                epilogue,
-                tokens: TOKENS_PER_WG,
-            },
-        )?;
+        // Offsets and strides in whole vec4s let the kernel load x four values at a time.
+        let vec_x = x_offset.is_multiple_of(4) && (max_tokens == 1 || x_stride.is_multiple_of(4));
+        let tiling = row_tiling(w.rows);
+        let kernel = |tokens| Kernel::Matmul {
+            epilogue,
+            tokens,
+            vec_x,
+            tiling,
+        };
+        let single = self.pipeline(ctx, w.ty, kernel(1))?;
+        let batched = self.pipeline(ctx, w.ty, kernel(TOKENS_PER_WG))?;
         let io = Params {
             in_offset: x_offset,
             in_stride: x_stride,
@@ -449,7 +473,7 @@ impl MatmulKernels {
             max_tokens,
             ..Params::default()
         };
-        let parts = self.part_calls(ctx, w, &io, [x, y, step_params], Some(ROWS_PER_WG))?;
+        let parts = self.part_calls(ctx, w, &io, [x, y, step_params], Some(tiling.rows_per_wg))?;
         Ok(MatmulCall {
             parts,
             single,
@@ -515,26 +539,37 @@ fn poisoned<T>(_: std::sync::PoisonError<T>) -> GpuError {
 
 /// Header constants + common helpers + format decoders + kernel body.
 fn compose(ty: GgmlType, kernel: Kernel, format: &str) -> String {
-    let (body, tokens, epilogue, rpw, tpr) = match kernel {
-        Kernel::Matmul { epilogue, tokens } => (
+    let (body, input, tokens, epilogue, rpw, tpr) = match kernel {
+        Kernel::Matmul {
+            epilogue,
+            tokens,
+            vec_x,
+            tiling,
+        } => (
             MATMUL_WGSL,
+            if vec_x {
+                MATMUL_X4_WGSL
+            } else {
+                MATMUL_X1_WGSL
+            },
             tokens,
             epilogue.id(),
-            ROWS_PER_WG,
-            THREADS_PER_ROW,
+            tiling.rows_per_wg,
+            tiling.threads_per_row,
         ),
-        Kernel::GetRows => (GET_ROWS_WGSL, 1, 0, 1, WG_SIZE),
+        Kernel::GetRows => (GET_ROWS_WGSL, "", 1, 0, 1, GET_ROWS_WG_SIZE),
     };
     debug_assert!(GpuFormat::of(ty).is_some());
     format!(
         "// {ty} {kernel:?} (generated by rwkv-gpu matmul.rs)\n\
-         const WG_SIZE: u32 = {WG_SIZE}u;\n\
+         const WG_SIZE: u32 = {}u;\n\
          const TPR: u32 = {tpr}u;\n\
          const RPW: u32 = {rpw}u;\n\
          const TT: u32 = {tokens}u;\n\
          const EPILOGUE: u32 = {epilogue}u;\n\
          const N_TOKENS_WORD: u32 = {}u;\n\n\
-         {COMMON_WGSL}\n{format}\n{body}",
+         {COMMON_WGSL}\n{format}\n{input}\n{body}",
+        rpw * tpr,
         STEP_N_TOKENS_OFFSET / 4
     )
 }

@@ -11,7 +11,7 @@
 // accumulating in f32. Partial sums meet in workgroup memory; lane t of each row then adds
 // its row's TPR partials for token t and applies the epilogue.
 
-@group(0) @binding(2) var<storage, read> X: array<f32>;
+// X (binding 2) and load_x4 / load_x1 come from matmul_x1.wgsl or matmul_x4.wgsl.
 @group(0) @binding(3) var<storage, read_write> Y: array<f32>;
 @group(0) @binding(4) var<storage, read> STEP: array<u32>;
 
@@ -26,7 +26,7 @@ fn emit4(w: vec4<f32>, col: u32) {
     for (var t = 0u; t < TT; t++) {
         if (t < n_here) {
             let i = x_base + t * P.in_stride + col;
-            acc[t] += dot(w, vec4<f32>(X[i], X[i + 1u], X[i + 2u], X[i + 3u]));
+            acc[t] += dot(w, load_x4(i));
         }
     }
 }
@@ -34,7 +34,7 @@ fn emit4(w: vec4<f32>, col: u32) {
 fn emit1(w: f32, col: u32) {
     for (var t = 0u; t < TT; t++) {
         if (t < n_here) {
-            acc[t] += w * X[x_base + t * P.in_stride + col];
+            acc[t] += w * load_x1(x_base + t * P.in_stride + col);
         }
     }
 }

@@ -167,12 +167,17 @@ const MAX_TOKENS: u32 = 37;
 const TOKEN_COUNTS: [u32; 3] = [1, 3, 37];
 
 /// Compare the GPU matmul with the CPU reference for n = 1, 3, 37 tokens and the given
-/// epilogues, with offsets and strides on both sides and poisoned outputs.
-fn check_matmul(m: &TestMatrix, w: &GpuMatrix, epilogues: &[Epilogue], seed: u64) {
+/// epilogues, with offsets and strides on both sides and poisoned outputs. `aligned`: x
+/// offset and stride are multiples of 4 (the kernel then loads x as vec4s).
+fn check_matmul(m: &TestMatrix, w: &GpuMatrix, epilogues: &[Epilogue], aligned: bool, seed: u64) {
     let g = gpu();
     let (rows, cols) = (m.rows, m.cols);
     let mut rng = Rng(seed | 1);
-    let (x_off, x_stride) = (5usize, cols + 3);
+    let (x_off, x_stride) = if aligned {
+        (8usize, cols.next_multiple_of(4) + 4)
+    } else {
+        (5usize, cols + 3)
+    };
     let (y_off, y_stride) = (7usize, rows + 2);
     let nt = MAX_TOKENS as usize;
     let x: Vec<f32> = (0..x_off + nt * x_stride).map(|_| rng.nonzero()).collect();
@@ -342,11 +347,8 @@ fn check_fixture(file: &str, tensor: &str, ty: GgmlType, epilogue: Epilogue, see
     assert_eq!(w.n_parts(), 1);
     assert!(w.gpu_bytes() >= m.bytes.len() as u64);
     check_get_rows(&m, &w);
-    let mut eps = vec![Epilogue::Store];
-    if epilogue != Epilogue::Store {
-        eps.push(epilogue);
-    }
-    check_matmul(&m, &w, &eps, seed);
+    check_matmul(&m, &w, &[Epilogue::Store], true, seed);
+    check_matmul(&m, &w, &[epilogue], false, seed + 100);
 }
 
 const FFN_VALUE: &str = "blk.1.channel_mix_value.weight"; // 256 rows x 1024 cols
@@ -519,7 +521,8 @@ fn f32_with_padded_rows() {
     let m = TestMatrix::from_bytes("f32 70x130", GgmlType::F32, rows, cols, f32_bytes(&v));
     let w = m.upload(u64::MAX);
     check_get_rows(&m, &w);
-    check_matmul(&m, &w, &[Epilogue::Store, Epilogue::Sigmoid], 16);
+    check_matmul(&m, &w, &[Epilogue::Store], true, 16);
+    check_matmul(&m, &w, &[Epilogue::Sigmoid], false, 16);
 }
 
 #[test]
@@ -539,7 +542,8 @@ fn odd_length_f16_and_bf16_rows() {
         let m = TestMatrix::from_bytes(&format!("{ty} 21x131"), ty, rows, cols, bytes);
         let w = m.upload(u64::MAX);
         check_get_rows(&m, &w);
-        check_matmul(&m, &w, &[Epilogue::Store, Epilogue::ReluSquare], 17);
+        check_matmul(&m, &w, &[Epilogue::Store], true, 17);
+        check_matmul(&m, &w, &[Epilogue::ReluSquare], false, 17);
     }
 }
 
@@ -592,6 +596,18 @@ fn split_by_rows_gives_identical_results() {
         .zip(&outs[1])
         .all(|(a, b)| a.to_bits() == b.to_bits());
     assert!(same, "split and whole uploads disagree");
+}
+
+#[test]
+fn mid_height_matrix() {
+    // 12288 rows (three copies of the Q6_K head): the kernel shares each row among 16
+    // threads at this height (32 below, 8 above).
+    let head = TestMatrix::from_fixture("mini-q6_k.gguf", "output.weight", GgmlType::Q6_K);
+    let bytes = head.bytes.repeat(3);
+    let m = TestMatrix::from_bytes("Q6_K x3", GgmlType::Q6_K, 3 * head.rows, head.cols, bytes);
+    let w = m.upload(u64::MAX);
+    check_matmul(&m, &w, &[Epilogue::Store], true, 18);
+    check_matmul(&m, &w, &[Epilogue::Add], false, 19);
 }
 
 #[test]

@@ -24,6 +24,7 @@ use gguf::{GgmlType, GgufFile, TensorInfo};
 
 use crate::error::{ModelError, Result};
 pub use crate::ggml_cpu::Precision;
+use crate::ggml_cpu::{self, BatchSlot, GgmlMatrix};
 use crate::spec::{Rwkv7Config, Rwkv7Spec};
 use crate::state::{LayerState, State};
 
@@ -36,32 +37,51 @@ pub struct Matrix {
     /// The weight's type in the file, and how activations are rounded before the product.
     pub ty: GgmlType,
     pub precision: Precision,
+    /// [`Precision::LlamaCpp`]: the weight in its file encoding with ggml's kernel for it
+    /// (`None` for types without an emulated kernel, which fall back to rounding the
+    /// activations and an f32 dot product).
+    ggml: Option<GgmlMatrix>,
 }
 
 impl Matrix {
     /// Loads a 2-D GGUF tensor {cols, rows} (ggml order: dims[0] is the row length).
     fn load(file: &GgufFile, t: &TensorInfo, precision: Precision) -> Result<Matrix> {
+        let (rows, cols) = (t.n_rows() as usize, t.row_len() as usize);
+        let data = file.tensor_f32(&t.name)?;
+        let ggml = match precision {
+            Precision::Exact => None,
+            Precision::LlamaCpp => GgmlMatrix::new(t.ty, rows, cols, file.tensor_bytes(t)),
+        };
         Ok(Matrix {
-            rows: t.n_rows() as usize,
-            cols: t.row_len() as usize,
-            data: file.tensor_f32(&t.name)?,
+            rows,
+            cols,
+            data,
             ty: t.ty,
             precision,
+            ggml,
         })
     }
 
-    /// y = M x.
+    /// y = M x, for a token computed on its own.
     pub fn mul_vec(&self, x: &[f32]) -> Vec<f32> {
+        self.mul_at(x, BatchSlot::SINGLE)
+    }
+
+    /// y = M x for a token at `slot` of a llama.cpp batch (which decides ggml's kernel).
+    fn mul_at(&self, x: &[f32], slot: BatchSlot) -> Vec<f32> {
         debug_assert_eq!(x.len(), self.cols);
+        if let Some(m) = &self.ggml {
+            return m.mul(&self.data, x, slot);
+        }
         let rounded;
         let x = match self.precision {
-            Precision::LlamaCpp if !skip_hack(self) => {
+            Precision::Exact => x,
+            Precision::LlamaCpp => {
                 let mut v = x.to_vec();
                 crate::ggml_cpu::round_activation(self.ty, &mut v);
                 rounded = v;
                 &rounded
             }
-            _ => x,
         };
         self.data
             .chunks_exact(self.cols)
@@ -74,27 +94,6 @@ impl Matrix {
     }
 }
 
-pub static LAST: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-fn skip_hack(m: &Matrix) -> bool {
-    let v = std::env::var("SKIP").unwrap_or_default();
-    let last = LAST.load(std::sync::atomic::Ordering::Relaxed);
-    (v == "head" && m.rows == 4096)
-        || (last && v == "fv" && m.cols == 1024)
-        || (last && v == "fk" && m.rows == 1024)
-}
-pub fn dump(name: &str, v: &[f32]) {
-    if let Ok(d) = std::env::var("DUMP") {
-        use std::io::Write;
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(format!("{d}/{name}.f32"))
-            .unwrap();
-        for x in v {
-            f.write_all(&x.to_le_bytes()).unwrap();
-        }
-    }
-}
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
@@ -103,8 +102,25 @@ fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + (-x).exp())
 }
 
+/// How one token is computed: its place in llama.cpp's batch (which picks ggml's matrix
+/// kernels) and whether to follow ggml's rounding order ([`Precision::LlamaCpp`]).
+#[derive(Clone, Copy, Debug)]
+struct Step {
+    slot: BatchSlot,
+    ggml: bool,
+}
+
 /// Layer norm over the whole vector, with affine weight and bias.
-fn layer_norm(x: &[f32], w: &[f32], b: &[f32], eps: f32) -> Vec<f32> {
+fn layer_norm(x: &[f32], w: &[f32], b: &[f32], eps: f32, ggml: bool) -> Vec<f32> {
+    if ggml {
+        // ggml_norm, then ggml_mul by the weight and ggml_add of the bias.
+        let y = ggml_cpu::norm(x, eps);
+        return y
+            .iter()
+            .zip(w.iter().zip(b))
+            .map(|(v, (w, b))| v * w + b)
+            .collect();
+    }
     let n = x.len() as f32;
     let mean = x.iter().sum::<f32>() / n;
     let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
@@ -116,8 +132,13 @@ fn layer_norm(x: &[f32], w: &[f32], b: &[f32], eps: f32) -> Vec<f32> {
 }
 
 /// Layer norm without affine part, over each `group`-sized chunk.
-fn group_norm(x: &mut [f32], group: usize, eps: f32) {
+fn group_norm(x: &mut [f32], group: usize, eps: f32, ggml: bool) {
     for chunk in x.chunks_exact_mut(group) {
+        if ggml {
+            let y = ggml_cpu::norm(chunk, eps);
+            chunk.copy_from_slice(&y);
+            continue;
+        }
         let n = group as f32;
         let mean = chunk.iter().sum::<f32>() / n;
         let var = chunk.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
@@ -127,8 +148,12 @@ fn group_norm(x: &mut [f32], group: usize, eps: f32) {
 }
 
 /// Divides each `group`-sized chunk by its L2 norm (at least `eps`), as ggml_l2_norm does.
-fn l2_norm_groups(x: &mut [f32], group: usize, eps: f32) {
+fn l2_norm_groups(x: &mut [f32], group: usize, eps: f32, ggml: bool) {
     for chunk in x.chunks_exact_mut(group) {
+        if ggml {
+            ggml_cpu::l2_norm(chunk, eps);
+            continue;
+        }
         let norm = chunk.iter().map(|v| v * v).sum::<f32>().sqrt();
         let scale = 1.0 / norm.max(eps);
         chunk.iter_mut().for_each(|v| *v *= scale);
@@ -157,8 +182,8 @@ impl Norm {
         })
     }
 
-    fn apply(&self, x: &[f32], eps: f32) -> Vec<f32> {
-        layer_norm(x, &self.weight, &self.bias, eps)
+    fn apply(&self, x: &[f32], eps: f32, ggml: bool) -> Vec<f32> {
+        layer_norm(x, &self.weight, &self.bias, eps, ggml)
     }
 }
 
@@ -197,6 +222,7 @@ pub struct CpuModel {
     layers: Vec<Layer>,
     output_norm: Norm,
     head: Matrix,
+    precision: Precision,
 }
 
 impl CpuModel {
@@ -252,12 +278,14 @@ impl CpuModel {
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(CpuModel {
-            embedding: Matrix::load(file, &t.embedding, p)?,
+            // Only read by rows (ggml_get_rows dequantizes exactly), never multiplied.
+            embedding: Matrix::load(file, &t.embedding, Precision::Exact)?,
             embedding_norm: Norm::load(file, &t.embedding_norm)?,
             layers,
             output_norm: Norm::load(file, &t.output_norm)?,
             head: Matrix::load(file, &t.head, p)?,
             config: spec.config,
+            precision,
         })
     }
 
@@ -271,7 +299,34 @@ impl CpuModel {
 
     /// Runs one token through the model, updating `state`; returns the logits.
     pub fn forward_token(&self, token: u32, state: &mut State) -> Result<Vec<f32>> {
+        self.forward_at(token, state, BatchSlot::SINGLE)
+    }
+
+    /// Runs a sequence of tokens; returns the logits after every position. With
+    /// [`Precision::LlamaCpp`] the tokens are computed as llama.cpp computes one batch of
+    /// them (in micro-batches of [`ggml_cpu::UBATCH`]), whose kernels differ from those of
+    /// single-token decoding.
+    pub fn forward_sequence(&self, tokens: &[u32], state: &mut State) -> Result<Vec<Vec<f32>>> {
+        let mut out = Vec::with_capacity(tokens.len());
+        for chunk in tokens.chunks(ggml_cpu::UBATCH) {
+            for (index, &t) in chunk.iter().enumerate() {
+                let slot = BatchSlot {
+                    len: chunk.len(),
+                    index,
+                };
+                out.push(self.forward_at(t, state, slot)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Runs one token at `slot` of a batch through the model.
+    fn forward_at(&self, token: u32, state: &mut State, slot: BatchSlot) -> Result<Vec<f32>> {
         self.check_state(state)?;
+        let step = Step {
+            slot,
+            ggml: self.precision == Precision::LlamaCpp,
+        };
         let c = &self.config;
         if token as usize >= c.vocab_size {
             return Err(ModelError::TokenOutOfRange {
@@ -279,41 +334,21 @@ impl CpuModel {
                 vocab_size: c.vocab_size,
             });
         }
-        let eps = c.layer_norm_eps;
+        let (eps, g) = (c.layer_norm_eps, step.ggml);
         let mut x = self
             .embedding_norm
-            .apply(self.embedding.row(token as usize), eps);
+            .apply(self.embedding.row(token as usize), eps, g);
         let mut v_first: Option<Vec<f32>> = None;
-        for (li, (layer, s)) in self.layers.iter().zip(&mut state.layers).enumerate() {
-            LAST.store(
-                li + 1 == self.layers.len(),
-                std::sync::atomic::Ordering::Relaxed,
-            );
-            dump(&format!("inp{li}"), &x);
-            let xa = layer.att_norm.apply(&x, eps);
-            dump(&format!("attn_norm{li}"), &xa);
-            let dx = layer.time_mix(&xa, s, &mut v_first, c);
-            dump(&format!("tm_out{li}"), &dx);
+        for (layer, s) in self.layers.iter().zip(&mut state.layers) {
+            let xa = layer.att_norm.apply(&x, eps, g);
+            let dx = layer.time_mix(&xa, s, &mut v_first, c, step);
             x = add(&x, &dx);
-            dump(&format!("ffn_inp{li}"), &x);
-            let xf = layer.ffn_norm.apply(&x, eps);
-            dump(&format!("ffn_norm{li}"), &xf);
-            let dx = layer.channel_mix(&xf, s);
-            dump(&format!("cm_out{li}"), &dx);
+            let xf = layer.ffn_norm.apply(&x, eps, g);
+            let dx = layer.channel_mix(&xf, s, step);
             x = add(&x, &dx);
-            dump(&format!("l_out{li}"), &x);
         }
-        let x = self.output_norm.apply(&x, eps);
-        dump("result_norm", &x);
-        Ok(self.head.mul_vec(&x))
-    }
-
-    /// Runs a sequence of tokens; returns the logits after every position.
-    pub fn forward_sequence(&self, tokens: &[u32], state: &mut State) -> Result<Vec<Vec<f32>>> {
-        tokens
-            .iter()
-            .map(|&t| self.forward_token(t, state))
-            .collect()
+        let x = self.output_norm.apply(&x, eps, g);
+        Ok(self.head.mul_at(&x, step.slot))
     }
 }
 
@@ -324,7 +359,10 @@ impl Layer {
         s: &mut LayerState,
         v_first: &mut Option<Vec<f32>>,
         c: &Rwkv7Config,
+        step: Step,
     ) -> Vec<f32> {
+        let slot = step.slot;
+        let mul = |m: &Matrix, x: &[f32]| m.mul_at(x, slot);
         let n = c.head_size;
         let sx: Vec<f32> = s.att_shift.iter().zip(xa).map(|(p, x)| p - x).collect();
         s.att_shift.copy_from_slice(xa);
@@ -337,14 +375,13 @@ impl Layer {
         };
         let [xr, xw, xk, xv, xa_, xg] = std::array::from_fn(|i| mix(&self.mu[i]));
 
-        let r = self.receptance.mul_vec(&xr);
-        let k = self.key.mul_vec(&xk);
-        let mut v = self.value.mul_vec(&xv);
+        let r = mul(&self.receptance, &xr);
+        let k = mul(&self.key, &xk);
+        let mut v = mul(&self.value, &xv);
 
-        let w_lora = self.w2.mul_vec(
-            &self
-                .w1
-                .mul_vec(&xw)
+        let w_lora = mul(
+            &self.w2,
+            &mul(&self.w1, &xw)
                 .into_iter()
                 .map(f32::tanh)
                 .collect::<Vec<_>>(),
@@ -354,14 +391,13 @@ impl Layer {
             .into_iter()
             .map(|z| (-0.606531 * sigmoid(z)).exp())
             .collect();
-        let a: Vec<f32> = add(&self.a2.mul_vec(&self.a1.mul_vec(&xa_)), &self.a0)
+        let a: Vec<f32> = add(&mul(&self.a2, &mul(&self.a1, &xa_)), &self.a0)
             .into_iter()
             .map(sigmoid)
             .collect();
-        let g = self.g2.mul_vec(
-            &self
-                .g1
-                .mul_vec(&xg)
+        let g = mul(
+            &self.g2,
+            &mul(&self.g1, &xg)
                 .into_iter()
                 .map(sigmoid)
                 .collect::<Vec<_>>(),
@@ -369,7 +405,7 @@ impl Layer {
 
         match (&self.v, v_first.as_ref()) {
             (Some((v0, v1, v2)), Some(first)) => {
-                let mix = add(&v2.mul_vec(&v1.mul_vec(&xv)), v0);
+                let mix = add(&mul(v2, &mul(v1, &xv)), v0);
                 for ((v, f), m) in v.iter_mut().zip(first).zip(&mix) {
                     *v += (f - *v) * sigmoid(*m);
                 }
@@ -378,7 +414,7 @@ impl Layer {
         }
 
         let mut kk: Vec<f32> = k.iter().zip(&self.k_k).map(|(k, m)| k * m).collect();
-        l2_norm_groups(&mut kk, n, 1e-12);
+        l2_norm_groups(&mut kk, n, 1e-12, step.ggml);
         let k: Vec<f32> = k
             .iter()
             .zip(&a)
@@ -386,19 +422,29 @@ impl Layer {
             .map(|((k, a), ka)| k + (a * (k * ka) - k * ka))
             .collect();
 
-        let li = if self.v.is_some() { 1 } else { 0 };
-        dump(&format!("r{li}"), &r);
-        dump(&format!("w{li}"), &w);
-        dump(&format!("k{li}"), &k);
-        dump(&format!("v{li}"), &v);
-        dump(&format!("a{li}"), &a);
-        dump(&format!("g{li}"), &g);
-        dump(&format!("kk{li}"), &kk);
         // WKV-7: per head, S = S diag(w) + v k^T + (S a_) b^T with a_ = -kk, b = kk * a.
         let mut y = vec![0.0f32; c.n_embd];
         for h in 0..c.n_head {
             let o = h * n;
             let state = &mut s.wkv[h * n * n..(h + 1) * n * n];
+            if step.ggml {
+                // ggml_rwkv_wkv7 with its inputs a = -kk and b = kk * a.
+                let hd = o..o + n;
+                let neg_kk: Vec<f32> = kk[hd.clone()].iter().map(|v| -v).collect();
+                let b: Vec<f32> = kk[hd.clone()]
+                    .iter()
+                    .zip(&a[hd.clone()])
+                    .map(|(k, a)| k * a)
+                    .collect();
+                let (r, w, k, v) = (
+                    &r[hd.clone()],
+                    &w[hd.clone()],
+                    &k[hd.clone()],
+                    &v[hd.clone()],
+                );
+                ggml_cpu::wkv7(state, r, w, k, v, &neg_kk, &b, &mut y[hd]);
+                continue;
+            }
             for i in 0..n {
                 let row = &mut state[i * n..(i + 1) * n];
                 let sa: f32 = (0..n).map(|j| -kk[o + j] * row[j]).sum();
@@ -411,9 +457,7 @@ impl Layer {
             }
         }
 
-        dump(&format!("wkv{li}"), &y);
-        group_norm(&mut y, n, Rwkv7Config::GROUP_NORM_EPS);
-        dump(&format!("gn{li}"), &y);
+        group_norm(&mut y, n, Rwkv7Config::GROUP_NORM_EPS, step.ggml);
         for ((y, w), b) in y
             .iter_mut()
             .zip(&self.group_norm.weight)
@@ -423,20 +467,24 @@ impl Layer {
         }
         for h in 0..c.n_head {
             let o = h * n;
-            let bonus: f32 = (o..o + n).map(|j| r[j] * k[j] * self.r_k[j]).sum();
+            let terms = (o..o + n).map(|j| r[j] * k[j] * self.r_k[j]);
+            // ggml_sum_rows adds in f64.
+            let bonus: f32 = if step.ggml {
+                ggml_cpu::sum(terms)
+            } else {
+                terms.sum()
+            };
             for i in o..o + n {
                 y[i] += v[i] * bonus;
             }
         }
-        dump(&format!("bonus{li}"), &y);
         for (y, g) in y.iter_mut().zip(&g) {
             *y *= g;
         }
-        dump(&format!("yg{li}"), &y);
-        self.output.mul_vec(&y)
+        mul(&self.output, &y)
     }
 
-    fn channel_mix(&self, xf: &[f32], s: &mut LayerState) -> Vec<f32> {
+    fn channel_mix(&self, xf: &[f32], s: &mut LayerState, step: Step) -> Vec<f32> {
         let xk: Vec<f32> = xf
             .iter()
             .zip(&s.ffn_shift)
@@ -446,13 +494,13 @@ impl Layer {
         s.ffn_shift.copy_from_slice(xf);
         let k: Vec<f32> = self
             .ffn_key
-            .mul_vec(&xk)
+            .mul_at(&xk, step.slot)
             .into_iter()
             .map(|v| {
                 let r = v.max(0.0);
                 r * r
             })
             .collect();
-        self.ffn_value.mul_vec(&k)
+        self.ffn_value.mul_at(&k, step.slot)
     }
 }

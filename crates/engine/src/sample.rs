@@ -1,0 +1,291 @@
+//! Sampling on the GPU: temperature, top-k, top-p, min-p and decaying presence/frequency
+//! penalties computed by `kernels/sample.wgsl` right after the head, in the same pass, so a
+//! step reads back 4 bytes per sequence (the token id) instead of its row of logits.
+//!
+//! The algorithm is the one `rwkv_sampler` specifies; its [`rwkv_sampler::CpuSampler`] picks
+//! the same tokens from the same logits. Each slot's parameters, penalty counts
+//! (`[slots][vocab]` f32) and step counter stay on the GPU between steps.
+
+use std::sync::Arc;
+
+use rwkv_gpu::GpuContext;
+use rwkv_sampler::SamplingParams;
+
+use crate::engine::{map_read, Engine, Logits, SlotInput};
+use crate::error::{EngineError, Result};
+use crate::kernels::{bind, pipeline, Launch};
+
+/// Bytes of one slot's parameters (`Params` in the kernel, `Prepared::words`).
+const PARAMS_BYTES: u64 = 48;
+
+/// The sampling kernel with its buffers: per-slot parameters, penalty counts and step
+/// counters, and per-row scratch. Bound to the engine's logits buffer when the engine owns it
+/// ([`Engine::sampler`]), or to its own ([`GpuSampler::new`]).
+pub struct GpuSampler {
+    ctx: Arc<GpuContext>,
+    vocab: usize,
+    max_slots: usize,
+    max_rows: usize,
+    logits: wgpu::Buffer,
+    params: wgpu::Buffer,
+    counts: wgpu::Buffer,
+    counters: wgpu::Buffer,
+    /// Per row: the slot in, the sampled token out.
+    io: wgpu::Buffer,
+    readback: wgpu::Buffer,
+    launch: Launch,
+    /// Kept alive for the bind group: info, table, weights.
+    _buffers: Vec<wgpu::Buffer>,
+}
+
+fn storage(ctx: &GpuContext, label: &str, bytes: u64, contents: Option<&[u8]>) -> Result<wgpu::Buffer> {
+    let usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC;
+    Ok(ctx.create_buffer_checked(label, bytes.max(16), usage, contents)?)
+}
+
+impl GpuSampler {
+    /// A sampler for up to `max_rows` rows of `vocab` logits per call, for `max_slots`
+    /// sequences, with its own logits buffer (filled by [`GpuSampler::sample`]).
+    pub fn new(ctx: Arc<GpuContext>, vocab: usize, max_slots: usize, max_rows: usize) -> Result<GpuSampler> {
+        let logits = storage(&ctx, "sample logits", (max_rows * vocab * 4) as u64, None)?;
+        GpuSampler::with_logits(ctx, vocab, max_slots, max_rows, logits)
+    }
+
+    /// A sampler reading `logits`, `[max_rows][vocab]` f32.
+    pub(crate) fn with_logits(
+        ctx: Arc<GpuContext>,
+        vocab: usize,
+        max_slots: usize,
+        max_rows: usize,
+        logits: wgpu::Buffer,
+    ) -> Result<GpuSampler> {
+        if vocab == 0 || max_slots == 0 || max_rows == 0 || vocab > u32::MAX as usize / max_rows.max(max_slots) {
+            return Err(EngineError::Invalid(format!(
+                "cannot sample {max_rows} rows of {vocab} logits for {max_slots} slots"
+            )));
+        }
+        let (v, s, r) = (vocab as u64, max_slots as u64, max_rows as u64);
+        let info = storage(&ctx, "sample info", 16, Some(bytemuck::cast_slice(&[vocab as u32, 0, 0, 0])))?;
+        let info_uniform = ctx.create_buffer_checked(
+            "sample info",
+            16,
+            wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            Some(bytemuck::cast_slice(&[vocab as u32, 0, 0, 0])),
+        )?;
+        drop(info);
+        let defaults: Vec<u32> = (0..max_slots)
+            .flat_map(|_| SamplingParams::default().prepare().words())
+            .collect();
+        let params = storage(&ctx, "sample params", s * PARAMS_BYTES, Some(bytemuck::cast_slice(&defaults)))?;
+        let table = storage(&ctx, "exp table", 512 * 4, Some(bytemuck::cast_slice(rwkv_sampler::exp_table())))?;
+        let counts = storage(&ctx, "penalty counts", s * v * 4, None)?;
+        let counters = storage(&ctx, "sample counters", s * 4, None)?;
+        let io = storage(&ctx, "sample io", r * 4, None)?;
+        let weights = storage(&ctx, "sample weights", r * v * 4, None)?;
+        let readback = ctx.create_buffer_checked(
+            "sampled ids",
+            r * 4,
+            wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            None,
+        )?;
+        let pipeline = pipeline(&ctx.device, "sample", include_str!("kernels/sample.wgsl"));
+        let bind_group = bind(
+            &ctx.device,
+            &pipeline,
+            "sample",
+            &[&info_uniform, &logits, &params, &table, &counts, &counters, &io, &weights],
+        );
+        Ok(GpuSampler {
+            ctx,
+            vocab,
+            max_slots,
+            max_rows,
+            logits,
+            params,
+            counts,
+            counters,
+            io,
+            readback,
+            launch: Launch {
+                label: "sample",
+                pipeline,
+                bind_group,
+            },
+            _buffers: vec![info_uniform, table, weights],
+        })
+    }
+
+    pub fn vocab(&self) -> usize {
+        self.vocab
+    }
+
+    pub fn max_slots(&self) -> usize {
+        self.max_slots
+    }
+
+    pub fn max_rows(&self) -> usize {
+        self.max_rows
+    }
+
+    fn check_slot(&self, slot: usize) -> Result<()> {
+        if slot >= self.max_slots {
+            return Err(EngineError::Invalid(format!(
+                "slot {slot} does not exist (the sampler has {} slots)",
+                self.max_slots
+            )));
+        }
+        Ok(())
+    }
+
+    /// Sets a slot's parameters from its next step on; its counts and counter stay.
+    pub fn set_params(&mut self, slot: usize, params: &SamplingParams) -> Result<()> {
+        self.check_slot(slot)?;
+        params.validate().map_err(|e| EngineError::Invalid(e.to_string()))?;
+        let words = params.prepare().words();
+        self.ctx
+            .queue
+            .write_buffer(&self.params, slot as u64 * PARAMS_BYTES, bytemuck::cast_slice(&words));
+        Ok(())
+    }
+
+    /// Zeroes a slot's penalty counts and step counter: the start of a new sequence.
+    pub fn reset(&mut self, slot: usize) -> Result<()> {
+        self.check_slot(slot)?;
+        let v = self.vocab as u64 * 4;
+        self.ctx.queue.write_buffer(&self.counters, slot as u64 * 4, &[0; 4]);
+        let mut encoder = self.ctx.device.create_command_encoder(&Default::default());
+        encoder.clear_buffer(&self.counts, slot as u64 * v, Some(v));
+        self.ctx.queue.submit([encoder.finish()]);
+        Ok(())
+    }
+
+    /// A slot's penalty counts, read back.
+    pub fn counts(&self, slot: usize) -> Result<Vec<f32>> {
+        self.check_slot(slot)?;
+        Ok(self.ctx.read_buffer_f32(&self.counts, (slot * self.vocab * 4) as u64, self.vocab)?)
+    }
+
+    /// A slot's step counter (draws since its last reset), read back.
+    pub fn counter(&self, slot: usize) -> Result<u32> {
+        self.check_slot(slot)?;
+        let bytes = self.ctx.read_buffer_bytes(&self.counters, slot as u64 * 4, 4)?;
+        Ok(u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
+    }
+
+    /// Samples one token per `(slot, logits)` row (distinct slots), updating each slot's
+    /// counts and counter; the logits are uploaded (for an engine's sampler, into its logits
+    /// buffer). For testing the kernel on chosen logits and for sampling logits from elsewhere.
+    pub fn sample(&mut self, rows: &[(usize, &[f32])]) -> Result<Vec<u32>> {
+        if rows.len() > self.max_rows {
+            return Err(EngineError::Invalid(format!(
+                "{} rows to sample, the sampler takes at most {}",
+                rows.len(),
+                self.max_rows
+            )));
+        }
+        let mut seen = vec![false; self.max_slots];
+        for (n, &(slot, logits)) in rows.iter().enumerate() {
+            self.check_slot(slot)?;
+            if std::mem::replace(&mut seen[slot], true) {
+                return Err(EngineError::Invalid(format!("slot {slot} appears twice")));
+            }
+            if logits.len() != self.vocab {
+                return Err(EngineError::Invalid(format!(
+                    "{} logits for a vocabulary of {}",
+                    logits.len(),
+                    self.vocab
+                )));
+            }
+            let offset = (n * self.vocab * 4) as u64;
+            self.ctx
+                .queue
+                .write_buffer(&self.logits, offset, bytemuck::cast_slice(logits));
+        }
+        let slots: Vec<u32> = rows.iter().map(|&(s, _)| s as u32).collect();
+        self.load_rows(&slots);
+        let n = rows.len() as u32;
+        let mut encoder = self.ctx.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = encoder.begin_compute_pass(&Default::default());
+            self.record(&mut pass, n);
+        }
+        self.copy_ids(&mut encoder, n);
+        self.ctx.queue.submit([encoder.finish()]);
+        self.read_ids(n)
+    }
+
+    /// Writes which slot each logits row of the next launch belongs to.
+    pub(crate) fn load_rows(&self, slots: &[u32]) {
+        if !slots.is_empty() {
+            self.ctx
+                .queue
+                .write_buffer(&self.io, 0, bytemuck::cast_slice(slots));
+        }
+    }
+
+    /// Records the kernel over the first `rows` logits rows.
+    pub(crate) fn record(&self, pass: &mut wgpu::ComputePass<'_>, rows: u32) {
+        self.launch.record(pass, rows, 1);
+    }
+
+    /// Copies the sampled ids of `rows` rows to the readback buffer.
+    pub(crate) fn copy_ids(&self, encoder: &mut wgpu::CommandEncoder, rows: u32) {
+        if rows > 0 {
+            encoder.copy_buffer_to_buffer(&self.io, 0, &self.readback, 0, rows as u64 * 4);
+        }
+    }
+
+    /// Waits for the GPU and returns the sampled ids of `rows` rows.
+    pub(crate) fn read_ids(&self, rows: u32) -> Result<Vec<u32>> {
+        if rows == 0 {
+            return Ok(Vec::new());
+        }
+        let data = map_read(&self.ctx, &self.readback, rows as u64 * 4)?;
+        Ok(bytemuck::pod_collect_to_vec(&data))
+    }
+}
+
+impl Engine {
+    /// The GPU sampler bound to this engine's logits, created on first use (every slot with
+    /// the default [`SamplingParams`], zero counts and counters).
+    pub fn sampler(&mut self) -> Result<&mut GpuSampler> {
+        if self.sampler.is_none() {
+            let sampler = GpuSampler::with_logits(
+                self.ctx.clone(),
+                self.config.vocab_size,
+                self.options.max_slots,
+                self.options.max_out,
+                self.logits_buffer().clone(),
+            )?;
+            self.sampler = Some(sampler);
+        }
+        Ok(self.sampler.as_mut().expect("created above"))
+    }
+
+    /// Sets how [`Engine::step_sample`] picks a slot's tokens, from its next step on. A new
+    /// sequence also wants [`Engine::reset_sampling`].
+    pub fn set_sampling(&mut self, slot: usize, params: &SamplingParams) -> Result<()> {
+        self.sampler()?.set_params(slot, params)
+    }
+
+    /// Zeroes a slot's penalty counts and step counter (the seed's draws start over).
+    pub fn reset_sampling(&mut self, slot: usize) -> Result<()> {
+        self.sampler()?.reset(slot)
+    }
+
+    /// Runs the inputs like [`Engine::step`] and, for each input with [`Logits::Last`],
+    /// returns the token sampled on the GPU from its last logits (`None` for other inputs,
+    /// whose logits are not computed). Only the token ids are read back.
+    pub fn step_sample(&mut self, inputs: &[SlotInput]) -> Result<Vec<Option<u32>>> {
+        self.sampler()?;
+        let inputs: Vec<SlotInput> = inputs
+            .iter()
+            .map(|i| SlotInput {
+                logits: if i.logits == Logits::Last { Logits::Last } else { Logits::None },
+                ..i.clone()
+            })
+            .collect();
+        let out = self.run_step(&inputs, true)?;
+        Ok(out.iter().map(|rows| rows.first().map(|r| r[0].to_bits())).collect())
+    }
+}
