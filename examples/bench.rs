@@ -1,8 +1,19 @@
-//! Measures load time, prefill and decode throughput, decode latency percentiles, batched
-//! throughput, GPU memory and (with --profile) GPU time per operation kind.
+//! Measures a model on the GPU: load time, prefill throughput, decode throughput and per-token
+//! latency percentiles at batch 1, aggregate throughput of B sequences decoding together, GPU
+//! memory, dispatches per step and (with --profile) GPU time per operation kind per token.
 //!
 //! cargo run --release --example bench -- --model MODEL --prompt "Hello" --tokens 100
 //!     [--batch 64] [--prompt-tokens 2048] [--json] [--profile]
+//!
+//! `--prompt-tokens` and `--batch` also take lists (`--prompt-tokens 512,2048 --batch 8,64`):
+//! every size is measured on the same loaded model. `--json` prints one object on one line
+//! (`bench/run_h100.sh` collects them into a JSON-lines file; `bench/table.py` makes the
+//! BENCHMARKS.md table).
+//!
+//! The bandwidth floor is the time the GPU needs just to read what a step must read at the
+//! reference bandwidth ([`REFERENCE_BANDWIDTH`], measured on the H100): at batch 1 every
+//! weight but the embedding table (of which one row), at batch B the weights once plus, per
+//! sequence, an embedding row and its WKV state read and written.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -14,41 +25,183 @@ use gguf::GgufFile;
 use rwkv_engine::{Engine, EngineOptions, Logits, SlotInput};
 use rwkv_gpu::{ContextOptions, GpuContext};
 use rwkv_tokenizer::Tokenizer;
+use serde::Serialize;
 
-/// Streaming read bandwidth of the H100 measured through wgpu (BENCHMARKS.md), for the floor.
-const REFERENCE_BANDWIDTH: f64 = 2.77e12;
+/// Streaming read bandwidth of the H100 (bytes/s) measured through wgpu (BENCHMARKS.md).
+pub const REFERENCE_BANDWIDTH: f64 = 2.77e12;
 
-#[derive(Parser)]
+/// Bumped when a field of the JSON output changes meaning.
+pub const JSON_VERSION: u32 = 2;
+
+#[derive(Parser, Clone, Debug)]
 #[command(about = "Benchmark web-rwkv-gguf on a model")]
-struct Args {
+pub struct Args {
     #[arg(long)]
-    model: PathBuf,
+    pub model: PathBuf,
     /// Prompt text (ignored when --prompt-tokens is given).
     #[arg(long, default_value = "Hello")]
-    prompt: String,
-    /// Synthetic prompt of this many tokens for the prefill measurement.
-    #[arg(long)]
-    prompt_tokens: Option<usize>,
-    /// Tokens to decode at batch 1 (and steps at --batch).
+    pub prompt: String,
+    /// Synthetic prompt of this many tokens for the prefill measurement; a list (512,2048)
+    /// measures each size in turn, from a fresh state.
+    #[arg(long, value_delimiter = ',')]
+    pub prompt_tokens: Vec<usize>,
+    /// Tokens to decode at batch 1.
     #[arg(long, default_value_t = 100)]
-    tokens: usize,
-    /// Also decode this many sequences together and report the aggregate rate.
+    pub tokens: usize,
+    /// Also decode this many sequences together and report the aggregate rate; a list
+    /// (8,64) measures each batch size in turn.
+    #[arg(long, value_delimiter = ',')]
+    pub batch: Vec<usize>,
+    /// Steps to time at each --batch size (default: --tokens).
     #[arg(long)]
-    batch: Option<usize>,
+    pub batch_steps: Option<usize>,
+    /// Stop each measurement (each prompt, between chunks; batch-1 decode; each batch size)
+    /// after this many seconds; what was done so far is what is reported.
+    #[arg(long)]
+    pub max_seconds: Option<f64>,
     /// Tokens per GPU step during prefill.
     #[arg(long, default_value_t = 512)]
-    chunk: usize,
+    pub chunk: usize,
     /// Round activations like llama.cpp (default) or keep them f32.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
-    llama_cpp_rounding: bool,
+    pub llama_cpp_rounding: bool,
+    /// GPU adapter: an index from `web-rwkv-gguf info --adapters` or part of its name.
     #[arg(long)]
-    adapter: Option<String>,
-    /// Print one JSON object.
+    pub adapter: Option<String>,
+    /// Print one JSON object (on one line).
     #[arg(long)]
-    json: bool,
-    /// Add GPU time per operation kind for one decode token.
+    pub json: bool,
+    /// Add GPU time per operation kind for one decode token (timestamp queries).
     #[arg(long)]
-    profile: bool,
+    pub profile: bool,
+}
+
+#[derive(Serialize, Clone, Debug)]
+pub struct ModelInfo {
+    pub path: String,
+    /// `general.name`.
+    pub name: String,
+    /// llama.cpp's name of `general.file_type` (`Q4_K_M`...).
+    pub file_type: String,
+    pub n_layer: usize,
+    pub n_embd: usize,
+    pub vocab: usize,
+    /// Values in all tensors.
+    pub params: u64,
+    pub file_bytes: u64,
+}
+
+#[derive(Serialize, Clone, Debug)]
+pub struct AdapterReport {
+    pub name: String,
+    pub backend: String,
+    pub device_type: String,
+    pub driver: String,
+    pub driver_info: String,
+    /// Whether timestamp queries (--profile) are available.
+    pub timestamps: bool,
+}
+
+#[derive(Serialize, Clone, Debug)]
+pub struct Prefill {
+    /// Tokens prefilled (fewer than requested only when --max-seconds ran out).
+    pub prompt_tokens: usize,
+    pub requested_tokens: usize,
+    pub s: f64,
+    pub tok_s: f64,
+    /// GPU steps (chunks of at most --chunk tokens) the prompt took.
+    pub gpu_steps: u32,
+}
+
+#[derive(Serialize, Clone, Debug)]
+pub struct StageMs {
+    pub input: f64,
+    pub load: f64,
+    pub dispatch: f64,
+    pub submit: f64,
+    pub back: f64,
+}
+
+#[derive(Serialize, Clone, Debug)]
+pub struct Decode {
+    pub tokens: usize,
+    pub s: f64,
+    pub tok_s: f64,
+    pub ms_mean: f64,
+    pub ms_p50: f64,
+    pub ms_p90: f64,
+    pub ms_p99: f64,
+    pub ms_max: f64,
+    /// Wall time per stage of the last token.
+    pub stage_ms: StageMs,
+    /// Bytes the token must read (weights; one embedding row).
+    pub bytes_per_token: u64,
+    pub floor_tok_s: f64,
+    /// decode tok/s / floor tok/s.
+    pub floor_fraction: f64,
+}
+
+#[derive(Serialize, Clone, Debug)]
+pub struct Batch {
+    pub batch: usize,
+    pub steps: usize,
+    pub s: f64,
+    /// Tokens per second over all sequences.
+    pub tok_s: f64,
+    pub step_ms_p50: f64,
+    pub step_ms_p99: f64,
+    /// Bytes a step must read: the weights once, per sequence an embedding row and its WKV
+    /// state (read and written).
+    pub bytes_per_step: u64,
+    pub floor_tok_s: f64,
+    pub floor_fraction: f64,
+}
+
+#[derive(Serialize, Clone, Debug)]
+pub struct ProfileOp {
+    pub kind: String,
+    pub dispatches: usize,
+    /// GPU time per token, microseconds.
+    pub us: f64,
+}
+
+#[derive(Serialize, Clone, Debug)]
+pub struct ProfileReport {
+    /// Tokens in the profiled step.
+    pub tokens: usize,
+    /// Sum over all ops, microseconds (how ops are timed: `rwkv_engine`'s profile module).
+    pub total_us: f64,
+    /// Largest first.
+    pub ops: Vec<ProfileOp>,
+}
+
+/// Everything one run measures; `--json` prints it as one object.
+#[derive(Serialize, Clone, Debug)]
+pub struct Report {
+    pub version: u32,
+    pub model: ModelInfo,
+    pub adapter: AdapterReport,
+    /// Seconds from opening the file to the engine ready on the GPU (device creation apart).
+    pub load_s: f64,
+    pub context_s: f64,
+    /// Everything the engine holds on the GPU.
+    pub gpu_bytes: u64,
+    pub weight_bytes: u64,
+    /// Bytes of one sequence's recurrent state (WKV f32 and token shifts).
+    pub state_bytes_per_seq: u64,
+    /// GPU dispatches ("ops") recorded per step.
+    pub ops_per_step: usize,
+    pub bandwidth_bytes_s: f64,
+    pub chunk: usize,
+    pub llama_cpp_rounding: bool,
+    pub prefill: Vec<Prefill>,
+    pub decode: Decode,
+    pub batches: Vec<Batch>,
+    pub profile: Option<ProfileReport>,
+    /// With --profile and a prompt: one prefill chunk (GPU time for the whole chunk).
+    pub prefill_profile: Option<ProfileReport>,
+    /// Why --profile gave nothing (e.g. no timestamp queries).
+    pub profile_error: Option<String>,
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -73,64 +226,174 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-fn main() -> Result<()> {
-    let args = Args::parse();
-    let file = GgufFile::open(&args.model).with_context(|| args.model.display().to_string())?;
-    let batch = args.batch.unwrap_or(0);
+/// llama.cpp's name of a `llama_ftype`.
+pub fn file_type_name(id: u64) -> String {
+    let name = match id {
+        0 => "F32",
+        1 => "F16",
+        2 => "Q4_0",
+        3 => "Q4_1",
+        7 => "Q8_0",
+        8 => "Q5_0",
+        9 => "Q5_1",
+        10 => "Q2_K",
+        11 => "Q3_K_S",
+        12 => "Q3_K_M",
+        13 => "Q3_K_L",
+        14 => "Q4_K_S",
+        15 => "Q4_K_M",
+        16 => "Q5_K_S",
+        17 => "Q5_K_M",
+        18 => "Q6_K",
+        32 => "BF16",
+        _ => return format!("ftype {id}"),
+    };
+    name.to_string()
+}
+
+/// A synthetic prompt of `n` tokens (never token 0, the control token).
+fn synthetic_prompt(n: usize, vocab: u32) -> Vec<u32> {
+    (0..n as u64)
+        .map(|i| 1 + ((i * 7919 + 13) % (vocab as u64 - 1)) as u32)
+        .collect()
+}
+
+fn out_of_time(start: Instant, limit: Option<f64>) -> bool {
+    limit.is_some_and(|s| start.elapsed().as_secs_f64() >= s)
+}
+
+/// Runs every measurement `args` asks for.
+pub fn run(args: &Args) -> Result<Report> {
+    anyhow::ensure!(args.tokens > 0, "--tokens must be at least 1");
+    anyhow::ensure!(args.chunk > 0, "--chunk must be at least 1");
+    anyhow::ensure!(
+        args.batch.iter().all(|&b| b > 0),
+        "--batch sizes must be at least 1"
+    );
+    anyhow::ensure!(
+        args.prompt_tokens.iter().all(|&n| n > 0),
+        "--prompt-tokens must be at least 1"
+    );
+    let max_batch = args.batch.iter().copied().max().unwrap_or(1).max(1);
+
+    let t = Instant::now();
     let ctx = Arc::new(GpuContext::new(&ContextOptions {
         adapter: args.adapter.clone(),
     })?);
-    let adapter = format!(
-        "{} ({:?}, {:?})",
-        ctx.info.name, ctx.info.backend, ctx.info.device_type
-    );
+    let context_s = t.elapsed().as_secs_f64();
+    let adapter = AdapterReport {
+        name: ctx.info.name.clone(),
+        backend: format!("{:?}", ctx.info.backend),
+        device_type: format!("{:?}", ctx.info.device_type),
+        driver: ctx.info.driver.clone(),
+        driver_info: ctx.info.driver_info.clone(),
+        timestamps: ctx.features.contains(wgpu::Features::TIMESTAMP_QUERY),
+    };
 
     let load_start = Instant::now();
+    let file = GgufFile::open(&args.model).with_context(|| args.model.display().to_string())?;
     let options = EngineOptions {
-        max_slots: batch.max(1),
-        max_rows: args.chunk.max(batch).max(1),
-        max_out: batch.max(1),
+        max_slots: max_batch,
+        max_rows: args.chunk.max(max_batch),
+        max_out: max_batch,
         llama_cpp_rounding: args.llama_cpp_rounding,
     };
     let mut engine = Engine::load(ctx.clone(), &file, options, &mut |_, _| {})?;
     ctx.device
         .poll(wgpu::PollType::wait_indefinitely())
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let load = load_start.elapsed();
-    let vocab = engine.config.vocab_size as u32;
+    let load_s = load_start.elapsed().as_secs_f64();
+    let config = engine.config.clone();
+    let vocab = config.vocab_size as u32;
+    anyhow::ensure!(vocab > 1, "the model's vocabulary is empty");
 
-    let prompt: Vec<u32> = match args.prompt_tokens {
-        Some(n) => (0..n as u32)
-            .map(|i| 1 + (i * 7919 + 13) % (vocab - 1))
-            .collect(),
-        None => {
-            let ids = Tokenizer::from_gguf(&file)?.encode(args.prompt.as_bytes());
-            anyhow::ensure!(!ids.is_empty(), "the prompt is empty");
-            ids
-        }
+    let model = ModelInfo {
+        path: args.model.display().to_string(),
+        name: file
+            .get("general.name")
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
+            .to_string(),
+        file_type: file
+            .get("general.file_type")
+            .and_then(|v| v.as_u64())
+            .map_or_else(|| "unknown".to_string(), file_type_name),
+        n_layer: config.n_layer,
+        n_embd: config.n_embd,
+        vocab: config.vocab_size,
+        params: file.tensors().iter().map(|t| t.n_elements).sum(),
+        file_bytes: file.file_size(),
     };
 
-    // Warm-up: first dispatches compile pipelines in some drivers.
-    let warm: Vec<u32> = prompt.iter().copied().take(8).collect();
-    engine.step(&[SlotInput {
+    let prompts: Vec<Vec<u32>> = if args.prompt_tokens.is_empty() {
+        let ids = Tokenizer::from_gguf(&file)
+            .context("the model has no tokenizer: give --prompt-tokens N")?
+            .encode(args.prompt.as_bytes());
+        anyhow::ensure!(!ids.is_empty(), "the prompt is empty");
+        vec![ids]
+    } else {
+        args.prompt_tokens
+            .iter()
+            .map(|&n| synthetic_prompt(n, vocab))
+            .collect()
+    };
+
+    // Warm-up: the first dispatches compile pipelines in some drivers.
+    let warm: Vec<u32> = prompts[0].iter().copied().take(8).collect();
+    let out = engine.step(&[SlotInput {
         slot: 0,
         tokens: &warm,
         logits: Logits::Last,
     }])?;
-    engine.reset(0)?;
-
-    // Prefill.
-    let t = Instant::now();
-    let out = engine.step(&[SlotInput {
+    engine.step(&[SlotInput {
         slot: 0,
-        tokens: &prompt,
+        tokens: &[argmax(&out[0][0])],
         logits: Logits::Last,
     }])?;
-    let prefill = t.elapsed();
-    let prefill_times = engine.last_times();
-    let mut next = argmax(&out[0][0]);
 
-    // Decode at batch 1.
+    // Prefill, each prompt from a fresh state, one --chunk of tokens per step (as the engine
+    // would split it; stepping chunk by chunk lets --max-seconds stop between chunks).
+    let mut prefill = Vec::new();
+    let mut next = 0;
+    for prompt in &prompts {
+        engine.reset(0)?;
+        let (mut done, mut gpu_steps) = (0, 0);
+        let t = Instant::now();
+        for chunk in prompt.chunks(args.chunk) {
+            done += chunk.len();
+            let last = done == prompt.len() || out_of_time(t, args.max_seconds);
+            let out = engine.step(&[SlotInput {
+                slot: 0,
+                tokens: chunk,
+                logits: if last { Logits::Last } else { Logits::None },
+            }])?;
+            gpu_steps += engine.last_times().gpu_steps;
+            if last {
+                next = argmax(&out[0][0]);
+                break;
+            }
+        }
+        let s = t.elapsed().as_secs_f64();
+        prefill.push(Prefill {
+            prompt_tokens: done,
+            requested_tokens: prompt.len(),
+            s,
+            tok_s: done as f64 / s,
+            gpu_steps,
+        });
+    }
+
+    // Bytes a step must read.
+    let embedding = file.tensor("token_embd.weight").map_or(0, |t| t.n_bytes);
+    let embedding_row = embedding / vocab as u64;
+    let weights_once = engine.weight_bytes().saturating_sub(embedding);
+    let bytes_per_token = weights_once + embedding_row;
+    let wkv_bytes =
+        (config.n_layer * config.n_head * config.head_size * config.head_size * 4) as u64;
+    let state_bytes_per_seq = wkv_bytes + (config.n_layer * 2 * config.n_embd * 4) as u64;
+    let floor_tok_s = REFERENCE_BANDWIDTH / bytes_per_token as f64;
+
+    // Decode at batch 1, after the last prompt.
     let mut latencies = Vec::with_capacity(args.tokens);
     let decode_start = Instant::now();
     for _ in 0..args.tokens {
@@ -142,163 +405,286 @@ fn main() -> Result<()> {
         }])?;
         next = argmax(&out[0][0]);
         latencies.push(t.elapsed());
-    }
-    let decode = decode_start.elapsed();
-    let decode_times = engine.last_times();
-    latencies.sort();
-
-    // Decode at batch B: every slot advances one token per step.
-    let batched = if batch > 1 {
-        let start: Vec<u32> = (0..batch as u32).map(|i| 1 + i % (vocab - 1)).collect();
-        for s in 0..batch {
-            engine.reset(s)?;
+        if out_of_time(decode_start, args.max_seconds) {
+            break;
         }
-        let mut tokens = start.clone();
-        let inputs =
-            |tokens: &[u32]| -> Vec<(usize, u32)> { tokens.iter().copied().enumerate().collect() };
-        let steps = args.tokens.max(1);
-        let t = Instant::now();
-        for _ in 0..steps {
-            let pairs = inputs(&tokens);
-            let slot_inputs: Vec<SlotInput> = pairs
+    }
+    let decode_s = decode_start.elapsed().as_secs_f64();
+    let times = engine.last_times();
+    let n = latencies.len();
+    let mean = latencies.iter().sum::<Duration>() / n as u32;
+    latencies.sort();
+    let decode_tok_s = n as f64 / decode_s;
+    let decode = Decode {
+        tokens: n,
+        s: decode_s,
+        tok_s: decode_tok_s,
+        ms_mean: ms(mean),
+        ms_p50: ms(percentile(&latencies, 0.5)),
+        ms_p90: ms(percentile(&latencies, 0.9)),
+        ms_p99: ms(percentile(&latencies, 0.99)),
+        ms_max: ms(latencies[n - 1]),
+        stage_ms: StageMs {
+            input: ms(times.input),
+            load: ms(times.load),
+            dispatch: ms(times.dispatch),
+            submit: ms(times.submit),
+            back: ms(times.back),
+        },
+        bytes_per_token,
+        floor_tok_s,
+        floor_fraction: decode_tok_s / floor_tok_s,
+    };
+
+    let profile_input = next;
+
+    // Decode at batch B: every sequence advances one token per step.
+    let mut batches = Vec::new();
+    for &b in &args.batch {
+        let steps = args.batch_steps.unwrap_or(args.tokens).max(1);
+        let mut tokens: Vec<u32> = (0..b as u32).map(|i| 1 + i % (vocab - 1)).collect();
+        let mut step = |tokens: &mut Vec<u32>| -> Result<()> {
+            let inputs: Vec<SlotInput> = tokens
                 .iter()
-                .map(|(s, tok)| SlotInput {
-                    slot: *s,
+                .enumerate()
+                .map(|(slot, tok)| SlotInput {
+                    slot,
                     tokens: std::slice::from_ref(tok),
                     logits: Logits::Last,
                 })
                 .collect();
-            let out = engine.step(&slot_inputs)?;
-            tokens = out.iter().map(|rows| argmax(&rows[0])).collect();
+            let out = engine.step(&inputs)?;
+            *tokens = out.iter().map(|rows| argmax(&rows[0])).collect();
+            Ok(())
+        };
+        // One untimed step at this size first.
+        step(&mut tokens)?;
+        let mut step_times = Vec::with_capacity(steps);
+        let start = Instant::now();
+        for _ in 0..steps {
+            let t = Instant::now();
+            step(&mut tokens)?;
+            step_times.push(t.elapsed());
+            if out_of_time(start, args.max_seconds) {
+                break;
+            }
         }
-        let elapsed = t.elapsed();
-        Some((batch, steps, elapsed))
-    } else {
-        None
-    };
-
-    let profile = if args.profile {
-        Some(engine.profile_step(&[SlotInput {
-            slot: 0,
-            tokens: &[next],
-            logits: Logits::Last,
-        }])?)
-    } else {
-        None
-    };
-
-    // Bytes a batch-1 decode token must read: every weight except the embedding table (one
-    // row of it is read).
-    let embedding = file.tensor("token_embd.weight").map_or(0, |t| t.n_bytes);
-    let bytes_per_token =
-        engine.weight_bytes().saturating_sub(embedding) + embedding / vocab as u64;
-    let floor_tps = REFERENCE_BANDWIDTH / bytes_per_token as f64;
-    let decode_tps = args.tokens as f64 / decode.as_secs_f64();
-    let prefill_tps = prompt.len() as f64 / prefill.as_secs_f64();
-
-    if args.json {
-        let mut obj = serde_json::json!({
-            "model": args.model.display().to_string(),
-            "adapter": adapter,
-            "load_s": load.as_secs_f64(),
-            "gpu_bytes": engine.gpu_bytes(),
-            "weight_bytes": engine.weight_bytes(),
-            "ops_per_step": engine.ops_per_step(),
-            "prompt_tokens": prompt.len(),
-            "prefill_s": prefill.as_secs_f64(),
-            "prefill_tok_s": prefill_tps,
-            "prefill_gpu_steps": prefill_times.gpu_steps,
-            "decode_tokens": args.tokens,
-            "decode_tok_s": decode_tps,
-            "decode_ms_p50": ms(percentile(&latencies, 0.5)),
-            "decode_ms_p90": ms(percentile(&latencies, 0.9)),
-            "decode_ms_p99": ms(percentile(&latencies, 0.99)),
-            "decode_stage_ms": {
-                "input": ms(decode_times.input), "load": ms(decode_times.load),
-                "dispatch": ms(decode_times.dispatch), "submit": ms(decode_times.submit),
-                "back": ms(decode_times.back),
-            },
-            "bytes_per_token": bytes_per_token,
-            "floor_tok_s": floor_tps,
-            "floor_fraction": decode_tps / floor_tps,
+        let s = start.elapsed().as_secs_f64();
+        step_times.sort();
+        let done = step_times.len();
+        let tok_s = (b * done) as f64 / s;
+        let bytes_per_step = weights_once + b as u64 * (embedding_row + 2 * state_bytes_per_seq);
+        let floor = b as f64 * REFERENCE_BANDWIDTH / bytes_per_step as f64;
+        batches.push(Batch {
+            batch: b,
+            steps: done,
+            s,
+            tok_s,
+            step_ms_p50: ms(percentile(&step_times, 0.5)),
+            step_ms_p99: ms(percentile(&step_times, 0.99)),
+            bytes_per_step,
+            floor_tok_s: floor,
+            floor_fraction: tok_s / floor,
         });
-        if let Some((b, steps, t)) = batched {
-            obj["batch"] = serde_json::json!({"batch": b, "steps": steps, "tok_s": (b * steps) as f64 / t.as_secs_f64()});
-        }
-        if let Some(p) = &profile {
-            obj["profile_us"] = p
-                .ops
-                .iter()
-                .map(|(k, n, d)| {
-                    (
-                        k.clone(),
-                        serde_json::json!({"dispatches": n, "us": d.as_secs_f64() * 1e6}),
-                    )
-                })
-                .collect::<serde_json::Map<_, _>>()
-                .into();
-            obj["profile_total_us"] = (p.total.as_secs_f64() * 1e6).into();
-        }
-        println!("{}", serde_json::to_string_pretty(&obj)?);
-        return Ok(());
     }
 
-    println!("adapter:        {adapter}");
-    println!(
-        "model:          {} ({} layers x {})",
-        args.model.display(),
-        engine.config.n_layer,
-        engine.config.n_embd
+    let report = |p: rwkv_engine::Profile, tokens: usize| ProfileReport {
+        tokens,
+        total_us: p.total.as_secs_f64() * 1e6,
+        ops: p
+            .ops
+            .into_iter()
+            .map(|(kind, dispatches, d)| ProfileOp {
+                kind,
+                dispatches,
+                us: d.as_secs_f64() * 1e6,
+            })
+            .collect(),
+    };
+    let (profile, profile_error) = if args.profile {
+        match engine.profile_step(&[SlotInput {
+            slot: 0,
+            tokens: &[profile_input],
+            logits: Logits::Last,
+        }]) {
+            Ok(p) => (Some(report(p, 1)), None),
+            Err(e) => (None, Some(e.to_string())),
+        }
+    } else {
+        (None, None)
+    };
+    // One prefill chunk, profiled on a fresh state: where prompt time goes.
+    let prefill_profile = if args.profile && profile.is_some() {
+        let n = args.chunk.clamp(1, 512);
+        let tokens = synthetic_prompt(n, vocab);
+        engine.reset(0)?;
+        engine
+            .profile_step(&[SlotInput {
+                slot: 0,
+                tokens: &tokens,
+                logits: Logits::Last,
+            }])
+            .ok()
+            .map(|p| report(p, n))
+    } else {
+        None
+    };
+
+    Ok(Report {
+        version: JSON_VERSION,
+        model,
+        adapter,
+        load_s,
+        context_s,
+        gpu_bytes: engine.gpu_bytes(),
+        weight_bytes: engine.weight_bytes(),
+        state_bytes_per_seq,
+        ops_per_step: engine.ops_per_step(),
+        bandwidth_bytes_s: REFERENCE_BANDWIDTH,
+        chunk: args.chunk,
+        llama_cpp_rounding: args.llama_cpp_rounding,
+        prefill,
+        decode,
+        batches,
+        profile,
+        prefill_profile,
+        profile_error,
+    })
+}
+
+/// The human-readable report.
+pub fn text(r: &Report) -> String {
+    use std::fmt::Write;
+    let mib = |b: u64| b as f64 / 1048576.0;
+    let mut s = String::new();
+    let a = &r.adapter;
+    let m = &r.model;
+    let _ = writeln!(
+        s,
+        "adapter:        {} ({}, {}; {} {})",
+        a.name, a.backend, a.device_type, a.driver, a.driver_info
     );
-    println!("load:           {:.2} s", load.as_secs_f64());
-    println!(
+    let _ = writeln!(
+        s,
+        "model:          {} ({}, {} layers x {}, vocab {}, {:.3} B parameters, {:.1} MiB)",
+        m.path,
+        m.file_type,
+        m.n_layer,
+        m.n_embd,
+        m.vocab,
+        m.params as f64 / 1e9,
+        mib(m.file_bytes)
+    );
+    let _ = writeln!(
+        s,
+        "load:           {:.2} s (device {:.2} s)",
+        r.load_s, r.context_s
+    );
+    let _ = writeln!(
+        s,
         "gpu memory:     {:.1} MiB ({:.1} MiB weights)",
-        engine.gpu_bytes() as f64 / 1048576.0,
-        engine.weight_bytes() as f64 / 1048576.0
+        mib(r.gpu_bytes),
+        mib(r.weight_bytes)
     );
-    println!("ops per step:   {}", engine.ops_per_step());
-    println!(
-        "prefill:        {} tokens in {:.1} ms: {:.1} tok/s",
-        prompt.len(),
-        ms(prefill),
-        prefill_tps
-    );
-    println!(
-        "decode (b=1):   {} tokens: {:.1} tok/s; latency p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms",
-        args.tokens,
-        decode_tps,
-        ms(percentile(&latencies, 0.5)),
-        ms(percentile(&latencies, 0.9)),
-        ms(percentile(&latencies, 0.99))
-    );
-    println!(
-        "  stages (last token): input {:.3} ms, load {:.3} ms, dispatch {:.3} ms, submit {:.3} ms, back {:.3} ms",
-        ms(decode_times.input),
-        ms(decode_times.load),
-        ms(decode_times.dispatch),
-        ms(decode_times.submit),
-        ms(decode_times.back)
-    );
-    println!(
-        "  floor:        {:.1} MB per token -> {:.0} tok/s at 2.77 TB/s ({:.1}% reached)",
-        bytes_per_token as f64 / 1e6,
-        floor_tps,
-        100.0 * decode_tps / floor_tps
-    );
-    if let Some((b, steps, t)) = batched {
-        println!(
-            "decode (b={b}):  {:.1} tok/s aggregate over {steps} steps",
-            (b * steps) as f64 / t.as_secs_f64()
+    let _ = writeln!(s, "ops per step:   {}", r.ops_per_step);
+    for p in &r.prefill {
+        let cut = if p.prompt_tokens < p.requested_tokens {
+            format!(" (of {}: out of time)", p.requested_tokens)
+        } else {
+            String::new()
+        };
+        let _ = writeln!(
+            s,
+            "prefill:        {} tokens{cut} in {:.1} ms ({} GPU steps): {:.1} tok/s",
+            p.prompt_tokens,
+            p.s * 1e3,
+            p.gpu_steps,
+            p.tok_s
         );
     }
-    if let Some(p) = profile {
-        println!(
-            "profile (one decode token, {:.1} us of GPU time in ops):",
-            p.total.as_secs_f64() * 1e6
+    let d = &r.decode;
+    let _ = writeln!(
+        s,
+        "decode (b=1):   {} tokens: {:.1} tok/s; latency p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms",
+        d.tokens, d.tok_s, d.ms_p50, d.ms_p90, d.ms_p99
+    );
+    let st = &d.stage_ms;
+    let _ = writeln!(
+        s,
+        "  stages (last token): input {:.3} ms, load {:.3} ms, dispatch {:.3} ms, submit {:.3} ms, back {:.3} ms",
+        st.input, st.load, st.dispatch, st.submit, st.back
+    );
+    let _ = writeln!(
+        s,
+        "  floor:        {:.1} MB per token -> {:.0} tok/s at {:.2} TB/s ({:.1}% reached)",
+        d.bytes_per_token as f64 / 1e6,
+        d.floor_tok_s,
+        r.bandwidth_bytes_s / 1e12,
+        100.0 * d.floor_fraction
+    );
+    for b in &r.batches {
+        let _ = writeln!(
+            s,
+            "decode (b={}):{:w$}{:.1} tok/s aggregate over {} steps (step p50 {:.2} ms, p99 {:.2} ms); floor {:.0} tok/s ({:.1}% reached)",
+            b.batch,
+            "",
+            b.tok_s,
+            b.steps,
+            b.step_ms_p50,
+            b.step_ms_p99,
+            b.floor_tok_s,
+            100.0 * b.floor_fraction,
+            w = 3usize.saturating_sub(b.batch.to_string().len()) + 1,
         );
-        for (kind, n, d) in p.ops {
-            println!("  {kind:<28} {n:>4} ops {:>10.1} us", d.as_secs_f64() * 1e6);
+    }
+    if let Some(p) = &r.profile {
+        let _ = writeln!(
+            s,
+            "profile (us of GPU time per decode token, {:.1} us in ops):",
+            p.total_us
+        );
+        for op in &p.ops {
+            let _ = writeln!(
+                s,
+                "  {:<28} {:>4} ops {:>10.1} us {:>5.1}%",
+                op.kind,
+                op.dispatches,
+                op.us,
+                100.0 * op.us / p.total_us.max(1e-9)
+            );
         }
+    }
+    if let Some(p) = &r.prefill_profile {
+        let _ = writeln!(
+            s,
+            "profile (us of GPU time for one {}-token prefill chunk, {:.1} us in ops):",
+            p.tokens, p.total_us
+        );
+        for op in &p.ops {
+            let _ = writeln!(
+                s,
+                "  {:<28} {:>4} ops {:>10.1} us {:>5.1}%",
+                op.kind,
+                op.dispatches,
+                op.us,
+                100.0 * op.us / p.total_us.max(1e-9)
+            );
+        }
+    }
+    if let Some(e) = &r.profile_error {
+        let _ = writeln!(s, "profile:        unavailable: {e}");
+    }
+    s
+}
+
+#[allow(dead_code)] // the smoke test includes this file as a module and calls `run`
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let report = run(&args)?;
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print!("{}", text(&report));
     }
     Ok(())
 }

@@ -20,6 +20,17 @@ pub enum StopReason {
     Interrupted,
 }
 
+impl std::fmt::Display for StopReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StopReason::MaxTokens => write!(f, "max tokens"),
+            StopReason::StopString(s) => write!(f, "stop string {s:?}"),
+            StopReason::EndOfText => write!(f, "end of text"),
+            StopReason::Interrupted => write!(f, "interrupted"),
+        }
+    }
+}
+
 /// What a generation did, for the summary line.
 #[derive(Clone, Debug)]
 pub struct GenerationStats {
@@ -46,12 +57,7 @@ impl GenerationStats {
             self.generated,
             // The first generated token comes from the prefill; the rest from decode steps.
             rate(self.generated.saturating_sub(1), self.decode),
-            match &self.stop {
-                StopReason::MaxTokens => "max tokens".to_string(),
-                StopReason::StopString(s) => format!("stop string {s:?}"),
-                StopReason::EndOfText => "end of text".to_string(),
-                StopReason::Interrupted => "interrupted".to_string(),
-            }
+            self.stop
         )
     }
 }
@@ -71,8 +77,8 @@ impl StopMatcher {
     }
 
     /// Adds text; returns the text that is safe to show, and the stop string if one matched
-    /// (the text after it is dropped).
-    pub fn push(&mut self, text: &str) -> (String, Option<String>) {
+    /// with the text after it (not shown).
+    pub fn push(&mut self, text: &str) -> (String, Option<(String, String)>) {
         self.pending.push_str(text);
         let first = self
             .stops
@@ -81,9 +87,10 @@ impl StopMatcher {
             .min_by_key(|(i, _)| *i);
         if let Some((i, s)) = first {
             let out = self.pending[..i].to_string();
+            let after = self.pending[i + s.len()..].to_string();
             let stop = s.clone();
             self.pending.clear();
-            return (out, Some(stop));
+            return (out, Some((stop, after)));
         }
         // Keep the longest suffix that is a prefix of some stop string.
         let mut keep = 0;
@@ -104,6 +111,16 @@ impl StopMatcher {
     pub fn finish(&mut self) -> String {
         std::mem::take(&mut self.pending)
     }
+}
+
+/// Feeds `tokens` into `slot` without sampling (the state advances, no logits are computed).
+pub fn advance(engine: &mut Engine, slot: usize, tokens: &[u32]) -> Result<()> {
+    engine.step(&[SlotInput {
+        slot,
+        tokens,
+        logits: Logits::None,
+    }])?;
+    Ok(())
 }
 
 /// Feeds `tokens` into `slot` and returns the token sampled after the last one.
@@ -132,6 +149,18 @@ pub struct Generation<'a> {
     pub interrupt: &'a AtomicBool,
 }
 
+/// What [`generate`] did.
+#[derive(Clone, Debug)]
+pub struct Generated {
+    /// The generated token ids (each shown, up to the stop string's end).
+    pub tokens: Vec<u32>,
+    /// Time spent in decode steps.
+    pub decode: Duration,
+    pub stop: StopReason,
+    /// With a stop string: the text generated after it, not shown.
+    pub after_stop: String,
+}
+
 /// Generates from `first` (sampled after the prompt) on `slot`, streaming text to `out`.
 pub fn generate(
     engine: &mut Engine,
@@ -140,44 +169,56 @@ pub fn generate(
     first: u32,
     g: &Generation,
     out: &mut dyn FnMut(&str) -> Result<()>,
-) -> Result<(usize, Duration, StopReason)> {
+) -> Result<Generated> {
     let mut decoder = tokenizer.stream_decoder();
     let mut stops = StopMatcher::new(g.stop.clone());
     let mut next = first;
-    let mut generated = 0;
+    let mut tokens = Vec::new();
     let mut decode = Duration::ZERO;
     let stop = loop {
         if g.interrupt.load(Ordering::Relaxed) {
             break StopReason::Interrupted;
         }
-        if generated >= g.max_tokens {
+        if tokens.len() >= g.max_tokens {
             break StopReason::MaxTokens;
         }
         if next == END_OF_TEXT {
             break StopReason::EndOfText;
         }
-        generated += 1;
+        tokens.push(next);
         let (text, hit) = stops.push(&decoder.push(next)?);
         out(&text)?;
-        if let Some(s) = hit {
+        let last = hit.is_some() || tokens.len() >= g.max_tokens;
+        if last {
+            // Nothing more will be sampled: feed the token only to keep the state whole.
             if g.feed_last {
                 let t = Instant::now();
-                feed(engine, slot, &[next])?;
+                advance(engine, slot, &[next])?;
                 decode += t.elapsed();
             }
-            return Ok((generated, decode, StopReason::StopString(s)));
-        }
-        if generated >= g.max_tokens && !g.feed_last {
+            if let Some((s, after)) = hit {
+                return Ok(Generated {
+                    tokens,
+                    decode,
+                    stop: StopReason::StopString(s),
+                    after_stop: after,
+                });
+            }
             break StopReason::MaxTokens;
         }
         let t = Instant::now();
         next = feed(engine, slot, &[next])?;
         decode += t.elapsed();
     };
-    let mut rest = decoder.finish();
-    rest.insert_str(0, &stops.finish());
+    let mut rest = stops.finish();
+    rest.push_str(&decoder.finish());
     out(&rest)?;
-    Ok((generated, decode, stop))
+    Ok(Generated {
+        tokens,
+        decode,
+        stop,
+        after_stop: String::new(),
+    })
 }
 
 #[cfg(test)]
@@ -190,10 +231,13 @@ mod tests {
         assert_eq!(m.push("Hello"), ("Hello".into(), None));
         assert_eq!(m.push(" there\n"), (" there".into(), None));
         assert_eq!(m.push("\nUs"), ("".into(), None));
-        assert_eq!(m.push("er: hi"), ("".into(), Some("\n\nUser:".into())));
+        assert_eq!(
+            m.push("er: hi"),
+            ("".into(), Some(("\n\nUser:".into(), " hi".into())))
+        );
         let mut m = StopMatcher::new(vec!["END".into()]);
         assert_eq!(m.push("xEN"), ("x".into(), None));
-        assert_eq!(m.push("Dy"), ("".into(), Some("END".into())));
+        assert_eq!(m.push("Dy"), ("".into(), Some(("END".into(), "y".into()))));
         let mut m = StopMatcher::new(vec!["ab".into()]);
         assert_eq!(m.push("a"), ("".into(), None));
         assert_eq!(m.push("c"), ("ac".into(), None));

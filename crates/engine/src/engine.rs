@@ -17,7 +17,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use gguf::GgufFile;
-use rwkv_gpu::{Epilogue, GetRowsCall, GpuContext, GpuMatrix, MatmulCall, MatmulKernels};
+use rwkv_gpu::{
+    Epilogue, GetRowsCall, GpuContext, GpuMatrix, MatmulCall, MatmulKernels, MatvecCall, MatvecJob,
+    MatvecKernels,
+};
 use rwkv_model::{Rwkv7Config, Rwkv7Spec};
 
 use crate::error::{EngineError, Result};
@@ -116,6 +119,8 @@ pub(crate) enum Grid {
     ChunkHeads(u32),
     /// One per token row and tile of columns.
     RowTiles(u32),
+    /// One per wanted logits row and tile of columns.
+    OutTiles(u32),
 }
 
 /// One prepared GPU operation of a step.
@@ -123,9 +128,20 @@ pub(crate) enum Op {
     /// The embedding lookup, over the step's rows.
     Gather(GetRowsCall),
     Kernel(Launch, Grid),
-    /// A matrix product over the step's rows (or, with `Grid::Out`, its logits rows), with
-    /// the kind of weight it multiplies (e.g. `time_mix_key`) for profiles.
-    Matmul(MatmulCall, Grid, String),
+    /// Rounds an activation for the matrix products of a step of several rows; a one-token
+    /// step skips it (its matvecs round their input themselves).
+    Round(Launch, Grid),
+    /// Matrix products over the step's rows (or, with `Grid::Out`, its logits rows) that
+    /// read the same activation and write the same buffer, with the kind of weight they
+    /// multiply (e.g. `time_mix_key`) for profiles: `calls` for steps of several rows,
+    /// `singles` (one matvec call per rounding mode, each packing its matrices into as few
+    /// dispatches as it can) for one row.
+    Matmul {
+        calls: Vec<MatmulCall>,
+        singles: Vec<MatvecCall>,
+        grid: Grid,
+        kind: String,
+    },
 }
 
 impl Op {
@@ -133,8 +149,26 @@ impl Op {
     pub(crate) fn kind(&self) -> &str {
         match self {
             Op::Gather(_) => "embedding",
-            Op::Kernel(launch, _) => launch.label,
-            Op::Matmul(_, _, kind) => kind,
+            Op::Kernel(launch, _) | Op::Round(launch, _) => launch.label,
+            Op::Matmul { kind, .. } => kind,
+        }
+    }
+
+    /// Dispatches the op records in a step of `rows` token rows and `out` logits rows.
+    pub(crate) fn dispatches(&self, rows: u32, out: u32) -> usize {
+        match self {
+            Op::Round(_, grid) if count(*grid, rows, out) <= 1 => 0,
+            Op::Matmul {
+                calls,
+                singles,
+                grid,
+                ..
+            } => match count(*grid, rows, out) {
+                0 => 0,
+                1 => singles.iter().map(MatvecCall::n_dispatches).sum(),
+                _ => calls.iter().map(MatmulCall::n_dispatches).sum(),
+            },
+            _ => 1,
         }
     }
 
@@ -148,16 +182,33 @@ impl Op {
     ) {
         match self {
             Op::Gather(call) => call.record(pass, rows),
-            Op::Matmul(call, Grid::Out, _) => call.record(pass, out),
-            Op::Matmul(call, _, _) => call.record(pass, rows),
-            Op::Kernel(launch, grid) => match *grid {
+            Op::Matmul {
+                calls,
+                singles,
+                grid,
+                ..
+            } => match count(*grid, rows, out) {
+                1 => singles.iter().for_each(|s| s.record(pass)),
+                n => calls.iter().for_each(|c| c.record(pass, n)),
+            },
+            Op::Round(_, grid) if count(*grid, rows, out) <= 1 => {}
+            Op::Kernel(launch, grid) | Op::Round(launch, grid) => match *grid {
                 Grid::Rows => launch.record(pass, rows, 1),
                 Grid::RowBlocks(n) => launch.record(pass, rows, n),
                 Grid::Out => launch.record(pass, out, 1),
                 Grid::ChunkHeads(groups) => launch.record(pass, chunks, groups),
                 Grid::RowTiles(n) => launch.record(pass, rows, n),
+                Grid::OutTiles(n) => launch.record(pass, out, n),
             },
         }
+    }
+}
+
+/// How many rows an op over `grid` covers: the step's token rows or its logits rows.
+fn count(grid: Grid, rows: u32, out: u32) -> u32 {
+    match grid {
+        Grid::Out | Grid::OutTiles(_) => out,
+        _ => rows,
     }
 }
 
@@ -262,6 +313,8 @@ pub struct Engine {
     /// Kept alive for the bind groups that reference them.
     _buffers: Vec<wgpu::Buffer>,
     last_times: StageTimes,
+    /// The GPU sampler bound to the logits buffer, made on first use (`sample.rs`).
+    pub(crate) sampler: Option<crate::sample::GpuSampler>,
 }
 
 /// A storage buffer that can also be copied to and from, checked against the device's limits.
@@ -284,7 +337,7 @@ fn step_buffer(ctx: &GpuContext, label: &str) -> Result<wgpu::Buffer> {
 }
 
 /// Waits for the GPU and returns the first `len` bytes of a MAP_READ buffer.
-fn map_read(ctx: &GpuContext, buffer: &wgpu::Buffer, len: u64) -> Result<Vec<u8>> {
+pub(crate) fn map_read(ctx: &GpuContext, buffer: &wgpu::Buffer, len: u64) -> Result<Vec<u8>> {
     let slice = buffer.slice(..len);
     let (tx, rx) = std::sync::mpsc::channel();
     slice.map_async(wgpu::MapMode::Read, move |r| {
@@ -323,12 +376,15 @@ struct Builder<'a> {
     ctx: &'a GpuContext,
     kernels: &'a Kernels,
     matmul: &'a MatmulKernels,
+    matvec: &'a MatvecKernels,
     step: &'a wgpu::Buffer,
     head_step: &'a wgpu::Buffer,
     round: bool,
     rounded: Vec<(&'static str, u32, wgpu::Buffer)>,
     /// (activation, mode) pairs whose rounded copy is up to date at the end of `ops`.
     fresh: Vec<(&'static str, u32)>,
+    /// The fresh copies that a rounding op (skipped in one-token steps) made.
+    rounded_by_op: Vec<(&'static str, u32)>,
     /// Bound where a kernel's optional output is not used.
     dummy: wgpu::Buffer,
     ops: Vec<Op>,
@@ -346,6 +402,7 @@ impl Builder<'_> {
         // Kernels write activations: every rounded copy may be stale after one, except the
         // copy this very launch makes (marked fresh by the caller afterwards).
         self.fresh.clear();
+        self.rounded_by_op.clear();
         self.ops.push(Op::Kernel(
             Launch {
                 label,
@@ -392,21 +449,30 @@ impl Builder<'_> {
                 count_out: x.out as u32,
             },
         );
+        let tiles = x.cols.div_ceil(256);
         let grid = if x.out {
-            Grid::Out
+            Grid::OutTiles(tiles)
         } else {
-            Grid::RowBlocks(x.blocks)
+            Grid::RowBlocks(x.blocks * tiles)
         };
-        let pipeline = self.kernels.round_activations.clone();
-        let fresh = std::mem::take(&mut self.fresh);
-        self.kernel(
-            "round_activations",
-            &pipeline,
+        let pipeline = &self.kernels.round_activations;
+        let label = "round_activations";
+        let bind_group = bind(
+            &self.ctx.device,
+            pipeline,
+            label,
             &[&params, self.step, x.buf, &out],
-            grid,
         );
-        self.fresh = fresh;
+        self.ops.push(Op::Round(
+            Launch {
+                label,
+                pipeline: pipeline.clone(),
+                bind_group,
+            },
+            grid,
+        ));
         self.fresh.push((x.name, mode));
+        self.rounded_by_op.push((x.name, mode));
         Ok(out)
     }
 
@@ -499,7 +565,7 @@ impl Builder<'_> {
     }
 
     /// Appends `y[y_offset + t * y_stride..] (op)= W x[block xb][t]` for every row t, rounding
-    /// x first if needed.
+    /// x first if needed; with one row, a matvec that rounds x itself.
     #[allow(clippy::too_many_arguments)]
     fn matmul_to(
         &mut self,
@@ -511,29 +577,82 @@ impl Builder<'_> {
         y_stride: u32,
         epilogue: Epilogue,
     ) -> Result<()> {
+        let kind = weight_kind(&w.name);
+        self.matmul_group(x, y, &[(w, xb, y_offset, y_stride, epilogue)], kind)
+    }
+
+    /// Appends products that read blocks of the same activation `x` and write the same
+    /// buffer `y`, each `(W, x block, y offset, y stride, epilogue)` as for `matmul_to`, as
+    /// one op: in one-token steps their matvecs share dispatches where they can, and none
+    /// waits for another.
+    fn matmul_group(
+        &mut self,
+        x: Act,
+        y: (&'static str, &wgpu::Buffer),
+        items: &[(&GpuMatrix, u32, u32, u32, Epilogue)],
+        kind: String,
+    ) -> Result<()> {
         let (y_name, y) = y;
-        let input = self.input_for(x, w.ty)?;
         let block = x.rows * x.cols;
         let (step, grid) = if x.out {
             (self.head_step, Grid::Out)
         } else {
             (self.step, Grid::Rows)
         };
-        let call = self.matmul.prepare(
-            self.ctx,
-            w,
-            &input,
-            xb * block,
-            w.cols as u32,
-            y,
-            y_offset,
-            y_stride,
-            epilogue,
-            step,
-            x.rows,
-        )?;
+        let mut calls = Vec::new();
+        // Per rounding mode: the buffer the one-token matvecs read, and their jobs.
+        let mut singles: Vec<(u32, wgpu::Buffer, Vec<MatvecJob>)> = Vec::new();
+        for &(w, xb, y_offset, y_stride, epilogue) in items {
+            let mode = self.mode_for(w);
+            // The one-token matvec reads a copy a kernel wrote rounded (rounding it again
+            // changes nothing), else the unrounded activation: the rounding ops it would
+            // wait for are skipped in one-token steps.
+            let kernel_rounded = self.fresh.contains(&(x.name, mode))
+                && !self.rounded_by_op.contains(&(x.name, mode));
+            let input = self.input_for(x, w.ty)?;
+            let single_x = if mode == 0 || kernel_rounded {
+                input.clone()
+            } else {
+                x.buf.clone()
+            };
+            calls.push(self.matmul.prepare(
+                self.ctx,
+                w,
+                &input,
+                xb * block,
+                w.cols as u32,
+                y,
+                y_offset,
+                y_stride,
+                epilogue,
+                step,
+                x.rows,
+            )?);
+            let job = MatvecJob {
+                w,
+                x_offset: xb * block,
+                y_offset,
+                epilogue,
+            };
+            match singles
+                .iter_mut()
+                .find(|(m, b, _)| *m == mode && *b == single_x)
+            {
+                Some((_, _, jobs)) => jobs.push(job),
+                None => singles.push((mode, single_x, vec![job])),
+            }
+        }
+        let singles = singles
+            .iter()
+            .map(|(mode, single_x, jobs)| self.matvec.prepare(self.ctx, single_x, y, *mode, jobs))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
         self.fresh.retain(|(name, _)| *name != y_name);
-        self.ops.push(Op::Matmul(call, grid, weight_kind(&w.name)));
+        self.ops.push(Op::Matmul {
+            calls,
+            singles,
+            grid,
+            kind,
+        });
         Ok(())
     }
 
@@ -549,30 +668,8 @@ impl Builder<'_> {
         y_rows: u32,
         epilogue: Epilogue,
     ) -> Result<()> {
-        let (y_name, y) = y;
-        let input = self.input_for(x, w.ty)?;
-        let block = x.rows * x.cols;
-        let (step, grid) = if x.out {
-            (self.head_step, Grid::Out)
-        } else {
-            (self.step, Grid::Rows)
-        };
-        let call = self.matmul.prepare(
-            self.ctx,
-            w,
-            &input,
-            xb * block,
-            w.cols as u32,
-            y,
-            yb * y_rows * w.rows as u32,
-            w.rows as u32,
-            epilogue,
-            step,
-            x.rows,
-        )?;
-        self.fresh.retain(|(name, _)| *name != y_name);
-        self.ops.push(Op::Matmul(call, grid, weight_kind(&w.name)));
-        Ok(())
+        let rows = w.rows as u32;
+        self.matmul_to(w, x, xb, y, yb * y_rows * rows, rows, epilogue)
     }
 }
 
@@ -598,10 +695,10 @@ impl Engine {
             ));
         }
         let weights = ModelWeights::upload(&ctx, file, &spec, progress)?;
-        // Heads per WKV workgroup: 4 lets Q8_K rounding blocks (256 channels) fit in one.
-        let hpw: u32 = if c.n_head % 4 == 0 { 4 } else { 1 };
-        let kernels = Kernels::new(&ctx.device, hpw);
+        let lora_ranks = [c.decay_lora, c.iclr_lora, c.gate_lora, c.value_lora].map(|r| r as u32);
+        let kernels = Kernels::new(&ctx.device, lora_ranks);
         let matmul = MatmulKernels::new(&ctx)?;
+        let matvec = MatvecKernels::new();
         let dev = &ctx.device;
 
         let (d, r, s) = (
@@ -669,11 +766,13 @@ impl Engine {
             ctx: &ctx,
             kernels: &kernels,
             matmul: &matmul,
+            matvec: &matvec,
             step: &scratch.step,
             head_step: &scratch.head_step,
             round: options.llama_cpp_rounding,
             rounded: Vec::new(),
             fresh: Vec::new(),
+            rounded_by_op: Vec::new(),
             dummy: storage(&ctx, "unused output", 16)?,
             ops: Vec::new(),
         };
@@ -776,62 +875,56 @@ impl Engine {
             )?;
             // Mix blocks: 0 r, 1 w, 2 k, 3 v, 4 a, 5 g. rkv blocks: 0 r, 1 k, 2 v.
             // lora blocks: 0 decay, 1 iclr, 2 gate, 3 value residual.
-            b.matmul(
-                &lw.receptance,
+            // r, k, v into [3][rows][dim], as one op (none waits for another).
+            let rkv_items: Vec<(&GpuMatrix, u32, u32, u32, Epilogue)> =
+                [(&lw.receptance, 0), (&lw.key, 2), (&lw.value, 3)]
+                    .into_iter()
+                    .enumerate()
+                    .map(|(k, (w, xb))| (w, xb, k as u32 * rows * dim, dim, Epilogue::Store))
+                    .collect();
+            b.matmul_group(
                 view(&mix_a, rows),
-                0,
                 ("rkv", &rkv),
-                0,
-                rows,
-                Epilogue::Store,
+                &rkv_items,
+                "time_mix_rkv".into(),
             )?;
-            b.matmul(
-                &lw.key,
-                view(&mix_a, rows),
-                2,
-                ("rkv", &rkv),
-                1,
-                rows,
-                Epilogue::Store,
-            )?;
-            b.matmul(
-                &lw.value,
-                view(&mix_a, rows),
-                3,
-                ("rkv", &rkv),
-                2,
-                rows,
-                Epilogue::Store,
-            )?;
-            // First LoRA products into the packed hidden buffer; the second ones run inside
-            // the WKV kernel.
+            // First LoRA products into the packed hidden buffer, as one op (different
+            // buffer from rkv, so it does not wait for it either); the second ones run
+            // inside the WKV kernel.
             let hidden_blocks = [
                 (Some(&lw.w1), 1, Epilogue::Tanh),
                 (Some(&lw.a1), 4, Epilogue::Store),
                 (Some(&lw.g1), 5, Epilogue::Sigmoid),
                 (lw.v1.as_ref(), 3, Epilogue::Store),
             ];
-            for (k, (w, block, epilogue)) in hidden_blocks.into_iter().enumerate() {
-                if let Some(w) = w {
-                    let (offset, stride) = (hidden_offsets[k], w.rows as u32);
-                    b.matmul_to(
-                        w,
-                        view(&mix_a, rows),
-                        block,
-                        ("hidden", &hidden),
-                        offset,
-                        stride,
-                        epilogue,
-                    )?;
-                }
-            }
-            let out_mode = b.mode_for(&lw.output);
-            if out_mode == 4 && hpw != 4 {
-                return Err(EngineError::Unsupported(
-                    "Q8_K rounding of the attention output needs a multiple of 4 heads".into(),
-                ));
-            }
+            let lora_items: Vec<(&GpuMatrix, u32, u32, u32, Epilogue)> = hidden_blocks
+                .into_iter()
+                .enumerate()
+                .filter_map(|(k, (w, block, epilogue))| {
+                    w.map(|w| (w, block, hidden_offsets[k], w.rows as u32, epilogue))
+                })
+                .collect();
+            b.matmul_group(
+                view(&mix_a, rows),
+                ("hidden", &hidden),
+                &lora_items,
+                "time_mix_lora".into(),
+            )?;
+            // The WKV kernel rounds its output for the output projection when the rounding
+            // stays within a head; Q8_K blocks span 4 heads and are rounded by the reader.
+            let out_mode = match b.mode_for(&lw.output) {
+                4 => 0,
+                m => m,
+            };
             let att_in = b.rounded_buffer(view(&att_a, rows), out_mode)?;
+            let [rw, ra, rg, rv] = lora_ranks;
+            let want = [rw, ra, rg, if lw.v1.is_some() { rv } else { 0 }];
+            if lw.lora2_ranks != want {
+                return Err(EngineError::Unsupported(format!(
+                    "layer {i}: LoRA ranks {:?} differ from the model's {want:?}",
+                    lw.lora2_ranks
+                )));
+            }
             let wkv_params = uniform(
                 dev,
                 "wkv params",
@@ -851,7 +944,11 @@ impl Engine {
             );
             b.kernel(
                 "wkv7",
-                &kernels.wkv7,
+                if lw.lora2_f16 {
+                    &kernels.wkv7
+                } else {
+                    &kernels.wkv7_f32
+                },
                 &[
                     &wkv_params,
                     &scratch.step,
@@ -864,7 +961,7 @@ impl Engine {
                     &lw.vecs,
                     &att_in,
                 ],
-                Grid::ChunkHeads(c.n_head as u32 / hpw),
+                Grid::ChunkHeads(c.n_head as u32),
             );
             if out_mode != 0 {
                 b.fresh.push(("att_out", out_mode));
@@ -980,6 +1077,7 @@ impl Engine {
             ops,
             _buffers: buffers,
             last_times: StageTimes::default(),
+            sampler: None,
         })
     }
 
@@ -997,9 +1095,10 @@ impl Engine {
         self.weight_bytes() + self.buffer_bytes
     }
 
-    /// GPU operations recorded per step (kernel dispatches, split matrices counted once).
+    /// Dispatches recorded for a one-token step (one sequence decoding one token), the
+    /// count that bounds decode speed.
     pub fn ops_per_step(&self) -> usize {
-        self.ops.len()
+        self.ops.iter().map(|op| op.dispatches(1, 1)).sum()
     }
 
     /// Stage times of the last [`Engine::step`].
@@ -1039,6 +1138,22 @@ impl Engine {
     /// Runs the tokens of every input through the model, updating each slot's state, and
     /// returns, per input, the logits it asked for (one row per wanted position).
     pub fn step(&mut self, inputs: &[SlotInput]) -> Result<Vec<Vec<Vec<f32>>>> {
+        self.run_step(inputs, false)
+    }
+
+    /// The engine's logits buffer, `[max_out][vocab]` f32 (the sampler reads it).
+    pub(crate) fn logits_buffer(&self) -> &wgpu::Buffer {
+        &self.scratch.logits
+    }
+
+    /// [`Engine::step`]; with `sample`, the sampler (which must exist) picks a token from
+    /// every wanted logits row in the same submission, and each returned row is that token
+    /// id alone (as `f32::from_bits`): only the ids are read back.
+    pub(crate) fn run_step(
+        &mut self,
+        inputs: &[SlotInput],
+        sample: bool,
+    ) -> Result<Vec<Vec<Vec<f32>>>> {
         self.check_inputs(inputs)?;
         let mut outputs: Vec<Vec<Vec<f32>>> = vec![Vec::new(); inputs.len()];
         let mut done = vec![0usize; inputs.len()];
@@ -1080,7 +1195,7 @@ impl Engine {
                     "a step could not make progress (row or output budget of 0)".into(),
                 ));
             }
-            let rows = self.gpu_step(inputs, &plan, &mut times)?;
+            let rows = self.gpu_step(inputs, &plan, &mut times, sample)?;
             let mut rows = rows.into_iter();
             for &(i, start, len) in &plan {
                 let emits = match inputs[i].logits {
@@ -1119,6 +1234,7 @@ impl Engine {
         inputs: &[SlotInput],
         plan: &[(usize, usize, usize)],
         times: &mut StageTimes,
+        sample: bool,
     ) -> Result<Vec<Vec<f32>>> {
         // input
         let t0 = Instant::now();
@@ -1128,6 +1244,18 @@ impl Engine {
         // load
         self.upload_tables(&tables);
         let (step, out_rows) = (tables.step, &tables.out_rows);
+        let sampler = match (sample, &self.sampler) {
+            (true, Some(s)) => Some(s),
+            (true, None) => return Err(EngineError::Invalid("no sampler".into())),
+            (false, _) => None,
+        };
+        if let Some(s) = sampler {
+            let slots: Vec<u32> = out_rows
+                .iter()
+                .map(|&r| tables.rows[r as usize].slot)
+                .collect();
+            s.load_rows(&slots);
+        }
         let t2 = Instant::now();
 
         // dispatch
@@ -1147,9 +1275,19 @@ impl Engine {
             for op in &self.ops {
                 op.record(&mut pass, n_rows, step.n_out, n_chunks);
             }
+            if let Some(s) = sampler {
+                s.record(&mut pass, step.n_out);
+            }
+        }
+        if let Some(s) = sampler {
+            s.copy_ids(&mut encoder, step.n_out);
         }
         let vocab = self.config.vocab_size as u64;
-        let out_bytes = step.n_out as u64 * vocab * 4;
+        let out_bytes = if sampler.is_some() {
+            0
+        } else {
+            step.n_out as u64 * vocab * 4
+        };
         if out_bytes > 0 {
             encoder.copy_buffer_to_buffer(
                 &self.scratch.logits,
@@ -1171,7 +1309,10 @@ impl Engine {
 
         // back
         let mut result = Vec::with_capacity(out_rows.len());
-        if out_bytes > 0 {
+        if let Some(s) = sampler.filter(|_| step.n_out > 0) {
+            let ids = s.read_ids(step.n_out)?;
+            result.extend(ids.into_iter().map(|id| vec![f32::from_bits(id)]));
+        } else if out_bytes > 0 {
             let data = map_read(&self.ctx, &self.scratch.readback, out_bytes)?;
             let values: &[f32] = bytemuck::cast_slice(&data);
             result.extend(values.chunks_exact(vocab as usize).map(<[f32]>::to_vec));

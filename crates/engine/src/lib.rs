@@ -6,9 +6,12 @@ mod engine;
 mod error;
 pub mod kernels;
 mod profile;
+mod sample;
 mod state;
 pub mod weights;
 
 pub use engine::{Engine, EngineOptions, Logits, SlotInput, StageTimes};
 pub use error::{EngineError, Result};
 pub use profile::Profile;
+pub use rwkv_sampler::{CpuSampler, SamplingParams};
+pub use sample::GpuSampler;

@@ -1,8 +1,12 @@
-//! Profile mode: one step with a GPU timestamp around every operation, summed by kind.
+//! Profile mode: one step with GPU timestamps between operations, summed by kind.
 //!
-//! Each op runs in its own compute pass with timestamp writes at its start and end, so the
-//! times are what the GPU spent inside each op; the passes themselves add overhead that a
-//! normal step (one pass) does not have, so the total is larger than a normal step's.
+//! Where the adapter can write timestamps inside a compute pass
+//! (`TIMESTAMP_QUERY_INSIDE_PASSES`), the step is recorded as usual, in one pass, with a
+//! timestamp before the first op and after every op: an op's time is from the end of the op
+//! before it to its own end, so it includes the barrier and the drain in front of it and the
+//! times add up to the step's GPU time (ops that overlap share it). Otherwise each op runs in
+//! its own pass with timestamps at its start and end: the times are what the GPU spent inside
+//! each op, and the passes add overhead that a normal step does not have.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -46,7 +50,17 @@ impl Engine {
         self.upload_tables(&tables);
 
         let device = &self.ctx.device;
-        let n = self.ops.len() as u32 * 2;
+        let in_pass = self
+            .ctx
+            .features
+            .contains(wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES);
+        // In one pass: stamp 0 before the first op and stamp i + 1 after op i. Else stamps
+        // 2i and 2i + 1 around op i in its own pass.
+        let n = if in_pass {
+            self.ops.len() as u32 + 1
+        } else {
+            self.ops.len() as u32 * 2
+        };
         let queries = device.create_query_set(&wgpu::QuerySetDescriptor {
             label: Some("profile"),
             ty: wgpu::QueryType::Timestamp,
@@ -61,7 +75,18 @@ impl Engine {
         )?;
         let s = tables.step;
         let mut encoder = device.create_command_encoder(&Default::default());
-        for (i, op) in self.ops.iter().enumerate() {
+        if in_pass {
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("profile"),
+                timestamp_writes: None,
+            });
+            pass.write_timestamp(&queries, 0);
+            for (i, op) in self.ops.iter().enumerate() {
+                op.record(&mut pass, s.n_rows, s.n_out, s.n_chunks);
+                pass.write_timestamp(&queries, i as u32 + 1);
+            }
+        }
+        for (i, op) in self.ops.iter().enumerate().filter(|_| !in_pass) {
             let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
                 label: Some(op.kind()),
                 timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
@@ -83,9 +108,20 @@ impl Engine {
 
         let mut by_kind: BTreeMap<String, (usize, f64)> = BTreeMap::new();
         for (i, op) in self.ops.iter().enumerate() {
-            let ns = stamps[2 * i + 1].saturating_sub(stamps[2 * i]) as f64 * period;
+            let (start, end) = if in_pass {
+                (stamps[i], stamps[i + 1])
+            } else {
+                (stamps[2 * i], stamps[2 * i + 1])
+            };
+            let ns = end.saturating_sub(start) as f64 * period;
+            // Counted as the dispatches the op makes at this step's size (ops that record
+            // nothing for it, e.g. a rounding pass a one-token step fuses away, count none).
+            let dispatches = op.dispatches(s.n_rows, s.n_out);
+            if dispatches == 0 {
+                continue;
+            }
             let e = by_kind.entry(op.kind().to_string()).or_default();
-            e.0 += 1;
+            e.0 += dispatches;
             e.1 += ns;
         }
         let mut ops: Vec<(String, usize, Duration)> = by_kind

@@ -38,15 +38,26 @@ pub struct GpuSampler {
     _buffers: Vec<wgpu::Buffer>,
 }
 
-fn storage(ctx: &GpuContext, label: &str, bytes: u64, contents: Option<&[u8]>) -> Result<wgpu::Buffer> {
-    let usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC;
+fn storage(
+    ctx: &GpuContext,
+    label: &str,
+    bytes: u64,
+    contents: Option<&[u8]>,
+) -> Result<wgpu::Buffer> {
+    let usage =
+        wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC;
     Ok(ctx.create_buffer_checked(label, bytes.max(16), usage, contents)?)
 }
 
 impl GpuSampler {
     /// A sampler for up to `max_rows` rows of `vocab` logits per call, for `max_slots`
     /// sequences, with its own logits buffer (filled by [`GpuSampler::sample`]).
-    pub fn new(ctx: Arc<GpuContext>, vocab: usize, max_slots: usize, max_rows: usize) -> Result<GpuSampler> {
+    pub fn new(
+        ctx: Arc<GpuContext>,
+        vocab: usize,
+        max_slots: usize,
+        max_rows: usize,
+    ) -> Result<GpuSampler> {
         let logits = storage(&ctx, "sample logits", (max_rows * vocab * 4) as u64, None)?;
         GpuSampler::with_logits(ctx, vocab, max_slots, max_rows, logits)
     }
@@ -59,25 +70,37 @@ impl GpuSampler {
         max_rows: usize,
         logits: wgpu::Buffer,
     ) -> Result<GpuSampler> {
-        if vocab == 0 || max_slots == 0 || max_rows == 0 || vocab > u32::MAX as usize / max_rows.max(max_slots) {
+        if vocab == 0
+            || max_slots == 0
+            || max_rows == 0
+            || vocab > u32::MAX as usize / max_rows.max(max_slots)
+        {
             return Err(EngineError::Invalid(format!(
                 "cannot sample {max_rows} rows of {vocab} logits for {max_slots} slots"
             )));
         }
         let (v, s, r) = (vocab as u64, max_slots as u64, max_rows as u64);
-        let info = storage(&ctx, "sample info", 16, Some(bytemuck::cast_slice(&[vocab as u32, 0, 0, 0])))?;
         let info_uniform = ctx.create_buffer_checked(
             "sample info",
             16,
             wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
             Some(bytemuck::cast_slice(&[vocab as u32, 0, 0, 0])),
         )?;
-        drop(info);
         let defaults: Vec<u32> = (0..max_slots)
             .flat_map(|_| SamplingParams::default().prepare().words())
             .collect();
-        let params = storage(&ctx, "sample params", s * PARAMS_BYTES, Some(bytemuck::cast_slice(&defaults)))?;
-        let table = storage(&ctx, "exp table", 512 * 4, Some(bytemuck::cast_slice(rwkv_sampler::exp_table())))?;
+        let params = storage(
+            &ctx,
+            "sample params",
+            s * PARAMS_BYTES,
+            Some(bytemuck::cast_slice(&defaults)),
+        )?;
+        let table = storage(
+            &ctx,
+            "exp table",
+            512 * 4,
+            Some(bytemuck::cast_slice(rwkv_sampler::exp_table())),
+        )?;
         let counts = storage(&ctx, "penalty counts", s * v * 4, None)?;
         let counters = storage(&ctx, "sample counters", s * 4, None)?;
         let io = storage(&ctx, "sample io", r * 4, None)?;
@@ -93,7 +116,16 @@ impl GpuSampler {
             &ctx.device,
             &pipeline,
             "sample",
-            &[&info_uniform, &logits, &params, &table, &counts, &counters, &io, &weights],
+            &[
+                &info_uniform,
+                &logits,
+                &params,
+                &table,
+                &counts,
+                &counters,
+                &io,
+                &weights,
+            ],
         );
         Ok(GpuSampler {
             ctx,
@@ -140,11 +172,15 @@ impl GpuSampler {
     /// Sets a slot's parameters from its next step on; its counts and counter stay.
     pub fn set_params(&mut self, slot: usize, params: &SamplingParams) -> Result<()> {
         self.check_slot(slot)?;
-        params.validate().map_err(|e| EngineError::Invalid(e.to_string()))?;
+        params
+            .validate()
+            .map_err(|e| EngineError::Invalid(e.to_string()))?;
         let words = params.prepare().words();
-        self.ctx
-            .queue
-            .write_buffer(&self.params, slot as u64 * PARAMS_BYTES, bytemuck::cast_slice(&words));
+        self.ctx.queue.write_buffer(
+            &self.params,
+            slot as u64 * PARAMS_BYTES,
+            bytemuck::cast_slice(&words),
+        );
         Ok(())
     }
 
@@ -152,7 +188,9 @@ impl GpuSampler {
     pub fn reset(&mut self, slot: usize) -> Result<()> {
         self.check_slot(slot)?;
         let v = self.vocab as u64 * 4;
-        self.ctx.queue.write_buffer(&self.counters, slot as u64 * 4, &[0; 4]);
+        self.ctx
+            .queue
+            .write_buffer(&self.counters, slot as u64 * 4, &[0; 4]);
         let mut encoder = self.ctx.device.create_command_encoder(&Default::default());
         encoder.clear_buffer(&self.counts, slot as u64 * v, Some(v));
         self.ctx.queue.submit([encoder.finish()]);
@@ -162,13 +200,17 @@ impl GpuSampler {
     /// A slot's penalty counts, read back.
     pub fn counts(&self, slot: usize) -> Result<Vec<f32>> {
         self.check_slot(slot)?;
-        Ok(self.ctx.read_buffer_f32(&self.counts, (slot * self.vocab * 4) as u64, self.vocab)?)
+        Ok(self
+            .ctx
+            .read_buffer_f32(&self.counts, (slot * self.vocab * 4) as u64, self.vocab)?)
     }
 
     /// A slot's step counter (draws since its last reset), read back.
     pub fn counter(&self, slot: usize) -> Result<u32> {
         self.check_slot(slot)?;
-        let bytes = self.ctx.read_buffer_bytes(&self.counters, slot as u64 * 4, 4)?;
+        let bytes = self
+            .ctx
+            .read_buffer_bytes(&self.counters, slot as u64 * 4, 4)?;
         Ok(u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
     }
 
@@ -281,11 +323,18 @@ impl Engine {
         let inputs: Vec<SlotInput> = inputs
             .iter()
             .map(|i| SlotInput {
-                logits: if i.logits == Logits::Last { Logits::Last } else { Logits::None },
+                logits: if i.logits == Logits::Last {
+                    Logits::Last
+                } else {
+                    Logits::None
+                },
                 ..i.clone()
             })
             .collect();
         let out = self.run_step(&inputs, true)?;
-        Ok(out.iter().map(|rows| rows.first().map(|r| r[0].to_bits())).collect())
+        Ok(out
+            .iter()
+            .map(|rows| rows.first().map(|r| r[0].to_bits()))
+            .collect())
     }
 }

@@ -25,6 +25,11 @@ pub struct AdapterSummary {
     pub backend: String,
     pub device_type: String,
     pub driver: String,
+    /// Optional features the kernels use where offered (`f16`, `subgroup`, `timestamp`,
+    /// `cooperative-matrix`).
+    pub features: Vec<String>,
+    /// The cooperative matrix shapes the adapter offers, as `MxNxK ab->acc`.
+    pub cooperative_matrix: Vec<String>,
 }
 
 /// A device and its queue, with what the adapter offered.
@@ -36,6 +41,28 @@ pub struct GpuContext {
     pub features: wgpu::Features,
     /// The limits the device was created with (the adapter's own).
     pub limits: wgpu::Limits,
+    /// Whether the tensor-core path can run: cooperative matrices enabled with 16x16x16
+    /// f16 inputs and f32 accumulators, and one fixed subgroup size (see
+    /// [`GpuContext::coop_subgroup_size`]).
+    coop_f16: bool,
+}
+
+/// Environment variable that turns the cooperative-matrix (tensor core) kernels on
+/// (`WEB_RWKV_COOPMAT=1`). Off by default: on the H100 the portable tiled kernel is faster
+/// today (prefill of a 2.9B Q4_K_M: 447 tok/s tiled, 350 tok/s tensor cores; see
+/// BENCHMARKS.md), so the tensor-core path is kept correct and tested, not chosen.
+pub const COOP_ENV: &str = "WEB_RWKV_COOPMAT";
+
+/// Whether the adapter offers 16x16x16 f16 x f16 -> f32 cooperative matrices.
+fn has_coop_f16_16(adapter: &wgpu::Adapter) -> bool {
+    adapter
+        .features()
+        .contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX)
+        && adapter.cooperative_matrix_properties().iter().any(|p| {
+            (p.m_size, p.n_size, p.k_size) == (16, 16, 16)
+                && p.ab_type == wgpu::CooperativeScalarType::F16
+                && p.cr_type == wgpu::CooperativeScalarType::F32
+        })
 }
 
 /// Optional features requested when the adapter offers them. None is needed by the
@@ -67,8 +94,39 @@ fn adapters(instance: &wgpu::Instance) -> Vec<wgpu::Adapter> {
         .collect()
 }
 
-fn summary(index: usize, info: &wgpu::AdapterInfo) -> AdapterSummary {
+fn summary(index: usize, adapter: &wgpu::Adapter) -> AdapterSummary {
+    let info = adapter.get_info();
+    let offered = adapter.features();
+    let features = [
+        (wgpu::Features::SHADER_F16, "f16"),
+        (wgpu::Features::SUBGROUP, "subgroup"),
+        (wgpu::Features::TIMESTAMP_QUERY, "timestamp"),
+        (
+            wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX,
+            "cooperative-matrix",
+        ),
+    ]
+    .into_iter()
+    .filter(|(f, _)| offered.contains(*f))
+    .map(|(_, name)| name.to_string())
+    .collect();
+    let cooperative_matrix = if offered.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX) {
+        adapter
+            .cooperative_matrix_properties()
+            .iter()
+            .map(|p| {
+                format!(
+                    "{}x{}x{} {:?}->{:?}",
+                    p.m_size, p.n_size, p.k_size, p.ab_type, p.cr_type
+                )
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     AdapterSummary {
+        features,
+        cooperative_matrix,
         index,
         name: info.name.clone(),
         backend: format!("{:?}", info.backend),
@@ -159,15 +217,33 @@ impl GpuContext {
         let instance = instance();
         let adapter = choose(adapters(&instance), selector)?;
         let info = adapter.get_info();
-        let features = adapter.features() & WANTED_FEATURES;
+        let mut features = adapter.features() & WANTED_FEATURES;
         // The adapter's own limits: big storage bindings and buffers, many storage buffers
         // per stage, the full workgroup grid.
         let limits = adapter.limits();
+        // Tensor cores through wgpu's experimental cooperative matrices: only with f16
+        // shaders, the 16x16x16 f16 -> f32 shape, and one subgroup size (the kernel runs
+        // one subgroup per workgroup).
+        let coop_f16 = std::env::var(COOP_ENV).is_ok_and(|v| v == "1")
+            && features.contains(wgpu::Features::SHADER_F16 | wgpu::Features::SUBGROUP)
+            && info.subgroup_min_size == info.subgroup_max_size
+            && info.subgroup_min_size >= 8
+            && has_coop_f16_16(&adapter);
+        let experimental_features = if coop_f16 {
+            features |= wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX;
+            // SAFETY: wgpu asks callers of experimental features to accept that its
+            // implementation may have bugs. We only use cooperative loads, stores and
+            // multiply-adds of the advertised 16x16x16 f16/f32 shape on full subgroups with
+            // uniform control flow, and only when asked for (COOP_ENV).
+            unsafe { wgpu::ExperimentalFeatures::enabled() }
+        } else {
+            wgpu::ExperimentalFeatures::disabled()
+        };
         let desc = wgpu::DeviceDescriptor {
             label: Some("rwkv-gpu"),
             required_features: features,
             required_limits: limits.clone(),
-            experimental_features: wgpu::ExperimentalFeatures::disabled(),
+            experimental_features,
             memory_hints: wgpu::MemoryHints::Performance,
             trace: wgpu::Trace::Off,
         };
@@ -183,6 +259,7 @@ impl GpuContext {
             device,
             queue,
             info,
+            coop_f16,
         })
     }
 
@@ -191,13 +268,19 @@ impl GpuContext {
         adapters(&instance())
             .iter()
             .enumerate()
-            .map(|(i, a)| summary(i, &a.get_info()))
+            .map(|(i, a)| summary(i, a))
             .collect()
     }
 
     /// Whether the device has `SHADER_F16` (f16 arithmetic in shaders).
     pub fn has_f16(&self) -> bool {
         self.features.contains(wgpu::Features::SHADER_F16)
+    }
+
+    /// The subgroup size of the tensor-core kernels when they can run on this device
+    /// (cooperative matrices of 16x16x16 f16 -> f32, see [`COOP_ENV`]), else `None`.
+    pub fn coop_subgroup_size(&self) -> Option<u32> {
+        self.coop_f16.then_some(self.info.subgroup_min_size)
     }
 
     /// Whether the device has `SUBGROUP` operations.

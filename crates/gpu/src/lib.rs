@@ -4,9 +4,13 @@
 mod context;
 mod error;
 mod matmul;
+mod matvec;
 mod weights;
 
-pub use context::{AdapterSummary, ContextOptions, GpuContext, ADAPTER_ENV};
+pub use context::{AdapterSummary, ContextOptions, GpuContext, ADAPTER_ENV, COOP_ENV};
 pub use error::GpuError;
-pub use matmul::{Epilogue, GetRowsCall, MatmulCall, MatmulKernels, STEP_N_TOKENS_OFFSET};
+pub use matmul::{
+    Epilogue, GetRowsCall, MatmulCall, MatmulKernels, STEP_N_TOKENS_OFFSET, TILED_FROM_TOKENS,
+};
+pub use matvec::{MatvecCall, MatvecJob, MatvecKernels, MAX_BINDINGS, ROUNDING_WGSL};
 pub use weights::GpuMatrix;

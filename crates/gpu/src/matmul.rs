@@ -28,6 +28,28 @@ const GET_ROWS_WG_SIZE: u32 = 64;
 /// Tokens per workgroup of the batched matmul (each decoded weight is used this many times).
 const TOKENS_PER_WG: u32 = 8;
 
+/// The tiled matrix-matrix kernel (`matmul_tiled.wgsl`): rows and tokens per workgroup,
+/// columns per decoded weight tile and per staged x chunk, and the token count from which
+/// it replaces the row kernel.
+const TILE_ROWS: u32 = 16;
+const TILE_TOKENS: u32 = 64;
+const TILE_COLS: u32 = 256;
+const TILE_X_COLS: u32 = 32;
+pub const TILED_FROM_TOKENS: u32 = 16;
+/// The tensor-core kernel (`matmul_coop.wgsl`): rows and tokens per workgroup (four
+/// subgroups of 16 rows x 32 tokens), columns per staged x chunk, and its workgroup memory
+/// (f16 weight tile and x chunk, each row padded by 8 values, plus one f32 16x16 tile per
+/// subgroup).
+const COOP_ROWS: u32 = 32;
+const COOP_TOKENS: u32 = 64;
+const COOP_X_COLS: u32 = 64;
+const COOP_WORKGROUP_BYTES: u32 =
+    COOP_ROWS * (TILE_COLS + 8) * 2 + COOP_TOKENS * (COOP_X_COLS + 8) * 2 + 4 * 256 * 4;
+/// Workgroup memory the tiled kernel needs (weight tile with one padding vec4 per row, plus
+/// the x chunk); adapters that offer less use the row kernel for every batch.
+const TILED_WORKGROUP_BYTES: u32 =
+    TILE_ROWS * (TILE_COLS / 4 + 1) * 16 + TILE_TOKENS * TILE_X_COLS * 4;
+
 /// How the matmul's workgroups are shaped: `threads_per_row` threads share an output row,
 /// `rows_per_wg` rows share a workgroup.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -57,6 +79,8 @@ const COMMON_WGSL: &str = include_str!("quant/common.wgsl");
 const MATMUL_WGSL: &str = include_str!("matmul.wgsl");
 const MATMUL_X1_WGSL: &str = include_str!("matmul_x1.wgsl");
 const MATMUL_X4_WGSL: &str = include_str!("matmul_x4.wgsl");
+const MATMUL_TILED_WGSL: &str = include_str!("matmul_tiled.wgsl");
+const MATMUL_COOP_WGSL: &str = include_str!("matmul_coop.wgsl");
 const GET_ROWS_WGSL: &str = include_str!("get_rows.wgsl");
 
 /// The decode functions of a weight type.
@@ -124,6 +148,15 @@ enum Kernel {
         vec_x: bool,
         tiling: RowTiling,
     },
+    /// The tiled matrix-matrix kernel (x read as scalars).
+    Tiled {
+        epilogue: Epilogue,
+    },
+    /// The tensor-core kernel for subgroups of `subgroup` invocations.
+    Coop {
+        epilogue: Epilogue,
+        subgroup: u32,
+    },
     GetRows,
 }
 
@@ -154,6 +187,8 @@ struct Params {
 
 struct PartCall {
     bind_group: wgpu::BindGroup,
+    /// Rows of this part (the tiled kernel's grid is derived from it).
+    rows: u32,
     /// Workgroups along x and y covering this part's row groups (matmul).
     groups: (u32, u32),
     // Keeps the uniform buffer alive next to the bind group that uses it.
@@ -167,6 +202,11 @@ pub struct MatmulCall {
     /// Pipeline for one token, and for batches ([`TOKENS_PER_WG`] tokens per workgroup).
     single: Arc<wgpu::ComputePipeline>,
     batched: Arc<wgpu::ComputePipeline>,
+    /// The kernel for batches of [`TILED_FROM_TOKENS`] or more, with its rows and tokens
+    /// per workgroup: the tensor-core kernel where the device has cooperative matrices,
+    /// else the tiled kernel where the adapter has the workgroup memory for it.
+    tiled: Option<(Arc<wgpu::ComputePipeline>, u32, u32)>,
+    max_groups: u32,
     max_tokens: u32,
 }
 
@@ -337,6 +377,8 @@ impl MatmulKernels {
                 "matmul {ty} {epilogue:?} x{tokens} vec_x={vec_x} tpr={}",
                 tiling.threads_per_row
             ),
+            Kernel::Tiled { epilogue } => format!("matmul_tiled {ty} {epilogue:?}"),
+            Kernel::Coop { epilogue, .. } => format!("matmul_coop {ty} {epilogue:?}"),
             Kernel::GetRows => format!("get_rows {ty}"),
         };
         let fmt = format_wgsl(ty).ok_or_else(|| GpuError::UnsupportedType {
@@ -418,6 +460,7 @@ impl MatmulKernels {
             };
             out.push(PartCall {
                 bind_group,
+                rows: part.rows as u32,
                 groups,
                 _params: params_buf,
             });
@@ -465,6 +508,20 @@ impl MatmulKernels {
         };
         let single = self.pipeline(ctx, w.ty, kernel(1))?;
         let batched = self.pipeline(ctx, w.ty, kernel(TOKENS_PER_WG))?;
+        let shared = ctx.limits.max_compute_workgroup_storage_size;
+        let invocations = ctx.limits.max_compute_invocations_per_workgroup;
+        let tiled = match ctx.coop_subgroup_size() {
+            _ if max_tokens < TILED_FROM_TOKENS => None,
+            Some(subgroup) if shared >= COOP_WORKGROUP_BYTES && invocations >= 4 * subgroup => {
+                let kernel = Kernel::Coop { epilogue, subgroup };
+                Some((self.pipeline(ctx, w.ty, kernel)?, COOP_ROWS, COOP_TOKENS))
+            }
+            _ if shared >= TILED_WORKGROUP_BYTES && invocations >= 256 => {
+                let kernel = Kernel::Tiled { epilogue };
+                Some((self.pipeline(ctx, w.ty, kernel)?, TILE_ROWS, TILE_TOKENS))
+            }
+            _ => None,
+        };
         let io = Params {
             in_offset: x_offset,
             in_stride: x_stride,
@@ -478,6 +535,8 @@ impl MatmulKernels {
             parts,
             single,
             batched,
+            tiled,
+            max_groups: ctx.limits.max_compute_workgroups_per_dimension.max(1),
             max_tokens,
         })
     }
@@ -557,6 +616,45 @@ fn compose(ty: GgmlType, kernel: Kernel, format: &str) -> String {
             tiling.rows_per_wg,
             tiling.threads_per_row,
         ),
+        Kernel::Tiled { epilogue } => {
+            return format!(
+                "// {ty} {kernel:?} (generated by rwkv-gpu matmul.rs)\n\
+                 const WG_SIZE: u32 = {}u;\n\
+                 const BM: u32 = {TILE_ROWS}u;\n\
+                 const BN: u32 = {TILE_TOKENS}u;\n\
+                 const KT: u32 = {TILE_COLS}u;\n\
+                 const KX: u32 = {TILE_X_COLS}u;\n\
+                 const EPILOGUE: u32 = {}u;\n\
+                 const N_TOKENS_WORD: u32 = {}u;\n\n\
+                 {COMMON_WGSL}\n{format}\n{MATMUL_X1_WGSL}\n{MATMUL_TILED_WGSL}",
+                (TILE_ROWS / 2) * (TILE_TOKENS / 2),
+                epilogue.id(),
+                STEP_N_TOKENS_OFFSET / 4
+            );
+        }
+        Kernel::Coop { epilogue, subgroup } => {
+            // `enable` directives must come first in a WGSL module.
+            let (enables, body): (Vec<&str>, Vec<&str>) = MATMUL_COOP_WGSL
+                .lines()
+                .partition(|l| l.starts_with("enable "));
+            let enables = enables.join("\n");
+            let body = body.join("\n");
+            return format!(
+                "{enables}\n// {ty} {kernel:?} (generated by rwkv-gpu matmul.rs)\n\
+                 const SG: u32 = {subgroup}u;\n\
+                 const WG_SIZE: u32 = {}u;\n\
+                 const BM: u32 = {COOP_ROWS}u;\n\
+                 const BN: u32 = {COOP_TOKENS}u;\n\
+                 const KT: u32 = {TILE_COLS}u;\n\
+                 const KX: u32 = {COOP_X_COLS}u;\n\
+                 const EPILOGUE: u32 = {}u;\n\
+                 const N_TOKENS_WORD: u32 = {}u;\n\n\
+                 {COMMON_WGSL}\n{format}\n{MATMUL_X1_WGSL}\n{body}",
+                4 * subgroup,
+                epilogue.id(),
+                STEP_N_TOKENS_OFFSET / 4
+            );
+        }
         Kernel::GetRows => (GET_ROWS_WGSL, "", 1, 0, 1, GET_ROWS_WG_SIZE),
     };
     debug_assert!(GpuFormat::of(ty).is_some());
@@ -581,6 +679,17 @@ impl MatmulCall {
     pub fn record(&self, pass: &mut wgpu::ComputePass<'_>, n_tokens: u32) {
         let n = n_tokens.min(self.max_tokens);
         if n == 0 {
+            return;
+        }
+        let big = self.tiled.as_ref().filter(|_| n >= TILED_FROM_TOKENS);
+        if let Some((pipeline, rows, tokens)) = big {
+            pass.set_pipeline(pipeline);
+            for part in &self.parts {
+                let groups = part.rows.div_ceil(*rows);
+                let x = groups.clamp(1, self.max_groups);
+                pass.set_bind_group(0, &part.bind_group, &[]);
+                pass.dispatch_workgroups(x, groups.div_ceil(x), n.div_ceil(*tokens));
+            }
             return;
         }
         let (pipeline, per_wg) = if n == 1 {
@@ -615,6 +724,39 @@ impl GetRowsCall {
         for part in &self.parts {
             pass.set_bind_group(0, &part.bind_group, &[]);
             pass.dispatch_workgroups(x, y, 1);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The tensor-core kernels cannot run on a device without cooperative matrices (CI's
+    /// lavapipe), so every one is at least parsed and validated here as wgpu would on a
+    /// device that has them; `tests/coop.rs` runs them where the device allows.
+    #[test]
+    fn coop_shaders_validate_for_every_type() {
+        use GgmlType::*;
+        let types = [
+            F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K,
+        ];
+        for ty in types {
+            for epilogue in Epilogue::ALL {
+                for subgroup in [32, 64] {
+                    let kernel = Kernel::Coop { epilogue, subgroup };
+                    let source = compose(ty, kernel, format_wgsl(ty).unwrap());
+                    let module = naga::front::wgsl::parse_str(&source).unwrap_or_else(|e| {
+                        panic!("{ty} {kernel:?}: {}", e.emit_to_string(&source))
+                    });
+                    naga::valid::Validator::new(
+                        naga::valid::ValidationFlags::all(),
+                        naga::valid::Capabilities::all(),
+                    )
+                    .validate(&module)
+                    .unwrap_or_else(|e| panic!("{ty} {kernel:?}: {e:?}"));
+                }
+            }
         }
     }
 }

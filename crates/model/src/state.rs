@@ -69,6 +69,16 @@ impl State {
 
     /// The state as safetensors bytes.
     pub fn to_safetensors(&self, config: &Rwkv7Config) -> Result<Vec<u8>> {
+        self.to_safetensors_with(config, &[])
+    }
+
+    /// The state as safetensors bytes with `extra` metadata entries (e.g. an application's
+    /// notes about the text the state holds); see [`State::metadata`].
+    pub fn to_safetensors_with(
+        &self,
+        config: &Rwkv7Config,
+        extra: &[(&str, &str)],
+    ) -> Result<Vec<u8>> {
         self.check(config)?;
         let hs = config.head_size;
         let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = self
@@ -110,7 +120,18 @@ impl State {
             ("n_embd".to_string(), config.n_embd.to_string()),
             ("head_size".to_string(), hs.to_string()),
         ]);
+        let mut meta = meta;
+        for &(k, v) in extra {
+            meta.entry(k.to_string()).or_insert_with(|| v.to_string());
+        }
         safetensors::serialize(views, Some(meta)).map_err(|e| ModelError::StateFile(e.to_string()))
+    }
+
+    /// The metadata entries of a state file's bytes (the model's shape and any extra ones).
+    pub fn metadata(bytes: &[u8]) -> Result<HashMap<String, String>> {
+        let (_, meta) =
+            SafeTensors::read_metadata(bytes).map_err(|e| ModelError::StateFile(e.to_string()))?;
+        Ok(meta.metadata().clone().unwrap_or_default())
     }
 
     /// Reads a state from safetensors bytes, checking it fits `config`.
@@ -168,4 +189,39 @@ impl State {
 
 fn f32_bytes(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extra_metadata_travels_with_the_state() {
+        let config = Rwkv7Config {
+            n_layer: 2,
+            n_embd: 64,
+            head_size: 64,
+            n_head: 1,
+            ffn_size: 256,
+            decay_lora: 8,
+            iclr_lora: 8,
+            value_lora: 8,
+            gate_lora: 8,
+            layer_norm_eps: 1e-5,
+            vocab_size: 16,
+        };
+        let mut state = State::new(&config);
+        state.layers[1].wkv[5] = 2.5;
+        let bytes = state
+            .to_safetensors_with(&config, &[("chat.tail", "user: x"), ("n_layer", "99")])
+            .unwrap();
+        assert_eq!(State::from_safetensors(&bytes, &config).unwrap(), state);
+        let meta = State::metadata(&bytes).unwrap();
+        assert_eq!(meta["chat.tail"], "user: x");
+        // Extra entries never replace the model's shape.
+        assert_eq!(meta["n_layer"], "2");
+        let plain = State::metadata(&state.to_safetensors(&config).unwrap()).unwrap();
+        assert!(!plain.contains_key("chat.tail"));
+        assert!(State::metadata(b"junk").is_err());
+    }
 }

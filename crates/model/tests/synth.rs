@@ -126,7 +126,9 @@ fn a_tokenizer_of_another_size_is_refused() {
     assert!(err.contains("65536 tokens"), "{err}");
 }
 
-/// Runs the CPU reference over a few tokens; every logit is finite and they spread sanely.
+/// Runs the CPU reference over a few tokens; every logit is finite, they spread sanely, and the
+/// model is not degenerate: the next-token distribution is neither one-hot nor flat, and it
+/// changes with the input (different tokens win at different positions).
 fn check_logits(file: &GgufFile, what: &str) {
     let model = CpuModel::load(file).unwrap_or_else(|e| panic!("{what}: {e}"));
     let vocab = model.config.vocab_size as u32;
@@ -134,6 +136,7 @@ fn check_logits(file: &GgufFile, what: &str) {
         .map(|i| i.wrapping_mul(2654435761) % vocab)
         .collect();
     let mut state = model.new_state();
+    let mut winners = Vec::new();
     for (pos, row) in model
         .forward_sequence(&tokens, &mut state)
         .unwrap()
@@ -147,7 +150,41 @@ fn check_logits(file: &GgufFile, what: &str) {
             (0.3..20.0).contains(&std),
             "{what}: position {pos}: logit spread {std}"
         );
+        // Softmax: the top token takes neither (almost) everything nor (almost) nothing, and
+        // the entropy is between a few tokens' worth and the uniform distribution's.
+        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let z: f64 = row.iter().map(|&v| ((v - max) as f64).exp()).sum();
+        let top = 1.0 / z;
+        let entropy: f64 = row
+            .iter()
+            .map(|&v| {
+                let p = ((v - max) as f64).exp() / z;
+                if p > 0.0 {
+                    -p * p.ln()
+                } else {
+                    0.0
+                }
+            })
+            .sum();
+        let uniform = (row.len() as f64).ln();
+        eprintln!("{what}: position {pos}: logit std {std:.2}, top p {top:.3}, entropy {entropy:.2} of {uniform:.2}");
+        assert!(
+            top < 0.9 && top > 2.0 / row.len() as f64,
+            "{what}: position {pos}: top probability {top}"
+        );
+        assert!(
+            entropy > 1.0 && entropy < 0.99 * uniform,
+            "{what}: position {pos}: entropy {entropy} (uniform {uniform})"
+        );
+        winners.push(
+            row.iter()
+                .enumerate()
+                .fold(0, |b, (i, &v)| if v > row[b] { i } else { b }),
+        );
     }
+    winners.sort_unstable();
+    winners.dedup();
+    assert!(winners.len() > 1, "{what}: the same token wins everywhere");
     for (l, s) in state.layers.iter().enumerate() {
         assert!(
             s.wkv.iter().all(|v| v.is_finite() && v.abs() < 1e4),
@@ -172,6 +209,20 @@ fn activations_stay_sane_through_32_layers() {
         o.file_type = ty;
         o.seed = 9;
         check_logits(&build(&o), &format!("32 layers {ty}"));
+    }
+}
+
+#[test]
+fn activations_stay_sane_at_the_presets_widths() {
+    // The 0.4B and 2.9B widths with their LoRA ranks (a few layers and a small vocabulary,
+    // to keep the CPU reference quick): the scales are set per fan-in, so width changes
+    // nothing.
+    for (preset, layers, ty) in [("0.4b", 4, FileType::Q4_K_M), ("2.9b", 2, FileType::F16)] {
+        let p = Preset::find(preset).unwrap();
+        let mut o = SynthOptions::new(layers, p.n_embd, 1024).with_lora(p.lora);
+        o.file_type = ty;
+        o.seed = 13;
+        check_logits(&build(&o), &format!("{preset} width {ty}"));
     }
 }
 

@@ -89,41 +89,96 @@ pub struct Wkv7Params {
 pub struct Kernels {
     pub layer_norm: wgpu::ComputePipeline,
     pub token_mix: wgpu::ComputePipeline,
+    /// The WKV kernel for f16 LoRA weights, and for f32 ones.
     pub wkv7: wgpu::ComputePipeline,
+    pub wkv7_f32: wgpu::ComputePipeline,
     pub round_activations: wgpu::ComputePipeline,
 }
 
 impl Kernels {
-    /// `heads_per_group`: heads per WKV workgroup (1 or 4).
-    pub fn new(device: &wgpu::Device, heads_per_group: u32) -> Kernels {
-        let wkv = format!(
-            "const HPW: u32 = {heads_per_group}u;\n{}{}",
-            include_str!("rounding.wgsl"),
-            include_str!("wkv7.wgsl")
-        );
+    /// `lora_ranks`: the model's LoRA ranks (decay, iclr, gate, value), built into the WKV
+    /// kernel as constants.
+    pub fn new(device: &wgpu::Device, lora_ranks: [u32; 4]) -> Kernels {
+        let [rw, ra, rg, rv] = lora_ranks;
+        let wkv = |f16: bool| {
+            format!(
+                "const R_W: u32 = {rw}u;\nconst R_A: u32 = {ra}u;\nconst R_G: u32 = {rg}u;\n\
+                 const R_V: u32 = {rv}u;\nconst LORA_F16: bool = {f16};\n{}{}{}",
+                lora_lanes_wgsl(lora_ranks),
+                rwkv_gpu::ROUNDING_WGSL,
+                include_str!("wkv7.wgsl")
+            )
+        };
         Kernels {
             layer_norm: pipeline(device, "layer_norm", include_str!("layer_norm.wgsl")),
             token_mix: pipeline(
                 device,
                 "token_mix",
-                &[
-                    include_str!("rounding.wgsl"),
-                    include_str!("token_mix.wgsl"),
-                ]
-                .concat(),
+                &[rwkv_gpu::ROUNDING_WGSL, include_str!("token_mix.wgsl")].concat(),
             ),
-            wkv7: pipeline(device, "wkv7", &wkv),
+            wkv7: pipeline(device, "wkv7", &wkv(true)),
+            wkv7_f32: pipeline(device, "wkv7", &wkv(false)),
             round_activations: pipeline(
                 device,
                 "round_activations",
                 &[
-                    include_str!("rounding.wgsl"),
+                    rwkv_gpu::ROUNDING_WGSL,
                     include_str!("round_activations.wgsl"),
                 ]
                 .concat(),
             ),
         }
     }
+}
+
+/// `lora_lanes` of wkv7.wgsl for the given ranks, every load written out (a loop whose trip
+/// count the driver's compiler does not unroll would wait for its loads a few at a time).
+fn lora_lanes_wgsl(ranks: [u32; 4]) -> String {
+    use std::fmt::Write;
+    let mut s = String::from(
+        "fn lora_lanes(g: u32, pr: u32, hb: vec4<u32>, wb: vec4<u32>, vec_mode: bool, \
+         has_v: bool) {\n",
+    );
+    let comps = ["x", "y", "z", "w"];
+    // Loads first (the value LoRA reads weight 0 where the layer has none), then sums.
+    for (l, &rank) in ranks.iter().enumerate() {
+        let c = comps[l];
+        for m in 0..rank.div_ceil(8) {
+            let j = format!("({}u + g)", 8 * m);
+            let mut idx = format!("wb.{c} + {j} * p.dim");
+            let mut h = format!("sh_hidden[hb.{c} + {j}]");
+            if rank % 8 != 0 {
+                idx = format!("select(0u, {idx}, {j} < {rank}u)");
+                h = format!("select(0.0, {h}, {j} < {rank}u)");
+            }
+            if l == 3 {
+                idx = format!("select(0u, {idx}, has_v)");
+            }
+            let _ = writeln!(s, "    let w{l}_{m} = lora_pair({idx});");
+            let _ = writeln!(s, "    let h{l}_{m} = vec2<f32>({h});");
+        }
+    }
+    for (l, &rank) in ranks.iter().enumerate() {
+        let body = rank / 32 * 32;
+        let _ = writeln!(s, "    {{");
+        let _ = writeln!(s, "        var one = vec2<f32>(0.0);");
+        let _ = writeln!(s, "        var f = array<vec2<f32>, 4>();");
+        for m in 0..rank.div_ceil(8) {
+            let _ = writeln!(s, "        one = fma(w{l}_{m}, h{l}_{m}, one);");
+            if 8 * m < body {
+                let a = m % 4;
+                let _ = writeln!(s, "        f[{a}] = fma(w{l}_{m}, h{l}_{m}, f[{a}]);");
+            }
+        }
+        let _ = writeln!(
+            s,
+            "        let v = select(one, (f[0] + f[2]) + (f[1] + f[3]), vec_mode);"
+        );
+        let _ = writeln!(s, "        sh_part[({l}u * LANES + g) * PAIRS + pr] = v;");
+        let _ = writeln!(s, "    }}");
+    }
+    s.push_str("}\n");
+    s
 }
 
 /// A compute pipeline with the layout derived from the shader.

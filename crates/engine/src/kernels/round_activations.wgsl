@@ -1,8 +1,9 @@
-// (rounding.wgsl is prepended.)
+// (rwkv-gpu's rounding.wgsl is prepended.)
 // Rounds activation rows the way ggml's CPU backend does before a matrix product, so that the
 // GPU reproduces llama.cpp's numbers: f16 or bf16 per value, or Q8_0 / Q8_K blocks (values
 // snapped to an 8-bit grid per block of 32 / 256). Writes the rounded f32 values.
-// One workgroup per (row, block of rows); rows are [block][max_rows][cols].
+// One workgroup per (row, block of rows and tile of 256 columns); rows are
+// [block][max_rows][cols]. Q8_K rows are whole blocks of 256, Q8_0 rows of 32.
 
 struct Params {
     cols: u32,
@@ -57,18 +58,22 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
     if wg.x >= count {
         return;
     }
-    let base = wg.y * p.block_stride + wg.x * p.cols;
+    // wg.y = block * tiles + tile: 256 columns of one row of one block.
+    let tiles = (p.cols + WG - 1u) / WG;
+    let tile = wg.y % tiles;
+    let base = (wg.y / tiles) * p.block_stride + wg.x * p.cols + tile * WG;
+    let n = min(WG, p.cols - tile * WG);
     if p.mode == 1u || p.mode == 2u {
-        for (var c = tid; c < p.cols; c += WG) {
-            let v = input[base + c];
-            output[base + c] = select(round_bf16(v), round_f16(v), p.mode == 1u);
+        if tid < n {
+            let v = input[base + tid];
+            output[base + tid] = select(round_bf16(v), round_f16(v), p.mode == 1u);
         }
         return;
     }
     if p.mode == 3u {
-        // Q8_0: each thread owns whole blocks of 32. d = amax / 127 stored as f16.
-        for (var b = tid; b * 32u < p.cols; b += WG) {
-            let o = base + b * 32u;
+        // Q8_0: each thread of the first 8 owns a block of 32. d = amax / 127 stored as f16.
+        if tid * 32u < n {
+            let o = base + tid * 32u;
             var amax = 0.0;
             for (var j = 0u; j < 32u; j++) {
                 amax = max(amax, abs(input[o + j]));
@@ -82,19 +87,16 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
         }
         return;
     }
-    // Q8_K: blocks of 256, one value per thread. The scale comes from the signed value of
+    // Q8_K: one block of 256, one value per thread. The scale comes from the signed value of
     // largest magnitude, which maps to -127.
-    for (var b = 0u; b * 256u < p.cols; b++) {
-        let o = base + b * 256u;
-        let v = input[o + tid];
-        let imax = reduce_max_abs(tid, v);
-        let max_v = input[o + imax];
-        if max_v == 0.0 {
-            output[o + tid] = 0.0;
-        } else {
-            let iscale = -127.0 / max_v;
-            let d = 1.0 / iscale;
-            output[o + tid] = min(round(iscale * v), 127.0) * d;
-        }
+    let v = input[base + tid];
+    let imax = reduce_max_abs(tid, v);
+    let max_v = input[base + imax];
+    if max_v == 0.0 {
+        output[base + tid] = 0.0;
+    } else {
+        let iscale = -127.0 / max_v;
+        let d = 1.0 / iscale;
+        output[base + tid] = min(round(iscale * v), 127.0) * d;
     }
 }

@@ -242,7 +242,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
         }
 
         // Step 5: inverse CDF in id order. Invocation j sums the kept weights of the j-th
-        // run of consecutive ids; invocation 0 finds the run holding the target and walks it.
+        // run of consecutive ids; invocation 0 finds the run holding the goal and walks it.
         let run = (vocab + WG - 1u) / WG;
         let start = min(tid * run, vocab);
         let end = min(start + run, vocab);
@@ -260,12 +260,12 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
             for (var j = 0u; j < WG; j++) {
                 kept = add64(kept, red64[j]);
             }
-            let target = mul_shr32(kept, random(p.seed_lo, p.seed_hi, counters[slot]));
+            let goal = mul_shr32(kept, random(p.seed_lo, p.seed_hi, counters[slot]));
             var acc = vec2<u32>(0u, 0u);
             var j = 0u;
             for (; j < WG - 1u; j++) {
                 let next = add64(acc, red64[j]);
-                if gt64(next, target) {
+                if gt64(next, goal) {
                     break;
                 }
                 acc = next;
@@ -275,7 +275,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
                 let w = weights[lbase + i];
                 if w >= t {
                     acc = add64(acc, vec2<u32>(w, 0u));
-                    if gt64(acc, target) {
+                    if gt64(acc, goal) {
                         pick = i;
                         break;
                     }
@@ -287,10 +287,10 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
     }
 
     // Step 6: decay every count, count the token, advance the step counter.
-    let floor = bitcast<f32>(COUNT_FLOOR_BITS);
+    let count_floor = bitcast<f32>(COUNT_FLOOR_BITS);
     for (var i = tid; i < vocab; i += WG) {
         var c = opaque(counts[cbase + i] * p.decay);
-        if c < floor {
+        if c < count_floor {
             c = 0.0;
         }
         if i == chosen {

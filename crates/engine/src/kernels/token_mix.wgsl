@@ -1,10 +1,11 @@
-// (rounding.wgsl is prepended.)
+// (rwkv-gpu's rounding.wgsl is prepended.)
 // Layer norm + token shift + lerps + rounding, fused: for each row t (a token) and each of
 // `n_mix` mixes m,
 //   xn = norm(x[t]);  prev = norm(x[previous token]) or the sequence's saved shift state
 //   out[m][t] = xn + (prev - xn) * mu[m]
 // written once or twice per mix (`target a` and `target b`), each rounded as the matrix that
-// reads it needs (ggml's activation rounding). The last row of each chunk saves xn as the
+// reads it needs (ggml's activation rounding); in one-token steps unrounded, as the matvecs
+// that read them round their input themselves. The last row of each chunk saves xn as the
 // sequence's new shift state, into the other half of the double-buffered state, so no row of
 // this dispatch reads what another writes.
 // Grid: (rows, column tiles of 256). Every workgroup recomputes the norm statistics of its
@@ -172,20 +173,28 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
         shift_state[(1u - info.half) * p.half_stride + info.slot * p.dim + c] = xn;
     }
     let sx = prev - xn;
+    // A one-token step's readers are matvecs that round their input themselves.
+    let round_here = step.n_rows > 1u;
     for (var m = 0u; m < p.n_mix; m++) {
         // Threads past the row carry 0 so block maxima are not disturbed.
         let v = select(0.0, sx * mu[m * p.dim + cc] + xn, in_row);
         let o = m * p.mix_stride + t * p.dim + c;
         let ma = mode_of(p.mode_a, m);
         if ma != 255u {
-            let r = round_value(tid, v, ma);
+            var r = v;
+            if round_here {
+                r = round_value(tid, v, ma);
+            }
             if in_row {
                 out_a[o] = r;
             }
         }
         let mb = mode_of(p.mode_b, m);
         if mb != 255u {
-            let r = round_value(tid, v, mb);
+            var r = v;
+            if round_here {
+                r = round_value(tid, v, mb);
+            }
             if in_row {
                 out_b[o] = r;
             }

@@ -1,21 +1,31 @@
-// (rounding.wgsl and a header defining HPW, heads per workgroup, are prepended.)
-// The RWKV-7 attention core for HPW heads of one chunk: each group of HEAD_SIZE threads owns a
-// head and walks the chunk's tokens in order. Per token it
+// (rwkv-gpu's rounding.wgsl, the generated lora_lanes and a header with the LoRA ranks R_W,
+// R_A, R_G, R_V and LORA_F16, whether the LoRA weights are f16 pairs, are prepended.)
+// The RWKV-7 attention core: one workgroup per (chunk, head) walks the chunk's tokens in
+// order. Per token it
 //  1. finishes the LoRAs: w, a, g and the value-residual mix are the second LoRA products,
-//     computed here for the head's channels from the hidden vectors (rounded as ggml rounds
-//     the input of an F16 product) and the transposed LoRA weights;
+//     computed here for the head's 64 channels from the hidden vectors (rounded as ggml
+//     rounds the input of an F16 product) and the transposed LoRA weights, in the lanes of
+//     llama.cpp's CPU kernels: 8 FMA lanes over the rank (lane = j % 8, reduced as
+//     tinyBLAS's `hsum`) for chunks of several tokens, 4 x 8 lanes (j % 32, reduced as
+//     `GGML_F32x8_REDUCE`) for single tokens (`ggml_vec_dot_f16`). Thread (lane g, pair p)
+//     sums lane g for channels 2p, 2p + 1 (one u32 of f16 weights); with the ranks known
+//     when the shader is built, each thread's loads are all in flight at once;
 //  2. finishes the head's inputs: decay, in-context rate, value residual, k normalisation;
-//  3. updates the 64x64 state and reads it out with r;
+//  3. updates the 64x64 state and reads it out with r (threads 0..63 own a row each);
 //  4. applies the per-head group norm, the r.k bonus and the gate;
-//  5. writes the result rounded as the output projection's reader needs (Q8_K blocks span
-//     the 256 channels of 4 heads, which is why a workgroup holds 4 heads when it can).
+//  5. writes the result, rounded as the output projection's reader needs when the rounding
+//     stays inside a head (f16, bf16, Q8_0 blocks of 32); Q8_K blocks span 4 heads, so for
+//     them the result is written in f32 and rounded by the reader.
 //
-// Thread i of a head owns row i of its state (value index i, key index j):
+// Thread i < 64 owns row i of the head's state (value index i, key index j):
 //   S[i][j] = S[i][j] * w[j] + v[i] * k[j] + (sum_j' S[i][j'] * -kk[j']) * (kk[j] * a[j])
 //   y[i] = sum_j S[i][j] * r[j]
 
 const HEAD_SIZE: u32 = 64u;
-const WG: u32 = HEAD_SIZE * HPW;
+const WG: u32 = 256u;
+// LoRA products: PAIRS threads cover the head's channels two by two, one per lane.
+const PAIRS: u32 = HEAD_SIZE / 2u;
+const LANES: u32 = 8u;
 
 struct Params {
     dim: u32,
@@ -29,9 +39,9 @@ struct Params {
     hidden_offsets: vec4<u32>,
     // Where each transposed LoRA weight starts in `lora_w` (in values).
     weight_offsets: vec4<u32>,
-    // 1: LoRA weights are f16 pairs; 0: f32.
+    // 1: LoRA weights are f16 pairs; 0: f32 (the pipeline's LORA_F16 says the same).
     lora_f16: u32,
-    // Rounding of the output for the output projection: 0 f32, 1 f16, 2 bf16, 3 Q8_0, 4 Q8_K.
+    // Rounding of the output for the output projection: 0 f32, 1 f16, 2 bf16, 3 Q8_0.
     out_mode: u32,
     // 1: hidden values are rounded to f16 as ggml does for an F16 product.
     round_hidden: u32,
@@ -73,57 +83,26 @@ const LN_B: u32 = 7u;
 // Transposed second LoRA weights, [rank][dim] each (f16 pairs or f32).
 @group(0) @binding(5) var<storage, read> lora_w: array<u32>;
 @group(0) @binding(6) var<storage, read_write> v_first: array<f32>;
-// [slots][heads][HEAD_SIZE][HEAD_SIZE] for this layer.
-@group(0) @binding(7) var<storage, read_write> state: array<f32>;
+// [slots][heads][HEAD_SIZE][HEAD_SIZE] for this layer, as vec4s.
+@group(0) @binding(7) var<storage, read_write> state: array<vec4<f32>>;
 @group(0) @binding(8) var<storage, read> vecs: array<f32>;
 @group(0) @binding(9) var<storage, read_write> output: array<f32>;
 
-var<workgroup> red: array<f32, WG>;
-var<workgroup> red_idx: array<u32, WG>;
-var<workgroup> sh_w: array<f32, WG>;
-var<workgroup> sh_k: array<f32, WG>;
-var<workgroup> sh_a: array<f32, WG>;
-var<workgroup> sh_b: array<f32, WG>;
-var<workgroup> sh_r: array<f32, WG>;
 // Hidden vectors of the current token, rounded (at most 1024 values over the four LoRAs).
 const MAX_HIDDEN: u32 = 1024u;
 var<workgroup> sh_hidden: array<f32, MAX_HIDDEN>;
-
-// Sum over the `width` consecutive threads of this thread's group.
-fn group_sum(t: u32, v: f32, width: u32) -> f32 {
-    red[t] = v;
-    workgroupBarrier();
-    for (var s = width / 2u; s > 0u; s = s / 2u) {
-        if (t % width) < s {
-            red[t] = red[t] + red[t + s];
-        }
-        workgroupBarrier();
-    }
-    let total = red[t - t % width];
-    workgroupBarrier();
-    return total;
-}
-
-// Index of the largest |v| over `width` consecutive threads (ties: lowest index).
-fn group_argmax_abs(t: u32, v: f32, width: u32) -> u32 {
-    red[t] = abs(v);
-    red_idx[t] = t;
-    workgroupBarrier();
-    for (var s = width / 2u; s > 0u; s = s / 2u) {
-        if (t % width) < s {
-            let a = red[t];
-            let b = red[t + s];
-            if b > a || (b == a && red_idx[t + s] < red_idx[t]) {
-                red[t] = b;
-                red_idx[t] = red_idx[t + s];
-            }
-        }
-        workgroupBarrier();
-    }
-    let idx = red_idx[t - t % width];
-    workgroupBarrier();
-    return idx;
-}
+// LoRA lane partial sums, [lora][lane][pair].
+var<workgroup> sh_part: array<vec2<f32>, 1024>;
+// Per-channel values of the head: w, k, -kk, kk * a, r.
+var<workgroup> sh_w: array<f32, HEAD_SIZE>;
+var<workgroup> sh_k: array<f32, HEAD_SIZE>;
+var<workgroup> sh_a: array<f32, HEAD_SIZE>;
+var<workgroup> sh_b: array<f32, HEAD_SIZE>;
+var<workgroup> sh_r: array<f32, HEAD_SIZE>;
+// Reduction inputs and the head's outputs.
+var<workgroup> sh_s1: array<f32, HEAD_SIZE>;
+var<workgroup> sh_s2: array<f32, HEAD_SIZE>;
+var<workgroup> sh_o: array<f32, HEAD_SIZE>;
 
 fn vec_at(which: u32, c: u32) -> f32 {
     return vecs[which * p.dim + c];
@@ -133,56 +112,78 @@ fn sigmoid(x: f32) -> f32 {
     return 1.0 / (1.0 + exp(-x));
 }
 
+// Weights of channels c, c + 1 (c even) at value index `idx` of the transposed LoRAs.
+fn lora_pair(idx: u32) -> vec2<f32> {
+    if LORA_F16 {
+        return unpack2x16float(lora_w[idx / 2u]);
+    }
+    return vec2<f32>(bitcast<f32>(lora_w[idx]), bitcast<f32>(lora_w[idx + 1u]));
+}
+
 // Weight `j` of the transposed LoRA `which` for channel `c`.
 fn lora_weight(which: u32, j: u32, c: u32) -> f32 {
     let idx = p.weight_offsets[which] + j * p.dim + c;
-    if p.lora_f16 == 1u {
+    if LORA_F16 {
         let pair = unpack2x16float(lora_w[idx / 2u]);
         return select(pair.x, pair.y, (idx & 1u) == 1u);
     }
     return bitcast<f32>(lora_w[idx]);
 }
 
-// Second LoRA product for channel c: sum_j W[c][j] * hidden[j].
-fn lora_out(which: u32, c: u32) -> f32 {
-    var acc = 0.0;
-    let base = hidden_base(which);
-    for (var j = 0u; j < p.ranks[which]; j++) {
-        acc += lora_weight(which, j, c) * sh_hidden[base + j];
+// fn lora_lanes(g, pr, hb, wb, vec_mode, has_v) (generated, see kernels/mod.rs): lane g's
+// partial sums of the four LoRAs for channels 2 pr, 2 pr + 1 into sh_part. Elements
+// j = 8m + g; `vec_mode`: the four accumulators of ggml_vec_dot_f16 (element j in
+// accumulator (j % 32) / 8), already combined as GGML_F32x8_REDUCE's first step, elements
+// past the last whole 32 left to lora_final; else one accumulator (tinyBLAS). Every load is
+// written out, so all of them are in flight at once.
+
+// The product of LoRA `which` for channel c from the lane partials (c = 2 pr + odd).
+fn lora_final(which: u32, rank: u32, hb: u32, c: u32, pr: u32, odd: u32, vec_mode: bool) -> f32 {
+    var v: array<f32, 8>;
+    for (var g = 0u; g < LANES; g++) {
+        v[g] = sh_part[(which * LANES + g) * PAIRS + pr][odd];
     }
-    return acc;
+    if !vec_mode {
+        // tinyBLAS hsum: lanes i and i + 4, then (0 + 2) + (1 + 3).
+        let a = array<f32, 4>(v[0] + v[4], v[1] + v[5], v[2] + v[6], v[3] + v[7]);
+        return (a[0] + a[2]) + (a[1] + a[3]);
+    }
+    // GGML_F32x8_REDUCE's last steps: lanes i and i + 4, then (0 + 1) + (2 + 3); the
+    // elements past the last whole 32 are added after (ggml adds them in f64).
+    let t = array<f32, 4>(v[0] + v[4], v[1] + v[5], v[2] + v[6], v[3] + v[7]);
+    var sum = (t[0] + t[1]) + (t[2] + t[3]);
+    for (var j = rank / 32u * 32u; j < rank; j++) {
+        sum += lora_weight(which, j, c) * sh_hidden[hb + j];
+    }
+    return sum;
 }
 
-// Start of LoRA `which`'s hidden values in sh_hidden.
-fn hidden_base(which: u32) -> u32 {
-    var base = 0u;
-    for (var k = 0u; k < which; k++) {
-        base += p.ranks[k];
+// Pairwise tree sums of the 64 values in sh_s1 / sh_s2 (halves added first: v[j] + v[j + 32],
+// then + [j + 16], ...), the order the head's reductions have always used.
+fn tree_s1() -> f32 {
+    var r: array<f32, 32>;
+    for (var j = 0u; j < 32u; j++) {
+        r[j] = sh_s1[j] + sh_s1[j + 32u];
     }
-    return base;
+    for (var w = 16u; w > 0u; w = w / 2u) {
+        for (var j = 0u; j < w; j++) {
+            r[j] = r[j] + r[j + w];
+        }
+    }
+    return r[0];
 }
 
-fn round_out(t: u32, v: f32) -> f32 {
-    switch p.out_mode {
-        case 1u: { return round_f16(v); }
-        case 2u: { return round_bf16(v); }
-        case 3u: {
-            let i = group_argmax_abs(t, v, 32u);
-            let amax = abs(sh_b[i]);
-            let d = amax / 127.0;
-            let id = select(0.0, 1.0 / d, d != 0.0);
-            return round(v * id) * round_f16(d);
-        }
-        case 4u: {
-            let m = sh_b[group_argmax_abs(t, v, 256u)];
-            if m == 0.0 {
-                return 0.0;
-            }
-            let iscale = -127.0 / m;
-            return min(round(iscale * v), 127.0) * (1.0 / iscale);
-        }
-        default: { return v; }
+fn tree_s2() -> f32 {
+    var r: array<f32, 32>;
+    for (var j = 0u; j < 32u; j++) {
+        r[j] = sh_s2[j] + sh_s2[j + 32u];
     }
+    for (var w = 16u; w > 0u; w = w / 2u) {
+        for (var j = 0u; j < w; j++) {
+            r[j] = r[j] + r[j + w];
+        }
+    }
+    return r[0];
 }
 
 @compute @workgroup_size(WG)
@@ -191,20 +192,41 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
         return;
     }
     let chunk = chunks[wg.x];
+    let head = wg.y;
+    // Thread t: channel i of the head (threads t < 64 own state row i); LoRA lane g for the
+    // channel pair pr.
     let i = t % HEAD_SIZE;
-    let head = wg.y * HPW + t / HEAD_SIZE;
+    let owner = t < HEAD_SIZE;
+    let pr = t % PAIRS;
+    let g = t / PAIRS;
     let n_head = p.dim / HEAD_SIZE;
     let c = head * HEAD_SIZE + i;
-    let base = ((chunk.slot * n_head + head) * HEAD_SIZE + i) * HEAD_SIZE;
-    // This thread's head shares sh_* entries [g0, g0 + HEAD_SIZE).
-    let g0 = t - i;
+    let sbase = (((chunk.slot * n_head + head) * HEAD_SIZE + i) * HEAD_SIZE) / 4u;
 
-    var s: array<f32, HEAD_SIZE>;
-    for (var j = 0u; j < HEAD_SIZE; j++) {
-        s[j] = state[base + j];
+    var s: array<vec4<f32>, 16>;
+    if owner {
+        for (var j = 0u; j < 16u; j++) {
+            s[j] = state[sbase + j];
+        }
     }
 
-    let n_hidden = p.ranks.x + p.ranks.y + p.ranks.z + p.ranks.w;
+    let w0 = vec_at(W0, c);
+    let a0 = vec_at(A0, c);
+    let v0 = vec_at(V0, c);
+    let k_k = vec_at(K_K, c);
+    let k_a = vec_at(K_A, c);
+    let r_k = vec_at(R_K, c);
+    let ln_w = vec_at(LN_W, c);
+    let ln_b = vec_at(LN_B, c);
+
+    let rk = p.ranks;
+    let has_v = rk.w != 0u;
+    let n_hidden = rk.x + rk.y + rk.z + rk.w;
+    // Start of each LoRA's hidden values in sh_hidden.
+    let hb = vec4<u32>(0u, rk.x, rk.x + rk.y, rk.x + rk.y + rk.z);
+    // Where the weights of channels (2 pr, 2 pr + 1) of this head start in each LoRA.
+    let wb = p.weight_offsets + vec4<u32>(head * HEAD_SIZE + 2u * pr);
+    let vec_mode = chunk.n_rows == 1u;
     let bs = p.block_stride;
     for (var n = 0u; n < chunk.n_rows; n++) {
         let row = chunk.first_row + n;
@@ -214,70 +236,119 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
         for (var h = t; h < n_hidden; h += WG) {
             var which = 0u;
             var j = h;
-            while which < 3u && j >= p.ranks[which] {
-                j -= p.ranks[which];
+            while which < 3u && j >= rk[which] {
+                j -= rk[which];
                 which++;
             }
-            let v = hidden[p.hidden_offsets[which] + row * p.ranks[which] + j];
+            let v = hidden[p.hidden_offsets[which] + row * rk[which] + j];
             sh_hidden[h] = select(v, round_f16(v), p.round_hidden == 1u);
         }
-        workgroupBarrier();
-
-        // 2. The head's inputs.
         let r = rkv[idx];
         var k = rkv[bs + idx];
         var v = rkv[2u * bs + idx];
-        // exp(-e^-0.5 * sigmoid(.)), the decay in (0, 1).
-        let w = exp(-0.606531 * sigmoid(vec_at(W0, c) + lora_out(0u, c)));
-        let a = sigmoid(vec_at(A0, c) + lora_out(1u, c));
-        let g = lora_out(2u, c);
-        if p.first_layer == 1u {
-            v_first[idx] = v;
-        } else {
-            v = v + (v_first[idx] - v) * sigmoid(vec_at(V0, c) + lora_out(3u, c));
+        var vf = 0.0;
+        if p.first_layer == 0u {
+            vf = v_first[idx];
         }
-        var kk = k * vec_at(K_K, c);
-        let norm = sqrt(group_sum(t, kk * kk, HEAD_SIZE));
-        kk = kk / max(norm, 1e-12);
-        let ka = k * vec_at(K_A, c);
-        k = k + (a * ka - ka);
-
-        sh_w[t] = w;
-        sh_k[t] = k;
-        sh_a[t] = -kk;
-        sh_b[t] = kk * a;
-        sh_r[t] = r;
         workgroupBarrier();
 
-        // 3. State update and read-out.
-        var sa = 0.0;
-        for (var j = 0u; j < HEAD_SIZE; j++) {
-            sa += sh_a[g0 + j] * s[j];
+        // LoRA lane partials.
+        lora_lanes(g, pr, hb, wb, vec_mode, has_v);
+        workgroupBarrier();
+
+        // 2. The channel's inputs (every thread of channel i computes them alike).
+        let ci = i / 2u;
+        let odd = i % 2u;
+        // exp(-e^-0.5 * sigmoid(.)), the decay in (0, 1).
+        let w = exp(-0.606531 * sigmoid(w0 + lora_final(0u, R_W, hb.x, c, ci, odd, vec_mode)));
+        let a = sigmoid(a0 + lora_final(1u, R_A, hb.y, c, ci, odd, vec_mode));
+        let gate = lora_final(2u, R_G, hb.z, c, ci, odd, vec_mode);
+        if p.first_layer == 1u {
+            if owner {
+                v_first[idx] = v;
+            }
+        } else {
+            v = v + (vf - v) * sigmoid(v0 + lora_final(3u, R_V, hb.w, c, ci, odd, vec_mode));
         }
+        var kk = k * k_k;
+        if owner {
+            sh_s1[i] = kk * kk;
+        }
+        workgroupBarrier();
+        let norm = sqrt(tree_s1());
+        kk = kk / max(norm, 1e-12);
+        let ka = k * k_a;
+        k = k + (a * ka - ka);
+        if owner {
+            sh_w[i] = w;
+            sh_k[i] = k;
+            sh_a[i] = -kk;
+            sh_b[i] = kk * a;
+            sh_r[i] = r;
+        }
+        workgroupBarrier();
+
+        // 3. State update and read-out, by the row owners.
         var y = 0.0;
-        for (var j = 0u; j < HEAD_SIZE; j++) {
-            s[j] = s[j] * sh_w[g0 + j] + v * sh_k[g0 + j] + sa * sh_b[g0 + j];
-            y += s[j] * sh_r[g0 + j];
+        if owner {
+            var sa = 0.0;
+            for (var j = 0u; j < HEAD_SIZE; j++) {
+                sa += sh_a[j] * s[j / 4u][j % 4u];
+            }
+            for (var j = 0u; j < HEAD_SIZE; j++) {
+                let sv = s[j / 4u][j % 4u] * sh_w[j] + v * sh_k[j] + sa * sh_b[j];
+                s[j / 4u][j % 4u] = sv;
+                y += sv * sh_r[j];
+            }
+            sh_s1[i] = y;
+            sh_s2[i] = r * k * r_k;
         }
+        workgroupBarrier();
 
         // 4. Group norm over the head, then the bonus and the gate.
-        let mean = group_sum(t, y, HEAD_SIZE) / f32(HEAD_SIZE);
+        let mean = tree_s1() / f32(HEAD_SIZE);
+        let bonus = tree_s2();
         let d = y - mean;
-        let variance = group_sum(t, d * d, HEAD_SIZE) / f32(HEAD_SIZE);
+        workgroupBarrier();
+        if owner {
+            sh_s1[i] = d * d;
+        }
+        workgroupBarrier();
+        let variance = tree_s1() / f32(HEAD_SIZE);
         var out = d / sqrt(variance + p.group_norm_eps);
-        out = out * vec_at(LN_W, c) + vec_at(LN_B, c);
-        let bonus = group_sum(t, r * k * vec_at(R_K, c), HEAD_SIZE);
-        out = (out + v * bonus) * g;
+        out = out * ln_w + ln_b;
+        out = (out + v * bonus) * gate;
 
-        // 5. Rounded for the output projection (sh_b is free again and holds the values).
-        workgroupBarrier();
-        sh_b[t] = out;
-        workgroupBarrier();
-        output[idx] = round_out(t, out);
+        // 5. Rounded for the output projection.
+        switch p.out_mode {
+            case 1u: { out = round_f16(out); }
+            case 2u: { out = round_bf16(out); }
+            case 3u: {
+                // Q8_0: d = amax / 127 over the 32 channels of the block, stored as f16.
+                if owner {
+                    sh_o[i] = out;
+                }
+                workgroupBarrier();
+                let b0 = i - i % 32u;
+                var amax = 0.0;
+                for (var j = 0u; j < 32u; j++) {
+                    amax = max(amax, abs(sh_o[b0 + j]));
+                }
+                let dq = amax / 127.0;
+                let id = select(0.0, 1.0 / dq, dq != 0.0);
+                out = round(out * id) * round_f16(dq);
+            }
+            default: {}
+        }
+        if owner {
+            output[idx] = out;
+        }
         workgroupBarrier();
     }
 
-    for (var j = 0u; j < HEAD_SIZE; j++) {
-        state[base + j] = s[j];
+    if owner {
+        for (var j = 0u; j < 16u; j++) {
+            state[sbase + j] = s[j];
+        }
     }
 }

@@ -1,5 +1,5 @@
 // Rounding of activations as ggml's CPU backend does before a matrix product (shared by the
-// kernels that write matrix inputs). Prepended to those kernels' sources.
+// kernels that write or read matrix inputs: the matvec kernels here and the engine's kernels).
 
 // f32 -> nearest f16 (ties to even) -> f32, done with integer arithmetic so the result does
 // not depend on how a driver rounds conversions.

@@ -1,0 +1,366 @@
+//! The GPU sampler (`kernels/sample.wgsl`) against rwkv_sampler's CPU sampler: the same
+//! tokens seed for seed, the same penalty counts bit for bit, for every setting; temperature
+//! 0 is the arg max; and `Engine::step_sample` samples the engine's own logits on the GPU.
+//! Runs on any adapter; CI uses lavapipe.
+
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+
+use gguf::GgufFile;
+use rwkv_engine::{
+    CpuSampler, Engine, EngineOptions, GpuSampler, Logits, SamplingParams, SlotInput,
+};
+use rwkv_gpu::{ContextOptions, GpuContext};
+
+fn context() -> Arc<GpuContext> {
+    static CTX: OnceLock<Arc<GpuContext>> = OnceLock::new();
+    CTX.get_or_init(|| {
+        Arc::new(
+            GpuContext::new(&ContextOptions::default())
+                .expect("a GPU adapter (CI installs lavapipe)"),
+        )
+    })
+    .clone()
+}
+
+/// xorshift64*, for reproducible logits.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// Uniform in [0, 1).
+    fn unit(&mut self) -> f32 {
+        (self.next() >> 40) as f32 / (1u64 << 24) as f32
+    }
+
+    /// Roughly normal logits with standard deviation `scale`, a few of them well above the
+    /// rest (like a language model's head), and some exact ties.
+    fn logits(&mut self, vocab: usize, scale: f32) -> Vec<f32> {
+        let mut l: Vec<f32> = (0..vocab)
+            .map(|_| {
+                let s: f32 = (0..4).map(|_| self.unit()).sum::<f32>() - 2.0;
+                s * scale * 1.7
+            })
+            .collect();
+        for _ in 0..4 {
+            let i = (self.next() % vocab as u64) as usize;
+            l[i] += scale * 4.0 * self.unit();
+        }
+        let (a, b) = (
+            (self.next() % vocab as u64) as usize,
+            (self.next() % vocab as u64) as usize,
+        );
+        l[a] = l[b];
+        l
+    }
+}
+
+/// Every setting the sampler has, alone and combined.
+fn settings() -> Vec<(&'static str, SamplingParams)> {
+    let d = SamplingParams::default;
+    vec![
+        ("default", d()),
+        (
+            "temperature 0.5",
+            SamplingParams {
+                temperature: 0.5,
+                ..d()
+            },
+        ),
+        (
+            "temperature 2",
+            SamplingParams {
+                temperature: 2.0,
+                ..d()
+            },
+        ),
+        (
+            "greedy",
+            SamplingParams {
+                temperature: 0.0,
+                ..d()
+            },
+        ),
+        ("top-k 1", SamplingParams { top_k: 1, ..d() }),
+        ("top-k 40", SamplingParams { top_k: 40, ..d() }),
+        ("top-p 0.5", SamplingParams { top_p: 0.5, ..d() }),
+        ("top-p 0.9", SamplingParams { top_p: 0.9, ..d() }),
+        ("min-p 0.05", SamplingParams { min_p: 0.05, ..d() }),
+        (
+            "presence 0.5, decay 0.996",
+            SamplingParams {
+                presence_penalty: 0.5,
+                ..d()
+            },
+        ),
+        (
+            "frequency 0.7, decay 0.9",
+            SamplingParams {
+                frequency_penalty: 0.7,
+                penalty_decay: 0.9,
+                ..d()
+            },
+        ),
+        (
+            "presence -0.3, frequency 0.4, no decay",
+            SamplingParams {
+                presence_penalty: -0.3,
+                frequency_penalty: 0.4,
+                penalty_decay: 1.0,
+                ..d()
+            },
+        ),
+        (
+            "penalties, decay 0 (only the last token counts)",
+            SamplingParams {
+                presence_penalty: 2.0,
+                frequency_penalty: 1.0,
+                penalty_decay: 0.0,
+                ..d()
+            },
+        ),
+        (
+            "greedy with penalties",
+            SamplingParams {
+                temperature: 0.0,
+                presence_penalty: 1.5,
+                frequency_penalty: 0.5,
+                penalty_decay: 0.95,
+                ..d()
+            },
+        ),
+        (
+            "T 0.8, top-k 50, top-p 0.85, min-p 0.02, penalties",
+            SamplingParams {
+                temperature: 0.8,
+                top_k: 50,
+                top_p: 0.85,
+                min_p: 0.02,
+                presence_penalty: 0.3,
+                frequency_penalty: 0.3,
+                penalty_decay: 0.99,
+                ..d()
+            },
+        ),
+    ]
+}
+
+/// Runs `steps` steps on `slots` slots at once (each with its own seed and logits), on the
+/// GPU and on the CPU, and checks tokens, counts and counters agree exactly.
+fn agree(vocab: usize, slots: usize, steps: usize, scale: f32, seed: u64) {
+    let ctx = context();
+    let mut gpu = GpuSampler::new(ctx, vocab, slots, slots).unwrap();
+    for (name, params) in settings() {
+        let mut cpu: Vec<CpuSampler> = Vec::new();
+        for s in 0..slots {
+            let p = SamplingParams {
+                seed: seed.wrapping_mul(31).wrapping_add(s as u64 * 1_000_003),
+                ..params
+            };
+            gpu.set_params(s, &p).unwrap();
+            gpu.reset(s).unwrap();
+            cpu.push(CpuSampler::new(p).unwrap());
+        }
+        let mut rng = Rng(seed ^ 0x9e37_79b9_7f4a_7c15);
+        // Some steps reuse the previous logits so the penalties decide more often.
+        let mut logits: Vec<Vec<f32>> = (0..slots).map(|_| rng.logits(vocab, scale)).collect();
+        let mut distinct = std::collections::BTreeSet::new();
+        for step in 0..steps {
+            if step % 3 != 2 {
+                logits = (0..slots).map(|_| rng.logits(vocab, scale)).collect();
+            }
+            // Slots in a changing order, so rows and slots do not line up.
+            let order: Vec<usize> = (0..slots).map(|i| (i + step) % slots).collect();
+            let rows: Vec<(usize, &[f32])> =
+                order.iter().map(|&s| (s, logits[s].as_slice())).collect();
+            let got = gpu.sample(&rows).unwrap();
+            for (n, &s) in order.iter().enumerate() {
+                let want = cpu[s].sample(&logits[s]);
+                assert_eq!(
+                    got[n], want,
+                    "{name}: vocab {vocab}, slot {s}, step {step}: GPU {} vs CPU {want}",
+                    got[n]
+                );
+                distinct.insert(want);
+            }
+        }
+        for (s, c) in cpu.iter().enumerate() {
+            let counts = gpu.counts(s).unwrap();
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert!(
+                bits(&counts) == bits(c.counts()),
+                "{name}: vocab {vocab}, slot {s}: penalty counts differ"
+            );
+            assert_eq!(gpu.counter(s).unwrap(), steps as u32, "{name}");
+        }
+        if params.temperature > 0.0 && params.top_k != 1 {
+            assert!(distinct.len() > 1, "{name}: the draws should vary");
+        }
+    }
+}
+
+#[test]
+fn gpu_and_cpu_pick_the_same_tokens_small_vocabulary() {
+    agree(10, 3, 60, 1.5, 1);
+}
+
+#[test]
+fn gpu_and_cpu_pick_the_same_tokens_model_vocabulary() {
+    agree(4096, 2, 24, 2.0, 2);
+}
+
+#[test]
+fn gpu_and_cpu_pick_the_same_tokens_world_vocabulary() {
+    agree(65536, 1, 8, 3.0, 3);
+}
+
+#[test]
+fn temperature_zero_is_the_arg_max() {
+    let vocab = 3000;
+    let mut gpu = GpuSampler::new(context(), vocab, 2, 2).unwrap();
+    for s in 0..2 {
+        gpu.set_params(
+            s,
+            &SamplingParams {
+                seed: s as u64 + 7,
+                ..SamplingParams::greedy()
+            },
+        )
+        .unwrap();
+    }
+    let mut rng = Rng(42);
+    for step in 0..10 {
+        let a = rng.logits(vocab, 2.0);
+        let mut b = rng.logits(vocab, 2.0);
+        // A tie for the maximum: the lowest id wins.
+        let m = b.iter().cloned().fold(f32::MIN, f32::max) + 1.0;
+        b[2999 - step] = m;
+        b[1000 + step] = m;
+        let got = gpu.sample(&[(0, &a), (1, &b)]).unwrap();
+        let arg_max = |v: &[f32]| {
+            let mut best = 0;
+            for (i, &x) in v.iter().enumerate() {
+                if x > v[best] {
+                    best = i;
+                }
+            }
+            best as u32
+        };
+        assert_eq!(got, vec![arg_max(&a), 1000 + step as u32], "step {step}");
+    }
+}
+
+#[test]
+fn bad_sampler_calls_are_errors() {
+    let mut gpu = GpuSampler::new(context(), 8, 2, 2).unwrap();
+    let l = [0.0f32; 8];
+    assert!(gpu.sample(&[(2, &l)]).is_err(), "slot out of range");
+    assert!(gpu.sample(&[(0, &l), (0, &l)]).is_err(), "slot twice");
+    assert!(gpu.sample(&[(0, &l[..4])]).is_err(), "wrong length");
+    assert!(
+        gpu.sample(&[(0, &l), (1, &l), (1, &l)]).is_err(),
+        "too many rows"
+    );
+    let bad = SamplingParams {
+        top_p: 0.0,
+        ..Default::default()
+    };
+    assert!(gpu.set_params(0, &bad).is_err());
+    assert!(gpu.set_params(5, &SamplingParams::default()).is_err());
+    assert!(GpuSampler::new(context(), 0, 1, 1).is_err());
+}
+
+fn fixture(name: &str) -> GgufFile {
+    let path = PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../../shared/fixtures"
+    ))
+    .join(name);
+    GgufFile::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// `step_sample` picks, on the GPU, what the CPU sampler picks from the logits `step` returns
+/// for the same state: slot 0 runs `step` (logits back, CPU sampler), slot 1 the same tokens
+/// with `step_sample` (ids back). Prefill chunks split over several GPU steps too.
+#[test]
+fn step_sample_samples_the_engine_logits() {
+    let file = fixture("mini-q4_k_m.gguf");
+    let options = EngineOptions {
+        max_slots: 2,
+        max_rows: 16,
+        max_out: 2,
+        llama_cpp_rounding: true,
+    };
+    let mut engine = Engine::load(context(), &file, options, &mut |_, _| {}).unwrap();
+    let prompt: Vec<u32> = (0..40).map(|i| 300 + i * 37 % 2000).collect();
+    for (name, params) in [
+        ("greedy", SamplingParams::greedy()),
+        (
+            "sampled with penalties",
+            SamplingParams {
+                temperature: 0.9,
+                top_p: 0.9,
+                presence_penalty: 0.4,
+                frequency_penalty: 0.4,
+                penalty_decay: 0.9,
+                seed: 99,
+                ..SamplingParams::default()
+            },
+        ),
+    ] {
+        engine.reset(0).unwrap();
+        engine.reset(1).unwrap();
+        engine.set_sampling(1, &params).unwrap();
+        engine.reset_sampling(1).unwrap();
+        let mut cpu = CpuSampler::new(params).unwrap();
+        let mut input = prompt.clone();
+        let mut produced = Vec::new();
+        for _ in 0..12 {
+            let logits = engine
+                .step(&[SlotInput {
+                    slot: 0,
+                    tokens: &input,
+                    logits: Logits::Last,
+                }])
+                .unwrap()
+                .remove(0)
+                .remove(0);
+            let want = cpu.sample(&logits);
+            let got = engine
+                .step_sample(&[SlotInput {
+                    slot: 1,
+                    tokens: &input,
+                    logits: Logits::Last,
+                }])
+                .unwrap();
+            assert_eq!(got, vec![Some(want)], "{name}: after {produced:?}");
+            produced.push(want);
+            input = vec![want];
+        }
+        let counts = engine.sampler().unwrap().counts(1).unwrap();
+        assert_eq!(counts, cpu.counts(), "{name}: counts");
+    }
+    // Inputs without logits sample nothing; a slot's state still advances.
+    let out = engine
+        .step_sample(&[
+            SlotInput {
+                slot: 0,
+                tokens: &[5, 6],
+                logits: Logits::None,
+            },
+            SlotInput {
+                slot: 1,
+                tokens: &[7],
+                logits: Logits::Last,
+            },
+        ])
+        .unwrap();
+    assert!(out[0].is_none() && out[1].is_some(), "{out:?}");
+    assert!(engine.set_sampling(2, &SamplingParams::default()).is_err());
+}

@@ -1,0 +1,137 @@
+// Matrix x matrix for prompts and batches: y[t][row_start + r] (op)= sum_c W[r][c] * x[t][c]
+// for tokens t < n (n = STEP[N_TOKENS_WORD], clamped to P.max_tokens), tiled through
+// workgroup memory so that every weight is decoded once per BN tokens (the row kernel in
+// matmul.wgsl decodes it once per TT = 8 tokens and re-reads x from memory for each).
+//
+// Header constants (from matmul.rs): WG_SIZE = 256 threads; BM rows x BN tokens per
+// workgroup; KT columns per weight tile (a whole number of blocks); KX columns per x chunk;
+// EPILOGUE; N_TOKENS_WORD. Grid: x, y = row groups of BM rows (linearised as in
+// matmul.wgsl), z = token groups of BN tokens.
+//
+// Per weight tile: the threads decode the BM x KT tile into `sh_w` with the format's
+// decode_unit (ggml's dequantization, bit for bit); then, KX columns at a time, they stage
+// BN tokens of x in `sh_x` and each thread accumulates a 2 x 2 block (2 rows, 2 tokens) in
+// f32. Rows and tokens past the ends are computed on zeros and not written.
+
+// X (binding 2) and load_x1 come from matmul_x1.wgsl.
+@group(0) @binding(3) var<storage, read_write> Y: array<f32>;
+@group(0) @binding(4) var<storage, read> STEP: array<u32>;
+
+const BPT: u32 = KT / BLOCK_ELEMS;
+// Row stride of sh_w in vec4s, padded by one so that the rows of neighbouring threads
+// fall in different banks.
+const SW: u32 = KT / 4u + 1u;
+const X4: u32 = KX / 4u;
+// Threads along rows and tokens: each owns rows 2i, 2i + 1 and tokens 2j, 2j + 1.
+const TR: u32 = BM / 2u;
+
+var<workgroup> sh_w: array<vec4<f32>, BM * SW>;
+var<workgroup> sh_x: array<vec4<f32>, BN * X4>;
+
+// Where decode_unit's values go: the local row being decoded and the tile's first column.
+var<private> cur_row: u32;
+var<private> k0: u32;
+
+fn emit1(w: f32, col: u32) {
+    let c = col - k0;
+    sh_w[cur_row * SW + c / 4u][c % 4u] = w;
+}
+
+fn emit4(w: vec4<f32>, col: u32) {
+    let c = col - k0;
+    if ((c & 3u) == 0u) {
+        sh_w[cur_row * SW + c / 4u] = w;
+    } else {
+        emit1(w.x, col);
+        emit1(w.y, col + 1u);
+        emit1(w.z, col + 2u);
+        emit1(w.w, col + 3u);
+    }
+}
+
+fn epilogue(s: f32, i: u32) -> f32 {
+    switch EPILOGUE {
+        case 1u: { return Y[i] + s; }
+        case 2u: { let r = max(s, 0.0); return r * r; }
+        case 3u: { return tanh(s); }
+        case 4u: { return 1.0 / (1.0 + exp(-s)); }
+        default: { return s; }
+    }
+}
+
+@compute @workgroup_size(WG_SIZE)
+fn main(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    let n_tok = min(STEP[N_TOKENS_WORD], P.max_tokens);
+    let t0 = wg.z * BN;
+    let first_row = (wg.y * nwg.x + wg.x) * BM;
+    // Uniform over the workgroup, so the barriers below are reached by all or none.
+    if (t0 >= n_tok || first_row >= P.rows) {
+        return;
+    }
+    let n_here = min(BN, n_tok - t0);
+    let x_base = P.in_offset + t0 * P.in_stride;
+    let tr = li % TR;
+    let tt = li / TR;
+    var acc = array<f32, 4>(0.0, 0.0, 0.0, 0.0);
+    let n_tiles = (P.blocks_per_row + BPT - 1u) / BPT;
+    for (var tile = 0u; tile < n_tiles; tile++) {
+        k0 = tile * KT;
+        for (var i = li; i < BM * SW; i += WG_SIZE) {
+            sh_w[i] = vec4<f32>(0.0);
+        }
+        workgroupBarrier();
+        for (var item = li; item < BM * BPT * UNITS; item += WG_SIZE) {
+            let r = item / (BPT * UNITS);
+            let rem = item % (BPT * UNITS);
+            let blk = tile * BPT + rem / UNITS;
+            let row = first_row + r;
+            if (blk < P.blocks_per_row && row < P.rows) {
+                cur_row = r;
+                decode_unit(row, blk, rem % UNITS, blk * BLOCK_ELEMS);
+            }
+        }
+        workgroupBarrier();
+        for (var kc = 0u; kc < KT; kc += KX) {
+            if (k0 + kc >= P.cols) {
+                break;
+            }
+            for (var i = li; i < BN * X4; i += WG_SIZE) {
+                let t = i / X4;
+                let col = k0 + kc + (i % X4) * 4u;
+                var v = vec4<f32>(0.0);
+                if (t < n_here) {
+                    let at = x_base + t * P.in_stride + col;
+                    if (col < P.cols) { v.x = load_x1(at); }
+                    if (col + 1u < P.cols) { v.y = load_x1(at + 1u); }
+                    if (col + 2u < P.cols) { v.z = load_x1(at + 2u); }
+                    if (col + 3u < P.cols) { v.w = load_x1(at + 3u); }
+                }
+                sh_x[i] = v;
+            }
+            workgroupBarrier();
+            for (var c = 0u; c < X4; c++) {
+                let wa = sh_w[(2u * tr) * SW + kc / 4u + c];
+                let wb = sh_w[(2u * tr + 1u) * SW + kc / 4u + c];
+                let xa = sh_x[(2u * tt) * X4 + c];
+                let xb = sh_x[(2u * tt + 1u) * X4 + c];
+                acc[0] += dot(wa, xa);
+                acc[1] += dot(wa, xb);
+                acc[2] += dot(wb, xa);
+                acc[3] += dot(wb, xb);
+            }
+            workgroupBarrier();
+        }
+    }
+    for (var k = 0u; k < 4u; k++) {
+        let row = first_row + 2u * tr + k / 2u;
+        let t = 2u * tt + k % 2u;
+        if (row < P.rows && t < n_here) {
+            let i = P.out_offset + (t0 + t) * P.out_stride + P.row_start + row;
+            Y[i] = epilogue(acc[k], i);
+        }
+    }
+}

@@ -1,0 +1,580 @@
+//! Matrix x vector for one token (decode), with the activation rounding done in the kernel
+//! and several matrices in one dispatch.
+//!
+//! [`MatvecKernels::prepare`] takes a list of [`MatvecJob`]s (a matrix, where its input and
+//! output lie, an epilogue) that read the same input buffer and write the same output
+//! buffer, and packs them into as few dispatches as it can: jobs whose matrices share a
+//! type and row length go together, up to [`MAX_BINDINGS`] weight buffers per dispatch. The
+//! dispatches of one call do not depend on each other.
+//!
+//! Every workgroup stages the input in workgroup memory, rounded as ggml's CPU backend
+//! rounds activations for the weight type (`mode`: 0 none, 1 f16, 2 bf16, 3 Q8_0, 4 Q8_K,
+//! as the engine's rounding kernels number them), so no rounding pass runs before it. Two
+//! kernel bodies (matvec.wgsl with matvec_float.wgsl or matvec_int.wgsl):
+//!
+//! * the float path, for any weight type: the format's `decode_unit` (ggml's dequantization)
+//!   dotted with the rounded input in f32;
+//! * the integer path, for Q4_K and Q6_K with Q8_K activations: the input quantized to
+//!   packed signed bytes, multiplied by the weight codes with packed integer dot products
+//!   (`dot4I8Packed`) and scaled per 16 or 32 values, as ggml's Q*_K x Q8_K kernels do.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use gguf::GgmlType;
+
+use crate::context::GpuContext;
+use crate::error::GpuError;
+use crate::matmul::Epilogue;
+use crate::weights::GpuMatrix;
+
+/// Weight buffers one dispatch can bind.
+pub const MAX_BINDINGS: usize = 4;
+/// Jobs (matrix parts) one dispatch can hold (mirrors MAX_JOBS in the shader header).
+const MAX_JOBS: usize = 8;
+/// Columns of x staged per pass: f32 values (float path) or bytes (integer path).
+const TILE_FLOAT: u32 = 3072;
+const TILE_INT: u32 = 4096;
+
+/// Activation rounding mode of Q8_K (the integer path), in the numbering of the engine's
+/// kernels.
+pub const ROUND_Q8_K: u32 = 4;
+
+/// The WGSL rounding helpers (`round_f16`, `round_bf16`), shared with the engine's kernels.
+pub const ROUNDING_WGSL: &str = include_str!("rounding.wgsl");
+
+const COMMON_WGSL: &str = include_str!("quant/common.wgsl");
+const MATVEC_WGSL: &str = include_str!("matvec.wgsl");
+const MATVEC_FLOAT_WGSL: &str = include_str!("matvec_float.wgsl");
+const MATVEC_INT_WGSL: &str = include_str!("matvec_int.wgsl");
+
+/// The decode functions of a weight type (float path).
+fn format_wgsl(ty: GgmlType) -> Option<&'static str> {
+    use GgmlType::*;
+    Some(match ty {
+        F32 => include_str!("quant/f32.wgsl"),
+        F16 => include_str!("quant/f16.wgsl"),
+        BF16 => include_str!("quant/bf16.wgsl"),
+        Q8_0 => include_str!("quant/q8_0.wgsl"),
+        Q4_0 => include_str!("quant/q4_0.wgsl"),
+        Q4_1 => include_str!("quant/q4_1.wgsl"),
+        Q5_0 => include_str!("quant/q5_0.wgsl"),
+        Q5_1 => include_str!("quant/q5_1.wgsl"),
+        Q2_K => include_str!("quant/q2_k.wgsl"),
+        Q3_K => include_str!("quant/q3_k.wgsl"),
+        Q4_K => include_str!("quant/q4_k.wgsl"),
+        Q5_K => include_str!("quant/q5_k.wgsl"),
+        Q6_K => include_str!("quant/q6_k.wgsl"),
+        _ => return None,
+    })
+}
+
+/// The integer dot of a weight type with Q8_K activations, and how W is read.
+fn int_wgsl(ty: GgmlType) -> Option<(&'static str, &'static str)> {
+    match ty {
+        GgmlType::Q4_K => Some((include_str!("quant_int/q4_k.wgsl"), "vec4<u32>")),
+        GgmlType::Q6_K => Some((include_str!("quant_int/q6_k.wgsl"), "u32")),
+        _ => None,
+    }
+}
+
+/// A `const NAME: u32 = Nu;` of a WGSL source.
+fn wgsl_const(source: &str, name: &str) -> Option<u32> {
+    let at = source.find(&format!("const {name}: u32 = "))?;
+    let rest = &source[at..];
+    let value = rest.split('=').nth(1)?.trim_start();
+    value
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Rewrites every `W[expr]` of a decoder source as `wl(expr)` (the loader that picks the
+/// dispatch's weight binding).
+fn route_weight_loads(source: &str) -> String {
+    let bytes = source.as_bytes();
+    let mut out = String::with_capacity(source.len());
+    let mut i = 0;
+    let mut closers: Vec<usize> = Vec::new();
+    let mut depth = 0usize;
+    while i < bytes.len() {
+        let c = bytes[i] as char;
+        let ident_before = i > 0 && {
+            let p = bytes[i - 1] as char;
+            p.is_ascii_alphanumeric() || p == '_' || p == '.'
+        };
+        if c == 'W' && !ident_before && bytes.get(i + 1) == Some(&b'[') {
+            out.push_str("wl(");
+            depth += 1;
+            closers.push(depth);
+            i += 2;
+            continue;
+        }
+        if c == '[' {
+            depth += 1;
+        } else if c == ']' {
+            if closers.last() == Some(&depth) {
+                closers.pop();
+                depth -= 1;
+                out.push(')');
+                i += 1;
+                continue;
+            }
+            depth = depth.saturating_sub(1);
+        }
+        out.push(c);
+        i += 1;
+    }
+    out
+}
+
+/// common.wgsl without its bindings and parameter struct (the matvec header declares `P`
+/// as a per-workgroup private copy of the job's parameters), loads routed through `wl`.
+fn common_helpers() -> String {
+    let mut s = COMMON_WGSL.to_string();
+    if let (Some(a), Some(b)) = (s.find("struct Params {"), s.find("// Word index of block")) {
+        s.replace_range(a..b, "");
+    }
+    route_weight_loads(&s)
+}
+
+fn epilogue_id(e: Epilogue) -> u32 {
+    match e {
+        Epilogue::Store => 0,
+        Epilogue::Add => 1,
+        Epilogue::ReluSquare => 2,
+        Epilogue::Tanh => 3,
+        Epilogue::Sigmoid => 4,
+    }
+}
+
+/// One matrix of a matvec: `y[y_offset + r] (op)= Σ_c W[r][c] · round(x[x_offset + c])`.
+pub struct MatvecJob<'a> {
+    pub w: &'a GpuMatrix,
+    pub x_offset: u32,
+    pub y_offset: u32,
+    pub epilogue: Epilogue,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct Key {
+    ty: GgmlType,
+    int: bool,
+    bindings: u32,
+    tpr: u32,
+    rpw: u32,
+}
+
+/// Compiled matvec pipelines, created on first use and cached.
+pub struct MatvecKernels {
+    cache: Mutex<HashMap<Key, Arc<wgpu::ComputePipeline>>>,
+}
+
+/// `Job` of matvec.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+struct JobParams {
+    rows: u32,
+    cols: u32,
+    blocks_per_row: u32,
+    row_words: u32,
+    scale_base: u32,
+    wg_start: u32,
+    x_offset: u32,
+    y_offset: u32,
+    epilogue: u32,
+    mode: u32,
+    binding: u32,
+    _pad: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+struct JobsUniform {
+    n: u32,
+    _pad: [u32; 3],
+    jobs: [JobParams; MAX_JOBS],
+}
+
+struct Dispatch {
+    pipeline: Arc<wgpu::ComputePipeline>,
+    bind_group: wgpu::BindGroup,
+    groups: (u32, u32),
+    _jobs: wgpu::Buffer,
+}
+
+/// Matvec dispatches prepared once for fixed buffers, recorded every step.
+pub struct MatvecCall {
+    dispatches: Vec<Dispatch>,
+}
+
+impl MatvecCall {
+    /// Records the dispatches into an open compute pass.
+    pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
+        for d in &self.dispatches {
+            pass.set_pipeline(&d.pipeline);
+            pass.set_bind_group(0, &d.bind_group, &[]);
+            pass.dispatch_workgroups(d.groups.0, d.groups.1, 1);
+        }
+    }
+
+    pub fn n_dispatches(&self) -> usize {
+        self.dispatches.len()
+    }
+}
+
+/// One part of one job's matrix.
+struct PartJob<'a> {
+    buffer: &'a wgpu::Buffer,
+    ty: GgmlType,
+    params: JobParams,
+}
+
+impl Default for MatvecKernels {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MatvecKernels {
+    pub fn new() -> Self {
+        MatvecKernels {
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Whether the kernels can run `w` with activation rounding `mode`.
+    pub fn supports(w: &GpuMatrix, mode: u32) -> bool {
+        format_wgsl(w.ty).is_some()
+            && match mode {
+                3 => w.cols.is_multiple_of(32),
+                4 => w.cols.is_multiple_of(256),
+                m => m <= 2,
+            }
+    }
+
+    fn pipeline(&self, ctx: &GpuContext, key: Key) -> Result<Arc<wgpu::ComputePipeline>, GpuError> {
+        let poisoned = |_| GpuError::InvalidArgument("pipeline cache lock poisoned".into());
+        if let Some(p) = self.cache.lock().map_err(poisoned)?.get(&key) {
+            return Ok(p.clone());
+        }
+        let label = format!(
+            "matvec {} {} x{} tpr={} rpw={}",
+            key.ty,
+            if key.int { "int" } else { "float" },
+            key.bindings,
+            key.tpr,
+            key.rpw
+        );
+        let source = compose(&key).ok_or_else(|| GpuError::UnsupportedType {
+            name: label.clone(),
+            ty: key.ty,
+        })?;
+        let scope = ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let module = ctx
+            .device
+            .create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(&label),
+                source: wgpu::ShaderSource::Wgsl(source.into()),
+            });
+        let pipeline = ctx
+            .device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(&label),
+                layout: None,
+                module: &module,
+                entry_point: Some("main"),
+                compilation_options: wgpu::PipelineCompilationOptions::default(),
+                cache: None,
+            });
+        if let Some(err) = pollster::block_on(scope.pop()) {
+            return Err(GpuError::Shader {
+                label,
+                message: err.to_string(),
+            });
+        }
+        let pipeline = Arc::new(pipeline);
+        self.cache
+            .lock()
+            .map_err(poisoned)?
+            .insert(key, pipeline.clone());
+        Ok(pipeline)
+    }
+
+    /// Prepares the jobs, reading `x` and writing `y` (distinct STORAGE buffers, f32), with
+    /// activation rounding `mode` for every job.
+    pub fn prepare(
+        &self,
+        ctx: &GpuContext,
+        x: &wgpu::Buffer,
+        y: &wgpu::Buffer,
+        mode: u32,
+        jobs: &[MatvecJob],
+    ) -> Result<MatvecCall, GpuError> {
+        if x == y {
+            return Err(GpuError::InvalidArgument(
+                "matvec: y must be a different buffer from x".into(),
+            ));
+        }
+        let x_len = x.size() / 4;
+        let y_len = y.size() / 4;
+        let mut parts: Vec<PartJob> = Vec::new();
+        for job in jobs {
+            let w = job.w;
+            if !Self::supports(w, mode) {
+                return Err(GpuError::InvalidArgument(format!(
+                    "matvec: '{}' ({}, rows of {}) with rounding mode {mode} is not supported",
+                    w.name, w.ty, w.cols
+                )));
+            }
+            if job.x_offset as u64 + w.cols as u64 > x_len
+                || job.y_offset as u64 + w.rows as u64 > y_len
+            {
+                return Err(GpuError::InvalidArgument(format!(
+                    "matvec: '{}' reads or writes past the end of its buffers",
+                    w.name
+                )));
+            }
+            for part in &w.parts {
+                parts.push(PartJob {
+                    buffer: &part.buffer,
+                    ty: w.ty,
+                    params: JobParams {
+                        rows: part.rows as u32,
+                        cols: w.cols as u32,
+                        blocks_per_row: w.blocks_per_row as u32,
+                        row_words: w.row_words as u32,
+                        scale_base: part.scale_base as u32,
+                        x_offset: job.x_offset,
+                        y_offset: job.y_offset + part.row_start as u32,
+                        epilogue: epilogue_id(job.epilogue),
+                        mode,
+                        ..JobParams::default()
+                    },
+                });
+            }
+        }
+        // Group by (type, row length), in order of first appearance, then fill dispatches.
+        let mut groups: Vec<Vec<PartJob>> = Vec::new();
+        for p in parts {
+            match groups
+                .iter_mut()
+                .find(|g| g[0].ty == p.ty && g[0].params.cols == p.params.cols)
+            {
+                Some(g) => g.push(p),
+                None => groups.push(vec![p]),
+            }
+        }
+        let mut dispatches = Vec::new();
+        for group in groups {
+            let mut batch: Vec<PartJob> = Vec::new();
+            for p in group {
+                let buffers = distinct_buffers(&batch, p.buffer);
+                if batch.len() == MAX_JOBS || buffers > MAX_BINDINGS {
+                    dispatches.push(self.dispatch(ctx, x, y, std::mem::take(&mut batch))?);
+                }
+                batch.push(p);
+            }
+            if !batch.is_empty() {
+                dispatches.push(self.dispatch(ctx, x, y, batch)?);
+            }
+        }
+        Ok(MatvecCall { dispatches })
+    }
+
+    fn dispatch(
+        &self,
+        ctx: &GpuContext,
+        x: &wgpu::Buffer,
+        y: &wgpu::Buffer,
+        mut batch: Vec<PartJob>,
+    ) -> Result<Dispatch, GpuError> {
+        let ty = batch[0].ty;
+        let cols = batch[0].params.cols;
+        let mode = batch[0].params.mode;
+        let int = mode == ROUND_Q8_K && int_wgsl(ty).is_some();
+        // Units of work per row, then threads per row for about 5 units each.
+        let unit_values = if int {
+            32
+        } else {
+            let f = format_wgsl(ty).unwrap_or_default();
+            let be = wgsl_const(f, "BLOCK_ELEMS").unwrap_or(32);
+            (be / wgsl_const(f, "UNITS").unwrap_or(1)).max(1)
+        };
+        let tile = if int { TILE_INT } else { TILE_FLOAT };
+        let units = cols.min(tile).div_ceil(unit_values);
+        let tpr = units
+            .div_ceil(units_per_thread())
+            .next_power_of_two()
+            .clamp(4, 64);
+        let rpw = 256 / tpr;
+        let mut buffers: Vec<&wgpu::Buffer> = Vec::new();
+        let mut wg = 0u32;
+        for p in &mut batch {
+            let b = match buffers.iter().position(|b| *b == p.buffer) {
+                Some(b) => b,
+                None => {
+                    buffers.push(p.buffer);
+                    buffers.len() - 1
+                }
+            };
+            p.params.binding = b as u32;
+            p.params.wg_start = wg;
+            wg += p.params.rows.div_ceil(rpw);
+        }
+        let key = Key {
+            ty,
+            int,
+            bindings: buffers.len() as u32,
+            tpr,
+            rpw,
+        };
+        let pipeline = self.pipeline(ctx, key)?;
+        let mut uniform = JobsUniform {
+            n: batch.len() as u32,
+            _pad: [0; 3],
+            jobs: [JobParams::default(); MAX_JOBS],
+        };
+        for (i, p) in batch.iter().enumerate() {
+            uniform.jobs[i] = p.params;
+        }
+        let jobs = ctx.create_buffer_checked(
+            "matvec jobs",
+            std::mem::size_of::<JobsUniform>() as u64,
+            wgpu::BufferUsages::UNIFORM,
+            Some(bytemuck::bytes_of(&uniform)),
+        )?;
+        let mut entries = vec![
+            wgpu::BindGroupEntry {
+                binding: 0,
+                resource: jobs.as_entire_binding(),
+            },
+            wgpu::BindGroupEntry {
+                binding: 1,
+                resource: x.as_entire_binding(),
+            },
+            wgpu::BindGroupEntry {
+                binding: 2,
+                resource: y.as_entire_binding(),
+            },
+        ];
+        for (i, b) in buffers.iter().enumerate() {
+            entries.push(wgpu::BindGroupEntry {
+                binding: 3 + i as u32,
+                resource: b.as_entire_binding(),
+            });
+        }
+        let bind_group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some("matvec"),
+            layout: &pipeline.get_bind_group_layout(0),
+            entries: &entries,
+        });
+        let max_dim = ctx.limits.max_compute_workgroups_per_dimension.max(1);
+        let gx = wg.clamp(1, max_dim);
+        let gy = wg.div_ceil(gx);
+        if gy > max_dim {
+            return Err(GpuError::InvalidArgument(format!(
+                "matvec: {wg} workgroups do not fit the grid"
+            )));
+        }
+        Ok(Dispatch {
+            pipeline,
+            bind_group,
+            groups: (gx, gy),
+            _jobs: jobs,
+        })
+    }
+}
+
+/// Units of work a thread takes per row and tile (threads per row follow from it); the
+/// `WEB_RWKV_MATVEC_UNITS` environment variable overrides the default for measurements.
+fn units_per_thread() -> u32 {
+    std::env::var("WEB_RWKV_MATVEC_UNITS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&u| u > 0)
+        .unwrap_or(5)
+}
+
+/// Weight buffers a dispatch holding `batch` and then `next` binds.
+fn distinct_buffers(batch: &[PartJob], next: &wgpu::Buffer) -> usize {
+    let mut seen: Vec<&wgpu::Buffer> = Vec::new();
+    for b in batch.iter().map(|p| p.buffer).chain(std::iter::once(next)) {
+        if !seen.contains(&b) {
+            seen.push(b);
+        }
+    }
+    seen.len()
+}
+
+/// Generated header + rounding + path + body.
+fn compose(key: &Key) -> Option<String> {
+    let (path, wtype) = if key.int {
+        let (dot, wtype) = int_wgsl(key.ty)?;
+        (format!("{MATVEC_INT_WGSL}\n{dot}"), wtype)
+    } else {
+        let format = format_wgsl(key.ty)?;
+        (
+            format!(
+                "{}\n{}\n{MATVEC_FLOAT_WGSL}",
+                common_helpers(),
+                route_weight_loads(format)
+            ),
+            "u32",
+        )
+    };
+    let mut header = format!(
+        "// matvec {:?} (generated by rwkv-gpu matvec.rs)\n\
+         const WG_SIZE: u32 = {}u;\n\
+         const TPR: u32 = {}u;\n\
+         const RPW: u32 = {}u;\n\
+         const TILE: u32 = {}u;\n\
+         const MAX_JOBS: u32 = {MAX_JOBS}u;\n\
+         struct Params {{ rows: u32, cols: u32, blocks_per_row: u32, row_words: u32, scale_base: u32 }}\n\
+         var<private> P: Params;\n\
+         var<private> ACC: f32;\n\
+         var<private> WSEL: u32;\n",
+        key,
+        key.tpr * key.rpw,
+        key.tpr,
+        key.rpw,
+        if key.int { TILE_INT } else { TILE_FLOAT },
+    );
+    for i in 0..key.bindings {
+        header.push_str(&format!(
+            "@group(0) @binding({}) var<storage, read> W{i}: array<{wtype}>;\n",
+            3 + i
+        ));
+    }
+    header.push_str(&format!(
+        "fn wl(i: u32) -> {wtype} {{\n    switch WSEL {{\n"
+    ));
+    for i in 1..key.bindings {
+        header.push_str(&format!("        case {i}u: {{ return W{i}[i]; }}\n"));
+    }
+    header.push_str("        default: { return W0[i]; }\n    }\n}\n");
+    Some(format!("{header}\n{ROUNDING_WGSL}\n{path}\n{MATVEC_WGSL}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weight_loads_are_routed() {
+        assert_eq!(
+            route_weight_loads("let a = W[b + k]; let h = f(W[P.scale_base + i / 2u]);"),
+            "let a = wl(b + k); let h = f(wl(P.scale_base + i / 2u));"
+        );
+        assert_eq!(route_weight_loads("x[W[i]] + NW[j]"), "x[wl(i)] + NW[j]");
+        assert_eq!(route_weight_loads("W[a[i] + 1]"), "wl(a[i] + 1)");
+    }
+
+    #[test]
+    fn constants_are_read() {
+        let f = format_wgsl(GgmlType::Q4_K).unwrap();
+        assert_eq!(wgsl_const(f, "BLOCK_ELEMS"), Some(256));
+        assert_eq!(wgsl_const(f, "UNITS"), Some(8));
+    }
+}

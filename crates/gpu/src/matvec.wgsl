@@ -1,0 +1,111 @@
+// Matrix x vector for one token, several matrices ("jobs") per dispatch:
+//   y[job.y_offset + r] (op)= sum_c W_job[r][c] * round(x[job.x_offset + c])
+// where round() is the activation rounding of ggml's CPU backend for the weight type (done
+// here, per workgroup, so no separate rounding pass is needed).
+//
+// Composed (matvec.rs) as: generated header (WG_SIZE = RPW rows x TPR threads per row, TILE
+// columns of x staged at a time, the weight bindings W0.. and `wl`, the loader that picks
+// one), rounding.wgsl, then either the float path (common helpers, the format's
+// decode_unit, matvec_float.wgsl) or the integer path (matvec_int.wgsl and the type's
+// dot_unit), then this file. Both paths define
+//   fn prefetch(row, lane, cols)         start loading this thread's first weights (or not)
+//   fn stage(t, x_base, t0, len, mode)   stage columns [t0, t0 + len) of x in workgroup memory
+//   fn accumulate(row, t0, len, lane)    add this thread's units of those columns for `row`
+// A job is one part of one matrix; jobs are laid out along the grid by their first
+// workgroup (`wg_start`), RPW rows each.
+
+struct Job {
+    rows: u32,
+    cols: u32,
+    blocks_per_row: u32,
+    row_words: u32,
+    scale_base: u32,
+    wg_start: u32,
+    x_offset: u32,
+    y_offset: u32,
+    // Epilogue: 0 store, 1 add, 2 relu^2, 3 tanh, 4 sigmoid.
+    epilogue: u32,
+    // Activation rounding: 0 none, 1 f16, 2 bf16, 3 Q8_0, 4 Q8_K.
+    mode: u32,
+    // Which weight binding (W0, W1, ...) holds this job's matrix part.
+    binding: u32,
+    _pad: u32,
+}
+
+struct Jobs {
+    n: u32,
+    _a: u32,
+    _b: u32,
+    _c: u32,
+    j: array<Job, MAX_JOBS>,
+}
+
+@group(0) @binding(0) var<uniform> JOBS: Jobs;
+@group(0) @binding(1) var<storage, read> X: array<f32>;
+@group(0) @binding(2) var<storage, read_write> Y: array<f32>;
+
+var<workgroup> sh_red: array<f32, WG_SIZE>;
+
+fn epilogue(kind: u32, s: f32, i: u32) -> f32 {
+    switch kind {
+        case 1u: { return Y[i] + s; }
+        case 2u: { let r = max(s, 0.0); return r * r; }
+        case 3u: { return tanh(s); }
+        case 4u: { return 1.0 / (1.0 + exp(-s)); }
+        default: { return s; }
+    }
+}
+
+@compute @workgroup_size(WG_SIZE)
+fn main(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) t: u32,
+) {
+    let w = wg.y * nwg.x + wg.x;
+    var ji = 0u;
+    for (var k = 1u; k < JOBS.n; k++) {
+        if JOBS.j[k].wg_start <= w {
+            ji = k;
+        }
+    }
+    let job = JOBS.j[ji];
+    let first_row = (w - job.wg_start) * RPW;
+    if first_row >= job.rows {
+        return;
+    }
+    WSEL = job.binding;
+    P.rows = job.rows;
+    P.cols = job.cols;
+    P.blocks_per_row = job.blocks_per_row;
+    P.row_words = job.row_words;
+    P.scale_base = job.scale_base;
+
+    let lr = t / TPR;
+    let lane = t % TPR;
+    let row = first_row + lr;
+    let live = row < job.rows;
+    ACC = 0.0;
+    if live {
+        prefetch(row, lane, job.cols);
+    }
+    for (var t0 = 0u; t0 < job.cols; t0 += TILE) {
+        let len = min(TILE, job.cols - t0);
+        stage(t, job.x_offset, t0, len, job.mode);
+        workgroupBarrier();
+        if live {
+            accumulate(row, t0, len, lane);
+        }
+        workgroupBarrier();
+    }
+    sh_red[t] = ACC;
+    workgroupBarrier();
+    if live && lane == 0u {
+        var s = 0.0;
+        for (var k = 0u; k < TPR; k++) {
+            s += sh_red[lr * TPR + k];
+        }
+        let i = job.y_offset + row;
+        Y[i] = epilogue(job.epilogue, s, i);
+    }
+}

@@ -1,0 +1,347 @@
+//! The one-token matvec (`MatvecKernels`) against the CPU decoders (`gguf::dequant`) on real
+//! fixture tensors of every supported type, with and without the activation rounding ggml
+//! applies for the type (computed here on the CPU), and with several matrices (of several
+//! types, split into parts) in one call. Needs the fixtures in `shared/fixtures` and a wgpu
+//! adapter (lavapipe is enough).
+
+use std::sync::OnceLock;
+
+use gguf::{GgmlType, GgufFile};
+use half::{bf16, f16};
+use rwkv_gpu::{ContextOptions, Epilogue, GpuContext, GpuMatrix, MatvecJob, MatvecKernels};
+
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/fixtures/");
+
+/// The fixtures directory (`RWKV_FIXTURES` overrides it, for runs away from the checkout).
+fn fixtures() -> String {
+    std::env::var("RWKV_FIXTURES").map_or(FIXTURES.to_string(), |d| format!("{d}/"))
+}
+
+struct Gpu {
+    ctx: GpuContext,
+    kernels: MatvecKernels,
+}
+
+fn gpu() -> &'static Gpu {
+    static GPU: OnceLock<Gpu> = OnceLock::new();
+    GPU.get_or_init(|| {
+        let ctx = GpuContext::new(&ContextOptions::default())
+            .unwrap_or_else(|e| panic!("cannot create a GPU context: {e}"));
+        Gpu {
+            ctx,
+            kernels: MatvecKernels::new(),
+        }
+    })
+}
+
+struct Rng(u64);
+
+impl Rng {
+    fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn uniform(&mut self) -> f32 {
+        (self.next_u64() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+    }
+}
+
+struct TestMatrix {
+    name: String,
+    ty: GgmlType,
+    rows: usize,
+    cols: usize,
+    bytes: Vec<u8>,
+    values: Vec<f32>,
+}
+
+impl TestMatrix {
+    fn from_fixture(file: &str, tensor: &str) -> TestMatrix {
+        let path = format!("{}{file}", fixtures());
+        let f = GgufFile::open(&path).unwrap_or_else(|e| panic!("fixture {path}: {e}"));
+        let info = f
+            .tensor(tensor)
+            .unwrap_or_else(|| panic!("{file} has no tensor {tensor}"))
+            .clone();
+        let bytes = f.tensor_bytes(&info).to_vec();
+        let (rows, cols) = (info.n_rows() as usize, info.row_len() as usize);
+        let values = gguf::dequant::dequantize_to_vec(info.ty, &bytes, rows * cols).unwrap();
+        TestMatrix {
+            name: format!("{file}:{tensor}"),
+            ty: info.ty,
+            rows,
+            cols,
+            bytes,
+            values,
+        }
+    }
+
+    fn upload(&self, max_part_bytes: u64) -> GpuMatrix {
+        GpuMatrix::upload_with_max_part_bytes(
+            &gpu().ctx,
+            &self.name,
+            self.ty,
+            self.rows,
+            self.cols,
+            &self.bytes,
+            max_part_bytes,
+        )
+        .unwrap()
+    }
+}
+
+/// ggml's activation rounding for `mode` (1 f16, 2 bf16, 3 Q8_0, 4 Q8_K), as the kernels do it.
+fn round(x: &[f32], mode: u32) -> Vec<f32> {
+    match mode {
+        1 => x.iter().map(|&v| f16::from_f32(v).to_f32()).collect(),
+        2 => x.iter().map(|&v| bf16::from_f32(v).to_f32()).collect(),
+        3 => x
+            .chunks(32)
+            .flat_map(|c| {
+                let amax = c.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+                let d = amax / 127.0;
+                let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+                let d16 = f16::from_f32(d).to_f32();
+                c.iter()
+                    .map(move |&v| (v * id).round_ties_even() * d16)
+                    .collect::<Vec<_>>()
+            })
+            .collect(),
+        4 => x
+            .chunks(256)
+            .flat_map(|c| {
+                let (mut amax, mut m) = (0.0f32, 0.0f32);
+                for &v in c {
+                    if v.abs() > amax {
+                        amax = v.abs();
+                        m = v;
+                    }
+                }
+                let iscale = if m != 0.0 { -127.0 / m } else { 0.0 };
+                let d = if m != 0.0 { 1.0 / iscale } else { 0.0 };
+                c.iter()
+                    .map(move |&v| (iscale * v).round_ties_even().min(127.0) * d)
+                    .collect::<Vec<_>>()
+            })
+            .collect(),
+        _ => x.to_vec(),
+    }
+}
+
+fn apply(e: Epilogue, r: f64, y0: f64) -> f64 {
+    match e {
+        Epilogue::Store => r,
+        Epilogue::Add => y0 + r,
+        Epilogue::ReluSquare => r.max(0.0).powi(2),
+        Epilogue::Tanh => r.tanh(),
+        Epilogue::Sigmoid => 1.0 / (1.0 + (-r).exp()),
+    }
+}
+
+/// Runs `jobs` (matrix, x offset, y offset, epilogue) as one matvec call with rounding
+/// `mode` and checks every output against the CPU, and that nothing else in y changed.
+fn check(jobs: &[(&TestMatrix, &GpuMatrix, usize, usize, Epilogue)], mode: u32, seed: u64) {
+    let g = gpu();
+    let mut rng = Rng(seed | 1);
+    let x_len = jobs.iter().map(|j| j.2 + j.0.cols).max().unwrap() + 3;
+    let y_len = jobs.iter().map(|j| j.3 + j.0.rows).max().unwrap() + 3;
+    let x: Vec<f32> = (0..x_len).map(|_| rng.uniform()).collect();
+    let y0: Vec<f32> = (0..y_len).map(|_| rng.uniform()).collect();
+    let x_buf = g
+        .ctx
+        .create_storage_buffer("x", bytemuck::cast_slice(&x))
+        .unwrap();
+    let y_buf = g
+        .ctx
+        .create_storage_buffer("y", bytemuck::cast_slice(&y0))
+        .unwrap();
+    let specs: Vec<MatvecJob> = jobs
+        .iter()
+        .map(|&(_, w, xo, yo, e)| MatvecJob {
+            w,
+            x_offset: xo as u32,
+            y_offset: yo as u32,
+            epilogue: e,
+        })
+        .collect();
+    let call = g
+        .kernels
+        .prepare(&g.ctx, &x_buf, &y_buf, mode, &specs)
+        .unwrap_or_else(|e| panic!("prepare: {e}"));
+    let mut enc = g.ctx.device.create_command_encoder(&Default::default());
+    {
+        let mut pass = enc.begin_compute_pass(&Default::default());
+        call.record(&mut pass);
+    }
+    g.ctx.queue.submit([enc.finish()]);
+    let y = g.ctx.read_buffer_f32(&y_buf, 0, y_len).unwrap();
+
+    let mut written = vec![false; y_len];
+    for &(m, _, xo, yo, e) in jobs {
+        let xr = round(&x[xo..xo + m.cols], mode);
+        let what = format!("{} ({}x{}) mode {mode} {e:?}", m.name, m.rows, m.cols);
+        let (mut err2, mut ref2) = (0f64, 0f64);
+        for r in 0..m.rows {
+            let wr = &m.values[r * m.cols..][..m.cols];
+            let (mut s, mut a) = (0f64, 0f64);
+            for (&wv, &xv) in wr.iter().zip(&xr) {
+                s += wv as f64 * xv as f64;
+                a += (wv as f64 * xv as f64).abs();
+            }
+            let want = apply(e, s, y0[yo + r] as f64);
+            let got = y[yo + r] as f64;
+            // f32 sums (1e-5 of the magnitudes); with 8-bit rounding, a rounding step that
+            // the GPU's division puts on the other side moves a term by 1/127 of itself.
+            let tol = if mode >= 3 { 2e-4 } else { 1e-5 };
+            let slope = if e == Epilogue::ReluSquare {
+                2.0 * s.abs()
+            } else {
+                1.0
+            };
+            assert!(
+                (got - want).abs() <= tol * (slope * a + want.abs()) + 1e-30,
+                "{what}: row {r}: got {got}, want {want}"
+            );
+            err2 += (got - want).powi(2);
+            ref2 += want * want;
+            written[yo + r] = true;
+        }
+        let rel = (err2 / ref2.max(1e-30)).sqrt();
+        assert!(rel < 1e-4, "{what}: relative error {rel:e}");
+        eprintln!("{what}: relative error {rel:.1e}");
+    }
+    for i in 0..y_len {
+        if !written[i] {
+            assert_eq!(
+                y[i].to_bits(),
+                y0[i].to_bits(),
+                "y[{i}] outside the outputs changed"
+            );
+        }
+    }
+}
+
+/// The activation rounding ggml applies for a weight type.
+fn mode_of(ty: GgmlType) -> u32 {
+    use GgmlType::*;
+    match ty {
+        F32 => 0,
+        F16 => 1,
+        BF16 => 2,
+        Q8_0 | Q4_0 | Q4_1 | Q5_0 | Q5_1 => 3,
+        _ => 4,
+    }
+}
+
+const FFN_VALUE: &str = "blk.1.channel_mix_value.weight"; // 256 rows x 1024 cols
+
+fn check_type(file: &str, tensor: &str, e: Epilogue, seed: u64) {
+    let m = TestMatrix::from_fixture(file, tensor);
+    let w = m.upload(u64::MAX);
+    check(&[(&m, &w, 5, 3, e)], 0, seed);
+    check(&[(&m, &w, 7, 1, e)], mode_of(m.ty), seed + 1);
+}
+
+#[test]
+fn f16() {
+    check_type("mini-f16.gguf", FFN_VALUE, Epilogue::Add, 1);
+    check_type(
+        "mini-f16.gguf",
+        "blk.0.time_mix_w1.weight",
+        Epilogue::Tanh,
+        2,
+    );
+}
+
+#[test]
+fn bf16() {
+    check_type("mini-bf16.gguf", FFN_VALUE, Epilogue::Sigmoid, 3);
+}
+
+#[test]
+fn q8_0() {
+    check_type("mini-q8_0.gguf", FFN_VALUE, Epilogue::ReluSquare, 4);
+}
+
+#[test]
+fn q4_0() {
+    check_type("mini-q4_0.gguf", FFN_VALUE, Epilogue::Tanh, 5);
+}
+
+#[test]
+fn q4_1() {
+    check_type("mini-q4_1.gguf", FFN_VALUE, Epilogue::Add, 6);
+}
+
+#[test]
+fn q5_0() {
+    check_type(
+        "vocab-q4_k_m.gguf",
+        "blk.0.channel_mix_key.weight",
+        Epilogue::Store,
+        14,
+    );
+}
+
+#[test]
+fn q5_1() {
+    check_type("mini-q5_1.gguf", FFN_VALUE, Epilogue::Sigmoid, 7);
+}
+
+#[test]
+fn q2_k() {
+    check_type("mini-q2_k.gguf", FFN_VALUE, Epilogue::Add, 8);
+}
+
+#[test]
+fn q3_k() {
+    check_type("mini-q3_k_m.gguf", FFN_VALUE, Epilogue::ReluSquare, 9);
+}
+
+#[test]
+fn q4_k() {
+    check_type("mini-q4_k_m.gguf", FFN_VALUE, Epilogue::Tanh, 10);
+    check_type(
+        "mini-q4_k_m.gguf",
+        "blk.0.channel_mix_key.weight",
+        Epilogue::ReluSquare,
+        11,
+    );
+}
+
+#[test]
+fn q5_k() {
+    check_type("mini-q5_k_m.gguf", FFN_VALUE, Epilogue::Sigmoid, 12);
+}
+
+#[test]
+fn q6_k() {
+    check_type("mini-q6_k.gguf", FFN_VALUE, Epilogue::Store, 13);
+}
+
+#[test]
+fn several_matrices_and_parts_in_one_call() {
+    // Three Q4_K matrices of 256-wide rows (r, k, v of a layer), one split into parts, and
+    // a matrix of another type, each with its own input, output and epilogue.
+    let f = "mini-q4_k_m.gguf";
+    let r = TestMatrix::from_fixture(f, "blk.0.time_mix_receptance.weight");
+    let k = TestMatrix::from_fixture(f, "blk.0.time_mix_key.weight");
+    let v = TestMatrix::from_fixture(f, "blk.1.time_mix_value.weight");
+    let o = TestMatrix::from_fixture(f, FFN_VALUE);
+    let (wr, wk, wo) = (r.upload(u64::MAX), k.upload(u64::MAX), o.upload(u64::MAX));
+    let wv = v.upload(v.bytes.len() as u64 / 3);
+    assert!(wv.n_parts() > 1);
+    let n = r.cols;
+    let jobs = [
+        (&r, &wr, 0, 0, Epilogue::Store),
+        (&k, &wk, n + 3, 300, Epilogue::Sigmoid),
+        (&v, &wv, 2 * n + 5, 700, Epilogue::Add),
+        (&o, &wo, 4 * n, 1000, Epilogue::Tanh),
+    ];
+    for mode in [0, 4] {
+        check(&jobs, mode, 20 + mode as u64);
+    }
+}

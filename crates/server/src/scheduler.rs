@@ -1,0 +1,550 @@
+//! The scheduler: one thread owns the engine and runs it step after step for every request in
+//! flight (continuous batching).
+//!
+//! Each step takes, for every busy slot, either the one token it decodes next or a chunk of its
+//! prompt; prompt chunks share a budget of `prefill_chunk` tokens per step, so a long prompt is
+//! read over several steps while the streams already decoding keep getting a token every step.
+//! A request that arrives joins at the next step if a slot is free, and a finished or
+//! cancelled one (its client went away) frees its slot at once.
+//!
+//! Prompts are checked against the [`PrefixCache`] when they start: the state after the
+//! longest cached prefix is written into the slot and only the rest is read. Prompt chunks end
+//! at the request's cache points (e.g. the end of a system prompt), where the state is read
+//! back and cached.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::mpsc::{self, Receiver};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use anyhow::Context;
+use gguf::GgufFile;
+use rwkv_engine::{Engine, EngineOptions, Logits, SamplingParams, SlotInput};
+use rwkv_gpu::{ContextOptions, GpuContext};
+use rwkv_tokenizer::{StreamDecoder, Tokenizer};
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::cache::PrefixCache;
+use crate::metrics::{Finish, Metrics};
+use crate::stop::StopMatcher;
+
+/// The World vocabulary's end of text (`<s>`, id 0).
+pub const END_OF_TEXT: u32 = 0;
+
+/// One generation request, tokenized and checked.
+pub struct Job {
+    pub prompt: Vec<u32>,
+    /// Prompt lengths after which the state is worth caching (e.g. the end of a system prompt),
+    /// ascending.
+    pub cache_points: Vec<usize>,
+    pub params: SamplingParams,
+    pub max_tokens: usize,
+    pub stop: Vec<String>,
+    /// Where the text goes; the request is cancelled when the receiver is dropped.
+    pub events: UnboundedSender<Event>,
+    pub arrived: Instant,
+}
+
+/// What the scheduler tells a request's handler.
+#[derive(Clone, Debug)]
+pub enum Event {
+    /// More text (never a broken UTF-8 character, never part of a stop string).
+    Text(String),
+    /// The end: nothing follows.
+    Done(FinishReason, Usage),
+    /// The engine failed on this request: nothing follows.
+    Error(String),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FinishReason {
+    /// A stop string or the end of text.
+    Stop,
+    /// `max_tokens` reached.
+    Length,
+}
+
+impl FinishReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FinishReason::Stop => "stop",
+            FinishReason::Length => "length",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub prompt_tokens: usize,
+    pub completion_tokens: usize,
+    /// Prompt tokens whose state came from the prefix cache (not read again).
+    pub cached_tokens: usize,
+}
+
+/// Sizes of the scheduler and its engine.
+#[derive(Clone, Debug)]
+pub struct SchedulerOptions {
+    /// Sequences decoded together (engine slots).
+    pub slots: usize,
+    /// Prompt tokens read per step over all slots.
+    pub prefill_chunk: usize,
+    /// Host memory for cached prefix states.
+    pub cache_bytes: u64,
+    /// Prefixes shorter than this are not cached.
+    pub cache_min_tokens: usize,
+}
+
+/// What the HTTP side needs to know about the loaded model.
+pub struct ModelInfo {
+    pub tokenizer: Arc<Tokenizer>,
+    pub vocab_size: usize,
+}
+
+/// Loads the model on its own thread and starts scheduling there. Returns once the model is
+/// loaded: the queue to send jobs to (the scheduler ends when every sender is dropped), the
+/// model's tokenizer, and the thread.
+pub fn spawn(
+    model: PathBuf,
+    adapter: Option<String>,
+    options: SchedulerOptions,
+    metrics: Arc<Metrics>,
+    mut progress: Box<dyn FnMut(u64, u64) + Send>,
+) -> anyhow::Result<(mpsc::Sender<Job>, ModelInfo, JoinHandle<()>)> {
+    let (job_tx, job_rx) = mpsc::channel::<Job>();
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let thread = std::thread::Builder::new()
+        .name("rwkv-scheduler".into())
+        .spawn(move || {
+            // However the thread ends (even by a panic), the server learns the engine is gone.
+            struct Alive(Arc<Metrics>);
+            impl Drop for Alive {
+                fn drop(&mut self) {
+                    self.0.scheduler_alive.store(false, Relaxed);
+                }
+            }
+            let _alive = Alive(metrics.clone());
+            let setup = || -> anyhow::Result<(Engine, Arc<Tokenizer>)> {
+                let file =
+                    GgufFile::open(&model).with_context(|| format!("{}", model.display()))?;
+                let tokenizer = Tokenizer::from_gguf(&file).context("loading the tokenizer")?;
+                let ctx = GpuContext::new(&ContextOptions { adapter })?;
+                let engine_options = EngineOptions {
+                    max_slots: options.slots,
+                    max_rows: options.slots + options.prefill_chunk,
+                    max_out: options.slots,
+                    ..EngineOptions::default()
+                };
+                let engine = Engine::load(Arc::new(ctx), &file, engine_options, &mut *progress)
+                    .context("loading the model")?;
+                Ok((engine, Arc::new(tokenizer)))
+            };
+            match setup() {
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                }
+                Ok((engine, tokenizer)) => {
+                    let info = ModelInfo {
+                        tokenizer: tokenizer.clone(),
+                        vocab_size: engine.config.vocab_size,
+                    };
+                    if ready_tx.send(Ok(info)).is_err() {
+                        return;
+                    }
+                    let cache = PrefixCache::new(options.cache_bytes);
+                    Scheduler {
+                        engine,
+                        cache,
+                        metrics,
+                        options,
+                    }
+                    .run(&tokenizer, job_rx);
+                }
+            }
+        })
+        .context("starting the scheduler thread")?;
+    let info = ready_rx
+        .recv()
+        .context("the scheduler thread ended while loading")??;
+    Ok((job_tx, info, thread))
+}
+
+/// A request in a slot.
+struct Running<'t> {
+    job: Job,
+    /// Arrival order, for sharing the prefill budget first come, first served.
+    seq: u64,
+    /// Prompt tokens already in the slot's state.
+    fed: usize,
+    /// Cache points still ahead (ascending).
+    points: VecDeque<usize>,
+    /// The token to feed next, once the prompt is read.
+    next: Option<u32>,
+    decoder: StreamDecoder<'t>,
+    stops: StopMatcher,
+    generated: usize,
+    cached: usize,
+}
+
+impl Running<'_> {
+    /// Where the next prompt chunk must end: the next cache point or the prompt's end.
+    fn chunk_end(&self) -> usize {
+        self.points
+            .front()
+            .copied()
+            .unwrap_or(self.job.prompt.len())
+    }
+}
+
+/// Shares `budget` prompt tokens among requests that want `wants[i]` tokens each, first come
+/// first served; returns each one's chunk (0: waits for a later step).
+pub fn plan_prefill(wants: &[usize], budget: usize) -> Vec<usize> {
+    let mut left = budget;
+    wants
+        .iter()
+        .map(|&w| {
+            let take = w.min(left);
+            left -= take;
+            take
+        })
+        .collect()
+}
+
+struct Scheduler {
+    engine: Engine,
+    cache: PrefixCache,
+    metrics: Arc<Metrics>,
+    options: SchedulerOptions,
+}
+
+/// What a slot does in a step.
+enum Part {
+    Prefill(usize),
+    Decode,
+}
+
+impl Scheduler {
+    fn run<'t>(mut self, tokenizer: &'t Tokenizer, jobs: Receiver<Job>) {
+        let mut pending: VecDeque<Job> = VecDeque::new();
+        let mut slots: Vec<Option<Running<'t>>> = (0..self.options.slots).map(|_| None).collect();
+        let mut seq = 0u64;
+        loop {
+            // Intake: block only when there is nothing to do.
+            if pending.is_empty() && slots.iter().all(Option::is_none) {
+                match jobs.recv() {
+                    Ok(job) => pending.push_back(job),
+                    Err(_) => return,
+                }
+            }
+            while let Ok(job) = jobs.try_recv() {
+                pending.push_back(job);
+            }
+
+            // Clients that went away: waiting ones leave the queue, running ones free their slot.
+            pending.retain(|job| {
+                let gone = job.events.is_closed();
+                if gone {
+                    self.end_request(Finish::Cancelled);
+                }
+                !gone
+            });
+            for s in slots.iter_mut() {
+                if s.as_ref().is_some_and(|r| r.job.events.is_closed()) {
+                    *s = None;
+                    self.free_slot(Finish::Cancelled);
+                }
+            }
+
+            // Waiting requests take free slots.
+            while let Some(slot) = slots.iter().position(Option::is_none) {
+                let Some(job) = pending.pop_front() else {
+                    break;
+                };
+                seq += 1;
+                slots[slot] = self.start(job, slot, seq, tokenizer);
+            }
+
+            if slots.iter().any(Option::is_some) {
+                self.step(&mut slots);
+            }
+        }
+    }
+
+    /// Puts a job into a free slot: the cached state of its longest cached prefix (or the zero
+    /// state) and its sampling parameters. On failure the job ends with the error.
+    fn start<'t>(
+        &mut self,
+        job: Job,
+        slot: usize,
+        seq: u64,
+        tokenizer: &'t Tokenizer,
+    ) -> Option<Running<'t>> {
+        let m = &self.metrics;
+        m.slots_busy.fetch_add(1, Relaxed);
+        if job.prompt.is_empty() {
+            return self.fail(job, "empty prompt".into());
+        }
+        // The last prompt token is always fed: its logits give the first token.
+        let hit = self.cache.lookup(&job.prompt, job.prompt.len() - 1);
+        let setup = (|| -> anyhow::Result<usize> {
+            let fed = match &hit {
+                Some((len, state)) => {
+                    self.engine.write_state(slot, state)?;
+                    *len
+                }
+                None => {
+                    self.engine.reset(slot)?;
+                    0
+                }
+            };
+            self.engine.set_sampling(slot, &job.params)?;
+            self.engine.reset_sampling(slot)?;
+            Ok(fed)
+        })();
+        let fed = match setup {
+            Ok(fed) => fed,
+            Err(e) => return self.fail(job, format!("{e:#}")),
+        };
+        if fed > 0 {
+            m.cache_hits.fetch_add(1, Relaxed);
+            m.cache_hit_tokens.fetch_add(fed as u64, Relaxed);
+        } else {
+            m.cache_misses.fetch_add(1, Relaxed);
+        }
+        // No cache, no cache points (each costs a read of the state).
+        let min = match self.cache.capacity() {
+            0 => usize::MAX,
+            _ => self.options.cache_min_tokens.max(1),
+        };
+        let points = job
+            .cache_points
+            .iter()
+            .copied()
+            .filter(|&p| p > fed && p < job.prompt.len() && p >= min)
+            .filter(|&p| !self.cache.contains(&job.prompt[..p]))
+            .collect();
+        Some(Running {
+            stops: StopMatcher::new(job.stop.clone()),
+            job,
+            seq,
+            fed,
+            points,
+            next: None,
+            decoder: tokenizer.stream_decoder(),
+            generated: 0,
+            cached: fed,
+        })
+    }
+
+    /// A job that could not start ends with an error.
+    fn fail<'t>(&self, job: Job, e: String) -> Option<Running<'t>> {
+        let _ = job.events.send(Event::Error(e));
+        self.free_slot(Finish::Error);
+        None
+    }
+
+    /// A request left its slot.
+    fn free_slot(&self, how: Finish) {
+        self.metrics.slots_busy.fetch_sub(1, Relaxed);
+        self.end_request(how);
+    }
+
+    fn end_request(&self, how: Finish) {
+        self.metrics.inflight.fetch_sub(1, Relaxed);
+        self.metrics.finished(how);
+    }
+
+    /// One engine step over every busy slot.
+    fn step(&mut self, slots: &mut [Option<Running<'_>>]) {
+        // Decoding slots feed their next token; prompts share the prefill budget in order of
+        // arrival.
+        let mut parts: Vec<(usize, Part)> = Vec::new();
+        let mut prefilling: Vec<&Running> = Vec::new();
+        for (slot, r) in slots.iter().enumerate() {
+            let Some(r) = r else { continue };
+            if r.next.is_some() {
+                parts.push((slot, Part::Decode));
+            } else {
+                prefilling.push(r);
+            }
+        }
+        prefilling.sort_by_key(|r| r.seq);
+        let wants: Vec<usize> = prefilling.iter().map(|r| r.chunk_end() - r.fed).collect();
+        let plan = plan_prefill(&wants, self.options.prefill_chunk.max(1));
+        let prefill_slots: Vec<usize> = prefilling
+            .iter()
+            .map(|r| {
+                slots
+                    .iter()
+                    .position(|s| s.as_ref().is_some_and(|s| s.seq == r.seq))
+                    .expect("the slot of a running request")
+            })
+            .collect();
+        for (slot, take) in prefill_slots.into_iter().zip(plan) {
+            if take > 0 {
+                parts.push((slot, Part::Prefill(take)));
+            }
+        }
+        let inputs: Vec<SlotInput> = parts
+            .iter()
+            .map(|(slot, part)| {
+                let r = slots[*slot].as_ref().expect("busy slot");
+                match *part {
+                    Part::Decode => SlotInput {
+                        slot: *slot,
+                        tokens: std::slice::from_ref(r.next.as_ref().expect("decoding")),
+                        logits: Logits::Last,
+                    },
+                    Part::Prefill(n) => {
+                        let end = r.fed + n;
+                        SlotInput {
+                            slot: *slot,
+                            tokens: &r.job.prompt[r.fed..end],
+                            logits: if end == r.job.prompt.len() {
+                                Logits::Last
+                            } else {
+                                Logits::None
+                            },
+                        }
+                    }
+                }
+            })
+            .collect();
+
+        let m = self.metrics.clone();
+        let t = Instant::now();
+        let result = self.engine.step_sample(&inputs);
+        m.step_seconds.observe(t.elapsed());
+        m.steps.fetch_add(1, Relaxed);
+        m.step_slots.fetch_add(inputs.len() as u64, Relaxed);
+        m.step_max_slots.fetch_max(inputs.len(), Relaxed);
+        drop(inputs);
+
+        let tokens = match result {
+            Ok(tokens) => tokens,
+            Err(e) => {
+                // Every request in the failed step ends with the error; the others go on.
+                for (slot, _) in &parts {
+                    if let Some(r) = slots[*slot].take() {
+                        let _ = r.job.events.send(Event::Error(format!("engine: {e}")));
+                        self.free_slot(Finish::Error);
+                    }
+                }
+                return;
+            }
+        };
+
+        for ((slot, part), token) in parts.into_iter().zip(tokens) {
+            let r = slots[slot].as_mut().expect("busy slot");
+            if let Part::Prefill(n) = part {
+                m.prefill_tokens.fetch_add(n as u64, Relaxed);
+                r.fed += n;
+                if r.points.front() == Some(&r.fed) {
+                    r.points.pop_front();
+                    self.cache_state(slot, &r.job.prompt[..r.fed]);
+                }
+                if r.fed < r.job.prompt.len() {
+                    continue;
+                }
+            }
+            r.next = None;
+            let outcome = match token {
+                Some(token) => self.take_token(r, token),
+                None => Err("the engine returned no token".to_string()),
+            };
+            match outcome {
+                Ok(None) => {}
+                Ok(Some(reason)) => {
+                    let r = slots[slot].take().expect("busy slot");
+                    let usage = Usage {
+                        prompt_tokens: r.job.prompt.len(),
+                        completion_tokens: r.generated,
+                        cached_tokens: r.cached,
+                    };
+                    let _ = r.job.events.send(Event::Done(reason, usage));
+                    self.free_slot(match reason {
+                        FinishReason::Stop => Finish::Stop,
+                        FinishReason::Length => Finish::Length,
+                    });
+                }
+                Err(e) => {
+                    let r = slots[slot].take().expect("busy slot");
+                    let _ = r.job.events.send(Event::Error(e));
+                    self.free_slot(Finish::Error);
+                }
+            }
+        }
+    }
+
+    /// Reads the slot's state back and caches it under `prefix`.
+    fn cache_state(&mut self, slot: usize, prefix: &[u32]) {
+        // A failed read only costs the cache entry.
+        if let Ok(state) = self.engine.read_state(slot) {
+            let m = &self.metrics;
+            let evicted = self.cache.insert(prefix.to_vec(), state);
+            m.cache_evictions.fetch_add(evicted as u64, Relaxed);
+            if self.cache.contains(prefix) {
+                m.cache_inserts.fetch_add(1, Relaxed);
+            }
+            m.cache_entries.store(self.cache.len(), Relaxed);
+            m.cache_bytes.store(self.cache.bytes(), Relaxed);
+        }
+    }
+
+    /// Handles a sampled token: text out, stop strings, limits. `Some(reason)`: the request
+    /// is done; `None`: the token is fed next step.
+    fn take_token(&self, r: &mut Running, token: u32) -> Result<Option<FinishReason>, String> {
+        let m = &self.metrics;
+        if r.generated == 0 {
+            m.ttft_seconds.observe(r.job.arrived.elapsed());
+        }
+        let send = |r: &Running, text: String| {
+            if !text.is_empty() {
+                let _ = r.job.events.send(Event::Text(text));
+            }
+        };
+        if token != END_OF_TEXT {
+            r.generated += 1;
+            m.generated_tokens.fetch_add(1, Relaxed);
+            let text = r.decoder.push(token).map_err(|e| e.to_string())?;
+            let (out, hit) = r.stops.push(&text);
+            send(r, out);
+            if hit.is_some() {
+                return Ok(Some(FinishReason::Stop));
+            }
+            if r.generated < r.job.max_tokens {
+                r.next = Some(token);
+                return Ok(None);
+            }
+        }
+        // The end: flush what was held back (an unfinished character, a partial stop string).
+        let tail = r.decoder.finish();
+        let (out, hit) = r.stops.push(&tail);
+        send(r, out);
+        if hit.is_some() {
+            return Ok(Some(FinishReason::Stop));
+        }
+        let rest = r.stops.finish();
+        send(r, rest);
+        Ok(Some(if token == END_OF_TEXT {
+            FinishReason::Stop
+        } else {
+            FinishReason::Length
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefill_budget_first_come_first_served() {
+        assert_eq!(plan_prefill(&[10, 5, 3], 12), vec![10, 2, 0]);
+        assert_eq!(plan_prefill(&[3, 4], 100), vec![3, 4]);
+        assert_eq!(plan_prefill(&[300], 128), vec![128]);
+        assert_eq!(plan_prefill(&[], 8), Vec::<usize>::new());
+    }
+}
