@@ -80,6 +80,9 @@ fn main(
     let n_tiles = (P.blocks_per_row + BPT - 1u) / BPT;
     for (var tile = 0u; tile < n_tiles; tile++) {
         k0 = tile * KT;
+        // Each tile's products are summed on their own and then added, as ggml sums a block
+        // before accumulating it: a long running f32 sum rounds noticeably worse.
+        var part = array<f32, 4>(0.0, 0.0, 0.0, 0.0);
         for (var i = li; i < BM * SW; i += WG_SIZE) {
             sh_w[i] = vec4<f32>(0.0);
         }
@@ -118,12 +121,15 @@ fn main(
                 let wb = sh_w[(2u * tr + 1u) * SW + kc / 4u + c];
                 let xa = sh_x[(2u * tt) * X4 + c];
                 let xb = sh_x[(2u * tt + 1u) * X4 + c];
-                acc[0] += dot(wa, xa);
-                acc[1] += dot(wa, xb);
-                acc[2] += dot(wb, xa);
-                acc[3] += dot(wb, xb);
+                part[0] += dot(wa, xa);
+                part[1] += dot(wa, xb);
+                part[2] += dot(wb, xa);
+                part[3] += dot(wb, xb);
             }
             workgroupBarrier();
+        }
+        for (var k = 0u; k < 4u; k++) {
+            acc[k] += part[k];
         }
     }
     for (var k = 0u; k < 4u; k++) {
