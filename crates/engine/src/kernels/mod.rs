@@ -104,7 +104,7 @@ impl Kernels {
             format!(
                 "const R_W: u32 = {rw}u;\nconst R_A: u32 = {ra}u;\nconst R_G: u32 = {rg}u;\n\
                  const R_V: u32 = {rv}u;\nconst LORA_F16: bool = {f16};\n{}{}{}",
-                lora_lanes_wgsl(lora_ranks),
+                lora_lanes_wgsl(lora_ranks) + &state_wgsl(),
                 rwkv_gpu::ROUNDING_WGSL,
                 include_str!("wkv7.wgsl")
             )
@@ -178,6 +178,45 @@ fn lora_lanes_wgsl(ranks: [u32; 4]) -> String {
         let _ = writeln!(s, "    }}");
     }
     s.push_str("}\n");
+    s
+}
+
+/// The state row of a WKV thread as 16 private vec4s and its update, written out (a
+/// private array indexed in a loop the driver does not unroll would live in memory). The
+/// sums run over the columns in order, as they always have:
+///   sa = sum_j a[j] S[j];  S[j] = S[j] w[j] + v k[j] + sa b[j];  y = sum_j S[j] r[j]
+fn state_wgsl() -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    for q in 0..16 {
+        let _ = writeln!(s, "var<private> S{q}: vec4<f32>;");
+    }
+    s.push_str("fn state_load(at: u32) {\n");
+    for q in 0..16 {
+        let _ = writeln!(s, "    S{q} = state[at + {q}u];");
+    }
+    s.push_str("}\nfn state_store(at: u32) {\n");
+    for q in 0..16 {
+        let _ = writeln!(s, "    state[at + {q}u] = S{q};");
+    }
+    s.push_str("}\nfn state_step(v: f32) -> f32 {\n    var sa = 0.0;\n");
+    for q in 0..16 {
+        let _ = writeln!(s, "    let a{q} = sh_a[{q}];");
+        for c in ["x", "y", "z", "w"] {
+            let _ = writeln!(s, "    sa += a{q}.{c} * S{q}.{c};");
+        }
+    }
+    s.push_str("    var y = 0.0;\n");
+    for q in 0..16 {
+        let _ = writeln!(
+            s,
+            "    S{q} = S{q} * sh_w[{q}] + v * sh_k[{q}] + sa * sh_b[{q}];\n    let r{q} = sh_r[{q}];"
+        );
+        for c in ["x", "y", "z", "w"] {
+            let _ = writeln!(s, "    y += S{q}.{c} * r{q}.{c};");
+        }
+    }
+    s.push_str("    return y;\n}\n");
     s
 }
 

@@ -94,14 +94,18 @@ var<workgroup> sh_hidden: array<f32, MAX_HIDDEN>;
 // LoRA lane partial sums, [lora][lane][pair].
 var<workgroup> sh_part: array<vec2<f32>, 1024>;
 // Per-channel values of the head: w, k, -kk, kk * a, r.
-var<workgroup> sh_w: array<f32, HEAD_SIZE>;
-var<workgroup> sh_k: array<f32, HEAD_SIZE>;
-var<workgroup> sh_a: array<f32, HEAD_SIZE>;
-var<workgroup> sh_b: array<f32, HEAD_SIZE>;
-var<workgroup> sh_r: array<f32, HEAD_SIZE>;
+// (As vec4s: the generated state code reads them four at a time.)
+var<workgroup> sh_w: array<vec4<f32>, 16>;
+var<workgroup> sh_k: array<vec4<f32>, 16>;
+var<workgroup> sh_a: array<vec4<f32>, 16>;
+var<workgroup> sh_b: array<vec4<f32>, 16>;
+var<workgroup> sh_r: array<vec4<f32>, 16>;
+// This thread's state row (threads 0..63), S0..S15 of the generated code.
+// fn state_load(at), state_store(at): the row from / to state[at..at + 16] (vec4s).
+// fn state_step(v) -> y: the update of the row and its read-out, sums in column order.
 // Reduction inputs and the head's outputs.
-var<workgroup> sh_s1: array<f32, HEAD_SIZE>;
-var<workgroup> sh_s2: array<f32, HEAD_SIZE>;
+var<workgroup> sh_s1: array<vec4<f32>, 16>;
+var<workgroup> sh_s2: array<vec4<f32>, 16>;
 var<workgroup> sh_o: array<f32, HEAD_SIZE>;
 
 fn vec_at(which: u32, c: u32) -> f32 {
@@ -139,19 +143,20 @@ fn lora_weight(which: u32, j: u32, c: u32) -> f32 {
 
 // The product of LoRA `which` for channel c from the lane partials (c = 2 pr + odd).
 fn lora_final(which: u32, rank: u32, hb: u32, c: u32, pr: u32, odd: u32, vec_mode: bool) -> f32 {
-    var v: array<f32, 8>;
-    for (var g = 0u; g < LANES; g++) {
-        v[g] = sh_part[(which * LANES + g) * PAIRS + pr][odd];
-    }
+    let b = which * LANES * PAIRS + pr;
+    // Lanes 0-3 and 4-7 of the channel; lanes i and i + 4 added first in both reductions.
+    let lo = vec4<f32>(sh_part[b][odd], sh_part[b + PAIRS][odd], sh_part[b + 2u * PAIRS][odd],
+        sh_part[b + 3u * PAIRS][odd]);
+    let hi = vec4<f32>(sh_part[b + 4u * PAIRS][odd], sh_part[b + 5u * PAIRS][odd],
+        sh_part[b + 6u * PAIRS][odd], sh_part[b + 7u * PAIRS][odd]);
+    let t = lo + hi;
     if !vec_mode {
-        // tinyBLAS hsum: lanes i and i + 4, then (0 + 2) + (1 + 3).
-        let a = array<f32, 4>(v[0] + v[4], v[1] + v[5], v[2] + v[6], v[3] + v[7]);
-        return (a[0] + a[2]) + (a[1] + a[3]);
+        // tinyBLAS hsum: then (0 + 2) + (1 + 3).
+        return (t.x + t.z) + (t.y + t.w);
     }
-    // GGML_F32x8_REDUCE's last steps: lanes i and i + 4, then (0 + 1) + (2 + 3); the
-    // elements past the last whole 32 are added after (ggml adds them in f64).
-    let t = array<f32, 4>(v[0] + v[4], v[1] + v[5], v[2] + v[6], v[3] + v[7]);
-    var sum = (t[0] + t[1]) + (t[2] + t[3]);
+    // GGML_F32x8_REDUCE's last steps: then (0 + 1) + (2 + 3); the elements past the last
+    // whole 32 are added after (ggml adds them in f64).
+    var sum = (t.x + t.y) + (t.z + t.w);
     for (var j = rank / 32u * 32u; j < rank; j++) {
         sum += lora_weight(which, j, c) * sh_hidden[hb + j];
     }
@@ -159,31 +164,43 @@ fn lora_final(which: u32, rank: u32, hb: u32, c: u32, pr: u32, odd: u32, vec_mod
 }
 
 // Pairwise tree sums of the 64 values in sh_s1 / sh_s2 (halves added first: v[j] + v[j + 32],
-// then + [j + 16], ...), the order the head's reductions have always used.
+// then + [j + 16], ...), the order the head's reductions have always used, written out so
+// that no private array is indexed.
+fn tree64(v0: vec4<f32>, v1: vec4<f32>, v2: vec4<f32>, v3: vec4<f32>, v4: vec4<f32>,
+          v5: vec4<f32>, v6: vec4<f32>, v7: vec4<f32>, v8: vec4<f32>, v9: vec4<f32>,
+          v10: vec4<f32>, v11: vec4<f32>, v12: vec4<f32>, v13: vec4<f32>, v14: vec4<f32>,
+          v15: vec4<f32>) -> f32 {
+    // j + 32
+    let a0 = v0 + v8;
+    let a1 = v1 + v9;
+    let a2 = v2 + v10;
+    let a3 = v3 + v11;
+    let a4 = v4 + v12;
+    let a5 = v5 + v13;
+    let a6 = v6 + v14;
+    let a7 = v7 + v15;
+    // j + 16
+    let b0 = a0 + a4;
+    let b1 = a1 + a5;
+    let b2 = a2 + a6;
+    let b3 = a3 + a7;
+    // j + 8
+    let c0 = b0 + b2;
+    let c1 = b1 + b3;
+    // j + 4, j + 2, j + 1
+    let d = c0 + c1;
+    let e = d.xy + d.zw;
+    return e.x + e.y;
+}
+
 fn tree_s1() -> f32 {
-    var r: array<f32, 32>;
-    for (var j = 0u; j < 32u; j++) {
-        r[j] = sh_s1[j] + sh_s1[j + 32u];
-    }
-    for (var w = 16u; w > 0u; w = w / 2u) {
-        for (var j = 0u; j < w; j++) {
-            r[j] = r[j] + r[j + w];
-        }
-    }
-    return r[0];
+    return tree64(sh_s1[0], sh_s1[1], sh_s1[2], sh_s1[3], sh_s1[4], sh_s1[5], sh_s1[6], sh_s1[7],
+        sh_s1[8], sh_s1[9], sh_s1[10], sh_s1[11], sh_s1[12], sh_s1[13], sh_s1[14], sh_s1[15]);
 }
 
 fn tree_s2() -> f32 {
-    var r: array<f32, 32>;
-    for (var j = 0u; j < 32u; j++) {
-        r[j] = sh_s2[j] + sh_s2[j + 32u];
-    }
-    for (var w = 16u; w > 0u; w = w / 2u) {
-        for (var j = 0u; j < w; j++) {
-            r[j] = r[j] + r[j + w];
-        }
-    }
-    return r[0];
+    return tree64(sh_s2[0], sh_s2[1], sh_s2[2], sh_s2[3], sh_s2[4], sh_s2[5], sh_s2[6], sh_s2[7],
+        sh_s2[8], sh_s2[9], sh_s2[10], sh_s2[11], sh_s2[12], sh_s2[13], sh_s2[14], sh_s2[15]);
 }
 
 @compute @workgroup_size(WG)
@@ -203,11 +220,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
     let c = head * HEAD_SIZE + i;
     let sbase = (((chunk.slot * n_head + head) * HEAD_SIZE + i) * HEAD_SIZE) / 4u;
 
-    var s: array<vec4<f32>, 16>;
     if owner {
-        for (var j = 0u; j < 16u; j++) {
-            s[j] = state[sbase + j];
-        }
+        state_load(sbase);
     }
 
     let w0 = vec_at(W0, c);
@@ -272,7 +286,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
         }
         var kk = k * k_k;
         if owner {
-            sh_s1[i] = kk * kk;
+            sh_s1[i / 4u][i % 4u] = kk * kk;
         }
         workgroupBarrier();
         let norm = sqrt(tree_s1());
@@ -280,28 +294,22 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
         let ka = k * k_a;
         k = k + (a * ka - ka);
         if owner {
-            sh_w[i] = w;
-            sh_k[i] = k;
-            sh_a[i] = -kk;
-            sh_b[i] = kk * a;
-            sh_r[i] = r;
+            let q = i / 4u;
+            let e = i % 4u;
+            sh_w[q][e] = w;
+            sh_k[q][e] = k;
+            sh_a[q][e] = -kk;
+            sh_b[q][e] = kk * a;
+            sh_r[q][e] = r;
         }
         workgroupBarrier();
 
         // 3. State update and read-out, by the row owners.
         var y = 0.0;
         if owner {
-            var sa = 0.0;
-            for (var j = 0u; j < HEAD_SIZE; j++) {
-                sa += sh_a[j] * s[j / 4u][j % 4u];
-            }
-            for (var j = 0u; j < HEAD_SIZE; j++) {
-                let sv = s[j / 4u][j % 4u] * sh_w[j] + v * sh_k[j] + sa * sh_b[j];
-                s[j / 4u][j % 4u] = sv;
-                y += sv * sh_r[j];
-            }
-            sh_s1[i] = y;
-            sh_s2[i] = r * k * r_k;
+            y = state_step(v);
+            sh_s1[i / 4u][i % 4u] = y;
+            sh_s2[i / 4u][i % 4u] = r * k * r_k;
         }
         workgroupBarrier();
 
@@ -311,7 +319,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
         let d = y - mean;
         workgroupBarrier();
         if owner {
-            sh_s1[i] = d * d;
+            sh_s1[i / 4u][i % 4u] = d * d;
         }
         workgroupBarrier();
         let variance = tree_s1() / f32(HEAD_SIZE);
@@ -347,8 +355,6 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
     }
 
     if owner {
-        for (var j = 0u; j < 16u; j++) {
-            state[sbase + j] = s[j];
-        }
+        state_store(sbase);
     }
 }

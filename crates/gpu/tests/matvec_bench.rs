@@ -1,0 +1,176 @@
+//! Time of the one-token matvec on model-sized matrices (ignored by default; run with
+//! `cargo test -p rwkv-gpu --release --test matvec_bench -- --ignored --nocapture`).
+//!
+//! Weights are synthetic (random quants, sane f16 scales), with enough copies cycled through
+//! to exceed the GPU's caches. Many calls are recorded into one pass, either all writing the
+//! same output ("chain": each waits for the one before, as in a forward pass) or each its
+//! own ("free": they may overlap), so the wall-clock time per call approximates the kernel
+//! time (chain: plus the barrier). `MATVEC_UNITS` (comma-separated) sweeps the units of work
+//! per thread.
+
+use std::time::Instant;
+
+use gguf::GgmlType;
+use rwkv_gpu::{ContextOptions, Epilogue, GpuContext, GpuMatrix, MatvecJob, MatvecKernels};
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+}
+
+fn synthetic(ty: GgmlType, n: usize, rng: &mut Rng) -> Vec<u8> {
+    let mut bytes: Vec<u8> = (0..ty.bytes_for(n as u64).unwrap())
+        .map(|_| rng.next() as u8)
+        .collect();
+    let d = half::f16::from_f32(0.01).to_le_bytes();
+    let scale_fields: &[usize] = match ty {
+        GgmlType::Q4_K => &[0, 2],
+        GgmlType::Q6_K => &[208],
+        _ => &[],
+    };
+    if ty == GgmlType::F16 {
+        for v in bytes.chunks_exact_mut(2) {
+            let x = (rng.next() >> 40) as f32 / (1u64 << 24) as f32 - 0.5;
+            v.copy_from_slice(&half::f16::from_f32(x).to_le_bytes());
+        }
+    }
+    for block in bytes.chunks_exact_mut(ty.block_bytes()) {
+        for &at in scale_fields {
+            block[at..at + 2].copy_from_slice(&d);
+        }
+    }
+    bytes
+}
+
+#[test]
+#[ignore = "benchmark: run with --ignored --nocapture on a real GPU"]
+fn matvec_time() {
+    let ctx = GpuContext::new(&ContextOptions::default()).unwrap_or_else(|e| panic!("{e}"));
+    let kernels = MatvecKernels::new();
+    println!("adapter: {} ({:?})", ctx.info.name, ctx.info.backend);
+    let iters = 256;
+    let units: Vec<String> = std::env::var("MATVEC_UNITS")
+        .unwrap_or_else(|_| "5".into())
+        .split(',')
+        .map(str::to_string)
+        .collect();
+    let cases: &[(GgmlType, usize, usize, u32)] = &[
+        (GgmlType::Q4_K, 2560, 2560, 4),
+        (GgmlType::Q4_K, 10240, 2560, 4),
+        (GgmlType::Q4_K, 2560, 10240, 4),
+        (GgmlType::Q4_K, 2560, 2560, 0),
+        (GgmlType::Q4_K, 10240, 2560, 0),
+        (GgmlType::F16, 576, 2560, 1),
+        (GgmlType::Q6_K, 65536, 2560, 4),
+    ];
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    for &(ty, rows, cols, mode) in cases {
+        let x: Vec<f32> = (0..cols).map(|i| ((i % 17) as f32 - 8.0) / 8.0).collect();
+        let x_buf = ctx
+            .create_storage_buffer("x", bytemuck::cast_slice(&x))
+            .unwrap();
+        let bytes = synthetic(ty, rows * cols, &mut rng);
+        let first = GpuMatrix::upload(&ctx, "w", ty, rows, cols, &bytes).unwrap();
+        let copies = ((256u64 << 20) / first.gpu_bytes()).clamp(2, 64) as usize;
+        let mut mats = vec![first];
+        for _ in 1..copies {
+            mats.push(GpuMatrix::upload(&ctx, "w", ty, rows, cols, &bytes).unwrap());
+        }
+        let outs: Vec<wgpu::Buffer> = (0..copies)
+            .map(|_| {
+                ctx.create_storage_buffer("y", &vec![0u8; rows * 4])
+                    .unwrap()
+            })
+            .collect();
+        let mb = mats[0].gpu_bytes() as f64 / 1e6;
+        for u in &units {
+            std::env::set_var("WEB_RWKV_MATVEC_UNITS", u);
+            let mut line = format!("{ty:>5} {rows:>6}x{cols:<6} mode {mode} units {u:>2} {mb:>6.1} MB");
+            for chain in [true, false] {
+                let calls: Vec<_> = mats
+                    .iter()
+                    .enumerate()
+                    .map(|(i, w)| {
+                        let y = if chain { &outs[0] } else { &outs[i] };
+                        let job = MatvecJob {
+                            w,
+                            x_offset: 0,
+                            y_offset: 0,
+                            epilogue: Epilogue::Store,
+                        };
+                        kernels.prepare(&ctx, &x_buf, y, mode, &[job]).unwrap()
+                    })
+                    .collect();
+                let run = |k: usize| {
+                    let mut enc = ctx.device.create_command_encoder(&Default::default());
+                    {
+                        let mut pass = enc.begin_compute_pass(&Default::default());
+                        for i in 0..k {
+                            calls[i % calls.len()].record(&mut pass);
+                        }
+                    }
+                    ctx.queue.submit([enc.finish()]);
+                    ctx.device
+                        .poll(wgpu::PollType::wait_indefinitely())
+                        .unwrap();
+                };
+                run(calls.len().max(8));
+                let t = Instant::now();
+                run(iters);
+                let per = t.elapsed().as_secs_f64() / iters as f64;
+                line += &format!(
+                    " | {} {:>7.1} us {:>6.0} GB/s",
+                    if chain { "chain" } else { "free" },
+                    per * 1e6,
+                    mb * 1e6 / per / 1e9
+                );
+            }
+            println!("{line}");
+        }
+    }
+    // Empty-ish dispatches: the cost of a dependent dispatch by itself.
+    let tiny = synthetic(GgmlType::F16, 64 * 256, &mut rng);
+    let w = GpuMatrix::upload(&ctx, "w", GgmlType::F16, 64, 256, &tiny).unwrap();
+    let x_buf = ctx.create_storage_buffer("x", &[0u8; 1024]).unwrap();
+    let y_buf = ctx.create_storage_buffer("y", &[0u8; 256]).unwrap();
+    let call = kernels
+        .prepare(
+            &ctx,
+            &x_buf,
+            &y_buf,
+            0,
+            &[MatvecJob {
+                w: &w,
+                x_offset: 0,
+                y_offset: 0,
+                epilogue: Epilogue::Store,
+            }],
+        )
+        .unwrap();
+    let run = |k: usize| {
+        let mut enc = ctx.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = enc.begin_compute_pass(&Default::default());
+            for _ in 0..k {
+                call.record(&mut pass);
+            }
+        }
+        ctx.queue.submit([enc.finish()]);
+        ctx.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .unwrap();
+    };
+    run(16);
+    let t = Instant::now();
+    run(1000);
+    println!(
+        "tiny dependent dispatch: {:.2} us each",
+        t.elapsed().as_secs_f64() / 1000.0 * 1e6
+    );
+}
