@@ -200,6 +200,8 @@ pub struct Report {
     pub profile: Option<ProfileReport>,
     /// With --profile and a prompt: one prefill chunk (GPU time for the whole chunk).
     pub prefill_profile: Option<ProfileReport>,
+    /// With --profile and --batch: one step of the largest batch (GPU time for the step).
+    pub batch_profile: Option<ProfileReport>,
     /// Why --profile gave nothing (e.g. no timestamp queries).
     pub profile_error: Option<String>,
 }
@@ -393,17 +395,27 @@ pub fn run(args: &Args) -> Result<Report> {
     let state_bytes_per_seq = wkv_bytes + (config.n_layer * 2 * config.n_embd * 4) as u64;
     let floor_tok_s = REFERENCE_BANDWIDTH / bytes_per_token as f64;
 
+    // Decode as `generate` does: greedy sampling on the GPU, only the token id read back.
+    for slot in 0..max_batch {
+        engine.set_sampling(slot, &rwkv_engine::SamplingParams::greedy())?;
+    }
+    let sampled = |out: Vec<Option<u32>>| -> Result<Vec<u32>> {
+        out.into_iter()
+            .map(|t| t.context("no token sampled"))
+            .collect()
+    };
+
     // Decode at batch 1, after the last prompt.
     let mut latencies = Vec::with_capacity(args.tokens);
     let decode_start = Instant::now();
     for _ in 0..args.tokens {
         let t = Instant::now();
-        let out = engine.step(&[SlotInput {
+        let out = engine.step_sample(&[SlotInput {
             slot: 0,
             tokens: &[next],
             logits: Logits::Last,
         }])?;
-        next = argmax(&out[0][0]);
+        next = sampled(out)?[0];
         latencies.push(t.elapsed());
         if out_of_time(decode_start, args.max_seconds) {
             break;
@@ -453,8 +465,7 @@ pub fn run(args: &Args) -> Result<Report> {
                     logits: Logits::Last,
                 })
                 .collect();
-            let out = engine.step(&inputs)?;
-            *tokens = out.iter().map(|rows| argmax(&rows[0])).collect();
+            *tokens = sampled(engine.step_sample(&inputs)?)?;
             Ok(())
         };
         // One untimed step at this size first.
@@ -513,6 +524,23 @@ pub fn run(args: &Args) -> Result<Report> {
     } else {
         (None, None)
     };
+    // One step of the largest batch (one token per sequence).
+    let batch_profile = match args.batch.iter().copied().max() {
+        Some(b) if args.profile && profile.is_some() && b > 1 => {
+            let tokens: Vec<u32> = (0..b as u32).map(|i| 1 + i % (vocab - 1)).collect();
+            let inputs: Vec<SlotInput> = tokens
+                .iter()
+                .enumerate()
+                .map(|(slot, tok)| SlotInput {
+                    slot,
+                    tokens: std::slice::from_ref(tok),
+                    logits: Logits::Last,
+                })
+                .collect();
+            engine.profile_step(&inputs).ok().map(|p| report(p, b))
+        }
+        _ => None,
+    };
     // One prefill chunk, profiled on a fresh state: where prompt time goes.
     let prefill_profile = if args.profile && profile.is_some() {
         let n = args.chunk.clamp(1, 512);
@@ -548,6 +576,7 @@ pub fn run(args: &Args) -> Result<Report> {
         batches,
         profile,
         prefill_profile,
+        batch_profile,
         profile_error,
     })
 }
@@ -654,10 +683,17 @@ pub fn text(r: &Report) -> String {
             );
         }
     }
-    if let Some(p) = &r.prefill_profile {
+    let step_profiles = [
+        (&r.prefill_profile, "token prefill chunk"),
+        (&r.batch_profile, "sequence decode step"),
+    ];
+    for (p, what) in step_profiles
+        .iter()
+        .filter_map(|(p, w)| p.as_ref().map(|p| (p, w)))
+    {
         let _ = writeln!(
             s,
-            "profile (us of GPU time for one {}-token prefill chunk, {:.1} us in ops):",
+            "profile (us of GPU time for one {}-{what}, {:.1} us in ops):",
             p.tokens, p.total_us
         );
         for op in &p.ops {

@@ -36,6 +36,9 @@ const TILE_TOKENS: u32 = 64;
 const TILE_COLS: u32 = 256;
 const TILE_X_COLS: u32 = 32;
 pub const TILED_FROM_TOKENS: u32 = 16;
+/// Matrices with fewer rows than this use the row kernel for every batch (default of
+/// [`MatmulKernels::with_tiled_min_rows`]).
+const TILED_MIN_ROWS: usize = 1024;
 /// The tensor-core kernel (`matmul_coop.wgsl`): rows and tokens per workgroup (four
 /// subgroups of 16 rows x 32 tokens), columns per staged x chunk, and its workgroup memory
 /// (f16 weight tile and x chunk, each row padded by 8 values, plus one f32 16x16 tile per
@@ -165,6 +168,7 @@ pub struct MatmulKernels {
     layout: wgpu::BindGroupLayout,
     pipeline_layout: wgpu::PipelineLayout,
     cache: Mutex<HashMap<(GgmlType, Kernel), Arc<wgpu::ComputePipeline>>>,
+    tiled_min_rows: usize,
 }
 
 /// The uniform parameters of one part (mirrors `Params` in quant/common.wgsl).
@@ -354,7 +358,15 @@ impl MatmulKernels {
             layout,
             pipeline_layout,
             cache: Mutex::new(HashMap::new()),
+            tiled_min_rows: TILED_MIN_ROWS,
         })
+    }
+
+    /// Use the tile kernels for batches only on matrices of at least `rows` rows (default
+    /// 1024; tests set 0 to run them on small matrices).
+    pub fn with_tiled_min_rows(mut self, rows: usize) -> Self {
+        self.tiled_min_rows = rows;
+        self
     }
 
     fn pipeline(
@@ -510,8 +522,12 @@ impl MatmulKernels {
         let batched = self.pipeline(ctx, w.ty, kernel(TOKENS_PER_WG))?;
         let shared = ctx.limits.max_compute_workgroup_storage_size;
         let invocations = ctx.limits.max_compute_invocations_per_workgroup;
+        // Short matrices (the LoRA products, a few dozen rows) would give the tile kernels a
+        // handful of workgroups each walking every column: the row kernel spreads them
+        // better (measured on the H100 at 64 tokens: 165 us per LoRA product tiled).
+        let tall = w.rows >= self.tiled_min_rows;
         let tiled = match ctx.coop_subgroup_size() {
-            _ if max_tokens < TILED_FROM_TOKENS => None,
+            _ if max_tokens < TILED_FROM_TOKENS || !tall => None,
             Some(subgroup) if shared >= COOP_WORKGROUP_BYTES && invocations >= 4 * subgroup => {
                 let kernel = Kernel::Coop { epilogue, subgroup };
                 Some((self.pipeline(ctx, w.ty, kernel)?, COOP_ROWS, COOP_TOKENS))

@@ -34,7 +34,7 @@ pub const MAX_BINDINGS: usize = 4;
 const MAX_JOBS: usize = 8;
 /// Columns of x staged per pass: f32 values (float path) or bytes (integer path).
 const TILE_FLOAT: u32 = 3072;
-const TILE_INT: u32 = 4096;
+const TILE_INT: u32 = 10240;
 
 /// Activation rounding mode of Q8_K (the integer path), in the numbering of the engine's
 /// kernels.
@@ -404,10 +404,11 @@ impl MatvecKernels {
         };
         let tile = if int { TILE_INT } else { TILE_FLOAT };
         let units = cols.min(tile).div_ceil(unit_values);
-        let tpr = units
-            .div_ceil(units_per_thread())
-            .next_power_of_two()
-            .clamp(4, 64);
+        // Tall matrices (FFN keys, heads): fewer, fuller workgroups pay off (less staging
+        // of x per row); short ones need the workgroups (measured on an H100, Vulkan).
+        let rows: u32 = batch.iter().map(|p| p.params.rows).sum();
+        let per_thread = units_per_thread().unwrap_or(if rows >= 4 * cols { 10 } else { 5 });
+        let tpr = units.div_ceil(per_thread).next_power_of_two().clamp(4, 64);
         let rpw = 256 / tpr;
         let mut buffers: Vec<&wgpu::Buffer> = Vec::new();
         let mut wg = 0u32;
@@ -487,14 +488,13 @@ impl MatvecKernels {
     }
 }
 
-/// Units of work a thread takes per row and tile (threads per row follow from it); the
-/// `WEB_RWKV_MATVEC_UNITS` environment variable overrides the default for measurements.
-fn units_per_thread() -> u32 {
+/// Units of work a thread takes per row and tile (threads per row follow from it), when the
+/// `WEB_RWKV_MATVEC_UNITS` environment variable sets it (for measurements).
+fn units_per_thread() -> Option<u32> {
     std::env::var("WEB_RWKV_MATVEC_UNITS")
         .ok()
         .and_then(|v| v.parse().ok())
         .filter(|&u| u > 0)
-        .unwrap_or(5)
 }
 
 /// Weight buffers a dispatch holding `batch` and then `next` binds.

@@ -8,16 +8,15 @@
 // sum of (decoded weight) x (rounded x) up to f32 rounding.
 
 // The tile's q as packed bytes (16 per vec4), its d per 256 values and sums of q per 16.
-// Thread t stages values [16t, 16t + 16) of the tile: TILE = 16 x WG_SIZE.
+// Group k (values [16k, 16k + 16)) of the tile is staged by thread k % WG_SIZE. sh_bs
+// first holds each group's signed value of largest magnitude (the first on ties).
 var<workgroup> sh_q: array<vec4<u32>, TILE / 16u>;
 var<workgroup> sh_dx: array<f32, TILE / 256u>;
 var<workgroup> sh_bs: array<i32, TILE / 16u>;
-// Per thread, the signed value of largest magnitude of its 16 (the first on ties).
-var<workgroup> sh_m: array<f32, TILE / 16u>;
 
 // The first PF units of this thread's row, loaded before x is staged so that their memory
 // latency overlaps the staging.
-const PF: u32 = 4u;
+const PF: u32 = 8u;
 var<private> PF_UNITS: array<Unit, PF>;
 
 fn q_word(i: u32) -> u32 {
@@ -26,52 +25,61 @@ fn q_word(i: u32) -> u32 {
 
 // Columns [t0, t0 + len) of x, len a multiple of 256 (the rows of K-quant weights are).
 fn stage(t: u32, x_base: u32, t0: u32, len: u32, mode: u32) {
-    let staging = t < len / 16u;
-    var v: array<f32, 16>;
-    var m = 0.0;
-    if staging {
-        let base = x_base + t0 + 16u * t;
-        for (var j = 0u; j < 16u; j++) {
-            v[j] = X[base + j];
-        }
+    let groups = len / 16u;
+    for (var k = t; k < groups; k += WG_SIZE) {
+        let base = x_base + t0 + 16u * k;
+        var m = 0.0;
         var best = 0.0;
         for (var j = 0u; j < 16u; j++) {
-            if abs(v[j]) > best {
-                best = abs(v[j]);
-                m = v[j];
+            let v = X[base + j];
+            if abs(v) > best {
+                best = abs(v);
+                m = v;
             }
         }
+        sh_bs[k] = bitcast<i32>(m);
     }
-    sh_m[t] = m;
     workgroupBarrier();
-    if staging {
-        let b = t / 16u;
+    // Each thread finds the maxima of its groups' blocks before any group's sum replaces
+    // its maximum.
+    var iscales: array<f32, (TILE / 16u + WG_SIZE - 1u) / WG_SIZE>;
+    var n = 0u;
+    for (var k = t; k < groups; k += WG_SIZE) {
+        let b = k / 16u;
         var bm = 0.0;
         var best = 0.0;
-        for (var k = 0u; k < 16u; k++) {
-            let c = sh_m[16u * b + k];
+        for (var j = 0u; j < 16u; j++) {
+            let c = bitcast<f32>(sh_bs[16u * b + j]);
             if abs(c) > best {
                 best = abs(c);
                 bm = c;
             }
         }
-        let iscale = select(0.0, -127.0 / bm, bm != 0.0);
-        if t % 16u == 0u {
-            sh_dx[b] = select(0.0, 1.0 / iscale, bm != 0.0);
+        iscales[n] = select(0.0, -127.0 / bm, bm != 0.0);
+        if k % 16u == 0u {
+            sh_dx[b] = select(0.0, 1.0 / iscales[n], bm != 0.0);
         }
+        n++;
+    }
+    workgroupBarrier();
+    n = 0u;
+    for (var k = t; k < groups; k += WG_SIZE) {
+        let iscale = iscales[n];
+        let base = x_base + t0 + 16u * k;
         var words = vec4<u32>(0u);
         var sum = 0;
         for (var w = 0u; w < 4u; w++) {
             var packed = 0u;
-            for (var k = 0u; k < 4u; k++) {
-                let q = i32(min(round(iscale * v[4u * w + k]), 127.0));
-                packed |= (bitcast<u32>(q) & 0xffu) << (8u * k);
+            for (var e = 0u; e < 4u; e++) {
+                let q = i32(min(round(iscale * X[base + 4u * w + e]), 127.0));
+                packed |= (bitcast<u32>(q) & 0xffu) << (8u * e);
                 sum += q;
             }
             words[w] = packed;
         }
-        sh_q[t] = words;
-        sh_bs[t] = sum;
+        sh_q[k] = words;
+        sh_bs[k] = sum;
+        n++;
     }
 }
 

@@ -39,7 +39,10 @@ fn gpu() -> &'static Gpu {
             );
         }
         eprintln!("tensor-core kernel: {:?}", ctx.coop_subgroup_size());
-        let kernels = MatmulKernels::new(&ctx).expect("kernels");
+        // The tile kernels on every matrix, however short, so that every format runs them.
+        let kernels = MatmulKernels::new(&ctx)
+            .expect("kernels")
+            .with_tiled_min_rows(0);
         Gpu { ctx, kernels }
     })
 }

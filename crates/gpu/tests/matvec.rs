@@ -345,3 +345,53 @@ fn several_matrices_and_parts_in_one_call() {
         check(&jobs, mode, 20 + mode as u64);
     }
 }
+
+/// A synthetic matrix: random codes, small positive f16 scales.
+fn synthetic(ty: GgmlType, rows: usize, cols: usize, seed: u64) -> TestMatrix {
+    let mut rng = Rng(seed | 1);
+    let n = rows * cols;
+    let mut bytes: Vec<u8> = (0..ty.bytes_for(n as u64).unwrap())
+        .map(|_| rng.next_u64() as u8)
+        .collect();
+    let d = f16::from_f32(0.01).to_le_bytes();
+    let scale_fields: &[usize] = match ty {
+        GgmlType::Q4_K => &[0, 2],
+        GgmlType::Q6_K => &[208],
+        _ => &[],
+    };
+    if ty == GgmlType::F16 {
+        for v in bytes.chunks_exact_mut(2) {
+            v.copy_from_slice(&f16::from_f32(rng.uniform()).to_le_bytes());
+        }
+    }
+    for block in bytes.chunks_exact_mut(ty.block_bytes()) {
+        for &at in scale_fields {
+            block[at..at + 2].copy_from_slice(&d);
+        }
+    }
+    let values = gguf::dequant::dequantize_to_vec(ty, &bytes, n).unwrap();
+    TestMatrix {
+        name: format!("synthetic {ty}"),
+        ty,
+        rows,
+        cols,
+        bytes,
+        values,
+    }
+}
+
+#[test]
+fn rows_longer_than_a_staged_tile() {
+    // 12544 = 49 blocks of 256: two tiles of x for the integer path (10240 columns each)
+    // and five for the float path (3072).
+    for (ty, seed) in [
+        (GgmlType::Q4_K, 31),
+        (GgmlType::Q6_K, 32),
+        (GgmlType::F16, 33),
+    ] {
+        let m = synthetic(ty, 40, 12544, seed);
+        let w = m.upload(u64::MAX);
+        check(&[(&m, &w, 4, 2, Epilogue::Add)], 0, seed);
+        check(&[(&m, &w, 8, 5, Epilogue::Store)], mode_of(ty), seed + 1);
+    }
+}

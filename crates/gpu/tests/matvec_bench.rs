@@ -5,8 +5,8 @@
 //! to exceed the GPU's caches. Many calls are recorded into one pass, either all writing the
 //! same output ("chain": each waits for the one before, as in a forward pass) or each its
 //! own ("free": they may overlap), so the wall-clock time per call approximates the kernel
-//! time (chain: plus the barrier). `MATVEC_UNITS` (comma-separated) sweeps the units of work
-//! per thread.
+//! time (chain: plus the barrier). `MATVEC_UNITS` (comma-separated numbers, or `auto` for
+//! the kernels' own choice) sweeps the units of work per thread.
 
 use std::time::Instant;
 
@@ -56,7 +56,7 @@ fn matvec_time() {
     println!("adapter: {} ({:?})", ctx.info.name, ctx.info.backend);
     let iters = 256;
     let units: Vec<String> = std::env::var("MATVEC_UNITS")
-        .unwrap_or_else(|_| "5".into())
+        .unwrap_or_else(|_| "auto".into())
         .split(',')
         .map(str::to_string)
         .collect();
@@ -90,8 +90,12 @@ fn matvec_time() {
             .collect();
         let mb = mats[0].gpu_bytes() as f64 / 1e6;
         for u in &units {
-            std::env::set_var("WEB_RWKV_MATVEC_UNITS", u);
-            let mut line = format!("{ty:>5} {rows:>6}x{cols:<6} mode {mode} units {u:>2} {mb:>6.1} MB");
+            match u.as_str() {
+                "auto" => std::env::remove_var("WEB_RWKV_MATVEC_UNITS"),
+                u => std::env::set_var("WEB_RWKV_MATVEC_UNITS", u),
+            }
+            let mut line =
+                format!("{ty:>5} {rows:>6}x{cols:<6} mode {mode} units {u:>2} {mb:>6.1} MB");
             for chain in [true, false] {
                 let calls: Vec<_> = mats
                     .iter()
