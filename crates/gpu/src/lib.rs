@@ -5,6 +5,7 @@ mod context;
 mod error;
 mod matmul;
 mod matvec;
+mod shader;
 mod weights;
 
 pub use context::{AdapterSummary, ContextOptions, GpuContext, ADAPTER_ENV, COOP_ENV};
@@ -13,4 +14,5 @@ pub use matmul::{
     Epilogue, GetRowsCall, MatmulCall, MatmulKernels, STEP_N_TOKENS_OFFSET, TILED_FROM_TOKENS,
 };
 pub use matvec::{MatvecCall, MatvecJob, MatvecKernels, MAX_BINDINGS, ROUNDING_WGSL};
+pub use shader::{shader_module, SHADER_CHECKS_ENV};
 pub use weights::GpuMatrix;

@@ -399,12 +399,7 @@ impl MatmulKernels {
         })?;
         let source = compose(ty, kernel, fmt);
         let scope = ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let module = ctx
-            .device
-            .create_shader_module(wgpu::ShaderModuleDescriptor {
-                label: Some(&label),
-                source: wgpu::ShaderSource::Wgsl(source.into()),
-            });
+        let module = crate::shader::shader_module(&ctx.device, &label, &source);
         let pipeline = ctx
             .device
             .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {

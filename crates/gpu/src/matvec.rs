@@ -164,6 +164,7 @@ struct Key {
     bindings: u32,
     tpr: u32,
     rpw: u32,
+    probe: u32,
 }
 
 /// Compiled matvec pipelines, created on first use and cached.
@@ -272,12 +273,7 @@ impl MatvecKernels {
             ty: key.ty,
         })?;
         let scope = ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let module = ctx
-            .device
-            .create_shader_module(wgpu::ShaderModuleDescriptor {
-                label: Some(&label),
-                source: wgpu::ShaderSource::Wgsl(source.into()),
-            });
+        let module = crate::shader::shader_module(&ctx.device, &label, &source);
         let pipeline = ctx
             .device
             .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
@@ -396,7 +392,8 @@ impl MatvecKernels {
         let int = mode == ROUND_Q8_K && int_wgsl(ty).is_some();
         // Units of work per row, then threads per row for about 5 units each.
         let unit_values = if int {
-            32
+            let dot = int_wgsl(ty).map(|(dot, _)| dot).unwrap_or_default();
+            256 / wgsl_const(dot, "UNITS").unwrap_or(8)
         } else {
             let f = format_wgsl(ty).unwrap_or_default();
             let be = wgsl_const(f, "BLOCK_ELEMS").unwrap_or(32);
@@ -404,10 +401,16 @@ impl MatvecKernels {
         };
         let tile = if int { TILE_INT } else { TILE_FLOAT };
         let units = cols.min(tile).div_ceil(unit_values);
-        // Tall matrices (FFN keys, heads): fewer, fuller workgroups pay off (less staging
-        // of x per row); short ones need the workgroups (measured on an H100, Vulkan).
         let rows: u32 = batch.iter().map(|p| p.params.rows).sum();
-        let per_thread = units_per_thread().unwrap_or(if rows >= 4 * cols { 10 } else { 5 });
+        // The default is counted in 32-value units (what it was measured with).
+        let per_thread = units_per_thread().unwrap_or_else(|| {
+            let per32 = default_units_per_thread(ty, int, rows, cols);
+            if int {
+                (per32 * 32 / unit_values).max(1)
+            } else {
+                per32
+            }
+        });
         let tpr = units.div_ceil(per_thread).next_power_of_two().clamp(4, 64);
         let rpw = 256 / tpr;
         let mut buffers: Vec<&wgpu::Buffer> = Vec::new();
@@ -430,6 +433,7 @@ impl MatvecKernels {
             bindings: buffers.len() as u32,
             tpr,
             rpw,
+            probe: probe(),
         };
         let pipeline = self.pipeline(ctx, key)?;
         let mut uniform = JobsUniform {
@@ -497,6 +501,35 @@ fn units_per_thread() -> Option<u32> {
         .filter(|&u| u > 0)
 }
 
+/// Units per thread by the matrix's shape (all jobs of the dispatch together). Each
+/// workgroup stages the whole input row, so tall and wide matrices do better with fewer,
+/// fuller workgroups (less staging per weight read); near-square ones need the workgroups to
+/// keep the memory busy. Measured with `matvec_bench` on an H200 (Vulkan): 2560x10240 Q4_K
+/// 80 -> 54 us and Q6_K 76 -> 51 us going from 5 to 10 and 20 units, the 65536x2560 Q6_K
+/// head 173 -> 134 us from 10 to 20; 2560x2560 stays best at 5. The float path was measured
+/// on near-square F16 matrices only, where more units per thread lose.
+fn default_units_per_thread(ty: GgmlType, int: bool, rows: u32, cols: u32) -> u32 {
+    let tall = rows >= 4 * cols;
+    let wide = cols >= 4 * rows;
+    match (int, tall, wide) {
+        (true, true, _) if rows >= 16 * cols => 20,
+        (true, _, true) if ty != GgmlType::Q4_K => 20,
+        (_, true, _) | (true, _, true) => 10,
+        _ => 5,
+    }
+}
+
+/// Measurement probe (`WEB_RWKV_MATVEC_PROBE`): 1 skips the staging of x, 2 the weight
+/// reads and dot products, so a benchmark can time the parts; the results are then wrong.
+/// 0 (the default) runs the kernel whole.
+fn probe() -> u32 {
+    match std::env::var("WEB_RWKV_MATVEC_PROBE").as_deref() {
+        Ok("nostage") => 1,
+        Ok("noacc") => 2,
+        _ => 0,
+    }
+}
+
 /// Weight buffers a dispatch holding `batch` and then `next` binds.
 fn distinct_buffers(batch: &[PartJob], next: &wgpu::Buffer) -> usize {
     let mut seen: Vec<&wgpu::Buffer> = Vec::new();
@@ -531,6 +564,7 @@ fn compose(key: &Key) -> Option<String> {
          const RPW: u32 = {}u;\n\
          const TILE: u32 = {}u;\n\
          const MAX_JOBS: u32 = {MAX_JOBS}u;\n\
+         const PROBE: u32 = {}u;\n\
          struct Params {{ rows: u32, cols: u32, blocks_per_row: u32, row_words: u32, scale_base: u32 }}\n\
          var<private> P: Params;\n\
          var<private> ACC: f32;\n\
@@ -540,6 +574,7 @@ fn compose(key: &Key) -> Option<String> {
         key.tpr,
         key.rpw,
         if key.int { TILE_INT } else { TILE_FLOAT },
+        key.probe,
     );
     for i in 0..key.bindings {
         header.push_str(&format!(

@@ -86,14 +86,16 @@ fn main(
     let row = first_row + lr;
     let live = row < job.rows;
     ACC = 0.0;
-    if live {
+    if live && PROBE != 2u {
         prefetch(row, lane, job.cols);
     }
     for (var t0 = 0u; t0 < job.cols; t0 += TILE) {
         let len = min(TILE, job.cols - t0);
-        stage(t, job.x_offset, t0, len, job.mode);
+        if PROBE != 1u {
+            stage(t, job.x_offset, t0, len, job.mode);
+        }
         workgroupBarrier();
-        if live {
+        if live && PROBE != 2u {
             accumulate(row, t0, len, lane);
         }
         workgroupBarrier();

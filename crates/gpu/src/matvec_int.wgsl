@@ -14,9 +14,8 @@ var<workgroup> sh_q: array<vec4<u32>, TILE / 16u>;
 var<workgroup> sh_dx: array<f32, TILE / 256u>;
 var<workgroup> sh_bs: array<i32, TILE / 16u>;
 
-// The first PF units of this thread's row, loaded before x is staged so that their memory
-// latency overlaps the staging.
-const PF: u32 = 8u;
+// The first PF units of this thread's row (PF: set by the type's file), loaded before x
+// is staged so that their memory latency overlaps the staging.
 var<private> PF_UNITS: array<Unit, PF>;
 
 fn q_word(i: u32) -> u32 {

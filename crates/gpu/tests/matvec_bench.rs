@@ -60,11 +60,17 @@ fn matvec_time() {
         .split(',')
         .map(str::to_string)
         .collect();
+    // `MATVEC_PROBES` (comma-separated: whole, nostage, noacc) times parts of the kernel.
+    let probes: Vec<String> = std::env::var("MATVEC_PROBES")
+        .unwrap_or_else(|_| "whole".into())
+        .split(',')
+        .map(str::to_string)
+        .collect();
     let cases: &[(GgmlType, usize, usize, u32)] = &[
         (GgmlType::Q4_K, 2560, 2560, 4),
         (GgmlType::Q4_K, 10240, 2560, 4),
         (GgmlType::Q4_K, 2560, 10240, 4),
-        (GgmlType::Q4_K, 2560, 2560, 0),
+        (GgmlType::Q6_K, 2560, 10240, 4),
         (GgmlType::Q4_K, 10240, 2560, 0),
         (GgmlType::F16, 576, 2560, 1),
         (GgmlType::Q6_K, 65536, 2560, 4),
@@ -89,13 +95,18 @@ fn matvec_time() {
             })
             .collect();
         let mb = mats[0].gpu_bytes() as f64 / 1e6;
-        for u in &units {
+        for (u, probe) in units
+            .iter()
+            .flat_map(|u| probes.iter().map(move |p| (u, p)))
+        {
             match u.as_str() {
                 "auto" => std::env::remove_var("WEB_RWKV_MATVEC_UNITS"),
                 u => std::env::set_var("WEB_RWKV_MATVEC_UNITS", u),
             }
-            let mut line =
-                format!("{ty:>5} {rows:>6}x{cols:<6} mode {mode} units {u:>2} {mb:>6.1} MB");
+            std::env::set_var("WEB_RWKV_MATVEC_PROBE", probe);
+            let mut line = format!(
+                "{ty:>5} {rows:>6}x{cols:<6} mode {mode} units {u:>4} {probe:>7} {mb:>6.1} MB"
+            );
             for chain in [true, false] {
                 let calls: Vec<_> = mats
                     .iter()

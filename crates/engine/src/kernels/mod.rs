@@ -222,10 +222,7 @@ fn state_wgsl() -> String {
 
 /// A compute pipeline with the layout derived from the shader.
 pub fn pipeline(device: &wgpu::Device, label: &str, source: &str) -> wgpu::ComputePipeline {
-    let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-        label: Some(label),
-        source: wgpu::ShaderSource::Wgsl(source.into()),
-    });
+    let module = rwkv_gpu::shader_module(device, label, source);
     device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
         label: Some(label),
         layout: None,

@@ -7,6 +7,8 @@
 // with the codes made signed bytes (q - 32) for the packed integer dot products.
 
 const UNITS: u32 = 8u;
+// Units loaded ahead of the staging of x (see matvec_int.wgsl): 8 x 36 bytes.
+const PF: u32 = 8u;
 
 // Packed 6-bit codes q (bytes 0..63) as signed bytes q - 32.
 fn centred(q: u32) -> u32 {
