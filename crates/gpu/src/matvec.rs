@@ -402,15 +402,8 @@ impl MatvecKernels {
         let tile = if int { TILE_INT } else { TILE_FLOAT };
         let units = cols.min(tile).div_ceil(unit_values);
         let rows: u32 = batch.iter().map(|p| p.params.rows).sum();
-        // The default is counted in 32-value units (what it was measured with).
-        let per_thread = units_per_thread().unwrap_or_else(|| {
-            let per32 = default_units_per_thread(ty, int, rows, cols);
-            if int {
-                (per32 * 32 / unit_values).max(1)
-            } else {
-                per32
-            }
-        });
+        let per_thread =
+            units_per_thread().unwrap_or_else(|| default_units_per_thread(ty, int, rows, cols));
         let tpr = units.div_ceil(per_thread).next_power_of_two().clamp(4, 64);
         let rpw = 256 / tpr;
         let mut buffers: Vec<&wgpu::Buffer> = Vec::new();
@@ -504,10 +497,11 @@ fn units_per_thread() -> Option<u32> {
 /// Units per thread by the matrix's shape (all jobs of the dispatch together). Each
 /// workgroup stages the whole input row, so tall and wide matrices do better with fewer,
 /// fuller workgroups (less staging per weight read); near-square ones need the workgroups to
-/// keep the memory busy. Measured with `matvec_bench` on an H200 (Vulkan): 2560x10240 Q4_K
-/// 80 -> 54 us and Q6_K 76 -> 51 us going from 5 to 10 and 20 units, the 65536x2560 Q6_K
-/// head 173 -> 134 us from 10 to 20; 2560x2560 stays best at 5. The float path was measured
-/// on near-square F16 matrices only, where more units per thread lose.
+/// keep the memory busy. Measured with `matvec_bench` on an H200 (Vulkan), in each type's
+/// own units (Q4_K 64 values, Q6_K 32): 2560x2560 Q4_K best at 5 (12.6 us; 2: 16.9,
+/// 10: 19.2), 10240x2560 and 2560x10240 Q4_K at 10 (22.7 and 32.2 us; 5: 26.2 and 37.6),
+/// 2560x10240 Q6_K at 20 (51 us; 5: 76), the 65536x2560 Q6_K head at 20 (134 us; 10: 173).
+/// The float path was measured on near-square F16 matrices only, where more units lose.
 fn default_units_per_thread(ty: GgmlType, int: bool, rows: u32, cols: u32) -> u32 {
     let tall = rows >= 4 * cols;
     let wide = cols >= 4 * rows;

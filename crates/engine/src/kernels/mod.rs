@@ -104,7 +104,7 @@ impl Kernels {
             format!(
                 "const R_W: u32 = {rw}u;\nconst R_A: u32 = {ra}u;\nconst R_G: u32 = {rg}u;\n\
                  const R_V: u32 = {rv}u;\nconst LORA_F16: bool = {f16};\n{}{}{}",
-                lora_lanes_wgsl(lora_ranks) + &state_wgsl(),
+                lora_lanes_wgsl(lora_ranks, wkv_load_group()) + &state_wgsl(),
                 rwkv_gpu::ROUNDING_WGSL,
                 include_str!("wkv7.wgsl")
             )
@@ -131,19 +131,40 @@ impl Kernels {
     }
 }
 
+/// Loads per group in the WKV kernel's LoRA lanes: `WEB_RWKV_WKV_LOAD_GROUP` (for
+/// measurements), else all at once.
+fn wkv_load_group() -> Option<usize> {
+    std::env::var("WEB_RWKV_WKV_LOAD_GROUP")
+        .ok()
+        .and_then(|v| v.parse().ok())
+}
+
 /// `lora_lanes` of wkv7.wgsl for the given ranks, every load written out (a loop whose trip
 /// count the driver's compiler does not unroll would wait for its loads a few at a time).
-fn lora_lanes_wgsl(ranks: [u32; 4]) -> String {
+/// The loads go in groups of `group` (weight pair, hidden pair) loads, each group's sums
+/// after its loads; `None` issues every load before the first sum. The sums run in the same
+/// order either way, so the grouping changes register pressure, not results.
+fn lora_lanes_wgsl(ranks: [u32; 4], group: Option<usize>) -> String {
     use std::fmt::Write;
     let mut s = String::from(
         "fn lora_lanes(g: u32, pr: u32, hb: vec4<u32>, wb: vec4<u32>, vec_mode: bool, \
          has_v: bool) {\n",
     );
     let comps = ["x", "y", "z", "w"];
-    // Loads first (the value LoRA reads weight 0 where the layer has none), then sums.
-    for (l, &rank) in ranks.iter().enumerate() {
-        let c = comps[l];
-        for m in 0..rank.div_ceil(8) {
+    for l in 0..ranks.len() {
+        let _ = writeln!(s, "    var one{l} = vec2<f32>(0.0);");
+        let _ = writeln!(s, "    var f{l} = array<vec2<f32>, 4>();");
+    }
+    // (LoRA, lane step) in sum order; the value LoRA reads weight 0 where the layer has none.
+    let terms: Vec<(usize, u32)> = ranks
+        .iter()
+        .enumerate()
+        .flat_map(|(l, &rank)| (0..rank.div_ceil(8)).map(move |m| (l, m)))
+        .collect();
+    let group = group.unwrap_or(terms.len()).max(1);
+    for chunk in terms.chunks(group) {
+        for &(l, m) in chunk {
+            let (c, rank) = (comps[l], ranks[l]);
             let j = format!("({}u + g)", 8 * m);
             let mut idx = format!("wb.{c} + {j} * p.dim");
             let mut h = format!("sh_hidden[hb.{c} + {j}]");
@@ -157,25 +178,20 @@ fn lora_lanes_wgsl(ranks: [u32; 4]) -> String {
             let _ = writeln!(s, "    let w{l}_{m} = lora_pair({idx});");
             let _ = writeln!(s, "    let h{l}_{m} = vec2<f32>({h});");
         }
-    }
-    for (l, &rank) in ranks.iter().enumerate() {
-        let body = rank / 32 * 32;
-        let _ = writeln!(s, "    {{");
-        let _ = writeln!(s, "        var one = vec2<f32>(0.0);");
-        let _ = writeln!(s, "        var f = array<vec2<f32>, 4>();");
-        for m in 0..rank.div_ceil(8) {
-            let _ = writeln!(s, "        one = fma(w{l}_{m}, h{l}_{m}, one);");
-            if 8 * m < body {
+        for &(l, m) in chunk {
+            let _ = writeln!(s, "    one{l} = fma(w{l}_{m}, h{l}_{m}, one{l});");
+            if 8 * m < ranks[l] / 32 * 32 {
                 let a = m % 4;
-                let _ = writeln!(s, "        f[{a}] = fma(w{l}_{m}, h{l}_{m}, f[{a}]);");
+                let _ = writeln!(s, "    f{l}[{a}] = fma(w{l}_{m}, h{l}_{m}, f{l}[{a}]);");
             }
         }
+    }
+    for l in 0..ranks.len() {
         let _ = writeln!(
             s,
-            "        let v = select(one, (f[0] + f[2]) + (f[1] + f[3]), vec_mode);"
+            "    sh_part[({l}u * LANES + g) * PAIRS + pr] = \
+             select(one{l}, (f{l}[0] + f{l}[2]) + (f{l}[1] + f{l}[3]), vec_mode);"
         );
-        let _ = writeln!(s, "        sh_part[({l}u * LANES + g) * PAIRS + pr] = v;");
-        let _ = writeln!(s, "    }}");
     }
     s.push_str("}\n");
     s
