@@ -28,13 +28,10 @@ const GET_ROWS_WG_SIZE: u32 = 64;
 /// Tokens per workgroup of the batched matmul (each decoded weight is used this many times).
 const TOKENS_PER_WG: u32 = 8;
 
-/// The tiled matrix-matrix kernel (`matmul_tiled.wgsl`): rows and tokens per workgroup,
-/// columns per decoded weight tile and per staged x chunk, and the token count from which
-/// it replaces the row kernel.
-const TILE_ROWS: u32 = 16;
-const TILE_TOKENS: u32 = 64;
+/// The tiled matrix-matrix kernel (`matmul_tiled.wgsl`): columns per decoded weight tile
+/// (its workgroup shape is a [`TileShape`]), and the token count from which it replaces the
+/// row kernel.
 const TILE_COLS: u32 = 256;
-const TILE_X_COLS: u32 = 32;
 pub const TILED_FROM_TOKENS: u32 = 16;
 /// Matrices with fewer rows than this use the row kernel for every batch (default of
 /// [`MatmulKernels::with_tiled_min_rows`]).
@@ -48,10 +45,77 @@ const COOP_TOKENS: u32 = 64;
 const COOP_X_COLS: u32 = 64;
 const COOP_WORKGROUP_BYTES: u32 =
     COOP_ROWS * (TILE_COLS + 8) * 2 + COOP_TOKENS * (COOP_X_COLS + 8) * 2 + 4 * 256 * 4;
-/// Workgroup memory the tiled kernel needs (weight tile with one padding vec4 per row, plus
-/// the x chunk); adapters that offer less use the row kernel for every batch.
-const TILED_WORKGROUP_BYTES: u32 =
-    TILE_ROWS * (TILE_COLS / 4 + 1) * 16 + TILE_TOKENS * TILE_X_COLS * 4;
+/// The tiled kernel's workgroup: `rows` x `tokens` outputs, `rows_per_thread` x
+/// `tokens_per_thread` per thread, x staged `x_cols` columns at a time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TileShape {
+    pub rows: u32,
+    pub tokens: u32,
+    pub rows_per_thread: u32,
+    pub tokens_per_thread: u32,
+    pub x_cols: u32,
+}
+
+/// Environment variable overriding the tiled kernel's shape, `ROWSxTOKENSxRTxCTxXCOLS`
+/// (for measurements; an invalid shape is ignored).
+pub const TILE_ENV: &str = "WEB_RWKV_TILE";
+
+impl TileShape {
+    /// The default: 16 rows x 64 tokens, 2 x 2 per thread (256 threads), x in chunks of 32.
+    pub const DEFAULT: TileShape = TileShape {
+        rows: 16,
+        tokens: 64,
+        rows_per_thread: 2,
+        tokens_per_thread: 2,
+        x_cols: 32,
+    };
+
+    /// [`TILE_ENV`] if it holds a valid shape, else [`TileShape::DEFAULT`].
+    pub fn from_env() -> TileShape {
+        std::env::var(TILE_ENV)
+            .ok()
+            .and_then(|v| TileShape::parse(&v))
+            .unwrap_or(TileShape::DEFAULT)
+    }
+
+    /// Parses `ROWSxTOKENSxRTxCTxXCOLS`; `None` unless every part divides as the kernel needs.
+    pub fn parse(text: &str) -> Option<TileShape> {
+        let v: Vec<u32> = text
+            .split('x')
+            .map(|p| p.trim().parse().ok())
+            .collect::<Option<_>>()?;
+        let &[rows, tokens, rows_per_thread, tokens_per_thread, x_cols] = v.as_slice() else {
+            return None;
+        };
+        let shape = TileShape {
+            rows,
+            tokens,
+            rows_per_thread,
+            tokens_per_thread,
+            x_cols,
+        };
+        let ok = rows_per_thread > 0
+            && tokens_per_thread > 0
+            && rows.is_multiple_of(rows_per_thread)
+            && tokens.is_multiple_of(tokens_per_thread)
+            && x_cols > 0
+            && x_cols.is_multiple_of(4)
+            && TILE_COLS.is_multiple_of(x_cols)
+            && (1..=1024).contains(&shape.threads());
+        ok.then_some(shape)
+    }
+
+    /// Threads per workgroup.
+    pub fn threads(&self) -> u32 {
+        (self.rows / self.rows_per_thread) * (self.tokens / self.tokens_per_thread)
+    }
+
+    /// Workgroup memory: the decoded weight tile (one padding vec4 per row) and the x chunk.
+    /// Adapters that offer less use the row kernel for every batch.
+    pub fn workgroup_bytes(&self) -> u32 {
+        self.rows * (TILE_COLS / 4 + 1) * 16 + self.tokens * self.x_cols * 4
+    }
+}
 
 /// How the matmul's workgroups are shaped: `threads_per_row` threads share an output row,
 /// `rows_per_wg` rows share a workgroup.
@@ -154,6 +218,7 @@ enum Kernel {
     /// The tiled matrix-matrix kernel (x read as scalars).
     Tiled {
         epilogue: Epilogue,
+        shape: TileShape,
     },
     /// The tensor-core kernel for subgroups of `subgroup` invocations.
     Coop {
@@ -169,6 +234,7 @@ pub struct MatmulKernels {
     pipeline_layout: wgpu::PipelineLayout,
     cache: Mutex<HashMap<(GgmlType, Kernel), Arc<wgpu::ComputePipeline>>>,
     tiled_min_rows: usize,
+    tile: TileShape,
 }
 
 /// The uniform parameters of one part (mirrors `Params` in quant/common.wgsl).
@@ -359,6 +425,7 @@ impl MatmulKernels {
             pipeline_layout,
             cache: Mutex::new(HashMap::new()),
             tiled_min_rows: TILED_MIN_ROWS,
+            tile: TileShape::from_env(),
         })
     }
 
@@ -366,6 +433,12 @@ impl MatmulKernels {
     /// 1024; tests set 0 to run them on small matrices).
     pub fn with_tiled_min_rows(mut self, rows: usize) -> Self {
         self.tiled_min_rows = rows;
+        self
+    }
+
+    /// Use `shape` for the tiled kernel (default [`TileShape::from_env`]).
+    pub fn with_tile_shape(mut self, shape: TileShape) -> Self {
+        self.tile = shape;
         self
     }
 
@@ -389,7 +462,10 @@ impl MatmulKernels {
                 "matmul {ty} {epilogue:?} x{tokens} vec_x={vec_x} tpr={}",
                 tiling.threads_per_row
             ),
-            Kernel::Tiled { epilogue } => format!("matmul_tiled {ty} {epilogue:?}"),
+            Kernel::Tiled { epilogue, shape } => format!(
+                "matmul_tiled {ty} {epilogue:?} {}x{}",
+                shape.rows, shape.tokens
+            ),
             Kernel::Coop { epilogue, .. } => format!("matmul_coop {ty} {epilogue:?}"),
             Kernel::GetRows => format!("get_rows {ty}"),
         };
@@ -527,9 +603,16 @@ impl MatmulKernels {
                 let kernel = Kernel::Coop { epilogue, subgroup };
                 Some((self.pipeline(ctx, w.ty, kernel)?, COOP_ROWS, COOP_TOKENS))
             }
-            _ if shared >= TILED_WORKGROUP_BYTES && invocations >= 256 => {
-                let kernel = Kernel::Tiled { epilogue };
-                Some((self.pipeline(ctx, w.ty, kernel)?, TILE_ROWS, TILE_TOKENS))
+            _ if shared >= self.tile.workgroup_bytes() && invocations >= self.tile.threads() => {
+                let kernel = Kernel::Tiled {
+                    epilogue,
+                    shape: self.tile,
+                };
+                Some((
+                    self.pipeline(ctx, w.ty, kernel)?,
+                    self.tile.rows,
+                    self.tile.tokens,
+                ))
             }
             _ => None,
         };
@@ -627,18 +710,25 @@ fn compose(ty: GgmlType, kernel: Kernel, format: &str) -> String {
             tiling.rows_per_wg,
             tiling.threads_per_row,
         ),
-        Kernel::Tiled { epilogue } => {
+        Kernel::Tiled { epilogue, shape } => {
             return format!(
                 "// {ty} {kernel:?} (generated by rwkv-gpu matmul.rs)\n\
                  const WG_SIZE: u32 = {}u;\n\
-                 const BM: u32 = {TILE_ROWS}u;\n\
-                 const BN: u32 = {TILE_TOKENS}u;\n\
+                 const BM: u32 = {}u;\n\
+                 const BN: u32 = {}u;\n\
+                 const RT: u32 = {}u;\n\
+                 const CT: u32 = {}u;\n\
                  const KT: u32 = {TILE_COLS}u;\n\
-                 const KX: u32 = {TILE_X_COLS}u;\n\
+                 const KX: u32 = {}u;\n\
                  const EPILOGUE: u32 = {}u;\n\
                  const N_TOKENS_WORD: u32 = {}u;\n\n\
                  {COMMON_WGSL}\n{format}\n{MATMUL_X1_WGSL}\n{MATMUL_TILED_WGSL}",
-                (TILE_ROWS / 2) * (TILE_TOKENS / 2),
+                shape.threads(),
+                shape.rows,
+                shape.tokens,
+                shape.rows_per_thread,
+                shape.tokens_per_thread,
+                shape.x_cols,
                 epilogue.id(),
                 STEP_N_TOKENS_OFFSET / 4
             );
@@ -713,6 +803,12 @@ impl MatmulCall {
             pass.set_bind_group(0, &part.bind_group, &[]);
             pass.dispatch_workgroups(part.groups.0, part.groups.1, n.div_ceil(per_wg));
         }
+    }
+
+    /// Whether batches of [`TILED_FROM_TOKENS`] or more use a tile kernel (tiled or tensor
+    /// cores) rather than the row kernel.
+    pub fn is_tiled(&self) -> bool {
+        self.tiled.is_some()
     }
 
     /// Number of dispatches one `record` makes (one per matrix part).

@@ -3,15 +3,16 @@
 // workgroup memory so that every weight is decoded once per BN tokens (the row kernel in
 // matmul.wgsl decodes it once per TT = 8 tokens and re-reads x from memory for each).
 //
-// Header constants (from matmul.rs): WG_SIZE = 256 threads; BM rows x BN tokens per
-// workgroup; KT columns per weight tile (a whole number of blocks); KX columns per x chunk;
-// EPILOGUE; N_TOKENS_WORD. Grid: x, y = row groups of BM rows (linearised as in
-// matmul.wgsl), z = token groups of BN tokens.
+// Header constants (from matmul.rs): BM rows x BN tokens per workgroup, RT rows x CT tokens
+// per thread (WG_SIZE = (BM / RT) x (BN / CT) threads); KT columns per weight tile (a whole
+// number of blocks); KX columns per x chunk; EPILOGUE; N_TOKENS_WORD. Grid: x, y = row groups
+// of BM rows (linearised as in matmul.wgsl), z = token groups of BN tokens.
 //
 // Per weight tile: the threads decode the BM x KT tile into `sh_w` with the format's
 // decode_unit (ggml's dequantization, bit for bit); then, KX columns at a time, they stage
-// BN tokens of x in `sh_x` and each thread accumulates a 2 x 2 block (2 rows, 2 tokens) in
-// f32. Rows and tokens past the ends are computed on zeros and not written.
+// BN tokens of x in `sh_x` and each thread accumulates an RT x CT block (rows x tokens) in
+// f32, from RT weight and CT x vectors loaded once per 4 columns (a larger block means fewer
+// workgroup-memory loads per product). Rows and tokens past the ends are computed on zeros and not written.
 
 // X (binding 2) and load_x1 come from matmul_x1.wgsl.
 @group(0) @binding(3) var<storage, read_write> Y: array<f32>;
@@ -22,8 +23,10 @@ const BPT: u32 = KT / BLOCK_ELEMS;
 // fall in different banks.
 const SW: u32 = KT / 4u + 1u;
 const X4: u32 = KX / 4u;
-// Threads along rows and tokens: each owns rows 2i, 2i + 1 and tokens 2j, 2j + 1.
-const TR: u32 = BM / 2u;
+// Threads along rows: thread (i, j) owns rows RT i .. RT i + RT - 1 and tokens
+// CT j .. CT j + CT - 1.
+const TR: u32 = BM / RT;
+const NACC: u32 = RT * CT;
 
 var<workgroup> sh_w: array<vec4<f32>, BM * SW>;
 var<workgroup> sh_x: array<vec4<f32>, BN * X4>;
@@ -76,13 +79,13 @@ fn main(
     let x_base = P.in_offset + t0 * P.in_stride;
     let tr = li % TR;
     let tt = li / TR;
-    var acc = array<f32, 4>(0.0, 0.0, 0.0, 0.0);
+    var acc = array<f32, NACC>();
     let n_tiles = (P.blocks_per_row + BPT - 1u) / BPT;
     for (var tile = 0u; tile < n_tiles; tile++) {
         k0 = tile * KT;
         // Each tile's products are summed on their own and then added, as ggml sums a block
         // before accumulating it: a long running f32 sum rounds noticeably worse.
-        var part = array<f32, 4>(0.0, 0.0, 0.0, 0.0);
+        var part = array<f32, NACC>();
         for (var i = li; i < BM * SW; i += WG_SIZE) {
             sh_w[i] = vec4<f32>(0.0);
         }
@@ -117,24 +120,29 @@ fn main(
             }
             workgroupBarrier();
             for (var c = 0u; c < X4; c++) {
-                let wa = sh_w[(2u * tr) * SW + kc / 4u + c];
-                let wb = sh_w[(2u * tr + 1u) * SW + kc / 4u + c];
-                let xa = sh_x[(2u * tt) * X4 + c];
-                let xb = sh_x[(2u * tt + 1u) * X4 + c];
-                part[0] += dot(wa, xa);
-                part[1] += dot(wa, xb);
-                part[2] += dot(wb, xa);
-                part[3] += dot(wb, xb);
+                var wv: array<vec4<f32>, RT>;
+                var xv: array<vec4<f32>, CT>;
+                for (var a = 0u; a < RT; a++) {
+                    wv[a] = sh_w[(RT * tr + a) * SW + kc / 4u + c];
+                }
+                for (var b = 0u; b < CT; b++) {
+                    xv[b] = sh_x[(CT * tt + b) * X4 + c];
+                }
+                for (var a = 0u; a < RT; a++) {
+                    for (var b = 0u; b < CT; b++) {
+                        part[a * CT + b] += dot(wv[a], xv[b]);
+                    }
+                }
             }
             workgroupBarrier();
         }
-        for (var k = 0u; k < 4u; k++) {
+        for (var k = 0u; k < NACC; k++) {
             acc[k] += part[k];
         }
     }
-    for (var k = 0u; k < 4u; k++) {
-        let row = first_row + 2u * tr + k / 2u;
-        let t = 2u * tt + k % 2u;
+    for (var k = 0u; k < NACC; k++) {
+        let row = first_row + RT * tr + k / CT;
+        let t = CT * tt + k % CT;
         if (row < P.rows && t < n_here) {
             let i = P.out_offset + (t0 + t) * P.out_stride + P.row_start + row;
             Y[i] = epilogue(acc[k], i);

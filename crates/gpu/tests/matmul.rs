@@ -7,8 +7,8 @@ use std::sync::OnceLock;
 
 use gguf::{GgmlType, GgufFile};
 use rwkv_gpu::{
-    ContextOptions, Epilogue, GpuContext, GpuError, GpuMatrix, MatmulKernels, STEP_N_TOKENS_OFFSET,
-    TILED_FROM_TOKENS,
+    ContextOptions, Epilogue, GpuContext, GpuError, GpuMatrix, MatmulKernels, TileShape,
+    STEP_N_TOKENS_OFFSET, TILED_FROM_TOKENS,
 };
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/fixtures/");
@@ -185,6 +185,18 @@ const TOKEN_COUNTS: [u32; 4] = [1, 3, 37, 70];
 /// epilogues, with offsets and strides on both sides and poisoned outputs. `aligned`: x
 /// offset and stride are multiples of 4 (the kernel then loads x as vec4s).
 fn check_matmul(m: &TestMatrix, w: &GpuMatrix, epilogues: &[Epilogue], aligned: bool, seed: u64) {
+    check_matmul_with(&gpu().kernels, m, w, epilogues, aligned, seed);
+}
+
+/// [`check_matmul`] with the given kernels.
+fn check_matmul_with(
+    kernels: &MatmulKernels,
+    m: &TestMatrix,
+    w: &GpuMatrix,
+    epilogues: &[Epilogue],
+    aligned: bool,
+    seed: u64,
+) {
     let g = gpu();
     let (rows, cols) = (m.rows, m.cols);
     let mut rng = Rng(seed | 1);
@@ -223,8 +235,7 @@ fn check_matmul(m: &TestMatrix, w: &GpuMatrix, epilogues: &[Epilogue], aligned: 
     }
 
     for &e in epilogues {
-        let call = g
-            .kernels
+        let call = kernels
             .prepare(
                 &g.ctx,
                 w,
@@ -510,6 +521,79 @@ fn q4_k() {
         Epilogue::ReluSquare,
         13,
     );
+}
+
+#[test]
+fn other_tile_shapes_give_the_same_products() {
+    let g = gpu();
+    if g.ctx.coop_subgroup_size().is_some() {
+        // The tensor-core kernel replaces the tiled one on this device.
+        return;
+    }
+    // More rows or tokens per thread, fewer threads, shorter x chunks, a single thread per
+    // output: the kernel must be right for every shape it accepts.
+    let shapes = [
+        "32x64x4x2x16",
+        "16x128x2x4x16",
+        "8x32x1x1x32",
+        "32x32x4x4x64",
+    ];
+    let q4k = TestMatrix::from_fixture(
+        "mini-q4_k_m.gguf",
+        "blk.0.channel_mix_key.weight",
+        GgmlType::Q4_K,
+    );
+    let f16 = TestMatrix::from_fixture("mini-f16.gguf", FFN_VALUE, GgmlType::F16);
+    let mut ran = 0;
+    for (k, text) in shapes.into_iter().enumerate() {
+        let shape = TileShape::parse(text).unwrap_or_else(|| panic!("shape {text}"));
+        if shape.workgroup_bytes() > g.ctx.limits.max_compute_workgroup_storage_size {
+            eprintln!("tile {text}: needs more workgroup memory than the adapter offers");
+            continue;
+        }
+        ran += 1;
+        let kernels = MatmulKernels::new(&g.ctx)
+            .expect("kernels")
+            .with_tiled_min_rows(0)
+            .with_tile_shape(shape);
+        for (i, m) in [&q4k, &f16].into_iter().enumerate() {
+            let w = m.upload(u64::MAX);
+            // The tile kernel must be the one under test.
+            let n = MAX_TOKENS as usize;
+            let x = g.ctx.create_storage_buffer("x", &vec![0u8; m.cols * n * 4]);
+            let y = g.ctx.create_storage_buffer("y", &vec![0u8; m.rows * n * 4]);
+            let (x, y, step) = (x.unwrap(), y.unwrap(), step_buffer(0));
+            let (xs, ys) = (m.cols as u32, m.rows as u32);
+            let call = kernels
+                .prepare(
+                    &g.ctx,
+                    &w,
+                    &x,
+                    0,
+                    xs,
+                    &y,
+                    0,
+                    ys,
+                    Epilogue::Add,
+                    &step,
+                    MAX_TOKENS,
+                )
+                .unwrap();
+            assert!(call.is_tiled(), "tile {text}: the row kernel was chosen");
+            let seed = 60 + 2 * k as u64 + i as u64;
+            check_matmul_with(&kernels, m, &w, &[Epilogue::Add], i == 0, seed);
+        }
+    }
+    assert!(ran >= 2, "only {ran} tile shapes fit this adapter");
+    for bad in [
+        "16x64x3x2x32",
+        "16x64x2x2x12",
+        "16x64x2x2",
+        "0x64x2x2x32",
+        "64x64x1x1x32",
+    ] {
+        assert_eq!(TileShape::parse(bad), None, "{bad}");
+    }
 }
 
 #[test]
