@@ -456,16 +456,7 @@ pub fn run(args: &Args) -> Result<Report> {
         let steps = args.batch_steps.unwrap_or(args.tokens).max(1);
         let mut tokens: Vec<u32> = (0..b as u32).map(|i| 1 + i % (vocab - 1)).collect();
         let mut step = |tokens: &mut Vec<u32>| -> Result<()> {
-            let inputs: Vec<SlotInput> = tokens
-                .iter()
-                .enumerate()
-                .map(|(slot, tok)| SlotInput {
-                    slot,
-                    tokens: std::slice::from_ref(tok),
-                    logits: Logits::Last,
-                })
-                .collect();
-            *tokens = sampled(engine.step_sample(&inputs)?)?;
+            *tokens = sampled(engine.step_sample(&one_token_each(tokens))?)?;
             Ok(())
         };
         // One untimed step at this size first.
@@ -528,16 +519,10 @@ pub fn run(args: &Args) -> Result<Report> {
     let batch_profile = match args.batch.iter().copied().max() {
         Some(b) if args.profile && profile.is_some() && b > 1 => {
             let tokens: Vec<u32> = (0..b as u32).map(|i| 1 + i % (vocab - 1)).collect();
-            let inputs: Vec<SlotInput> = tokens
-                .iter()
-                .enumerate()
-                .map(|(slot, tok)| SlotInput {
-                    slot,
-                    tokens: std::slice::from_ref(tok),
-                    logits: Logits::Last,
-                })
-                .collect();
-            engine.profile_step(&inputs).ok().map(|p| report(p, b))
+            engine
+                .profile_step(&one_token_each(&tokens))
+                .ok()
+                .map(|p| report(p, b))
         }
         _ => None,
     };
@@ -723,4 +708,17 @@ fn main() -> Result<()> {
         print!("{}", text(&report));
     }
     Ok(())
+}
+
+/// One decode input per slot: slot i feeds `tokens[i]` and wants its last logits.
+fn one_token_each(tokens: &[u32]) -> Vec<SlotInput<'_>> {
+    tokens
+        .iter()
+        .enumerate()
+        .map(|(slot, tok)| SlotInput {
+            slot,
+            tokens: std::slice::from_ref(tok),
+            logits: Logits::Last,
+        })
+        .collect()
 }

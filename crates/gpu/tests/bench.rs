@@ -7,49 +7,11 @@
 
 use std::time::Instant;
 
+mod support;
+
 use gguf::GgmlType;
 use rwkv_gpu::{ContextOptions, Epilogue, GpuContext, GpuMatrix, MatmulKernels};
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-}
-
-/// Random bytes for `n` values of `ty`, with every f16 scale field a small positive value
-/// (random bytes would give infinities and NaNs in scales; the kernels don't care, the
-/// numbers printed for checking do).
-fn synthetic(ty: GgmlType, n: usize, rng: &mut Rng) -> Vec<u8> {
-    let mut bytes: Vec<u8> = (0..ty.bytes_for(n as u64).unwrap())
-        .map(|_| rng.next() as u8)
-        .collect();
-    let d = half::f16::from_f32(0.01).to_le_bytes();
-    let scale_fields: &[usize] = match ty {
-        GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => &[0],
-        GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q4_K | GgmlType::Q5_K => &[0, 2],
-        GgmlType::Q2_K => &[80, 82],
-        GgmlType::Q3_K => &[108],
-        GgmlType::Q6_K => &[208],
-        _ => &[],
-    };
-    if ty == GgmlType::F16 {
-        for v in bytes.chunks_exact_mut(2) {
-            let x = (rng.next() >> 40) as f32 / (1u64 << 24) as f32 - 0.5;
-            v.copy_from_slice(&half::f16::from_f32(x).to_le_bytes());
-        }
-    }
-    for block in bytes.chunks_exact_mut(ty.block_bytes()) {
-        for &at in scale_fields {
-            block[at..at + 2].copy_from_slice(&d);
-        }
-    }
-    bytes
-}
+use support::{synthetic_bytes, Rng};
 
 #[test]
 #[ignore = "benchmark: run with --ignored --nocapture on a real GPU"]
@@ -94,7 +56,7 @@ fn matmul_throughput() {
             .unwrap();
         let step = ctx.create_storage_buffer("step", &[0u8; 16]).unwrap();
         for ty in types {
-            let bytes = synthetic(ty, rows * cols, &mut rng);
+            let bytes = synthetic_bytes(ty, rows * cols, &mut rng);
             let first = GpuMatrix::upload(&ctx, "w", ty, rows, cols, &bytes).unwrap();
             let copies = (cache_bytes / first.gpu_bytes()).clamp(1, 64) as usize;
             let mut mats = vec![first];

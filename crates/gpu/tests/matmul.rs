@@ -5,13 +5,14 @@
 
 use std::sync::OnceLock;
 
-use gguf::{GgmlType, GgufFile};
+mod support;
+
+use gguf::GgmlType;
 use rwkv_gpu::{
     ContextOptions, Epilogue, GpuContext, GpuError, GpuMatrix, MatmulKernels, TileShape,
     STEP_N_TOKENS_OFFSET, TILED_FROM_TOKENS,
 };
-
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/fixtures/");
+use support::{Rng, TestMatrix};
 
 struct Gpu {
     ctx: GpuContext,
@@ -45,87 +46,6 @@ fn gpu() -> &'static Gpu {
             .with_tiled_min_rows(0);
         Gpu { ctx, kernels }
     })
-}
-
-fn open(name: &str) -> GgufFile {
-    let path = format!("{FIXTURES}{name}");
-    GgufFile::open(&path).unwrap_or_else(|e| panic!("fixture {path} is required: {e}"))
-}
-
-/// A tiny deterministic generator (xorshift64*).
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    /// Uniform in [-1, 1], never within 1e-3 of zero.
-    fn nonzero(&mut self) -> f32 {
-        loop {
-            let v = (self.next_u64() >> 40) as f32 / (1u64 << 23) as f32 - 1.0;
-            if v.abs() > 1e-3 {
-                return v;
-            }
-        }
-    }
-}
-
-/// A matrix under test: its raw bytes and the CPU decoding of them.
-struct TestMatrix {
-    name: String,
-    ty: GgmlType,
-    rows: usize,
-    cols: usize,
-    bytes: Vec<u8>,
-    values: Vec<f32>,
-}
-
-impl TestMatrix {
-    fn from_fixture(file: &str, tensor: &str, want: GgmlType) -> TestMatrix {
-        let f = open(file);
-        let info = f
-            .tensor(tensor)
-            .unwrap_or_else(|| panic!("{file} has no tensor {tensor}"))
-            .clone();
-        assert_eq!(info.ty, want, "{file}:{tensor}");
-        let bytes = f.tensor_bytes(&info).to_vec();
-        Self::from_bytes(
-            &format!("{file}:{tensor}"),
-            info.ty,
-            info.n_rows() as usize,
-            info.row_len() as usize,
-            bytes,
-        )
-    }
-
-    fn from_bytes(name: &str, ty: GgmlType, rows: usize, cols: usize, bytes: Vec<u8>) -> Self {
-        let values = gguf::dequant::dequantize_to_vec(ty, &bytes, rows * cols).expect("dequant");
-        TestMatrix {
-            name: name.to_string(),
-            ty,
-            rows,
-            cols,
-            bytes,
-            values,
-        }
-    }
-
-    fn upload(&self, max_part_bytes: u64) -> GpuMatrix {
-        GpuMatrix::upload_with_max_part_bytes(
-            &gpu().ctx,
-            &self.name,
-            self.ty,
-            self.rows,
-            self.cols,
-            &self.bytes,
-            max_part_bytes,
-        )
-        .unwrap_or_else(|e| panic!("upload {}: {e}", self.name))
-    }
 }
 
 fn f32_bytes(v: &[f32]) -> Vec<u8> {
@@ -376,7 +296,7 @@ fn check_get_rows(m: &TestMatrix, w: &GpuMatrix) {
 
 fn check_fixture(file: &str, tensor: &str, ty: GgmlType, epilogue: Epilogue, seed: u64) {
     let m = TestMatrix::from_fixture(file, tensor, ty);
-    let w = m.upload(u64::MAX);
+    let w = m.upload(&gpu().ctx, u64::MAX);
     assert_eq!(w.n_parts(), 1);
     assert!(w.gpu_bytes() >= m.bytes.len() as u64);
     check_get_rows(&m, &w);
@@ -467,7 +387,7 @@ fn q5_0() {
     );
     // The embedding table: row lookups as for token embedding.
     let m = TestMatrix::from_fixture(f, "token_embd.weight", GgmlType::Q5_0);
-    check_get_rows(&m, &m.upload(u64::MAX));
+    check_get_rows(&m, &m.upload(&gpu().ctx, u64::MAX));
 }
 
 #[test]
@@ -559,7 +479,7 @@ fn other_tile_shapes_give_the_same_products() {
             .with_tiled_min_rows(0)
             .with_tile_shape(shape);
         for (i, m) in [&q4k, &f16].into_iter().enumerate() {
-            let w = m.upload(u64::MAX);
+            let w = m.upload(&gpu().ctx, u64::MAX);
             // The tile kernel must be the one under test.
             let n = MAX_TOKENS as usize;
             let x = g.ctx.create_storage_buffer("x", &vec![0u8; m.cols * n * 4]);
@@ -627,7 +547,7 @@ fn f32_with_padded_rows() {
     let (rows, cols) = (70, 130);
     let v: Vec<f32> = (0..rows * cols).map(|_| rng.nonzero()).collect();
     let m = TestMatrix::from_bytes("f32 70x130", GgmlType::F32, rows, cols, f32_bytes(&v));
-    let w = m.upload(u64::MAX);
+    let w = m.upload(&gpu().ctx, u64::MAX);
     check_get_rows(&m, &w);
     check_matmul(&m, &w, &[Epilogue::Store], true, 16);
     check_matmul(&m, &w, &[Epilogue::Sigmoid], false, 16);
@@ -648,7 +568,7 @@ fn odd_length_f16_and_bf16_rows() {
         .collect();
     for (ty, bytes) in [(GgmlType::F16, f16), (GgmlType::BF16, bf16)] {
         let m = TestMatrix::from_bytes(&format!("{ty} 21x131"), ty, rows, cols, bytes);
-        let w = m.upload(u64::MAX);
+        let w = m.upload(&gpu().ctx, u64::MAX);
         check_get_rows(&m, &w);
         check_matmul(&m, &w, &[Epilogue::Store], true, 17);
         check_matmul(&m, &w, &[Epilogue::ReluSquare], false, 17);
@@ -659,8 +579,8 @@ fn odd_length_f16_and_bf16_rows() {
 fn split_by_rows_gives_identical_results() {
     let m = TestMatrix::from_fixture("mini-q6_k.gguf", "output.weight", GgmlType::Q6_K);
     assert_eq!((m.rows, m.cols), (4096, 256));
-    let whole = m.upload(u64::MAX);
-    let split = m.upload(300_000);
+    let whole = m.upload(&gpu().ctx, u64::MAX);
+    let split = m.upload(&gpu().ctx, 300_000);
     assert_eq!(whole.n_parts(), 1);
     assert!(split.n_parts() >= 3, "{} parts", split.n_parts());
     check_get_rows(&m, &split);
@@ -713,7 +633,7 @@ fn mid_height_matrix() {
     let head = TestMatrix::from_fixture("mini-q6_k.gguf", "output.weight", GgmlType::Q6_K);
     let bytes = head.bytes.repeat(3);
     let m = TestMatrix::from_bytes("Q6_K x3", GgmlType::Q6_K, 3 * head.rows, head.cols, bytes);
-    let w = m.upload(u64::MAX);
+    let w = m.upload(&gpu().ctx, u64::MAX);
     check_matmul(&m, &w, &[Epilogue::Store], true, 18);
     check_matmul(&m, &w, &[Epilogue::Add], false, 19);
 }
@@ -725,7 +645,7 @@ fn more_row_groups_than_one_grid_dimension() {
     let mut rng = Rng(5);
     let v: Vec<f32> = (0..rows * cols).map(|_| rng.nonzero()).collect();
     let m = TestMatrix::from_bytes("f32 tall", GgmlType::F32, rows, cols, f32_bytes(&v));
-    let w = m.upload(u64::MAX);
+    let w = m.upload(&gpu().ctx, u64::MAX);
     let g = gpu();
     let x = [0.5f32, -0.25, 2.0, 1.0];
     let x_buf = g.ctx.create_storage_buffer("x", &f32_bytes(&x)).unwrap();

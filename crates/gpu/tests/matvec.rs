@@ -6,15 +6,19 @@
 
 use std::sync::OnceLock;
 
-use gguf::{GgmlType, GgufFile};
+mod support;
+
+use gguf::GgmlType;
 use half::{bf16, f16};
 use rwkv_gpu::{ContextOptions, Epilogue, GpuContext, GpuMatrix, MatvecJob, MatvecKernels};
+use support::{open_fixture, Rng, TestMatrix};
 
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/fixtures/");
-
-/// The fixtures directory (`RWKV_FIXTURES` overrides it, for runs away from the checkout).
-fn fixtures() -> String {
-    std::env::var("RWKV_FIXTURES").map_or(FIXTURES.to_string(), |d| format!("{d}/"))
+/// The type of a fixture tensor (these tests take every tensor as the fixture has it).
+fn fixture_type(file: &str, tensor: &str) -> GgmlType {
+    open_fixture(file)
+        .tensor(tensor)
+        .unwrap_or_else(|| panic!("{file} has no tensor {tensor}"))
+        .ty
 }
 
 struct Gpu {
@@ -32,65 +36,6 @@ fn gpu() -> &'static Gpu {
             kernels: MatvecKernels::new(),
         }
     })
-}
-
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn uniform(&mut self) -> f32 {
-        (self.next_u64() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-    }
-}
-
-struct TestMatrix {
-    name: String,
-    ty: GgmlType,
-    rows: usize,
-    cols: usize,
-    bytes: Vec<u8>,
-    values: Vec<f32>,
-}
-
-impl TestMatrix {
-    fn from_fixture(file: &str, tensor: &str) -> TestMatrix {
-        let path = format!("{}{file}", fixtures());
-        let f = GgufFile::open(&path).unwrap_or_else(|e| panic!("fixture {path}: {e}"));
-        let info = f
-            .tensor(tensor)
-            .unwrap_or_else(|| panic!("{file} has no tensor {tensor}"))
-            .clone();
-        let bytes = f.tensor_bytes(&info).to_vec();
-        let (rows, cols) = (info.n_rows() as usize, info.row_len() as usize);
-        let values = gguf::dequant::dequantize_to_vec(info.ty, &bytes, rows * cols).unwrap();
-        TestMatrix {
-            name: format!("{file}:{tensor}"),
-            ty: info.ty,
-            rows,
-            cols,
-            bytes,
-            values,
-        }
-    }
-
-    fn upload(&self, max_part_bytes: u64) -> GpuMatrix {
-        GpuMatrix::upload_with_max_part_bytes(
-            &gpu().ctx,
-            &self.name,
-            self.ty,
-            self.rows,
-            self.cols,
-            &self.bytes,
-            max_part_bytes,
-        )
-        .unwrap()
-    }
 }
 
 /// ggml's activation rounding for `mode` (1 f16, 2 bf16, 3 Q8_0, 4 Q8_K), as the kernels do it.
@@ -239,8 +184,8 @@ fn mode_of(ty: GgmlType) -> u32 {
 const FFN_VALUE: &str = "blk.1.channel_mix_value.weight"; // 256 rows x 1024 cols
 
 fn check_type(file: &str, tensor: &str, e: Epilogue, seed: u64) {
-    let m = TestMatrix::from_fixture(file, tensor);
-    let w = m.upload(u64::MAX);
+    let m = TestMatrix::from_fixture(file, tensor, fixture_type(file, tensor));
+    let w = m.upload(&gpu().ctx, u64::MAX);
     check(&[(&m, &w, 5, 3, e)], 0, seed);
     check(&[(&m, &w, 7, 1, e)], mode_of(m.ty), seed + 1);
 }
@@ -327,12 +272,28 @@ fn several_matrices_and_parts_in_one_call() {
     // Three Q4_K matrices of 256-wide rows (r, k, v of a layer), one split into parts, and
     // a matrix of another type, each with its own input, output and epilogue.
     let f = "mini-q4_k_m.gguf";
-    let r = TestMatrix::from_fixture(f, "blk.0.time_mix_receptance.weight");
-    let k = TestMatrix::from_fixture(f, "blk.0.time_mix_key.weight");
-    let v = TestMatrix::from_fixture(f, "blk.1.time_mix_value.weight");
-    let o = TestMatrix::from_fixture(f, FFN_VALUE);
-    let (wr, wk, wo) = (r.upload(u64::MAX), k.upload(u64::MAX), o.upload(u64::MAX));
-    let wv = v.upload(v.bytes.len() as u64 / 3);
+    let r = TestMatrix::from_fixture(
+        f,
+        "blk.0.time_mix_receptance.weight",
+        fixture_type(f, "blk.0.time_mix_receptance.weight"),
+    );
+    let k = TestMatrix::from_fixture(
+        f,
+        "blk.0.time_mix_key.weight",
+        fixture_type(f, "blk.0.time_mix_key.weight"),
+    );
+    let v = TestMatrix::from_fixture(
+        f,
+        "blk.1.time_mix_value.weight",
+        fixture_type(f, "blk.1.time_mix_value.weight"),
+    );
+    let o = TestMatrix::from_fixture(f, FFN_VALUE, fixture_type(f, FFN_VALUE));
+    let (wr, wk, wo) = (
+        r.upload(&gpu().ctx, u64::MAX),
+        k.upload(&gpu().ctx, u64::MAX),
+        o.upload(&gpu().ctx, u64::MAX),
+    );
+    let wv = v.upload(&gpu().ctx, v.bytes.len() as u64 / 3);
     assert!(wv.n_parts() > 1);
     let n = r.cols;
     let jobs = [
@@ -346,40 +307,6 @@ fn several_matrices_and_parts_in_one_call() {
     }
 }
 
-/// A synthetic matrix: random codes, small positive f16 scales.
-fn synthetic(ty: GgmlType, rows: usize, cols: usize, seed: u64) -> TestMatrix {
-    let mut rng = Rng(seed | 1);
-    let n = rows * cols;
-    let mut bytes: Vec<u8> = (0..ty.bytes_for(n as u64).unwrap())
-        .map(|_| rng.next_u64() as u8)
-        .collect();
-    let d = f16::from_f32(0.01).to_le_bytes();
-    let scale_fields: &[usize] = match ty {
-        GgmlType::Q4_K => &[0, 2],
-        GgmlType::Q6_K => &[208],
-        _ => &[],
-    };
-    if ty == GgmlType::F16 {
-        for v in bytes.chunks_exact_mut(2) {
-            v.copy_from_slice(&f16::from_f32(rng.uniform()).to_le_bytes());
-        }
-    }
-    for block in bytes.chunks_exact_mut(ty.block_bytes()) {
-        for &at in scale_fields {
-            block[at..at + 2].copy_from_slice(&d);
-        }
-    }
-    let values = gguf::dequant::dequantize_to_vec(ty, &bytes, n).unwrap();
-    TestMatrix {
-        name: format!("synthetic {ty}"),
-        ty,
-        rows,
-        cols,
-        bytes,
-        values,
-    }
-}
-
 #[test]
 fn rows_longer_than_a_staged_tile() {
     // 12544 = 49 blocks of 256: two tiles of x for the integer path (10240 columns each)
@@ -389,8 +316,8 @@ fn rows_longer_than_a_staged_tile() {
         (GgmlType::Q6_K, 32),
         (GgmlType::F16, 33),
     ] {
-        let m = synthetic(ty, 40, 12544, seed);
-        let w = m.upload(u64::MAX);
+        let m = TestMatrix::synthetic(ty, 40, 12544, seed);
+        let w = m.upload(&gpu().ctx, u64::MAX);
         check(&[(&m, &w, 4, 2, Epilogue::Add)], 0, seed);
         check(&[(&m, &w, 8, 5, Epilogue::Store)], mode_of(ty), seed + 1);
     }

@@ -10,43 +10,11 @@
 
 use std::time::Instant;
 
+mod support;
+
 use gguf::GgmlType;
 use rwkv_gpu::{ContextOptions, Epilogue, GpuContext, GpuMatrix, MatvecJob, MatvecKernels};
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-}
-
-fn synthetic(ty: GgmlType, n: usize, rng: &mut Rng) -> Vec<u8> {
-    let mut bytes: Vec<u8> = (0..ty.bytes_for(n as u64).unwrap())
-        .map(|_| rng.next() as u8)
-        .collect();
-    let d = half::f16::from_f32(0.01).to_le_bytes();
-    let scale_fields: &[usize] = match ty {
-        GgmlType::Q4_K => &[0, 2],
-        GgmlType::Q6_K => &[208],
-        _ => &[],
-    };
-    if ty == GgmlType::F16 {
-        for v in bytes.chunks_exact_mut(2) {
-            let x = (rng.next() >> 40) as f32 / (1u64 << 24) as f32 - 0.5;
-            v.copy_from_slice(&half::f16::from_f32(x).to_le_bytes());
-        }
-    }
-    for block in bytes.chunks_exact_mut(ty.block_bytes()) {
-        for &at in scale_fields {
-            block[at..at + 2].copy_from_slice(&d);
-        }
-    }
-    bytes
-}
+use support::{synthetic_bytes, Rng};
 
 #[test]
 #[ignore = "benchmark: run with --ignored --nocapture on a real GPU"]
@@ -81,7 +49,7 @@ fn matvec_time() {
         let x_buf = ctx
             .create_storage_buffer("x", bytemuck::cast_slice(&x))
             .unwrap();
-        let bytes = synthetic(ty, rows * cols, &mut rng);
+        let bytes = synthetic_bytes(ty, rows * cols, &mut rng);
         let first = GpuMatrix::upload(&ctx, "w", ty, rows, cols, &bytes).unwrap();
         let copies = ((256u64 << 20) / first.gpu_bytes()).clamp(2, 64) as usize;
         let mut mats = vec![first];
@@ -150,7 +118,7 @@ fn matvec_time() {
         }
     }
     // Empty-ish dispatches: the cost of a dependent dispatch by itself.
-    let tiny = synthetic(GgmlType::F16, 64 * 256, &mut rng);
+    let tiny = synthetic_bytes(GgmlType::F16, 64 * 256, &mut rng);
     let w = GpuMatrix::upload(&ctx, "w", GgmlType::F16, 64, 256, &tiny).unwrap();
     let x_buf = ctx.create_storage_buffer("x", &[0u8; 1024]).unwrap();
     let y_buf = ctx.create_storage_buffer("y", &[0u8; 256]).unwrap();
