@@ -39,16 +39,6 @@ fn emit1(w: f32, col: u32) {
     }
 }
 
-fn epilogue(s: f32, i: u32) -> f32 {
-    switch EPILOGUE {
-        case 1u: { return Y[i] + s; }
-        case 2u: { let r = max(s, 0.0); return r * r; }
-        case 3u: { return tanh(s); }
-        case 4u: { return 1.0 / (1.0 + exp(-s)); }
-        default: { return s; }
-    }
-}
-
 @compute @workgroup_size(WG_SIZE)
 fn main(
     @builtin(workgroup_id) wg: vec3<u32>,
@@ -87,6 +77,6 @@ fn main(
             s += partial[p + k];
         }
         let i = P.out_offset + (t0 + lane) * P.out_stride + P.row_start + row;
-        Y[i] = epilogue(s, i);
+        Y[i] = epilogue_of(EPILOGUE, s, i);
     }
 }

@@ -55,16 +55,6 @@ fn emit4(w: vec4<f32>, col: u32) {
     sh_a[i + 3u] = f16(w.w);
 }
 
-fn epilogue(s: f32, i: u32) -> f32 {
-    switch EPILOGUE {
-        case 1u: { return Y[i] + s; }
-        case 2u: { let r = max(s, 0.0); return r * r; }
-        case 3u: { return tanh(s); }
-        case 4u: { return 1.0 / (1.0 + exp(-s)); }
-        default: { return s; }
-    }
-}
-
 @compute @workgroup_size(WG_SIZE)
 fn main(
     @builtin(workgroup_id) wg: vec3<u32>,
@@ -147,7 +137,7 @@ fn main(
             let t = tb + 16u * half + e / 16u;
             if (row < P.rows && t < n_here) {
                 let i = P.out_offset + (t0 + t) * P.out_stride + P.row_start + row;
-                Y[i] = epilogue(sh_c[base + e], i);
+                Y[i] = epilogue_of(EPILOGUE, sh_c[base + e], i);
             }
         }
         workgroupBarrier();

@@ -25,7 +25,7 @@ use gguf::GgmlType;
 
 use crate::context::GpuContext;
 use crate::error::GpuError;
-use crate::matmul::Epilogue;
+use crate::matmul::{format_wgsl, Epilogue, COMMON_WGSL, EPILOGUE_WGSL};
 use crate::weights::GpuMatrix;
 
 /// Weight buffers one dispatch can bind.
@@ -43,31 +43,9 @@ pub const ROUND_Q8_K: u32 = 4;
 /// The WGSL rounding helpers (`round_f16`, `round_bf16`), shared with the engine's kernels.
 pub const ROUNDING_WGSL: &str = include_str!("rounding.wgsl");
 
-const COMMON_WGSL: &str = include_str!("quant/common.wgsl");
 const MATVEC_WGSL: &str = include_str!("matvec.wgsl");
 const MATVEC_FLOAT_WGSL: &str = include_str!("matvec_float.wgsl");
 const MATVEC_INT_WGSL: &str = include_str!("matvec_int.wgsl");
-
-/// The decode functions of a weight type (float path).
-fn format_wgsl(ty: GgmlType) -> Option<&'static str> {
-    use GgmlType::*;
-    Some(match ty {
-        F32 => include_str!("quant/f32.wgsl"),
-        F16 => include_str!("quant/f16.wgsl"),
-        BF16 => include_str!("quant/bf16.wgsl"),
-        Q8_0 => include_str!("quant/q8_0.wgsl"),
-        Q4_0 => include_str!("quant/q4_0.wgsl"),
-        Q4_1 => include_str!("quant/q4_1.wgsl"),
-        Q5_0 => include_str!("quant/q5_0.wgsl"),
-        Q5_1 => include_str!("quant/q5_1.wgsl"),
-        Q2_K => include_str!("quant/q2_k.wgsl"),
-        Q3_K => include_str!("quant/q3_k.wgsl"),
-        Q4_K => include_str!("quant/q4_k.wgsl"),
-        Q5_K => include_str!("quant/q5_k.wgsl"),
-        Q6_K => include_str!("quant/q6_k.wgsl"),
-        _ => return None,
-    })
-}
 
 /// The integer dot of a weight type with Q8_K activations, and how W is read.
 fn int_wgsl(ty: GgmlType) -> Option<(&'static str, &'static str)> {
@@ -583,7 +561,9 @@ fn compose(key: &Key) -> Option<String> {
         header.push_str(&format!("        case {i}u: {{ return W{i}[i]; }}\n"));
     }
     header.push_str("        default: { return W0[i]; }\n    }\n}\n");
-    Some(format!("{header}\n{ROUNDING_WGSL}\n{path}\n{MATVEC_WGSL}"))
+    Some(format!(
+        "{header}\n{ROUNDING_WGSL}\n{EPILOGUE_WGSL}\n{path}\n{MATVEC_WGSL}"
+    ))
 }
 
 #[cfg(test)]

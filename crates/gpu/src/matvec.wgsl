@@ -46,16 +46,6 @@ struct Jobs {
 
 var<workgroup> sh_red: array<f32, WG_SIZE>;
 
-fn epilogue(kind: u32, s: f32, i: u32) -> f32 {
-    switch kind {
-        case 1u: { return Y[i] + s; }
-        case 2u: { let r = max(s, 0.0); return r * r; }
-        case 3u: { return tanh(s); }
-        case 4u: { return 1.0 / (1.0 + exp(-s)); }
-        default: { return s; }
-    }
-}
-
 @compute @workgroup_size(WG_SIZE)
 fn main(
     @builtin(workgroup_id) wg: vec3<u32>,
@@ -108,6 +98,6 @@ fn main(
             s += sh_red[lr * TPR + k];
         }
         let i = job.y_offset + row;
-        Y[i] = epilogue(job.epilogue, s, i);
+        Y[i] = epilogue_of(job.epilogue, s, i);
     }
 }

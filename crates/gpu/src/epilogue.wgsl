@@ -1,0 +1,12 @@
+// What a matrix kernel does with its sum `s` for output element `i` of Y (the kernel's
+// output binding): 0 store, 1 add to Y, 2 relu^2, 3 tanh, 4 sigmoid (Epilogue::id in
+// matmul.rs).
+fn epilogue_of(kind: u32, s: f32, i: u32) -> f32 {
+    switch kind {
+        case 1u: { return Y[i] + s; }
+        case 2u: { let r = max(s, 0.0); return r * r; }
+        case 3u: { return tanh(s); }
+        case 4u: { return 1.0 / (1.0 + exp(-s)); }
+        default: { return s; }
+    }
+}
