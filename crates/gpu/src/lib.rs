@@ -14,6 +14,6 @@ pub use matmul::{
     Epilogue, GetRowsCall, MatmulCall, MatmulKernels, TileShape, STEP_N_TOKENS_OFFSET,
     TILED_FROM_TOKENS, TILE_ENV,
 };
-pub use matvec::{MatvecCall, MatvecJob, MatvecKernels, MAX_BINDINGS, ROUNDING_WGSL};
+pub use matvec::{MatvecCall, MatvecJob, MatvecKernels, INT_Q8_0_ENV, MAX_BINDINGS, ROUNDING_WGSL};
 pub use shader::{shader_module, SHADER_CHECKS_ENV};
 pub use weights::GpuMatrix;

@@ -14,9 +14,11 @@
 //!
 //! * the float path, for any weight type: the format's `decode_unit` (ggml's dequantization)
 //!   dotted with the rounded input in f32;
-//! * the integer path, for Q4_K and Q6_K with Q8_K activations: the input quantized to
+//! * the integer path, for Q4_K and Q6_K with Q8_K activations (and, opt-in with
+//!   [`INT_Q8_0_ENV`] until measured, Q8_0 with Q8_0 activations): the input quantized to
 //!   packed signed bytes, multiplied by the weight codes with packed integer dot products
-//!   (`dot4I8Packed`) and scaled per 16 or 32 values, as ggml's Q*_K x Q8_K kernels do.
+//!   (`dot4I8Packed`) and scaled per block part, as ggml's Q*_K x Q8_K and Q8_0 x Q8_0
+//!   kernels do.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -36,9 +38,14 @@ const MAX_JOBS: usize = 8;
 const TILE_FLOAT: u32 = 3072;
 const TILE_INT: u32 = 10240;
 
-/// Activation rounding mode of Q8_K (the integer path), in the numbering of the engine's
-/// kernels.
+/// Activation rounding modes of Q8_0 and Q8_K (the integer paths), in the numbering of the
+/// engine's kernels.
+pub const ROUND_Q8_0: u32 = 3;
 pub const ROUND_Q8_K: u32 = 4;
+
+/// Environment variable enabling the integer path for Q8_0 weights (`1`). Off by default
+/// until it is measured on a GPU against the float path.
+pub const INT_Q8_0_ENV: &str = "WEB_RWKV_INT_Q8_0";
 
 /// The WGSL rounding helpers (`round_f16`, `round_bf16`), shared with the engine's kernels.
 pub const ROUNDING_WGSL: &str = include_str!("rounding.wgsl");
@@ -46,14 +53,47 @@ pub const ROUNDING_WGSL: &str = include_str!("rounding.wgsl");
 const MATVEC_WGSL: &str = include_str!("matvec.wgsl");
 const MATVEC_FLOAT_WGSL: &str = include_str!("matvec_float.wgsl");
 const MATVEC_INT_WGSL: &str = include_str!("matvec_int.wgsl");
+const STAGE_Q8_K_WGSL: &str = include_str!("matvec_int_q8k.wgsl");
+const STAGE_Q8_0_WGSL: &str = include_str!("matvec_int_q8_0.wgsl");
 
-/// The integer dot of a weight type with Q8_K activations, and how W is read.
-fn int_wgsl(ty: GgmlType) -> Option<(&'static str, &'static str)> {
-    match ty {
-        GgmlType::Q4_K => Some((include_str!("quant_int/q4_k.wgsl"), "vec4<u32>")),
-        GgmlType::Q6_K => Some((include_str!("quant_int/q6_k.wgsl"), "u32")),
-        _ => None,
-    }
+/// The integer path of a weight type: its dot with 8-bit activations, how W is read, the
+/// staging of x, and the activation rounding mode it implements.
+struct IntPath {
+    dot: &'static str,
+    wtype: &'static str,
+    stage: &'static str,
+    mode: u32,
+}
+
+/// `int_q8_0`: whether Q8_0 has one (see [`MatvecKernels::with_int_q8_0`]).
+fn int_path(ty: GgmlType, int_q8_0: bool) -> Option<IntPath> {
+    let (dot, wtype, stage, mode) = match ty {
+        GgmlType::Q4_K => (
+            include_str!("quant_int/q4_k.wgsl"),
+            "vec4<u32>",
+            STAGE_Q8_K_WGSL,
+            ROUND_Q8_K,
+        ),
+        GgmlType::Q6_K => (
+            include_str!("quant_int/q6_k.wgsl"),
+            "u32",
+            STAGE_Q8_K_WGSL,
+            ROUND_Q8_K,
+        ),
+        GgmlType::Q8_0 if int_q8_0 => (
+            include_str!("quant_int/q8_0.wgsl"),
+            "vec4<u32>",
+            STAGE_Q8_0_WGSL,
+            ROUND_Q8_0,
+        ),
+        _ => return None,
+    };
+    Some(IntPath {
+        dot,
+        wtype,
+        stage,
+        mode,
+    })
 }
 
 /// A `const NAME: u32 = Nu;` of a WGSL source.
@@ -148,6 +188,7 @@ struct Key {
 /// Compiled matvec pipelines, created on first use and cached.
 pub struct MatvecKernels {
     cache: Mutex<HashMap<Key, Arc<wgpu::ComputePipeline>>>,
+    int_q8_0: bool,
 }
 
 /// `Job` of matvec.wgsl.
@@ -220,7 +261,15 @@ impl MatvecKernels {
     pub fn new() -> Self {
         MatvecKernels {
             cache: Mutex::new(HashMap::new()),
+            int_q8_0: std::env::var(INT_Q8_0_ENV).is_ok_and(|v| v == "1"),
         }
+    }
+
+    /// Whether Q8_0 weights with Q8_0 activations take the integer path (default: the
+    /// [`INT_Q8_0_ENV`] variable).
+    pub fn with_int_q8_0(mut self, on: bool) -> Self {
+        self.int_q8_0 = on;
+        self
     }
 
     /// Whether the kernels can run `w` with activation rounding `mode`.
@@ -367,11 +416,12 @@ impl MatvecKernels {
         let ty = batch[0].ty;
         let cols = batch[0].params.cols;
         let mode = batch[0].params.mode;
-        let int = mode == ROUND_Q8_K && int_wgsl(ty).is_some();
+        let int_path = int_path(ty, self.int_q8_0).filter(|p| p.mode == mode);
+        let int = int_path.is_some();
         // Units of work per row, then threads per row for about 5 units each.
-        let unit_values = if int {
-            let dot = int_wgsl(ty).map(|(dot, _)| dot).unwrap_or_default();
-            256 / wgsl_const(dot, "UNITS").unwrap_or(8)
+        let unit_values = if let Some(p) = &int_path {
+            let block = wgsl_const(p.dot, "BLOCK_VALUES").unwrap_or(256);
+            (block / wgsl_const(p.dot, "UNITS").unwrap_or(1)).max(1)
         } else {
             let f = format_wgsl(ty).unwrap_or_default();
             let be = wgsl_const(f, "BLOCK_ELEMS").unwrap_or(32);
@@ -516,8 +566,11 @@ fn distinct_buffers(batch: &[PartJob], next: &wgpu::Buffer) -> usize {
 /// Generated header + rounding + path + body.
 fn compose(key: &Key) -> Option<String> {
     let (path, wtype) = if key.int {
-        let (dot, wtype) = int_wgsl(key.ty)?;
-        (format!("{MATVEC_INT_WGSL}\n{dot}"), wtype)
+        let p = int_path(key.ty, true)?;
+        (
+            format!("{}\n{MATVEC_INT_WGSL}\n{}", p.stage, p.dot),
+            p.wtype,
+        )
     } else {
         let format = format_wgsl(key.ty)?;
         (

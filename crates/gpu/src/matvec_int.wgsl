@@ -1,18 +1,12 @@
-// Integer path of matvec.wgsl, for K-quant weights read with Q8_K activations (ggml's
-// vec_dot_type for them): x is quantized here to Q8_K exactly as the engine's rounding
-// kernels round it (per 256 values, iscale = -127 / (the signed value of largest magnitude),
-// q = min(round(iscale * x), 127), d = 1 / iscale), kept as packed signed bytes with the
-// block's d and the sums of q per 16 values; the type's dot_unit multiplies weight codes by
-// these bytes with packed integer dot products and applies the scales in f32, per 16 or 32
-// values, as ggml's Q*_K x Q8_K kernels do per block. The result equals the float path's
-// sum of (decoded weight) x (rounded x) up to f32 rounding.
-
-// The tile's q as packed bytes (16 per vec4), its d per 256 values and sums of q per 16.
-// Group k (values [16k, 16k + 16)) of the tile is staged by thread k % WG_SIZE. sh_bs
-// first holds each group's signed value of largest magnitude (the first on ties).
-var<workgroup> sh_q: array<vec4<u32>, TILE / 16u>;
-var<workgroup> sh_dx: array<f32, TILE / 256u>;
-var<workgroup> sh_bs: array<i32, TILE / 16u>;
+// Integer path of matvec.wgsl, for weights read with 8-bit activations as ggml's CPU backend
+// reads them (its vec_dot_type: Q8_K for the K-quants, Q8_0 for Q8_0). A staging file
+// (matvec_int_q8k.wgsl or matvec_int_q8_0.wgsl: sh_q, the x codes as packed signed bytes, 16
+// per vec4; sh_dx, their scales per block of x; fn stage) quantizes x in workgroup
+// memory; the type's file (quant_int/) defines the weight unit (UNITS per block of
+// BLOCK_VALUES values, load_unit, dot_unit, PF) whose dot_unit multiplies weight codes by
+// those bytes with packed integer dot products and applies the scales in f32, as ggml's
+// kernels do per block. The result equals the float path's sum of (decoded weight) x
+// (rounded x) up to f32 rounding.
 
 // The first PF units of this thread's row (PF: set by the type's file), loaded before x
 // is staged so that their memory latency overlaps the staging.
@@ -22,69 +16,9 @@ fn q_word(i: u32) -> u32 {
     return sh_q[i / 4u][i % 4u];
 }
 
-// Columns [t0, t0 + len) of x, len a multiple of 256 (the rows of K-quant weights are).
-fn stage(t: u32, x_base: u32, t0: u32, len: u32, mode: u32) {
-    let groups = len / 16u;
-    for (var k = t; k < groups; k += WG_SIZE) {
-        let base = x_base + t0 + 16u * k;
-        var m = 0.0;
-        var best = 0.0;
-        for (var j = 0u; j < 16u; j++) {
-            let v = X[base + j];
-            if abs(v) > best {
-                best = abs(v);
-                m = v;
-            }
-        }
-        sh_bs[k] = bitcast<i32>(m);
-    }
-    workgroupBarrier();
-    // Each thread finds the maxima of its groups' blocks before any group's sum replaces
-    // its maximum.
-    var iscales: array<f32, (TILE / 16u + WG_SIZE - 1u) / WG_SIZE>;
-    var n = 0u;
-    for (var k = t; k < groups; k += WG_SIZE) {
-        let b = k / 16u;
-        var bm = 0.0;
-        var best = 0.0;
-        for (var j = 0u; j < 16u; j++) {
-            let c = bitcast<f32>(sh_bs[16u * b + j]);
-            if abs(c) > best {
-                best = abs(c);
-                bm = c;
-            }
-        }
-        iscales[n] = select(0.0, -127.0 / bm, bm != 0.0);
-        if k % 16u == 0u {
-            sh_dx[b] = select(0.0, 1.0 / iscales[n], bm != 0.0);
-        }
-        n++;
-    }
-    workgroupBarrier();
-    n = 0u;
-    for (var k = t; k < groups; k += WG_SIZE) {
-        let iscale = iscales[n];
-        let base = x_base + t0 + 16u * k;
-        var words = vec4<u32>(0u);
-        var sum = 0;
-        for (var w = 0u; w < 4u; w++) {
-            var packed = 0u;
-            for (var e = 0u; e < 4u; e++) {
-                let q = i32(min(round(iscale * X[base + 4u * w + e]), 127.0));
-                packed |= (bitcast<u32>(q) & 0xffu) << (8u * e);
-                sum += q;
-            }
-            words[w] = packed;
-        }
-        sh_q[k] = words;
-        sh_bs[k] = sum;
-        n++;
-    }
-}
-
 // Loads this thread's first PF units of the first tile (units lane, lane + TPR, ...).
 fn prefetch(row: u32, lane: u32, cols: u32) {
-    let units = (min(cols, TILE) / 256u) * UNITS;
+    let units = (min(cols, TILE) / BLOCK_VALUES) * UNITS;
     for (var k = 0u; k < PF; k++) {
         let i = lane + k * TPR;
         if i < units {
@@ -94,8 +28,8 @@ fn prefetch(row: u32, lane: u32, cols: u32) {
 }
 
 fn accumulate(row: u32, t0: u32, len: u32, lane: u32) {
-    let b0 = t0 / 256u;
-    let units = (len / 256u) * UNITS;
+    let b0 = t0 / BLOCK_VALUES;
+    let units = (len / BLOCK_VALUES) * UNITS;
     // The first PF units (prefetched in the first tile), then the rest.
     for (var k = 0u; k < PF; k++) {
         let i = lane + k * TPR;

@@ -16,7 +16,7 @@
 //!   kept native: the kernel widens it with `bitcast<f32>(bits << 16)`, which is exact.
 //!
 //! A part's buffer holds its rows' bodies (`row_words` words each) followed by the side
-//! scales (starting at word `rows * row_words`). Matrices larger than the device's largest
+//! scales (starting at word `rows * row_words`), zero-padded to a multiple of 16 bytes. Matrices larger than the device's largest
 //! storage binding are split by rows into several parts, each its own buffer; the matmul
 //! records one dispatch per part.
 
@@ -156,7 +156,9 @@ impl GpuMatrix {
             } else {
                 0
             };
-            ((r * row_words + side_words) * 4) as u64
+            // Whole 16-byte units, so that kernels may bind the buffer as vec4<u32>s and still
+            // reach the last side scales.
+            (((r * row_words + side_words) * 4) as u64).next_multiple_of(16)
         };
         // Keep word indices comfortably inside u32 whatever the device allows.
         let max_part = max_part_bytes
@@ -192,7 +194,7 @@ impl GpuMatrix {
                 ctx.create_buffer_checked(&label, size, usage, Some(src))?
             } else {
                 let packed = repack(ty, &fmt, src, n_rows, src_row_bytes, row_words);
-                debug_assert_eq!(packed.len() as u64, size);
+                debug_assert_eq!(packed.len().next_multiple_of(16) as u64, size);
                 ctx.create_buffer_checked(&label, size, usage, Some(&packed))?
             };
             parts.push(MatrixPart {

@@ -89,6 +89,16 @@ fn apply(e: Epilogue, r: f64, y0: f64) -> f64 {
 /// Runs `jobs` (matrix, x offset, y offset, epilogue) as one matvec call with rounding
 /// `mode` and checks every output against the CPU, and that nothing else in y changed.
 fn check(jobs: &[(&TestMatrix, &GpuMatrix, usize, usize, Epilogue)], mode: u32, seed: u64) {
+    check_with(&gpu().kernels, jobs, mode, seed);
+}
+
+/// [`check`] with the given kernels.
+fn check_with(
+    kernels: &MatvecKernels,
+    jobs: &[(&TestMatrix, &GpuMatrix, usize, usize, Epilogue)],
+    mode: u32,
+    seed: u64,
+) {
     let g = gpu();
     let mut rng = Rng(seed | 1);
     let x_len = jobs.iter().map(|j| j.2 + j.0.cols).max().unwrap() + 3;
@@ -112,8 +122,7 @@ fn check(jobs: &[(&TestMatrix, &GpuMatrix, usize, usize, Epilogue)], mode: u32, 
             epilogue: e,
         })
         .collect();
-    let call = g
-        .kernels
+    let call = kernels
         .prepare(&g.ctx, &x_buf, &y_buf, mode, &specs)
         .unwrap_or_else(|e| panic!("prepare: {e}"));
     let mut enc = g.ctx.device.create_command_encoder(&Default::default());
@@ -209,6 +218,36 @@ fn bf16() {
 #[test]
 fn q8_0() {
     check_type("mini-q8_0.gguf", FFN_VALUE, Epilogue::ReluSquare, 4);
+}
+
+#[test]
+fn q8_0_integer_path() {
+    let g = gpu();
+    let kernels = MatvecKernels::new().with_int_q8_0(true);
+    let m = TestMatrix::from_fixture("mini-q8_0.gguf", FFN_VALUE, GgmlType::Q8_0);
+    let w = m.upload(&g.ctx, u64::MAX);
+    check_with(&kernels, &[(&m, &w, 7, 1, Epilogue::ReluSquare)], 3, 40);
+    // Two matrices in one call, one split into parts; rows longer than a staged tile of x
+    // (12544 = 392 blocks of 32: two tiles of 10240 columns).
+    let r = TestMatrix::from_fixture(
+        "mini-q8_0.gguf",
+        "blk.0.time_mix_key.weight",
+        GgmlType::Q8_0,
+    );
+    let wr = r.upload(&g.ctx, r.bytes.len() as u64 / 3);
+    assert!(wr.n_parts() > 1);
+    check_with(
+        &kernels,
+        &[
+            (&m, &w, 0, 0, Epilogue::Store),
+            (&r, &wr, 3, m.rows + 2, Epilogue::Add),
+        ],
+        3,
+        41,
+    );
+    let big = TestMatrix::synthetic(GgmlType::Q8_0, 40, 12544, 42);
+    let wb = big.upload(&g.ctx, u64::MAX);
+    check_with(&kernels, &[(&big, &wb, 8, 5, Epilogue::Tanh)], 3, 43);
 }
 
 #[test]

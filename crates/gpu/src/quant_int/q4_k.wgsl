@@ -9,6 +9,7 @@
 // are decoded once per 64 weights (halving that work against 32-weight units measured
 // faster on an H200).
 
+const BLOCK_VALUES: u32 = 256u;
 const UNITS: u32 = 4u;
 // Units loaded ahead of the staging of x (see matvec_int.wgsl): 4 x 48 bytes.
 const PF: u32 = 4u;

@@ -6,6 +6,7 @@
 //   sum = d_x * d * (sc1 * isum1 + sc2 * isum2 + sc3 * isum3 + sc4 * isum4)
 // with the codes made signed bytes (q - 32) for the packed integer dot products.
 
+const BLOCK_VALUES: u32 = 256u;
 const UNITS: u32 = 8u;
 // Units loaded ahead of the staging of x (see matvec_int.wgsl): 8 x 36 bytes.
 const PF: u32 = 8u;

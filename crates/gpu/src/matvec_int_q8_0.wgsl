@@ -1,0 +1,35 @@
+// Q8_0 staging for the integer path of matvec.wgsl (Q8_0 weights, whose vec_dot_type in ggml
+// is Q8_0): x is quantized here exactly as the engine's rounding kernels round it (per 32
+// values, d = amax / 127, q = round(x / d), d kept as its f16 rounding), as packed signed
+// bytes with d per block.
+
+// The tile's q as packed bytes (16 per vec4) and d (f16-rounded) per 32 values. Block k
+// (values [32k, 32k + 32)) is staged by thread k % WG_SIZE.
+var<workgroup> sh_q: array<vec4<u32>, TILE / 16u>;
+var<workgroup> sh_dx: array<f32, TILE / 32u>;
+
+// Columns [t0, t0 + len) of x, len a multiple of 32 (the rows of Q8_0 weights are).
+fn stage(t: u32, x_base: u32, t0: u32, len: u32, mode: u32) {
+    for (var k = t; k < len / 32u; k += WG_SIZE) {
+        let base = x_base + t0 + 32u * k;
+        var amax = 0.0;
+        for (var j = 0u; j < 32u; j++) {
+            amax = max(amax, abs(X[base + j]));
+        }
+        let d = amax / 127.0;
+        let id = select(0.0, 1.0 / d, d != 0.0);
+        sh_dx[k] = round_f16(d);
+        for (var h = 0u; h < 2u; h++) {
+            var words = vec4<u32>(0u);
+            for (var w = 0u; w < 4u; w++) {
+                var packed = 0u;
+                for (var e = 0u; e < 4u; e++) {
+                    let q = i32(round(X[base + 16u * h + 4u * w + e] * id));
+                    packed |= (bitcast<u32>(q) & 0xffu) << (8u * e);
+                }
+                words[w] = packed;
+            }
+            sh_q[2u * k + h] = words;
+        }
+    }
+}
