@@ -120,6 +120,8 @@ pub struct StageMs {
     pub dispatch: f64,
     pub submit: f64,
     pub back: f64,
+    /// Part of `back`: recording the next step's commands while the GPU runs this one.
+    pub prerecord: f64,
 }
 
 #[derive(Serialize, Clone, Debug)]
@@ -441,6 +443,7 @@ pub fn run(args: &Args) -> Result<Report> {
             load: ms(times.load),
             dispatch: ms(times.dispatch),
             submit: ms(times.submit),
+            prerecord: ms(times.prerecord),
             back: ms(times.back),
         },
         bytes_per_token,
@@ -625,8 +628,8 @@ pub fn text(r: &Report) -> String {
     let st = &d.stage_ms;
     let _ = writeln!(
         s,
-        "  stages (last token): input {:.3} ms, load {:.3} ms, dispatch {:.3} ms, submit {:.3} ms, back {:.3} ms",
-        st.input, st.load, st.dispatch, st.submit, st.back
+        "  stages (last token): input {:.3} ms, load {:.3} ms, dispatch {:.3} ms, submit {:.3} ms, back {:.3} ms (of which recording the next step ahead {:.3} ms)",
+        st.input, st.load, st.dispatch, st.submit, st.back, st.prerecord
     );
     let _ = writeln!(
         s,

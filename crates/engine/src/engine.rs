@@ -83,7 +83,31 @@ pub struct StageTimes {
     pub dispatch: Duration,
     pub submit: Duration,
     pub back: Duration,
+    /// Part of `back`: recording, while the GPU runs the step, the commands of a next step of
+    /// the same shape (whose `dispatch` is then almost nothing).
+    pub prerecord: Duration,
     pub gpu_steps: u32,
+}
+
+/// What a step's recorded commands depend on: its row, logits-row and chunk counts, and
+/// whether the GPU sampler runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct StepShape {
+    n_rows: u32,
+    n_out: u32,
+    n_chunks: u32,
+    sample: bool,
+}
+
+impl StepShape {
+    /// Logits bytes the step copies for reading back (none when sampling on the GPU).
+    fn out_bytes(&self, vocab: u64) -> u64 {
+        if self.sample {
+            0
+        } else {
+            self.n_out as u64 * vocab * 4
+        }
+    }
 }
 
 /// Scratch buffers sized for `max_rows` tokens.
@@ -313,6 +337,8 @@ pub struct Engine {
     /// Kept alive for the bind groups that reference them.
     _buffers: Vec<wgpu::Buffer>,
     last_times: StageTimes,
+    /// Commands recorded ahead for a step of the given shape (see `Engine::gpu_step`).
+    prerecorded: Option<(StepShape, wgpu::CommandBuffer)>,
     /// The GPU sampler bound to the logits buffer, made on first use (`sample.rs`).
     pub(crate) sampler: Option<crate::sample::GpuSampler>,
 }
@@ -1077,6 +1103,7 @@ impl Engine {
             ops,
             _buffers: buffers,
             last_times: StageTimes::default(),
+            prerecorded: None,
             sampler: None,
         })
     }
@@ -1211,6 +1238,44 @@ impl Engine {
         Ok(outputs)
     }
 
+    /// The commands of one step of `shape`: every op, then the sampler or the copy of the
+    /// logits to the read-back buffer.
+    fn record_step(&self, shape: StepShape) -> wgpu::CommandBuffer {
+        let sampler = self.sampler.as_ref().filter(|_| shape.sample);
+        let mut encoder = self
+            .ctx
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("step"),
+            });
+        {
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("step"),
+                timestamp_writes: None,
+            });
+            for op in &self.ops {
+                op.record(&mut pass, shape.n_rows, shape.n_out, shape.n_chunks);
+            }
+            if let Some(s) = sampler {
+                s.record(&mut pass, shape.n_out);
+            }
+        }
+        if let Some(s) = sampler {
+            s.copy_ids(&mut encoder, shape.n_out);
+        }
+        let out_bytes = shape.out_bytes(self.config.vocab_size as u64);
+        if out_bytes > 0 {
+            encoder.copy_buffer_to_buffer(
+                &self.scratch.logits,
+                0,
+                &self.scratch.readback,
+                0,
+                out_bytes,
+            );
+        }
+        encoder.finish()
+    }
+
     /// Writes a step's tables to the GPU (the "load" stage).
     pub(crate) fn upload_tables(&self, t: &StepTables) {
         let head_step = StepUniform {
@@ -1258,46 +1323,20 @@ impl Engine {
         }
         let t2 = Instant::now();
 
-        // dispatch
-        let n_rows = step.n_rows;
-        let n_chunks = step.n_chunks;
-        let mut encoder = self
-            .ctx
-            .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                label: Some("step"),
-            });
-        {
-            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some("step"),
-                timestamp_writes: None,
-            });
-            for op in &self.ops {
-                op.record(&mut pass, n_rows, step.n_out, n_chunks);
-            }
-            if let Some(s) = sampler {
-                s.record(&mut pass, step.n_out);
-            }
-        }
-        if let Some(s) = sampler {
-            s.copy_ids(&mut encoder, step.n_out);
-        }
-        let vocab = self.config.vocab_size as u64;
-        let out_bytes = if sampler.is_some() {
-            0
-        } else {
-            step.n_out as u64 * vocab * 4
+        // dispatch (commands recorded ahead, during the previous step, when its shape was
+        // this one's)
+        let shape = StepShape {
+            n_rows: step.n_rows,
+            n_out: step.n_out,
+            n_chunks: step.n_chunks,
+            sample: sampler.is_some(),
         };
-        if out_bytes > 0 {
-            encoder.copy_buffer_to_buffer(
-                &self.scratch.logits,
-                0,
-                &self.scratch.readback,
-                0,
-                out_bytes,
-            );
-        }
-        let commands = encoder.finish();
+        let commands = match self.prerecorded.take() {
+            Some((ahead, commands)) if ahead == shape => commands,
+            _ => self.record_step(shape),
+        };
+        let vocab = self.config.vocab_size as u64;
+        let out_bytes = shape.out_bytes(vocab);
         let t3 = Instant::now();
 
         // submit
@@ -1306,6 +1345,12 @@ impl Engine {
             self.halves[chunk.slot as usize] ^= 1;
         }
         let t4 = Instant::now();
+
+        // While the GPU runs, record the next step as if it had this shape (the next token
+        // of the same sequences, the common case in a decode loop): the commands depend only
+        // on the shape, the tables are uploaded at submission.
+        self.prerecorded = Some((shape, self.record_step(shape)));
+        let t4b = Instant::now();
 
         // back
         let mut result = Vec::with_capacity(out_rows.len());
@@ -1328,6 +1373,7 @@ impl Engine {
         times.load += t2 - t1;
         times.dispatch += t3 - t2;
         times.submit += t4 - t3;
+        times.prerecord += t4b - t4;
         times.back += t5 - t4;
         times.gpu_steps += 1;
         Ok(result)
