@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use rwkv_engine::{Engine, Logits, SlotInput};
+use rwkv_sampler::StopMatcher;
 use rwkv_tokenizer::Tokenizer;
 
 /// RWKV's end-of-text token (stored as `<s>` in GGUF files).
@@ -59,57 +60,6 @@ impl GenerationStats {
             rate(self.generated.saturating_sub(1), self.decode),
             self.stop
         )
-    }
-}
-
-/// Holds back streamed text that might be the start of a stop string.
-pub struct StopMatcher {
-    stops: Vec<String>,
-    pending: String,
-}
-
-impl StopMatcher {
-    pub fn new(stops: Vec<String>) -> StopMatcher {
-        StopMatcher {
-            stops: stops.into_iter().filter(|s| !s.is_empty()).collect(),
-            pending: String::new(),
-        }
-    }
-
-    /// Adds text; returns the text that is safe to show, and the stop string if one matched
-    /// with the text after it (not shown).
-    pub fn push(&mut self, text: &str) -> (String, Option<(String, String)>) {
-        self.pending.push_str(text);
-        let first = self
-            .stops
-            .iter()
-            .filter_map(|s| self.pending.find(s.as_str()).map(|i| (i, s)))
-            .min_by_key(|(i, _)| *i);
-        if let Some((i, s)) = first {
-            let out = self.pending[..i].to_string();
-            let after = self.pending[i + s.len()..].to_string();
-            let stop = s.clone();
-            self.pending.clear();
-            return (out, Some((stop, after)));
-        }
-        // Keep the longest suffix that is a prefix of some stop string.
-        let mut keep = 0;
-        for s in &self.stops {
-            for (i, _) in s.char_indices().skip(1) {
-                if self.pending.ends_with(&s[..i]) {
-                    keep = keep.max(i);
-                }
-            }
-        }
-        let cut = self.pending.len() - keep;
-        let out = self.pending[..cut].to_string();
-        self.pending.drain(..cut);
-        (out, None)
-    }
-
-    /// Whatever is still held back (shown when generation ends without a stop string).
-    pub fn finish(&mut self) -> String {
-        std::mem::take(&mut self.pending)
     }
 }
 
@@ -196,12 +146,12 @@ pub fn generate(
                 advance(engine, slot, &[next])?;
                 decode += t.elapsed();
             }
-            if let Some((s, after)) = hit {
+            if let Some(hit) = hit {
                 return Ok(Generated {
                     tokens,
                     decode,
-                    stop: StopReason::StopString(s),
-                    after_stop: after,
+                    stop: StopReason::StopString(hit.stop),
+                    after_stop: hit.after,
                 });
             }
             break StopReason::MaxTokens;
@@ -219,31 +169,4 @@ pub fn generate(
         stop,
         after_stop: String::new(),
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn stop_strings_are_held_back_and_cut() {
-        let mut m = StopMatcher::new(vec!["\n\nUser:".into()]);
-        assert_eq!(m.push("Hello"), ("Hello".into(), None));
-        assert_eq!(m.push(" there\n"), (" there".into(), None));
-        assert_eq!(m.push("\nUs"), ("".into(), None));
-        assert_eq!(
-            m.push("er: hi"),
-            ("".into(), Some(("\n\nUser:".into(), " hi".into())))
-        );
-        let mut m = StopMatcher::new(vec!["END".into()]);
-        assert_eq!(m.push("xEN"), ("x".into(), None));
-        assert_eq!(m.push("Dy"), ("".into(), Some(("END".into(), "y".into()))));
-        let mut m = StopMatcher::new(vec!["ab".into()]);
-        assert_eq!(m.push("a"), ("".into(), None));
-        assert_eq!(m.push("c"), ("ac".into(), None));
-        assert_eq!(m.finish(), "");
-        let mut m = StopMatcher::new(vec!["你好".into()]);
-        assert_eq!(m.push("说你"), ("说".into(), None));
-        assert_eq!(m.finish(), "你");
-    }
 }

@@ -50,9 +50,11 @@
 
 mod cpu;
 mod params;
+mod stop;
 
 pub use cpu::{pick, threshold, update_counts, CpuSampler};
 pub use params::{Prepared, SamplingError, SamplingParams};
+pub use stop::{StopHit, StopMatcher};
 
 use std::sync::OnceLock;
 

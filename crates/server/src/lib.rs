@@ -19,7 +19,6 @@ pub mod cache;
 mod http;
 pub mod metrics;
 pub mod scheduler;
-pub mod stop;
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;

@@ -29,7 +29,7 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use crate::cache::PrefixCache;
 use crate::metrics::{Finish, Metrics};
-use crate::stop::StopMatcher;
+use rwkv_sampler::StopMatcher;
 
 /// The World vocabulary's end of text (`<s>`, id 0).
 pub const END_OF_TEXT: u32 = 0;
