@@ -299,24 +299,7 @@ impl MatvecKernels {
             name: label.clone(),
             ty: key.ty,
         })?;
-        let scope = ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let module = crate::shader::shader_module(&ctx.device, &label, &source);
-        let pipeline = ctx
-            .device
-            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                label: Some(&label),
-                layout: None,
-                module: &module,
-                entry_point: Some("main"),
-                compilation_options: wgpu::PipelineCompilationOptions::default(),
-                cache: None,
-            });
-        if let Some(err) = pollster::block_on(scope.pop()) {
-            return Err(GpuError::Shader {
-                label,
-                message: err.to_string(),
-            });
-        }
+        let pipeline = crate::shader::compute_pipeline(&ctx.device, &label, &source, None)?;
         let pipeline = Arc::new(pipeline);
         self.cache
             .lock()

@@ -8,6 +8,8 @@
 //! on. [`SHADER_CHECKS_ENV`] overrides this for measurements: `all` (wgpu's default), `bounds`
 //! (ours), `none`.
 
+use crate::error::GpuError;
+
 /// Environment variable choosing the shader runtime checks (`all`, `bounds`, `none`).
 pub const SHADER_CHECKS_ENV: &str = "WEB_RWKV_SHADER_CHECKS";
 
@@ -36,4 +38,31 @@ pub fn shader_module(device: &wgpu::Device, label: &str, source: &str) -> wgpu::
     // (see the module comment). Buffer bounds checks stay on unless a developer asks for
     // `none` when measuring.
     unsafe { device.create_shader_module_trusted(desc, runtime_checks()) }
+}
+
+/// Compiles `source` and builds its compute pipeline (entry point `main`; `layout` `None`
+/// derives it from the shader), turning a validation error into [`GpuError::Shader`].
+pub(crate) fn compute_pipeline(
+    device: &wgpu::Device,
+    label: &str,
+    source: &str,
+    layout: Option<&wgpu::PipelineLayout>,
+) -> Result<wgpu::ComputePipeline, GpuError> {
+    let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
+    let module = shader_module(device, label, source);
+    let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+        label: Some(label),
+        layout,
+        module: &module,
+        entry_point: Some("main"),
+        compilation_options: wgpu::PipelineCompilationOptions::default(),
+        cache: None,
+    });
+    match pollster::block_on(scope.pop()) {
+        Some(err) => Err(GpuError::Shader {
+            label: label.to_string(),
+            message: err.to_string(),
+        }),
+        None => Ok(pipeline),
+    }
 }
