@@ -528,11 +528,18 @@ fn default_units_per_thread(ty: GgmlType, int: bool, rows: u32, cols: u32) -> u3
 /// reads and dot products, so a benchmark can time the parts; the results are then wrong.
 /// 0 (the default) runs the kernel whole.
 fn probe() -> u32 {
-    match std::env::var("WEB_RWKV_MATVEC_PROBE").as_deref() {
+    let probe = match std::env::var("WEB_RWKV_MATVEC_PROBE").as_deref() {
         Ok("nostage") => 1,
         Ok("noacc") => 2,
         _ => 0,
+    };
+    if probe != 0 {
+        static WARNED: std::sync::Once = std::sync::Once::new();
+        WARNED.call_once(|| {
+            eprintln!("warning: WEB_RWKV_MATVEC_PROBE is set: matrix-vector results are wrong")
+        });
     }
+    probe
 }
 
 /// Weight buffers a dispatch holding `batch` and then `next` binds.
