@@ -2,7 +2,7 @@
 # On the GPU machine, after bench/prepare_device.sh here (see its header): the GPU tests on
 # the real device, then the benchmark table of bench/run_h100.sh (its variables apply, e.g.
 # RUNS, BATCHES). Everything goes to $OUT (default ./out): tests.log, bench.jsonl, table.md.
-#   TESTS=0 skips the tests; BENCH=0 skips the benchmarks.
+#   TESTS=0 skips the tests; BENCH=0 skips the benchmarks; TILE_SWEEP (below) adds a sweep.
 set -u -o pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-./out}
@@ -16,6 +16,19 @@ if [ "${TESTS:-1}" = 1 ]; then
         .dev/tests/matvec q4_k f16 q6_k q8_0 rows_longer several
         .dev/tests/engine generated_model chunked_prefill a_batch
     } 2>&1 | grep -E "^test |test result|panicked|adapter" | tee "$OUT/tests.log"
+fi
+# TILE_SWEEP="32x64x2x2x32 32x128x2x2x16 ..." times prefill and batch 64 of 2.9B Q4_K_M for
+# each tiled-kernel shape (WEB_RWKV_TILE) before the table.
+if [ -n "${TILE_SWEEP:-}" ]; then
+    m=/tmp/sweep-2.9b-q4_k_m.gguf
+    .dev/web-rwkv-gguf synth --preset 2.9b --type q4_k_m --tokenizer-from .dev/vocab-q4_k_m.gguf \
+        --out "$m" > /dev/null 2>&1
+    for t in $TILE_SWEEP; do
+        echo "== tile $t"
+        WEB_RWKV_TILE=$t timeout 90 .dev/bench --model "$m" --prompt-tokens 512,2048 --tokens 4 \
+            --batch 64 --batch-steps 4 --max-seconds 8 2>&1 | grep -E "prefill|b=64"
+    done | tee "$OUT/tiles.log"
+    rm -f "$m"
 fi
 if [ "${BENCH:-1}" = 1 ]; then
     OUT=$OUT bash bench/run_h100.sh
