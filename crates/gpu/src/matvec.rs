@@ -15,10 +15,10 @@
 //! * the float path, for any weight type: the format's `decode_unit` (ggml's dequantization)
 //!   dotted with the rounded input in f32;
 //! * the integer path, for Q4_K and Q6_K with Q8_K activations (and, opt-in with
-//!   [`INT_Q8_0_ENV`] until measured, Q8_0 with Q8_0 activations): the input quantized to
+//!   [`INT_Q8_0_ENV`] until measured, Q8_0 and Q4_0 with Q8_0 activations): the input quantized to
 //!   packed signed bytes, multiplied by the weight codes with packed integer dot products
-//!   (`dot4I8Packed`) and scaled per block part, as ggml's Q*_K x Q8_K and Q8_0 x Q8_0
-//!   kernels do.
+//!   (`dot4I8Packed`) and scaled per block part, as ggml's Q*_K x Q8_K, Q8_0 x Q8_0 and
+//!   Q4_0 x Q8_0 kernels do.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -43,8 +43,9 @@ const TILE_INT: u32 = 10240;
 pub const ROUND_Q8_0: u32 = 3;
 pub const ROUND_Q8_K: u32 = 4;
 
-/// Environment variable enabling the integer path for Q8_0 weights (`1`). Off by default
-/// until it is measured on a GPU against the float path.
+/// Environment variable enabling the integer path for the weights ggml reads with Q8_0
+/// activations, Q8_0 and Q4_0 (`1`). Off by default until it is measured on a GPU against
+/// the float path.
 pub const INT_Q8_0_ENV: &str = "WEB_RWKV_INT_Q8_0";
 
 /// The WGSL rounding helpers (`round_f16`, `round_bf16`), shared with the engine's kernels.
@@ -65,7 +66,7 @@ struct IntPath {
     mode: u32,
 }
 
-/// `int_q8_0`: whether Q8_0 has one (see [`MatvecKernels::with_int_q8_0`]).
+/// `int_q8_0`: whether Q8_0 and Q4_0 have one (see [`MatvecKernels::with_int_q8_0`]).
 fn int_path(ty: GgmlType, int_q8_0: bool) -> Option<IntPath> {
     let (dot, wtype, stage, mode) = match ty {
         GgmlType::Q4_K => (
@@ -82,6 +83,12 @@ fn int_path(ty: GgmlType, int_q8_0: bool) -> Option<IntPath> {
         ),
         GgmlType::Q8_0 if int_q8_0 => (
             include_str!("quant_int/q8_0.wgsl"),
+            "vec4<u32>",
+            STAGE_Q8_0_WGSL,
+            ROUND_Q8_0,
+        ),
+        GgmlType::Q4_0 if int_q8_0 => (
+            include_str!("quant_int/q4_0.wgsl"),
             "vec4<u32>",
             STAGE_Q8_0_WGSL,
             ROUND_Q8_0,
@@ -265,8 +272,8 @@ impl MatvecKernels {
         }
     }
 
-    /// Whether Q8_0 weights with Q8_0 activations take the integer path (default: the
-    /// [`INT_Q8_0_ENV`] variable).
+    /// Whether Q8_0 and Q4_0 weights with Q8_0 activations take the integer path (default:
+    /// the [`INT_Q8_0_ENV`] variable).
     pub fn with_int_q8_0(mut self, on: bool) -> Self {
         self.int_q8_0 = on;
         self

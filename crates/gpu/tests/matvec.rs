@@ -221,7 +221,7 @@ fn q8_0() {
 }
 
 #[test]
-fn q8_0_integer_path() {
+fn q8_0_and_q4_0_integer_path() {
     let g = gpu();
     let kernels = MatvecKernels::new().with_int_q8_0(true);
     let m = TestMatrix::from_fixture("mini-q8_0.gguf", FFN_VALUE, GgmlType::Q8_0);
@@ -248,6 +248,22 @@ fn q8_0_integer_path() {
     let big = TestMatrix::synthetic(GgmlType::Q8_0, 40, 12544, 42);
     let wb = big.upload(&g.ctx, u64::MAX);
     check_with(&kernels, &[(&big, &wb, 8, 5, Epilogue::Tanh)], 3, 43);
+    // Q4_0 (read with Q8_0 activations too), alone and beside Q8_0 in one call.
+    let q4 = TestMatrix::from_fixture("mini-q4_0.gguf", FFN_VALUE, GgmlType::Q4_0);
+    let w4 = q4.upload(&g.ctx, u64::MAX);
+    check_with(&kernels, &[(&q4, &w4, 3, 2, Epilogue::Add)], 3, 44);
+    check_with(
+        &kernels,
+        &[
+            (&q4, &w4, 0, 0, Epilogue::Store),
+            (&m, &w, 0, q4.rows + 1, Epilogue::Sigmoid),
+        ],
+        3,
+        45,
+    );
+    let big4 = TestMatrix::synthetic(GgmlType::Q4_0, 24, 12544, 46);
+    let wb4 = big4.upload(&g.ctx, u64::MAX);
+    check_with(&kernels, &[(&big4, &wb4, 1, 0, Epilogue::Store)], 3, 47);
 }
 
 #[test]
