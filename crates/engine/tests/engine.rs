@@ -461,3 +461,43 @@ fn clear_errors_for_what_cannot_run() {
         "{msg}"
     );
 }
+
+/// The engine records each step's commands ahead, during the step before, for a step of the
+/// same shape; interleaving shapes (decode, a prompt on another slot, decode again) must give
+/// the logits of uninterrupted runs, and decode steps of one shape must keep advancing.
+#[test]
+fn interleaved_step_shapes_match_uninterrupted_runs() {
+    let file = synthetic(2, 256, 200, 11);
+    let options = EngineOptions {
+        max_slots: 2,
+        max_rows: 64,
+        max_out: 64,
+        llama_cpp_rounding: false,
+    };
+    let a = sequence(12, 200, 1);
+    let b = sequence(9, 200, 2);
+    let mut reference_a = engine(&file, options.clone());
+    let want_a = all_logits(&mut reference_a, &a);
+    let mut reference_b = engine(&file, options.clone());
+    let want_b = all_logits(&mut reference_b, &b);
+
+    let mut e = engine(&file, options);
+    let mut got_a = Vec::new();
+    // Slot 0 one token at a time; after its fourth token, slot 1's whole prompt in one step.
+    for (i, t) in a.iter().enumerate() {
+        got_a.push(e.step(&[last(0, std::slice::from_ref(t))]).unwrap()[0][0].clone());
+        if i == 3 {
+            let out = e.step(&[last(1, &b)]).unwrap();
+            assert_close(&out[0], &want_b[b.len() - 1..], 1e-5, "slot 1 prompt");
+        }
+    }
+    assert_close(&got_a, &want_a, 1e-5, "slot 0 token by token");
+}
+
+fn last(slot: usize, tokens: &[u32]) -> SlotInput<'_> {
+    SlotInput {
+        slot,
+        tokens,
+        logits: Logits::Last,
+    }
+}
