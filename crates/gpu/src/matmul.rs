@@ -54,10 +54,12 @@ pub struct TileShape {
     pub rows_per_thread: u32,
     pub tokens_per_thread: u32,
     pub x_cols: u32,
+    /// Load the next x chunk into registers before the products of the current one.
+    pub prefetch: bool,
 }
 
-/// Environment variable overriding the tiled kernel's shape, `ROWSxTOKENSxRTxCTxXCOLS`
-/// (for measurements; an invalid shape is ignored).
+/// Environment variable overriding the tiled kernel's shape, `ROWSxTOKENSxRTxCTxXCOLS`, with
+/// `xp` appended for [`TileShape::prefetch`] (for measurements; an invalid shape is ignored).
 pub const TILE_ENV: &str = "WEB_RWKV_TILE";
 
 impl TileShape {
@@ -73,6 +75,7 @@ impl TileShape {
             rows_per_thread: 2,
             tokens_per_thread: 2,
             x_cols: 32,
+            prefetch: false,
         },
         TileShape {
             rows: 16,
@@ -80,6 +83,7 @@ impl TileShape {
             rows_per_thread: 2,
             tokens_per_thread: 2,
             x_cols: 32,
+            prefetch: false,
         },
     ];
 
@@ -104,8 +108,13 @@ impl TileShape {
             .unwrap_or(&Self::PREFERRED[Self::PREFERRED.len() - 1])
     }
 
-    /// Parses `ROWSxTOKENSxRTxCTxXCOLS`; `None` unless every part divides as the kernel needs.
+    /// Parses `ROWSxTOKENSxRTxCTxXCOLS[xp]`; `None` unless every part divides as the kernel
+    /// needs.
     pub fn parse(text: &str) -> Option<TileShape> {
+        let (text, prefetch) = match text.strip_suffix("xp") {
+            Some(rest) => (rest, true),
+            None => (text, false),
+        };
         let v: Vec<u32> = text
             .split('x')
             .map(|p| p.trim().parse().ok())
@@ -119,6 +128,7 @@ impl TileShape {
             rows_per_thread,
             tokens_per_thread,
             x_cols,
+            prefetch,
         };
         let ok = rows_per_thread > 0
             && tokens_per_thread > 0
@@ -493,8 +503,10 @@ impl MatmulKernels {
                 tiling.threads_per_row
             ),
             Kernel::Tiled { epilogue, shape } => format!(
-                "matmul_tiled {ty} {epilogue:?} {}x{}",
-                shape.rows, shape.tokens
+                "matmul_tiled {ty} {epilogue:?} {}x{}{}",
+                shape.rows,
+                shape.tokens,
+                if shape.prefetch { " prefetch" } else { "" }
             ),
             Kernel::Coop { epilogue, .. } => format!("matmul_coop {ty} {epilogue:?}"),
             Kernel::GetRows => format!("get_rows {ty}"),
@@ -741,6 +753,7 @@ fn compose(ty: GgmlType, kernel: Kernel, format: &str) -> String {
                  const CT: u32 = {}u;\n\
                  const KT: u32 = {TILE_COLS}u;\n\
                  const KX: u32 = {}u;\n\
+                 const PREFETCH: bool = {};\n\
                  const EPILOGUE: u32 = {}u;\n\
                  const N_TOKENS_WORD: u32 = {}u;\n\n\
                  {COMMON_WGSL}\n{EPILOGUE_WGSL}\n{format}\n{MATMUL_X1_WGSL}\n{MATMUL_TILED_WGSL}",
@@ -750,6 +763,7 @@ fn compose(ty: GgmlType, kernel: Kernel, format: &str) -> String {
                 shape.rows_per_thread,
                 shape.tokens_per_thread,
                 shape.x_cols,
+                shape.prefetch,
                 epilogue.id(),
                 STEP_N_TOKENS_OFFSET / 4
             );

@@ -28,6 +28,11 @@ const X4: u32 = KX / 4u;
 const TR: u32 = BM / RT;
 const NACC: u32 = RT * CT;
 
+// With PREFETCH, thread li keeps x chunk elements li + j WG_SIZE of the next chunk in
+// registers: their loads are issued before the products of the current chunk, so their
+// latency hides behind that work instead of stalling the workgroup once per chunk.
+const XPT: u32 = (BN * X4 + WG_SIZE - 1u) / WG_SIZE;
+
 var<workgroup> sh_w: array<vec4<f32>, BM * SW>;
 var<workgroup> sh_x: array<vec4<f32>, BN * X4>;
 
@@ -52,6 +57,22 @@ fn emit4(w: vec4<f32>, col: u32) {
     }
 }
 
+// Element i of the x chunk at columns [col0, col0 + KX): token i / X4, columns
+// col0 + 4 (i % X4) ..+ 4; zeros past the tokens or columns.
+fn x_chunk_element(i: u32, x_base: u32, n_here: u32, col0: u32) -> vec4<f32> {
+    let t = i / X4;
+    let col = col0 + (i % X4) * 4u;
+    var v = vec4<f32>(0.0);
+    if (i < BN * X4 && t < n_here) {
+        let at = x_base + t * P.in_stride + col;
+        if (col < P.cols) { v.x = load_x1(at); }
+        if (col + 1u < P.cols) { v.y = load_x1(at + 1u); }
+        if (col + 2u < P.cols) { v.z = load_x1(at + 2u); }
+        if (col + 3u < P.cols) { v.w = load_x1(at + 3u); }
+    }
+    return v;
+}
+
 @compute @workgroup_size(WG_SIZE)
 fn main(
     @builtin(workgroup_id) wg: vec3<u32>,
@@ -70,6 +91,13 @@ fn main(
     let tr = li % TR;
     let tt = li / TR;
     var acc = array<f32, NACC>();
+    // PREFETCH: this thread's part of the first x chunk.
+    var xr: array<vec4<f32>, XPT>;
+    if (PREFETCH) {
+        for (var j = 0u; j < XPT; j++) {
+            xr[j] = x_chunk_element(li + j * WG_SIZE, x_base, n_here, 0u);
+        }
+    }
     let n_tiles = (P.blocks_per_row + BPT - 1u) / BPT;
     for (var tile = 0u; tile < n_tiles; tile++) {
         k0 = tile * KT;
@@ -95,20 +123,26 @@ fn main(
             if (k0 + kc >= P.cols) {
                 break;
             }
-            for (var i = li; i < BN * X4; i += WG_SIZE) {
-                let t = i / X4;
-                let col = k0 + kc + (i % X4) * 4u;
-                var v = vec4<f32>(0.0);
-                if (t < n_here) {
-                    let at = x_base + t * P.in_stride + col;
-                    if (col < P.cols) { v.x = load_x1(at); }
-                    if (col + 1u < P.cols) { v.y = load_x1(at + 1u); }
-                    if (col + 2u < P.cols) { v.z = load_x1(at + 2u); }
-                    if (col + 3u < P.cols) { v.w = load_x1(at + 3u); }
+            if (PREFETCH) {
+                for (var j = 0u; j < XPT; j++) {
+                    let i = li + j * WG_SIZE;
+                    if (i < BN * X4) {
+                        sh_x[i] = xr[j];
+                    }
                 }
-                sh_x[i] = v;
+            } else {
+                for (var i = li; i < BN * X4; i += WG_SIZE) {
+                    sh_x[i] = x_chunk_element(i, x_base, n_here, k0 + kc);
+                }
             }
             workgroupBarrier();
+            if (PREFETCH) {
+                // The next chunk: the next of this tile or the first of the next tile (both
+                // start at column k0 + kc + KX); past the row it is zeros and unused.
+                for (var j = 0u; j < XPT; j++) {
+                    xr[j] = x_chunk_element(li + j * WG_SIZE, x_base, n_here, k0 + kc + KX);
+                }
+            }
             for (var c = 0u; c < X4; c++) {
                 var wv: array<vec4<f32>, RT>;
                 var xv: array<vec4<f32>, CT>;

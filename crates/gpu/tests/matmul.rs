@@ -452,12 +452,16 @@ fn other_tile_shapes_give_the_same_products() {
     }
     // More rows or tokens per thread, fewer threads, shorter x chunks, a single thread per
     // output, 512 threads (as the 32x64 default of large GPUs, which lavapipe's 32 KB of
-    // workgroup memory cannot hold): the kernel must be right for every shape it accepts.
+    // workgroup memory cannot hold), x chunks prefetched into registers (`xp`, with one and
+    // two chunk elements per thread): the kernel must be right for every shape it accepts.
     let shapes = [
         "32x64x4x2x16",
         "16x128x2x4x16",
         "8x32x1x1x32",
         "16x128x2x2x16",
+        "16x64x2x2x32xp",
+        "16x128x2x2x16xp",
+        "8x32x1x1x32xp",
         "32x32x4x4x64",
     ];
     let q4k = TestMatrix::from_fixture(
@@ -507,8 +511,10 @@ fn other_tile_shapes_give_the_same_products() {
         }
     }
     assert!(ran >= 2, "only {ran} tile shapes fit this adapter");
+    assert!(TileShape::parse("16x64x2x2x32xp").is_some_and(|s| s.prefetch));
     for bad in [
         "16x64x3x2x32",
+        "16x64x2x2x32xq",
         "16x64x2x2x12",
         "16x64x2x2",
         "0x64x2x2x32",
