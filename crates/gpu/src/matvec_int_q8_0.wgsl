@@ -8,6 +8,22 @@
 var<workgroup> sh_q: array<vec4<u32>, TILE / 16u>;
 var<workgroup> sh_dx: array<f32, TILE / 32u>;
 
+// The weight types read with these activations (Q8_0, Q4_0) are repacked with their codes
+// in whole vec4s of W and d in the side array (see weights.rs): a unit is one vec4 of codes
+// with its block's d.
+struct Unit {
+    q: vec4<u32>,
+    d: f32,
+}
+
+// The block's d from the side array of f16 pairs (word scale_base + i / 2).
+fn side_d(row: u32, blk: u32) -> f32 {
+    let i = row * P.blocks_per_row + blk;
+    let word = P.scale_base + i / 2u;
+    let h = unpack2x16float(wl(word / 4u)[word % 4u]);
+    return select(h.x, h.y, (i & 1u) == 1u);
+}
+
 // Columns [t0, t0 + len) of x, len a multiple of 32 (the rows of Q8_0 weights are).
 fn stage(t: u32, x_base: u32, t0: u32, len: u32, mode: u32) {
     for (var k = t; k < len / 32u; k += WG_SIZE) {

@@ -9,19 +9,6 @@ const UNITS: u32 = 2u;
 // Units loaded ahead of the staging of x (see matvec_int.wgsl): 8 x 16 bytes.
 const PF: u32 = 8u;
 
-struct Unit {
-    q: vec4<u32>,
-    d: f32,
-}
-
-// The block's d from the side array of f16 pairs (word scale_base + i / 2).
-fn side_d(row: u32, blk: u32) -> f32 {
-    let i = row * P.blocks_per_row + blk;
-    let word = P.scale_base + i / 2u;
-    let h = unpack2x16float(wl(word / 4u)[word % 4u]);
-    return select(h.x, h.y, (i & 1u) == 1u);
-}
-
 fn load_unit(row: u32, blk: u32, u: u32) -> Unit {
     return Unit(wl((row * P.row_words + blk * 8u) / 4u + u), side_d(row, blk));
 }
