@@ -457,7 +457,7 @@ pub fn run(args: &Args) -> Result<Report> {
     let mut batches = Vec::new();
     for &b in &args.batch {
         let steps = args.batch_steps.unwrap_or(args.tokens).max(1);
-        let mut tokens: Vec<u32> = (0..b as u32).map(|i| 1 + i % (vocab - 1)).collect();
+        let mut tokens = batch_tokens(b, vocab);
         let mut step = |tokens: &mut Vec<u32>| -> Result<()> {
             *tokens = sampled(engine.step_sample(&one_token_each(tokens))?)?;
             Ok(())
@@ -521,7 +521,7 @@ pub fn run(args: &Args) -> Result<Report> {
     // One step of the largest batch (one token per sequence).
     let batch_profile = match args.batch.iter().copied().max() {
         Some(b) if args.profile && profile.is_some() && b > 1 => {
-            let tokens: Vec<u32> = (0..b as u32).map(|i| 1 + i % (vocab - 1)).collect();
+            let tokens = batch_tokens(b, vocab);
             engine
                 .profile_step(&one_token_each(&tokens))
                 .ok()
@@ -724,4 +724,10 @@ fn one_token_each(tokens: &[u32]) -> Vec<SlotInput<'_>> {
             logits: Logits::Last,
         })
         .collect()
+}
+
+/// The first token of each of `b` sequences decoded together (distinct while the
+/// vocabulary allows, never id 0).
+fn batch_tokens(b: usize, vocab: u32) -> Vec<u32> {
+    (0..b as u32).map(|i| 1 + i % (vocab - 1)).collect()
 }

@@ -97,15 +97,17 @@ impl TileShape {
         {
             return shape;
         }
-        let fits = |s: &&TileShape| {
-            s.workgroup_bytes() <= limits.max_compute_workgroup_storage_size
-                && s.threads() <= limits.max_compute_invocations_per_workgroup
-                && s.threads() <= limits.max_compute_workgroup_size_x
-        };
         *Self::PREFERRED
             .iter()
-            .find(fits)
+            .find(|s| s.fits(limits))
             .unwrap_or(&Self::PREFERRED[Self::PREFERRED.len() - 1])
+    }
+
+    /// Whether an adapter with `limits` offers the workgroup memory and threads.
+    pub fn fits(&self, limits: &wgpu::Limits) -> bool {
+        self.workgroup_bytes() <= limits.max_compute_workgroup_storage_size
+            && self.threads() <= limits.max_compute_invocations_per_workgroup
+            && self.threads() <= limits.max_compute_workgroup_size_x
     }
 
     /// Parses `ROWSxTOKENSxRTxCTxXCOLS[xp]`; `None` unless every part divides as the kernel
@@ -633,10 +635,7 @@ impl MatmulKernels {
                 let kernel = Kernel::Coop { epilogue, subgroup };
                 Some((self.pipeline(ctx, w.ty, kernel)?, COOP_ROWS, COOP_TOKENS))
             }
-            _ if shared >= self.tile.workgroup_bytes()
-                && invocations >= self.tile.threads()
-                && ctx.limits.max_compute_workgroup_size_x >= self.tile.threads() =>
-            {
+            _ if self.tile.fits(&ctx.limits) => {
                 let kernel = Kernel::Tiled {
                     epilogue,
                     shape: self.tile,

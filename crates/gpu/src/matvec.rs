@@ -15,10 +15,10 @@
 //! * the float path, for any weight type: the format's `decode_unit` (ggml's dequantization)
 //!   dotted with the rounded input in f32;
 //! * the integer path, for Q4_K and Q6_K with Q8_K activations (and, opt-in with
-//!   [`INT_Q8_0_ENV`] until measured, Q8_0 and Q4_0 with Q8_0 activations): the input quantized to
-//!   packed signed bytes, multiplied by the weight codes with packed integer dot products
-//!   (`dot4I8Packed`) and scaled per block part, as ggml's Q*_K x Q8_K, Q8_0 x Q8_0 and
-//!   Q4_0 x Q8_0 kernels do.
+//!   [`INT_Q8_0_ENV`] until measured, Q8_0 and Q4_0 with Q8_0 activations): the input
+//!   quantized to packed signed bytes, multiplied by the weight codes with packed integer dot
+//!   products (`dot4I8Packed`) and scaled per block part, as ggml's Q*_K x Q8_K, Q8_0 x Q8_0
+//!   and Q4_0 x Q8_0 kernels do.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -16,9 +16,9 @@
 //!   kept native: the kernel widens it with `bitcast<f32>(bits << 16)`, which is exact.
 //!
 //! A part's buffer holds its rows' bodies (`row_words` words each) followed by the side
-//! scales (starting at word `rows * row_words`), zero-padded to a multiple of 16 bytes. Matrices larger than the device's largest
-//! storage binding are split by rows into several parts, each its own buffer; the matmul
-//! records one dispatch per part.
+//! scales (starting at word `rows * row_words`), zero-padded to a multiple of 16 bytes.
+//! Matrices larger than the device's largest storage binding are split by rows into several
+//! parts, each its own buffer; the matmul records one dispatch per part.
 
 use gguf::GgmlType;
 

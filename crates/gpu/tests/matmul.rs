@@ -473,7 +473,7 @@ fn other_tile_shapes_give_the_same_products() {
     let mut ran = 0;
     for (k, text) in shapes.into_iter().enumerate() {
         let shape = TileShape::parse(text).unwrap_or_else(|| panic!("shape {text}"));
-        if shape.workgroup_bytes() > g.ctx.limits.max_compute_workgroup_storage_size {
+        if !shape.fits(&g.ctx.limits) {
             eprintln!("tile {text}: needs more workgroup memory than the adapter offers");
             continue;
         }
