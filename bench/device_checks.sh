@@ -12,8 +12,9 @@ if [ "${TESTS:-1}" = 1 ]; then
     dest=$(cat .dev/fixtures/PATH)
     mkdir -p "$dest" && cp -n .dev/fixtures/*.gguf .dev/vocab-q4_k_m.gguf "$dest"/
     {
-        .dev/tests/matmul q4_k f16 q6_k q8_0 other_tile split mid_height
-        .dev/tests/matvec q4_k f16 q6_k q8_0 rows_longer several
+        # (bf16: no room for its fixture in the 64 MiB carried.)
+        .dev/tests/matmul q4_k f16 q6_k q8_0 other_tile split mid_height --skip bf16
+        .dev/tests/matvec q4_k f16 q6_k q8_0 rows_longer several --skip bf16
         .dev/tests/engine generated_model chunked_prefill a_batch
     } 2>&1 | grep -E "^test |test result|panicked|adapter" | tee "$OUT/tests.log"
 fi

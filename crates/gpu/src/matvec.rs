@@ -14,8 +14,8 @@
 //!
 //! * the float path, for any weight type: the format's `decode_unit` (ggml's dequantization)
 //!   dotted with the rounded input in f32;
-//! * the integer path, for Q4_K and Q6_K with Q8_K activations (and, opt-in with
-//!   [`INT_Q8_0_ENV`] until measured, Q8_0 and Q4_0 with Q8_0 activations): the input
+//! * the integer path, for Q4_K and Q6_K with Q8_K activations and for Q8_0 and Q4_0 with
+//!   Q8_0 activations (off with [`INT_Q8_0_ENV`]` = 0`): the input
 //!   quantized to packed signed bytes, multiplied by the weight codes with packed integer dot
 //!   products (`dot4I8Packed`) and scaled per block part, as ggml's Q*_K x Q8_K, Q8_0 x Q8_0
 //!   and Q4_0 x Q8_0 kernels do.
@@ -43,9 +43,9 @@ const TILE_INT: u32 = 10240;
 pub const ROUND_Q8_0: u32 = 3;
 pub const ROUND_Q8_K: u32 = 4;
 
-/// Environment variable enabling the integer path for the weights ggml reads with Q8_0
-/// activations, Q8_0 and Q4_0 (`1`). Off by default until it is measured on a GPU against
-/// the float path.
+/// Environment variable turning off (`0`) the integer path for the weights ggml reads with
+/// Q8_0 activations, Q8_0 and Q4_0. On by default: on an H200 it decodes 2.9B Q8_0 at 146
+/// tok/s against 90 for the float path, Q4_0 at 178 against 106.
 pub const INT_Q8_0_ENV: &str = "WEB_RWKV_INT_Q8_0";
 
 /// The WGSL rounding helpers (`round_f16`, `round_bf16`), shared with the engine's kernels.
@@ -268,12 +268,12 @@ impl MatvecKernels {
     pub fn new() -> Self {
         MatvecKernels {
             cache: Mutex::new(HashMap::new()),
-            int_q8_0: std::env::var(INT_Q8_0_ENV).is_ok_and(|v| v == "1"),
+            int_q8_0: std::env::var(INT_Q8_0_ENV).map_or(true, |v| v != "0"),
         }
     }
 
     /// Whether Q8_0 and Q4_0 weights with Q8_0 activations take the integer path (default:
-    /// the [`INT_Q8_0_ENV`] variable).
+    /// on unless the [`INT_Q8_0_ENV`] variable is `0`).
     pub fn with_int_q8_0(mut self, on: bool) -> Self {
         self.int_q8_0 = on;
         self

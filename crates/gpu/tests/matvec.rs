@@ -218,6 +218,11 @@ fn bf16() {
 #[test]
 fn q8_0() {
     check_type("mini-q8_0.gguf", FFN_VALUE, Epilogue::ReluSquare, 4);
+    // The float path, which the integer one replaces by default for Q8_0 activations.
+    let float = MatvecKernels::new().with_int_q8_0(false);
+    let m = TestMatrix::from_fixture("mini-q8_0.gguf", FFN_VALUE, GgmlType::Q8_0);
+    let w = m.upload(&gpu().ctx, u64::MAX);
+    check_with(&float, &[(&m, &w, 7, 1, Epilogue::ReluSquare)], 3, 45);
 }
 
 #[test]
