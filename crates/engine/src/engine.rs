@@ -190,7 +190,7 @@ impl Op {
             } => match count(*grid, rows, out) {
                 0 => 0,
                 1 => singles.iter().map(MatvecCall::n_dispatches).sum(),
-                _ => calls.iter().map(MatmulCall::n_dispatches).sum(),
+                n => calls.iter().map(|c| c.n_dispatches(n)).sum(),
             },
             _ => 1,
         }

@@ -36,15 +36,12 @@ pub const TILED_FROM_TOKENS: u32 = 16;
 /// Matrices with fewer rows than this use the row kernel for every batch (default of
 /// [`MatmulKernels::with_tiled_min_rows`]).
 const TILED_MIN_ROWS: usize = 1024;
-/// The tensor-core kernel (`matmul_coop.wgsl`): rows and tokens per workgroup (four
-/// subgroups of 16 rows x 32 tokens), columns per staged x chunk, and its workgroup memory
-/// (f16 weight tile and x chunk, each row padded by 8 values, plus one f32 16x16 tile per
-/// subgroup).
-const COOP_ROWS: u32 = 32;
+/// The tensor-core path (`matmul_coop*.wgsl`): rows and tokens per workgroup of the product
+/// (four subgroups of 32 rows x 32 tokens), and the most bytes of f16 weight rows decoded at
+/// a time (larger matrices are multiplied in slices of rows, so the scratch stays small).
+const COOP_ROWS: u32 = 64;
 const COOP_TOKENS: u32 = 64;
-const COOP_X_COLS: u32 = 64;
-const COOP_WORKGROUP_BYTES: u32 =
-    COOP_ROWS * (TILE_COLS + 8) * 2 + COOP_TOKENS * (COOP_X_COLS + 8) * 2 + 4 * 256 * 4;
+const COOP_SCRATCH_BYTES: u64 = 64 << 20;
 /// The tiled kernel's workgroup: `rows` x `tokens` outputs, `rows_per_thread` x
 /// `tokens_per_thread` per thread, x staged `x_cols` columns at a time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -181,6 +178,8 @@ fn row_tiling(rows: usize) -> RowTiling {
     }
 }
 
+/// The parameter struct and uniform binding of the matrix kernels.
+const PARAMS_WGSL: &str = include_str!("quant/params.wgsl");
 /// Helpers every weight format's decoder uses (shared with the matvec kernels).
 pub(crate) const COMMON_WGSL: &str = include_str!("quant/common.wgsl");
 /// `epilogue_of`, what a matrix kernel does with its sums (shared with the matvec kernels).
@@ -190,6 +189,8 @@ const MATMUL_X1_WGSL: &str = include_str!("matmul_x1.wgsl");
 const MATMUL_X4_WGSL: &str = include_str!("matmul_x4.wgsl");
 const MATMUL_TILED_WGSL: &str = include_str!("matmul_tiled.wgsl");
 const MATMUL_COOP_WGSL: &str = include_str!("matmul_coop.wgsl");
+const MATMUL_COOP_DEQUANT_WGSL: &str = include_str!("matmul_coop_dequant.wgsl");
+const MATMUL_COOP_X_WGSL: &str = include_str!("matmul_coop_x.wgsl");
 const GET_ROWS_WGSL: &str = include_str!("get_rows.wgsl");
 
 /// The decode functions of a weight type (ggml's dequantization in WGSL), for the matmul and
@@ -263,11 +264,15 @@ enum Kernel {
         epilogue: Epilogue,
         shape: TileShape,
     },
-    /// The tensor-core kernel for subgroups of `subgroup` invocations.
+    /// The tensor-core product of f16 copies, for subgroups of `subgroup` invocations.
     Coop {
         epilogue: Epilogue,
         subgroup: u32,
     },
+    /// Weight rows decoded to f16 for [`Kernel::Coop`].
+    CoopDequant,
+    /// Inputs converted to f16 for [`Kernel::Coop`].
+    CoopX,
     GetRows,
 }
 
@@ -278,6 +283,20 @@ pub struct MatmulKernels {
     cache: Mutex<HashMap<(GgmlType, Kernel), Arc<wgpu::ComputePipeline>>>,
     tiled_min_rows: usize,
     tile: TileShape,
+    /// The f16 copies the tensor-core path multiplies (shared by every call; see
+    /// [`CoopScratch`]).
+    coop_scratch: Mutex<CoopScratch>,
+}
+
+/// Scratch buffers of the tensor-core path: weight rows (`w16`, at most
+/// [`COOP_SCRATCH_BYTES`]) and inputs (`x16`) in f16. Every call's copies go through the same
+/// two buffers (the dispatches of a pass run in order, and wgpu puts barriers between a
+/// write and the next read); a call needing more than the current buffer gets a larger one,
+/// which later calls share.
+#[derive(Default)]
+struct CoopScratch {
+    w16: Option<wgpu::Buffer>,
+    x16: Option<wgpu::Buffer>,
 }
 
 /// The uniform parameters of one part (mirrors `Params` in quant/common.wgsl).
@@ -295,7 +314,9 @@ struct Params {
     out_offset: u32,
     out_stride: u32,
     max_tokens: u32,
-    pad: [u32; 5],
+    /// The tensor-core weight decode: the slice's first row within its part.
+    first_row: u32,
+    pad: [u32; 4],
 }
 
 struct PartCall {
@@ -315,11 +336,51 @@ pub struct MatmulCall {
     /// Pipeline for one token, and for batches ([`TOKENS_PER_WG`] tokens per workgroup).
     single: Arc<wgpu::ComputePipeline>,
     batched: Arc<wgpu::ComputePipeline>,
-    /// The kernel for batches of [`TILED_FROM_TOKENS`] or more, with its rows and tokens
-    /// per workgroup: the tensor-core kernel where the device has cooperative matrices,
-    /// else the tiled kernel where the adapter has the workgroup memory for it.
-    tiled: Option<(Arc<wgpu::ComputePipeline>, u32, u32)>,
+    /// The kernels for batches of [`TILED_FROM_TOKENS`] or more: the tensor-core path where
+    /// the device has cooperative matrices, else the tiled kernel where the adapter has the
+    /// workgroup memory for it.
+    big: Option<BigKernel>,
     max_groups: u32,
+    max_tokens: u32,
+}
+
+enum BigKernel {
+    /// The tiled kernel with its rows and tokens per workgroup.
+    Tiled(Arc<wgpu::ComputePipeline>, u32, u32),
+    Coop(CoopCall),
+}
+
+/// The tensor-core path for one matrix: the inputs to f16 once, then per slice of rows the
+/// weights to f16 and the product.
+struct CoopCall {
+    convert: Arc<wgpu::ComputePipeline>,
+    convert_group: wgpu::BindGroup,
+    cols: u32,
+    dequant: Arc<wgpu::ComputePipeline>,
+    product: Arc<wgpu::ComputePipeline>,
+    slices: Vec<CoopSlice>,
+    _convert_params: wgpu::Buffer,
+}
+
+struct CoopSlice {
+    dequant_group: wgpu::BindGroup,
+    product_group: wgpu::BindGroup,
+    rows: u32,
+    /// Decode units of the slice (one thread each).
+    units: u32,
+    _params: wgpu::Buffer,
+}
+
+/// The buffers and layout of one call's input and output (as [`MatmulKernels::prepare`]
+/// takes them), for [`MatmulKernels::prepare_coop`].
+struct CoopIo<'a> {
+    x: &'a wgpu::Buffer,
+    x_offset: u32,
+    x_stride: u32,
+    y: &'a wgpu::Buffer,
+    y_offset: u32,
+    y_stride: u32,
+    step_params: &'a wgpu::Buffer,
     max_tokens: u32,
 }
 
@@ -469,6 +530,7 @@ impl MatmulKernels {
             cache: Mutex::new(HashMap::new()),
             tiled_min_rows: TILED_MIN_ROWS,
             tile: TileShape::for_limits(&ctx.limits),
+            coop_scratch: Mutex::new(CoopScratch::default()),
         })
     }
 
@@ -511,7 +573,9 @@ impl MatmulKernels {
                 shape.tokens,
                 if shape.prefetch { " prefetch" } else { "" }
             ),
-            Kernel::Coop { epilogue, .. } => format!("matmul_coop {ty} {epilogue:?}"),
+            Kernel::Coop { epilogue, .. } => format!("matmul_coop {epilogue:?}"),
+            Kernel::CoopDequant => format!("matmul_coop_dequant {ty}"),
+            Kernel::CoopX => "matmul_coop_x".to_string(),
             Kernel::GetRows => format!("get_rows {ty}"),
         };
         let fmt = format_wgsl(ty).ok_or_else(|| GpuError::UnsupportedType {
@@ -624,24 +688,40 @@ impl MatmulKernels {
         };
         let single = self.pipeline(ctx, w.ty, kernel(1))?;
         let batched = self.pipeline(ctx, w.ty, kernel(TOKENS_PER_WG))?;
-        let shared = ctx.limits.max_compute_workgroup_storage_size;
         let invocations = ctx.limits.max_compute_invocations_per_workgroup;
+        let max_dim = ctx.limits.max_compute_workgroups_per_dimension;
         // Short matrices (the LoRA products, a few dozen rows) would give the tile kernels a
         // handful of workgroups each walking every column: the row kernel spreads them
         // better (measured on the H100 at 64 tokens: 165 us per LoRA product tiled).
         let tall = w.rows >= self.tiled_min_rows;
-        let tiled = match ctx.coop_subgroup_size() {
+        let big = match ctx.coop_subgroup_size() {
             _ if max_tokens < TILED_FROM_TOKENS || !tall => None,
-            Some(subgroup) if shared >= COOP_WORKGROUP_BYTES && invocations >= 4 * subgroup => {
-                let kernel = Kernel::Coop { epilogue, subgroup };
-                Some((self.pipeline(ctx, w.ty, kernel)?, COOP_ROWS, COOP_TOKENS))
+            // The product walks whole 32-column steps of the f16 copies.
+            Some(subgroup)
+                if invocations >= 4 * subgroup
+                    && w.cols.is_multiple_of(32)
+                    && max_tokens.next_multiple_of(COOP_TOKENS) <= max_dim =>
+            {
+                let io = CoopIo {
+                    x,
+                    x_offset,
+                    x_stride,
+                    y,
+                    y_offset,
+                    y_stride,
+                    step_params,
+                    max_tokens,
+                };
+                Some(BigKernel::Coop(
+                    self.prepare_coop(ctx, w, &io, epilogue, subgroup)?,
+                ))
             }
             _ if self.tile.fits(&ctx.limits) => {
                 let kernel = Kernel::Tiled {
                     epilogue,
                     shape: self.tile,
                 };
-                Some((
+                Some(BigKernel::Tiled(
                     self.pipeline(ctx, w.ty, kernel)?,
                     self.tile.rows,
                     self.tile.tokens,
@@ -662,9 +742,149 @@ impl MatmulKernels {
             parts,
             single,
             batched,
-            tiled,
+            big,
             max_groups: ctx.limits.max_compute_workgroups_per_dimension.max(1),
             max_tokens,
+        })
+    }
+
+    /// The tensor-core path for `w` (see [`CoopCall`]): bind groups over the shared f16
+    /// scratch buffers, grown here if this matrix needs more.
+    fn prepare_coop(
+        &self,
+        ctx: &GpuContext,
+        w: &GpuMatrix,
+        io: &CoopIo<'_>,
+        epilogue: Epilogue,
+        subgroup: u32,
+    ) -> Result<CoopCall, GpuError> {
+        let cols = w.cols as u32;
+        let units_per_block = format_wgsl(w.ty)
+            .and_then(|f| crate::matvec::wgsl_const(f, "UNITS"))
+            .unwrap_or(1);
+        // Weight rows per slice: as many as the scratch holds, in whole workgroups of rows.
+        let cap = COOP_SCRATCH_BYTES.min(ctx.max_binding_bytes());
+        let slice_rows = ((cap / (2 * w.cols as u64)) as u32 / COOP_ROWS * COOP_ROWS).max(COOP_ROWS);
+        let largest_part = w.parts.iter().map(|p| p.rows as u32).max().unwrap_or(0);
+        let w16_rows = slice_rows.min(largest_part.next_multiple_of(COOP_ROWS));
+        let w16_bytes = w16_rows as u64 * w.cols as u64 * 2;
+        let x16_bytes = io.max_tokens.next_multiple_of(COOP_TOKENS) as u64 * w.cols as u64 * 2;
+        let (w16, x16) = {
+            let mut scratch = self.coop_scratch.lock().map_err(poisoned)?;
+            let grow = |buf: &mut Option<wgpu::Buffer>, bytes: u64, label: &str| {
+                match buf {
+                    Some(b) if b.size() >= bytes => Ok(b.clone()),
+                    _ => {
+                        let b = ctx.create_buffer_checked(
+                            label,
+                            bytes.next_multiple_of(16),
+                            wgpu::BufferUsages::STORAGE,
+                            None,
+                        )?;
+                        *buf = Some(b.clone());
+                        Ok::<_, GpuError>(b)
+                    }
+                }
+            };
+            (
+                grow(&mut scratch.w16, w16_bytes, "rwkv-gpu coop weights f16")?,
+                grow(&mut scratch.x16, x16_bytes, "rwkv-gpu coop inputs f16")?,
+            )
+        };
+        let uniform = |params: &Params| {
+            ctx.create_buffer_checked(
+                "rwkv-gpu matmul coop params",
+                std::mem::size_of::<Params>() as u64,
+                wgpu::BufferUsages::UNIFORM,
+                Some(bytemuck::bytes_of(params)),
+            )
+        };
+        let group = |label: &str, entries: &[wgpu::BindGroupEntry<'_>]| {
+            ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some(label),
+                layout: &self.layout,
+                entries,
+            })
+        };
+        let convert_params = uniform(&Params {
+            cols,
+            in_offset: io.x_offset,
+            in_stride: io.x_stride,
+            max_tokens: io.max_tokens,
+            ..Params::default()
+        })?;
+        // Binding 0 is unused by the conversion; any storage buffer fills it.
+        let convert_group = group(
+            &w.name,
+            &[
+                entry(0, io.step_params),
+                entry(1, &convert_params),
+                entry(2, io.x),
+                entry(3, &x16),
+                entry(4, io.step_params),
+            ],
+        );
+        let mut slices = Vec::new();
+        for part in &w.parts {
+            let mut first = 0u32;
+            while first < part.rows as u32 {
+                let rows = slice_rows.min(part.rows as u32 - first);
+                let params = uniform(&Params {
+                    rows,
+                    cols,
+                    blocks_per_row: w.blocks_per_row as u32,
+                    row_words: w.row_words as u32,
+                    scale_base: part.scale_base as u32,
+                    row_start: part.row_start as u32 + first,
+                    out_offset: io.y_offset,
+                    out_stride: io.y_stride,
+                    max_tokens: io.max_tokens,
+                    first_row: first,
+                    ..Params::default()
+                })?;
+                let dequant_group = group(
+                    &w.name,
+                    &[
+                        entry(0, &part.buffer),
+                        entry(1, &params),
+                        entry(2, io.x),
+                        entry(3, &w16),
+                        entry(4, io.step_params),
+                    ],
+                );
+                let product_group = group(
+                    &w.name,
+                    &[
+                        entry(0, &w16),
+                        entry(1, &params),
+                        entry(2, &x16),
+                        entry(3, io.y),
+                        entry(4, io.step_params),
+                    ],
+                );
+                let units = rows as u64 * w.blocks_per_row as u64 * units_per_block as u64;
+                let units = u32::try_from(units).map_err(|_| {
+                    GpuError::InvalidArgument(format!("matrix '{}' is too large", w.name))
+                })?;
+                slices.push(CoopSlice {
+                    dequant_group,
+                    product_group,
+                    rows,
+                    units,
+                    _params: params,
+                });
+                first += rows;
+            }
+        }
+        let f16_key = GgmlType::F16;
+        Ok(CoopCall {
+            convert: self.pipeline(ctx, f16_key, Kernel::CoopX)?,
+            convert_group,
+            cols,
+            dequant: self.pipeline(ctx, w.ty, Kernel::CoopDequant)?,
+            product: self.pipeline(ctx, f16_key, Kernel::Coop { epilogue, subgroup })?,
+            slices,
+            _convert_params: convert_params,
         })
     }
 
@@ -723,6 +943,24 @@ fn poisoned<T>(_: std::sync::PoisonError<T>) -> GpuError {
     GpuError::InvalidArgument("pipeline cache lock poisoned".into())
 }
 
+/// The WGSL `parts` joined, with their `enable` directives moved to the front (WGSL wants
+/// them before anything else).
+fn enables_first(parts: &[&str]) -> String {
+    let mut enables: Vec<&str> = Vec::new();
+    let mut body = String::new();
+    for line in parts.iter().flat_map(|p| p.lines()) {
+        if line.starts_with("enable ") {
+            if !enables.contains(&line) {
+                enables.push(line);
+            }
+        } else {
+            body.push_str(line);
+            body.push('\n');
+        }
+    }
+    format!("{}\n{body}", enables.join("\n"))
+}
+
 /// Header constants + common helpers + format decoders + kernel body.
 fn compose(ty: GgmlType, kernel: Kernel, format: &str) -> String {
     let (body, input, tokens, epilogue, rpw, tpr) = match kernel {
@@ -756,7 +994,7 @@ fn compose(ty: GgmlType, kernel: Kernel, format: &str) -> String {
                  const PREFETCH: bool = {};\n\
                  const EPILOGUE: u32 = {}u;\n\
                  const N_TOKENS_WORD: u32 = {}u;\n\n\
-                 {COMMON_WGSL}\n{EPILOGUE_WGSL}\n{format}\n{MATMUL_X1_WGSL}\n{MATMUL_TILED_WGSL}",
+                 {PARAMS_WGSL}\n{COMMON_WGSL}\n{EPILOGUE_WGSL}\n{format}\n{MATMUL_X1_WGSL}\n{MATMUL_TILED_WGSL}",
                 shape.threads(),
                 shape.rows,
                 shape.tokens,
@@ -769,27 +1007,37 @@ fn compose(ty: GgmlType, kernel: Kernel, format: &str) -> String {
             );
         }
         Kernel::Coop { epilogue, subgroup } => {
-            // `enable` directives must come first in a WGSL module.
-            let (enables, body): (Vec<&str>, Vec<&str>) = MATMUL_COOP_WGSL
-                .lines()
-                .partition(|l| l.starts_with("enable "));
-            let enables = enables.join("\n");
-            let body = body.join("\n");
-            return format!(
-                "{enables}\n// {ty} {kernel:?} (generated by rwkv-gpu matmul.rs)\n\
+            let header = format!(
+                "// {kernel:?} (generated by rwkv-gpu matmul.rs)\n\
                  const SG: u32 = {subgroup}u;\n\
                  const WG_SIZE: u32 = {}u;\n\
                  const BM: u32 = {COOP_ROWS}u;\n\
                  const BN: u32 = {COOP_TOKENS}u;\n\
-                 const KT: u32 = {TILE_COLS}u;\n\
-                 const KX: u32 = {COOP_X_COLS}u;\n\
                  const EPILOGUE: u32 = {}u;\n\
-                 const N_TOKENS_WORD: u32 = {}u;\n\n\
-                 {COMMON_WGSL}\n{EPILOGUE_WGSL}\n{format}\n{MATMUL_X1_WGSL}\n{body}",
+                 const N_TOKENS_WORD: u32 = {}u;\n",
                 4 * subgroup,
                 epilogue.id(),
                 STEP_N_TOKENS_OFFSET / 4
             );
+            return enables_first(&[&header, PARAMS_WGSL, EPILOGUE_WGSL, MATMUL_COOP_WGSL]);
+        }
+        Kernel::CoopDequant => {
+            let header = format!("// {ty} {kernel:?} (generated by rwkv-gpu matmul.rs)\n");
+            return enables_first(&[
+                &header,
+                PARAMS_WGSL,
+                COMMON_WGSL,
+                format,
+                MATMUL_COOP_DEQUANT_WGSL,
+            ]);
+        }
+        Kernel::CoopX => {
+            let header = format!(
+                "// {kernel:?} (generated by rwkv-gpu matmul.rs)\n\
+                 const N_TOKENS_WORD: u32 = {}u;\n",
+                STEP_N_TOKENS_OFFSET / 4
+            );
+            return enables_first(&[&header, PARAMS_WGSL, MATMUL_X1_WGSL, MATMUL_COOP_X_WGSL]);
         }
         Kernel::GetRows => (GET_ROWS_WGSL, "", 1, 0, 1, GET_ROWS_WG_SIZE),
     };
@@ -807,7 +1055,7 @@ fn compose(ty: GgmlType, kernel: Kernel, format: &str) -> String {
          const TT: u32 = {tokens}u;\n\
          const EPILOGUE: u32 = {epilogue}u;\n\
          const N_TOKENS_WORD: u32 = {}u;\n\n\
-         {COMMON_WGSL}\n{epilogue_fn}\n{format}\n{input}\n{body}",
+         {PARAMS_WGSL}\n{COMMON_WGSL}\n{epilogue_fn}\n{format}\n{input}\n{body}",
         rpw * tpr,
         STEP_N_TOKENS_OFFSET / 4
     )
@@ -822,16 +1070,22 @@ impl MatmulCall {
         if n == 0 {
             return;
         }
-        let big = self.tiled.as_ref().filter(|_| n >= TILED_FROM_TOKENS);
-        if let Some((pipeline, rows, tokens)) = big {
-            pass.set_pipeline(pipeline);
-            for part in &self.parts {
-                let groups = part.rows.div_ceil(*rows);
-                let x = groups.clamp(1, self.max_groups);
-                pass.set_bind_group(0, &part.bind_group, &[]);
-                pass.dispatch_workgroups(x, groups.div_ceil(x), n.div_ceil(*tokens));
+        match self.big.as_ref().filter(|_| n >= TILED_FROM_TOKENS) {
+            Some(BigKernel::Tiled(pipeline, rows, tokens)) => {
+                pass.set_pipeline(pipeline);
+                for part in &self.parts {
+                    let groups = part.rows.div_ceil(*rows);
+                    let x = groups.clamp(1, self.max_groups);
+                    pass.set_bind_group(0, &part.bind_group, &[]);
+                    pass.dispatch_workgroups(x, groups.div_ceil(x), n.div_ceil(*tokens));
+                }
+                return;
             }
-            return;
+            Some(BigKernel::Coop(coop)) => {
+                coop.record(pass, n, self.max_groups);
+                return;
+            }
+            None => {}
         }
         let (pipeline, per_wg) = if n == 1 {
             (&self.single, 1)
@@ -848,12 +1102,46 @@ impl MatmulCall {
     /// Whether batches of [`TILED_FROM_TOKENS`] or more use a tile kernel (tiled or tensor
     /// cores) rather than the row kernel.
     pub fn is_tiled(&self) -> bool {
-        self.tiled.is_some()
+        self.big.is_some()
     }
 
-    /// Number of dispatches one `record` makes (one per matrix part).
-    pub fn n_dispatches(&self) -> usize {
-        self.parts.len()
+    /// Number of dispatches one `record` of `n_tokens` makes (one per matrix part, or for
+    /// the tensor-core path the input conversion plus a decode and a product per slice).
+    pub fn n_dispatches(&self, n_tokens: u32) -> usize {
+        let n = n_tokens.min(self.max_tokens);
+        match self.big.as_ref() {
+            _ if n == 0 => 0,
+            Some(BigKernel::Coop(coop)) if n >= TILED_FROM_TOKENS => coop.n_dispatches(),
+            _ => self.parts.len(),
+        }
+    }
+}
+
+impl CoopCall {
+    fn record(&self, pass: &mut wgpu::ComputePass<'_>, n: u32, max_groups: u32) {
+        // x and y of a grid of `groups` workgroups.
+        let grid2 = |groups: u32| {
+            let x = groups.clamp(1, max_groups);
+            (x, groups.div_ceil(x))
+        };
+        let token_groups = n.div_ceil(COOP_TOKENS);
+        pass.set_pipeline(&self.convert);
+        pass.set_bind_group(0, &self.convert_group, &[]);
+        pass.dispatch_workgroups(self.cols.div_ceil(256), token_groups * COOP_TOKENS, 1);
+        for slice in &self.slices {
+            pass.set_pipeline(&self.dequant);
+            pass.set_bind_group(0, &slice.dequant_group, &[]);
+            let (x, y) = grid2(slice.units.div_ceil(256));
+            pass.dispatch_workgroups(x, y, 1);
+            pass.set_pipeline(&self.product);
+            pass.set_bind_group(0, &slice.product_group, &[]);
+            let (x, y) = grid2(slice.rows.div_ceil(COOP_ROWS));
+            pass.dispatch_workgroups(x, y, token_groups);
+        }
+    }
+
+    fn n_dispatches(&self) -> usize {
+        1 + 2 * self.slices.len()
     }
 }
 
@@ -888,22 +1176,23 @@ mod tests {
         let types = [
             F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K,
         ];
-        for ty in types {
-            for epilogue in Epilogue::ALL {
-                for subgroup in [32, 64] {
-                    let kernel = Kernel::Coop { epilogue, subgroup };
-                    let source = compose(ty, kernel, format_wgsl(ty).unwrap());
-                    let module = naga::front::wgsl::parse_str(&source).unwrap_or_else(|e| {
-                        panic!("{ty} {kernel:?}: {}", e.emit_to_string(&source))
-                    });
-                    naga::valid::Validator::new(
-                        naga::valid::ValidationFlags::all(),
-                        naga::valid::Capabilities::all(),
-                    )
-                    .validate(&module)
-                    .unwrap_or_else(|e| panic!("{ty} {kernel:?}: {e:?}"));
-                }
+        let mut kernels = vec![(F16, Kernel::CoopX)];
+        for epilogue in Epilogue::ALL {
+            for subgroup in [32, 64] {
+                kernels.push((F16, Kernel::Coop { epilogue, subgroup }));
             }
+        }
+        kernels.extend(types.iter().map(|&ty| (ty, Kernel::CoopDequant)));
+        for (ty, kernel) in kernels {
+            let source = compose(ty, kernel, format_wgsl(ty).unwrap());
+            let module = naga::front::wgsl::parse_str(&source)
+                .unwrap_or_else(|e| panic!("{ty} {kernel:?}: {}", e.emit_to_string(&source)));
+            naga::valid::Validator::new(
+                naga::valid::ValidationFlags::all(),
+                naga::valid::Capabilities::all(),
+            )
+            .validate(&module)
+            .unwrap_or_else(|e| panic!("{ty} {kernel:?}: {e:?}"));
         }
     }
 }

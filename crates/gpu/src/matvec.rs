@@ -104,7 +104,7 @@ fn int_path(ty: GgmlType, int_q8_0: bool) -> Option<IntPath> {
 }
 
 /// A `const NAME: u32 = Nu;` of a WGSL source.
-fn wgsl_const(source: &str, name: &str) -> Option<u32> {
+pub(crate) fn wgsl_const(source: &str, name: &str) -> Option<u32> {
     let at = source.find(&format!("const {name}: u32 = "))?;
     let rest = &source[at..];
     let value = rest.split('=').nth(1)?.trim_start();
@@ -154,11 +154,12 @@ fn route_weight_loads(source: &str) -> String {
     out
 }
 
-/// common.wgsl without its bindings and parameter struct (the matvec header declares `P`
-/// as a per-workgroup private copy of the job's parameters), loads routed through `wl`.
+/// common.wgsl without its weight binding (the matvec header declares `P` as a
+/// per-workgroup private copy of the job's parameters, instead of quant/params.wgsl), loads
+/// routed through `wl`.
 fn common_helpers() -> String {
     let mut s = COMMON_WGSL.to_string();
-    if let (Some(a), Some(b)) = (s.find("struct Params {"), s.find("// Word index of block")) {
+    if let (Some(a), Some(b)) = (s.find("// (quant/params.wgsl"), s.find("// Word index of block")) {
         s.replace_range(a..b, "");
     }
     route_weight_loads(&s)

@@ -12,27 +12,8 @@
 //       columns c..c+4) or `emit1(v, c)` (column c < P.cols).
 // Every value is computed with ggml's dequantize_row_* expression, in its operation order.
 
-struct Params {
-    rows: u32,           // rows in this part
-    cols: u32,           // values per row
-    blocks_per_row: u32, // GPU blocks per row
-    row_words: u32,      // body words per row
-    scale_base: u32,     // word index of the side f16 scales in W
-    row_start: u32,      // first row of this part in the whole matrix
-    in_offset: u32,      // element offset of the input (x, or token ids)
-    in_stride: u32,      // elements between tokens' inputs
-    out_offset: u32,     // element offset of the output
-    out_stride: u32,     // elements between tokens' outputs
-    max_tokens: u32,     // the count read from the step buffer is clamped to this
-    pad0: u32,
-    pad1: u32,
-    pad2: u32,
-    pad3: u32,
-    pad4: u32,
-}
-
+// (quant/params.wgsl, prepended, declares Params and P.)
 @group(0) @binding(0) var<storage, read> W: array<u32>;
-@group(0) @binding(1) var<uniform> P: Params;
 
 // Word index of block `blk` of part row `row`.
 fn body(row: u32, blk: u32) -> u32 {

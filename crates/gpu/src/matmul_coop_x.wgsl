@@ -1,0 +1,27 @@
+// Converts the tokens' inputs to f16 for the tensor-core product (matmul_coop.wgsl):
+// X16[t * P.cols + c] = x[P.in_offset + t * P.in_stride + c] for tokens t < n (n =
+// STEP[N_TOKENS_WORD], clamped to P.max_tokens), clamped to f16's finite range, and zeros for
+// the tokens from n up to the grid's end (the product reads whole groups of 64 tokens).
+// Grid: x over groups of 256 columns, y over tokens.
+
+enable f16;
+
+@group(0) @binding(3) var<storage, read_write> X16: array<f16>;
+@group(0) @binding(4) var<storage, read> STEP: array<u32>;
+
+const F16_MAX: f32 = 65504.0;
+
+@compute @workgroup_size(256)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let c = gid.x;
+    let t = gid.y;
+    if (c >= P.cols) {
+        return;
+    }
+    let n = min(STEP[N_TOKENS_WORD], P.max_tokens);
+    var v = 0.0;
+    if (t < n) {
+        v = load_x1(P.in_offset + t * P.in_stride + c);
+    }
+    X16[t * P.cols + c] = f16(clamp(v, -F16_MAX, F16_MAX));
+}
