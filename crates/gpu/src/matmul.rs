@@ -286,6 +286,7 @@ pub struct MatmulKernels {
     /// The f16 copies the tensor-core path multiplies (shared by every call; see
     /// [`CoopScratch`]).
     coop_scratch: Mutex<CoopScratch>,
+    coop_scratch_bytes: u64,
 }
 
 /// Scratch buffers of the tensor-core path: weight rows (`w16`, at most
@@ -531,6 +532,7 @@ impl MatmulKernels {
             tiled_min_rows: TILED_MIN_ROWS,
             tile: TileShape::for_limits(&ctx.limits),
             coop_scratch: Mutex::new(CoopScratch::default()),
+            coop_scratch_bytes: COOP_SCRATCH_BYTES,
         })
     }
 
@@ -538,6 +540,13 @@ impl MatmulKernels {
     /// 1024; tests set 0 to run them on small matrices).
     pub fn with_tiled_min_rows(mut self, rows: usize) -> Self {
         self.tiled_min_rows = rows;
+        self
+    }
+
+    /// Decode at most `bytes` of f16 weight rows at a time in the tensor-core path (default
+    /// 64 MiB; tests set a few KiB so that every matrix is multiplied in several slices).
+    pub fn with_coop_scratch_bytes(mut self, bytes: u64) -> Self {
+        self.coop_scratch_bytes = bytes;
         self
     }
 
@@ -763,7 +772,7 @@ impl MatmulKernels {
             .and_then(|f| crate::matvec::wgsl_const(f, "UNITS"))
             .unwrap_or(1);
         // Weight rows per slice: as many as the scratch holds, in whole workgroups of rows.
-        let cap = COOP_SCRATCH_BYTES.min(ctx.max_binding_bytes());
+        let cap = self.coop_scratch_bytes.min(ctx.max_binding_bytes());
         let slice_rows = ((cap / (2 * w.cols as u64)) as u32 / COOP_ROWS * COOP_ROWS).max(COOP_ROWS);
         let largest_part = w.parts.iter().map(|p| p.rows as u32).max().unwrap_or(0);
         let w16_rows = slice_rows.min(largest_part.next_multiple_of(COOP_ROWS));
