@@ -41,7 +41,16 @@ const TILED_MIN_ROWS: usize = 1024;
 /// a time (larger matrices are multiplied in slices of rows, so the scratch stays small).
 const COOP_ROWS: u32 = 64;
 const COOP_TOKENS: u32 = 64;
+/// Columns per staged chunk of the product (matrices' rows must be a whole number of them).
+const COOP_K: u32 = 64;
 const COOP_SCRATCH_BYTES: u64 = 64 << 20;
+/// Token count from which the tensor-core path replaces the tiled kernel (below it the
+/// decode of every weight to f16 costs more than the products save: on an H200, batch 64
+/// of 2.9B Q4_K_M ran at 772 tok/s with it and 974 without, batch 256 at 1,964 and 1,273).
+/// [`COOP_FROM_ENV`] overrides it.
+const COOP_FROM_TOKENS: u32 = 128;
+/// Environment variable overriding [`COOP_FROM_TOKENS`] (for measurements).
+pub const COOP_FROM_ENV: &str = "WEB_RWKV_COOP_FROM";
 /// The tiled kernel's workgroup: `rows` x `tokens` outputs, `rows_per_thread` x
 /// `tokens_per_thread` per thread, x staged `x_cols` columns at a time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -287,6 +296,7 @@ pub struct MatmulKernels {
     /// [`CoopScratch`]).
     coop_scratch: Mutex<CoopScratch>,
     coop_scratch_bytes: u64,
+    coop_from: u32,
 }
 
 /// Scratch buffers of the tensor-core path: weight rows (`w16`, at most
@@ -337,18 +347,15 @@ pub struct MatmulCall {
     /// Pipeline for one token, and for batches ([`TOKENS_PER_WG`] tokens per workgroup).
     single: Arc<wgpu::ComputePipeline>,
     batched: Arc<wgpu::ComputePipeline>,
-    /// The kernels for batches of [`TILED_FROM_TOKENS`] or more: the tensor-core path where
-    /// the device has cooperative matrices, else the tiled kernel where the adapter has the
-    /// workgroup memory for it.
-    big: Option<BigKernel>,
+    /// The kernel for batches of [`TILED_FROM_TOKENS`] or more where the adapter has the
+    /// workgroup memory for it, with its rows and tokens per workgroup.
+    tiled: Option<(Arc<wgpu::ComputePipeline>, u32, u32)>,
+    /// The tensor-core path, for batches of `coop_from` tokens or more, where the device
+    /// has cooperative matrices.
+    coop: Option<CoopCall>,
+    coop_from: u32,
     max_groups: u32,
     max_tokens: u32,
-}
-
-enum BigKernel {
-    /// The tiled kernel with its rows and tokens per workgroup.
-    Tiled(Arc<wgpu::ComputePipeline>, u32, u32),
-    Coop(CoopCall),
 }
 
 /// The tensor-core path for one matrix: the inputs to f16 once, then per slice of rows the
@@ -533,6 +540,11 @@ impl MatmulKernels {
             tile: TileShape::for_limits(&ctx.limits),
             coop_scratch: Mutex::new(CoopScratch::default()),
             coop_scratch_bytes: COOP_SCRATCH_BYTES,
+            coop_from: std::env::var(COOP_FROM_ENV)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(COOP_FROM_TOKENS)
+                .max(TILED_FROM_TOKENS),
         })
     }
 
@@ -547,6 +559,12 @@ impl MatmulKernels {
     /// 64 MiB; tests set a few KiB so that every matrix is multiplied in several slices).
     pub fn with_coop_scratch_bytes(mut self, bytes: u64) -> Self {
         self.coop_scratch_bytes = bytes;
+        self
+    }
+
+    /// Use the tensor-core path from `tokens` tokens on (default 128, or [`COOP_FROM_ENV`]).
+    pub fn with_coop_from(mut self, tokens: u32) -> Self {
+        self.coop_from = tokens.max(TILED_FROM_TOKENS);
         self
     }
 
@@ -703,12 +721,28 @@ impl MatmulKernels {
         // handful of workgroups each walking every column: the row kernel spreads them
         // better (measured on the H100 at 64 tokens: 165 us per LoRA product tiled).
         let tall = w.rows >= self.tiled_min_rows;
-        let big = match ctx.coop_subgroup_size() {
-            _ if max_tokens < TILED_FROM_TOKENS || !tall => None,
-            // The product walks whole 32-column steps of the f16 copies.
+        let big = max_tokens >= TILED_FROM_TOKENS && tall;
+        let tiled = match () {
+            _ if big && self.tile.fits(&ctx.limits) => {
+                let kernel = Kernel::Tiled {
+                    epilogue,
+                    shape: self.tile,
+                };
+                Some((
+                    self.pipeline(ctx, w.ty, kernel)?,
+                    self.tile.rows,
+                    self.tile.tokens,
+                ))
+            }
+            _ => None,
+        };
+        let coop = match ctx.coop_subgroup_size() {
+            // The product walks whole chunks of COOP_K columns of the f16 copies.
             Some(subgroup)
-                if invocations >= 4 * subgroup
-                    && w.cols.is_multiple_of(32)
+                if big
+                    && max_tokens >= self.coop_from
+                    && invocations >= 4 * subgroup
+                    && w.cols.is_multiple_of(COOP_K as usize)
                     && max_tokens.next_multiple_of(COOP_TOKENS) <= max_dim =>
             {
                 let io = CoopIo {
@@ -721,20 +755,7 @@ impl MatmulKernels {
                     step_params,
                     max_tokens,
                 };
-                Some(BigKernel::Coop(
-                    self.prepare_coop(ctx, w, &io, epilogue, subgroup)?,
-                ))
-            }
-            _ if self.tile.fits(&ctx.limits) => {
-                let kernel = Kernel::Tiled {
-                    epilogue,
-                    shape: self.tile,
-                };
-                Some(BigKernel::Tiled(
-                    self.pipeline(ctx, w.ty, kernel)?,
-                    self.tile.rows,
-                    self.tile.tokens,
-                ))
+                Some(self.prepare_coop(ctx, w, &io, epilogue, subgroup)?)
             }
             _ => None,
         };
@@ -751,7 +772,9 @@ impl MatmulKernels {
             parts,
             single,
             batched,
-            big,
+            tiled,
+            coop,
+            coop_from: self.coop_from,
             max_groups: ctx.limits.max_compute_workgroups_per_dimension.max(1),
             max_tokens,
         })
@@ -773,26 +796,25 @@ impl MatmulKernels {
             .unwrap_or(1);
         // Weight rows per slice: as many as the scratch holds, in whole workgroups of rows.
         let cap = self.coop_scratch_bytes.min(ctx.max_binding_bytes());
-        let slice_rows = ((cap / (2 * w.cols as u64)) as u32 / COOP_ROWS * COOP_ROWS).max(COOP_ROWS);
+        let slice_rows =
+            ((cap / (2 * w.cols as u64)) as u32 / COOP_ROWS * COOP_ROWS).max(COOP_ROWS);
         let largest_part = w.parts.iter().map(|p| p.rows as u32).max().unwrap_or(0);
         let w16_rows = slice_rows.min(largest_part.next_multiple_of(COOP_ROWS));
         let w16_bytes = w16_rows as u64 * w.cols as u64 * 2;
         let x16_bytes = io.max_tokens.next_multiple_of(COOP_TOKENS) as u64 * w.cols as u64 * 2;
         let (w16, x16) = {
             let mut scratch = self.coop_scratch.lock().map_err(poisoned)?;
-            let grow = |buf: &mut Option<wgpu::Buffer>, bytes: u64, label: &str| {
-                match buf {
-                    Some(b) if b.size() >= bytes => Ok(b.clone()),
-                    _ => {
-                        let b = ctx.create_buffer_checked(
-                            label,
-                            bytes.next_multiple_of(16),
-                            wgpu::BufferUsages::STORAGE,
-                            None,
-                        )?;
-                        *buf = Some(b.clone());
-                        Ok::<_, GpuError>(b)
-                    }
+            let grow = |buf: &mut Option<wgpu::Buffer>, bytes: u64, label: &str| match buf {
+                Some(b) if b.size() >= bytes => Ok(b.clone()),
+                _ => {
+                    let b = ctx.create_buffer_checked(
+                        label,
+                        bytes.next_multiple_of(16),
+                        wgpu::BufferUsages::STORAGE,
+                        None,
+                    )?;
+                    *buf = Some(b.clone());
+                    Ok::<_, GpuError>(b)
                 }
             };
             (
@@ -1022,6 +1044,7 @@ fn compose(ty: GgmlType, kernel: Kernel, format: &str) -> String {
                  const WG_SIZE: u32 = {}u;\n\
                  const BM: u32 = {COOP_ROWS}u;\n\
                  const BN: u32 = {COOP_TOKENS}u;\n\
+                 const BK: u32 = {COOP_K}u;\n\
                  const EPILOGUE: u32 = {}u;\n\
                  const N_TOKENS_WORD: u32 = {}u;\n",
                 4 * subgroup,
@@ -1079,22 +1102,21 @@ impl MatmulCall {
         if n == 0 {
             return;
         }
-        match self.big.as_ref().filter(|_| n >= TILED_FROM_TOKENS) {
-            Some(BigKernel::Tiled(pipeline, rows, tokens)) => {
-                pass.set_pipeline(pipeline);
-                for part in &self.parts {
-                    let groups = part.rows.div_ceil(*rows);
-                    let x = groups.clamp(1, self.max_groups);
-                    pass.set_bind_group(0, &part.bind_group, &[]);
-                    pass.dispatch_workgroups(x, groups.div_ceil(x), n.div_ceil(*tokens));
-                }
-                return;
+        if let Some(coop) = self.coop.as_ref().filter(|_| n >= self.coop_from) {
+            coop.record(pass, n, self.max_groups);
+            return;
+        }
+        if let Some((pipeline, rows, tokens)) =
+            self.tiled.as_ref().filter(|_| n >= TILED_FROM_TOKENS)
+        {
+            pass.set_pipeline(pipeline);
+            for part in &self.parts {
+                let groups = part.rows.div_ceil(*rows);
+                let x = groups.clamp(1, self.max_groups);
+                pass.set_bind_group(0, &part.bind_group, &[]);
+                pass.dispatch_workgroups(x, groups.div_ceil(x), n.div_ceil(*tokens));
             }
-            Some(BigKernel::Coop(coop)) => {
-                coop.record(pass, n, self.max_groups);
-                return;
-            }
-            None => {}
+            return;
         }
         let (pipeline, per_wg) = if n == 1 {
             (&self.single, 1)
@@ -1111,16 +1133,16 @@ impl MatmulCall {
     /// Whether batches of [`TILED_FROM_TOKENS`] or more use a tile kernel (tiled or tensor
     /// cores) rather than the row kernel.
     pub fn is_tiled(&self) -> bool {
-        self.big.is_some()
+        self.tiled.is_some() || self.coop.is_some()
     }
 
     /// Number of dispatches one `record` of `n_tokens` makes (one per matrix part, or for
     /// the tensor-core path the input conversion plus a decode and a product per slice).
     pub fn n_dispatches(&self, n_tokens: u32) -> usize {
         let n = n_tokens.min(self.max_tokens);
-        match self.big.as_ref() {
+        match self.coop.as_ref() {
             _ if n == 0 => 0,
-            Some(BigKernel::Coop(coop)) if n >= TILED_FROM_TOKENS => coop.n_dispatches(),
+            Some(coop) if n >= self.coop_from => coop.n_dispatches(),
             _ => self.parts.len(),
         }
     }

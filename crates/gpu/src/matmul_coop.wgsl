@@ -7,30 +7,79 @@
 // Its inputs are f16 copies made just before it in the same pass: W16, a slice of the
 // weight rows decoded by matmul_coop_dequant.wgsl (row-major, P.cols values per row), and
 // X16, the tokens' inputs converted by matmul_coop_x.wgsl (token-major, P.cols values per
-// token, zeros from token n up to the next multiple of BN). Both are read straight from
-// storage by the cooperative loads (no workgroup staging, so no barriers in the loop).
+// token, zeros from token n up to the next multiple of BN).
 //
 // Header constants (from matmul.rs): SG = the subgroup size; WG_SIZE = 4 * SG; BM = 64
-// rows and BN = 64 tokens per workgroup; EPILOGUE; N_TOKENS_WORD. Grid: x (and y) over row
-// groups of BM, z over token groups of BN. Subgroup s owns rows 32 * (s % 2) .. + 32 and
-// tokens 32 * (s / 2) .. + 32: four 16 x 16 accumulators. P.cols is a multiple of 32.
-// Rows past P.rows (stale scratch rows, read but never written out) and tokens past n
-// (zeros) are computed and not written.
+// rows and BN = 64 tokens per workgroup; BK = 64 columns per staged chunk; EPILOGUE;
+// N_TOKENS_WORD. Grid: x (and y) over row groups of BM, z over token groups of BN.
+//
+// Per chunk of BK columns the workgroup copies a BM x BK tile of W16 and a BN x BK tile of
+// X16 into workgroup memory (16-byte loads, eight f16 each, coalesced along the rows), the
+// next chunk's loads issued before the current chunk's products so that they overlap.
+// Subgroup s owns rows 32 * (s % 2) .. + 32 and tokens 32 * (s / 2) .. + 32: four 16 x 16
+// accumulators. P.cols is a multiple of BK. Rows past P.rows (stale scratch rows, read
+// but never written out) and tokens past n (zeros) are computed and not written.
 
 enable f16;
 enable wgpu_cooperative_matrix;
 
-@group(0) @binding(0) var<storage, read> W16: array<f16>;
-@group(0) @binding(2) var<storage, read> X16: array<f16>;
+@group(0) @binding(0) var<storage, read> W16: array<vec4<u32>>;
+@group(0) @binding(2) var<storage, read> X16: array<vec4<u32>>;
 @group(0) @binding(3) var<storage, read_write> Y: array<f32>;
 @group(0) @binding(4) var<storage, read> STEP: array<u32>;
 
-// One 16 x 16 f32 tile per subgroup for the epilogue. Every workgroup variable is a
-// multiple of 16 bytes long: cooperative stores need 16-byte aligned addresses and the
-// driver places the variables as it likes.
+// Row stride (in f16) of the staged tiles, padded by 8 values against bank conflicts (a
+// multiple of 8 keeps every 16-value row start 16-byte aligned).
+const SK: u32 = BK + 8u;
+// 16-byte pieces of one staged tile, and per thread.
+const PIECES: u32 = BM * BK / 8u;
+const PER_THREAD: u32 = PIECES / WG_SIZE;
+
+// Every workgroup variable is a multiple of 16 bytes long: cooperative loads and stores
+// need 16-byte aligned addresses and the driver places the variables as it likes.
+var<workgroup> sh_a: array<f16, BM * SK>;
+var<workgroup> sh_b: array<f16, BN * SK>;
+// One 16 x 16 f32 tile per subgroup for the epilogue.
 var<workgroup> sh_c: array<f32, 1024>;
 // The token count, made provably uniform for the cooperative operations.
 var<workgroup> sh_n: vec4<u32>;
+
+// The pieces this thread copies for the current chunk (A then B).
+var<private> pa: array<vec4<u32>, PER_THREAD>;
+var<private> pb: array<vec4<u32>, PER_THREAD>;
+
+fn fetch(li: u32, a_row0: u32, b_row0: u32, k0: u32) {
+    let ld = P.cols / 8u;
+    for (var j = 0u; j < PER_THREAD; j++) {
+        let piece = li + j * WG_SIZE;
+        let r = piece / (BK / 8u);
+        let q = piece % (BK / 8u);
+        pa[j] = W16[(a_row0 + r) * ld + k0 / 8u + q];
+        pb[j] = X16[(b_row0 + r) * ld + k0 / 8u + q];
+    }
+}
+
+fn put8(dst: u32, v: vec4<u32>, into_a: bool) {
+    for (var w = 0u; w < 4u; w++) {
+        let h = vec2<f16>(unpack2x16float(v[w]));
+        if (into_a) {
+            sh_a[dst + 2u * w] = h.x;
+            sh_a[dst + 2u * w + 1u] = h.y;
+        } else {
+            sh_b[dst + 2u * w] = h.x;
+            sh_b[dst + 2u * w + 1u] = h.y;
+        }
+    }
+}
+
+fn stage(li: u32) {
+    for (var j = 0u; j < PER_THREAD; j++) {
+        let piece = li + j * WG_SIZE;
+        let dst = (piece / (BK / 8u)) * SK + (piece % (BK / 8u)) * 8u;
+        put8(dst, pa[j], true);
+        put8(dst, pb[j], false);
+    }
+}
 
 @compute @workgroup_size(WG_SIZE)
 fn main(
@@ -49,36 +98,33 @@ fn main(
     // No early return for workgroups past the ends: every cooperative operation must be
     // in uniform control flow. They compute and write nothing.
     let n_here = select(0u, min(BN, n_tok - t0), t0 < n_tok);
-    let ld = P.cols;
     let r0 = 32u * (sg % 2u);
     let tb = 32u * (sg / 2u);
-    let a0 = (first_row + r0) * ld;
-    let a1 = a0 + 16u * ld;
-    let b0 = (t0 + tb) * ld;
-    let b1 = b0 + 16u * ld;
     var c00 = coop_mat16x16<f32, C>();
     var c01 = coop_mat16x16<f32, C>();
     var c10 = coop_mat16x16<f32, C>();
     var c11 = coop_mat16x16<f32, C>();
-    for (var k = 0u; k < ld; k += 32u) {
-        // A: 16 rows x 16 columns of W16, row-major. B: 16 columns x 16 tokens, each
-        // token's values contiguous (column-major). Two k steps per iteration.
-        let wa0 = coopLoadT<coop_mat16x16<f16, A>>(&W16[a0 + k], ld);
-        let wa1 = coopLoadT<coop_mat16x16<f16, A>>(&W16[a1 + k], ld);
-        let xb0 = coopLoad<coop_mat16x16<f16, B>>(&X16[b0 + k], ld);
-        let xb1 = coopLoad<coop_mat16x16<f16, B>>(&X16[b1 + k], ld);
-        let wa2 = coopLoadT<coop_mat16x16<f16, A>>(&W16[a0 + k + 16u], ld);
-        let wa3 = coopLoadT<coop_mat16x16<f16, A>>(&W16[a1 + k + 16u], ld);
-        let xb2 = coopLoad<coop_mat16x16<f16, B>>(&X16[b0 + k + 16u], ld);
-        let xb3 = coopLoad<coop_mat16x16<f16, B>>(&X16[b1 + k + 16u], ld);
-        c00 = coopMultiplyAdd(wa0, xb0, c00);
-        c01 = coopMultiplyAdd(wa0, xb1, c01);
-        c10 = coopMultiplyAdd(wa1, xb0, c10);
-        c11 = coopMultiplyAdd(wa1, xb1, c11);
-        c00 = coopMultiplyAdd(wa2, xb2, c00);
-        c01 = coopMultiplyAdd(wa2, xb3, c01);
-        c10 = coopMultiplyAdd(wa3, xb2, c10);
-        c11 = coopMultiplyAdd(wa3, xb3, c11);
+    let chunks = P.cols / BK;
+    fetch(li, first_row, t0, 0u);
+    for (var chunk = 0u; chunk < chunks; chunk++) {
+        stage(li);
+        workgroupBarrier();
+        if (chunk + 1u < chunks) {
+            fetch(li, first_row, t0, (chunk + 1u) * BK);
+        }
+        for (var k = 0u; k < BK; k += 16u) {
+            // A: 16 rows x 16 columns of W, row-major. B: 16 columns x 16 tokens, each
+            // token's values contiguous (column-major).
+            let a0 = coopLoadT<coop_mat16x16<f16, A>>(&sh_a[r0 * SK + k], SK);
+            let a1 = coopLoadT<coop_mat16x16<f16, A>>(&sh_a[(r0 + 16u) * SK + k], SK);
+            let b0 = coopLoad<coop_mat16x16<f16, B>>(&sh_b[tb * SK + k], SK);
+            let b1 = coopLoad<coop_mat16x16<f16, B>>(&sh_b[(tb + 16u) * SK + k], SK);
+            c00 = coopMultiplyAdd(a0, b0, c00);
+            c01 = coopMultiplyAdd(a0, b1, c01);
+            c10 = coopMultiplyAdd(a1, b0, c10);
+            c11 = coopMultiplyAdd(a1, b1, c11);
+        }
+        workgroupBarrier();
     }
     // Accumulator element (row i, token j) stored column-major: sh_c[base + j * 16 + i].
     let base = sg * 256u;

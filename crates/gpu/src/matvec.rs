@@ -159,7 +159,10 @@ fn route_weight_loads(source: &str) -> String {
 /// routed through `wl`.
 fn common_helpers() -> String {
     let mut s = COMMON_WGSL.to_string();
-    if let (Some(a), Some(b)) = (s.find("// (quant/params.wgsl"), s.find("// Word index of block")) {
+    if let (Some(a), Some(b)) = (
+        s.find("// (quant/params.wgsl"),
+        s.find("// Word index of block"),
+    ) {
         s.replace_range(a..b, "");
     }
     route_weight_loads(&s)
