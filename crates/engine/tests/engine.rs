@@ -235,8 +235,15 @@ fn a_batch_equals_separate_runs() {
         })
         .collect();
     let batched = e.step(&inputs).unwrap();
+    // The batch's 38 tokens may take the tensor-core path, which rounds its inputs to f16
+    // (the separate prompts are too short for it).
+    let tol = if context().coop_subgroup_size().is_some() {
+        2e-3
+    } else {
+        1e-5
+    };
     for (i, (b, s)) in batched.iter().zip(&separate).enumerate() {
-        assert_close(b, s, 1e-5, &format!("prompt {i}"));
+        assert_close(b, s, tol, &format!("prompt {i}"));
     }
     // A decode step mixing all four slots continues each sequence independently.
     let next: Vec<u32> = vec![11, 12, 13, 14];

@@ -47,10 +47,10 @@ pub struct GpuContext {
     coop_f16: bool,
 }
 
-/// Environment variable that turns the cooperative-matrix (tensor core) kernels on
-/// (`WEB_RWKV_COOPMAT=1`). Off by default: on the H100 the portable tiled kernel is faster
-/// today (prefill of a 2.9B Q4_K_M: 447 tok/s tiled, 350 tok/s tensor cores; see
-/// BENCHMARKS.md), so the tensor-core path is kept correct and tested, not chosen.
+/// Environment variable that turns the cooperative-matrix (tensor core) kernels off
+/// (`WEB_RWKV_COOPMAT=0`). On by default where the adapter offers them: on an H200 they
+/// prefill a 2.9B Q4_K_M at 2,899 tok/s against 1,346 for the portable tiled kernel (see
+/// BENCHMARKS.md).
 pub const COOP_ENV: &str = "WEB_RWKV_COOPMAT";
 
 /// Whether the adapter offers 16x16x16 f16 x f16 -> f32 cooperative matrices.
@@ -224,7 +224,7 @@ impl GpuContext {
         // Tensor cores through wgpu's experimental cooperative matrices: only with f16
         // shaders, the 16x16x16 f16 -> f32 shape, and one subgroup size (the kernel runs
         // one subgroup per workgroup).
-        let coop_f16 = std::env::var(COOP_ENV).is_ok_and(|v| v == "1")
+        let coop_f16 = std::env::var(COOP_ENV).map_or(true, |v| v != "0")
             && features.contains(wgpu::Features::SHADER_F16 | wgpu::Features::SUBGROUP)
             && info.subgroup_min_size == info.subgroup_max_size
             && info.subgroup_min_size >= 8
@@ -234,7 +234,7 @@ impl GpuContext {
             // SAFETY: wgpu asks callers of experimental features to accept that its
             // implementation may have bugs. We only use cooperative loads, stores and
             // multiply-adds of the advertised 16x16x16 f16/f32 shape on full subgroups with
-            // uniform control flow, and only when asked for (COOP_ENV).
+            // uniform control flow (COOP_ENV turns them off).
             unsafe { wgpu::ExperimentalFeatures::enabled() }
         } else {
             wgpu::ExperimentalFeatures::disabled()

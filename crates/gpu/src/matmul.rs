@@ -36,19 +36,75 @@ pub const TILED_FROM_TOKENS: u32 = 16;
 /// Matrices with fewer rows than this use the row kernel for every batch (default of
 /// [`MatmulKernels::with_tiled_min_rows`]).
 const TILED_MIN_ROWS: usize = 1024;
-/// The tensor-core path (`matmul_coop*.wgsl`): rows and tokens per workgroup of the product
-/// (four subgroups of 32 rows x 32 tokens), and the most bytes of f16 weight rows decoded at
+/// The tensor-core path (`matmul_coop*.wgsl`): the most bytes of f16 weight rows decoded at
 /// a time (larger matrices are multiplied in slices of rows, so the scratch stays small).
-const COOP_ROWS: u32 = 64;
-const COOP_TOKENS: u32 = 64;
-/// Columns per staged chunk of the product (matrices' rows must be a whole number of them).
-const COOP_K: u32 = 64;
 const COOP_SCRATCH_BYTES: u64 = 64 << 20;
-/// Token count from which the tensor-core path replaces the tiled kernel (below it the
-/// decode of every weight to f16 costs more than the products save: on an H200, batch 64
-/// of 2.9B Q4_K_M ran at 772 tok/s with it and 974 without, batch 256 at 1,964 and 1,273).
-/// [`COOP_FROM_ENV`] overrides it.
-const COOP_FROM_TOKENS: u32 = 128;
+
+/// The tensor-core product's workgroup: 2 x 2 subgroups, each `fr` x `fc` accumulators of
+/// 16 x 16 (so 32 `fr` rows x 32 `fc` tokens per workgroup), `k` columns staged per chunk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct CoopShape {
+    pub fr: u32,
+    pub fc: u32,
+    pub k: u32,
+}
+
+/// Environment variable overriding the tensor-core product's shape, `FRxFCxK` (for
+/// measurements; an invalid shape is ignored).
+pub const COOP_TILE_ENV: &str = "WEB_RWKV_COOP_TILE";
+
+impl CoopShape {
+    pub const DEFAULT: CoopShape = CoopShape {
+        fr: 2,
+        fc: 2,
+        k: 64,
+    };
+
+    /// `FRxFCxK`, e.g. `2x2x64`; `None` unless every staged tile splits evenly over the
+    /// threads of subgroups of 8 to 64 invocations.
+    pub fn parse(text: &str) -> Option<CoopShape> {
+        let v: Vec<u32> = text
+            .split('x')
+            .map(|p| p.trim().parse().ok())
+            .collect::<Option<_>>()?;
+        let &[fr, fc, k] = v.as_slice() else {
+            return None;
+        };
+        let shape = CoopShape { fr, fc, k };
+        let ok = (1..=4).contains(&fr)
+            && (1..=4).contains(&fc)
+            && matches!(k, 16 | 32 | 64 | 128)
+            && [shape.rows(), shape.tokens()]
+                .iter()
+                .all(|n| (n * k / 8).is_multiple_of(4 * 64));
+        ok.then_some(shape)
+    }
+
+    pub fn rows(&self) -> u32 {
+        32 * self.fr
+    }
+
+    pub fn tokens(&self) -> u32 {
+        32 * self.fc
+    }
+
+    /// Workgroup memory: both staged tiles (rows padded by 8 values), the epilogue tiles
+    /// and the token count.
+    pub fn workgroup_bytes(&self) -> u32 {
+        (self.rows() + self.tokens()) * (self.k + 8) * 2 + 4096 + 16
+    }
+
+    fn from_env() -> CoopShape {
+        std::env::var(COOP_TILE_ENV)
+            .ok()
+            .and_then(|v| CoopShape::parse(&v))
+            .unwrap_or(CoopShape::DEFAULT)
+    }
+}
+/// Token count from which the tensor-core path replaces the tiled kernel: all of its range
+/// (on an H200, batch 64 of 2.9B Q4_K_M ran at 1,115 tok/s with it and 975 without, though
+/// every step decodes all the weights to f16). [`COOP_FROM_ENV`] raises it.
+const COOP_FROM_TOKENS: u32 = TILED_FROM_TOKENS;
 /// Environment variable overriding [`COOP_FROM_TOKENS`] (for measurements).
 pub const COOP_FROM_ENV: &str = "WEB_RWKV_COOP_FROM";
 /// The tiled kernel's workgroup: `rows` x `tokens` outputs, `rows_per_thread` x
@@ -277,6 +333,7 @@ enum Kernel {
     Coop {
         epilogue: Epilogue,
         subgroup: u32,
+        shape: CoopShape,
     },
     /// Weight rows decoded to f16 for [`Kernel::Coop`].
     CoopDequant,
@@ -297,6 +354,7 @@ pub struct MatmulKernels {
     coop_scratch: Mutex<CoopScratch>,
     coop_scratch_bytes: u64,
     coop_from: u32,
+    coop_shape: CoopShape,
 }
 
 /// Scratch buffers of the tensor-core path: weight rows (`w16`, at most
@@ -366,6 +424,7 @@ struct CoopCall {
     cols: u32,
     dequant: Arc<wgpu::ComputePipeline>,
     product: Arc<wgpu::ComputePipeline>,
+    shape: CoopShape,
     slices: Vec<CoopSlice>,
     _convert_params: wgpu::Buffer,
 }
@@ -540,6 +599,7 @@ impl MatmulKernels {
             tile: TileShape::for_limits(&ctx.limits),
             coop_scratch: Mutex::new(CoopScratch::default()),
             coop_scratch_bytes: COOP_SCRATCH_BYTES,
+            coop_shape: CoopShape::from_env(),
             coop_from: std::env::var(COOP_FROM_ENV)
                 .ok()
                 .and_then(|v| v.parse().ok())
@@ -562,7 +622,8 @@ impl MatmulKernels {
         self
     }
 
-    /// Use the tensor-core path from `tokens` tokens on (default 128, or [`COOP_FROM_ENV`]).
+    /// Use the tensor-core path from `tokens` tokens on (default and least
+    /// [`TILED_FROM_TOKENS`], or [`COOP_FROM_ENV`]).
     pub fn with_coop_from(mut self, tokens: u32) -> Self {
         self.coop_from = tokens.max(TILED_FROM_TOKENS);
         self
@@ -737,13 +798,15 @@ impl MatmulKernels {
             _ => None,
         };
         let coop = match ctx.coop_subgroup_size() {
-            // The product walks whole chunks of COOP_K columns of the f16 copies.
+            // The product walks whole chunks of `k` columns of the f16 copies.
             Some(subgroup)
                 if big
                     && max_tokens >= self.coop_from
                     && invocations >= 4 * subgroup
-                    && w.cols.is_multiple_of(COOP_K as usize)
-                    && max_tokens.next_multiple_of(COOP_TOKENS) <= max_dim =>
+                    && self.coop_shape.workgroup_bytes()
+                        <= ctx.limits.max_compute_workgroup_storage_size
+                    && w.cols.is_multiple_of(self.coop_shape.k as usize)
+                    && max_tokens.next_multiple_of(self.coop_shape.tokens()) <= max_dim =>
             {
                 let io = CoopIo {
                     x,
@@ -791,17 +854,18 @@ impl MatmulKernels {
         subgroup: u32,
     ) -> Result<CoopCall, GpuError> {
         let cols = w.cols as u32;
+        let shape = self.coop_shape;
+        let (bm, bn) = (shape.rows(), shape.tokens());
         let units_per_block = format_wgsl(w.ty)
             .and_then(|f| crate::matvec::wgsl_const(f, "UNITS"))
             .unwrap_or(1);
         // Weight rows per slice: as many as the scratch holds, in whole workgroups of rows.
         let cap = self.coop_scratch_bytes.min(ctx.max_binding_bytes());
-        let slice_rows =
-            ((cap / (2 * w.cols as u64)) as u32 / COOP_ROWS * COOP_ROWS).max(COOP_ROWS);
+        let slice_rows = ((cap / (2 * w.cols as u64)) as u32 / bm * bm).max(bm);
         let largest_part = w.parts.iter().map(|p| p.rows as u32).max().unwrap_or(0);
-        let w16_rows = slice_rows.min(largest_part.next_multiple_of(COOP_ROWS));
+        let w16_rows = slice_rows.min(largest_part.next_multiple_of(bm));
         let w16_bytes = w16_rows as u64 * w.cols as u64 * 2;
-        let x16_bytes = io.max_tokens.next_multiple_of(COOP_TOKENS) as u64 * w.cols as u64 * 2;
+        let x16_bytes = io.max_tokens.next_multiple_of(bn) as u64 * w.cols as u64 * 2;
         let (w16, x16) = {
             let mut scratch = self.coop_scratch.lock().map_err(poisoned)?;
             let grow = |buf: &mut Option<wgpu::Buffer>, bytes: u64, label: &str| match buf {
@@ -913,7 +977,16 @@ impl MatmulKernels {
             convert_group,
             cols,
             dequant: self.pipeline(ctx, w.ty, Kernel::CoopDequant)?,
-            product: self.pipeline(ctx, f16_key, Kernel::Coop { epilogue, subgroup })?,
+            product: self.pipeline(
+                ctx,
+                f16_key,
+                Kernel::Coop {
+                    epilogue,
+                    subgroup,
+                    shape,
+                },
+            )?,
+            shape,
             slices,
             _convert_params: convert_params,
         })
@@ -1037,17 +1110,28 @@ fn compose(ty: GgmlType, kernel: Kernel, format: &str) -> String {
                 STEP_N_TOKENS_OFFSET / 4
             );
         }
-        Kernel::Coop { epilogue, subgroup } => {
+        Kernel::Coop {
+            epilogue,
+            subgroup,
+            shape,
+        } => {
             let header = format!(
                 "// {kernel:?} (generated by rwkv-gpu matmul.rs)\n\
                  const SG: u32 = {subgroup}u;\n\
                  const WG_SIZE: u32 = {}u;\n\
-                 const BM: u32 = {COOP_ROWS}u;\n\
-                 const BN: u32 = {COOP_TOKENS}u;\n\
-                 const BK: u32 = {COOP_K}u;\n\
+                 const FR: u32 = {}u;\n\
+                 const FC: u32 = {}u;\n\
+                 const BM: u32 = {}u;\n\
+                 const BN: u32 = {}u;\n\
+                 const BK: u32 = {}u;\n\
                  const EPILOGUE: u32 = {}u;\n\
                  const N_TOKENS_WORD: u32 = {}u;\n",
                 4 * subgroup,
+                shape.fr,
+                shape.fc,
+                shape.rows(),
+                shape.tokens(),
+                shape.k,
                 epilogue.id(),
                 STEP_N_TOKENS_OFFSET / 4
             );
@@ -1155,10 +1239,11 @@ impl CoopCall {
             let x = groups.clamp(1, max_groups);
             (x, groups.div_ceil(x))
         };
-        let token_groups = n.div_ceil(COOP_TOKENS);
+        let (bm, bn) = (self.shape.rows(), self.shape.tokens());
+        let token_groups = n.div_ceil(bn);
         pass.set_pipeline(&self.convert);
         pass.set_bind_group(0, &self.convert_group, &[]);
-        pass.dispatch_workgroups(self.cols.div_ceil(256), token_groups * COOP_TOKENS, 1);
+        pass.dispatch_workgroups(self.cols.div_ceil(256), token_groups * bn, 1);
         for slice in &self.slices {
             pass.set_pipeline(&self.dequant);
             pass.set_bind_group(0, &slice.dequant_group, &[]);
@@ -1166,7 +1251,7 @@ impl CoopCall {
             pass.dispatch_workgroups(x, y, 1);
             pass.set_pipeline(&self.product);
             pass.set_bind_group(0, &slice.product_group, &[]);
-            let (x, y) = grid2(slice.rows.div_ceil(COOP_ROWS));
+            let (x, y) = grid2(slice.rows.div_ceil(bm));
             pass.dispatch_workgroups(x, y, token_groups);
         }
     }
@@ -1210,7 +1295,17 @@ mod tests {
         let mut kernels = vec![(F16, Kernel::CoopX)];
         for epilogue in Epilogue::ALL {
             for subgroup in [32, 64] {
-                kernels.push((F16, Kernel::Coop { epilogue, subgroup }));
+                for shape in ["2x2x64", "4x2x32", "2x4x32", "4x4x32", "1x1x128"] {
+                    let shape = CoopShape::parse(shape).unwrap();
+                    kernels.push((
+                        F16,
+                        Kernel::Coop {
+                            epilogue,
+                            subgroup,
+                            shape,
+                        },
+                    ));
+                }
             }
         }
         kernels.extend(types.iter().map(|&ty| (ty, Kernel::CoopDequant)));

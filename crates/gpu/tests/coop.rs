@@ -3,7 +3,7 @@
 //! `coopStore`/`coopStoreT` mean for the data layout and what `coopMultiplyAdd` computes.
 //! The tensor-core matmul kernel (`matmul_coop.wgsl`) relies on exactly this.
 //!
-//! It runs where the device offers the tensor-core path and `WEB_RWKV_COOPMAT=1` turns it on
+//! It runs where the device offers the tensor-core path (unless `WEB_RWKV_COOPMAT=0`)
 //! (the H100 run also sets `RWKV_REQUIRE_COOPMAT=1`, which makes a missing path a failure);
 //! on other devices (CI's lavapipe) there is nothing to run and it says so. The kernel's WGSL is validated for
 //! every weight type on every machine by the unit test in `matmul.rs`.
