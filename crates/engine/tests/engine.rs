@@ -236,7 +236,7 @@ fn a_batch_equals_separate_runs() {
         .collect();
     let batched = e.step(&inputs).unwrap();
     // The batch's 38 tokens may take the tensor-core path, which rounds its inputs to f16
-    // (the separate prompts are too short for it).
+    // (the separate prompts are too short for it); the states it leaves differ as much.
     let tol = if context().coop_subgroup_size().is_some() {
         2e-3
     } else {
@@ -271,7 +271,7 @@ fn a_batch_equals_separate_runs() {
         assert_close(
             &decoded[i],
             &alone[alone.len() - 1..],
-            1e-5,
+            tol,
             &format!("decode {i}"),
         );
     }

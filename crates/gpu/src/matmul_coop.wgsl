@@ -9,17 +9,16 @@
 // X16, the tokens' inputs converted by matmul_coop_x.wgsl (token-major, P.cols values per
 // token, zeros from token n up to the next multiple of BN).
 //
-// Header constants (from matmul.rs): SG = the subgroup size; WG_SIZE = 4 * SG (2 x 2
-// subgroups); FR x FC 16 x 16 accumulators per subgroup, so BM = 32 * FR rows and BN =
-// 32 * FC tokens per workgroup; BK columns per staged chunk; EPILOGUE; N_TOKENS_WORD. Grid:
-// x (and y) over row groups of BM, z over token groups of BN.
+// Header constants (from matmul.rs): SG = the subgroup size; WG_SIZE = 4 * SG; BM = 64
+// rows and BN = 64 tokens per workgroup; BK = 64 columns per staged chunk; EPILOGUE;
+// N_TOKENS_WORD. Grid: x (and y) over row groups of BM, z over token groups of BN.
 //
 // Per chunk of BK columns the workgroup copies a BM x BK tile of W16 and a BN x BK tile of
 // X16 into workgroup memory (16-byte loads, eight f16 each, coalesced along the rows), the
 // next chunk's loads issued before the current chunk's products so that they overlap.
-// Subgroup s owns rows 16 * FR * (s % 2) .. + 16 * FR and tokens 16 * FC * (s / 2) .. +
-// 16 * FC. P.cols is a multiple of BK. Rows past P.rows (stale scratch rows, read but never
-// written out) and tokens past n (zeros) are computed and not written.
+// Subgroup s owns rows 32 * (s % 2) .. + 32 and tokens 32 * (s / 2) .. + 32: four 16 x 16
+// accumulators. P.cols is a multiple of BK. Rows past P.rows (stale scratch rows, read
+// but never written out) and tokens past n (zeros) are computed and not written.
 
 enable f16;
 enable wgpu_cooperative_matrix;
@@ -32,10 +31,9 @@ enable wgpu_cooperative_matrix;
 // Row stride (in f16) of the staged tiles, padded by 8 values against bank conflicts (a
 // multiple of 8 keeps every 16-value row start 16-byte aligned).
 const SK: u32 = BK + 8u;
-// 16-byte pieces per staged row, and per thread of each tile.
-const ROW_PIECES: u32 = BK / 8u;
-const A_PT: u32 = BM * ROW_PIECES / WG_SIZE;
-const B_PT: u32 = BN * ROW_PIECES / WG_SIZE;
+// 16-byte pieces of one staged tile, and per thread.
+const PIECES: u32 = BM * BK / 8u;
+const PER_THREAD: u32 = PIECES / WG_SIZE;
 
 // Every workgroup variable is a multiple of 16 bytes long: cooperative loads and stores
 // need 16-byte aligned addresses and the driver places the variables as it likes.
@@ -46,40 +44,40 @@ var<workgroup> sh_c: array<f32, 1024>;
 // The token count, made provably uniform for the cooperative operations.
 var<workgroup> sh_n: vec4<u32>;
 
-// The pieces this thread copies for the next chunk.
-var<private> pa: array<vec4<u32>, A_PT>;
-var<private> pb: array<vec4<u32>, B_PT>;
+// The pieces this thread copies for the current chunk (A then B).
+var<private> pa: array<vec4<u32>, PER_THREAD>;
+var<private> pb: array<vec4<u32>, PER_THREAD>;
 
 fn fetch(li: u32, a_row0: u32, b_row0: u32, k0: u32) {
     let ld = P.cols / 8u;
-    for (var j = 0u; j < A_PT; j++) {
+    for (var j = 0u; j < PER_THREAD; j++) {
         let piece = li + j * WG_SIZE;
-        pa[j] = W16[(a_row0 + piece / ROW_PIECES) * ld + k0 / 8u + piece % ROW_PIECES];
+        let r = piece / (BK / 8u);
+        let q = piece % (BK / 8u);
+        pa[j] = W16[(a_row0 + r) * ld + k0 / 8u + q];
+        pb[j] = X16[(b_row0 + r) * ld + k0 / 8u + q];
     }
-    for (var j = 0u; j < B_PT; j++) {
-        let piece = li + j * WG_SIZE;
-        pb[j] = X16[(b_row0 + piece / ROW_PIECES) * ld + k0 / 8u + piece % ROW_PIECES];
+}
+
+fn put8(dst: u32, v: vec4<u32>, into_a: bool) {
+    for (var w = 0u; w < 4u; w++) {
+        let h = vec2<f16>(unpack2x16float(v[w]));
+        if (into_a) {
+            sh_a[dst + 2u * w] = h.x;
+            sh_a[dst + 2u * w + 1u] = h.y;
+        } else {
+            sh_b[dst + 2u * w] = h.x;
+            sh_b[dst + 2u * w + 1u] = h.y;
+        }
     }
 }
 
 fn stage(li: u32) {
-    for (var j = 0u; j < A_PT; j++) {
+    for (var j = 0u; j < PER_THREAD; j++) {
         let piece = li + j * WG_SIZE;
-        let dst = (piece / ROW_PIECES) * SK + (piece % ROW_PIECES) * 8u;
-        for (var w = 0u; w < 4u; w++) {
-            let h = vec2<f16>(unpack2x16float(pa[j][w]));
-            sh_a[dst + 2u * w] = h.x;
-            sh_a[dst + 2u * w + 1u] = h.y;
-        }
-    }
-    for (var j = 0u; j < B_PT; j++) {
-        let piece = li + j * WG_SIZE;
-        let dst = (piece / ROW_PIECES) * SK + (piece % ROW_PIECES) * 8u;
-        for (var w = 0u; w < 4u; w++) {
-            let h = vec2<f16>(unpack2x16float(pb[j][w]));
-            sh_b[dst + 2u * w] = h.x;
-            sh_b[dst + 2u * w + 1u] = h.y;
-        }
+        let dst = (piece / (BK / 8u)) * SK + (piece % (BK / 8u)) * 8u;
+        put8(dst, pa[j], true);
+        put8(dst, pb[j], false);
     }
 }
 
@@ -100,14 +98,12 @@ fn main(
     // No early return for workgroups past the ends: every cooperative operation must be
     // in uniform control flow. They compute and write nothing.
     let n_here = select(0u, min(BN, n_tok - t0), t0 < n_tok);
-    let r0 = 16u * FR * (sg % 2u);
-    let tb = 16u * FC * (sg / 2u);
-    var acc: array<coop_mat16x16<f32, C>, FR * FC>;
-    var fa: array<coop_mat16x16<f16, A>, FR>;
-    var fb: array<coop_mat16x16<f16, B>, FC>;
-    for (var q = 0u; q < FR * FC; q++) {
-        acc[q] = coop_mat16x16<f32, C>();
-    }
+    let r0 = 32u * (sg % 2u);
+    let tb = 32u * (sg / 2u);
+    var c00 = coop_mat16x16<f32, C>();
+    var c01 = coop_mat16x16<f32, C>();
+    var c10 = coop_mat16x16<f32, C>();
+    var c11 = coop_mat16x16<f32, C>();
     let chunks = P.cols / BK;
     fetch(li, first_row, t0, 0u);
     for (var chunk = 0u; chunk < chunks; chunk++) {
@@ -119,28 +115,30 @@ fn main(
         for (var k = 0u; k < BK; k += 16u) {
             // A: 16 rows x 16 columns of W, row-major. B: 16 columns x 16 tokens, each
             // token's values contiguous (column-major).
-            for (var i = 0u; i < FR; i++) {
-                fa[i] = coopLoadT<coop_mat16x16<f16, A>>(&sh_a[(r0 + 16u * i) * SK + k], SK);
-            }
-            for (var j = 0u; j < FC; j++) {
-                fb[j] = coopLoad<coop_mat16x16<f16, B>>(&sh_b[(tb + 16u * j) * SK + k], SK);
-            }
-            for (var i = 0u; i < FR; i++) {
-                for (var j = 0u; j < FC; j++) {
-                    acc[i * FC + j] = coopMultiplyAdd(fa[i], fb[j], acc[i * FC + j]);
-                }
-            }
+            let a0 = coopLoadT<coop_mat16x16<f16, A>>(&sh_a[r0 * SK + k], SK);
+            let a1 = coopLoadT<coop_mat16x16<f16, A>>(&sh_a[(r0 + 16u) * SK + k], SK);
+            let b0 = coopLoad<coop_mat16x16<f16, B>>(&sh_b[tb * SK + k], SK);
+            let b1 = coopLoad<coop_mat16x16<f16, B>>(&sh_b[(tb + 16u) * SK + k], SK);
+            c00 = coopMultiplyAdd(a0, b0, c00);
+            c01 = coopMultiplyAdd(a0, b1, c01);
+            c10 = coopMultiplyAdd(a1, b0, c10);
+            c11 = coopMultiplyAdd(a1, b1, c11);
         }
         workgroupBarrier();
     }
     // Accumulator element (row i, token j) stored column-major: sh_c[base + j * 16 + i].
     let base = sg * 256u;
-    for (var q = 0u; q < FR * FC; q++) {
-        coopStore(acc[q], &sh_c[base], 16u);
+    for (var q = 0u; q < 4u; q++) {
+        switch q {
+            case 0u: { coopStore(c00, &sh_c[base], 16u); }
+            case 1u: { coopStore(c01, &sh_c[base], 16u); }
+            case 2u: { coopStore(c10, &sh_c[base], 16u); }
+            default: { coopStore(c11, &sh_c[base], 16u); }
+        }
         workgroupBarrier();
         for (var e = lane; e < 256u; e += SG) {
-            let row = first_row + r0 + 16u * (q / FC) + e % 16u;
-            let t = tb + 16u * (q % FC) + e / 16u;
+            let row = first_row + r0 + 16u * (q / 2u) + e % 16u;
+            let t = tb + 16u * (q % 2u) + e / 16u;
             if (row < P.rows && t < n_here) {
                 let i = P.out_offset + (t0 + t) * P.out_stride + P.row_start + row;
                 Y[i] = epilogue_of(EPILOGUE, sh_c[base + e], i);
