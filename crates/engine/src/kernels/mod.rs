@@ -131,11 +131,17 @@ pub fn wkv_scan_lanes(ctx: &rwkv_gpu::GpuContext) -> Option<u32> {
     } else {
         1
     };
-    let mut lanes = 1u32 << want.min(16).ilog2();
-    while lanes > 1 && lanes > subgroup {
+    Some(scan_lanes(want, subgroup))
+}
+
+/// `want` lanes per row (at least 1) lowered to a power of two of at most 16 and at most
+/// `min_subgroup` (a subgroup of any size the device may use then holds whole groups).
+fn scan_lanes(want: u32, min_subgroup: u32) -> u32 {
+    let mut lanes = 1u32 << want.clamp(1, 16).ilog2();
+    while lanes > 1 && lanes > min_subgroup {
         lanes /= 2;
     }
-    Some(lanes)
+    lanes
 }
 
 impl Kernels {
@@ -440,5 +446,35 @@ impl Launch {
         pass.set_pipeline(&self.pipeline);
         pass.set_bind_group(0, &self.bind_group, &[]);
         pass.dispatch_workgroups(x, y, 1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scan_lanes_fit_the_smallest_subgroup() {
+        assert_eq!(scan_lanes(8, 32), 8);
+        assert_eq!(scan_lanes(8, 8), 8);
+        assert_eq!(scan_lanes(8, 4), 4);
+        assert_eq!(scan_lanes(8, 0), 1);
+        assert_eq!(scan_lanes(6, 64), 4);
+        assert_eq!(scan_lanes(64, 64), 16);
+        assert_eq!(scan_lanes(16, 8), 8);
+        assert_eq!(scan_lanes(1, 32), 1);
+    }
+
+    #[test]
+    fn scan_code_has_one_shuffle_per_lane_bit() {
+        for (lanes, shuffles) in [(1, 0), (2, 1), (4, 2), (8, 3), (16, 4)] {
+            let code = scan_wgsl(lanes);
+            assert_eq!(
+                code.matches("subgroupShuffleXor").count(),
+                shuffles,
+                "{lanes}"
+            );
+            assert_eq!(code.matches("var<private> S").count(), 16 / lanes as usize);
+        }
     }
 }
