@@ -25,8 +25,8 @@ use rwkv_model::{Rwkv7Config, Rwkv7Spec};
 
 use crate::error::{EngineError, Result};
 use crate::kernels::{
-    bind, uniform, ChunkInfo, Kernels, Launch, LayerNormParams, RoundParams, RowInfo, StepUniform,
-    TokenMixParams, Wkv7Params, NO_PREV,
+    bind, bind_at, uniform, wkv_scan_lanes, ChunkInfo, Kernels, Launch, LayerNormParams,
+    RoundParams, RowInfo, StepUniform, TokenMixParams, Wkv7Params, NO_PREV,
 };
 use crate::weights::ModelWeights;
 
@@ -141,6 +141,12 @@ pub(crate) enum Grid {
     Out,
     /// One per chunk and group of heads.
     ChunkHeads(u32),
+    /// `ChunkHeads`, only in steps where every chunk has one token (else none).
+    SingleChunkHeads(u32),
+    /// `ChunkHeads`, only in steps with a chunk of several tokens (else none).
+    LongChunkHeads(u32),
+    /// `RowBlocks`, only in steps with a chunk of several tokens (else none).
+    LongChunkRows(u32),
     /// One per token row and tile of columns.
     RowTiles(u32),
     /// One per wanted logits row and tile of columns.
@@ -178,10 +184,12 @@ impl Op {
         }
     }
 
-    /// Dispatches the op records in a step of `rows` token rows and `out` logits rows.
-    pub(crate) fn dispatches(&self, rows: u32, out: u32) -> usize {
+    /// Dispatches the op records in a step of `rows` token rows, `out` logits rows and
+    /// `chunks` chunks.
+    pub(crate) fn dispatches(&self, rows: u32, out: u32, chunks: u32) -> usize {
         match self {
             Op::Round(_, grid) if count(*grid, rows, out) <= 1 => 0,
+            Op::Kernel(_, grid) if !runs(*grid, rows, chunks) => 0,
             Op::Matmul {
                 calls,
                 singles,
@@ -221,6 +229,11 @@ impl Op {
                 Grid::RowBlocks(n) => launch.record(pass, rows, n),
                 Grid::Out => launch.record(pass, out, 1),
                 Grid::ChunkHeads(groups) => launch.record(pass, chunks, groups),
+                _ if !runs(*grid, rows, chunks) => {}
+                Grid::SingleChunkHeads(groups) | Grid::LongChunkHeads(groups) => {
+                    launch.record(pass, chunks, groups)
+                }
+                Grid::LongChunkRows(n) => launch.record(pass, rows, n),
                 Grid::RowTiles(n) => launch.record(pass, rows, n),
                 Grid::OutTiles(n) => launch.record(pass, out, n),
             },
@@ -233,6 +246,16 @@ fn count(grid: Grid, rows: u32, out: u32) -> u32 {
     match grid {
         Grid::Out | Grid::OutTiles(_) => out,
         _ => rows,
+    }
+}
+
+/// Whether an op over `grid` runs in a step of `rows` rows in `chunks` chunks (each chunk
+/// has at least one row, so `rows > chunks` means some chunk has several).
+fn runs(grid: Grid, rows: u32, chunks: u32) -> bool {
+    match grid {
+        Grid::SingleChunkHeads(_) => rows <= chunks,
+        Grid::LongChunkHeads(_) | Grid::LongChunkRows(_) => rows > chunks,
+        _ => true,
     }
 }
 
@@ -424,7 +447,19 @@ impl Builder<'_> {
         buffers: &[&wgpu::Buffer],
         grid: Grid,
     ) {
-        let bind_group = bind(&self.ctx.device, pipeline, label, buffers);
+        let at: Vec<(u32, &wgpu::Buffer)> = (0..).zip(buffers.iter().copied()).collect();
+        self.kernel_at(label, pipeline, &at, grid);
+    }
+
+    /// [`Builder::kernel`] with the binding of each buffer given.
+    fn kernel_at(
+        &mut self,
+        label: &'static str,
+        pipeline: &wgpu::ComputePipeline,
+        buffers: &[(u32, &wgpu::Buffer)],
+        grid: Grid,
+    ) {
+        let bind_group = bind_at(&self.ctx.device, pipeline, label, buffers);
         // Kernels write activations: every rounded copy may be stale after one, except the
         // copy this very launch makes (marked fresh by the caller afterwards).
         self.fresh.clear();
@@ -722,7 +757,7 @@ impl Engine {
         }
         let weights = ModelWeights::upload(&ctx, file, &spec, progress)?;
         let lora_ranks = [c.decay_lora, c.iclr_lora, c.gate_lora, c.value_lora].map(|r| r as u32);
-        let kernels = Kernels::new(&ctx.device, lora_ranks);
+        let kernels = Kernels::new(&ctx.device, lora_ranks, wkv_scan_lanes(&ctx));
         let matmul = MatmulKernels::new(&ctx)?;
         let matvec = MatvecKernels::new();
         let dev = &ctx.device;
@@ -783,6 +818,16 @@ impl Engine {
         )?;
 
         let v_first = storage(&ctx, "v_first", f32s(r * d))?;
+        // The WKV chunk path's per-token values (see wkv7.wgsl): 6 and 3 values per channel
+        // and row, as big as the time-mix lerps and rkv.
+        let (wkv_scan, wkv_post) = if kernels.wkv7_chunk.is_some() {
+            (
+                storage(&ctx, "wkv scan in", f32s(6 * r * d))?,
+                storage(&ctx, "wkv post in", f32s(3 * r * d))?,
+            )
+        } else {
+            (storage(&ctx, "unused", 16)?, storage(&ctx, "unused", 16)?)
+        };
         let att_out = storage(&ctx, "att out", f32s(r * d))?;
         let ffn_k = storage(&ctx, "ffn key", f32s(r * c.ffn_size as u64))?;
         let out_x = storage(&ctx, "output norm", f32s(max_out * d))?;
@@ -968,6 +1013,7 @@ impl Engine {
                     _pad: 0,
                 },
             );
+            let n_head = c.n_head as u32;
             b.kernel(
                 "wkv7",
                 if lw.lora2_f16 {
@@ -987,8 +1033,59 @@ impl Engine {
                     &lw.vecs,
                     &att_in,
                 ],
-                Grid::ChunkHeads(c.n_head as u32),
+                if kernels.wkv7_chunk.is_some() {
+                    Grid::SingleChunkHeads(n_head)
+                } else {
+                    Grid::ChunkHeads(n_head)
+                },
             );
+            // Steps with a chunk of several tokens: per-token inputs, the scan over the
+            // chunks' tokens, per-token outputs (wkv7.wgsl's `prep` and `post` use some of
+            // its bindings; see also wkv7_scan.wgsl).
+            if let Some(wc) = &kernels.wkv7_chunk {
+                b.kernel_at(
+                    "wkv7_prep",
+                    if lw.lora2_f16 { &wc.prep } else { &wc.prep_f32 },
+                    &[
+                        (0, &wkv_params),
+                        (1, &scratch.step),
+                        (2, &scratch.chunks),
+                        (3, &rkv),
+                        (4, &hidden),
+                        (5, &lw.lora2),
+                        (6, &v_first),
+                        (8, &lw.vecs),
+                        (10, &wkv_scan),
+                        (11, &wkv_post),
+                    ],
+                    Grid::LongChunkRows(n_head),
+                );
+                b.kernel(
+                    "wkv7_scan",
+                    &wc.scan,
+                    &[
+                        &wkv_params,
+                        &scratch.step,
+                        &scratch.chunks,
+                        &wkv_scan,
+                        &st.wkv,
+                        &wkv_post,
+                    ],
+                    Grid::LongChunkHeads(n_head * wc.lanes),
+                );
+                b.kernel_at(
+                    "wkv7_post",
+                    &wc.post,
+                    &[
+                        (0, &wkv_params),
+                        (1, &scratch.step),
+                        (8, &lw.vecs),
+                        (9, &att_in),
+                        (11, &wkv_post),
+                    ],
+                    Grid::LongChunkRows(n_head),
+                );
+            }
             if out_mode != 0 {
                 b.fresh.push(("att_out", out_mode));
             }
@@ -1068,7 +1165,7 @@ impl Engine {
         let mut ops = vec![Op::Gather(embed)];
         ops.append(&mut b.ops);
         let mut buffers = vec![
-            emb, x, mix, ffn_in, rkv, hidden, v_first, att_out, ffn_k, out_x,
+            emb, x, mix, ffn_in, rkv, hidden, v_first, wkv_scan, wkv_post, att_out, ffn_k, out_x,
         ];
         buffers.extend(b.rounded.into_iter().map(|(_, _, buf)| buf));
         let sc = &scratch;
@@ -1125,7 +1222,7 @@ impl Engine {
     /// Dispatches recorded for a one-token step (one sequence decoding one token), the
     /// count that bounds decode speed.
     pub fn ops_per_step(&self) -> usize {
-        self.ops.iter().map(|op| op.dispatches(1, 1)).sum()
+        self.ops.iter().map(|op| op.dispatches(1, 1, 1)).sum()
     }
 
     /// Stage times of the last [`Engine::step`].

@@ -116,7 +116,7 @@ impl Engine {
             let ns = end.saturating_sub(start) as f64 * period;
             // Counted as the dispatches the op makes at this step's size (ops that record
             // nothing for it, e.g. a rounding pass a one-token step fuses away, count none).
-            let dispatches = op.dispatches(s.n_rows, s.n_out);
+            let dispatches = op.dispatches(s.n_rows, s.n_out, s.n_chunks);
             if dispatches == 0 {
                 continue;
             }

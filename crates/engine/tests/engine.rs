@@ -501,6 +501,50 @@ fn interleaved_step_shapes_match_uninterrupted_runs() {
     assert_close(&got_a, &want_a, 1e-5, "slot 0 token by token");
 }
 
+#[test]
+fn a_step_mixing_one_token_and_longer_chunks_matches_separate_runs() {
+    // One step with chunks of 1, 10 and 1 tokens: the several-token path (per-token inputs,
+    // the row-parallel scan, per-token outputs) runs every chunk, the one-token ones with
+    // the single-token LoRA lanes, as they would alone. (f32 activations: with llama.cpp's
+    // rounding, the scan's summation order, which differs from the one-token kernel's, can
+    // move an activation by one f16 step.)
+    let file = synthetic(2, 256, 200, 13);
+    let options = EngineOptions {
+        max_slots: 3,
+        max_rows: 64,
+        max_out: 64,
+        llama_cpp_rounding: false,
+    };
+    let prompts = [
+        sequence(6, 200, 4),
+        sequence(10, 200, 5),
+        sequence(1, 200, 6),
+    ];
+    let want: Vec<Vec<Vec<f32>>> = prompts
+        .iter()
+        .map(|p| all_logits(&mut engine(&file, options.clone()), p))
+        .collect();
+    let mut e = engine(&file, options);
+    // Slot 0's first five tokens alone (logits of the first four unused here).
+    e.step(&[last(0, &prompts[0][..5])]).unwrap();
+    let inputs: Vec<SlotInput> = [
+        (0, &prompts[0][5..]),
+        (1, &prompts[1][..]),
+        (2, &prompts[2][..]),
+    ]
+    .into_iter()
+    .map(|(slot, tokens)| SlotInput {
+        slot,
+        tokens,
+        logits: Logits::All,
+    })
+    .collect();
+    let got = e.step(&inputs).unwrap();
+    assert_close(&got[0], &want[0][5..], 1e-5, "slot 0 (one token)");
+    assert_close(&got[1], &want[1], 1e-5, "slot 1 (ten tokens)");
+    assert_close(&got[2], &want[2], 1e-5, "slot 2 (one token)");
+}
+
 fn last(slot: usize, tokens: &[u32]) -> SlotInput<'_> {
     SlotInput {
         slot,

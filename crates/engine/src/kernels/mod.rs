@@ -92,23 +92,89 @@ pub struct Kernels {
     /// The WKV kernel for f16 LoRA weights, and for f32 ones.
     pub wkv7: wgpu::ComputePipeline,
     pub wkv7_f32: wgpu::ComputePipeline,
+    /// The WKV path for steps with chunks of several tokens; `None`: `wkv7` runs them.
+    pub wkv7_chunk: Option<Wkv7Chunk>,
     pub round_activations: wgpu::ComputePipeline,
+}
+
+/// The WKV kernels for steps with chunks of several tokens (see wkv7.wgsl): `prep` (f16 or
+/// f32 LoRA weights) and `post` run per (token, head), the scan per (chunk, head, part of
+/// its rows) with `lanes` lanes per state row.
+pub struct Wkv7Chunk {
+    pub prep: wgpu::ComputePipeline,
+    pub prep_f32: wgpu::ComputePipeline,
+    pub scan: wgpu::ComputePipeline,
+    pub post: wgpu::ComputePipeline,
+    pub lanes: u32,
+}
+
+/// Environment variable for the lanes per state row of the chunk path's WKV scan (1, 2,
+/// 4, 8 or 16; 0: no chunk path, the one-workgroup-per-head kernel runs chunks too). The
+/// default is 8, fewer where the device's smallest subgroup is smaller (1 without
+/// subgroup operations); a value the device cannot run is lowered the same way.
+pub const WKV_LANES_ENV: &str = "WEB_RWKV_WKV_LANES";
+
+/// Lanes per state row of the WKV scan on this device, `None` for no chunk path (see
+/// [`WKV_LANES_ENV`]). The lanes of a row reduce with subgroup shuffles, so they must be
+/// an aligned group within one subgroup: a power of two no larger than the smallest
+/// subgroup size the device may use.
+pub fn wkv_scan_lanes(ctx: &rwkv_gpu::GpuContext) -> Option<u32> {
+    let want = std::env::var(WKV_LANES_ENV)
+        .ok()
+        .and_then(|v| v.trim().parse::<u32>().ok())
+        .unwrap_or(8);
+    if want == 0 {
+        return None;
+    }
+    let subgroup = if ctx.has_subgroups() {
+        ctx.info.subgroup_min_size
+    } else {
+        1
+    };
+    Some(scan_lanes(want, subgroup))
+}
+
+/// `want` lanes per row (at least 1) lowered to a power of two of at most 16 and at most
+/// `min_subgroup` (a subgroup of any size the device may use then holds whole groups).
+fn scan_lanes(want: u32, min_subgroup: u32) -> u32 {
+    let mut lanes = 1u32 << want.clamp(1, 16).ilog2();
+    while lanes > 1 && lanes > min_subgroup {
+        lanes /= 2;
+    }
+    lanes
 }
 
 impl Kernels {
     /// `lora_ranks`: the model's LoRA ranks (decay, iclr, gate, value), built into the WKV
-    /// kernel as constants.
-    pub fn new(device: &wgpu::Device, lora_ranks: [u32; 4]) -> Kernels {
+    /// kernel as constants. `scan_lanes`: the chunk path's lanes per state row (see
+    /// [`wkv_scan_lanes`]), `None` for none.
+    pub fn new(device: &wgpu::Device, lora_ranks: [u32; 4], scan_lanes: Option<u32>) -> Kernels {
         let [rw, ra, rg, rv] = lora_ranks;
         let wkv = |f16: bool| {
-            format!(
+            let source = format!(
                 "const R_W: u32 = {rw}u;\nconst R_A: u32 = {ra}u;\nconst R_G: u32 = {rg}u;\n\
                  const R_V: u32 = {rv}u;\nconst LORA_F16: bool = {f16};\n{}{}{}",
                 lora_lanes_wgsl(lora_ranks, wkv_load_group()) + &state_wgsl(),
                 rwkv_gpu::ROUNDING_WGSL,
                 include_str!("wkv7.wgsl")
-            )
+            );
+            rwkv_gpu::shader_module(device, "wkv7", &source)
         };
+        let (wkv_f16, wkv_f32) = (wkv(true), wkv(false));
+        let wkv7_chunk = scan_lanes.map(|lanes| {
+            let scan = rwkv_gpu::shader_module(
+                device,
+                "wkv7_scan",
+                &(scan_wgsl(lanes) + include_str!("wkv7_scan.wgsl")),
+            );
+            Wkv7Chunk {
+                prep: pipeline_at(device, "wkv7_prep", &wkv_f16, "prep"),
+                prep_f32: pipeline_at(device, "wkv7_prep", &wkv_f32, "prep"),
+                scan: pipeline_at(device, "wkv7_scan", &scan, "main"),
+                post: pipeline_at(device, "wkv7_post", &wkv_f16, "post"),
+                lanes,
+            }
+        });
         Kernels {
             layer_norm: pipeline(device, "layer_norm", include_str!("layer_norm.wgsl")),
             token_mix: pipeline(
@@ -116,8 +182,9 @@ impl Kernels {
                 "token_mix",
                 &[rwkv_gpu::ROUNDING_WGSL, include_str!("token_mix.wgsl")].concat(),
             ),
-            wkv7: pipeline(device, "wkv7", &wkv(true)),
-            wkv7_f32: pipeline(device, "wkv7", &wkv(false)),
+            wkv7: pipeline_at(device, "wkv7", &wkv_f16, "main"),
+            wkv7_f32: pipeline_at(device, "wkv7", &wkv_f32, "main"),
+            wkv7_chunk,
             round_activations: pipeline(
                 device,
                 "round_activations",
@@ -236,17 +303,90 @@ fn state_wgsl() -> String {
     s
 }
 
-/// A compute pipeline with the layout derived from the shader.
-pub fn pipeline(device: &wgpu::Device, label: &str, source: &str) -> wgpu::ComputePipeline {
-    let module = rwkv_gpu::shader_module(device, label, source);
+/// The generated part of wkv7_scan.wgsl for `lanes` lanes per state row: each lane's part
+/// of the row (16 / lanes vec4s) in private vec4s, the per-token values it reads, and the
+/// update, written out (no private array is indexed). Each lane sums its own columns in
+/// order, then the lanes' sums are added pairwise across the row's lanes (`subgroupShuffleXor`
+/// over lane bits 1, 2, 4...: every lane of the row gets the same bits).
+fn scan_wgsl(lanes: u32) -> String {
+    use std::fmt::Write;
+    let parts = 16 / lanes;
+    let blocks = ["w", "k", "a", "b", "r"];
+    let mut s = format!("const LANES: u32 = {lanes}u;\n");
+    for q in 0..parts {
+        let _ = writeln!(s, "var<private> S{q}: vec4<f32>;");
+    }
+    s.push_str("fn state_load(at: u32) {\n");
+    for q in 0..parts {
+        let _ = writeln!(s, "    S{q} = state[at + {q}u];");
+    }
+    s.push_str("}\nfn state_store(at: u32) {\n");
+    for q in 0..parts {
+        let _ = writeln!(s, "    state[at + {q}u] = S{q};");
+    }
+    s.push_str("}\nstruct Tok {\n");
+    for b in blocks {
+        for q in 0..parts {
+            let _ = writeln!(s, "    {b}{q}: vec4<f32>,");
+        }
+    }
+    s.push_str("    v: f32,\n}\nvar<private> NX: Tok;\n");
+    s.push_str("fn fetch(at: u32, part: u32, i: u32) {\n");
+    for (n, b) in blocks.iter().enumerate() {
+        for q in 0..parts {
+            let _ = writeln!(
+                s,
+                "    NX.{b}{q} = scan_in[at + {}u + part];",
+                16 * n as u32 + q
+            );
+        }
+    }
+    s.push_str("    NX.v = scan_in[at + 80u + i / 4u][i % 4u];\n}\n");
+    s.push_str("fn lane_sum(x: f32) -> f32 {\n    var s = x;\n");
+    let mut m = 1;
+    while m < lanes {
+        let _ = writeln!(s, "    s += subgroupShuffleXor(s, {m}u);");
+        m *= 2;
+    }
+    s.push_str("    return s;\n}\nfn scan_token(x: Tok) -> f32 {\n    var sa = 0.0;\n");
+    let comps = ["x", "y", "z", "w"];
+    for q in 0..parts {
+        for c in comps {
+            let _ = writeln!(s, "    sa += x.a{q}.{c} * S{q}.{c};");
+        }
+    }
+    s.push_str("    sa = lane_sum(sa);\n    var y = 0.0;\n");
+    for q in 0..parts {
+        let _ = writeln!(s, "    S{q} = S{q} * x.w{q} + x.v * x.k{q} + sa * x.b{q};");
+        for c in comps {
+            let _ = writeln!(s, "    y += S{q}.{c} * x.r{q}.{c};");
+        }
+    }
+    s.push_str("    return lane_sum(y);\n}\n");
+    s
+}
+
+/// A compute pipeline for entry point `entry` of `module`, the layout derived from it.
+pub fn pipeline_at(
+    device: &wgpu::Device,
+    label: &str,
+    module: &wgpu::ShaderModule,
+    entry: &str,
+) -> wgpu::ComputePipeline {
     device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
         label: Some(label),
         layout: None,
-        module: &module,
-        entry_point: Some("main"),
+        module,
+        entry_point: Some(entry),
         compilation_options: Default::default(),
         cache: None,
     })
+}
+
+/// A compute pipeline with the layout derived from the shader.
+pub fn pipeline(device: &wgpu::Device, label: &str, source: &str) -> wgpu::ComputePipeline {
+    let module = rwkv_gpu::shader_module(device, label, source);
+    pipeline_at(device, label, &module, "main")
 }
 
 /// Binds `buffers` to bindings 0, 1, 2... of group 0, whole buffers.
@@ -256,11 +396,22 @@ pub fn bind(
     label: &str,
     buffers: &[&wgpu::Buffer],
 ) -> wgpu::BindGroup {
+    let at: Vec<(u32, &wgpu::Buffer)> = (0..).zip(buffers.iter().copied()).collect();
+    bind_at(device, pipeline, label, &at)
+}
+
+/// Binds each `(binding, buffer)` of group 0, whole buffers (for an entry point that uses
+/// some of its module's bindings).
+pub fn bind_at(
+    device: &wgpu::Device,
+    pipeline: &wgpu::ComputePipeline,
+    label: &str,
+    buffers: &[(u32, &wgpu::Buffer)],
+) -> wgpu::BindGroup {
     let entries: Vec<wgpu::BindGroupEntry> = buffers
         .iter()
-        .enumerate()
-        .map(|(i, b)| wgpu::BindGroupEntry {
-            binding: i as u32,
+        .map(|&(binding, b)| wgpu::BindGroupEntry {
+            binding,
             resource: b.as_entire_binding(),
         })
         .collect();
@@ -295,5 +446,35 @@ impl Launch {
         pass.set_pipeline(&self.pipeline);
         pass.set_bind_group(0, &self.bind_group, &[]);
         pass.dispatch_workgroups(x, y, 1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scan_lanes_fit_the_smallest_subgroup() {
+        assert_eq!(scan_lanes(8, 32), 8);
+        assert_eq!(scan_lanes(8, 8), 8);
+        assert_eq!(scan_lanes(8, 4), 4);
+        assert_eq!(scan_lanes(8, 0), 1);
+        assert_eq!(scan_lanes(6, 64), 4);
+        assert_eq!(scan_lanes(64, 64), 16);
+        assert_eq!(scan_lanes(16, 8), 8);
+        assert_eq!(scan_lanes(1, 32), 1);
+    }
+
+    #[test]
+    fn scan_code_has_one_shuffle_per_lane_bit() {
+        for (lanes, shuffles) in [(1, 0), (2, 1), (4, 2), (8, 3), (16, 4)] {
+            let code = scan_wgsl(lanes);
+            assert_eq!(
+                code.matches("subgroupShuffleXor").count(),
+                shuffles,
+                "{lanes}"
+            );
+            assert_eq!(code.matches("var<private> S").count(), 16 / lanes as usize);
+        }
     }
 }

@@ -1,7 +1,13 @@
 // (rwkv-gpu's rounding.wgsl, the generated lora_lanes and a header with the LoRA ranks R_W,
 // R_A, R_G, R_V and LORA_F16, whether the LoRA weights are f16 pairs, are prepended.)
-// The RWKV-7 attention core: one workgroup per (chunk, head) walks the chunk's tokens in
-// order. Per token it
+// The RWKV-7 attention core. Entry points:
+//  - `main`: one workgroup per (chunk, head) walks the chunk's tokens in order, doing steps
+//    1-5 below per token. Used when every chunk of a step has one token (decode).
+//  - `prep` (steps 1-2), then wkv7_scan.wgsl (step 3), then `post` (steps 4-5): the path for
+//    steps with chunks of several tokens. `prep` and `post` run one workgroup per (token,
+//    head), independent of each other; only the scan walks the tokens in order, with a few
+//    lanes per state row (the rows of a head evolve independently).
+// The steps, per token:
 //  1. finishes the LoRAs: w, a, g and the value-residual mix are the second LoRA products,
 //     computed here for the head's 64 channels from the hidden vectors (rounded as ggml
 //     rounds the input of an F16 product) and the transposed LoRA weights, in the lanes of
@@ -87,6 +93,25 @@ const LN_B: u32 = 7u;
 @group(0) @binding(7) var<storage, read_write> state: array<vec4<f32>>;
 @group(0) @binding(8) var<storage, read> vecs: array<f32>;
 @group(0) @binding(9) var<storage, read_write> output: array<f32>;
+// The chunk path's per-token values, [rows][heads][block][HEAD_SIZE]: for the scan (blocks
+// SCAN_W .. SCAN_V) and for `post` (blocks POST_GATE .. POST_Y; the scan writes POST_Y).
+@group(0) @binding(10) var<storage, read_write> scan_in: array<f32>;
+@group(0) @binding(11) var<storage, read_write> post_in: array<f32>;
+
+// Blocks of scan_in (wkv7_scan.wgsl reads them in this order).
+const SCAN_W: u32 = 0u;
+const SCAN_K: u32 = 1u;
+// -kk and kk * a.
+const SCAN_A: u32 = 2u;
+const SCAN_B: u32 = 3u;
+const SCAN_R: u32 = 4u;
+const SCAN_V: u32 = 5u;
+const SCAN_BLOCKS: u32 = 6u;
+// Blocks of post_in: the gate, v * (r.k bonus of the head), the state's read-out y.
+const POST_GATE: u32 = 0u;
+const POST_VB: u32 = 1u;
+const POST_Y: u32 = 2u;
+const POST_BLOCKS: u32 = 3u;
 
 // Hidden vectors of the current token, rounded (at most 1024 values over the four LoRAs).
 const MAX_HIDDEN: u32 = 1024u;
@@ -203,6 +228,144 @@ fn tree_s2() -> f32 {
         sh_s2[8], sh_s2[9], sh_s2[10], sh_s2[11], sh_s2[12], sh_s2[13], sh_s2[14], sh_s2[15]);
 }
 
+// Per-channel vectors of the layer that steps 1-2 read.
+struct ChannelVecs {
+    w0: f32,
+    a0: f32,
+    v0: f32,
+    k_k: f32,
+    k_a: f32,
+}
+
+fn channel_vecs(c: u32) -> ChannelVecs {
+    return ChannelVecs(vec_at(W0, c), vec_at(A0, c), vec_at(V0, c), vec_at(K_K, c),
+        vec_at(K_A, c));
+}
+
+// What steps 1-2 give for channel i of the head at one token.
+struct TokenInputs {
+    w: f32,
+    // k after the in-context rate.
+    k: f32,
+    // v after the value residual mix.
+    v: f32,
+    // -kk and kk * a.
+    na: f32,
+    b: f32,
+    r: f32,
+    gate: f32,
+}
+
+// Steps 1-2 for token `row` (idx = row * dim + c) by a workgroup of WG threads: thread t is
+// channel i = t % 64 (t < 64 own it) and LoRA lane g for the channel pair pr. Called in
+// uniform control flow; it reads sh_s1 last, so the caller writes sh_s1 only after a
+// barrier.
+fn token_inputs(t: u32, row: u32, idx: u32, cv: ChannelVecs, vec_mode: bool) -> TokenInputs {
+    let i = t % HEAD_SIZE;
+    let owner = t < HEAD_SIZE;
+    let pr = t % PAIRS;
+    let g = t / PAIRS;
+    let c = idx % p.dim;
+    let head = c / HEAD_SIZE;
+    let rk = p.ranks;
+    let has_v = rk.w != 0u;
+    let n_hidden = rk.x + rk.y + rk.z + rk.w;
+    // Start of each LoRA's hidden values in sh_hidden.
+    let hb = vec4<u32>(0u, rk.x, rk.x + rk.y, rk.x + rk.y + rk.z);
+    // Where the weights of channels (2 pr, 2 pr + 1) of this head start in each LoRA.
+    let wb = p.weight_offsets + vec4<u32>(head * HEAD_SIZE + 2u * pr);
+    let bs = p.block_stride;
+
+    // 1. The token's hidden vectors, rounded for the F16 products.
+    for (var h = t; h < n_hidden; h += WG) {
+        var which = 0u;
+        var j = h;
+        while which < 3u && j >= rk[which] {
+            j -= rk[which];
+            which++;
+        }
+        let v = hidden[p.hidden_offsets[which] + row * rk[which] + j];
+        sh_hidden[h] = select(v, round_f16(v), p.round_hidden == 1u);
+    }
+    let r = rkv[idx];
+    var k = rkv[bs + idx];
+    var v = rkv[2u * bs + idx];
+    var vf = 0.0;
+    if p.first_layer == 0u {
+        vf = v_first[idx];
+    }
+    workgroupBarrier();
+
+    // LoRA lane partials.
+    lora_lanes(g, pr, hb, wb, vec_mode, has_v);
+    workgroupBarrier();
+
+    // 2. The channel's inputs (every thread of channel i computes them alike).
+    let ci = i / 2u;
+    let odd = i % 2u;
+    // exp(-e^-0.5 * sigmoid(.)), the decay in (0, 1).
+    let w = exp(-0.606531 * sigmoid(cv.w0 + lora_final(0u, R_W, hb.x, c, ci, odd, vec_mode)));
+    let a = sigmoid(cv.a0 + lora_final(1u, R_A, hb.y, c, ci, odd, vec_mode));
+    let gate = lora_final(2u, R_G, hb.z, c, ci, odd, vec_mode);
+    if p.first_layer == 1u {
+        if owner {
+            v_first[idx] = v;
+        }
+    } else {
+        v = v + (vf - v) * sigmoid(cv.v0 + lora_final(3u, R_V, hb.w, c, ci, odd, vec_mode));
+    }
+    var kk = k * cv.k_k;
+    if owner {
+        sh_s1[i / 4u][i % 4u] = kk * kk;
+    }
+    workgroupBarrier();
+    let norm = sqrt(tree_s1());
+    kk = kk / max(norm, 1e-12);
+    let ka = k * cv.k_a;
+    k = k + (a * ka - ka);
+    return TokenInputs(w, k, v, -kk, kk * a, r, gate);
+}
+
+// Steps 4-5 for channel i of the head: the group norm of y over the head, then the bonus
+// (vb = v * the head's r.k bonus) and the gate, rounded for the output projection. sh_s1
+// must hold the head's y (written, then a barrier); called in uniform control flow.
+fn head_output(y: f32, vb: f32, gate: f32, c: u32, i: u32, owner: bool) -> f32 {
+    let mean = tree_s1() / f32(HEAD_SIZE);
+    let d = y - mean;
+    workgroupBarrier();
+    if owner {
+        sh_s1[i / 4u][i % 4u] = d * d;
+    }
+    workgroupBarrier();
+    let variance = tree_s1() / f32(HEAD_SIZE);
+    var out = d / sqrt(variance + p.group_norm_eps);
+    out = out * vec_at(LN_W, c) + vec_at(LN_B, c);
+    out = (out + vb) * gate;
+
+    // 5. Rounded for the output projection.
+    switch p.out_mode {
+        case 1u: { out = round_f16(out); }
+        case 2u: { out = round_bf16(out); }
+        case 3u: {
+            // Q8_0: d = amax / 127 over the 32 channels of the block, stored as f16.
+            if owner {
+                sh_o[i] = out;
+            }
+            workgroupBarrier();
+            let b0 = i - i % 32u;
+            var amax = 0.0;
+            for (var j = 0u; j < 32u; j++) {
+                amax = max(amax, abs(sh_o[b0 + j]));
+            }
+            let dq = amax / 127.0;
+            let id = select(0.0, 1.0 / dq, dq != 0.0);
+            out = round(out * id) * round_f16(dq);
+        }
+        default: {}
+    }
+    return out;
+}
+
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
     if wg.x >= step.n_chunks {
@@ -210,12 +373,9 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
     }
     let chunk = chunks[wg.x];
     let head = wg.y;
-    // Thread t: channel i of the head (threads t < 64 own state row i); LoRA lane g for the
-    // channel pair pr.
+    // Thread t: channel i of the head (threads t < 64 own state row i).
     let i = t % HEAD_SIZE;
     let owner = t < HEAD_SIZE;
-    let pr = t % PAIRS;
-    let g = t / PAIRS;
     let n_head = p.dim / HEAD_SIZE;
     let c = head * HEAD_SIZE + i;
     let sbase = (((chunk.slot * n_head + head) * HEAD_SIZE + i) * HEAD_SIZE) / 4u;
@@ -224,130 +384,36 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
         state_load(sbase);
     }
 
-    let w0 = vec_at(W0, c);
-    let a0 = vec_at(A0, c);
-    let v0 = vec_at(V0, c);
-    let k_k = vec_at(K_K, c);
-    let k_a = vec_at(K_A, c);
+    let cv = channel_vecs(c);
     let r_k = vec_at(R_K, c);
-    let ln_w = vec_at(LN_W, c);
-    let ln_b = vec_at(LN_B, c);
-
-    let rk = p.ranks;
-    let has_v = rk.w != 0u;
-    let n_hidden = rk.x + rk.y + rk.z + rk.w;
-    // Start of each LoRA's hidden values in sh_hidden.
-    let hb = vec4<u32>(0u, rk.x, rk.x + rk.y, rk.x + rk.y + rk.z);
-    // Where the weights of channels (2 pr, 2 pr + 1) of this head start in each LoRA.
-    let wb = p.weight_offsets + vec4<u32>(head * HEAD_SIZE + 2u * pr);
     let vec_mode = chunk.n_rows == 1u;
-    let bs = p.block_stride;
     for (var n = 0u; n < chunk.n_rows; n++) {
         let row = chunk.first_row + n;
         let idx = row * p.dim + c;
-
-        // 1. The token's hidden vectors, rounded for the F16 products.
-        for (var h = t; h < n_hidden; h += WG) {
-            var which = 0u;
-            var j = h;
-            while which < 3u && j >= rk[which] {
-                j -= rk[which];
-                which++;
-            }
-            let v = hidden[p.hidden_offsets[which] + row * rk[which] + j];
-            sh_hidden[h] = select(v, round_f16(v), p.round_hidden == 1u);
-        }
-        let r = rkv[idx];
-        var k = rkv[bs + idx];
-        var v = rkv[2u * bs + idx];
-        var vf = 0.0;
-        if p.first_layer == 0u {
-            vf = v_first[idx];
-        }
-        workgroupBarrier();
-
-        // LoRA lane partials.
-        lora_lanes(g, pr, hb, wb, vec_mode, has_v);
-        workgroupBarrier();
-
-        // 2. The channel's inputs (every thread of channel i computes them alike).
-        let ci = i / 2u;
-        let odd = i % 2u;
-        // exp(-e^-0.5 * sigmoid(.)), the decay in (0, 1).
-        let w = exp(-0.606531 * sigmoid(w0 + lora_final(0u, R_W, hb.x, c, ci, odd, vec_mode)));
-        let a = sigmoid(a0 + lora_final(1u, R_A, hb.y, c, ci, odd, vec_mode));
-        let gate = lora_final(2u, R_G, hb.z, c, ci, odd, vec_mode);
-        if p.first_layer == 1u {
-            if owner {
-                v_first[idx] = v;
-            }
-        } else {
-            v = v + (vf - v) * sigmoid(v0 + lora_final(3u, R_V, hb.w, c, ci, odd, vec_mode));
-        }
-        var kk = k * k_k;
-        if owner {
-            sh_s1[i / 4u][i % 4u] = kk * kk;
-        }
-        workgroupBarrier();
-        let norm = sqrt(tree_s1());
-        kk = kk / max(norm, 1e-12);
-        let ka = k * k_a;
-        k = k + (a * ka - ka);
+        let x = token_inputs(t, row, idx, cv, vec_mode);
         if owner {
             let q = i / 4u;
             let e = i % 4u;
-            sh_w[q][e] = w;
-            sh_k[q][e] = k;
-            sh_a[q][e] = -kk;
-            sh_b[q][e] = kk * a;
-            sh_r[q][e] = r;
+            sh_w[q][e] = x.w;
+            sh_k[q][e] = x.k;
+            sh_a[q][e] = x.na;
+            sh_b[q][e] = x.b;
+            sh_r[q][e] = x.r;
         }
         workgroupBarrier();
 
         // 3. State update and read-out, by the row owners.
         var y = 0.0;
         if owner {
-            y = state_step(v);
+            y = state_step(x.v);
             sh_s1[i / 4u][i % 4u] = y;
-            sh_s2[i / 4u][i % 4u] = r * k * r_k;
+            sh_s2[i / 4u][i % 4u] = x.r * x.k * r_k;
         }
         workgroupBarrier();
 
-        // 4. Group norm over the head, then the bonus and the gate.
-        let mean = tree_s1() / f32(HEAD_SIZE);
+        // 4-5.
         let bonus = tree_s2();
-        let d = y - mean;
-        workgroupBarrier();
-        if owner {
-            sh_s1[i / 4u][i % 4u] = d * d;
-        }
-        workgroupBarrier();
-        let variance = tree_s1() / f32(HEAD_SIZE);
-        var out = d / sqrt(variance + p.group_norm_eps);
-        out = out * ln_w + ln_b;
-        out = (out + v * bonus) * gate;
-
-        // 5. Rounded for the output projection.
-        switch p.out_mode {
-            case 1u: { out = round_f16(out); }
-            case 2u: { out = round_bf16(out); }
-            case 3u: {
-                // Q8_0: d = amax / 127 over the 32 channels of the block, stored as f16.
-                if owner {
-                    sh_o[i] = out;
-                }
-                workgroupBarrier();
-                let b0 = i - i % 32u;
-                var amax = 0.0;
-                for (var j = 0u; j < 32u; j++) {
-                    amax = max(amax, abs(sh_o[b0 + j]));
-                }
-                let dq = amax / 127.0;
-                let id = select(0.0, 1.0 / dq, dq != 0.0);
-                out = round(out * id) * round_f16(dq);
-            }
-            default: {}
-        }
+        let out = head_output(y, x.v * bonus, x.gate, c, i, owner);
         if owner {
             output[idx] = out;
         }
@@ -357,4 +423,63 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
     if owner {
         state_store(sbase);
     }
+}
+
+// Steps 1-2 of token wg.x for head wg.y, into scan_in and post_in (gate, v * bonus).
+@compute @workgroup_size(WG)
+fn prep(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    let row = wg.x;
+    if row >= step.n_rows {
+        return;
+    }
+    // A chunk of one token takes ggml_vec_dot_f16's lanes, as in `main`.
+    var vec_mode = false;
+    for (var n = 0u; n < step.n_chunks; n++) {
+        let chunk = chunks[n];
+        if row >= chunk.first_row && row - chunk.first_row < chunk.n_rows {
+            vec_mode = chunk.n_rows == 1u;
+        }
+    }
+    let head = wg.y;
+    let i = t % HEAD_SIZE;
+    let owner = t < HEAD_SIZE;
+    let n_head = p.dim / HEAD_SIZE;
+    let c = head * HEAD_SIZE + i;
+    let x = token_inputs(t, row, row * p.dim + c, channel_vecs(c), vec_mode);
+    if owner {
+        sh_s2[i / 4u][i % 4u] = x.r * x.k * vec_at(R_K, c);
+    }
+    workgroupBarrier();
+    let bonus = tree_s2();
+    if owner {
+        let sb = (row * n_head + head) * SCAN_BLOCKS * HEAD_SIZE + i;
+        scan_in[sb + SCAN_W * HEAD_SIZE] = x.w;
+        scan_in[sb + SCAN_K * HEAD_SIZE] = x.k;
+        scan_in[sb + SCAN_A * HEAD_SIZE] = x.na;
+        scan_in[sb + SCAN_B * HEAD_SIZE] = x.b;
+        scan_in[sb + SCAN_R * HEAD_SIZE] = x.r;
+        scan_in[sb + SCAN_V * HEAD_SIZE] = x.v;
+        let pb = (row * n_head + head) * POST_BLOCKS * HEAD_SIZE + i;
+        post_in[pb + POST_GATE * HEAD_SIZE] = x.gate;
+        post_in[pb + POST_VB * HEAD_SIZE] = x.v * bonus;
+    }
+}
+
+// Steps 4-5 of token wg.x for head wg.y from post_in (y written by the scan), into output.
+@compute @workgroup_size(HEAD_SIZE)
+fn post(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) i: u32) {
+    let row = wg.x;
+    if row >= step.n_rows {
+        return;
+    }
+    let head = wg.y;
+    let n_head = p.dim / HEAD_SIZE;
+    let c = head * HEAD_SIZE + i;
+    let pb = (row * n_head + head) * POST_BLOCKS * HEAD_SIZE + i;
+    let y = post_in[pb + POST_Y * HEAD_SIZE];
+    sh_s1[i / 4u][i % 4u] = y;
+    workgroupBarrier();
+    let out = head_output(y, post_in[pb + POST_VB * HEAD_SIZE], post_in[pb + POST_GATE * HEAD_SIZE],
+        c, i, true);
+    output[row * p.dim + c] = out;
 }

@@ -1,0 +1,89 @@
+// (A header with LANES, the lanes per state row, and the generated row code is prepended.)
+// Step 3 of the chunk path of the RWKV-7 attention core (see wkv7.wgsl): the state update
+// and read-out over a chunk's tokens, in order. The 64 rows of a head's state evolve
+// independently, so every row is its own recurrence: LANES lanes own a row, lane l the
+// key indices l * 64 / LANES .. + 64 / LANES, and the row's two sums are the lanes' own
+// sums (in index order) added across the lanes with subgroupShuffleXor, so the lanes of a
+// row must be an aligned group of one subgroup: LANES is a power of two no larger than the
+// device's smallest subgroup size (1: no subgroup operations, one lane per row). Workgroups
+// of 64 lanes, LANES per head; wkv7_prep wrote the per-token values (shared by the rows of a
+// head, read from cache), each lane loads the next token's while it works on this one.
+//   sa = sum_j -kk[j] S[i][j];  S[i][j] = S[i][j] w[j] + v[i] k[j] + sa (kk[j] a[j])
+//   y[i] = sum_j S[i][j] r[j]
+
+const HEAD_SIZE: u32 = 64u;
+const SCAN_WG: u32 = 64u;
+// The per-token record of a head in scan_in, in vec4s: blocks w, k, -kk, kk * a, r, v.
+const RECORD: u32 = 96u;
+const POST_BLOCKS: u32 = 3u;
+const POST_Y: u32 = 2u;
+
+// The leading fields of wkv7.wgsl's Params (the same uniform buffer).
+struct Params {
+    dim: u32,
+}
+
+struct Step {
+    n_rows: u32,
+    n_chunks: u32,
+    n_out: u32,
+    _pad: u32,
+}
+
+struct Chunk {
+    slot: u32,
+    first_row: u32,
+    n_rows: u32,
+    _pad: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<uniform> step: Step;
+@group(0) @binding(2) var<storage, read> chunks: array<Chunk>;
+// [rows][heads][6][16] (see wkv7.wgsl's SCAN_* blocks).
+@group(0) @binding(3) var<storage, read> scan_in: array<vec4<f32>>;
+// [slots][heads][HEAD_SIZE][HEAD_SIZE] for this layer, as vec4s.
+@group(0) @binding(4) var<storage, read_write> state: array<vec4<f32>>;
+// [rows][heads][3][HEAD_SIZE]: the scan writes block POST_Y.
+@group(0) @binding(5) var<storage, read_write> post_in: array<f32>;
+
+// Generated (kernels/mod.rs): the lane's part of its state row, S0.. (private vec4s);
+// fn state_load(at), state_store(at); struct Tok, the lane's part of a token's values and
+// v[i]; NX, the next token's, which fn fetch(at, part, i) loads from the record at `at`
+// (vec4s; `part`: the lane's first vec4 of each block); fn scan_token(x: Tok) -> y: the
+// update and read-out, its two sums added across the row's lanes.
+
+@compute @workgroup_size(SCAN_WG)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    if wg.x >= step.n_chunks {
+        return;
+    }
+    let chunk = chunks[wg.x];
+    let n_head = p.dim / HEAD_SIZE;
+    let head = wg.y / LANES;
+    // State row i, lane l of it.
+    let i = (wg.y % LANES) * (SCAN_WG / LANES) + t / LANES;
+    let l = t % LANES;
+    let part = l * (16u / LANES);
+    let sbase = ((chunk.slot * n_head + head) * HEAD_SIZE + i) * 16u + part;
+    state_load(sbase);
+    let stride = n_head * RECORD;
+    var at = (chunk.first_row * n_head + head) * RECORD;
+    if chunk.n_rows > 0u {
+        fetch(at, part, i);
+    }
+    for (var n = 0u; n < chunk.n_rows; n++) {
+        let row = chunk.first_row + n;
+        // This token's values; the next token's loads are in flight while it is worked on.
+        let cur = NX;
+        at += stride;
+        if n + 1u < chunk.n_rows {
+            fetch(at, part, i);
+        }
+        let y = scan_token(cur);
+        if l == 0u {
+            post_in[((row * n_head + head) * POST_BLOCKS + POST_Y) * HEAD_SIZE + i] = y;
+        }
+    }
+    state_store(sbase);
+}
