@@ -59,8 +59,10 @@ pub struct Args {
     /// after this many seconds; what was done so far is what is reported.
     #[arg(long)]
     pub max_seconds: Option<f64>,
-    /// Tokens per GPU step during prefill.
-    #[arg(long, default_value_t = 512)]
+    /// Tokens per GPU step during prefill (larger chunks give the matrix kernels larger
+    /// grids: 2.9B Q4_K_M on an H200 prefills 2,048 tokens at 2,949 tok/s in chunks of 512,
+    /// 3,634 in one chunk, for 360 MiB more activation memory).
+    #[arg(long, default_value_t = 2048)]
     pub chunk: usize,
     /// Round activations like llama.cpp (default) or keep them f32.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]

@@ -323,9 +323,11 @@ fn load_for_generation(path: &Path, adapter: Option<String>) -> Result<(Engine, 
         ProgressStyle::with_template("loading {bar:30} {bytes}/{total_bytes} ({eta})")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
+    // Prompts are prefilled 1024 tokens per step: larger steps keep the matrix kernels'
+    // grids full (for 2.9B it costs ~360 MiB of activations more than 256-token steps).
     let options = EngineOptions {
         max_slots: 1,
-        max_rows: 256,
+        max_rows: 1024,
         max_out: 1,
         llama_cpp_rounding: true,
     };
