@@ -790,6 +790,7 @@ impl MatmulKernels {
                     && self.coop_shape.workgroup_bytes()
                         <= ctx.limits.max_compute_workgroup_storage_size
                     && w.cols.is_multiple_of(self.coop_shape.k as usize)
+                    && whole_blocks(w)
                     && max_tokens.next_multiple_of(self.coop_shape.tokens()) <= max_dim =>
             {
                 let io = CoopIo {
@@ -1029,6 +1030,14 @@ impl MatmulKernels {
 
 fn poisoned<T>(_: std::sync::PoisonError<T>) -> GpuError {
     GpuError::InvalidArgument("pipeline cache lock poisoned".into())
+}
+
+/// Whether `w`'s rows are whole blocks of its format, without padding (what the tensor-core
+/// weight decode writes out as one run per workgroup).
+fn whole_blocks(w: &GpuMatrix) -> bool {
+    format_wgsl(w.ty)
+        .and_then(|f| crate::matvec::wgsl_const(f, "BLOCK_ELEMS"))
+        .is_some_and(|b| w.blocks_per_row * b as usize == w.cols)
 }
 
 /// The WGSL `parts` joined, with their `enable` directives moved to the front (WGSL wants

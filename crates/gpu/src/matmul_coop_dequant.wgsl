@@ -1,40 +1,74 @@
-// Decodes rows P.first_row .. P.first_row + P.rows of a weight part to f16 for the tensor-core
-// product (matmul_coop.wgsl): W16[r * P.cols + c] = W[P.first_row + r][c], with ggml's
-// dequantization (the format's decode_unit) in f32, then rounded to f16 (clamped to its
-// finite range). One thread per decode unit; grid x (and y) over units, 256 per workgroup.
+// Decodes rows P.first_row .. P.first_row + P.rows of a weight part to f16 for the
+// tensor-core product (matmul_coop.wgsl): W16[r * P.cols + c] = W[P.first_row + r][c], with
+// ggml's dequantization (the format's decode_unit) in f32, then rounded to f16 (clamped to
+// its finite range). Rows are whole blocks (P.cols = P.blocks_per_row * BLOCK_ELEMS).
+//
+// One thread per decode unit, 256 per workgroup; grid x (and y) over units. A workgroup's
+// units are whole consecutive blocks, i.e. one contiguous run of W16: they are decoded into
+// workgroup memory first and then written out 16 bytes per thread, coalesced (a unit's own
+// values are scattered over its block, so writing them directly cost a memory transaction
+// per value).
 
-enable f16;
-
-@group(0) @binding(3) var<storage, read_write> W16: array<f16>;
+@group(0) @binding(3) var<storage, read_write> W16: array<vec4<u32>>;
 
 const F16_MAX: f32 = 65504.0;
+const UNIT_VALUES: u32 = BLOCK_ELEMS / UNITS;
+const TILE_VALUES: u32 = 256u * UNIT_VALUES;
 
-// Index in W16 of column 0 of the row being decoded.
-var<private> row_base: u32;
+// The workgroup's values as f16 pairs.
+var<workgroup> tile: array<u32, TILE_VALUES / 2u>;
+
+// Index in `tile` (in f16) of column 0 of the row being decoded.
+var<private> row_base: i32;
+
+fn half2(v: vec2<f32>) -> u32 {
+    return pack2x16float(clamp(v, vec2<f32>(-F16_MAX), vec2<f32>(F16_MAX)));
+}
 
 fn emit1(w: f32, col: u32) {
-    W16[row_base + col] = f16(clamp(w, -F16_MAX, F16_MAX));
+    // Only a row's last values of the float formats come one by one (none when the rows
+    // are whole blocks); the unit's thread owns the pair.
+    let i = u32(row_base + i32(col));
+    var v = unpack2x16float(tile[i / 2u]);
+    if (i % 2u == 0u) {
+        v.x = w;
+    } else {
+        v.y = w;
+    }
+    tile[i / 2u] = half2(v);
 }
 
 fn emit4(w: vec4<f32>, col: u32) {
-    let v = vec4<f16>(clamp(w, vec4<f32>(-F16_MAX), vec4<f32>(F16_MAX)));
-    let i = row_base + col;
-    W16[i] = v.x;
-    W16[i + 1u] = v.y;
-    W16[i + 2u] = v.z;
-    W16[i + 3u] = v.w;
+    let i = u32(row_base + i32(col)) / 2u;
+    tile[i] = half2(w.xy);
+    tile[i + 1u] = half2(w.zw);
 }
 
 @compute @workgroup_size(256)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let item = gid.y * nwg.x * 256u + gid.x;
+fn main(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    let first_item = (wg.y * nwg.x + wg.x) * 256u;
     let per_row = P.blocks_per_row * UNITS;
-    let r = item / per_row;
-    if (r >= P.rows) {
+    let total = P.rows * per_row;
+    if (first_item >= total) {
         return;
     }
-    let rem = item % per_row;
-    let blk = rem / UNITS;
-    row_base = r * P.cols;
-    decode_unit(P.first_row + r, blk, rem % UNITS, blk * BLOCK_ELEMS);
+    let item = first_item + li;
+    if (item < total) {
+        let r = item / per_row;
+        let rem = item % per_row;
+        let blk = rem / UNITS;
+        // W16 index of the row's column 0, relative to the workgroup's first value.
+        row_base = i32(r * P.cols) - i32(first_item * UNIT_VALUES);
+        decode_unit(P.first_row + r, blk, rem % UNITS, blk * BLOCK_ELEMS);
+    }
+    workgroupBarrier();
+    let n_values = min(total - first_item, 256u) * UNIT_VALUES;
+    let base = first_item * UNIT_VALUES / 8u;
+    for (var q = li; q < n_values / 8u; q += 256u) {
+        W16[base + q] = vec4<u32>(tile[4u * q], tile[4u * q + 1u], tile[4u * q + 2u], tile[4u * q + 3u]);
+    }
 }
