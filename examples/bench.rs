@@ -344,8 +344,15 @@ pub fn run(args: &Args) -> Result<Report> {
             .collect()
     };
 
-    // Warm-up: the first dispatches compile pipelines in some drivers.
-    let warm: Vec<u32> = prompts[0].iter().copied().take(8).collect();
+    // Warm-up: the first dispatches compile pipelines in some drivers. A chunk long enough
+    // for the matrix-matrix and chunked WKV kernels (the first 512-token prefill measured on
+    // an H200 took twice as long as later ones without it), then a one-token step.
+    let warm: Vec<u32> = prompts[0]
+        .iter()
+        .copied()
+        .cycle()
+        .take(args.chunk.min(512))
+        .collect();
     let out = engine.step(&[SlotInput {
         slot: 0,
         tokens: &warm,
