@@ -147,6 +147,8 @@ pub(crate) enum Grid {
     LongChunkHeads(u32),
     /// `RowBlocks`, only in steps with a chunk of several tokens (else none).
     LongChunkRows(u32),
+    /// `LongChunkRows(n)` with one workgroup per `per` token rows (the last one partial).
+    LongChunkRowGroups { per: u32, n: u32 },
     /// One per token row and tile of columns.
     RowTiles(u32),
     /// One per wanted logits row and tile of columns.
@@ -234,6 +236,7 @@ impl Op {
                     launch.record(pass, chunks, groups)
                 }
                 Grid::LongChunkRows(n) => launch.record(pass, rows, n),
+                Grid::LongChunkRowGroups { per, n } => launch.record(pass, rows.div_ceil(per), n),
                 Grid::RowTiles(n) => launch.record(pass, rows, n),
                 Grid::OutTiles(n) => launch.record(pass, out, n),
             },
@@ -254,7 +257,9 @@ fn count(grid: Grid, rows: u32, out: u32) -> u32 {
 fn runs(grid: Grid, rows: u32, chunks: u32) -> bool {
     match grid {
         Grid::SingleChunkHeads(_) => rows <= chunks,
-        Grid::LongChunkHeads(_) | Grid::LongChunkRows(_) => rows > chunks,
+        Grid::LongChunkHeads(_) | Grid::LongChunkRows(_) | Grid::LongChunkRowGroups { .. } => {
+            rows > chunks
+        }
         _ => true,
     }
 }
@@ -1058,7 +1063,10 @@ impl Engine {
                         (10, &wkv_scan),
                         (11, &wkv_post),
                     ],
-                    Grid::LongChunkRows(n_head),
+                    Grid::LongChunkRowGroups {
+                        per: wc.prep_tokens,
+                        n: n_head,
+                    },
                 );
                 b.kernel(
                     "wkv7_scan",
