@@ -253,15 +253,30 @@ fn count(grid: Grid, rows: u32, out: u32) -> u32 {
 }
 
 /// Whether an op over `grid` runs in a step of `rows` rows in `chunks` chunks (each chunk
-/// has at least one row, so `rows > chunks` means some chunk has several).
+/// has at least one row, so `rows > chunks` means some chunk has several). Steps of
+/// one-token chunks take the "long chunk" path too from [`wkv_split_from`] rows on.
 fn runs(grid: Grid, rows: u32, chunks: u32) -> bool {
+    let long = rows > chunks || rows >= wkv_split_from();
     match grid {
-        Grid::SingleChunkHeads(_) => rows <= chunks,
-        Grid::LongChunkHeads(_) | Grid::LongChunkRows(_) | Grid::LongChunkRowGroups { .. } => {
-            rows > chunks
-        }
+        Grid::SingleChunkHeads(_) => !long,
+        Grid::LongChunkHeads(_) | Grid::LongChunkRows(_) | Grid::LongChunkRowGroups { .. } => long,
         _ => true,
     }
+}
+
+/// Environment variable: the number of rows from which a step whose chunks all have one
+/// token (a batch of decoding sequences) runs the WKV-7 kernel in three parts (prep, scan,
+/// post) instead of the one-token kernel.
+pub const WKV_SPLIT_FROM_ENV: &str = "WEB_RWKV_WKV_SPLIT_FROM";
+
+fn wkv_split_from() -> u32 {
+    static FROM: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *FROM.get_or_init(|| {
+        std::env::var(WKV_SPLIT_FROM_ENV)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(u32::MAX)
+    })
 }
 
 /// What the GPU needs to know about a step's rows: token ids, token-shift sources, chunks and
