@@ -147,8 +147,6 @@ pub(crate) enum Grid {
     LongChunkHeads(u32),
     /// `RowBlocks`, only in steps with a chunk of several tokens (else none).
     LongChunkRows(u32),
-    /// `LongChunkRows(n)` with one workgroup per `per` token rows (the last one partial).
-    LongChunkRowGroups { per: u32, n: u32 },
     /// One per token row and tile of columns.
     RowTiles(u32),
     /// One per wanted logits row and tile of columns.
@@ -236,7 +234,6 @@ impl Op {
                     launch.record(pass, chunks, groups)
                 }
                 Grid::LongChunkRows(n) => launch.record(pass, rows, n),
-                Grid::LongChunkRowGroups { per, n } => launch.record(pass, rows.div_ceil(per), n),
                 Grid::RowTiles(n) => launch.record(pass, rows, n),
                 Grid::OutTiles(n) => launch.record(pass, out, n),
             },
@@ -259,7 +256,7 @@ fn runs(grid: Grid, rows: u32, chunks: u32) -> bool {
     let long = rows > chunks || rows >= wkv_split_from();
     match grid {
         Grid::SingleChunkHeads(_) => !long,
-        Grid::LongChunkHeads(_) | Grid::LongChunkRows(_) | Grid::LongChunkRowGroups { .. } => long,
+        Grid::LongChunkHeads(_) | Grid::LongChunkRows(_) => long,
         _ => true,
     }
 }
@@ -1078,10 +1075,7 @@ impl Engine {
                         (10, &wkv_scan),
                         (11, &wkv_post),
                     ],
-                    Grid::LongChunkRowGroups {
-                        per: wc.prep_tokens,
-                        n: n_head,
-                    },
+                    Grid::LongChunkRows(n_head),
                 );
                 b.kernel(
                     "wkv7_scan",

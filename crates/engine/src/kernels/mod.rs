@@ -106,26 +106,6 @@ pub struct Wkv7Chunk {
     pub scan: wgpu::ComputePipeline,
     pub post: wgpu::ComputePipeline,
     pub lanes: u32,
-    /// Tokens per `prep` workgroup (see [`WKV_PREP_TOKENS_ENV`]).
-    pub prep_tokens: u32,
-}
-
-/// Environment variable for the tokens per workgroup of the chunk path's `prep` (1 to 16,
-/// default [`WKV_PREP_TOKENS`]; for measurements). Each workgroup loads a head's LoRA
-/// weights once for that many consecutive token rows.
-pub const WKV_PREP_TOKENS_ENV: &str = "WEB_RWKV_WKV_PREP_TOKENS";
-
-/// Default tokens per `prep` workgroup: 4 cuts the LoRA weight reads (about 74 KB per head
-/// and token for the 2.9B model, which made `prep` L2-bound) fourfold while a 512-token
-/// chunk still gives 128 x heads workgroups and each workgroup walks only 4 tokens in turn.
-pub const WKV_PREP_TOKENS: u32 = 4;
-
-fn wkv_prep_tokens() -> u32 {
-    std::env::var(WKV_PREP_TOKENS_ENV)
-        .ok()
-        .and_then(|v| v.trim().parse::<u32>().ok())
-        .unwrap_or(WKV_PREP_TOKENS)
-        .clamp(1, 16)
 }
 
 /// Environment variable for the lanes per state row of the chunk path's WKV scan (1, 2,
@@ -170,13 +150,11 @@ impl Kernels {
     /// [`wkv_scan_lanes`]), `None` for none.
     pub fn new(device: &wgpu::Device, lora_ranks: [u32; 4], scan_lanes: Option<u32>) -> Kernels {
         let [rw, ra, rg, rv] = lora_ranks;
-        let prep_tokens = wkv_prep_tokens();
         let wkv = |f16: bool| {
             let source = format!(
                 "const R_W: u32 = {rw}u;\nconst R_A: u32 = {ra}u;\nconst R_G: u32 = {rg}u;\n\
-                 const R_V: u32 = {rv}u;\nconst LORA_F16: bool = {f16};\n\
-                 const PREP_TOKENS: u32 = {prep_tokens}u;\n{}{}{}",
-                lora_lanes_wgsl(lora_ranks, wkv_load_group(), f16) + &state_wgsl(),
+                 const R_V: u32 = {rv}u;\nconst LORA_F16: bool = {f16};\n{}{}{}",
+                lora_lanes_wgsl(lora_ranks, wkv_load_group()) + &state_wgsl(),
                 rwkv_gpu::ROUNDING_WGSL,
                 include_str!("wkv7.wgsl")
             );
@@ -195,7 +173,6 @@ impl Kernels {
                 scan: pipeline_at(device, "wkv7_scan", &scan, "main"),
                 post: pipeline_at(device, "wkv7_post", &wkv_f16, "post"),
                 lanes,
-                prep_tokens,
             }
         });
         Kernels {
@@ -221,77 +198,51 @@ impl Kernels {
     }
 }
 
-/// Hidden-value loads per group in the WKV kernel's LoRA lanes: `WEB_RWKV_WKV_LOAD_GROUP`
-/// (for measurements), else all at once.
+/// Loads per group in the WKV kernel's LoRA lanes: `WEB_RWKV_WKV_LOAD_GROUP` (for
+/// measurements), else all at once.
 fn wkv_load_group() -> Option<usize> {
     std::env::var("WEB_RWKV_WKV_LOAD_GROUP")
         .ok()
         .and_then(|v| v.parse().ok())
 }
 
-/// `lora_load` and `lora_lanes` of wkv7.wgsl for the given ranks and weight type (`f16`:
-/// f16 pairs, else f32), every load written out (a loop whose trip count the driver's
-/// compiler does not unroll would wait for its loads a few at a time). `lora_load` issues
-/// all of a thread's weight loads at once into private variables (W{lora}_{step}, the f16
-/// pairs kept packed), so that `prep` loads them once for several tokens; `lora_lanes` sums
-/// them against one token's hidden values, whose loads go in groups of `group` pairs, each
-/// group's sums after its loads (`None`: every load before the first sum). The sums run in
-/// the same order either way, so the grouping changes register pressure, not results.
-fn lora_lanes_wgsl(ranks: [u32; 4], group: Option<usize>, f16: bool) -> String {
+/// `lora_lanes` of wkv7.wgsl for the given ranks, every load written out (a loop whose trip
+/// count the driver's compiler does not unroll would wait for its loads a few at a time).
+/// The loads go in groups of `group` (weight pair, hidden pair) loads, each group's sums
+/// after its loads; `None` issues every load before the first sum. The sums run in the same
+/// order either way, so the grouping changes register pressure, not results.
+fn lora_lanes_wgsl(ranks: [u32; 4], group: Option<usize>) -> String {
     use std::fmt::Write;
-    // A held weight pair: the f16 pair as loaded (unpacked where used), or two f32.
-    let mut s = if f16 {
-        String::from(
-            "alias LoraW = u32;\n\
-             fn lora_fetch(idx: u32) -> u32 { return lora_w[idx / 2u]; }\n\
-             fn lora_unpack(w: u32) -> vec2<f32> { return unpack2x16float(w); }\n",
-        )
-    } else {
-        String::from(
-            "alias LoraW = vec2<f32>;\n\
-             fn lora_fetch(idx: u32) -> vec2<f32> {\n    \
-             return vec2<f32>(bitcast<f32>(lora_w[idx]), bitcast<f32>(lora_w[idx + 1u]));\n}\n\
-             fn lora_unpack(w: vec2<f32>) -> vec2<f32> { return w; }\n",
-        )
-    };
+    let mut s = String::from(
+        "fn lora_lanes(g: u32, pr: u32, hb: vec4<u32>, wb: vec4<u32>, vec_mode: bool, \
+         has_v: bool) {\n",
+    );
     let comps = ["x", "y", "z", "w"];
+    for l in 0..ranks.len() {
+        let _ = writeln!(s, "    var one{l} = vec2<f32>(0.0);");
+        let _ = writeln!(s, "    var f{l} = array<vec2<f32>, 4>();");
+    }
     // (LoRA, lane step) in sum order; the value LoRA reads weight 0 where the layer has none.
     let terms: Vec<(usize, u32)> = ranks
         .iter()
         .enumerate()
         .flat_map(|(l, &rank)| (0..rank.div_ceil(8)).map(move |m| (l, m)))
         .collect();
-    for &(l, m) in &terms {
-        let _ = writeln!(s, "var<private> W{l}_{m}: LoraW;");
-    }
-    s.push_str("fn lora_load(g: u32, wb: vec4<u32>, has_v: bool) {\n");
-    for &(l, m) in &terms {
-        let (c, rank) = (comps[l], ranks[l]);
-        let j = format!("({}u + g)", 8 * m);
-        let mut idx = format!("wb.{c} + {j} * p.dim");
-        if rank % 8 != 0 {
-            idx = format!("select(0u, {idx}, {j} < {rank}u)");
-        }
-        if l == 3 {
-            idx = format!("select(0u, {idx}, has_v)");
-        }
-        let _ = writeln!(s, "    W{l}_{m} = lora_fetch({idx});");
-    }
-    s.push_str("}\nfn lora_lanes(g: u32, pr: u32, hb: vec4<u32>, vec_mode: bool) {\n");
-    for l in 0..ranks.len() {
-        let _ = writeln!(s, "    var one{l} = vec2<f32>(0.0);");
-        let _ = writeln!(s, "    var f{l} = array<vec2<f32>, 4>();");
-    }
     let group = group.unwrap_or(terms.len()).max(1);
     for chunk in terms.chunks(group) {
         for &(l, m) in chunk {
             let (c, rank) = (comps[l], ranks[l]);
             let j = format!("({}u + g)", 8 * m);
+            let mut idx = format!("wb.{c} + {j} * p.dim");
             let mut h = format!("sh_hidden[hb.{c} + {j}]");
             if rank % 8 != 0 {
+                idx = format!("select(0u, {idx}, {j} < {rank}u)");
                 h = format!("select(0.0, {h}, {j} < {rank}u)");
             }
-            let _ = writeln!(s, "    let w{l}_{m} = lora_unpack(W{l}_{m});");
+            if l == 3 {
+                idx = format!("select(0u, {idx}, has_v)");
+            }
+            let _ = writeln!(s, "    let w{l}_{m} = lora_pair({idx});");
             let _ = writeln!(s, "    let h{l}_{m} = vec2<f32>({h});");
         }
         for &(l, m) in chunk {

@@ -1,14 +1,12 @@
-// (rwkv-gpu's rounding.wgsl, the generated lora_load / lora_lanes and a header with the LoRA
-// ranks R_W, R_A, R_G, R_V, LORA_F16, whether the LoRA weights are f16 pairs, and
-// PREP_TOKENS, the tokens per `prep` workgroup, are prepended.)
+// (rwkv-gpu's rounding.wgsl, the generated lora_lanes and a header with the LoRA ranks R_W,
+// R_A, R_G, R_V and LORA_F16, whether the LoRA weights are f16 pairs, are prepended.)
 // The RWKV-7 attention core. Entry points:
 //  - `main`: one workgroup per (chunk, head) walks the chunk's tokens in order, doing steps
 //    1-5 below per token. Used when every chunk of a step has one token (decode).
 //  - `prep` (steps 1-2), then wkv7_scan.wgsl (step 3), then `post` (steps 4-5): the path for
-//    steps with chunks of several tokens. `prep` runs one workgroup per PREP_TOKENS
-//    consecutive token rows and head (the head's LoRA weights loaded once for them), `post`
-//    one per (token, head), independent of each other; only the scan walks the tokens in
-//    order, with a few lanes per state row (the rows of a head evolve independently).
+//    steps with chunks of several tokens. `prep` and `post` run one workgroup per (token,
+//    head), independent of each other; only the scan walks the tokens in order, with a few
+//    lanes per state row (the rows of a head evolve independently).
 // The steps, per token:
 //  1. finishes the LoRAs: w, a, g and the value-residual mix are the second LoRA products,
 //     computed here for the head's 64 channels from the hidden vectors (rounded as ggml
@@ -17,8 +15,7 @@
 //     tinyBLAS's `hsum`) for chunks of several tokens, 4 x 8 lanes (j % 32, reduced as
 //     `GGML_F32x8_REDUCE`) for single tokens (`ggml_vec_dot_f16`). Thread (lane g, pair p)
 //     sums lane g for channels 2p, 2p + 1 (one u32 of f16 weights); with the ranks known
-//     when the shader is built, each thread's weight loads (`lora_load`) are all in flight
-//     at once, into private variables that serve every token the workgroup does;
+//     when the shader is built, each thread's loads are all in flight at once;
 //  2. finishes the head's inputs: decay, in-context rate, value residual, k normalisation;
 //  3. updates the 64x64 state and reads it out with r (threads 0..63 own a row each);
 //  4. applies the per-head group norm, the r.k bonus and the gate;
@@ -144,6 +141,14 @@ fn sigmoid(x: f32) -> f32 {
     return 1.0 / (1.0 + exp(-x));
 }
 
+// Weights of channels c, c + 1 (c even) at value index `idx` of the transposed LoRAs.
+fn lora_pair(idx: u32) -> vec2<f32> {
+    if LORA_F16 {
+        return unpack2x16float(lora_w[idx / 2u]);
+    }
+    return vec2<f32>(bitcast<f32>(lora_w[idx]), bitcast<f32>(lora_w[idx + 1u]));
+}
+
 // Weight `j` of the transposed LoRA `which` for channel `c`.
 fn lora_weight(which: u32, j: u32, c: u32) -> f32 {
     let idx = p.weight_offsets[which] + j * p.dim + c;
@@ -154,22 +159,12 @@ fn lora_weight(which: u32, j: u32, c: u32) -> f32 {
     return bitcast<f32>(lora_w[idx]);
 }
 
-// fn lora_load(g, wb, has_v) (generated, see kernels/mod.rs): lane g's weights of the four
-// LoRAs for the channel pair whose weights start at wb (elements j = 8m + g) into private
-// variables, every load written out, so all of them are in flight at once.
-// fn lora_lanes(g, pr, hb, vec_mode) (generated): lane g's partial sums of the four LoRAs
-// for channels 2 pr, 2 pr + 1 into sh_part, from the loaded weights and the token's hidden
-// values in sh_hidden. `vec_mode`: the four accumulators of ggml_vec_dot_f16 (element j in
+// fn lora_lanes(g, pr, hb, wb, vec_mode, has_v) (generated, see kernels/mod.rs): lane g's
+// partial sums of the four LoRAs for channels 2 pr, 2 pr + 1 into sh_part. Elements
+// j = 8m + g; `vec_mode`: the four accumulators of ggml_vec_dot_f16 (element j in
 // accumulator (j % 32) / 8), already combined as GGML_F32x8_REDUCE's first step, elements
-// past the last whole 32 left to lora_final; else one accumulator (tinyBLAS).
-
-// Thread t's LoRA weights for `head` (lane t / PAIRS, channel pair t % PAIRS) into the
-// private variables lora_lanes reads.
-fn load_lora_weights(t: u32, head: u32) {
-    let pr = t % PAIRS;
-    let wb = p.weight_offsets + vec4<u32>(head * HEAD_SIZE + 2u * pr);
-    lora_load(t / PAIRS, wb, p.ranks.w != 0u);
-}
+// past the last whole 32 left to lora_final; else one accumulator (tinyBLAS). Every load is
+// written out, so all of them are in flight at once.
 
 // The product of LoRA `which` for channel c from the lane partials (c = 2 pr + odd).
 fn lora_final(which: u32, rank: u32, hb: u32, c: u32, pr: u32, odd: u32, vec_mode: bool) -> f32 {
@@ -262,19 +257,23 @@ struct TokenInputs {
 }
 
 // Steps 1-2 for token `row` (idx = row * dim + c) by a workgroup of WG threads: thread t is
-// channel i = t % 64 (t < 64 own it) and LoRA lane g for the channel pair pr; the thread's
-// LoRA weights for the head must be loaded (load_lora_weights). Called in uniform control
-// flow; it reads sh_s1 last, so the caller writes sh_s1 only after a barrier.
+// channel i = t % 64 (t < 64 own it) and LoRA lane g for the channel pair pr. Called in
+// uniform control flow; it reads sh_s1 last, so the caller writes sh_s1 only after a
+// barrier.
 fn token_inputs(t: u32, row: u32, idx: u32, cv: ChannelVecs, vec_mode: bool) -> TokenInputs {
     let i = t % HEAD_SIZE;
     let owner = t < HEAD_SIZE;
     let pr = t % PAIRS;
     let g = t / PAIRS;
     let c = idx % p.dim;
+    let head = c / HEAD_SIZE;
     let rk = p.ranks;
+    let has_v = rk.w != 0u;
     let n_hidden = rk.x + rk.y + rk.z + rk.w;
     // Start of each LoRA's hidden values in sh_hidden.
     let hb = vec4<u32>(0u, rk.x, rk.x + rk.y, rk.x + rk.y + rk.z);
+    // Where the weights of channels (2 pr, 2 pr + 1) of this head start in each LoRA.
+    let wb = p.weight_offsets + vec4<u32>(head * HEAD_SIZE + 2u * pr);
     let bs = p.block_stride;
 
     // 1. The token's hidden vectors, rounded for the F16 products.
@@ -298,7 +297,7 @@ fn token_inputs(t: u32, row: u32, idx: u32, cv: ChannelVecs, vec_mode: bool) -> 
     workgroupBarrier();
 
     // LoRA lane partials.
-    lora_lanes(g, pr, hb, vec_mode);
+    lora_lanes(g, pr, hb, wb, vec_mode, has_v);
     workgroupBarrier();
 
     // 2. The channel's inputs (every thread of channel i computes them alike).
@@ -391,9 +390,6 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
     for (var n = 0u; n < chunk.n_rows; n++) {
         let row = chunk.first_row + n;
         let idx = row * p.dim + c;
-        // (Loaded per token, as the decode path always has: a single token gains nothing
-        // from holding them, and the state row is live here too.)
-        load_lora_weights(t, head);
         let x = token_inputs(t, row, idx, cv, vec_mode);
         if owner {
             let q = i / 4u;
@@ -429,54 +425,43 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
     }
 }
 
-// Steps 1-2 of token rows wg.x * PREP_TOKENS .. + PREP_TOKENS (those below n_rows) for head
-// wg.y, into scan_in and post_in (gate, v * bonus). The head's LoRA weights are loaded once
-// and serve each token in turn, with that token's own lane order (its chunk's).
+// Steps 1-2 of token wg.x for head wg.y, into scan_in and post_in (gate, v * bonus).
 @compute @workgroup_size(WG)
 fn prep(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
-    let row0 = wg.x * PREP_TOKENS;
-    if row0 >= step.n_rows {
+    let row = wg.x;
+    if row >= step.n_rows {
         return;
+    }
+    // A chunk of one token takes ggml_vec_dot_f16's lanes, as in `main`.
+    var vec_mode = false;
+    for (var n = 0u; n < step.n_chunks; n++) {
+        let chunk = chunks[n];
+        if row >= chunk.first_row && row - chunk.first_row < chunk.n_rows {
+            vec_mode = chunk.n_rows == 1u;
+        }
     }
     let head = wg.y;
     let i = t % HEAD_SIZE;
     let owner = t < HEAD_SIZE;
     let n_head = p.dim / HEAD_SIZE;
     let c = head * HEAD_SIZE + i;
-    load_lora_weights(t, head);
-    let cv = channel_vecs(c);
-    let r_k = vec_at(R_K, c);
-    let n_tokens = min(PREP_TOKENS, step.n_rows - row0);
-    for (var n = 0u; n < n_tokens; n++) {
-        let row = row0 + n;
-        // A chunk of one token takes ggml_vec_dot_f16's lanes, as in `main`.
-        var vec_mode = false;
-        for (var m = 0u; m < step.n_chunks; m++) {
-            let chunk = chunks[m];
-            if row >= chunk.first_row && row - chunk.first_row < chunk.n_rows {
-                vec_mode = chunk.n_rows == 1u;
-            }
-        }
-        let x = token_inputs(t, row, row * p.dim + c, cv, vec_mode);
-        if owner {
-            sh_s2[i / 4u][i % 4u] = x.r * x.k * r_k;
-        }
-        workgroupBarrier();
-        let bonus = tree_s2();
-        if owner {
-            let sb = (row * n_head + head) * SCAN_BLOCKS * HEAD_SIZE + i;
-            scan_in[sb + SCAN_W * HEAD_SIZE] = x.w;
-            scan_in[sb + SCAN_K * HEAD_SIZE] = x.k;
-            scan_in[sb + SCAN_A * HEAD_SIZE] = x.na;
-            scan_in[sb + SCAN_B * HEAD_SIZE] = x.b;
-            scan_in[sb + SCAN_R * HEAD_SIZE] = x.r;
-            scan_in[sb + SCAN_V * HEAD_SIZE] = x.v;
-            let pb = (row * n_head + head) * POST_BLOCKS * HEAD_SIZE + i;
-            post_in[pb + POST_GATE * HEAD_SIZE] = x.gate;
-            post_in[pb + POST_VB * HEAD_SIZE] = x.v * bonus;
-        }
-        // The next token's shared values are written only after every read of these.
-        workgroupBarrier();
+    let x = token_inputs(t, row, row * p.dim + c, channel_vecs(c), vec_mode);
+    if owner {
+        sh_s2[i / 4u][i % 4u] = x.r * x.k * vec_at(R_K, c);
+    }
+    workgroupBarrier();
+    let bonus = tree_s2();
+    if owner {
+        let sb = (row * n_head + head) * SCAN_BLOCKS * HEAD_SIZE + i;
+        scan_in[sb + SCAN_W * HEAD_SIZE] = x.w;
+        scan_in[sb + SCAN_K * HEAD_SIZE] = x.k;
+        scan_in[sb + SCAN_A * HEAD_SIZE] = x.na;
+        scan_in[sb + SCAN_B * HEAD_SIZE] = x.b;
+        scan_in[sb + SCAN_R * HEAD_SIZE] = x.r;
+        scan_in[sb + SCAN_V * HEAD_SIZE] = x.v;
+        let pb = (row * n_head + head) * POST_BLOCKS * HEAD_SIZE + i;
+        post_in[pb + POST_GATE * HEAD_SIZE] = x.gate;
+        post_in[pb + POST_VB * HEAD_SIZE] = x.v * bonus;
     }
 }
 
