@@ -49,19 +49,26 @@ const COOP_SCRATCH_BYTES: u64 = 64 << 20;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct CoopShape {
     pub k: u32,
+    /// A timing probe instead of the products (0: none; see [`COOP_PROBE_ENV`]).
+    pub probe: u32,
 }
+
+/// Environment variable making the tensor-core product a timing probe with wrong results
+/// (for measurements only): `nostage` (no loads into workgroup memory), `nomma` (no
+/// products), `mmaonly` (products of fragments loaded once).
+pub const COOP_PROBE_ENV: &str = "WEB_RWKV_COOP_PROBE";
 
 /// Environment variable overriding the tensor-core product's columns per chunk (`32`, `64`
 /// or `128`; for measurements, anything else is ignored).
 pub const COOP_K_ENV: &str = "WEB_RWKV_COOP_K";
 
 impl CoopShape {
-    pub const DEFAULT: CoopShape = CoopShape { k: 64 };
+    pub const DEFAULT: CoopShape = CoopShape { k: 64, probe: 0 };
 
     /// Columns per chunk: 32, 64 or 128.
     pub fn parse(text: &str) -> Option<CoopShape> {
         let k = text.trim().parse().ok()?;
-        matches!(k, 32 | 64 | 128).then_some(CoopShape { k })
+        matches!(k, 32 | 64 | 128).then_some(CoopShape { k, probe: 0 })
     }
 
     pub fn rows(&self) -> u32 {
@@ -79,10 +86,17 @@ impl CoopShape {
     }
 
     fn from_env() -> CoopShape {
-        std::env::var(COOP_K_ENV)
+        let shape = std::env::var(COOP_K_ENV)
             .ok()
             .and_then(|v| CoopShape::parse(&v))
-            .unwrap_or(CoopShape::DEFAULT)
+            .unwrap_or(CoopShape::DEFAULT);
+        let probe = match std::env::var(COOP_PROBE_ENV).as_deref() {
+            Ok("nostage") => 1,
+            Ok("nomma") => 2,
+            Ok("mmaonly") => 3,
+            _ => 0,
+        };
+        CoopShape { probe, ..shape }
     }
 }
 /// Token count from which the tensor-core path replaces the tiled kernel: all of its range
@@ -1115,12 +1129,14 @@ fn compose(ty: GgmlType, kernel: Kernel, format: &str) -> String {
                  const BM: u32 = {}u;\n\
                  const BN: u32 = {}u;\n\
                  const BK: u32 = {}u;\n\
+                 const PROBE: u32 = {}u;\n\
                  const EPILOGUE: u32 = {}u;\n\
                  const N_TOKENS_WORD: u32 = {}u;\n",
                 4 * subgroup,
                 shape.rows(),
                 shape.tokens(),
                 shape.k,
+                shape.probe,
                 epilogue.id(),
                 STEP_N_TOKENS_OFFSET / 4
             );
@@ -1284,8 +1300,18 @@ mod tests {
         let mut kernels = vec![(F16, Kernel::CoopX)];
         for epilogue in Epilogue::ALL {
             for subgroup in [32, 64] {
-                for shape in ["32", "64", "128"] {
-                    let shape = CoopShape::parse(shape).unwrap();
+                for (shape, probe) in [
+                    ("32", 0),
+                    ("64", 0),
+                    ("128", 0),
+                    ("64", 1),
+                    ("64", 2),
+                    ("64", 3),
+                ] {
+                    let shape = CoopShape {
+                        probe,
+                        ..CoopShape::parse(shape).unwrap()
+                    };
                     kernels.push((
                         F16,
                         Kernel::Coop {

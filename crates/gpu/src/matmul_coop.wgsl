@@ -10,7 +10,8 @@
 // token, zeros from token n up to the next multiple of BN).
 //
 // Header constants (from matmul.rs): SG = the subgroup size; WG_SIZE = 4 * SG; BM = 64
-// rows and BN = 64 tokens per workgroup; BK = 64 columns per staged chunk; EPILOGUE;
+// rows and BN = 64 tokens per workgroup; BK = 64 columns per staged chunk; PROBE (0 for
+// real work, else a timing probe: see the loop); EPILOGUE;
 // N_TOKENS_WORD. Grid: x (and y) over row groups of BM, z over token groups of BN.
 //
 // Per chunk of BK columns the workgroup copies a BM x BK tile of W16 and a BN x BK tile of
@@ -105,24 +106,38 @@ fn main(
     var c10 = coop_mat16x16<f32, C>();
     var c11 = coop_mat16x16<f32, C>();
     let chunks = P.cols / BK;
-    fetch(li, first_row, t0, 0u);
+    // PROBE (timing only, results wrong): 1 no staging, 2 no products, 3 products only
+    // (fragments loaded once).
+    var fa0 = coopLoadT<coop_mat16x16<f16, A>>(&sh_a[r0 * SK], SK);
+    var fa1 = coopLoadT<coop_mat16x16<f16, A>>(&sh_a[(r0 + 16u) * SK], SK);
+    var fb0 = coopLoad<coop_mat16x16<f16, B>>(&sh_b[tb * SK], SK);
+    var fb1 = coopLoad<coop_mat16x16<f16, B>>(&sh_b[(tb + 16u) * SK], SK);
+    if (PROBE == 0u || PROBE == 2u) {
+        fetch(li, first_row, t0, 0u);
+    }
     for (var chunk = 0u; chunk < chunks; chunk++) {
-        stage(li);
+        if (PROBE == 0u || PROBE == 2u) {
+            stage(li);
+        }
         workgroupBarrier();
-        if (chunk + 1u < chunks) {
+        if ((PROBE == 0u || PROBE == 2u) && chunk + 1u < chunks) {
             fetch(li, first_row, t0, (chunk + 1u) * BK);
         }
-        for (var k = 0u; k < BK; k += 16u) {
-            // A: 16 rows x 16 columns of W, row-major. B: 16 columns x 16 tokens, each
-            // token's values contiguous (column-major).
-            let a0 = coopLoadT<coop_mat16x16<f16, A>>(&sh_a[r0 * SK + k], SK);
-            let a1 = coopLoadT<coop_mat16x16<f16, A>>(&sh_a[(r0 + 16u) * SK + k], SK);
-            let b0 = coopLoad<coop_mat16x16<f16, B>>(&sh_b[tb * SK + k], SK);
-            let b1 = coopLoad<coop_mat16x16<f16, B>>(&sh_b[(tb + 16u) * SK + k], SK);
-            c00 = coopMultiplyAdd(a0, b0, c00);
-            c01 = coopMultiplyAdd(a0, b1, c01);
-            c10 = coopMultiplyAdd(a1, b0, c10);
-            c11 = coopMultiplyAdd(a1, b1, c11);
+        if (PROBE != 2u) {
+            for (var k = 0u; k < BK; k += 16u) {
+                // A: 16 rows x 16 columns of W, row-major. B: 16 columns x 16 tokens, each
+                // token's values contiguous (column-major).
+                if (PROBE != 3u) {
+                    fa0 = coopLoadT<coop_mat16x16<f16, A>>(&sh_a[r0 * SK + k], SK);
+                    fa1 = coopLoadT<coop_mat16x16<f16, A>>(&sh_a[(r0 + 16u) * SK + k], SK);
+                    fb0 = coopLoad<coop_mat16x16<f16, B>>(&sh_b[tb * SK + k], SK);
+                    fb1 = coopLoad<coop_mat16x16<f16, B>>(&sh_b[(tb + 16u) * SK + k], SK);
+                }
+                c00 = coopMultiplyAdd(fa0, fb0, c00);
+                c01 = coopMultiplyAdd(fa0, fb1, c01);
+                c10 = coopMultiplyAdd(fa1, fb0, c10);
+                c11 = coopMultiplyAdd(fa1, fb1, c11);
+            }
         }
         workgroupBarrier();
     }
