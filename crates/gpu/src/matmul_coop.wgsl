@@ -60,8 +60,12 @@ fn fetch(li: u32, a_row0: u32, b_row0: u32, k0: u32) {
     }
 }
 
-fn put8(dst: u32, v: vec4<u32>, into_a: bool) {
-    for (var w = 0u; w < 4u; w++) {
+// Stores the eight f16 of `v` at `dst`, word by word starting at word `rot`: with 16-byte
+// pieces, the threads of a subgroup storing the same word of their pieces would hit 8 of
+// the 32 banks; rotating by the thread index spreads them over all 32 (for BK = 64).
+fn put8(dst: u32, v: vec4<u32>, into_a: bool, rot: u32) {
+    for (var i = 0u; i < 4u; i++) {
+        let w = (i + rot) % 4u;
         let h = vec2<f16>(unpack2x16float(v[w]));
         if (into_a) {
             sh_a[dst + 2u * w] = h.x;
@@ -77,8 +81,8 @@ fn stage(li: u32) {
     for (var j = 0u; j < PER_THREAD; j++) {
         let piece = li + j * WG_SIZE;
         let dst = (piece / (BK / 8u)) * SK + (piece % (BK / 8u)) * 8u;
-        put8(dst, pa[j], true);
-        put8(dst, pb[j], false);
+        put8(dst, pa[j], true, li % 4u);
+        put8(dst, pb[j], false, li % 4u);
     }
 }
 
