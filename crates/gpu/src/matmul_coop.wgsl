@@ -15,7 +15,7 @@
 // N_TOKENS_WORD. Grid: x (and y) over row groups of BM, z over token groups of BN.
 //
 // Per chunk of BK columns the workgroup copies a BM x BK tile of W16 and a BN x BK tile of
-// X16 into workgroup memory (16-byte loads, eight f16 each, coalesced along the rows), the
+// X16 into workgroup memory (4-byte loads of f16 pairs, coalesced along the rows), the
 // next chunk's loads issued before the current chunk's products so that they overlap.
 // Subgroup s owns rows 32 * (s % 2) .. + 32 and tokens 32 * (s / 2) .. + 32: four 16 x 16
 // accumulators. P.cols is a multiple of BK. Rows past P.rows (stale scratch rows, read
@@ -24,17 +24,17 @@
 enable f16;
 enable wgpu_cooperative_matrix;
 
-@group(0) @binding(0) var<storage, read> W16: array<vec4<u32>>;
-@group(0) @binding(2) var<storage, read> X16: array<vec4<u32>>;
+@group(0) @binding(0) var<storage, read> W16: array<u32>;
+@group(0) @binding(2) var<storage, read> X16: array<u32>;
 @group(0) @binding(3) var<storage, read_write> Y: array<f32>;
 @group(0) @binding(4) var<storage, read> STEP: array<u32>;
 
 // Row stride (in f16) of the staged tiles, padded by 8 values against bank conflicts (a
 // multiple of 8 keeps every 16-value row start 16-byte aligned).
 const SK: u32 = BK + 8u;
-// 16-byte pieces of one staged tile, and per thread.
-const PIECES: u32 = BM * BK / 8u;
-const PER_THREAD: u32 = PIECES / WG_SIZE;
+// f16 pairs per staged row, and per thread of one staged tile.
+const ROW_PAIRS: u32 = BK / 2u;
+const PER_THREAD: u32 = BM * ROW_PAIRS / WG_SIZE;
 
 // Every workgroup variable is a multiple of 16 bytes long: cooperative loads and stores
 // need 16-byte aligned addresses and the driver places the variables as it likes.
@@ -45,44 +45,34 @@ var<workgroup> sh_c: array<f32, 1024>;
 // The token count, made provably uniform for the cooperative operations.
 var<workgroup> sh_n: vec4<u32>;
 
-// The pieces this thread copies for the current chunk (A then B).
-var<private> pa: array<vec4<u32>, PER_THREAD>;
-var<private> pb: array<vec4<u32>, PER_THREAD>;
+// The f16 pairs this thread copies for the next chunk. A thread copies one pair (not a
+// 16-byte piece) per row position: the f16 stores of consecutive threads then fall in
+// consecutive banks (with 16-byte pieces they shared 8 of the 32 banks, and the staging was
+// most of the product's time on an H200).
+var<private> pa: array<u32, PER_THREAD>;
+var<private> pb: array<u32, PER_THREAD>;
 
 fn fetch(li: u32, a_row0: u32, b_row0: u32, k0: u32) {
-    let ld = P.cols / 8u;
+    let ld = P.cols / 2u;
     for (var j = 0u; j < PER_THREAD; j++) {
-        let piece = li + j * WG_SIZE;
-        let r = piece / (BK / 8u);
-        let q = piece % (BK / 8u);
-        pa[j] = W16[(a_row0 + r) * ld + k0 / 8u + q];
-        pb[j] = X16[(b_row0 + r) * ld + k0 / 8u + q];
-    }
-}
-
-// Stores the eight f16 of `v` at `dst`, word by word starting at word `rot`: with 16-byte
-// pieces, the threads of a subgroup storing the same word of their pieces would hit 8 of
-// the 32 banks; rotating by the thread index spreads them over all 32 (for BK = 64).
-fn put8(dst: u32, v: vec4<u32>, into_a: bool, rot: u32) {
-    for (var i = 0u; i < 4u; i++) {
-        let w = (i + rot) % 4u;
-        let h = vec2<f16>(unpack2x16float(v[w]));
-        if (into_a) {
-            sh_a[dst + 2u * w] = h.x;
-            sh_a[dst + 2u * w + 1u] = h.y;
-        } else {
-            sh_b[dst + 2u * w] = h.x;
-            sh_b[dst + 2u * w + 1u] = h.y;
-        }
+        let pair = li + j * WG_SIZE;
+        let r = pair / ROW_PAIRS;
+        let q = pair % ROW_PAIRS;
+        pa[j] = W16[(a_row0 + r) * ld + k0 / 2u + q];
+        pb[j] = X16[(b_row0 + r) * ld + k0 / 2u + q];
     }
 }
 
 fn stage(li: u32) {
     for (var j = 0u; j < PER_THREAD; j++) {
-        let piece = li + j * WG_SIZE;
-        let dst = (piece / (BK / 8u)) * SK + (piece % (BK / 8u)) * 8u;
-        put8(dst, pa[j], true, li % 4u);
-        put8(dst, pb[j], false, li % 4u);
+        let pair = li + j * WG_SIZE;
+        let dst = (pair / ROW_PAIRS) * SK + (pair % ROW_PAIRS) * 2u;
+        let a = vec2<f16>(unpack2x16float(pa[j]));
+        let b = vec2<f16>(unpack2x16float(pb[j]));
+        sh_a[dst] = a.x;
+        sh_a[dst + 1u] = a.y;
+        sh_b[dst] = b.x;
+        sh_b[dst + 1u] = b.y;
     }
 }
 
