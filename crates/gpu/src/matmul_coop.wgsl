@@ -9,8 +9,10 @@
 // X16, the tokens' inputs converted by matmul_coop_x.wgsl (token-major, P.cols values per
 // token, zeros from token n up to the next multiple of BN).
 //
-// Header constants (from matmul.rs): SG = the subgroup size; WG_SIZE = 4 * SG; BM = 64
-// rows and BN = 64 tokens per workgroup; BK = 64 columns per staged chunk; PROBE (0 for
+// Header constants (from matmul.rs): SG = the subgroup size; SGR x SGC subgroups per
+// workgroup (WG_SIZE = SGR * SGC * SG), each owning 32 rows x 32 tokens (four 16 x 16
+// accumulators), so BM = 32 * SGR rows and BN = 32 * SGC tokens per workgroup; BK columns
+// per staged chunk; PROBE (0 for
 // real work, else a timing probe: see the loop); EPILOGUE;
 // N_TOKENS_WORD. Grid: x (and y) over row groups of BM, z over token groups of BN.
 //
@@ -34,14 +36,15 @@ enable wgpu_cooperative_matrix;
 const SK: u32 = BK + 8u;
 // f16 pairs per staged row, and per thread of one staged tile.
 const ROW_PAIRS: u32 = BK / 2u;
-const PER_THREAD: u32 = BM * ROW_PAIRS / WG_SIZE;
+const A_PT: u32 = BM * ROW_PAIRS / WG_SIZE;
+const B_PT: u32 = BN * ROW_PAIRS / WG_SIZE;
 
 // Every workgroup variable is a multiple of 16 bytes long: cooperative loads and stores
 // need 16-byte aligned addresses and the driver places the variables as it likes.
 var<workgroup> sh_a: array<f16, BM * SK>;
 var<workgroup> sh_b: array<f16, BN * SK>;
 // One 16 x 16 f32 tile per subgroup for the epilogue.
-var<workgroup> sh_c: array<f32, 1024>;
+var<workgroup> sh_c: array<f32, SGR * SGC * 256u>;
 // The token count, made provably uniform for the cooperative operations.
 var<workgroup> sh_n: vec4<u32>;
 
@@ -49,28 +52,33 @@ var<workgroup> sh_n: vec4<u32>;
 // 16-byte piece) per row position: the f16 stores of consecutive threads then fall in
 // consecutive banks (with 16-byte pieces they shared 8 of the 32 banks, and the staging was
 // most of the product's time on an H200).
-var<private> pa: array<u32, PER_THREAD>;
-var<private> pb: array<u32, PER_THREAD>;
+var<private> pa: array<u32, A_PT>;
+var<private> pb: array<u32, B_PT>;
 
 fn fetch(li: u32, a_row0: u32, b_row0: u32, k0: u32) {
     let ld = P.cols / 2u;
-    for (var j = 0u; j < PER_THREAD; j++) {
+    for (var j = 0u; j < A_PT; j++) {
         let pair = li + j * WG_SIZE;
-        let r = pair / ROW_PAIRS;
-        let q = pair % ROW_PAIRS;
-        pa[j] = W16[(a_row0 + r) * ld + k0 / 2u + q];
-        pb[j] = X16[(b_row0 + r) * ld + k0 / 2u + q];
+        pa[j] = W16[(a_row0 + pair / ROW_PAIRS) * ld + k0 / 2u + pair % ROW_PAIRS];
+    }
+    for (var j = 0u; j < B_PT; j++) {
+        let pair = li + j * WG_SIZE;
+        pb[j] = X16[(b_row0 + pair / ROW_PAIRS) * ld + k0 / 2u + pair % ROW_PAIRS];
     }
 }
 
 fn stage(li: u32) {
-    for (var j = 0u; j < PER_THREAD; j++) {
+    for (var j = 0u; j < A_PT; j++) {
         let pair = li + j * WG_SIZE;
         let dst = (pair / ROW_PAIRS) * SK + (pair % ROW_PAIRS) * 2u;
         let a = vec2<f16>(unpack2x16float(pa[j]));
-        let b = vec2<f16>(unpack2x16float(pb[j]));
         sh_a[dst] = a.x;
         sh_a[dst + 1u] = a.y;
+    }
+    for (var j = 0u; j < B_PT; j++) {
+        let pair = li + j * WG_SIZE;
+        let dst = (pair / ROW_PAIRS) * SK + (pair % ROW_PAIRS) * 2u;
+        let b = vec2<f16>(unpack2x16float(pb[j]));
         sh_b[dst] = b.x;
         sh_b[dst + 1u] = b.y;
     }
@@ -93,8 +101,8 @@ fn main(
     // No early return for workgroups past the ends: every cooperative operation must be
     // in uniform control flow. They compute and write nothing.
     let n_here = select(0u, min(BN, n_tok - t0), t0 < n_tok);
-    let r0 = 32u * (sg % 2u);
-    let tb = 32u * (sg / 2u);
+    let r0 = 32u * (sg % SGR);
+    let tb = 32u * (sg / SGR);
     var c00 = coop_mat16x16<f32, C>();
     var c01 = coop_mat16x16<f32, C>();
     var c10 = coop_mat16x16<f32, C>();
