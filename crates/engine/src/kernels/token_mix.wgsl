@@ -45,7 +45,6 @@ struct Row {
 }
 
 const NO_PREV: u32 = 0xffffffffu;
-const MAX_MIX: u32 = 8u;
 const TILE: u32 = 256u;
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -76,42 +75,18 @@ fn tile_sum(tid: u32, v: f32) -> f32 {
     return total;
 }
 
-// Values of a row each thread holds at once: its loads are all issued before the sums (a
-// loop of dependent load-and-add waited for each load in turn: most of a one-token token
-// mix's time on an H200). Rows longer than TILE * VALS are walked in groups of that size.
-const VALS: u32 = 16u;
-
-// Mean and 1/sqrt(var + eps) of row r, as the layer-norm kernel computes them (each
-// thread's values summed in column order, then the tile's partial sums as a tree).
+// Mean and 1/sqrt(var + eps) of row r, as the layer-norm kernel computes them.
 fn row_stats(tid: u32, r: u32) -> vec2<f32> {
     let base = r * p.dim;
     var sum = 0.0;
-    for (var c0 = 0u; c0 < p.dim; c0 += TILE * VALS) {
-        var v: array<f32, VALS>;
-        for (var i = 0u; i < VALS; i++) {
-            let c = c0 + i * TILE + tid;
-            v[i] = select(0.0, x[base + min(c, p.dim - 1u)], c < p.dim);
-        }
-        for (var i = 0u; i < VALS; i++) {
-            if (c0 + i * TILE + tid < p.dim) {
-                sum += v[i];
-            }
-        }
+    for (var c = tid; c < p.dim; c += TILE) {
+        sum += x[base + c];
     }
     let mean = tile_sum(tid, sum) / f32(p.dim);
     var sq = 0.0;
-    for (var c0 = 0u; c0 < p.dim; c0 += TILE * VALS) {
-        var v: array<f32, VALS>;
-        for (var i = 0u; i < VALS; i++) {
-            let c = c0 + i * TILE + tid;
-            v[i] = select(0.0, x[base + min(c, p.dim - 1u)], c < p.dim);
-        }
-        for (var i = 0u; i < VALS; i++) {
-            if (c0 + i * TILE + tid < p.dim) {
-                let d = v[i] - mean;
-                sq += d * d;
-            }
-        }
+    for (var c = tid; c < p.dim; c += TILE) {
+        let d = x[base + c] - mean;
+        sq += d * d;
     }
     let inv = 1.0 / sqrt(tile_sum(tid, sq) / f32(p.dim) + p.eps);
     return vec2<f32>(mean, inv);
@@ -179,31 +154,20 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
         return;
     }
     let info = rows[t];
-    let c = wg.y * TILE + tid;
-    let in_row = c < p.dim;
-    let cc = min(c, p.dim - 1u);
-    // This thread's own values, loaded before the row statistics so that their latency
-    // overlaps the reductions: x, the norm's weight and bias, the saved shift state and
-    // every mix's coefficient (at most MAX_MIX mixes: the modes' size).
-    let xv = x[t * p.dim + cc];
-    let nw = norm_w[cc];
-    let nb = norm_b[cc];
-    let saved = shift_state[info.half * p.half_stride + info.slot * p.dim + cc];
-    var mus: array<f32, MAX_MIX>;
-    for (var m = 0u; m < MAX_MIX; m++) {
-        mus[m] = mu[min(m, p.n_mix - 1u) * p.dim + cc];
-    }
     let st = row_stats(tid, t);
     var pst = vec2<f32>(0.0, 0.0);
     if info.prev != NO_PREV {
         pst = row_stats(tid, info.prev);
     }
-    let xn = (xv - st.x) * st.y * nw + nb;
+    let c = wg.y * TILE + tid;
+    let in_row = c < p.dim;
+    let cc = min(c, p.dim - 1u);
+    let xn = (x[t * p.dim + cc] - st.x) * st.y * norm_w[cc] + norm_b[cc];
     var prev: f32;
     if info.prev == NO_PREV {
-        prev = saved;
+        prev = shift_state[info.half * p.half_stride + info.slot * p.dim + cc];
     } else {
-        prev = (x[info.prev * p.dim + cc] - pst.x) * pst.y * nw + nb;
+        prev = (x[info.prev * p.dim + cc] - pst.x) * pst.y * norm_w[cc] + norm_b[cc];
     }
     if info.last == 1u && in_row {
         shift_state[(1u - info.half) * p.half_stride + info.slot * p.dim + c] = xn;
@@ -211,13 +175,9 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
     let sx = prev - xn;
     // A one-token step's readers are matvecs that round their input themselves.
     let round_here = step.n_rows > 1u;
-    // A constant bound, so that the loop unrolls and `mus` stays in registers.
-    for (var m = 0u; m < MAX_MIX; m++) {
-        if (m >= p.n_mix) {
-            break;
-        }
+    for (var m = 0u; m < p.n_mix; m++) {
         // Threads past the row carry 0 so block maxima are not disturbed.
-        let v = select(0.0, sx * mus[m] + xn, in_row);
+        let v = select(0.0, sx * mu[m * p.dim + cc] + xn, in_row);
         let o = m * p.mix_stride + t * p.dim + c;
         let ma = mode_of(p.mode_a, m);
         if ma != 255u {
