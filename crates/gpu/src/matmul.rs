@@ -137,6 +137,9 @@ impl CoopShape {
 /// (on an H200, batch 64 of 2.9B Q4_K_M ran at 1,115 tok/s with it and 975 without, though
 /// every step decodes all the weights to f16). [`COOP_FROM_ENV`] raises it.
 const COOP_FROM_TOKENS: u32 = TILED_FROM_TOKENS;
+/// Token count from which matrices shorter than the tiled kernels' minimum (the LoRA
+/// products) take the tensor-core path.
+const COOP_SHORT_FROM_TOKENS: u32 = 256;
 /// Environment variable overriding [`COOP_FROM_TOKENS`] (for measurements).
 pub const COOP_FROM_ENV: &str = "WEB_RWKV_COOP_FROM";
 /// The tiled kernel's workgroup: `rows` x `tokens` outputs, `rows_per_thread` x
@@ -815,6 +818,14 @@ impl MatmulKernels {
         // better (measured on the H100 at 64 tokens: 165 us per LoRA product tiled).
         let tall = w.rows >= self.tiled_min_rows;
         let big = max_tokens >= TILED_FROM_TOKENS && tall;
+        // The tensor-core path takes short matrices too once there are enough tokens for a
+        // grid of their token groups (on the H200 the LoRA products of a 2048-token prompt
+        // took ~15% of the prefill in the row kernel).
+        let coop_from = if tall {
+            self.coop_from
+        } else {
+            self.coop_from.max(COOP_SHORT_FROM_TOKENS)
+        };
         let tiled = match () {
             _ if big && self.tile.fits(&ctx.limits) => {
                 let kernel = Kernel::Tiled {
@@ -832,8 +843,8 @@ impl MatmulKernels {
         let coop = match ctx.coop_subgroup_size() {
             // The product walks whole chunks of `k` columns of the f16 copies.
             Some(subgroup)
-                if big
-                    && max_tokens >= self.coop_from
+                if max_tokens >= TILED_FROM_TOKENS
+                    && max_tokens >= coop_from
                     && invocations >= self.coop_shape.subgroups() * subgroup
                     && self.coop_shape.splits_evenly(subgroup)
                     && self.coop_shape.workgroup_bytes()
@@ -871,7 +882,7 @@ impl MatmulKernels {
             batched,
             tiled,
             coop,
-            coop_from: self.coop_from,
+            coop_from,
             max_groups: ctx.limits.max_compute_workgroups_per_dimension.max(1),
             max_tokens,
         })
