@@ -1,3 +1,4 @@
+// (step.wgsl, the Step struct, is prepended.)
 // Layer norm of whole rows, with affine weight and bias: one workgroup per row.
 // With `gather` set, output row i normalises input row `rows[i]` (used to pick the rows whose
 // logits are wanted before the head).
@@ -8,13 +9,6 @@ struct Params {
     gather: u32,
     // 0: count rows with step.n_rows, 1: with step.n_out.
     count_out: u32,
-}
-
-struct Step {
-    n_rows: u32,
-    n_chunks: u32,
-    n_out: u32,
-    _pad: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;

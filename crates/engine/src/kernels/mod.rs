@@ -144,6 +144,9 @@ fn scan_lanes(want: u32, min_subgroup: u32) -> u32 {
     lanes
 }
 
+/// The step's shape and chunk table structs, shared by the kernels.
+const STEP_WGSL: &str = include_str!("step.wgsl");
+
 impl Kernels {
     /// `lora_ranks`: the model's LoRA ranks (decay, iclr, gate, value), built into the WKV
     /// kernel as constants. `scan_lanes`: the chunk path's lanes per state row (see
@@ -156,7 +159,7 @@ impl Kernels {
                  const R_V: u32 = {rv}u;\nconst LORA_F16: bool = {f16};\n{}{}{}",
                 lora_lanes_wgsl(lora_ranks, wkv_load_group()) + &state_wgsl(),
                 rwkv_gpu::ROUNDING_WGSL,
-                include_str!("wkv7.wgsl")
+                [STEP_WGSL, include_str!("wkv7.wgsl")].concat()
             );
             rwkv_gpu::shader_module(device, "wkv7", &source)
         };
@@ -165,7 +168,7 @@ impl Kernels {
             let scan = rwkv_gpu::shader_module(
                 device,
                 "wkv7_scan",
-                &(scan_wgsl(lanes) + include_str!("wkv7_scan.wgsl")),
+                &(scan_wgsl(lanes) + STEP_WGSL + include_str!("wkv7_scan.wgsl")),
             );
             Wkv7Chunk {
                 prep: pipeline_at(device, "wkv7_prep", &wkv_f16, "prep"),
@@ -176,11 +179,20 @@ impl Kernels {
             }
         });
         Kernels {
-            layer_norm: pipeline(device, "layer_norm", include_str!("layer_norm.wgsl")),
+            layer_norm: pipeline(
+                device,
+                "layer_norm",
+                &[STEP_WGSL, include_str!("layer_norm.wgsl")].concat(),
+            ),
             token_mix: pipeline(
                 device,
                 "token_mix",
-                &[rwkv_gpu::ROUNDING_WGSL, include_str!("token_mix.wgsl")].concat(),
+                &[
+                    rwkv_gpu::ROUNDING_WGSL,
+                    STEP_WGSL,
+                    include_str!("token_mix.wgsl"),
+                ]
+                .concat(),
             ),
             wkv7: pipeline_at(device, "wkv7", &wkv_f16, "main"),
             wkv7_f32: pipeline_at(device, "wkv7", &wkv_f32, "main"),
@@ -190,6 +202,7 @@ impl Kernels {
                 "round_activations",
                 &[
                     rwkv_gpu::ROUNDING_WGSL,
+                    STEP_WGSL,
                     include_str!("round_activations.wgsl"),
                 ]
                 .concat(),

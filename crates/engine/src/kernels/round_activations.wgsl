@@ -1,4 +1,4 @@
-// (rwkv-gpu's rounding.wgsl is prepended.)
+// (rwkv-gpu's rounding.wgsl and step.wgsl, the Step struct, are prepended.)
 // Rounds activation rows the way ggml's CPU backend does before a matrix product, so that the
 // GPU reproduces llama.cpp's numbers: f16 or bf16 per value, or Q8_0 / Q8_K blocks (values
 // snapped to an 8-bit grid per block of 32 / 256). Writes the rounded f32 values.
@@ -13,13 +13,6 @@ struct Params {
     mode: u32,
     // 0: count rows with step.n_rows, 1: with step.n_out.
     count_out: u32,
-}
-
-struct Step {
-    n_rows: u32,
-    n_chunks: u32,
-    n_out: u32,
-    _pad: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;

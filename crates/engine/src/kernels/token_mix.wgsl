@@ -1,4 +1,4 @@
-// (rwkv-gpu's rounding.wgsl is prepended.)
+// (rwkv-gpu's rounding.wgsl and step.wgsl, the Step struct, are prepended.)
 // Layer norm + token shift + lerps + rounding, fused: for each row t (a token) and each of
 // `n_mix` mixes m,
 //   xn = norm(x[t]);  prev = norm(x[previous token]) or the sequence's saved shift state
@@ -25,13 +25,6 @@ struct Params {
     // Rounding of target a / b per mix: 0 f32, 1 f16, 2 bf16, 3 Q8_0, 4 Q8_K, 255 none.
     mode_a: array<vec4<u32>, 2>,
     mode_b: array<vec4<u32>, 2>,
-}
-
-struct Step {
-    n_rows: u32,
-    n_chunks: u32,
-    n_out: u32,
-    _pad: u32,
 }
 
 struct Row {

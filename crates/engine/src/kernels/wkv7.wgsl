@@ -1,5 +1,6 @@
 // (rwkv-gpu's rounding.wgsl, the generated lora_lanes and a header with the LoRA ranks R_W,
-// R_A, R_G, R_V and LORA_F16, whether the LoRA weights are f16 pairs, are prepended.)
+// R_A, R_G, R_V and LORA_F16, whether the LoRA weights are f16 pairs, and step.wgsl, the
+// Step and Chunk structs, are prepended.)
 // The RWKV-7 attention core. Entry points:
 //  - `main`: one workgroup per (chunk, head) walks the chunk's tokens in order, doing steps
 //    1-5 below per token. Used when every chunk of a step has one token (decode).
@@ -52,20 +53,6 @@ struct Params {
     // 1: hidden values are rounded to f16 as ggml does for an F16 product.
     round_hidden: u32,
     _pad0: u32,
-}
-
-struct Step {
-    n_rows: u32,
-    n_chunks: u32,
-    n_out: u32,
-    _pad: u32,
-}
-
-struct Chunk {
-    slot: u32,
-    first_row: u32,
-    n_rows: u32,
-    _pad: u32,
 }
 
 // Per-layer vectors, each `dim` long, in this order.

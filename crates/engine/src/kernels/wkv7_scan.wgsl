@@ -1,4 +1,5 @@
-// (A header with LANES, the lanes per state row, and the generated row code is prepended.)
+// (A header with LANES, the lanes per state row, the generated row code and step.wgsl, the
+// Step and Chunk structs, are prepended.)
 // Step 3 of the chunk path of the RWKV-7 attention core (see wkv7.wgsl): the state update
 // and read-out over a chunk's tokens, in order. The 64 rows of a head's state evolve
 // independently, so every row is its own recurrence: LANES lanes own a row, lane l the
@@ -21,20 +22,6 @@ const POST_Y: u32 = 2u;
 // The leading fields of wkv7.wgsl's Params (the same uniform buffer).
 struct Params {
     dim: u32,
-}
-
-struct Step {
-    n_rows: u32,
-    n_chunks: u32,
-    n_out: u32,
-    _pad: u32,
-}
-
-struct Chunk {
-    slot: u32,
-    first_row: u32,
-    n_rows: u32,
-    _pad: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
