@@ -1343,6 +1343,28 @@ mod tests {
     /// lavapipe), so every one is at least parsed and validated here as wgpu would on a
     /// device that has them; `tests/coop.rs` runs them where the device allows.
     #[test]
+    fn coop_shapes_parse_and_split() {
+        let s = CoopShape::parse("4x2x32").unwrap();
+        assert_eq!((s.rows(), s.tokens(), s.subgroups(), s.k), (128, 64, 8, 32));
+        assert_eq!(CoopShape::parse("2x2x64"), Some(CoopShape::DEFAULT));
+        for bad in [
+            "", "2x2", "0x2x64", "5x2x64", "2x2x48", "2x2x64x1", "ax2x64",
+        ] {
+            assert_eq!(CoopShape::parse(bad), None, "{bad}");
+        }
+        // 64 rows x 32 column pairs = 2048 pairs per tile: even over 128 or 256 threads.
+        assert!(CoopShape::DEFAULT.splits_evenly(32));
+        assert!(CoopShape::DEFAULT.splits_evenly(64));
+        // 3 x 1 subgroups of 64 (192 threads): the 32-token tile's 512 pairs do not split.
+        assert!(!CoopShape::parse("3x1x32").unwrap().splits_evenly(64));
+        // Both f16 tiles, padded rows, the epilogue tiles and the token count.
+        assert_eq!(
+            CoopShape::DEFAULT.workgroup_bytes(),
+            128 * 72 * 2 + 4 * 1024 + 16
+        );
+    }
+
+    #[test]
     fn coop_shaders_validate_for_every_type() {
         use GgmlType::*;
         let types = [
