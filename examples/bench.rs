@@ -102,6 +102,9 @@ pub struct AdapterReport {
     pub driver_info: String,
     /// Whether timestamp queries (--profile) are available.
     pub timestamps: bool,
+    /// Subgroup size of the tensor-core path when it is on (cooperative matrices offered and
+    /// not turned off with `WEB_RWKV_COOPMAT=0`), else null.
+    pub tensor_cores: Option<u32>,
 }
 
 #[derive(Serialize, Clone, Debug)]
@@ -294,6 +297,7 @@ pub fn run(args: &Args) -> Result<Report> {
         driver: ctx.info.driver.clone(),
         driver_info: ctx.info.driver_info.clone(),
         timestamps: ctx.features.contains(wgpu::Features::TIMESTAMP_QUERY),
+        tensor_cores: ctx.coop_subgroup_size(),
     };
 
     let load_start = Instant::now();
@@ -587,8 +591,17 @@ pub fn text(r: &Report) -> String {
     let m = &r.model;
     let _ = writeln!(
         s,
-        "adapter:        {} ({}, {}; {} {})",
-        a.name, a.backend, a.device_type, a.driver, a.driver_info
+        "adapter:        {} ({}, {}; {} {}; tensor cores {})",
+        a.name,
+        a.backend,
+        a.device_type,
+        a.driver,
+        a.driver_info,
+        if a.tensor_cores.is_some() {
+            "on"
+        } else {
+            "off"
+        }
     );
     let _ = writeln!(
         s,

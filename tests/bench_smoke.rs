@@ -55,6 +55,12 @@ fn check_json(r: &Report) -> serde_json::Value {
     for key in ["name", "backend", "device_type", "driver"] {
         assert!(v["adapter"][key].is_string(), "adapter.{key}: {line}");
     }
+    // Whether the tensor-core path ran: its subgroup size, or null (CI's lavapipe has none).
+    assert!(
+        v["adapter"]["tensor_cores"].is_null() || v["adapter"]["tensor_cores"].is_u64(),
+        "adapter.tensor_cores: {line}"
+    );
+    assert!(v["adapter"].get("tensor_cores").is_some(), "{line}");
     for key in [
         "tok_s",
         "ms_p50",
@@ -185,6 +191,7 @@ fn bench_reports_every_measurement_on_a_fixture() {
     let text = bench::text(&r);
     for needle in [
         "adapter:",
+        "tensor cores o",
         "load:",
         "gpu memory:",
         "ops per step:   ",
