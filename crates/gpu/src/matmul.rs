@@ -210,8 +210,14 @@ pub(crate) fn format_wgsl(ty: GgmlType) -> Option<&'static str> {
         Q5_1 => include_str!("quant/q5_1.wgsl"),
         Q2_K => include_str!("quant/q2_k.wgsl"),
         Q3_K => include_str!("quant/q3_k.wgsl"),
-        Q4_K => include_str!("quant/q4_k.wgsl"),
-        Q5_K => include_str!("quant/q5_k.wgsl"),
+        Q4_K => concat!(
+            include_str!("quant/k_scale_min.wgsl"),
+            include_str!("quant/q4_k.wgsl")
+        ),
+        Q5_K => concat!(
+            include_str!("quant/k_scale_min.wgsl"),
+            include_str!("quant/q5_k.wgsl")
+        ),
         Q6_K => include_str!("quant/q6_k.wgsl"),
         _ => return None,
     })

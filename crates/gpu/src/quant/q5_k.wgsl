@@ -6,16 +6,7 @@
 const BLOCK_ELEMS: u32 = 256u;
 const BLOCK_WORDS: u32 = 44u;
 const UNITS: u32 = 8u;
-
-// ggml get_scale_min_k4: (scale, min) number j of the 12 scale bytes at word `sb`.
-fn scale_min_k4(sb: u32, j: u32) -> vec2<u32> {
-    if (j < 4u) {
-        return vec2<u32>(byte_at(sb, j) & 63u, byte_at(sb, j + 4u) & 63u);
-    }
-    let sc = (byte_at(sb, j + 4u) & 15u) | ((byte_at(sb, j - 4u) >> 6u) << 4u);
-    let m = (byte_at(sb, j + 4u) >> 4u) | ((byte_at(sb, j) >> 6u) << 4u);
-    return vec2<u32>(sc, m);
-}
+// (scale_min_k4 comes from k_scale_min.wgsl, prepended.)
 
 fn decode_unit(row: u32, blk: u32, u: u32, col: u32) {
     let b = body(row, blk);
