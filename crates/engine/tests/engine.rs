@@ -3,7 +3,6 @@
 //! Runs on any adapter; CI uses lavapipe.
 
 use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
 
 use gguf::GgufFile;
 use rwkv_engine::{Engine, EngineOptions, Logits, SlotInput};
@@ -11,23 +10,8 @@ use rwkv_gpu::{ContextOptions, GpuContext};
 use rwkv_model::synth::{synth_gguf, SynthOptions};
 use rwkv_model::{CpuModel, Precision};
 
-fn fixtures() -> PathBuf {
-    PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../../shared/fixtures"
-    ))
-}
-
-fn context() -> Arc<GpuContext> {
-    static CTX: OnceLock<Arc<GpuContext>> = OnceLock::new();
-    CTX.get_or_init(|| {
-        Arc::new(
-            GpuContext::new(&ContextOptions::default())
-                .expect("a GPU adapter (CI installs lavapipe)"),
-        )
-    })
-    .clone()
-}
+mod support;
+use support::{context, fixtures};
 
 fn engine(file: &GgufFile, options: EngineOptions) -> Engine {
     Engine::load(context(), file, options, &mut |_, _| {}).unwrap()

@@ -3,25 +3,12 @@
 //! 0 is the arg max; and `Engine::step_sample` samples the engine's own logits on the GPU.
 //! Runs on any adapter; CI uses lavapipe.
 
-use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
-
-use gguf::GgufFile;
 use rwkv_engine::{
     CpuSampler, Engine, EngineOptions, GpuSampler, Logits, SamplingParams, SlotInput,
 };
-use rwkv_gpu::{ContextOptions, GpuContext};
 
-fn context() -> Arc<GpuContext> {
-    static CTX: OnceLock<Arc<GpuContext>> = OnceLock::new();
-    CTX.get_or_init(|| {
-        Arc::new(
-            GpuContext::new(&ContextOptions::default())
-                .expect("a GPU adapter (CI installs lavapipe)"),
-        )
-    })
-    .clone()
-}
+mod support;
+use support::{context, fixture};
 
 /// xorshift64*, for reproducible logits.
 struct Rng(u64);
@@ -274,15 +261,6 @@ fn bad_sampler_calls_are_errors() {
     assert!(gpu.set_params(0, &bad).is_err());
     assert!(gpu.set_params(5, &SamplingParams::default()).is_err());
     assert!(GpuSampler::new(context(), 0, 1, 1).is_err());
-}
-
-fn fixture(name: &str) -> GgufFile {
-    let path = PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../../shared/fixtures"
-    ))
-    .join(name);
-    GgufFile::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 /// `step_sample` picks, on the GPU, what the CPU sampler picks from the logits `step` returns
