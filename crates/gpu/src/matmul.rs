@@ -445,17 +445,32 @@ fn check_span(
     Ok(())
 }
 
+/// `groups` workgroups as the x and y of a grid, at most `max_dim` along x.
+fn split_grid(groups: u32, max_dim: u32) -> (u32, u32) {
+    let x = groups.clamp(1, max_dim);
+    (x, groups.div_ceil(x).max(1))
+}
+
 /// Row groups of `n` rows, `per` per workgroup, as a 2-D grid within the device limit.
 fn grid(ctx: &GpuContext, groups: u32) -> Result<(u32, u32), GpuError> {
     let max_dim = ctx.limits.max_compute_workgroups_per_dimension.max(1);
-    let x = groups.clamp(1, max_dim);
-    let y = groups.div_ceil(x).max(1);
+    let (x, y) = split_grid(groups, max_dim);
     if y > max_dim {
         return Err(GpuError::InvalidArgument(format!(
             "{groups} workgroups do not fit a {max_dim} x {max_dim} grid"
         )));
     }
     Ok((x, y))
+}
+
+/// A uniform buffer holding one call's (or slice's) parameters.
+fn params_buffer(ctx: &GpuContext, params: &Params) -> Result<wgpu::Buffer, GpuError> {
+    ctx.create_buffer_checked(
+        "rwkv-gpu matmul params",
+        std::mem::size_of::<Params>() as u64,
+        wgpu::BufferUsages::UNIFORM,
+        Some(bytemuck::bytes_of(params)),
+    )
 }
 
 impl MatmulKernels {
@@ -582,6 +597,22 @@ impl MatmulKernels {
         Ok(pipeline)
     }
 
+    /// A bind group of the matrix kernels' layout over `[weights, params, input, output,
+    /// step]` (bindings 0 to 4).
+    fn bind_group(
+        &self,
+        ctx: &GpuContext,
+        label: &str,
+        buffers: [&wgpu::Buffer; 5],
+    ) -> wgpu::BindGroup {
+        let entries: Vec<_> = (0u32..).zip(buffers).map(|(i, b)| entry(i, b)).collect();
+        ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(label),
+            layout: &self.layout,
+            entries: &entries,
+        })
+    }
+
     /// One bind group (and uniform parameters) per part; `buffers` = input, output, step.
     fn part_calls(
         &self,
@@ -602,23 +633,12 @@ impl MatmulKernels {
                 row_start: part.row_start as u32,
                 ..*io
             };
-            let params_buf = ctx.create_buffer_checked(
-                "rwkv-gpu matmul params",
-                std::mem::size_of::<Params>() as u64,
-                wgpu::BufferUsages::UNIFORM,
-                Some(bytemuck::bytes_of(&params)),
-            )?;
-            let bind_group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
-                label: Some(&w.name),
-                layout: &self.layout,
-                entries: &[
-                    entry(0, &part.buffer),
-                    entry(1, &params_buf),
-                    entry(2, input),
-                    entry(3, output),
-                    entry(4, step_params),
-                ],
-            });
+            let params_buf = params_buffer(ctx, &params)?;
+            let bind_group = self.bind_group(
+                ctx,
+                &w.name,
+                [&part.buffer, &params_buf, input, output, step_params],
+            );
             let groups = match rows_per_group {
                 Some(r) => grid(ctx, (part.rows as u32).div_ceil(r))?,
                 None => (0, 0),
@@ -956,10 +976,9 @@ impl MatmulCall {
         {
             pass.set_pipeline(pipeline);
             for part in &self.parts {
-                let groups = part.rows.div_ceil(*rows);
-                let x = groups.clamp(1, self.max_groups);
+                let (x, y) = split_grid(part.rows.div_ceil(*rows), self.max_groups);
                 pass.set_bind_group(0, &part.bind_group, &[]);
-                pass.dispatch_workgroups(x, groups.div_ceil(x), n.div_ceil(*tokens));
+                pass.dispatch_workgroups(x, y, n.div_ceil(*tokens));
             }
             return;
         }

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use gguf::GgmlType;
 
 use super::{
-    entry, format_wgsl, poisoned, Epilogue, Kernel, MatmulKernels, Params, TILED_FROM_TOKENS,
+    format_wgsl, params_buffer, poisoned, split_grid, Epilogue, Kernel, MatmulKernels, Params,
+    TILED_FROM_TOKENS,
 };
 use crate::context::GpuContext;
 use crate::error::GpuError;
@@ -111,6 +112,7 @@ impl CoopShape {
         CoopShape { probe, ..shape }
     }
 }
+
 /// Token count from which the tensor-core path replaces the tiled kernel: all of its range
 /// (on an H200, batch 64 of 2.9B Q4_K_M ran at 1,115 tok/s with it and 975 without, though
 /// every step decodes all the weights to f16). [`COOP_FROM_ENV`] raises it.
@@ -120,6 +122,7 @@ pub(super) const COOP_FROM_TOKENS: u32 = TILED_FROM_TOKENS;
 pub(super) const COOP_SHORT_FROM_TOKENS: u32 = 512;
 /// Environment variable overriding [`COOP_FROM_TOKENS`] (for measurements).
 pub const COOP_FROM_ENV: &str = "WEB_RWKV_COOP_FROM";
+
 /// Scratch buffers of the tensor-core path: weight rows (`w16`, at most
 /// [`COOP_SCRATCH_BYTES`]) and inputs (`x16`) in f16. Every call's copies go through the same
 /// two buffers (the dispatches of a pass run in order, and wgpu puts barriers between a
@@ -210,77 +213,50 @@ impl MatmulKernels {
                 grow(&mut scratch.x16, x16_bytes, "rwkv-gpu coop inputs f16")?,
             )
         };
-        let uniform = |params: &Params| {
-            ctx.create_buffer_checked(
-                "rwkv-gpu matmul coop params",
-                std::mem::size_of::<Params>() as u64,
-                wgpu::BufferUsages::UNIFORM,
-                Some(bytemuck::bytes_of(params)),
-            )
-        };
-        let group = |label: &str, entries: &[wgpu::BindGroupEntry<'_>]| {
-            ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
-                label: Some(label),
-                layout: &self.layout,
-                entries,
-            })
-        };
-        let convert_params = uniform(&Params {
-            cols,
-            in_offset: io.x_offset,
-            in_stride: io.x_stride,
-            max_tokens: io.max_tokens,
-            ..Params::default()
-        })?;
+        let convert_params = params_buffer(
+            ctx,
+            &Params {
+                cols,
+                in_offset: io.x_offset,
+                in_stride: io.x_stride,
+                max_tokens: io.max_tokens,
+                ..Params::default()
+            },
+        )?;
         // Binding 0 is unused by the conversion; any storage buffer fills it.
-        let convert_group = group(
+        let convert_group = self.bind_group(
+            ctx,
             &w.name,
-            &[
-                entry(0, io.step_params),
-                entry(1, &convert_params),
-                entry(2, io.x),
-                entry(3, &x16),
-                entry(4, io.step_params),
-            ],
+            [io.step_params, &convert_params, io.x, &x16, io.step_params],
         );
         let mut slices = Vec::new();
         for part in &w.parts {
             let mut first = 0u32;
             while first < part.rows as u32 {
                 let rows = slice_rows.min(part.rows as u32 - first);
-                let params = uniform(&Params {
-                    rows,
-                    cols,
-                    blocks_per_row: w.blocks_per_row as u32,
-                    row_words: w.row_words as u32,
-                    scale_base: part.scale_base as u32,
-                    row_start: part.row_start as u32 + first,
-                    out_offset: io.y_offset,
-                    out_stride: io.y_stride,
-                    max_tokens: io.max_tokens,
-                    first_row: first,
-                    ..Params::default()
-                })?;
-                let dequant_group = group(
+                let params = params_buffer(
+                    ctx,
+                    &Params {
+                        rows,
+                        cols,
+                        blocks_per_row: w.blocks_per_row as u32,
+                        row_words: w.row_words as u32,
+                        scale_base: part.scale_base as u32,
+                        row_start: part.row_start as u32 + first,
+                        out_offset: io.y_offset,
+                        out_stride: io.y_stride,
+                        max_tokens: io.max_tokens,
+                        first_row: first,
+                        ..Params::default()
+                    },
+                )?;
+                let dequant_group = self.bind_group(
+                    ctx,
                     &w.name,
-                    &[
-                        entry(0, &part.buffer),
-                        entry(1, &params),
-                        entry(2, io.x),
-                        entry(3, &w16),
-                        entry(4, io.step_params),
-                    ],
+                    [&part.buffer, &params, io.x, &w16, io.step_params],
                 );
-                let product_group = group(
-                    &w.name,
-                    &[
-                        entry(0, &w16),
-                        entry(1, &params),
-                        entry(2, &x16),
-                        entry(3, io.y),
-                        entry(4, io.step_params),
-                    ],
-                );
+                let product_group =
+                    self.bind_group(ctx, &w.name, [&w16, &params, &x16, io.y, io.step_params]);
                 let units = rows as u64 * w.blocks_per_row as u64 * units_per_block as u64;
                 let units = u32::try_from(units).map_err(|_| {
                     GpuError::InvalidArgument(format!("matrix '{}' is too large", w.name))
@@ -327,11 +303,6 @@ pub(super) fn whole_blocks(w: &GpuMatrix) -> bool {
 
 impl CoopCall {
     pub(super) fn record(&self, pass: &mut wgpu::ComputePass<'_>, n: u32, max_groups: u32) {
-        // x and y of a grid of `groups` workgroups.
-        let grid2 = |groups: u32| {
-            let x = groups.clamp(1, max_groups);
-            (x, groups.div_ceil(x))
-        };
         let (bm, bn) = (self.shape.rows(), self.shape.tokens());
         let token_groups = n.div_ceil(bn);
         pass.set_pipeline(&self.convert);
@@ -340,11 +311,11 @@ impl CoopCall {
         for slice in &self.slices {
             pass.set_pipeline(&self.dequant);
             pass.set_bind_group(0, &slice.dequant_group, &[]);
-            let (x, y) = grid2(slice.units.div_ceil(256));
+            let (x, y) = split_grid(slice.units.div_ceil(256), max_groups);
             pass.dispatch_workgroups(x, y, 1);
             pass.set_pipeline(&self.product);
             pass.set_bind_group(0, &slice.product_group, &[]);
-            let (x, y) = grid2(slice.rows.div_ceil(bm));
+            let (x, y) = split_grid(slice.rows.div_ceil(bm), max_groups);
             pass.dispatch_workgroups(x, y, token_groups);
         }
     }
