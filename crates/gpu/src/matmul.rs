@@ -726,8 +726,8 @@ impl MatmulKernels {
         let coop = match ctx.coop_subgroup_size() {
             // The product walks whole chunks of `k` columns of the f16 copies.
             Some(subgroup)
-                if max_tokens >= TILED_FROM_TOKENS
-                    && max_tokens >= coop_from
+                // (coop_from is at least TILED_FROM_TOKENS.)
+                if max_tokens >= coop_from
                     && invocations >= self.coop_shape.subgroups() * subgroup
                     && self.coop_shape.splits_evenly(subgroup)
                     && self.coop_shape.workgroup_bytes()
