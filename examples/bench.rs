@@ -307,6 +307,7 @@ pub fn run(args: &Args) -> Result<Report> {
         max_rows: args.chunk.max(max_batch),
         max_out: max_batch,
         llama_cpp_rounding: args.llama_cpp_rounding,
+        ..EngineOptions::default()
     };
     let mut engine = Engine::load(ctx.clone(), &file, options, &mut |_, _| {})?;
     ctx.device

@@ -43,6 +43,10 @@ pub struct EngineOptions {
     /// F16 weights, 8-bit blocks for quantized ones), so logits match llama.cpp's. Off: plain
     /// f32 activations, which match the CPU reference's exact mode.
     pub llama_cpp_rounding: bool,
+    /// GPU steps of at least this many tokens compute the second LoRA products of the time
+    /// mix with the matrix kernels ([`LORA2_FROM`]; 0: never). The default reads
+    /// [`LORA2_FROM_ENV`].
+    pub lora2_from: u32,
 }
 
 impl Default for EngineOptions {
@@ -52,9 +56,24 @@ impl Default for EngineOptions {
             max_rows: 128,
             max_out: 16,
             llama_cpp_rounding: true,
+            lora2_from: std::env::var(LORA2_FROM_ENV)
+                .ok()
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(LORA2_FROM),
         }
     }
 }
+
+/// Tokens from which a GPU step computes the second LoRA products of the time mix (rank →
+/// dim, for decay, iclr, gate and value residual) as matrix products over all its tokens,
+/// which read each weight once per step, instead of per token and head inside the WKV
+/// kernels. Shorter steps (decoding one sequence) keep the in-kernel products, summed in
+/// llama.cpp's CPU order.
+pub const LORA2_FROM: u32 = 16;
+
+/// Environment variable overriding [`LORA2_FROM`] in [`EngineOptions::default`], for
+/// measurements (0, or more than a step's rows: never).
+pub const LORA2_FROM_ENV: &str = "WEB_RWKV_LORA2_FROM";
 
 /// Which logits a slot wants back from a step.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -172,6 +191,13 @@ pub(crate) enum Op {
         grid: Grid,
         kind: String,
     },
+    /// `op` only in steps of at least `from` rows (`at_least`) or only in the others: the
+    /// two ways of computing the second LoRA products (see [`EngineOptions::lora2_from`]).
+    ByRows {
+        from: u32,
+        at_least: bool,
+        op: Box<Op>,
+    },
 }
 
 impl Op {
@@ -181,6 +207,15 @@ impl Op {
             Op::Gather(_) => "embedding",
             Op::Kernel(launch, _) | Op::Round(launch, _) => launch.label,
             Op::Matmul { kind, .. } => kind,
+            Op::ByRows { op, .. } => op.kind(),
+        }
+    }
+
+    /// Whether a `ByRows` op runs in a step of `rows` rows (any other op: true).
+    fn runs_in(&self, rows: u32) -> bool {
+        match self {
+            Op::ByRows { from, at_least, .. } => (rows >= *from) == *at_least,
+            _ => true,
         }
     }
 
@@ -190,6 +225,8 @@ impl Op {
         match self {
             Op::Round(_, grid) if count(*grid, rows, out) <= 1 => 0,
             Op::Kernel(_, grid) if !runs(*grid, rows, chunks) => 0,
+            Op::ByRows { op, .. } if self.runs_in(rows) => op.dispatches(rows, out, chunks),
+            Op::ByRows { .. } => 0,
             Op::Matmul {
                 calls,
                 singles,
@@ -214,6 +251,8 @@ impl Op {
     ) {
         match self {
             Op::Gather(call) => call.record(pass, rows),
+            Op::ByRows { op, .. } if self.runs_in(rows) => op.record(pass, rows, out, chunks),
+            Op::ByRows { .. } => {}
             Op::Matmul {
                 calls,
                 singles,
@@ -491,6 +530,17 @@ impl Builder<'_> {
         ));
     }
 
+    /// Makes the ops appended since `start` run only in steps of at least `from` rows
+    /// (`at_least`) or only in the others ([`Op::ByRows`]).
+    fn by_rows(&mut self, start: usize, from: u32, at_least: bool) {
+        let ops: Vec<Op> = self.ops.drain(start..).collect();
+        self.ops.extend(ops.into_iter().map(|op| Op::ByRows {
+            from,
+            at_least,
+            op: Box::new(op),
+        }));
+    }
+
     /// The buffer a product with a weight of type `ty` reads `x` from: `x` itself, or a copy
     /// rounded as ggml rounds activations for that type (made once per step and mode).
     fn input_for(&mut self, x: Act, ty: gguf::GgmlType) -> Result<wgpu::Buffer> {
@@ -656,13 +706,15 @@ impl Builder<'_> {
         epilogue: Epilogue,
     ) -> Result<()> {
         let kind = weight_kind(&w.name);
-        self.matmul_group(x, y, &[(w, xb, y_offset, y_stride, epilogue)], kind)
+        let x_offset = xb * x.rows * x.cols;
+        self.matmul_group(x, y, &[(w, x_offset, y_offset, y_stride, epilogue)], kind)
     }
 
-    /// Appends products that read blocks of the same activation `x` and write the same
-    /// buffer `y`, each `(W, x block, y offset, y stride, epilogue)` as for `matmul_to`, as
-    /// one op: in one-token steps their matvecs share dispatches where they can, and none
-    /// waits for another.
+    /// Appends products that read the same activation `x` and write the same buffer `y`,
+    /// each `(W, x offset, y offset, y stride, epilogue)`: `y[y offset + t * y stride..]
+    /// (op)= W x[x offset + t * x.cols..]` (W's columns may be fewer than `x.cols`: part of
+    /// a row), as one op: in one-token steps their matvecs share dispatches where they can,
+    /// and none waits for another.
     fn matmul_group(
         &mut self,
         x: Act,
@@ -671,7 +723,6 @@ impl Builder<'_> {
         kind: String,
     ) -> Result<()> {
         let (y_name, y) = y;
-        let block = x.rows * x.cols;
         let (step, grid) = if x.out {
             (self.head_step, Grid::Out)
         } else {
@@ -680,7 +731,7 @@ impl Builder<'_> {
         let mut calls = Vec::new();
         // Per rounding mode: the buffer the one-token matvecs read, and their jobs.
         let mut singles: Vec<(u32, wgpu::Buffer, Vec<MatvecJob>)> = Vec::new();
-        for &(w, xb, y_offset, y_stride, epilogue) in items {
+        for &(w, x_offset, y_offset, y_stride, epilogue) in items {
             let mode = self.mode_for(w);
             // The one-token matvec reads a copy a kernel wrote rounded (rounding it again
             // changes nothing), else the unrounded activation: the rounding ops it would
@@ -694,21 +745,12 @@ impl Builder<'_> {
                 x.buf.clone()
             };
             calls.push(self.matmul.prepare(
-                self.ctx,
-                w,
-                &input,
-                xb * block,
-                w.cols as u32,
-                y,
-                y_offset,
-                y_stride,
-                epilogue,
-                step,
+                self.ctx, w, &input, x_offset, x.cols, y, y_offset, y_stride, epilogue, step,
                 x.rows,
             )?);
             let job = MatvecJob {
                 w,
-                x_offset: xb * block,
+                x_offset,
                 y_offset,
                 epilogue,
             };
@@ -817,22 +859,30 @@ impl Engine {
         let mix = storage(&ctx, "time mix lerps", f32s(6 * r * d))?;
         let ffn_in = storage(&ctx, "ffn lerp", f32s(r * d))?;
         let rkv = storage(&ctx, "rkv", f32s(3 * r * d))?;
-        // LoRA hidden vectors, [rows][rank] blocks for decay, iclr, gate and value residual.
+        // LoRA hidden vectors, [rows][n_hidden]: a row holds decay, iclr, gate and value
+        // residual one after the other (from hidden_starts), so that one rounding pass
+        // covers all four for the second products.
         let ranks = [c.decay_lora, c.iclr_lora, c.gate_lora, c.value_lora];
-        if ranks.iter().sum::<usize>() > 1024 {
+        let n_hidden = ranks.iter().sum::<usize>();
+        if n_hidden > 1024 {
             return Err(EngineError::Unsupported(format!(
                 "LoRA ranks {ranks:?} add up to more than the WKV kernel's 1024"
             )));
         }
-        let mut hidden_offsets = [0u32; 4];
+        let mut hidden_starts = [0u32; 4];
         for k in 1..4 {
-            hidden_offsets[k] = hidden_offsets[k - 1] + (r as usize * ranks[k - 1]) as u32;
+            hidden_starts[k] = hidden_starts[k - 1] + ranks[k - 1] as u32;
         }
-        let hidden = storage(
-            &ctx,
-            "lora hidden",
-            f32s(r * ranks.iter().sum::<usize>() as u64),
-        )?;
+        let hidden = storage(&ctx, "lora hidden", f32s(r * n_hidden as u64))?;
+        // Steps of at least lora2_from rows: the second LoRA products' sums, [4][rows][dim]
+        // (decay, iclr, gate, value residual), from the matrix kernels. None where no step
+        // can have that many rows.
+        let lora2_from = options.lora2_from;
+        let lora_sums = if (1..=options.max_rows as u32).contains(&lora2_from) {
+            Some(storage(&ctx, "lora sums", f32s(4 * r * d))?)
+        } else {
+            None
+        };
 
         let v_first = storage(&ctx, "v_first", f32s(r * d))?;
         // The WKV chunk path's per-token values (see wkv7.wgsl): 6 and 3 values per channel
@@ -875,6 +925,7 @@ impl Engine {
         let att_a = a("att_out", &att_out, c.n_embd, 1);
         let ffn_in_a = a("ffn_in", &ffn_in, c.n_embd, 1);
         let ffn_k_a = a("ffn_k", &ffn_k, c.ffn_size, 1);
+        let hidden_a = a("hidden", &hidden, n_hidden, 1);
         fn view<'a>(t: &'a (&'static str, wgpu::Buffer, u32, u32), rows: u32) -> Act<'a> {
             Act {
                 name: t.0,
@@ -968,7 +1019,10 @@ impl Engine {
                 [(&lw.receptance, 0), (&lw.key, 2), (&lw.value, 3)]
                     .into_iter()
                     .enumerate()
-                    .map(|(k, (w, xb))| (w, xb, k as u32 * rows * dim, dim, Epilogue::Store))
+                    .map(|(k, (w, xb))| {
+                        let (x_offset, y_offset) = (xb * rows * dim, k as u32 * rows * dim);
+                        (w, x_offset, y_offset, dim, Epilogue::Store)
+                    })
                     .collect();
             b.matmul_group(
                 view(&mix_a, rows),
@@ -977,8 +1031,7 @@ impl Engine {
                 "time_mix_rkv".into(),
             )?;
             // First LoRA products into the packed hidden buffer, as one op (different
-            // buffer from rkv, so it does not wait for it either); the second ones run
-            // inside the WKV kernel.
+            // buffer from rkv, so it does not wait for it either).
             let hidden_blocks = [
                 (Some(&lw.w1), 1, Epilogue::Tanh),
                 (Some(&lw.a1), 4, Epilogue::Store),
@@ -989,7 +1042,10 @@ impl Engine {
                 .into_iter()
                 .enumerate()
                 .filter_map(|(k, (w, block, epilogue))| {
-                    w.map(|w| (w, block, hidden_offsets[k], w.rows as u32, epilogue))
+                    w.map(|w| {
+                        let x_offset = block * rows * dim;
+                        (w, x_offset, hidden_starts[k], n_hidden as u32, epilogue)
+                    })
                 })
                 .collect();
             b.matmul_group(
@@ -998,6 +1054,28 @@ impl Engine {
                 &lora_items,
                 "time_mix_lora".into(),
             )?;
+            // The second ones: in steps of at least lora2_from rows, matrix products into
+            // lora_sums, as one op (with the rounding of `hidden` it needs); in the others
+            // inside the WKV kernel.
+            if let Some(sums) = &lora_sums {
+                let second = [Some(&lw.w2), Some(&lw.a2), Some(&lw.g2), lw.v2.as_ref()];
+                let items: Vec<(&GpuMatrix, u32, u32, u32, Epilogue)> = second
+                    .into_iter()
+                    .enumerate()
+                    .filter_map(|(k, w)| {
+                        let y_offset = k as u32 * rows * dim;
+                        w.map(|w| (w, hidden_starts[k], y_offset, dim, Epilogue::Store))
+                    })
+                    .collect();
+                let start = b.ops.len();
+                b.matmul_group(
+                    view(&hidden_a, rows),
+                    ("lora_sums", sums),
+                    &items,
+                    "time_mix_lora2".into(),
+                )?;
+                b.by_rows(start, lora2_from, true);
+            }
             // The WKV kernel rounds its output for the output projection when the rounding
             // stays within a head; Q8_K blocks span 4 heads and are rounded by the reader.
             let out_mode = match b.mode_for(&lw.output) {
@@ -1022,15 +1100,20 @@ impl Engine {
                     block_stride: rows * dim,
                     group_norm_eps: Rwkv7Config::GROUP_NORM_EPS,
                     ranks: lw.lora2_ranks,
-                    hidden_offsets,
                     weight_offsets: lw.lora2_offsets,
                     lora_f16: lw.lora2_f16 as u32,
                     out_mode,
                     round_hidden: (lw.lora2_f16 && options.llama_cpp_rounding) as u32,
-                    _pad: 0,
+                    hidden_stride: n_hidden as u32,
                 },
             );
             let n_head = c.n_head as u32;
+            let main_grid = if kernels.wkv7_chunk.is_some() {
+                Grid::SingleChunkHeads(n_head)
+            } else {
+                Grid::ChunkHeads(n_head)
+            };
+            let start = b.ops.len();
             b.kernel(
                 "wkv7",
                 if lw.lora2_f16 {
@@ -1050,16 +1133,34 @@ impl Engine {
                     &lw.vecs,
                     &att_in,
                 ],
-                if kernels.wkv7_chunk.is_some() {
-                    Grid::SingleChunkHeads(n_head)
-                } else {
-                    Grid::ChunkHeads(n_head)
-                },
+                main_grid,
             );
+            if let Some(sums) = &lora_sums {
+                b.by_rows(start, lora2_from, false);
+                let start = b.ops.len();
+                b.kernel_at(
+                    "wkv7",
+                    &kernels.wkv7_pre,
+                    &[
+                        (0, &wkv_params),
+                        (1, &scratch.step),
+                        (2, &scratch.chunks),
+                        (3, &rkv),
+                        (6, &v_first),
+                        (7, &st.wkv),
+                        (8, &lw.vecs),
+                        (9, &att_in),
+                        (12, sums),
+                    ],
+                    main_grid,
+                );
+                b.by_rows(start, lora2_from, true);
+            }
             // Steps with a chunk of several tokens: per-token inputs, the scan over the
             // chunks' tokens, per-token outputs (wkv7.wgsl's `prep` and `post` use some of
             // its bindings; see also wkv7_scan.wgsl).
             if let Some(wc) = &kernels.wkv7_chunk {
+                let start = b.ops.len();
                 b.kernel_at(
                     "wkv7_prep",
                     if lw.lora2_f16 { &wc.prep } else { &wc.prep_f32 },
@@ -1077,6 +1178,26 @@ impl Engine {
                     ],
                     Grid::LongChunkRows(n_head),
                 );
+                if let Some(sums) = &lora_sums {
+                    b.by_rows(start, lora2_from, false);
+                    let start = b.ops.len();
+                    b.kernel_at(
+                        "wkv7_prep",
+                        &wc.prep_pre,
+                        &[
+                            (0, &wkv_params),
+                            (1, &scratch.step),
+                            (3, &rkv),
+                            (6, &v_first),
+                            (8, &lw.vecs),
+                            (10, &wkv_scan),
+                            (11, &wkv_post),
+                            (12, sums),
+                        ],
+                        Grid::LongChunkRows(n_head),
+                    );
+                    b.by_rows(start, lora2_from, true);
+                }
                 b.kernel(
                     "wkv7_scan",
                     &wc.scan,
@@ -1184,6 +1305,7 @@ impl Engine {
         let mut buffers = vec![
             emb, x, mix, ffn_in, rkv, hidden, v_first, wkv_scan, wkv_post, att_out, ffn_k, out_x,
         ];
+        buffers.extend(lora_sums);
         buffers.extend(b.rounded.into_iter().map(|(_, _, buf)| buf));
         let sc = &scratch;
         let buffer_bytes = buffers.iter().map(wgpu::Buffer::size).sum::<u64>()

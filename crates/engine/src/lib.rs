@@ -10,7 +10,9 @@ mod sample;
 mod state;
 pub mod weights;
 
-pub use engine::{Engine, EngineOptions, Logits, SlotInput, StageTimes};
+pub use engine::{
+    Engine, EngineOptions, Logits, SlotInput, StageTimes, LORA2_FROM, LORA2_FROM_ENV,
+};
 pub use error::{EngineError, Result};
 pub use profile::Profile;
 pub use rwkv_sampler::{CpuSampler, SamplingParams};

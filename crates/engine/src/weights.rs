@@ -36,6 +36,13 @@ pub struct LayerWeights {
     /// first layer, which has none).
     pub lora2_offsets: [u32; 4],
     pub lora2_ranks: [u32; 4],
+    /// The same second LoRA matrices as stored ([dim] rows of [rank] values), for the
+    /// matrix kernels that compute them for steps of many tokens (decay, iclr, gate, value
+    /// residual; no value residual in the first layer).
+    pub w2: GpuMatrix,
+    pub a2: GpuMatrix,
+    pub g2: GpuMatrix,
+    pub v2: Option<GpuMatrix>,
     pub a1: GpuMatrix,
     pub g1: GpuMatrix,
     /// Value-residual LoRA; absent in the first layer.
@@ -120,6 +127,10 @@ impl ModelWeights {
                     lora2_f16,
                     lora2_offsets,
                     lora2_ranks,
+                    w2: up.matrix_again(&l.w2)?,
+                    a2: up.matrix_again(&l.a2)?,
+                    g2: up.matrix_again(&l.g2)?,
+                    v2: l.v.as_ref().map(|v| up.matrix_again(&v.2)).transpose()?,
                     a1: up.matrix(&l.a1)?,
                     g1: up.matrix(&l.g1)?,
                     v1: l.v.as_ref().map(|v| up.matrix(&v.1)).transpose()?,
@@ -152,14 +163,21 @@ impl ModelWeights {
                 &l.value,
                 &l.output,
                 &l.w1,
+                &l.w2,
                 &l.a1,
+                &l.a2,
                 &l.g1,
+                &l.g2,
                 &l.ffn_key,
                 &l.ffn_value,
             ] {
                 total += m.gpu_bytes();
             }
-            total += l.v1.as_ref().map_or(0, |m| m.gpu_bytes());
+            total +=
+                l.v1.iter()
+                    .chain(&l.v2)
+                    .map(GpuMatrix::gpu_bytes)
+                    .sum::<u64>();
             total += l.lora2.size();
         }
         total
@@ -237,7 +255,15 @@ impl Uploader<'_> {
     }
 
     fn matrix(&mut self, t: &TensorInfo) -> Result<GpuMatrix> {
-        let m = GpuMatrix::upload(
+        let m = self.matrix_again(t)?;
+        self.advance(t);
+        Ok(m)
+    }
+
+    /// [`Uploader::matrix`] for a tensor already counted in the progress (uploaded in
+    /// another layout too).
+    fn matrix_again(&self, t: &TensorInfo) -> Result<GpuMatrix> {
+        GpuMatrix::upload(
             self.ctx,
             &t.name,
             t.ty,
@@ -245,8 +271,6 @@ impl Uploader<'_> {
             t.row_len() as usize,
             self.file.tensor_bytes(t),
         )
-        .map_err(EngineError::from)?;
-        self.advance(t);
-        Ok(m)
+        .map_err(EngineError::from)
     }
 }

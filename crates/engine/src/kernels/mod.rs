@@ -77,12 +77,11 @@ pub struct Wkv7Params {
     pub block_stride: u32,
     pub group_norm_eps: f32,
     pub ranks: [u32; 4],
-    pub hidden_offsets: [u32; 4],
     pub weight_offsets: [u32; 4],
     pub lora_f16: u32,
     pub out_mode: u32,
     pub round_hidden: u32,
-    pub _pad: u32,
+    pub hidden_stride: u32,
 }
 
 /// Compiled pipelines of the model's own kernels.
@@ -92,17 +91,21 @@ pub struct Kernels {
     /// The WKV kernel for f16 LoRA weights, and for f32 ones.
     pub wkv7: wgpu::ComputePipeline,
     pub wkv7_f32: wgpu::ComputePipeline,
+    /// The WKV kernel that reads the second LoRA products (computed by the matrix kernels).
+    pub wkv7_pre: wgpu::ComputePipeline,
     /// The WKV path for steps with chunks of several tokens; `None`: `wkv7` runs them.
     pub wkv7_chunk: Option<Wkv7Chunk>,
     pub round_activations: wgpu::ComputePipeline,
 }
 
 /// The WKV kernels for steps with chunks of several tokens (see wkv7.wgsl): `prep` (f16 or
-/// f32 LoRA weights) and `post` run per (token, head), the scan per (chunk, head, part of
-/// its rows) with `lanes` lanes per state row.
+/// f32 LoRA weights, or `prep_pre`, which reads the second LoRA products) and `post` run
+/// per (token, head), the scan per (chunk, head, part of its rows) with `lanes` lanes per
+/// state row.
 pub struct Wkv7Chunk {
     pub prep: wgpu::ComputePipeline,
     pub prep_f32: wgpu::ComputePipeline,
+    pub prep_pre: wgpu::ComputePipeline,
     pub scan: wgpu::ComputePipeline,
     pub post: wgpu::ComputePipeline,
     pub lanes: u32,
@@ -173,6 +176,7 @@ impl Kernels {
             Wkv7Chunk {
                 prep: pipeline_at(device, "wkv7_prep", &wkv_f16, "prep"),
                 prep_f32: pipeline_at(device, "wkv7_prep", &wkv_f32, "prep"),
+                prep_pre: pipeline_at(device, "wkv7_prep", &wkv_f16, "prep_pre"),
                 scan: pipeline_at(device, "wkv7_scan", &scan, "main"),
                 post: pipeline_at(device, "wkv7_post", &wkv_f16, "post"),
                 lanes,
@@ -196,6 +200,7 @@ impl Kernels {
             ),
             wkv7: pipeline_at(device, "wkv7", &wkv_f16, "main"),
             wkv7_f32: pipeline_at(device, "wkv7", &wkv_f32, "main"),
+            wkv7_pre: pipeline_at(device, "wkv7", &wkv_f16, "main_pre"),
             wkv7_chunk,
             round_activations: pipeline(
                 device,

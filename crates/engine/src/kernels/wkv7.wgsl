@@ -8,6 +8,9 @@
 //    steps with chunks of several tokens. `prep` and `post` run one workgroup per (token,
 //    head), independent of each other; only the scan walks the tokens in order, with a few
 //    lanes per state row (the rows of a head evolve independently).
+//  - `main_pre` and `prep_pre`: `main` and `prep` for steps of many tokens, whose second
+//    LoRA products the matrix kernels computed before (`lora_sums`): step 1 is a read, and
+//    a workgroup is the head's 64 channels.
 // The steps, per token:
 //  1. finishes the LoRAs: w, a, g and the value-residual mix are the second LoRA products,
 //     computed here for the head's 64 channels from the hidden vectors (rounded as ggml
@@ -41,9 +44,8 @@ struct Params {
     // Elements between the r, k, v blocks of `rkv`.
     block_stride: u32,
     group_norm_eps: f32,
-    // LoRA ranks (decay, iclr, gate, value) and where each hidden block starts in `hidden`.
+    // LoRA ranks (decay, iclr, gate, value; value 0 in the first layer).
     ranks: vec4<u32>,
-    hidden_offsets: vec4<u32>,
     // Where each transposed LoRA weight starts in `lora_w` (in values).
     weight_offsets: vec4<u32>,
     // 1: LoRA weights are f16 pairs; 0: f32 (the pipeline's LORA_F16 says the same).
@@ -52,7 +54,8 @@ struct Params {
     out_mode: u32,
     // 1: hidden values are rounded to f16 as ggml does for an F16 product.
     round_hidden: u32,
-    _pad0: u32,
+    // Values per row of `hidden` (the model's four ranks added up).
+    hidden_stride: u32,
 }
 
 // Per-layer vectors, each `dim` long, in this order.
@@ -70,8 +73,8 @@ const LN_B: u32 = 7u;
 @group(0) @binding(2) var<storage, read> chunks: array<Chunk>;
 // [3][rows][dim]: receptance, key, value projections.
 @group(0) @binding(3) var<storage, read> rkv: array<f32>;
-// LoRA hidden vectors: [rows][rank] blocks for decay (after tanh), iclr, gate (after
-// sigmoid) and value residual.
+// LoRA hidden vectors, [rows][hidden_stride]: each row holds decay (after tanh), iclr, gate
+// (after sigmoid) and value residual one after the other.
 @group(0) @binding(4) var<storage, read> hidden: array<f32>;
 // Transposed second LoRA weights, [rank][dim] each (f16 pairs or f32).
 @group(0) @binding(5) var<storage, read> lora_w: array<u32>;
@@ -84,6 +87,9 @@ const LN_B: u32 = 7u;
 // SCAN_W .. SCAN_V) and for `post` (blocks POST_GATE .. POST_Y; the scan writes POST_Y).
 @group(0) @binding(10) var<storage, read_write> scan_in: array<f32>;
 @group(0) @binding(11) var<storage, read_write> post_in: array<f32>;
+// The second LoRA products for `main_pre` and `prep_pre`, raw sums in blocks of
+// block_stride: [4][rows][dim], decay, iclr, gate, value residual.
+@group(0) @binding(12) var<storage, read> lora_sums: array<f32>;
 
 // Blocks of scan_in (wkv7_scan.wgsl reads them in this order).
 const SCAN_W: u32 = 0u;
@@ -243,6 +249,36 @@ struct TokenInputs {
     gate: f32,
 }
 
+// Step 2 for channel i of the head (idx = row * dim + c) from the token's projections r, k,
+// v, v_first's value vf (first layer: none) and the LoRA sums (decay, iclr, gate, value
+// residual; the last unused in the first layer). Called in uniform control flow; it reads
+// sh_s1 last, so the caller writes sh_s1 only after a barrier.
+fn finish_inputs(i: u32, owner: bool, idx: u32, cv: ChannelVecs, r: f32, k_in: f32, v_in: f32,
+                 vf: f32, sums: vec4<f32>) -> TokenInputs {
+    // exp(-e^-0.5 * sigmoid(.)), the decay in (0, 1).
+    let w = exp(-0.606531 * sigmoid(cv.w0 + sums.x));
+    let a = sigmoid(cv.a0 + sums.y);
+    var v = v_in;
+    if p.first_layer == 1u {
+        if owner {
+            v_first[idx] = v;
+        }
+    } else {
+        v = v + (vf - v) * sigmoid(cv.v0 + sums.w);
+    }
+    var k = k_in;
+    var kk = k * cv.k_k;
+    if owner {
+        sh_s1[i / 4u][i % 4u] = kk * kk;
+    }
+    workgroupBarrier();
+    let norm = sqrt(tree_s1());
+    kk = kk / max(norm, 1e-12);
+    let ka = k * cv.k_a;
+    k = k + (a * ka - ka);
+    return TokenInputs(w, k, v, -kk, kk * a, r, sums.z);
+}
+
 // Steps 1-2 for token `row` (idx = row * dim + c) by a workgroup of WG threads: thread t is
 // channel i = t % 64 (t < 64 own it) and LoRA lane g for the channel pair pr. Called in
 // uniform control flow; it reads sh_s1 last, so the caller writes sh_s1 only after a
@@ -257,7 +293,7 @@ fn token_inputs(t: u32, row: u32, idx: u32, cv: ChannelVecs, vec_mode: bool) -> 
     let rk = p.ranks;
     let has_v = rk.w != 0u;
     let n_hidden = rk.x + rk.y + rk.z + rk.w;
-    // Start of each LoRA's hidden values in sh_hidden.
+    // Start of each LoRA's hidden values in sh_hidden (and in the token's row of `hidden`).
     let hb = vec4<u32>(0u, rk.x, rk.x + rk.y, rk.x + rk.y + rk.z);
     // Where the weights of channels (2 pr, 2 pr + 1) of this head start in each LoRA.
     let wb = p.weight_offsets + vec4<u32>(head * HEAD_SIZE + 2u * pr);
@@ -265,18 +301,12 @@ fn token_inputs(t: u32, row: u32, idx: u32, cv: ChannelVecs, vec_mode: bool) -> 
 
     // 1. The token's hidden vectors, rounded for the F16 products.
     for (var h = t; h < n_hidden; h += WG) {
-        var which = 0u;
-        var j = h;
-        while which < 3u && j >= rk[which] {
-            j -= rk[which];
-            which++;
-        }
-        let v = hidden[p.hidden_offsets[which] + row * rk[which] + j];
+        let v = hidden[row * p.hidden_stride + h];
         sh_hidden[h] = select(v, round_f16(v), p.round_hidden == 1u);
     }
     let r = rkv[idx];
-    var k = rkv[bs + idx];
-    var v = rkv[2u * bs + idx];
+    let k = rkv[bs + idx];
+    let v = rkv[2u * bs + idx];
     var vf = 0.0;
     if p.first_layer == 0u {
         vf = v_first[idx];
@@ -287,30 +317,34 @@ fn token_inputs(t: u32, row: u32, idx: u32, cv: ChannelVecs, vec_mode: bool) -> 
     lora_lanes(g, pr, hb, wb, vec_mode, has_v);
     workgroupBarrier();
 
-    // 2. The channel's inputs (every thread of channel i computes them alike).
+    // The products for channel i (every thread of channel i computes them alike).
     let ci = i / 2u;
     let odd = i % 2u;
-    // exp(-e^-0.5 * sigmoid(.)), the decay in (0, 1).
-    let w = exp(-0.606531 * sigmoid(cv.w0 + lora_final(0u, R_W, hb.x, c, ci, odd, vec_mode)));
-    let a = sigmoid(cv.a0 + lora_final(1u, R_A, hb.y, c, ci, odd, vec_mode));
-    let gate = lora_final(2u, R_G, hb.z, c, ci, odd, vec_mode);
-    if p.first_layer == 1u {
-        if owner {
-            v_first[idx] = v;
-        }
-    } else {
-        v = v + (vf - v) * sigmoid(cv.v0 + lora_final(3u, R_V, hb.w, c, ci, odd, vec_mode));
+    let sw = lora_final(0u, R_W, hb.x, c, ci, odd, vec_mode);
+    let sa = lora_final(1u, R_A, hb.y, c, ci, odd, vec_mode);
+    let sg = lora_final(2u, R_G, hb.z, c, ci, odd, vec_mode);
+    var sv = 0.0;
+    if p.first_layer == 0u {
+        sv = lora_final(3u, R_V, hb.w, c, ci, odd, vec_mode);
     }
-    var kk = k * cv.k_k;
-    if owner {
-        sh_s1[i / 4u][i % 4u] = kk * kk;
+    return finish_inputs(i, owner, idx, cv, r, k, v, vf, vec4<f32>(sw, sa, sg, sv));
+}
+
+// `token_inputs` from the LoRA sums in `lora_sums`, by a workgroup of the head's 64 channels
+// (thread i is channel i).
+fn token_inputs_pre(i: u32, idx: u32, cv: ChannelVecs) -> TokenInputs {
+    let bs = p.block_stride;
+    let r = rkv[idx];
+    let k = rkv[bs + idx];
+    let v = rkv[2u * bs + idx];
+    var vf = 0.0;
+    var sv = 0.0;
+    if p.first_layer == 0u {
+        vf = v_first[idx];
+        sv = lora_sums[3u * bs + idx];
     }
-    workgroupBarrier();
-    let norm = sqrt(tree_s1());
-    kk = kk / max(norm, 1e-12);
-    let ka = k * cv.k_a;
-    k = k + (a * ka - ka);
-    return TokenInputs(w, k, v, -kk, kk * a, r, gate);
+    let sums = vec4<f32>(lora_sums[idx], lora_sums[bs + idx], lora_sums[2u * bs + idx], sv);
+    return finish_inputs(i, true, idx, cv, r, k, v, vf, sums);
 }
 
 // Steps 4-5 for channel i of the head: the group norm of y over the head, then the bonus
@@ -353,6 +387,44 @@ fn head_output(y: f32, vb: f32, gate: f32, c: u32, i: u32, owner: bool) -> f32 {
     return out;
 }
 
+// Steps 3-5 of one token in a chunk walker (`main`, `main_pre`): the state update and
+// read-out by the row owners, the head's output into output[idx]. Uniform control flow.
+fn chunk_token(x: TokenInputs, idx: u32, c: u32, i: u32, owner: bool, r_k: f32) {
+    if owner {
+        let q = i / 4u;
+        let e = i % 4u;
+        sh_w[q][e] = x.w;
+        sh_k[q][e] = x.k;
+        sh_a[q][e] = x.na;
+        sh_b[q][e] = x.b;
+        sh_r[q][e] = x.r;
+    }
+    workgroupBarrier();
+
+    // 3. State update and read-out, by the row owners.
+    var y = 0.0;
+    if owner {
+        y = state_step(x.v);
+        sh_s1[i / 4u][i % 4u] = y;
+        sh_s2[i / 4u][i % 4u] = x.r * x.k * r_k;
+    }
+    workgroupBarrier();
+
+    // 4-5.
+    let bonus = tree_s2();
+    let out = head_output(y, x.v * bonus, x.gate, c, i, owner);
+    if owner {
+        output[idx] = out;
+    }
+    workgroupBarrier();
+}
+
+// Where state row i of the head of `chunk` starts in `state` (vec4s).
+fn state_row(chunk: Chunk, head: u32, i: u32) -> u32 {
+    let n_head = p.dim / HEAD_SIZE;
+    return (((chunk.slot * n_head + head) * HEAD_SIZE + i) * HEAD_SIZE) / 4u;
+}
+
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
     if wg.x >= step.n_chunks {
@@ -363,9 +435,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
     // Thread t: channel i of the head (threads t < 64 own state row i).
     let i = t % HEAD_SIZE;
     let owner = t < HEAD_SIZE;
-    let n_head = p.dim / HEAD_SIZE;
     let c = head * HEAD_SIZE + i;
-    let sbase = (((chunk.slot * n_head + head) * HEAD_SIZE + i) * HEAD_SIZE) / 4u;
+    let sbase = state_row(chunk, head, i);
 
     if owner {
         state_load(sbase);
@@ -377,38 +448,54 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
     for (var n = 0u; n < chunk.n_rows; n++) {
         let row = chunk.first_row + n;
         let idx = row * p.dim + c;
-        let x = token_inputs(t, row, idx, cv, vec_mode);
-        if owner {
-            let q = i / 4u;
-            let e = i % 4u;
-            sh_w[q][e] = x.w;
-            sh_k[q][e] = x.k;
-            sh_a[q][e] = x.na;
-            sh_b[q][e] = x.b;
-            sh_r[q][e] = x.r;
-        }
-        workgroupBarrier();
-
-        // 3. State update and read-out, by the row owners.
-        var y = 0.0;
-        if owner {
-            y = state_step(x.v);
-            sh_s1[i / 4u][i % 4u] = y;
-            sh_s2[i / 4u][i % 4u] = x.r * x.k * r_k;
-        }
-        workgroupBarrier();
-
-        // 4-5.
-        let bonus = tree_s2();
-        let out = head_output(y, x.v * bonus, x.gate, c, i, owner);
-        if owner {
-            output[idx] = out;
-        }
-        workgroupBarrier();
+        chunk_token(token_inputs(t, row, idx, cv, vec_mode), idx, c, i, owner, r_k);
     }
 
     if owner {
         state_store(sbase);
+    }
+}
+
+// `main` with the LoRA sums precomputed: thread i owns state row i and channel i.
+@compute @workgroup_size(HEAD_SIZE)
+fn main_pre(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) i: u32) {
+    if wg.x >= step.n_chunks {
+        return;
+    }
+    let chunk = chunks[wg.x];
+    let head = wg.y;
+    let c = head * HEAD_SIZE + i;
+    let sbase = state_row(chunk, head, i);
+    state_load(sbase);
+    let cv = channel_vecs(c);
+    let r_k = vec_at(R_K, c);
+    for (var n = 0u; n < chunk.n_rows; n++) {
+        let idx = (chunk.first_row + n) * p.dim + c;
+        chunk_token(token_inputs_pre(i, idx, cv), idx, c, i, true, r_k);
+    }
+    state_store(sbase);
+}
+
+// The end of `prep` and `prep_pre` for channel i of head `head` at token `row`: the r.k
+// bonus, then the values of the scan and of `post`. Uniform control flow.
+fn prep_store(x: TokenInputs, row: u32, head: u32, c: u32, i: u32, owner: bool) {
+    if owner {
+        sh_s2[i / 4u][i % 4u] = x.r * x.k * vec_at(R_K, c);
+    }
+    workgroupBarrier();
+    let bonus = tree_s2();
+    if owner {
+        let n_head = p.dim / HEAD_SIZE;
+        let sb = (row * n_head + head) * SCAN_BLOCKS * HEAD_SIZE + i;
+        scan_in[sb + SCAN_W * HEAD_SIZE] = x.w;
+        scan_in[sb + SCAN_K * HEAD_SIZE] = x.k;
+        scan_in[sb + SCAN_A * HEAD_SIZE] = x.na;
+        scan_in[sb + SCAN_B * HEAD_SIZE] = x.b;
+        scan_in[sb + SCAN_R * HEAD_SIZE] = x.r;
+        scan_in[sb + SCAN_V * HEAD_SIZE] = x.v;
+        let pb = (row * n_head + head) * POST_BLOCKS * HEAD_SIZE + i;
+        post_in[pb + POST_GATE * HEAD_SIZE] = x.gate;
+        post_in[pb + POST_VB * HEAD_SIZE] = x.v * bonus;
     }
 }
 
@@ -429,27 +516,22 @@ fn prep(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
     }
     let head = wg.y;
     let i = t % HEAD_SIZE;
-    let owner = t < HEAD_SIZE;
-    let n_head = p.dim / HEAD_SIZE;
     let c = head * HEAD_SIZE + i;
     let x = token_inputs(t, row, row * p.dim + c, channel_vecs(c), vec_mode);
-    if owner {
-        sh_s2[i / 4u][i % 4u] = x.r * x.k * vec_at(R_K, c);
+    prep_store(x, row, head, c, i, t < HEAD_SIZE);
+}
+
+// `prep` with the LoRA sums precomputed, thread i for channel i.
+@compute @workgroup_size(HEAD_SIZE)
+fn prep_pre(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) i: u32) {
+    let row = wg.x;
+    if row >= step.n_rows {
+        return;
     }
-    workgroupBarrier();
-    let bonus = tree_s2();
-    if owner {
-        let sb = (row * n_head + head) * SCAN_BLOCKS * HEAD_SIZE + i;
-        scan_in[sb + SCAN_W * HEAD_SIZE] = x.w;
-        scan_in[sb + SCAN_K * HEAD_SIZE] = x.k;
-        scan_in[sb + SCAN_A * HEAD_SIZE] = x.na;
-        scan_in[sb + SCAN_B * HEAD_SIZE] = x.b;
-        scan_in[sb + SCAN_R * HEAD_SIZE] = x.r;
-        scan_in[sb + SCAN_V * HEAD_SIZE] = x.v;
-        let pb = (row * n_head + head) * POST_BLOCKS * HEAD_SIZE + i;
-        post_in[pb + POST_GATE * HEAD_SIZE] = x.gate;
-        post_in[pb + POST_VB * HEAD_SIZE] = x.v * bonus;
-    }
+    let head = wg.y;
+    let c = head * HEAD_SIZE + i;
+    let x = token_inputs_pre(i, row * p.dim + c, channel_vecs(c));
+    prep_store(x, row, head, c, i, true);
 }
 
 // Steps 4-5 of token wg.x for head wg.y from post_in (y written by the scan), into output.
