@@ -544,3 +544,66 @@ fn last(slot: usize, tokens: &[u32]) -> SlotInput<'_> {
         logits: Logits::Last,
     }
 }
+
+/// Steps of at least `lora2_from` tokens compute the second LoRA products of the time mix
+/// with the matrix kernels (op `time_mix_lora2`, then the WKV kernels' `_pre` entry points),
+/// shorter ones inside the WKV kernels: both give the same logits, for a step of several
+/// prompts (chunk path), a batch of one-token chunks and a single token (one-token kernel;
+/// with `lora2_from` 1 its products are matvecs), with f32 activations and with llama.cpp's
+/// rounding (which rounds the hidden vectors before the products).
+#[test]
+fn lora_second_products_as_matrix_products_match_the_wkv_kernel() {
+    let file = support::fixture("mini-f16.gguf");
+    let tokens = read_json_ids(fixtures().join("expected/mini-f16.tokens.json"));
+    let prompts = [
+        &tokens[..24],
+        &tokens[24..40],
+        &tokens[40..50],
+        &tokens[50..52],
+    ];
+    let next = [tokens[60], tokens[61], tokens[62], tokens[63]];
+    for rounding in [false, true] {
+        let run = |lora2_from: u32| -> Vec<Vec<Vec<f32>>> {
+            let mut e = engine(
+                &file,
+                EngineOptions {
+                    max_slots: 4,
+                    max_rows: 64,
+                    max_out: 64,
+                    llama_cpp_rounding: rounding,
+                    lora2_from,
+                },
+            );
+            let all: Vec<SlotInput> = (0..4)
+                .map(|slot| SlotInput {
+                    slot,
+                    tokens: prompts[slot],
+                    logits: Logits::All,
+                })
+                .collect();
+            let mut out = e.step(&all).unwrap();
+            let batch: Vec<SlotInput> = (0..4).map(|s| last(s, &next[s..s + 1])).collect();
+            out.extend(e.step(&batch).unwrap());
+            out.extend(e.step(&[last(0, &next[1..2])]).unwrap());
+            out
+        };
+        // The two paths sum in different orders: 4e-7 apart in f32 on lavapipe; with
+        // rounding, a sum that moves across an f16 step of an activation moves the logits by
+        // 4e-4 here. The tensor-core path (from 16 tokens where the device has it) rounds the
+        // products' inputs to f16. Leaving out any one of the four products moved some
+        // output by 8e-3 to 9e-2 (measured on lavapipe).
+        let tol = if rounding || context().coop_subgroup_size().is_some() {
+            2e-3
+        } else {
+            1e-5
+        };
+        let exact = run(0);
+        for lora2_from in [1, 4] {
+            let got = run(lora2_from);
+            for (i, (g, x)) in got.iter().zip(&exact).enumerate() {
+                let what = format!("rounding {rounding}, lora2_from {lora2_from}, output {i}");
+                assert_close(g, x, tol, &what);
+            }
+        }
+    }
+}
