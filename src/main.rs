@@ -329,7 +329,7 @@ fn load_for_generation(path: &Path, adapter: Option<String>) -> Result<(Engine, 
         max_slots: 1,
         max_rows: 1024,
         max_out: 1,
-        llama_cpp_rounding: true,
+        ..EngineOptions::default()
     };
     let engine = Engine::load(ctx, &file, options, &mut |done, total| {
         bar.set_length(total);
@@ -616,7 +616,7 @@ fn logits(
                 max_slots: 1,
                 max_rows: 128,
                 max_out: 64,
-                llama_cpp_rounding: true,
+                ..EngineOptions::default()
             };
             let mut engine = Engine::load(gpu_context(adapter)?, &file, options, &mut |_, _| {})
                 .context("loading the model on the GPU")?;

@@ -103,6 +103,7 @@ fn every_fixture_matches_llama_cpp() {
                 max_rows: 64,
                 max_out: 64,
                 llama_cpp_rounding: true,
+                f16_weights: false,
             },
         );
         let vocab = e.config.vocab_size;
@@ -163,6 +164,7 @@ fn generated_model_of_other_shape_matches_cpu_reference() {
             max_rows: 8,
             max_out: 8,
             llama_cpp_rounding: false,
+            f16_weights: false,
         },
     );
     let ours = all_logits(&mut e, &tokens);
@@ -202,6 +204,7 @@ fn a_batch_equals_separate_runs() {
         max_rows: 64,
         max_out: 64,
         llama_cpp_rounding: false,
+        f16_weights: false,
     };
     let mut separate = Vec::new();
     for p in &prompts {
@@ -247,6 +250,7 @@ fn a_batch_equals_separate_runs() {
                 max_rows: 64,
                 max_out: 64,
                 llama_cpp_rounding: false,
+                f16_weights: false,
             },
         );
         let mut full = p.clone();
@@ -270,6 +274,7 @@ fn chunked_prefill_matches_token_by_token() {
         max_rows,
         max_out: 8,
         llama_cpp_rounding: false,
+        f16_weights: false,
     };
     let mut e = engine(&file, options(64));
     let one_by_one: Vec<Vec<f32>> = tokens
@@ -303,6 +308,7 @@ fn state_save_load_and_slot_control() {
         max_rows: 16,
         max_out: 16,
         llama_cpp_rounding: false,
+        f16_weights: false,
     };
     let mut e = engine(&file, options.clone());
     let run = |e: &mut Engine, slot: usize, tokens: &[u32]| {
@@ -350,6 +356,7 @@ fn state_save_load_and_slot_control() {
         EngineOptions {
             max_slots: 1,
             llama_cpp_rounding: false,
+            f16_weights: false,
             ..EngineOptions::default()
         },
     );
@@ -464,6 +471,7 @@ fn interleaved_step_shapes_match_uninterrupted_runs() {
         max_rows: 64,
         max_out: 64,
         llama_cpp_rounding: false,
+        f16_weights: false,
     };
     let a = sequence(12, 200, 1);
     let b = sequence(9, 200, 2);
@@ -498,6 +506,7 @@ fn a_step_mixing_one_token_and_longer_chunks_matches_separate_runs() {
         max_rows: 64,
         max_out: 64,
         llama_cpp_rounding: false,
+        f16_weights: false,
     };
     let prompts = [
         sequence(6, 200, 4),

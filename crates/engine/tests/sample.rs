@@ -274,6 +274,7 @@ fn step_sample_samples_the_engine_logits() {
         max_rows: 16,
         max_out: 2,
         llama_cpp_rounding: true,
+        f16_weights: false,
     };
     let mut engine = Engine::load(context(), &file, options, &mut |_, _| {}).unwrap();
     let prompt: Vec<u32> = (0..40).map(|i| 300 + i * 37 % 2000).collect();

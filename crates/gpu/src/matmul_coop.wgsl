@@ -14,7 +14,14 @@
 // accumulators), so BM = 32 * SGR rows and BN = 32 * SGC tokens per workgroup; BK columns
 // per staged chunk; PROBE (0 for
 // real work, else a timing probe: see the loop); EPILOGUE;
-// N_TOKENS_WORD. Grid: x (and y) over row groups of BM, z over token groups of BN.
+// N_TOKENS_WORD. Grid: x (and y) over row groups of BM, z over token groups of BN times
+// the column parts.
+//
+// Split columns (P.k_split = S > 1, for grids too small to fill the GPU: a 2560-row matrix
+// at 64 tokens is 40 workgroups, each walking every column): z = S x the token groups, and
+// workgroup (.., z) sums only its part z / (token groups) of the column chunks. It writes
+// its raw sums to Y = the partial-sum scratch, [token][part][row] (row < P.rows of the
+// slice), and matmul_coop_sum.wgsl adds the parts in order and applies the epilogue.
 //
 // Per chunk of BK columns the workgroup copies a BM x BK tile of W16 and a BN x BK tile of
 // X16 into workgroup memory (4-byte loads of f16 pairs, coalesced along the rows), the
@@ -96,7 +103,10 @@ fn main(
         sh_n = vec4<u32>(min(STEP[N_TOKENS_WORD], P.max_tokens));
     }
     let n_tok = workgroupUniformLoad(&sh_n).x;
-    let t0 = wg.z * BN;
+    let ks = max(P.k_split, 1u);
+    let token_groups = nwg.z / ks;
+    let part = wg.z / token_groups;
+    let t0 = (wg.z % token_groups) * BN;
     let first_row = (wg.y * nwg.x + wg.x) * BM;
     // No early return for workgroups past the ends: every cooperative operation must be
     // in uniform control flow. They compute and write nothing.
@@ -107,22 +117,25 @@ fn main(
     var c01 = coop_mat16x16<f32, C>();
     var c10 = coop_mat16x16<f32, C>();
     var c11 = coop_mat16x16<f32, C>();
-    let chunks = P.cols / BK;
+    // This workgroup's column chunks (all of them unless split).
+    let per_part = (P.cols / BK + ks - 1u) / ks;
+    let c_begin = part * per_part;
+    let c_end = min(P.cols / BK, c_begin + per_part);
     // PROBE (timing only, results wrong): 1 no staging, 2 no products, 3 products only
     // (fragments loaded once).
     var fa0 = coopLoadT<coop_mat16x16<f16, A>>(&sh_a[r0 * SK], SK);
     var fa1 = coopLoadT<coop_mat16x16<f16, A>>(&sh_a[(r0 + 16u) * SK], SK);
     var fb0 = coopLoad<coop_mat16x16<f16, B>>(&sh_b[tb * SK], SK);
     var fb1 = coopLoad<coop_mat16x16<f16, B>>(&sh_b[(tb + 16u) * SK], SK);
-    if (PROBE == 0u || PROBE == 2u) {
-        fetch(li, first_row, t0, 0u);
+    if ((PROBE == 0u || PROBE == 2u) && c_begin < c_end) {
+        fetch(li, first_row, t0, c_begin * BK);
     }
-    for (var chunk = 0u; chunk < chunks; chunk++) {
+    for (var chunk = c_begin; chunk < c_end; chunk++) {
         if (PROBE == 0u || PROBE == 2u) {
             stage(li);
         }
         workgroupBarrier();
-        if ((PROBE == 0u || PROBE == 2u) && chunk + 1u < chunks) {
+        if ((PROBE == 0u || PROBE == 2u) && chunk + 1u < c_end) {
             fetch(li, first_row, t0, (chunk + 1u) * BK);
         }
         if (PROBE != 2u) {
@@ -157,8 +170,12 @@ fn main(
             let row = first_row + r0 + 16u * (q / 2u) + e % 16u;
             let t = tb + 16u * (q % 2u) + e / 16u;
             if (row < P.rows && t < n_here) {
-                let i = P.out_offset + (t0 + t) * P.out_stride + P.row_start + row;
-                Y[i] = epilogue_of(EPILOGUE, sh_c[base + e], i);
+                if (ks > 1u) {
+                    Y[((t0 + t) * ks + part) * P.rows + row] = sh_c[base + e];
+                } else {
+                    let i = P.out_offset + (t0 + t) * P.out_stride + P.row_start + row;
+                    Y[i] = epilogue_of(EPILOGUE, sh_c[base + e], i);
+                }
             }
         }
         workgroupBarrier();
