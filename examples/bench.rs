@@ -67,6 +67,10 @@ pub struct Args {
     /// Round activations like llama.cpp (default) or keep them f32.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub llama_cpp_rounding: bool,
+    /// Keep f16 copies of quantized weights for prompts and batches (tensor cores only;
+    /// 2 bytes more GPU memory per weight; see the engine's `f16_weights`).
+    #[arg(long)]
+    pub f16_weights: bool,
     /// GPU adapter: an index from `web-rwkv-gguf info --adapters` or part of its name.
     #[arg(long)]
     pub adapter: Option<String>,
@@ -307,6 +311,7 @@ pub fn run(args: &Args) -> Result<Report> {
         max_rows: args.chunk.max(max_batch),
         max_out: max_batch,
         llama_cpp_rounding: args.llama_cpp_rounding,
+        f16_weights: args.f16_weights,
         ..EngineOptions::default()
     };
     let mut engine = Engine::load(ctx.clone(), &file, options, &mut |_, _| {})?;

@@ -329,7 +329,6 @@ fn load_for_generation(path: &Path, adapter: Option<String>) -> Result<(Engine, 
         max_slots: 1,
         max_rows: 1024,
         max_out: 1,
-        llama_cpp_rounding: true,
         ..EngineOptions::default()
     };
     let engine = Engine::load(ctx, &file, options, &mut |done, total| {
@@ -617,7 +616,6 @@ fn logits(
                 max_slots: 1,
                 max_rows: 128,
                 max_out: 64,
-                llama_cpp_rounding: true,
                 ..EngineOptions::default()
             };
             let mut engine = Engine::load(gpu_context(adapter)?, &file, options, &mut |_, _| {})

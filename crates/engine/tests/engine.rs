@@ -356,6 +356,7 @@ fn state_save_load_and_slot_control() {
         EngineOptions {
             max_slots: 1,
             llama_cpp_rounding: false,
+            f16_weights: false,
             ..EngineOptions::default()
         },
     );
@@ -572,6 +573,7 @@ fn lora_second_products_as_matrix_products_match_the_wkv_kernel() {
                     max_out: 64,
                     llama_cpp_rounding: rounding,
                     lora2_from,
+                    ..EngineOptions::default()
                 },
             );
             let all: Vec<SlotInput> = (0..4)

@@ -24,9 +24,12 @@ mod coop;
 
 use coop::{
     whole_blocks, CoopCall, CoopIo, CoopScratch, COOP_FROM_TOKENS, COOP_SCRATCH_BYTES,
-    COOP_SHORT_FROM_TOKENS,
+    COOP_SHORT_FROM_TOKENS, COOP_X32_TOKENS,
 };
-pub use coop::{CoopShape, COOP_FROM_ENV, COOP_PROBE_ENV, COOP_SHAPE_ENV};
+pub use coop::{
+    CoopShape, CoopSplit, COOP_F16_WEIGHTS_ENV, COOP_FROM_ENV, COOP_PROBE_ENV, COOP_SHAPE_ENV,
+    COOP_SHORT_FROM_ENV, COOP_SPLIT_ENV, COOP_X32_ENV,
+};
 
 /// Byte offset of the token count (`u32`) in the `step_params` buffer.
 pub const STEP_N_TOKENS_OFFSET: u64 = 0;
@@ -193,6 +196,9 @@ const MATMUL_TILED_WGSL: &str = include_str!("matmul_tiled.wgsl");
 const MATMUL_COOP_WGSL: &str = include_str!("matmul_coop.wgsl");
 const MATMUL_COOP_DEQUANT_WGSL: &str = include_str!("matmul_coop_dequant.wgsl");
 const MATMUL_COOP_X_WGSL: &str = include_str!("matmul_coop_x.wgsl");
+const MATMUL_COOP_SUM_WGSL: &str = include_str!("matmul_coop_sum.wgsl");
+const MATMUL_COOP_X16_WGSL: &str = include_str!("matmul_coop_x16.wgsl");
+const MATMUL_COOP_X32_WGSL: &str = include_str!("matmul_coop_x32.wgsl");
 const GET_ROWS_WGSL: &str = include_str!("get_rows.wgsl");
 
 /// The decode functions of a weight type (ggml's dequantization in WGSL), for the matmul and
@@ -272,16 +278,22 @@ enum Kernel {
         epilogue: Epilogue,
         shape: TileShape,
     },
-    /// The tensor-core product of f16 copies, for subgroups of `subgroup` invocations.
+    /// The tensor-core product of f16 copies, for subgroups of `subgroup` invocations;
+    /// `x_f32`: reading the f32 inputs (else their f16 copy).
     Coop {
         epilogue: Epilogue,
         subgroup: u32,
         shape: CoopShape,
+        x_f32: bool,
     },
     /// Weight rows decoded to f16 for [`Kernel::Coop`].
     CoopDequant,
     /// Inputs converted to f16 for [`Kernel::Coop`].
     CoopX,
+    /// The parts of a [`Kernel::Coop`] product split over columns, added.
+    CoopSum {
+        epilogue: Epilogue,
+    },
     GetRows,
 }
 
@@ -298,6 +310,14 @@ pub struct MatmulKernels {
     coop_scratch_bytes: u64,
     coop_from: u32,
     coop_shape: CoopShape,
+    coop_split: CoopSplit,
+    /// Keep an f16 copy of every quantized matrix the tensor-core path multiplies, decoded
+    /// once (see [`MatmulKernels::with_coop_f16_weights`]).
+    coop_f16_weights: bool,
+    /// Steps of at most this many tokens read the f32 inputs in the product.
+    coop_x32_tokens: u32,
+    /// [`COOP_SHORT_FROM_TOKENS`], or [`COOP_SHORT_FROM_ENV`].
+    coop_short_from: u32,
 }
 
 /// The uniform parameters of one part (mirrors `Params` in quant/common.wgsl).
@@ -317,7 +337,10 @@ struct Params {
     max_tokens: u32,
     /// The tensor-core weight decode: the slice's first row within its part.
     first_row: u32,
-    pad: [u32; 4],
+    /// The tensor-core product: parts the columns are split into (0 or 1: not split; see
+    /// `matmul_coop_sum.wgsl`).
+    k_split: u32,
+    pad: [u32; 3],
 }
 
 struct PartCall {
@@ -512,6 +535,16 @@ impl MatmulKernels {
             coop_scratch: Mutex::new(CoopScratch::default()),
             coop_scratch_bytes: COOP_SCRATCH_BYTES,
             coop_shape: CoopShape::from_env(),
+            coop_split: CoopSplit::from_env(),
+            coop_f16_weights: std::env::var(COOP_F16_WEIGHTS_ENV).is_ok_and(|v| v == "1"),
+            coop_short_from: std::env::var(COOP_SHORT_FROM_ENV)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(COOP_SHORT_FROM_TOKENS),
+            coop_x32_tokens: std::env::var(COOP_X32_ENV)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(COOP_X32_TOKENS),
             coop_from: std::env::var(COOP_FROM_ENV)
                 .ok()
                 .and_then(|v| v.parse().ok())
@@ -539,6 +572,36 @@ impl MatmulKernels {
     pub fn with_coop_from(mut self, tokens: u32) -> Self {
         self.coop_from = tokens.max(TILED_FROM_TOKENS);
         self
+    }
+
+    /// When the tensor-core product splits its columns (default [`CoopSplit::DEFAULT`], or
+    /// [`COOP_SPLIT_ENV`]).
+    pub fn with_coop_split(mut self, split: CoopSplit) -> Self {
+        self.coop_split = split;
+        self
+    }
+
+    /// Keep f16 copies of the quantized weights for the tensor-core path (default off, or
+    /// [`COOP_F16_WEIGHTS_ENV`]`=1`): each matrix is decoded once, when its first call is
+    /// prepared, instead of at every step; this costs GPU memory (2 bytes per weight; 5.9
+    /// GB for a 2.9B model) and saves a decode of every weight per batch step. F16 weights
+    /// are multiplied as they are either way.
+    pub fn with_coop_f16_weights(mut self, on: bool) -> Self {
+        self.coop_f16_weights = on;
+        self
+    }
+
+    /// Steps of at most `tokens` tokens multiply the f32 inputs directly in the tensor-core
+    /// path (default [`COOP_X32_TOKENS`], or [`COOP_X32_ENV`]); larger ones convert them to
+    /// f16 in a dispatch first.
+    pub fn with_coop_x32_tokens(mut self, tokens: u32) -> Self {
+        self.coop_x32_tokens = tokens;
+        self
+    }
+
+    /// Bytes the tensor-core path holds on the GPU: its scratch buffers and f16 weights.
+    pub fn coop_bytes(&self) -> u64 {
+        self.coop_scratch.lock().map_or(0, |s| s.bytes())
     }
 
     /// Use `shape` for the tiled kernel (default [`TileShape::for_limits`]).
@@ -573,9 +636,12 @@ impl MatmulKernels {
                 shape.tokens,
                 if shape.prefetch { " prefetch" } else { "" }
             ),
-            Kernel::Coop { epilogue, .. } => format!("matmul_coop {epilogue:?}"),
+            Kernel::Coop {
+                epilogue, x_f32, ..
+            } => format!("matmul_coop {epilogue:?} x_f32={x_f32}"),
             Kernel::CoopDequant => format!("matmul_coop_dequant {ty}"),
             Kernel::CoopX => "matmul_coop_x".to_string(),
+            Kernel::CoopSum { epilogue } => format!("matmul_coop_sum {epilogue:?}"),
             Kernel::GetRows => format!("get_rows {ty}"),
         };
         let fmt = format_wgsl(ty).ok_or_else(|| GpuError::UnsupportedType {
@@ -707,7 +773,7 @@ impl MatmulKernels {
         let coop_from = if tall {
             self.coop_from
         } else {
-            self.coop_from.max(COOP_SHORT_FROM_TOKENS)
+            self.coop_from.max(self.coop_short_from)
         };
         let tiled = match () {
             _ if big && self.tile.fits(&ctx.limits) => {
@@ -893,6 +959,7 @@ fn compose(ty: GgmlType, kernel: Kernel, format: &str) -> String {
             epilogue,
             subgroup,
             shape,
+            x_f32,
         } => {
             let header = format!(
                 "// {kernel:?} (generated by rwkv-gpu matmul.rs)\n\
@@ -916,7 +983,18 @@ fn compose(ty: GgmlType, kernel: Kernel, format: &str) -> String {
                 epilogue.id(),
                 STEP_N_TOKENS_OFFSET / 4
             );
-            return enables_first(&[&header, PARAMS_WGSL, EPILOGUE_WGSL, MATMUL_COOP_WGSL]);
+            let x_source = if x_f32 {
+                MATMUL_COOP_X32_WGSL
+            } else {
+                MATMUL_COOP_X16_WGSL
+            };
+            return enables_first(&[
+                &header,
+                PARAMS_WGSL,
+                EPILOGUE_WGSL,
+                x_source,
+                MATMUL_COOP_WGSL,
+            ]);
         }
         Kernel::CoopDequant => {
             let header = format!("// {ty} {kernel:?} (generated by rwkv-gpu matmul.rs)\n");
@@ -935,6 +1013,16 @@ fn compose(ty: GgmlType, kernel: Kernel, format: &str) -> String {
                 STEP_N_TOKENS_OFFSET / 4
             );
             return enables_first(&[&header, PARAMS_WGSL, MATMUL_X1_WGSL, MATMUL_COOP_X_WGSL]);
+        }
+        Kernel::CoopSum { epilogue } => {
+            return format!(
+                "// {kernel:?} (generated by rwkv-gpu matmul.rs)\n\
+                 const EPILOGUE: u32 = {}u;\n\
+                 const N_TOKENS_WORD: u32 = {}u;\n\n\
+                 {PARAMS_WGSL}\n{EPILOGUE_WGSL}\n{MATMUL_COOP_SUM_WGSL}",
+                epilogue.id(),
+                STEP_N_TOKENS_OFFSET / 4
+            );
         }
         Kernel::GetRows => (GET_ROWS_WGSL, "", 1, 0, 1, GET_ROWS_WG_SIZE),
     };
@@ -1006,7 +1094,7 @@ impl MatmulCall {
         let n = n_tokens.min(self.max_tokens);
         match self.coop.as_ref() {
             _ if n == 0 => 0,
-            Some(coop) if n >= self.coop_from => coop.n_dispatches(),
+            Some(coop) if n >= self.coop_from => coop.n_dispatches(n, self.max_groups),
             _ => self.parts.len(),
         }
     }
@@ -1045,6 +1133,7 @@ mod tests {
         ];
         let mut kernels = vec![(F16, Kernel::CoopX)];
         for epilogue in Epilogue::ALL {
+            kernels.push((F16, Kernel::CoopSum { epilogue }));
             for subgroup in [32, 64] {
                 for (shape, probe) in [
                     ("2x2x32", 0),
@@ -1061,14 +1150,17 @@ mod tests {
                         probe,
                         ..CoopShape::parse(shape).unwrap()
                     };
-                    kernels.push((
-                        F16,
-                        Kernel::Coop {
-                            epilogue,
-                            subgroup,
-                            shape,
-                        },
-                    ));
+                    for x_f32 in [false, true] {
+                        kernels.push((
+                            F16,
+                            Kernel::Coop {
+                                epilogue,
+                                subgroup,
+                                shape,
+                                x_f32,
+                            },
+                        ));
+                    }
                 }
             }
         }

@@ -4,17 +4,26 @@
 // P.max_tokens). Used for prompts and batches where the device offers cooperative matrices;
 // matmul_tiled.wgsl is the portable kernel with the same contract.
 //
-// Its inputs are f16 copies made just before it in the same pass: W16, a slice of the
-// weight rows decoded by matmul_coop_dequant.wgsl (row-major, P.cols values per row), and
-// X16, the tokens' inputs converted by matmul_coop_x.wgsl (token-major, P.cols values per
-// token, zeros from token n up to the next multiple of BN).
+// Its weights are f16 rows W16: a slice decoded by matmul_coop_dequant.wgsl just before it
+// in the same pass, resident copies, or F16 weights themselves (row-major, P.cols values per
+// row). Its inputs come as f16 pairs from `x_pair`, defined by one of two files prepended:
+// matmul_coop_x16.wgsl reads X16, the tokens' inputs converted by matmul_coop_x.wgsl before
+// the product (for many tokens, whose every row group reads them), matmul_coop_x32.wgsl
+// converts the f32 inputs as it reads them (for few tokens, saving a dispatch).
 //
 // Header constants (from matmul.rs): SG = the subgroup size; SGR x SGC subgroups per
 // workgroup (WG_SIZE = SGR * SGC * SG), each owning 32 rows x 32 tokens (four 16 x 16
 // accumulators), so BM = 32 * SGR rows and BN = 32 * SGC tokens per workgroup; BK columns
 // per staged chunk; PROBE (0 for
 // real work, else a timing probe: see the loop); EPILOGUE;
-// N_TOKENS_WORD. Grid: x (and y) over row groups of BM, z over token groups of BN.
+// N_TOKENS_WORD. Grid: x (and y) over row groups of BM, z over token groups of BN times
+// the column parts.
+//
+// Split columns (P.k_split = S > 1, for grids too small to fill the GPU: a 2560-row matrix
+// at 64 tokens is 40 workgroups, each walking every column): z = S x the token groups, and
+// workgroup (.., z) sums only its part z / (token groups) of the column chunks. It writes
+// its raw sums to Y = the partial-sum scratch, [token][part][row] (row < P.rows of the
+// slice), and matmul_coop_sum.wgsl adds the parts in order and applies the epilogue.
 //
 // Per chunk of BK columns the workgroup copies a BM x BK tile of W16 and a BN x BK tile of
 // X16 into workgroup memory (4-byte loads of f16 pairs, coalesced along the rows), the
@@ -27,7 +36,6 @@ enable f16;
 enable wgpu_cooperative_matrix;
 
 @group(0) @binding(0) var<storage, read> W16: array<u32>;
-@group(0) @binding(2) var<storage, read> X16: array<u32>;
 @group(0) @binding(3) var<storage, read_write> Y: array<f32>;
 @group(0) @binding(4) var<storage, read> STEP: array<u32>;
 
@@ -55,7 +63,7 @@ var<workgroup> sh_n: vec4<u32>;
 var<private> pa: array<u32, A_PT>;
 var<private> pb: array<u32, B_PT>;
 
-fn fetch(li: u32, a_row0: u32, b_row0: u32, k0: u32) {
+fn fetch(li: u32, a_row0: u32, b_row0: u32, k0: u32, n: u32) {
     let ld = P.cols / 2u;
     for (var j = 0u; j < A_PT; j++) {
         let pair = li + j * WG_SIZE;
@@ -63,7 +71,7 @@ fn fetch(li: u32, a_row0: u32, b_row0: u32, k0: u32) {
     }
     for (var j = 0u; j < B_PT; j++) {
         let pair = li + j * WG_SIZE;
-        pb[j] = X16[(b_row0 + pair / ROW_PAIRS) * ld + k0 / 2u + pair % ROW_PAIRS];
+        pb[j] = x_pair(b_row0 + pair / ROW_PAIRS, k0 / 2u + pair % ROW_PAIRS, n);
     }
 }
 
@@ -96,7 +104,10 @@ fn main(
         sh_n = vec4<u32>(min(STEP[N_TOKENS_WORD], P.max_tokens));
     }
     let n_tok = workgroupUniformLoad(&sh_n).x;
-    let t0 = wg.z * BN;
+    let ks = max(P.k_split, 1u);
+    let token_groups = nwg.z / ks;
+    let part = wg.z / token_groups;
+    let t0 = (wg.z % token_groups) * BN;
     let first_row = (wg.y * nwg.x + wg.x) * BM;
     // No early return for workgroups past the ends: every cooperative operation must be
     // in uniform control flow. They compute and write nothing.
@@ -107,23 +118,26 @@ fn main(
     var c01 = coop_mat16x16<f32, C>();
     var c10 = coop_mat16x16<f32, C>();
     var c11 = coop_mat16x16<f32, C>();
-    let chunks = P.cols / BK;
+    // This workgroup's column chunks (all of them unless split).
+    let per_part = (P.cols / BK + ks - 1u) / ks;
+    let c_begin = part * per_part;
+    let c_end = min(P.cols / BK, c_begin + per_part);
     // PROBE (timing only, results wrong): 1 no staging, 2 no products, 3 products only
     // (fragments loaded once).
     var fa0 = coopLoadT<coop_mat16x16<f16, A>>(&sh_a[r0 * SK], SK);
     var fa1 = coopLoadT<coop_mat16x16<f16, A>>(&sh_a[(r0 + 16u) * SK], SK);
     var fb0 = coopLoad<coop_mat16x16<f16, B>>(&sh_b[tb * SK], SK);
     var fb1 = coopLoad<coop_mat16x16<f16, B>>(&sh_b[(tb + 16u) * SK], SK);
-    if (PROBE == 0u || PROBE == 2u) {
-        fetch(li, first_row, t0, 0u);
+    if ((PROBE == 0u || PROBE == 2u) && c_begin < c_end) {
+        fetch(li, first_row, t0, c_begin * BK, n_tok);
     }
-    for (var chunk = 0u; chunk < chunks; chunk++) {
+    for (var chunk = c_begin; chunk < c_end; chunk++) {
         if (PROBE == 0u || PROBE == 2u) {
             stage(li);
         }
         workgroupBarrier();
-        if ((PROBE == 0u || PROBE == 2u) && chunk + 1u < chunks) {
-            fetch(li, first_row, t0, (chunk + 1u) * BK);
+        if ((PROBE == 0u || PROBE == 2u) && chunk + 1u < c_end) {
+            fetch(li, first_row, t0, (chunk + 1u) * BK, n_tok);
         }
         if (PROBE != 2u) {
             for (var k = 0u; k < BK; k += 16u) {
@@ -157,8 +171,12 @@ fn main(
             let row = first_row + r0 + 16u * (q / 2u) + e % 16u;
             let t = tb + 16u * (q % 2u) + e / 16u;
             if (row < P.rows && t < n_here) {
-                let i = P.out_offset + (t0 + t) * P.out_stride + P.row_start + row;
-                Y[i] = epilogue_of(EPILOGUE, sh_c[base + e], i);
+                if (ks > 1u) {
+                    Y[((t0 + t) * ks + part) * P.rows + row] = sh_c[base + e];
+                } else {
+                    let i = P.out_offset + (t0 + t) * P.out_stride + P.row_start + row;
+                    Y[i] = epilogue_of(EPILOGUE, sh_c[base + e], i);
+                }
             }
         }
         workgroupBarrier();

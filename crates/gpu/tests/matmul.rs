@@ -9,7 +9,7 @@ mod support;
 
 use gguf::GgmlType;
 use rwkv_gpu::{
-    ContextOptions, Epilogue, GpuContext, GpuError, GpuMatrix, MatmulKernels, TileShape,
+    ContextOptions, CoopSplit, Epilogue, GpuContext, GpuError, GpuMatrix, MatmulKernels, TileShape,
     STEP_N_TOKENS_OFFSET, TILED_FROM_TOKENS,
 };
 use support::{Rng, TestMatrix};
@@ -42,12 +42,14 @@ fn gpu() -> &'static Gpu {
         eprintln!("tensor-core kernel: {:?}", ctx.coop_subgroup_size());
         // The tile kernels on every matrix, however short, so that every format runs them;
         // the tensor-core path from as few tokens as the tiled kernel and in slices of 64
-        // rows, so that both the path and its slicing are tested.
+        // rows, so that both the path and its slicing are tested, reading the f32 inputs
+        // at 37 tokens and their f16 copy at 70 (TOKEN_COUNTS).
         let kernels = MatmulKernels::new(&ctx)
             .expect("kernels")
             .with_tiled_min_rows(0)
             .with_coop_from(16)
-            .with_coop_scratch_bytes(4096);
+            .with_coop_scratch_bytes(4096)
+            .with_coop_x32_tokens(40);
         Gpu { ctx, kernels }
     })
 }
@@ -525,6 +527,140 @@ fn other_tile_shapes_give_the_same_products() {
         "64x64x1x1x32",
     ] {
         assert_eq!(TileShape::parse(bad), None, "{bad}");
+    }
+}
+
+#[test]
+fn tensor_core_products_split_over_columns() {
+    let g = gpu();
+    if g.ctx.coop_subgroup_size().is_none() {
+        eprintln!("no cooperative matrices: the split product cannot run here");
+        return;
+    }
+    // Every call split as far as its columns allow (down to one 64-column chunk per part),
+    // in 64-row slices; and the same kernels unsplit, to check that the split path ran.
+    let kernels = |max_parts| {
+        MatmulKernels::new(&g.ctx)
+            .expect("kernels")
+            .with_tiled_min_rows(0)
+            .with_coop_from(16)
+            .with_coop_scratch_bytes(4096)
+            .with_coop_split(CoopSplit {
+                max_parts,
+                min_chunks: 1,
+                target_groups: 1 << 20,
+            })
+    };
+    let (split, whole) = (kernels(16), kernels(1));
+    let cases = [
+        (
+            "mini-q4_k_m.gguf",
+            "blk.0.channel_mix_key.weight",
+            GgmlType::Q4_K,
+            Epilogue::ReluSquare,
+        ),
+        ("mini-f16.gguf", FFN_VALUE, GgmlType::F16, Epilogue::Add),
+        ("mini-q6_k.gguf", FFN_VALUE, GgmlType::Q6_K, Epilogue::Store),
+    ];
+    for (i, (file, tensor, ty, e)) in cases.into_iter().enumerate() {
+        let m = TestMatrix::from_fixture(file, tensor, ty);
+        let w = m.upload(&g.ctx, u64::MAX);
+        let n = MAX_TOKENS;
+        let x = g
+            .ctx
+            .create_storage_buffer("x", &vec![0u8; m.cols * n as usize * 4]);
+        let y = g
+            .ctx
+            .create_storage_buffer("y", &vec![0u8; m.rows * n as usize * 4]);
+        let (x, y, step) = (x.unwrap(), y.unwrap(), step_buffer(0));
+        let dispatches = |k: &MatmulKernels| {
+            k.prepare(
+                &g.ctx,
+                &w,
+                &x,
+                0,
+                m.cols as u32,
+                &y,
+                0,
+                m.rows as u32,
+                e,
+                &step,
+                n,
+            )
+            .unwrap()
+            .n_dispatches(37)
+        };
+        assert!(
+            dispatches(&split) > dispatches(&whole),
+            "{tensor}: the product was not split"
+        );
+        check_matmul_with(&split, &m, &w, &[e], i == 0, 70 + i as u64);
+    }
+}
+
+#[test]
+fn tensor_core_products_from_resident_f16_weights() {
+    let g = gpu();
+    if g.ctx.coop_subgroup_size().is_none() {
+        eprintln!("no cooperative matrices: resident f16 weights are not used here");
+        return;
+    }
+    let kernels = |resident| {
+        MatmulKernels::new(&g.ctx)
+            .expect("kernels")
+            .with_tiled_min_rows(0)
+            .with_coop_from(16)
+            .with_coop_f16_weights(resident)
+    };
+    let (resident, decoded) = (kernels(true), kernels(false));
+    let cases = [
+        (
+            "mini-q4_k_m.gguf",
+            "blk.0.channel_mix_key.weight",
+            GgmlType::Q4_K,
+        ),
+        ("mini-q6_k.gguf", FFN_VALUE, GgmlType::Q6_K),
+        ("mini-q8_0.gguf", FFN_VALUE, GgmlType::Q8_0),
+    ];
+    for (i, (file, tensor, ty)) in cases.into_iter().enumerate() {
+        let m = TestMatrix::from_fixture(file, tensor, ty);
+        let w = m.upload(&g.ctx, u64::MAX);
+        let n = MAX_TOKENS;
+        let x = g
+            .ctx
+            .create_storage_buffer("x", &vec![0u8; m.cols * n as usize * 4]);
+        let y = g
+            .ctx
+            .create_storage_buffer("y", &vec![0u8; m.rows * n as usize * 4]);
+        let (x, y, step) = (x.unwrap(), y.unwrap(), step_buffer(0));
+        let e = Epilogue::Add;
+        let dispatches = |k: &MatmulKernels| {
+            k.prepare(
+                &g.ctx,
+                &w,
+                &x,
+                0,
+                m.cols as u32,
+                &y,
+                0,
+                m.rows as u32,
+                e,
+                &step,
+                n,
+            )
+            .unwrap()
+            .n_dispatches(70)
+        };
+        // No weight decode per call once the copy is resident.
+        assert!(
+            dispatches(&resident) < dispatches(&decoded),
+            "{tensor}: the weights are still decoded per call"
+        );
+        let before = resident.coop_bytes();
+        check_matmul_with(&resident, &m, &w, &[e], i == 1, 80 + i as u64);
+        // Later calls share the copy.
+        assert_eq!(resident.coop_bytes(), before, "{tensor}: a second f16 copy");
+        assert!(before >= (m.rows * m.cols * 2) as u64);
     }
 }
 

@@ -45,6 +45,8 @@ pub struct ServerOptions {
     pub model_name: Option<String>,
     /// Prompt tokens read per engine step over all requests.
     pub prefill_chunk: usize,
+    /// Keep f16 copies of quantized weights for batch steps (the engine's `f16_weights`).
+    pub f16_weights: bool,
     /// Host memory for cached prefix states.
     pub cache_bytes: u64,
     /// Prefixes shorter than this are not cached.
@@ -68,6 +70,7 @@ impl ServerOptions {
             api_key: None,
             model_name: None,
             prefill_chunk: 256,
+            f16_weights: false,
             cache_bytes: 1 << 30,
             cache_min_tokens: 16,
             default_max_tokens: 1024,
@@ -119,6 +122,7 @@ impl Server {
             scheduler::SchedulerOptions {
                 slots: options.slots,
                 prefill_chunk: options.prefill_chunk,
+                f16_weights: options.f16_weights,
                 cache_bytes: options.cache_bytes,
                 cache_min_tokens: options.cache_min_tokens,
             },
@@ -242,6 +246,10 @@ pub struct ServeArgs {
     /// between decode steps).
     #[arg(long, default_value_t = 256)]
     pub prefill_chunk: usize,
+    /// Keep f16 copies of quantized weights for batch steps: faster with many users on GPUs
+    /// with tensor cores, for 2 bytes more GPU memory per weight (5.9 GB for 2.9B).
+    #[arg(long)]
+    pub f16_weights: bool,
     /// Host memory for cached prefix states, in MiB (0: no cache).
     #[arg(long, default_value_t = 1024)]
     pub cache_mb: u64,
@@ -270,6 +278,7 @@ impl ServeArgs {
                 .filter(|k| !k.is_empty()),
             model_name: self.model_name.clone(),
             prefill_chunk: self.prefill_chunk,
+            f16_weights: self.f16_weights,
             cache_bytes: self.cache_mb << 20,
             default_max_tokens: self.default_max_tokens,
             max_tokens_limit: self.max_tokens_limit,

@@ -91,6 +91,8 @@ pub struct SchedulerOptions {
     pub slots: usize,
     /// Prompt tokens read per step over all slots.
     pub prefill_chunk: usize,
+    /// Resident f16 weights for batch steps (the engine's `f16_weights`).
+    pub f16_weights: bool,
     /// Host memory for cached prefix states.
     pub cache_bytes: u64,
     /// Prefixes shorter than this are not cached.
@@ -135,6 +137,7 @@ pub fn spawn(
                     max_slots: options.slots,
                     max_rows: options.slots + options.prefill_chunk,
                     max_out: options.slots,
+                    f16_weights: options.f16_weights,
                     ..EngineOptions::default()
                 };
                 let engine = Engine::load(Arc::new(ctx), &file, engine_options, &mut *progress)

@@ -3,6 +3,7 @@
 //! f16 once, then per slice of weight rows the weights are decoded to an f16 scratch and
 //! multiplied. The shaders are composed in the parent module with the other matrix kernels.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use gguf::GgmlType;
@@ -13,7 +14,7 @@ use super::{
 };
 use crate::context::GpuContext;
 use crate::error::GpuError;
-use crate::weights::GpuMatrix;
+use crate::weights::{GpuMatrix, MatrixPart};
 
 /// The tensor-core path (`matmul_coop*.wgsl`): the most bytes of f16 weight rows decoded at
 /// a time (larger matrices are multiplied in slices of rows, so the scratch stays small).
@@ -113,6 +114,88 @@ impl CoopShape {
     }
 }
 
+/// When the tensor-core product splits its columns into parts (see `matmul_coop.wgsl`): a
+/// small grid (a 2560-row matrix at 64 tokens is 40 workgroups of 64 x 64, each walking
+/// every column chunk in turn) leaves most of the GPU idle, so a call whose grid has fewer
+/// than `target_groups` workgroups is split into up to `max_parts` parts (2, 4, 8 or 16) of
+/// at least `min_chunks` column chunks each, and a second kernel adds the parts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CoopSplit {
+    pub max_parts: u32,
+    pub min_chunks: u32,
+    pub target_groups: u32,
+}
+
+/// Token count up to which the tensor-core product reads the f32 inputs itself rather than
+/// an f16 copy made by a dispatch before it (every row group of the product converts its
+/// own tile: cheap for few tokens, and one dispatch less per product).
+pub(super) const COOP_X32_TOKENS: u32 = 256;
+/// Environment variable overriding [`COOP_X32_TOKENS`] (for measurements).
+pub const COOP_X32_ENV: &str = "WEB_RWKV_COOP_X32";
+
+/// Environment variable asking for resident f16 weights in the tensor-core path (`1`; see
+/// [`MatmulKernels::with_coop_f16_weights`]).
+pub const COOP_F16_WEIGHTS_ENV: &str = "WEB_RWKV_COOP_F16_WEIGHTS";
+
+/// Environment variable overriding [`CoopSplit`] for measurements: `MAX` or
+/// `MAXxTARGET` (most parts, target workgroups; 1 turns splitting off).
+pub const COOP_SPLIT_ENV: &str = "WEB_RWKV_COOP_SPLIT";
+
+/// The part counts a split may use.
+const SPLIT_PARTS: [u32; 4] = [2, 4, 8, 16];
+
+/// Bytes of the shared partial-sum scratch, at most ([token][part][row] f32 sums).
+const COOP_PART_BYTES: u64 = 32 << 20;
+
+impl CoopSplit {
+    pub const DEFAULT: CoopSplit = CoopSplit {
+        max_parts: 16,
+        min_chunks: 4,
+        target_groups: 512,
+    };
+
+    pub(super) fn from_env() -> CoopSplit {
+        std::env::var(COOP_SPLIT_ENV)
+            .ok()
+            .and_then(|v| CoopSplit::parse(&v))
+            .unwrap_or(CoopSplit::DEFAULT)
+    }
+
+    /// `MAX` or `MAXxTARGET` (see [`COOP_SPLIT_ENV`]).
+    pub fn parse(text: &str) -> Option<CoopSplit> {
+        let v: Vec<u32> = text
+            .split('x')
+            .map(|p| p.trim().parse().ok())
+            .collect::<Option<_>>()?;
+        let (max_parts, target_groups) = match *v.as_slice() {
+            [m] => (m, CoopSplit::DEFAULT.target_groups),
+            [m, t] => (m, t),
+            _ => return None,
+        };
+        Some(CoopSplit {
+            max_parts,
+            target_groups,
+            ..CoopSplit::DEFAULT
+        })
+    }
+
+    /// The part counts worth preparing for `chunks` column chunks: each part keeps at
+    /// least `min_chunks` chunks, and none is empty.
+    fn candidates(&self, chunks: u32) -> Vec<u32> {
+        let mut out: Vec<u32> = SPLIT_PARTS
+            .iter()
+            .filter(|&&s| s <= self.max_parts)
+            .filter_map(|&s| {
+                let per_part = chunks.div_ceil(s);
+                let parts = chunks.div_ceil(per_part);
+                (per_part >= self.min_chunks.max(1) && parts > 1).then_some(parts)
+            })
+            .collect();
+        out.dedup();
+        out
+    }
+}
+
 /// Token count from which the tensor-core path replaces the tiled kernel: all of its range
 /// (on an H200, batch 64 of 2.9B Q4_K_M ran at 1,115 tok/s with it and 975 without, though
 /// every step decodes all the weights to f16). [`COOP_FROM_ENV`] raises it.
@@ -120,6 +203,8 @@ pub(super) const COOP_FROM_TOKENS: u32 = TILED_FROM_TOKENS;
 /// Token count from which matrices shorter than the tiled kernels' minimum (the LoRA
 /// products) take the tensor-core path.
 pub(super) const COOP_SHORT_FROM_TOKENS: u32 = 512;
+/// Environment variable overriding [`COOP_SHORT_FROM_TOKENS`] (for measurements).
+pub const COOP_SHORT_FROM_ENV: &str = "WEB_RWKV_COOP_SHORT_FROM";
 /// Environment variable overriding [`COOP_FROM_TOKENS`] (for measurements).
 pub const COOP_FROM_ENV: &str = "WEB_RWKV_COOP_FROM";
 
@@ -132,6 +217,22 @@ pub const COOP_FROM_ENV: &str = "WEB_RWKV_COOP_FROM";
 pub(super) struct CoopScratch {
     w16: Option<wgpu::Buffer>,
     x16: Option<wgpu::Buffer>,
+    /// Partial sums of split products.
+    part: Option<wgpu::Buffer>,
+    /// Resident f16 copies of quantized weight parts, by the part's buffer.
+    resident: HashMap<wgpu::Buffer, wgpu::Buffer>,
+}
+
+impl CoopScratch {
+    pub(super) fn bytes(&self) -> u64 {
+        let scratch = [&self.w16, &self.x16, &self.part];
+        scratch
+            .iter()
+            .flat_map(|b| b.as_ref())
+            .map(|b| b.size())
+            .sum::<u64>()
+            + self.resident.values().map(|b| b.size()).sum::<u64>()
+    }
 }
 
 /// The tensor-core path for one matrix: the inputs to f16 once, then per slice of rows the
@@ -141,18 +242,40 @@ pub(super) struct CoopCall {
     convert_group: wgpu::BindGroup,
     cols: u32,
     dequant: Arc<wgpu::ComputePipeline>,
-    product: Arc<wgpu::ComputePipeline>,
+    /// The product from the inputs' f16 copy, and from the f32 inputs (for steps of at most
+    /// `x32_tokens`).
+    product: [Arc<wgpu::ComputePipeline>; 2],
+    x32_tokens: u32,
+    /// Adds the parts of a split product (with the epilogue).
+    sum: Arc<wgpu::ComputePipeline>,
     shape: CoopShape,
     slices: Vec<CoopSlice>,
+    split: CoopSplit,
+    /// Size of the partial-sum scratch the split bind groups use.
+    part_bytes: u64,
     _convert_params: wgpu::Buffer,
 }
 
 struct CoopSlice {
-    dequant_group: wgpu::BindGroup,
-    product_group: wgpu::BindGroup,
+    /// The weight decode into the scratch (None: the product reads resident f16 rows).
+    dequant_group: Option<wgpu::BindGroup>,
+    /// The product from the inputs' f16 copy and from the f32 inputs.
+    product_group: [wgpu::BindGroup; 2],
     rows: u32,
     /// Decode units of the slice (one thread each).
     units: u32,
+    /// The product split over columns, one entry per part count.
+    splits: Vec<SplitCall>,
+    _params: wgpu::Buffer,
+}
+
+/// A slice's product split in `parts` parts: the product into the partial-sum scratch and
+/// their sum into the output.
+struct SplitCall {
+    parts: u32,
+    /// From the inputs' f16 copy and from the f32 inputs.
+    product_group: [wgpu::BindGroup; 2],
+    sum_group: wgpu::BindGroup,
     _params: wgpu::Buffer,
 }
 
@@ -186,17 +309,45 @@ impl MatmulKernels {
         let units_per_block = format_wgsl(w.ty)
             .and_then(|f| crate::matvec::wgsl_const(f, "UNITS"))
             .unwrap_or(1);
+        let dequant = self.pipeline(ctx, w.ty, Kernel::CoopDequant)?;
+        // Per part, f16 rows the product can read whole (the weights themselves for F16, a
+        // resident copy if asked for), or None: decoded every call, slice by slice, into the
+        // shared scratch.
+        let resident = w
+            .parts
+            .iter()
+            .map(|part| self.resident_f16(ctx, w, part, &dequant, units_per_block))
+            .collect::<Result<Vec<_>, _>>()?;
         // Weight rows per slice: as many as the scratch holds, in whole workgroups of rows.
         let cap = self.coop_scratch_bytes.min(ctx.max_binding_bytes());
         let slice_rows = ((cap / (2 * w.cols as u64)) as u32 / bm * bm).max(bm);
-        let largest_part = w.parts.iter().map(|p| p.rows as u32).max().unwrap_or(0);
-        let w16_rows = slice_rows.min(largest_part.next_multiple_of(bm));
+        let rows_of = |sliced: bool| {
+            w.parts
+                .iter()
+                .zip(&resident)
+                .filter(|(_, r)| r.is_none() == sliced)
+                .map(|(p, _)| p.rows as u32)
+                .max()
+                .unwrap_or(0)
+        };
+        let w16_rows = slice_rows.min(rows_of(true).next_multiple_of(bm));
         let w16_bytes = w16_rows as u64 * w.cols as u64 * 2;
         let x16_bytes = io.max_tokens.next_multiple_of(bn) as u64 * w.cols as u64 * 2;
-        let (w16, x16) = {
+        let split = self.coop_split;
+        let candidates = split.candidates(cols / shape.k);
+        // Splits are chosen for small grids only, so their partial sums stay small.
+        let most_rows = w16_rows.max(rows_of(false));
+        let part_bytes = match candidates.last() {
+            Some(&most) => (most as u64 * io.max_tokens as u64 * most_rows as u64 * 4)
+                .min(COOP_PART_BYTES)
+                .min(ctx.max_binding_bytes()),
+            None => 0,
+        };
+        let (w16, x16, part_scratch) = {
             let mut scratch = self.coop_scratch.lock().map_err(poisoned)?;
             let grow = |buf: &mut Option<wgpu::Buffer>, bytes: u64, label: &str| match buf {
-                Some(b) if b.size() >= bytes => Ok(b.clone()),
+                Some(b) if b.size() >= bytes => Ok(Some(b.clone())),
+                _ if bytes == 0 => Ok(None),
                 _ => {
                     let b = ctx.create_buffer_checked(
                         label,
@@ -205,12 +356,14 @@ impl MatmulKernels {
                         None,
                     )?;
                     *buf = Some(b.clone());
-                    Ok::<_, GpuError>(b)
+                    Ok::<_, GpuError>(Some(b))
                 }
             };
             (
                 grow(&mut scratch.w16, w16_bytes, "rwkv-gpu coop weights f16")?,
-                grow(&mut scratch.x16, x16_bytes, "rwkv-gpu coop inputs f16")?,
+                grow(&mut scratch.x16, x16_bytes, "rwkv-gpu coop inputs f16")?
+                    .ok_or_else(|| GpuError::InvalidArgument("empty matrix".into()))?,
+                grow(&mut scratch.part, part_bytes, "rwkv-gpu coop partial sums")?,
             )
         };
         let convert_params = params_buffer(
@@ -229,67 +382,185 @@ impl MatmulKernels {
             &w.name,
             [io.step_params, &convert_params, io.x, &x16, io.step_params],
         );
+        // One slice of `rows` rows from `first` of `part`, multiplied from `src` (f16 rows
+        // from the slice's first; decoded there first if `decode`).
+        let slice = |part: &MatrixPart, first: u32, rows: u32, src: &wgpu::Buffer, decode: bool| {
+            let slice_params = Params {
+                rows,
+                cols,
+                blocks_per_row: w.blocks_per_row as u32,
+                row_words: w.row_words as u32,
+                scale_base: part.scale_base as u32,
+                row_start: part.row_start as u32 + first,
+                in_offset: io.x_offset,
+                in_stride: io.x_stride,
+                out_offset: io.y_offset,
+                out_stride: io.y_stride,
+                max_tokens: io.max_tokens,
+                first_row: first,
+                ..Params::default()
+            };
+            let params = params_buffer(ctx, &slice_params)?;
+            let dequant_group = decode.then(|| {
+                self.bind_group(
+                    ctx,
+                    &w.name,
+                    [&part.buffer, &params, io.x, src, io.step_params],
+                )
+            });
+            let product_group = [&x16, io.x]
+                .map(|x| self.bind_group(ctx, &w.name, [src, &params, x, io.y, io.step_params]));
+            let units = rows as u64 * w.blocks_per_row as u64 * units_per_block as u64;
+            let units = u32::try_from(units).map_err(|_| {
+                GpuError::InvalidArgument(format!("matrix '{}' is too large", w.name))
+            })?;
+            let mut splits = Vec::new();
+            if let Some(part_buf) = &part_scratch {
+                for &parts in &candidates {
+                    let params = params_buffer(
+                        ctx,
+                        &Params {
+                            k_split: parts,
+                            ..slice_params
+                        },
+                    )?;
+                    splits.push(SplitCall {
+                        parts,
+                        product_group: [&x16, io.x].map(|x| {
+                            self.bind_group(
+                                ctx,
+                                &w.name,
+                                [src, &params, x, part_buf, io.step_params],
+                            )
+                        }),
+                        // Binding 0 is unused by the sum.
+                        sum_group: self.bind_group(
+                            ctx,
+                            &w.name,
+                            [src, &params, part_buf, io.y, io.step_params],
+                        ),
+                        _params: params,
+                    });
+                }
+            }
+            Ok::<_, GpuError>(CoopSlice {
+                dequant_group,
+                product_group,
+                rows,
+                units,
+                splits,
+                _params: params,
+            })
+        };
         let mut slices = Vec::new();
-        for part in &w.parts {
+        for (part, resident) in w.parts.iter().zip(&resident) {
+            if let Some(src) = resident {
+                slices.push(slice(part, 0, part.rows as u32, src, false)?);
+                continue;
+            }
+            let w16 = w16.as_ref().ok_or_else(|| {
+                GpuError::InvalidArgument(format!("matrix '{}': no f16 scratch", w.name))
+            })?;
             let mut first = 0u32;
             while first < part.rows as u32 {
                 let rows = slice_rows.min(part.rows as u32 - first);
-                let params = params_buffer(
-                    ctx,
-                    &Params {
-                        rows,
-                        cols,
-                        blocks_per_row: w.blocks_per_row as u32,
-                        row_words: w.row_words as u32,
-                        scale_base: part.scale_base as u32,
-                        row_start: part.row_start as u32 + first,
-                        out_offset: io.y_offset,
-                        out_stride: io.y_stride,
-                        max_tokens: io.max_tokens,
-                        first_row: first,
-                        ..Params::default()
-                    },
-                )?;
-                let dequant_group = self.bind_group(
-                    ctx,
-                    &w.name,
-                    [&part.buffer, &params, io.x, &w16, io.step_params],
-                );
-                let product_group =
-                    self.bind_group(ctx, &w.name, [&w16, &params, &x16, io.y, io.step_params]);
-                let units = rows as u64 * w.blocks_per_row as u64 * units_per_block as u64;
-                let units = u32::try_from(units).map_err(|_| {
-                    GpuError::InvalidArgument(format!("matrix '{}' is too large", w.name))
-                })?;
-                slices.push(CoopSlice {
-                    dequant_group,
-                    product_group,
-                    rows,
-                    units,
-                    _params: params,
-                });
+                slices.push(slice(part, first, rows, w16, true)?);
                 first += rows;
             }
         }
         let f16_key = GgmlType::F16;
+        let product = |x_f32| {
+            let kernel = Kernel::Coop {
+                epilogue,
+                subgroup,
+                shape,
+                x_f32,
+            };
+            self.pipeline(ctx, f16_key, kernel)
+        };
         Ok(CoopCall {
             convert: self.pipeline(ctx, f16_key, Kernel::CoopX)?,
             convert_group,
             cols,
-            dequant: self.pipeline(ctx, w.ty, Kernel::CoopDequant)?,
-            product: self.pipeline(
-                ctx,
-                f16_key,
-                Kernel::Coop {
-                    epilogue,
-                    subgroup,
-                    shape,
-                },
-            )?,
+            dequant,
+            product: [product(false)?, product(true)?],
+            x32_tokens: self.coop_x32_tokens,
+            sum: self.pipeline(ctx, f16_key, Kernel::CoopSum { epilogue })?,
             shape,
             slices,
+            split,
+            part_bytes,
             _convert_params: convert_params,
         })
+    }
+
+    /// The f16 rows of `part` the product can read as they are: F16 weights themselves
+    /// (their rows are whole blocks, so they are dense), or with f16 weights asked for
+    /// ([`MatmulKernels::with_coop_f16_weights`]) a copy decoded now, once per part and
+    /// shared by every call on it. None where the copy would not fit one binding.
+    fn resident_f16(
+        &self,
+        ctx: &GpuContext,
+        w: &GpuMatrix,
+        part: &MatrixPart,
+        dequant: &wgpu::ComputePipeline,
+        units_per_block: u32,
+    ) -> Result<Option<wgpu::Buffer>, GpuError> {
+        if w.ty == GgmlType::F16 && w.row_words * 2 == w.cols {
+            return Ok(Some(part.buffer.clone()));
+        }
+        let bytes = part.rows as u64 * w.cols as u64 * 2;
+        if !self.coop_f16_weights || bytes > ctx.max_binding_bytes() {
+            return Ok(None);
+        }
+        let mut scratch = self.coop_scratch.lock().map_err(poisoned)?;
+        if let Some(b) = scratch.resident.get(&part.buffer) {
+            return Ok(Some(b.clone()));
+        }
+        let units = part.rows as u64 * w.blocks_per_row as u64 * units_per_block as u64;
+        let Ok(units) = u32::try_from(units) else {
+            return Ok(None);
+        };
+        let copy = ctx.create_buffer_checked(
+            "rwkv-gpu coop resident weights f16",
+            bytes.next_multiple_of(16),
+            wgpu::BufferUsages::STORAGE,
+            None,
+        )?;
+        let params = params_buffer(
+            ctx,
+            &Params {
+                rows: part.rows as u32,
+                cols: w.cols as u32,
+                blocks_per_row: w.blocks_per_row as u32,
+                row_words: w.row_words as u32,
+                scale_base: part.scale_base as u32,
+                ..Params::default()
+            },
+        )?;
+        // Bindings 2 and 4 are unused by the decode; the weights fill them.
+        let b = &part.buffer;
+        let group = self.bind_group(ctx, &w.name, [b, &params, b, &copy, b]);
+        let mut enc = ctx
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("rwkv-gpu coop resident weights"),
+            });
+        {
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("rwkv-gpu coop resident weights"),
+                timestamp_writes: None,
+            });
+            pass.set_pipeline(dequant);
+            pass.set_bind_group(0, &group, &[]);
+            let max = ctx.limits.max_compute_workgroups_per_dimension.max(1);
+            let (x, y) = split_grid(units.div_ceil(256), max);
+            pass.dispatch_workgroups(x, y, 1);
+        }
+        // Queue order puts the decode before every later submission.
+        ctx.queue.submit([enc.finish()]);
+        scratch.resident.insert(part.buffer.clone(), copy.clone());
+        Ok(Some(copy))
     }
 }
 
@@ -305,29 +576,98 @@ impl CoopCall {
     pub(super) fn record(&self, pass: &mut wgpu::ComputePass<'_>, n: u32, max_groups: u32) {
         let (bm, bn) = (self.shape.rows(), self.shape.tokens());
         let token_groups = n.div_ceil(bn);
-        pass.set_pipeline(&self.convert);
-        pass.set_bind_group(0, &self.convert_group, &[]);
-        pass.dispatch_workgroups(self.cols.div_ceil(256), token_groups * bn, 1);
+        // Few tokens: the product reads the f32 inputs (one dispatch less per call).
+        let x = (n <= self.x32_tokens) as usize;
+        if x == 0 {
+            pass.set_pipeline(&self.convert);
+            pass.set_bind_group(0, &self.convert_group, &[]);
+            pass.dispatch_workgroups(self.cols.div_ceil(256), token_groups * bn, 1);
+        }
         for slice in &self.slices {
-            pass.set_pipeline(&self.dequant);
-            pass.set_bind_group(0, &slice.dequant_group, &[]);
-            let (x, y) = split_grid(slice.units.div_ceil(256), max_groups);
-            pass.dispatch_workgroups(x, y, 1);
-            pass.set_pipeline(&self.product);
-            pass.set_bind_group(0, &slice.product_group, &[]);
-            let (x, y) = split_grid(slice.rows.div_ceil(bm), max_groups);
-            pass.dispatch_workgroups(x, y, token_groups);
+            if let Some(group) = &slice.dequant_group {
+                pass.set_pipeline(&self.dequant);
+                pass.set_bind_group(0, group, &[]);
+                let (x, y) = split_grid(slice.units.div_ceil(256), max_groups);
+                pass.dispatch_workgroups(x, y, 1);
+            }
+            pass.set_pipeline(&self.product[x]);
+            let (gx, gy) = split_grid(slice.rows.div_ceil(bm), max_groups);
+            match self.split_for(slice, n, max_groups) {
+                Some(split) => {
+                    pass.set_bind_group(0, &split.product_group[x], &[]);
+                    pass.dispatch_workgroups(gx, gy, token_groups * split.parts);
+                    pass.set_pipeline(&self.sum);
+                    pass.set_bind_group(0, &split.sum_group, &[]);
+                    pass.dispatch_workgroups(slice.rows.div_ceil(256), n, 1);
+                }
+                None => {
+                    pass.set_bind_group(0, &slice.product_group[x], &[]);
+                    pass.dispatch_workgroups(gx, gy, token_groups);
+                }
+            }
         }
     }
 
-    pub(super) fn n_dispatches(&self) -> usize {
-        1 + 2 * self.slices.len()
+    /// The split of `slice`'s product for `n` tokens, if its grid is small: the most parts
+    /// that keep the grid within the target, the grid dimensions and the scratch.
+    fn split_for<'a>(
+        &self,
+        slice: &'a CoopSlice,
+        n: u32,
+        max_groups: u32,
+    ) -> Option<&'a SplitCall> {
+        let groups = slice.rows.div_ceil(self.shape.rows()) * n.div_ceil(self.shape.tokens());
+        if groups >= self.split.target_groups || n > max_groups {
+            return None;
+        }
+        let want = self.split.target_groups.div_ceil(groups);
+        let fits = |s: &&SplitCall| {
+            s.parts as u64 * n as u64 * slice.rows as u64 * 4 <= self.part_bytes
+                && n.div_ceil(self.shape.tokens()) * s.parts <= max_groups
+        };
+        let mut fitting = slice.splits.iter().filter(fits);
+        let first = fitting.next()?;
+        Some(fitting.fold(first, |best, s| if s.parts <= want { s } else { best }))
+    }
+
+    pub(super) fn n_dispatches(&self, n: u32, max_groups: u32) -> usize {
+        let split = |s: &CoopSlice| self.split_for(s, n, max_groups).is_some() as usize;
+        let decode = |s: &CoopSlice| s.dequant_group.is_some() as usize;
+        let convert = (n > self.x32_tokens) as usize;
+        convert
+            + self
+                .slices
+                .iter()
+                .map(|s| 1 + decode(s) + split(s))
+                .sum::<usize>()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn coop_splits_parse_and_keep_whole_parts() {
+        let s = CoopSplit::parse("8x256").unwrap();
+        assert_eq!((s.max_parts, s.target_groups), (8, 256));
+        assert_eq!(CoopSplit::parse("4").unwrap().target_groups, 512);
+        for bad in ["", "x", "8x", "8x256x1", "a"] {
+            assert_eq!(CoopSplit::parse(bad), None, "{bad}");
+        }
+        let d = CoopSplit::DEFAULT;
+        // 2560 columns in chunks of 64: 40 chunks, 4 or more per part.
+        assert_eq!(d.candidates(40), vec![2, 4, 8]);
+        // 160 chunks (10240 columns): every count.
+        assert_eq!(d.candidates(160), vec![2, 4, 8, 16]);
+        // 10 chunks in 4 parts would be 3 + 3 + 3 + 1: fewer chunks than the minimum.
+        assert_eq!(d.candidates(10), vec![2]);
+        assert!(d.candidates(6).is_empty());
+        // With one chunk per part allowed, 6 chunks in "8" parts are 6 parts of one.
+        let all = CoopSplit { min_chunks: 1, ..d };
+        assert_eq!(all.candidates(6), vec![2, 3, 6]);
+        assert!(CoopSplit { max_parts: 1, ..d }.candidates(160).is_empty());
+    }
 
     #[test]
     fn coop_shapes_parse_and_split() {

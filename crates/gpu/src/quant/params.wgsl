@@ -15,7 +15,7 @@ struct Params {
     out_stride: u32,     // elements between tokens' outputs
     max_tokens: u32,     // the count read from the step buffer is clamped to this
     first_row: u32,      // tensor-core weight decode: the slice's first row in the part
-    pad1: u32,
+    k_split: u32,        // tensor-core product: parts of the columns (0 or 1: not split)
     pad2: u32,
     pad3: u32,
     pad4: u32,
