@@ -789,18 +789,19 @@ impl MatmulKernels {
             }
             _ => None,
         };
+        let shape = self.coop_shape.for_cols(w.cols);
         let coop = match ctx.coop_subgroup_size() {
             // The product walks whole chunks of `k` columns of the f16 copies.
             Some(subgroup)
                 // (coop_from is at least TILED_FROM_TOKENS.)
                 if max_tokens >= coop_from
-                    && invocations >= self.coop_shape.subgroups() * subgroup
-                    && self.coop_shape.splits_evenly(subgroup)
-                    && self.coop_shape.workgroup_bytes()
+                    && invocations >= shape.subgroups() * subgroup
+                    && shape.splits_evenly(subgroup)
+                    && shape.workgroup_bytes()
                         <= ctx.limits.max_compute_workgroup_storage_size
-                    && w.cols.is_multiple_of(self.coop_shape.k as usize)
+                    && w.cols.is_multiple_of(shape.k as usize)
                     && whole_blocks(w)
-                    && max_tokens.next_multiple_of(self.coop_shape.tokens()) <= max_dim =>
+                    && max_tokens.next_multiple_of(shape.tokens()) <= max_dim =>
             {
                 let io = CoopIo {
                     x,

@@ -700,6 +700,17 @@ fn f32_with_padded_rows() {
 }
 
 #[test]
+fn rows_of_96_values() {
+    // The rank-96 LoRA shape: the tensor-core path walks it in chunks of 32 columns.
+    let mut rng = Rng(96);
+    let (rows, cols) = (200, 96);
+    let v: Vec<f32> = (0..rows * cols).map(|_| rng.nonzero()).collect();
+    let m = TestMatrix::from_bytes("f32 200x96", GgmlType::F32, rows, cols, f32_bytes(&v));
+    let w = m.upload(&gpu().ctx, u64::MAX);
+    check_matmul(&m, &w, &[Epilogue::Store, Epilogue::Add], true, 96);
+}
+
+#[test]
 fn odd_length_f16_and_bf16_rows() {
     let mut rng = Rng(7);
     let (rows, cols) = (21, 131);

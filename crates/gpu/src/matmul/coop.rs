@@ -73,6 +73,16 @@ impl CoopShape {
         })
     }
 
+    /// This shape for rows of `cols` values: chunks of 32 columns where `k` does not
+    /// divide them and 32 does (the rank-96 LoRA matrices, with the default 64).
+    pub(super) fn for_cols(self, cols: usize) -> CoopShape {
+        if !cols.is_multiple_of(self.k as usize) && cols.is_multiple_of(32) {
+            CoopShape { k: 32, ..self }
+        } else {
+            self
+        }
+    }
+
     pub fn rows(&self) -> u32 {
         32 * self.sgr
     }
@@ -304,7 +314,7 @@ impl MatmulKernels {
         subgroup: u32,
     ) -> Result<CoopCall, GpuError> {
         let cols = w.cols as u32;
-        let shape = self.coop_shape;
+        let shape = self.coop_shape.for_cols(w.cols);
         let (bm, bn) = (shape.rows(), shape.tokens());
         let units_per_block = format_wgsl(w.ty)
             .and_then(|f| crate::matvec::wgsl_const(f, "UNITS"))
@@ -684,6 +694,9 @@ mod tests {
         assert!(CoopShape::DEFAULT.splits_evenly(64));
         // 3 x 1 subgroups of 64 (192 threads): the 32-token tile's 512 pairs do not split.
         assert!(!CoopShape::parse("3x1x32").unwrap().splits_evenly(64));
+        assert_eq!(CoopShape::DEFAULT.for_cols(96).k, 32);
+        assert_eq!(CoopShape::DEFAULT.for_cols(2560), CoopShape::DEFAULT);
+        assert_eq!(CoopShape::DEFAULT.for_cols(100), CoopShape::DEFAULT);
         // Both f16 tiles, padded rows, the epilogue tiles and the token count.
         assert_eq!(
             CoopShape::DEFAULT.workgroup_bytes(),
