@@ -10,7 +10,8 @@ mkdir -p "$OUT"
 if [ "${TESTS:-1}" = 1 ]; then
     # Put the fixtures where the test binaries were built to find them.
     dest=$(cat .dev/fixtures/PATH)
-    mkdir -p "$dest" && cp -n .dev/fixtures/*.gguf .dev/vocab-q4_k_m.gguf "$dest"/
+    mkdir -p "$dest/expected" && cp -n .dev/fixtures/*.gguf .dev/vocab-q4_k_m.gguf "$dest"/
+    cp -n .dev/fixtures/expected/* "$dest"/expected/
     {
         # (bf16: no room for its fixture in the 64 MiB carried.)
         .dev/tests/matmul q4_k f16 q6_k q8_0 other_tile split mid_height --skip bf16

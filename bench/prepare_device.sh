@@ -25,6 +25,9 @@ exe=$(cargo test --release -p rwkv-engine --test engine --no-run --message-forma
     python3 -c 'import json,sys; print([j["executable"] for j in map(json.loads, sys.stdin) if j.get("executable")][-1])')
 strip -o .dev/tests/engine "$exe"
 for f in $FIXTURES; do cp "$FIX/$f" .dev/fixtures/; done
+# The prompts some engine tests run (small; the expected logits stay behind).
+mkdir -p .dev/fixtures/expected
+cp "$FIX"/expected/*.tokens.json .dev/fixtures/expected/
 cp "$FIX/vocab-q4_k_m.gguf" .dev/
 # The test binaries look for the fixtures where they were on this machine.
 realpath "$FIX" > .dev/fixtures/PATH

@@ -4,12 +4,10 @@
 // P.max_tokens). Used for prompts and batches where the device offers cooperative matrices;
 // matmul_tiled.wgsl is the portable kernel with the same contract.
 //
-// Its weights are f16 rows W16: a slice decoded by matmul_coop_dequant.wgsl just before it
-// in the same pass, resident copies, or F16 weights themselves (row-major, P.cols values per
-// row). Its inputs come as f16 pairs from `x_pair`, defined by one of two files prepended:
-// matmul_coop_x16.wgsl reads X16, the tokens' inputs converted by matmul_coop_x.wgsl before
-// the product (for many tokens, whose every row group reads them), matmul_coop_x32.wgsl
-// converts the f32 inputs as it reads them (for few tokens, saving a dispatch).
+// Its inputs are f16 copies made just before it in the same pass: W16, a slice of the
+// weight rows decoded by matmul_coop_dequant.wgsl (row-major, P.cols values per row), and
+// X16, the tokens' inputs converted by matmul_coop_x.wgsl (token-major, P.cols values per
+// token, zeros from token n up to the next multiple of BN).
 //
 // Header constants (from matmul.rs): SG = the subgroup size; SGR x SGC subgroups per
 // workgroup (WG_SIZE = SGR * SGC * SG), each owning 32 rows x 32 tokens (four 16 x 16
@@ -36,6 +34,7 @@ enable f16;
 enable wgpu_cooperative_matrix;
 
 @group(0) @binding(0) var<storage, read> W16: array<u32>;
+@group(0) @binding(2) var<storage, read> X16: array<u32>;
 @group(0) @binding(3) var<storage, read_write> Y: array<f32>;
 @group(0) @binding(4) var<storage, read> STEP: array<u32>;
 
@@ -63,7 +62,7 @@ var<workgroup> sh_n: vec4<u32>;
 var<private> pa: array<u32, A_PT>;
 var<private> pb: array<u32, B_PT>;
 
-fn fetch(li: u32, a_row0: u32, b_row0: u32, k0: u32, n: u32) {
+fn fetch(li: u32, a_row0: u32, b_row0: u32, k0: u32) {
     let ld = P.cols / 2u;
     for (var j = 0u; j < A_PT; j++) {
         let pair = li + j * WG_SIZE;
@@ -71,7 +70,7 @@ fn fetch(li: u32, a_row0: u32, b_row0: u32, k0: u32, n: u32) {
     }
     for (var j = 0u; j < B_PT; j++) {
         let pair = li + j * WG_SIZE;
-        pb[j] = x_pair(b_row0 + pair / ROW_PAIRS, k0 / 2u + pair % ROW_PAIRS, n);
+        pb[j] = X16[(b_row0 + pair / ROW_PAIRS) * ld + k0 / 2u + pair % ROW_PAIRS];
     }
 }
 
@@ -129,7 +128,7 @@ fn main(
     var fb0 = coopLoad<coop_mat16x16<f16, B>>(&sh_b[tb * SK], SK);
     var fb1 = coopLoad<coop_mat16x16<f16, B>>(&sh_b[(tb + 16u) * SK], SK);
     if ((PROBE == 0u || PROBE == 2u) && c_begin < c_end) {
-        fetch(li, first_row, t0, c_begin * BK, n_tok);
+        fetch(li, first_row, t0, c_begin * BK);
     }
     for (var chunk = c_begin; chunk < c_end; chunk++) {
         if (PROBE == 0u || PROBE == 2u) {
@@ -137,7 +136,7 @@ fn main(
         }
         workgroupBarrier();
         if ((PROBE == 0u || PROBE == 2u) && chunk + 1u < c_end) {
-            fetch(li, first_row, t0, (chunk + 1u) * BK, n_tok);
+            fetch(li, first_row, t0, (chunk + 1u) * BK);
         }
         if (PROBE != 2u) {
             for (var k = 0u; k < BK; k += 16u) {

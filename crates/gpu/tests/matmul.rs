@@ -42,14 +42,12 @@ fn gpu() -> &'static Gpu {
         eprintln!("tensor-core kernel: {:?}", ctx.coop_subgroup_size());
         // The tile kernels on every matrix, however short, so that every format runs them;
         // the tensor-core path from as few tokens as the tiled kernel and in slices of 64
-        // rows, so that both the path and its slicing are tested, reading the f32 inputs
-        // at 37 tokens and their f16 copy at 70 (TOKEN_COUNTS).
+        // rows, so that both the path and its slicing are tested.
         let kernels = MatmulKernels::new(&ctx)
             .expect("kernels")
             .with_tiled_min_rows(0)
             .with_coop_from(16)
-            .with_coop_scratch_bytes(4096)
-            .with_coop_x32_tokens(40);
+            .with_coop_scratch_bytes(4096);
         Gpu { ctx, kernels }
     })
 }

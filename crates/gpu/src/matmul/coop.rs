@@ -136,13 +136,6 @@ pub struct CoopSplit {
     pub target_groups: u32,
 }
 
-/// Token count up to which the tensor-core product reads the f32 inputs itself rather than
-/// an f16 copy made by a dispatch before it (every row group of the product converts its
-/// own tile: cheap for few tokens, and one dispatch less per product).
-pub(super) const COOP_X32_TOKENS: u32 = 256;
-/// Environment variable overriding [`COOP_X32_TOKENS`] (for measurements).
-pub const COOP_X32_ENV: &str = "WEB_RWKV_COOP_X32";
-
 /// Environment variable asking for resident f16 weights in the tensor-core path (`1`; see
 /// [`MatmulKernels::with_coop_f16_weights`]).
 pub const COOP_F16_WEIGHTS_ENV: &str = "WEB_RWKV_COOP_F16_WEIGHTS";
@@ -213,8 +206,6 @@ pub(super) const COOP_FROM_TOKENS: u32 = TILED_FROM_TOKENS;
 /// Token count from which matrices shorter than the tiled kernels' minimum (the LoRA
 /// products) take the tensor-core path.
 pub(super) const COOP_SHORT_FROM_TOKENS: u32 = 512;
-/// Environment variable overriding [`COOP_SHORT_FROM_TOKENS`] (for measurements).
-pub const COOP_SHORT_FROM_ENV: &str = "WEB_RWKV_COOP_SHORT_FROM";
 /// Environment variable overriding [`COOP_FROM_TOKENS`] (for measurements).
 pub const COOP_FROM_ENV: &str = "WEB_RWKV_COOP_FROM";
 
@@ -252,10 +243,7 @@ pub(super) struct CoopCall {
     convert_group: wgpu::BindGroup,
     cols: u32,
     dequant: Arc<wgpu::ComputePipeline>,
-    /// The product from the inputs' f16 copy, and from the f32 inputs (for steps of at most
-    /// `x32_tokens`).
-    product: [Arc<wgpu::ComputePipeline>; 2],
-    x32_tokens: u32,
+    product: Arc<wgpu::ComputePipeline>,
     /// Adds the parts of a split product (with the epilogue).
     sum: Arc<wgpu::ComputePipeline>,
     shape: CoopShape,
@@ -269,8 +257,7 @@ pub(super) struct CoopCall {
 struct CoopSlice {
     /// The weight decode into the scratch (None: the product reads resident f16 rows).
     dequant_group: Option<wgpu::BindGroup>,
-    /// The product from the inputs' f16 copy and from the f32 inputs.
-    product_group: [wgpu::BindGroup; 2],
+    product_group: wgpu::BindGroup,
     rows: u32,
     /// Decode units of the slice (one thread each).
     units: u32,
@@ -283,8 +270,7 @@ struct CoopSlice {
 /// their sum into the output.
 struct SplitCall {
     parts: u32,
-    /// From the inputs' f16 copy and from the f32 inputs.
-    product_group: [wgpu::BindGroup; 2],
+    product_group: wgpu::BindGroup,
     sum_group: wgpu::BindGroup,
     _params: wgpu::Buffer,
 }
@@ -402,8 +388,6 @@ impl MatmulKernels {
                 row_words: w.row_words as u32,
                 scale_base: part.scale_base as u32,
                 row_start: part.row_start as u32 + first,
-                in_offset: io.x_offset,
-                in_stride: io.x_stride,
                 out_offset: io.y_offset,
                 out_stride: io.y_stride,
                 max_tokens: io.max_tokens,
@@ -418,8 +402,8 @@ impl MatmulKernels {
                     [&part.buffer, &params, io.x, src, io.step_params],
                 )
             });
-            let product_group = [&x16, io.x]
-                .map(|x| self.bind_group(ctx, &w.name, [src, &params, x, io.y, io.step_params]));
+            let product_group =
+                self.bind_group(ctx, &w.name, [src, &params, &x16, io.y, io.step_params]);
             let units = rows as u64 * w.blocks_per_row as u64 * units_per_block as u64;
             let units = u32::try_from(units).map_err(|_| {
                 GpuError::InvalidArgument(format!("matrix '{}' is too large", w.name))
@@ -436,13 +420,11 @@ impl MatmulKernels {
                     )?;
                     splits.push(SplitCall {
                         parts,
-                        product_group: [&x16, io.x].map(|x| {
-                            self.bind_group(
-                                ctx,
-                                &w.name,
-                                [src, &params, x, part_buf, io.step_params],
-                            )
-                        }),
+                        product_group: self.bind_group(
+                            ctx,
+                            &w.name,
+                            [src, &params, &x16, part_buf, io.step_params],
+                        ),
                         // Binding 0 is unused by the sum.
                         sum_group: self.bind_group(
                             ctx,
@@ -479,22 +461,20 @@ impl MatmulKernels {
             }
         }
         let f16_key = GgmlType::F16;
-        let product = |x_f32| {
-            let kernel = Kernel::Coop {
-                epilogue,
-                subgroup,
-                shape,
-                x_f32,
-            };
-            self.pipeline(ctx, f16_key, kernel)
-        };
         Ok(CoopCall {
             convert: self.pipeline(ctx, f16_key, Kernel::CoopX)?,
             convert_group,
             cols,
             dequant,
-            product: [product(false)?, product(true)?],
-            x32_tokens: self.coop_x32_tokens,
+            product: self.pipeline(
+                ctx,
+                f16_key,
+                Kernel::Coop {
+                    epilogue,
+                    subgroup,
+                    shape,
+                },
+            )?,
             sum: self.pipeline(ctx, f16_key, Kernel::CoopSum { epilogue })?,
             shape,
             slices,
@@ -586,13 +566,9 @@ impl CoopCall {
     pub(super) fn record(&self, pass: &mut wgpu::ComputePass<'_>, n: u32, max_groups: u32) {
         let (bm, bn) = (self.shape.rows(), self.shape.tokens());
         let token_groups = n.div_ceil(bn);
-        // Few tokens: the product reads the f32 inputs (one dispatch less per call).
-        let x = (n <= self.x32_tokens) as usize;
-        if x == 0 {
-            pass.set_pipeline(&self.convert);
-            pass.set_bind_group(0, &self.convert_group, &[]);
-            pass.dispatch_workgroups(self.cols.div_ceil(256), token_groups * bn, 1);
-        }
+        pass.set_pipeline(&self.convert);
+        pass.set_bind_group(0, &self.convert_group, &[]);
+        pass.dispatch_workgroups(self.cols.div_ceil(256), token_groups * bn, 1);
         for slice in &self.slices {
             if let Some(group) = &slice.dequant_group {
                 pass.set_pipeline(&self.dequant);
@@ -600,19 +576,19 @@ impl CoopCall {
                 let (x, y) = split_grid(slice.units.div_ceil(256), max_groups);
                 pass.dispatch_workgroups(x, y, 1);
             }
-            pass.set_pipeline(&self.product[x]);
-            let (gx, gy) = split_grid(slice.rows.div_ceil(bm), max_groups);
+            pass.set_pipeline(&self.product);
+            let (x, y) = split_grid(slice.rows.div_ceil(bm), max_groups);
             match self.split_for(slice, n, max_groups) {
                 Some(split) => {
-                    pass.set_bind_group(0, &split.product_group[x], &[]);
-                    pass.dispatch_workgroups(gx, gy, token_groups * split.parts);
+                    pass.set_bind_group(0, &split.product_group, &[]);
+                    pass.dispatch_workgroups(x, y, token_groups * split.parts);
                     pass.set_pipeline(&self.sum);
                     pass.set_bind_group(0, &split.sum_group, &[]);
                     pass.dispatch_workgroups(slice.rows.div_ceil(256), n, 1);
                 }
                 None => {
-                    pass.set_bind_group(0, &slice.product_group[x], &[]);
-                    pass.dispatch_workgroups(gx, gy, token_groups);
+                    pass.set_bind_group(0, &slice.product_group, &[]);
+                    pass.dispatch_workgroups(x, y, token_groups);
                 }
             }
         }
@@ -643,13 +619,11 @@ impl CoopCall {
     pub(super) fn n_dispatches(&self, n: u32, max_groups: u32) -> usize {
         let split = |s: &CoopSlice| self.split_for(s, n, max_groups).is_some() as usize;
         let decode = |s: &CoopSlice| s.dequant_group.is_some() as usize;
-        let convert = (n > self.x32_tokens) as usize;
-        convert
-            + self
-                .slices
-                .iter()
-                .map(|s| 1 + decode(s) + split(s))
-                .sum::<usize>()
+        1 + self
+            .slices
+            .iter()
+            .map(|s| 1 + decode(s) + split(s))
+            .sum::<usize>()
     }
 }
 
