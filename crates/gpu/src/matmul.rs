@@ -28,7 +28,7 @@ use coop::{
 };
 pub use coop::{
     CoopShape, CoopSplit, COOP_F16_WEIGHTS_ENV, COOP_FROM_ENV, COOP_PROBE_ENV, COOP_SHAPE_ENV,
-    COOP_SPLIT_ENV,
+    COOP_SHORT_FROM_ENV, COOP_SPLIT_ENV,
 };
 
 /// Byte offset of the token count (`u32`) in the `step_params` buffer.
@@ -310,6 +310,8 @@ pub struct MatmulKernels {
     /// Keep an f16 copy of every quantized matrix the tensor-core path multiplies, decoded
     /// once (see [`MatmulKernels::with_coop_f16_weights`]).
     coop_f16_weights: bool,
+    /// [`COOP_SHORT_FROM_TOKENS`], or [`COOP_SHORT_FROM_ENV`].
+    coop_short_from: u32,
 }
 
 /// The uniform parameters of one part (mirrors `Params` in quant/common.wgsl).
@@ -529,6 +531,10 @@ impl MatmulKernels {
             coop_shape: CoopShape::from_env(),
             coop_split: CoopSplit::from_env(),
             coop_f16_weights: std::env::var(COOP_F16_WEIGHTS_ENV).is_ok_and(|v| v == "1"),
+            coop_short_from: std::env::var(COOP_SHORT_FROM_ENV)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(COOP_SHORT_FROM_TOKENS),
             coop_from: std::env::var(COOP_FROM_ENV)
                 .ok()
                 .and_then(|v| v.parse().ok())
@@ -747,7 +753,7 @@ impl MatmulKernels {
         let coop_from = if tall {
             self.coop_from
         } else {
-            self.coop_from.max(COOP_SHORT_FROM_TOKENS)
+            self.coop_from.max(self.coop_short_from)
         };
         let tiled = match () {
             _ if big && self.tile.fits(&ctx.limits) => {

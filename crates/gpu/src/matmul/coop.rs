@@ -206,6 +206,8 @@ pub(super) const COOP_FROM_TOKENS: u32 = TILED_FROM_TOKENS;
 /// Token count from which matrices shorter than the tiled kernels' minimum (the LoRA
 /// products) take the tensor-core path.
 pub(super) const COOP_SHORT_FROM_TOKENS: u32 = 512;
+/// Environment variable overriding [`COOP_SHORT_FROM_TOKENS`] (for measurements).
+pub const COOP_SHORT_FROM_ENV: &str = "WEB_RWKV_COOP_SHORT_FROM";
 /// Environment variable overriding [`COOP_FROM_TOKENS`] (for measurements).
 pub const COOP_FROM_ENV: &str = "WEB_RWKV_COOP_FROM";
 
