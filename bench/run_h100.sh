@@ -15,6 +15,9 @@
 # $OUT/bench.jsonl (OUT default ./out); the text of everything goes to $OUT/bench.log.
 # bench/table.py turns bench.jsonl into the BENCHMARKS.md tables.
 #
+# A run is PRESET:TYPE[:EXTRAS], EXTRAS comma-separated: profile (--profile), f16w
+# (--f16-weights), e.g. RUNS="2.9b:q4_k_m:profile 2.9b:q4_k_m:f16w".
+#
 # Time is bounded: every measured phase stops after $MAX_SECONDS (the bench reports what it
 # did), a run is killed after $RUN_TIMEOUT s, and no new model is started after $DEADLINE s
 # (a "skipped" line is written instead), so the whole script ends within about
@@ -25,7 +28,7 @@ QUICK=0
 for arg in "$@"; do
     case "$arg" in
         --quick) QUICK=1 ;;
-        -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
         *) echo "unknown argument: $arg" >&2; exit 2 ;;
     esac
 done
@@ -114,7 +117,9 @@ for spec in $RUNS; do
     synth_s=$(printf '%d.%03d' $((ms / 1000)) $((ms % 1000)))
     args=(--model "$model" --prompt-tokens "$PROMPTS" --tokens "$TOKENS"
           --batch "$BATCHES" --batch-steps "$BATCH_STEPS" --max-seconds "$MAX_SECONDS" --json)
-    [ "$extra" = profile ] && args+=(--profile)
+    # Extras after the type, comma-separated: profile, f16w (--f16-weights).
+    [[ ",$extra," == *,profile,* ]] && args+=(--profile)
+    [[ ",$extra," == *,f16w,* ]] && args+=(--f16-weights)
     log "bench ${args[*]}"
     json=$(timeout -k 10 "$RUN_TIMEOUT" "$BENCH" "${args[@]}" 2>> "$LOG")
     rc=$?

@@ -45,12 +45,19 @@ def size_of(r):
     return f"{m['n_layer']}x{m['n_embd']}"
 
 
+def type_of(r):
+    """The file type, marked when quantized weights had resident f16 copies."""
+    t = r["model"]["file_type"]
+    return t + " (f16 weights)" if r.get("f16_weights") else t
+
+
 def sort_key(r):
     m = r.get("model", {})
     run = r.get("run", {})
     preset = run.get("preset", "")
     ftype = m.get("file_type", run.get("type", "").upper())
-    return (PRESET_ORDER.get(preset, 99), m.get("params", 0), TYPE_ORDER.get(ftype, 99), ftype)
+    return (PRESET_ORDER.get(preset, 99), m.get("params", 0), TYPE_ORDER.get(ftype, 99), ftype,
+            bool(r.get("f16_weights")))
 
 
 def pct(x):
@@ -96,7 +103,7 @@ def main():
     truncated = False
     for r in ok:
         m, d = r["model"], r["decode"]
-        cells = [size_of(r), m["file_type"], f"{m['file_bytes'] / 2**30:.2f}",
+        cells = [size_of(r), type_of(r), f"{m['file_bytes'] / 2**30:.2f}",
                  f"{r['load_s']:.2f}", fmt(r["gpu_bytes"] / 2**20), str(r["ops_per_step"])]
         by_prompt = {p["requested_tokens"]: p for p in r["prefill"]}
         for n in prompts:
@@ -127,7 +134,7 @@ def main():
         w("|---|---|---:|---:|---:|---:|---:|---:|---:|")
         for r in ok:
             for b in r["batches"]:
-                w(f"| {size_of(r)} | {r['model']['file_type']} | {b['batch']} | {b['steps']} | "
+                w(f"| {size_of(r)} | {type_of(r)} | {b['batch']} | {b['steps']} | "
                   f"{fmt(b['tok_s'])} | {b['step_ms_p50']:.2f} | {b['step_ms_p99']:.2f} | "
                   f"{fmt(b['floor_tok_s'], 0)} | {pct(b['floor_fraction'])} |")
 
@@ -137,7 +144,7 @@ def main():
         if not p:
             continue
         w("")
-        w(f"GPU time per decode token by op kind, {size_of(r)} {r['model']['file_type']} "
+        w(f"GPU time per decode token by op kind, {size_of(r)} {type_of(r)} "
           f"(--profile; {fmt(p['total_us'])} us in ops):")
         w("")
         w("| op | dispatches | us/token | share |")

@@ -205,6 +205,8 @@ pub struct Report {
     pub bandwidth_bytes_s: f64,
     pub chunk: usize,
     pub llama_cpp_rounding: bool,
+    /// Whether quantized weights had resident f16 copies (`--f16-weights`).
+    pub f16_weights: bool,
     pub prefill: Vec<Prefill>,
     pub decode: Decode,
     pub batches: Vec<Batch>,
@@ -578,6 +580,7 @@ pub fn run(args: &Args) -> Result<Report> {
         bandwidth_bytes_s: REFERENCE_BANDWIDTH,
         chunk: args.chunk,
         llama_cpp_rounding: args.llama_cpp_rounding,
+        f16_weights: args.f16_weights,
         prefill,
         decode,
         batches,
