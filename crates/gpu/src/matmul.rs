@@ -746,10 +746,9 @@ impl MatmulKernels {
         // better (measured on the H100 at 64 tokens: 165 us per LoRA product tiled).
         let tall = w.rows >= self.tiled_min_rows;
         let big = max_tokens >= TILED_FROM_TOKENS && tall;
-        // The tensor-core path takes short matrices too once there are enough tokens for a
-        // grid of their token groups (on the H200, the LoRA products of a 512-token chunk:
-        // 9.3 ms in the row kernel, 5.9 ms on tensor cores; of a 256-sequence batch step 5.0
-        // and 5.5 ms).
+        // The tensor-core path takes short matrices too once there are enough tokens (see
+        // COOP_SHORT_FROM_TOKENS; with their columns split, a grid of their token groups
+        // fills the GPU from a few dozen tokens).
         let coop_from = if tall {
             self.coop_from
         } else {
