@@ -822,7 +822,12 @@ impl Engine {
         }
         let weights = ModelWeights::upload(&ctx, file, &spec, progress)?;
         let lora_ranks = [c.decay_lora, c.iclr_lora, c.gate_lora, c.value_lora].map(|r| r as u32);
-        let kernels = Kernels::new(&ctx.device, lora_ranks, wkv_scan_lanes(&ctx));
+        let kernels = Kernels::new(
+            &ctx.device,
+            lora_ranks,
+            wkv_scan_lanes(&ctx),
+            ctx.has_subgroups(),
+        );
         let mut matmul = MatmulKernels::new(&ctx)?;
         if options.f16_weights {
             matmul = matmul.with_coop_f16_weights(true);

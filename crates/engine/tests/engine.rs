@@ -609,3 +609,19 @@ fn lora_second_products_as_matrix_products_match_the_wkv_kernel() {
         }
     }
 }
+
+#[test]
+fn kernels_build_with_and_without_subgroups() {
+    // The roundings' maximum search has a subgroup version and a workgroup-tree one (what a
+    // device without subgroups runs): both must pass wgpu's validation here (a failure
+    // panics in wgpu's error handler). The engine tests above run the one this device uses.
+    let ctx = context();
+    for subgroups in [false, ctx.has_subgroups()] {
+        let kernels =
+            rwkv_engine::kernels::Kernels::new(&ctx.device, [32, 32, 32, 32], None, subgroups);
+        drop(kernels);
+    }
+    ctx.device
+        .poll(wgpu::PollType::wait_indefinitely())
+        .expect("device lost");
+}

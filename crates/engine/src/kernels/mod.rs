@@ -153,8 +153,19 @@ const STEP_WGSL: &str = include_str!("step.wgsl");
 impl Kernels {
     /// `lora_ranks`: the model's LoRA ranks (decay, iclr, gate, value), built into the WKV
     /// kernel as constants. `scan_lanes`: the chunk path's lanes per state row (see
-    /// [`wkv_scan_lanes`]), `None` for none.
-    pub fn new(device: &wgpu::Device, lora_ranks: [u32; 4], scan_lanes: Option<u32>) -> Kernels {
+    /// [`wkv_scan_lanes`]), `None` for none. `subgroups`: whether the device has subgroup
+    /// operations (the roundings' maximum search uses them).
+    pub fn new(
+        device: &wgpu::Device,
+        lora_ranks: [u32; 4],
+        scan_lanes: Option<u32>,
+        subgroups: bool,
+    ) -> Kernels {
+        let argmax = if subgroups {
+            include_str!("argmax_subgroup.wgsl")
+        } else {
+            include_str!("argmax_tree.wgsl")
+        };
         let [rw, ra, rg, rv] = lora_ranks;
         let wkv = |f16: bool| {
             let source = format!(
@@ -194,6 +205,7 @@ impl Kernels {
                 &[
                     rwkv_gpu::ROUNDING_WGSL,
                     STEP_WGSL,
+                    argmax,
                     include_str!("token_mix.wgsl"),
                 ]
                 .concat(),
@@ -208,6 +220,7 @@ impl Kernels {
                 &[
                     rwkv_gpu::ROUNDING_WGSL,
                     STEP_WGSL,
+                    argmax,
                     include_str!("round_activations.wgsl"),
                 ]
                 .concat(),

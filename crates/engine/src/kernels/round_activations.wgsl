@@ -1,4 +1,5 @@
-// (rwkv-gpu's rounding.wgsl and step.wgsl, the Step struct, are prepended.)
+// (rwkv-gpu's rounding.wgsl, step.wgsl, the Step struct, and argmax_subgroup.wgsl or
+// argmax_tree.wgsl, the Lane struct and argmax_abs_256, are prepended.)
 // Rounds activation rows the way ggml's CPU backend does before a matrix product, so that the
 // GPU reproduces llama.cpp's numbers: f16 or bf16 per value, or Q8_0 / Q8_K blocks (values
 // snapped to an 8-bit grid per block of 32 / 256). Writes the rounded f32 values.
@@ -21,32 +22,10 @@ struct Params {
 @group(0) @binding(3) var<storage, read_write> output: array<f32>;
 
 const WG: u32 = 256u;
-var<workgroup> red_abs: array<f32, WG>;
-var<workgroup> red_idx: array<u32, WG>;
-
-// Largest |v| over the workgroup; ties go to the lowest index, as a sequential scan finds.
-fn reduce_max_abs(tid: u32, v: f32) -> u32 {
-    red_abs[tid] = abs(v);
-    red_idx[tid] = tid;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s = s / 2u) {
-        if tid < s {
-            let a = red_abs[tid];
-            let b = red_abs[tid + s];
-            if b > a || (b == a && red_idx[tid + s] < red_idx[tid]) {
-                red_abs[tid] = b;
-                red_idx[tid] = red_idx[tid + s];
-            }
-        }
-        workgroupBarrier();
-    }
-    let idx = red_idx[0];
-    workgroupBarrier();
-    return idx;
-}
 
 @compute @workgroup_size(256)
-fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
+fn main(@builtin(workgroup_id) wg: vec3<u32>, lane: Lane) {
+    let tid = lane.tid;
     let count = select(step.n_rows, step.n_out, p.count_out == 1u);
     if wg.x >= count {
         return;
@@ -83,7 +62,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
     // Q8_K: one block of 256, one value per thread. The scale comes from the signed value of
     // largest magnitude, which maps to -127.
     let v = input[base + tid];
-    let imax = reduce_max_abs(tid, v);
+    let imax = argmax_abs_256(lane, v);
     let max_v = input[base + imax];
     if max_v == 0.0 {
         output[base + tid] = 0.0;

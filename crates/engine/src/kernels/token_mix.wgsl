@@ -1,4 +1,5 @@
-// (rwkv-gpu's rounding.wgsl and step.wgsl, the Step struct, are prepended.)
+// (rwkv-gpu's rounding.wgsl, step.wgsl, the Step struct, and argmax_subgroup.wgsl or
+// argmax_tree.wgsl, the Lane struct and argmax_abs_256, are prepended.)
 // Layer norm + token shift + lerps + rounding, fused: for each row t (a token) and each of
 // `n_mix` mixes m,
 //   xn = norm(x[t]);  prev = norm(x[previous token]) or the sequence's saved shift state
@@ -86,7 +87,8 @@ fn row_stats(tid: u32, r: u32) -> vec2<f32> {
 }
 
 // Index of the largest |v| among `width` consecutive threads (ties: lowest index), returned
-// to every thread of the group.
+// to every thread of the group (Q8_0's blocks of 32; whole 256-value Q8_K blocks take
+// argmax_abs_256).
 fn group_argmax_abs(tid: u32, v: f32, width: u32) -> u32 {
     red[tid] = abs(v);
     red_idx[tid] = tid;
@@ -110,7 +112,8 @@ fn group_argmax_abs(tid: u32, v: f32, width: u32) -> u32 {
 var<workgroup> vals: array<f32, TILE>;
 
 // Rounds v (this thread's value; all threads call this together) per `mode`.
-fn round_value(tid: u32, v: f32, mode: u32) -> f32 {
+fn round_value(lane: Lane, v: f32, mode: u32) -> f32 {
+    let tid = lane.tid;
     switch mode {
         case 1u: { return round_f16(v); }
         case 2u: { return round_bf16(v); }
@@ -125,7 +128,7 @@ fn round_value(tid: u32, v: f32, mode: u32) -> f32 {
         case 4u: {
             // Q8_K: the signed value of largest magnitude over 256 maps to -127.
             vals[tid] = v;
-            let m = vals[group_argmax_abs(tid, v, 256u)];
+            let m = vals[argmax_abs_256(lane, v)];
             if m == 0.0 {
                 return 0.0;
             }
@@ -141,7 +144,8 @@ fn mode_of(modes: array<vec4<u32>, 2>, m: u32) -> u32 {
 }
 
 @compute @workgroup_size(256)
-fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
+fn main(@builtin(workgroup_id) wg: vec3<u32>, lane: Lane) {
+    let tid = lane.tid;
     let t = wg.x;
     if t >= step.n_rows {
         return;
@@ -176,7 +180,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
         if ma != 255u {
             var r = v;
             if round_here {
-                r = round_value(tid, v, ma);
+                r = round_value(lane, v, ma);
             }
             if in_row {
                 out_a[o] = r;
@@ -186,7 +190,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
         if mb != 255u {
             var r = v;
             if round_here {
-                r = round_value(tid, v, mb);
+                r = round_value(lane, v, mb);
             }
             if in_row {
                 out_b[o] = r;

@@ -1,0 +1,33 @@
+// The signed-maximum search of the Q8_K roundings (token_mix.wgsl, round_activations.wgsl)
+// for devices without subgroup operations: a tree over workgroup memory (see
+// argmax_subgroup.wgsl for the version used where subgroups exist; same results).
+
+struct Lane {
+    @builtin(local_invocation_index) tid: u32,
+}
+
+var<workgroup> argmax_m: array<f32, 256>;
+var<workgroup> argmax_i: array<u32, 256>;
+
+// Index of the largest |v| over the 256 threads of the workgroup (every thread calls it),
+// the lowest on ties, as a sequential scan finds it.
+fn argmax_abs_256(lane: Lane, v: f32) -> u32 {
+    let tid = lane.tid;
+    argmax_m[tid] = abs(v);
+    argmax_i[tid] = tid;
+    workgroupBarrier();
+    for (var s = 128u; s > 0u; s = s / 2u) {
+        if tid < s {
+            let a = argmax_m[tid];
+            let b = argmax_m[tid + s];
+            if b > a || (b == a && argmax_i[tid + s] < argmax_i[tid]) {
+                argmax_m[tid] = b;
+                argmax_i[tid] = argmax_i[tid + s];
+            }
+        }
+        workgroupBarrier();
+    }
+    let at = argmax_i[0];
+    workgroupBarrier();
+    return at;
+}
