@@ -411,7 +411,7 @@ pub fn run(args: &Args) -> Result<Report> {
     // Bytes a step must read.
     let embedding = file.tensor("token_embd.weight").map_or(0, |t| t.n_bytes);
     let embedding_row = embedding / vocab as u64;
-    let weights_once = engine.weight_bytes().saturating_sub(embedding);
+    let weights_once = engine.weight_bytes_read().saturating_sub(embedding);
     let bytes_per_token = weights_once + embedding_row;
     let wkv_bytes =
         (config.n_layer * config.n_head * config.head_size * config.head_size * 4) as u64;

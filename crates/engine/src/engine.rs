@@ -1369,6 +1369,12 @@ impl Engine {
         self.weights.gpu_bytes(&self.config)
     }
 
+    /// Bytes of weights a step reads at most: all of them, less the second copy of the
+    /// second LoRA matrices (a step reads one of the two).
+    pub fn weight_bytes_read(&self) -> u64 {
+        self.weight_bytes() - self.weights.lora2_copy_bytes()
+    }
+
     /// Bytes of everything the engine holds on the GPU: weights, states, activations.
     pub fn gpu_bytes(&self) -> u64 {
         self.weight_bytes() + self.buffer_bytes

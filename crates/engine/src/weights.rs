@@ -151,6 +151,21 @@ impl ModelWeights {
     }
 
     /// Bytes of all weights on the GPU.
+    /// Bytes of the second LoRA matrices kept twice (transposed for the WKV kernels, as
+    /// matrices for steps of many tokens): a step reads one copy or the other.
+    pub fn lora2_copy_bytes(&self) -> u64 {
+        self.layers
+            .iter()
+            .map(|l| {
+                [&l.w2, &l.a2, &l.g2]
+                    .into_iter()
+                    .chain(&l.v2)
+                    .map(GpuMatrix::gpu_bytes)
+                    .sum::<u64>()
+            })
+            .sum()
+    }
+
     pub fn gpu_bytes(&self, config: &Rwkv7Config) -> u64 {
         let vec_bytes = (config.n_embd * 4) as u64;
         let per_layer_vecs = vec_bytes * (4 + 6 + 1 + 8);
