@@ -161,10 +161,10 @@ impl Kernels {
         scan_lanes: Option<u32>,
         subgroups: bool,
     ) -> Kernels {
-        let argmax = if subgroups {
-            include_str!("argmax_subgroup.wgsl")
+        let reduce = if subgroups {
+            include_str!("reduce_subgroup.wgsl")
         } else {
-            include_str!("argmax_tree.wgsl")
+            include_str!("reduce_tree.wgsl")
         };
         let [rw, ra, rg, rv] = lora_ranks;
         let wkv = |f16: bool| {
@@ -205,7 +205,7 @@ impl Kernels {
                 &[
                     rwkv_gpu::ROUNDING_WGSL,
                     STEP_WGSL,
-                    argmax,
+                    reduce,
                     include_str!("token_mix.wgsl"),
                 ]
                 .concat(),
@@ -220,7 +220,7 @@ impl Kernels {
                 &[
                     rwkv_gpu::ROUNDING_WGSL,
                     STEP_WGSL,
-                    argmax,
+                    reduce,
                     include_str!("round_activations.wgsl"),
                 ]
                 .concat(),

@@ -1,5 +1,5 @@
-// (rwkv-gpu's rounding.wgsl, step.wgsl, the Step struct, and argmax_subgroup.wgsl or
-// argmax_tree.wgsl, the Lane struct and argmax_abs_256, are prepended.)
+// (rwkv-gpu's rounding.wgsl, step.wgsl, the Step struct, and reduce_subgroup.wgsl or
+// reduce_tree.wgsl, the Lane struct, argmax_abs_256 and sum_256, are prepended.)
 // Rounds activation rows the way ggml's CPU backend does before a matrix product, so that the
 // GPU reproduces llama.cpp's numbers: f16 or bf16 per value, or Q8_0 / Q8_K blocks (values
 // snapped to an 8-bit grid per block of 32 / 256). Writes the rounded f32 values.

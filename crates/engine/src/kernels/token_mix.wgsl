@@ -1,5 +1,5 @@
-// (rwkv-gpu's rounding.wgsl, step.wgsl, the Step struct, and argmax_subgroup.wgsl or
-// argmax_tree.wgsl, the Lane struct and argmax_abs_256, are prepended.)
+// (rwkv-gpu's rounding.wgsl, step.wgsl, the Step struct, and reduce_subgroup.wgsl or
+// reduce_tree.wgsl, the Lane struct, argmax_abs_256 and sum_256, are prepended.)
 // Layer norm + token shift + lerps + rounding, fused: for each row t (a token) and each of
 // `n_mix` mixes m,
 //   xn = norm(x[t]);  prev = norm(x[previous token]) or the sequence's saved shift state
@@ -55,34 +55,22 @@ const TILE: u32 = 256u;
 var<workgroup> red: array<f32, TILE>;
 var<workgroup> red_idx: array<u32, TILE>;
 
-fn tile_sum(tid: u32, v: f32) -> f32 {
-    red[tid] = v;
-    workgroupBarrier();
-    for (var s = TILE / 2u; s > 0u; s = s / 2u) {
-        if tid < s {
-            red[tid] = red[tid] + red[tid + s];
-        }
-        workgroupBarrier();
-    }
-    let total = red[0];
-    workgroupBarrier();
-    return total;
-}
-
-// Mean and 1/sqrt(var + eps) of row r, as the layer-norm kernel computes them.
-fn row_stats(tid: u32, r: u32) -> vec2<f32> {
+// Mean and 1/sqrt(var + eps) of row r (layer_norm.wgsl's formula; the sums' order is that of
+// sum_256).
+fn row_stats(lane: Lane, r: u32) -> vec2<f32> {
+    let tid = lane.tid;
     let base = r * p.dim;
     var sum = 0.0;
     for (var c = tid; c < p.dim; c += TILE) {
         sum += x[base + c];
     }
-    let mean = tile_sum(tid, sum) / f32(p.dim);
+    let mean = sum_256(lane, sum) / f32(p.dim);
     var sq = 0.0;
     for (var c = tid; c < p.dim; c += TILE) {
         let d = x[base + c] - mean;
         sq += d * d;
     }
-    let inv = 1.0 / sqrt(tile_sum(tid, sq) / f32(p.dim) + p.eps);
+    let inv = 1.0 / sqrt(sum_256(lane, sq) / f32(p.dim) + p.eps);
     return vec2<f32>(mean, inv);
 }
 
@@ -151,10 +139,10 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, lane: Lane) {
         return;
     }
     let info = rows[t];
-    let st = row_stats(tid, t);
+    let st = row_stats(lane, t);
     var pst = vec2<f32>(0.0, 0.0);
     if info.prev != NO_PREV {
-        pst = row_stats(tid, info.prev);
+        pst = row_stats(lane, info.prev);
     }
     let c = wg.y * TILE + tid;
     let in_row = c < p.dim;

@@ -1,6 +1,7 @@
-// The signed-maximum search of the Q8_K roundings (token_mix.wgsl, round_activations.wgsl)
-// for devices without subgroup operations: a tree over workgroup memory (see
-// argmax_subgroup.wgsl for the version used where subgroups exist; same results).
+// Workgroup-wide reductions over 256 threads for token_mix.wgsl and round_activations.wgsl
+// (the Q8_K roundings' signed-maximum search, the layer norm's sums) for devices without
+// subgroup operations: trees over workgroup memory (see reduce_subgroup.wgsl for the
+// version used where subgroups exist).
 
 struct Lane {
     @builtin(local_invocation_index) tid: u32,
@@ -30,4 +31,21 @@ fn argmax_abs_256(lane: Lane, v: f32) -> u32 {
     let at = argmax_i[0];
     workgroupBarrier();
     return at;
+}
+
+// The sum of v over the 256 threads of the workgroup (every thread calls it): halves added
+// pairwise.
+fn sum_256(lane: Lane, v: f32) -> f32 {
+    let tid = lane.tid;
+    argmax_m[tid] = v;
+    workgroupBarrier();
+    for (var s = 128u; s > 0u; s = s / 2u) {
+        if tid < s {
+            argmax_m[tid] = argmax_m[tid] + argmax_m[tid + s];
+        }
+        workgroupBarrier();
+    }
+    let total = argmax_m[0];
+    workgroupBarrier();
+    return total;
 }

@@ -1,7 +1,8 @@
-// The signed-maximum search of the Q8_K roundings (token_mix.wgsl, round_activations.wgsl)
-// with subgroup operations: one workgroup barrier instead of a tree of eight (composed in
-// where the device has subgroups; argmax_tree.wgsl is the other version, with the same
-// results).
+// Workgroup-wide reductions over 256 threads for token_mix.wgsl and round_activations.wgsl
+// (the Q8_K roundings' signed-maximum search, the layer norm's sums) with subgroup
+// operations: one workgroup barrier instead of a tree of eight. Composed in where the device
+// has subgroups; reduce_tree.wgsl is the other version (same maxima; sums in another
+// order).
 
 struct Lane {
     @builtin(local_invocation_index) tid: u32,
@@ -37,4 +38,20 @@ fn argmax_abs_256(lane: Lane, v: f32) -> u32 {
     // The arrays are reused by the next call.
     workgroupBarrier();
     return at;
+}
+
+// The sum of v over the 256 threads of the workgroup (every thread calls it, in uniform
+// control flow): subgroup sums, then those in subgroup order.
+fn sum_256(lane: Lane, v: f32) -> f32 {
+    let s = subgroupAdd(v);
+    if lane.sg_lane == 0u {
+        argmax_m[lane.sg] = s;
+    }
+    workgroupBarrier();
+    var total = argmax_m[0];
+    for (var k = 1u; k < lane.n_sg; k++) {
+        total += argmax_m[k];
+    }
+    workgroupBarrier();
+    return total;
 }
