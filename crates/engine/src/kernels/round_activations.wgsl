@@ -1,5 +1,6 @@
 // (rwkv-gpu's rounding.wgsl, step.wgsl, the Step struct, and reduce_subgroup.wgsl or
-// reduce_tree.wgsl, the Lane struct, argmax_abs_256 and sum_256, are prepended.)
+// reduce_tree.wgsl, the Lane struct, argmax_abs_256 and sum_256, and block_amax.wgsl are
+// prepended.)
 // Rounds activation rows the way ggml's CPU backend does before a matrix product, so that the
 // GPU reproduces llama.cpp's numbers: f16 or bf16 per value, or Q8_0 / Q8_K blocks (values
 // snapped to an 8-bit grid per block of 32 / 256). Writes the rounded f32 values.
@@ -43,19 +44,12 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, lane: Lane) {
         return;
     }
     if p.mode == 3u {
-        // Q8_0: each thread of the first 8 owns a block of 32. d = amax / 127 stored as f16.
-        if tid * 32u < n {
-            let o = base + tid * 32u;
-            var amax = 0.0;
-            for (var j = 0u; j < 32u; j++) {
-                amax = max(amax, abs(input[o + j]));
-            }
-            let d = amax / 127.0;
-            let id = select(0.0, 1.0 / d, d != 0.0);
-            let d16 = round_f16(d);
-            for (var j = 0u; j < 32u; j++) {
-                output[o + j] = round(input[o + j] * id) * d16;
-            }
+        // Q8_0: blocks of 32 threads, one value each. d = amax / 127 stored as f16.
+        let v = select(0.0, input[base + min(tid, n - 1u)], tid < n);
+        let d = block_amax_32(tid, v) / 127.0;
+        let id = select(0.0, 1.0 / d, d != 0.0);
+        if tid < n {
+            output[base + tid] = round(v * id) * round_f16(d);
         }
         return;
     }

@@ -1,5 +1,6 @@
 // (rwkv-gpu's rounding.wgsl, step.wgsl, the Step struct, and reduce_subgroup.wgsl or
-// reduce_tree.wgsl, the Lane struct, argmax_abs_256 and sum_256, are prepended.)
+// reduce_tree.wgsl, the Lane struct, argmax_abs_256 and sum_256, and block_amax.wgsl are
+// prepended.)
 // Layer norm + token shift + lerps + rounding, fused: for each row t (a token) and each of
 // `n_mix` mixes m,
 //   xn = norm(x[t]);  prev = norm(x[previous token]) or the sequence's saved shift state
@@ -52,8 +53,6 @@ const TILE: u32 = 256u;
 @group(0) @binding(8) var<storage, read_write> out_a: array<f32>;
 @group(0) @binding(9) var<storage, read_write> out_b: array<f32>;
 
-var<workgroup> red: array<f32, TILE>;
-var<workgroup> red_idx: array<u32, TILE>;
 
 // Mean and 1/sqrt(var + eps) of row r (layer_norm.wgsl's formula; the sums' order is that of
 // sum_256).
@@ -74,29 +73,6 @@ fn row_stats(lane: Lane, r: u32) -> vec2<f32> {
     return vec2<f32>(mean, inv);
 }
 
-// Index of the largest |v| among `width` consecutive threads (ties: lowest index), returned
-// to every thread of the group (Q8_0's blocks of 32; whole 256-value Q8_K blocks take
-// argmax_abs_256).
-fn group_argmax_abs(tid: u32, v: f32, width: u32) -> u32 {
-    red[tid] = abs(v);
-    red_idx[tid] = tid;
-    workgroupBarrier();
-    for (var s = width / 2u; s > 0u; s = s / 2u) {
-        if (tid % width) < s {
-            let a = red[tid];
-            let b = red[tid + s];
-            if b > a || (b == a && red_idx[tid + s] < red_idx[tid]) {
-                red[tid] = b;
-                red_idx[tid] = red_idx[tid + s];
-            }
-        }
-        workgroupBarrier();
-    }
-    let idx = red_idx[tid - tid % width];
-    workgroupBarrier();
-    return idx;
-}
-
 var<workgroup> vals: array<f32, TILE>;
 
 // Rounds v (this thread's value; all threads call this together) per `mode`.
@@ -107,8 +83,7 @@ fn round_value(lane: Lane, v: f32, mode: u32) -> f32 {
         case 2u: { return round_bf16(v); }
         case 3u: {
             // Q8_0: d = amax / 127 over 32 values, stored as f16.
-            vals[tid] = v;
-            let amax = abs(vals[group_argmax_abs(tid, v, 32u)]);
+            let amax = block_amax_32(tid, v);
             let d = amax / 127.0;
             let id = select(0.0, 1.0 / d, d != 0.0);
             return round(v * id) * round_f16(d);
