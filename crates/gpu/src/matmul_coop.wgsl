@@ -55,12 +55,41 @@ var<workgroup> sh_c: array<f32, SGR * SGC * 256u>;
 // The token count, made provably uniform for the cooperative operations.
 var<workgroup> sh_n: vec4<u32>;
 
-// fn fetch(li, a_row0, b_row0, k0) and fn stage(li) are generated (matmul/coop.rs,
-// `staging_wgsl`): fetch loads the f16 pairs this thread copies for the next chunk (A_PT of
-// the weight tile, B_PT of the input tile) into private variables, stage stores them into
-// sh_a / sh_b. A thread copies one pair (not a 16-byte piece) per row position: the f16
-// stores of consecutive threads then fall in consecutive banks (with 16-byte pieces they
-// shared 8 of the 32 banks, and the staging was most of the product's time on an H200).
+// The f16 pairs this thread copies for the next chunk. A thread copies one pair (not a
+// 16-byte piece) per row position: the f16 stores of consecutive threads then fall in
+// consecutive banks (with 16-byte pieces they shared 8 of the 32 banks, and the staging was
+// most of the product's time on an H200).
+var<private> pa: array<u32, A_PT>;
+var<private> pb: array<u32, B_PT>;
+
+fn fetch(li: u32, a_row0: u32, b_row0: u32, k0: u32) {
+    let ld = P.cols / 2u;
+    for (var j = 0u; j < A_PT; j++) {
+        let pair = li + j * WG_SIZE;
+        pa[j] = W16[(a_row0 + pair / ROW_PAIRS) * ld + k0 / 2u + pair % ROW_PAIRS];
+    }
+    for (var j = 0u; j < B_PT; j++) {
+        let pair = li + j * WG_SIZE;
+        pb[j] = X16[(b_row0 + pair / ROW_PAIRS) * ld + k0 / 2u + pair % ROW_PAIRS];
+    }
+}
+
+fn stage(li: u32) {
+    for (var j = 0u; j < A_PT; j++) {
+        let pair = li + j * WG_SIZE;
+        let dst = (pair / ROW_PAIRS) * SK + (pair % ROW_PAIRS) * 2u;
+        let a = vec2<f16>(unpack2x16float(pa[j]));
+        sh_a[dst] = a.x;
+        sh_a[dst + 1u] = a.y;
+    }
+    for (var j = 0u; j < B_PT; j++) {
+        let pair = li + j * WG_SIZE;
+        let dst = (pair / ROW_PAIRS) * SK + (pair % ROW_PAIRS) * 2u;
+        let b = vec2<f16>(unpack2x16float(pb[j]));
+        sh_b[dst] = b.x;
+        sh_b[dst + 1u] = b.y;
+    }
+}
 
 @compute @workgroup_size(WG_SIZE)
 fn main(

@@ -35,14 +35,7 @@ pub struct CoopShape {
     pub k: u32,
     /// A timing probe instead of the products (0: none; see [`COOP_PROBE_ENV`]).
     pub probe: u32,
-    /// The staged pairs in private arrays rather than named variables (for measurements:
-    /// [`COOP_ARRAYS_ENV`]).
-    pub arrays: bool,
 }
-
-/// Environment variable (`1`) keeping the tensor-core product's staged pairs in private
-/// arrays, as before they were named variables (for measurements).
-pub const COOP_ARRAYS_ENV: &str = "WEB_RWKV_COOP_ARRAYS";
 
 /// Environment variable making the tensor-core product a timing probe with wrong results
 /// (for measurements only): `nostage` (no loads into workgroup memory), `nomma` (no
@@ -60,7 +53,6 @@ impl CoopShape {
         sgc: 2,
         k: 64,
         probe: 0,
-        arrays: false,
     };
 
     /// `SGRxSGCxK`: 1 to 4 subgroups each way, K one of 32, 64, 128.
@@ -78,7 +70,6 @@ impl CoopShape {
             sgc,
             k,
             probe: 0,
-            arrays: false,
         })
     }
 
@@ -129,12 +120,7 @@ impl CoopShape {
             Ok("mmaonly") => 3,
             _ => 0,
         };
-        let arrays = std::env::var(COOP_ARRAYS_ENV).is_ok_and(|v| v == "1");
-        CoopShape {
-            probe,
-            arrays,
-            ..shape
-        }
+        CoopShape { probe, ..shape }
     }
 }
 
@@ -572,73 +558,6 @@ impl MatmulKernels {
     }
 }
 
-/// `fn fetch` and `fn stage` of matmul_coop.wgsl for `shape` on `wg_size` threads: the
-/// pairs a thread copies per chunk in named private variables (`pa0`.., `pb0`..; each load
-/// and store written out), or in private arrays with `shape.arrays`. (Per-thread arrays were
-/// slower than named variables every other time they were measured with NVIDIA's driver.)
-pub(super) fn staging_wgsl(shape: &CoopShape, wg_size: u32) -> String {
-    use std::fmt::Write;
-    let row_pairs = shape.k / 2;
-    let a_pt = shape.rows() * row_pairs / wg_size;
-    let b_pt = shape.tokens() * row_pairs / wg_size;
-    let mut s = String::new();
-    let tiles = [
-        ("pa", "W16", "a_row0", "sh_a", a_pt),
-        ("pb", "X16", "b_row0", "sh_b", b_pt),
-    ];
-    if shape.arrays {
-        for (v, _, _, _, n) in tiles {
-            let _ = writeln!(s, "var<private> {v}: array<u32, {n}>;");
-        }
-    } else {
-        for (v, _, _, _, n) in tiles {
-            for j in 0..n {
-                let _ = writeln!(s, "var<private> {v}{j}: u32;");
-            }
-        }
-    }
-    let var = |v: &str, j: u32| {
-        if shape.arrays {
-            format!("{v}[{j}]")
-        } else {
-            format!("{v}{j}")
-        }
-    };
-    s.push_str(
-        "fn fetch(li: u32, a_row0: u32, b_row0: u32, k0: u32) {
-    let ld = P.cols / 2u;
-",
-    );
-    for (v, src, row0, _, n) in tiles {
-        for j in 0..n {
-            let _ = writeln!(
-                s,
-                "    {{ let pair = li + {j}u * WG_SIZE; {} = {src}[({row0} + pair / ROW_PAIRS) * ld + k0 / 2u + pair % ROW_PAIRS]; }}",
-                var(v, j)
-            );
-        }
-    }
-    s.push_str(
-        "}
-fn stage(li: u32) {
-",
-    );
-    for (v, _, _, dst, n) in tiles {
-        for j in 0..n {
-            let _ = writeln!(
-                s,
-                "    {{ let pair = li + {j}u * WG_SIZE; let d = (pair / ROW_PAIRS) * SK + (pair % ROW_PAIRS) * 2u;                  let h = vec2<f16>(unpack2x16float({})); {dst}[d] = h.x; {dst}[d + 1u] = h.y; }}",
-                var(v, j)
-            );
-        }
-    }
-    s.push_str(
-        "}
-",
-    );
-    s
-}
-
 /// Whether `w`'s rows are whole blocks of its format, without padding (what the tensor-core
 /// weight decode writes out as one run per workgroup).
 pub(super) fn whole_blocks(w: &GpuMatrix) -> bool {
@@ -756,18 +675,6 @@ mod tests {
         assert_eq!(CoopShape::DEFAULT.for_cols(96).k, 32);
         assert_eq!(CoopShape::DEFAULT.for_cols(2560), CoopShape::DEFAULT);
         assert_eq!(CoopShape::DEFAULT.for_cols(100), CoopShape::DEFAULT);
-        // Named staging variables, every one loaded and stored once (2048 pairs of each
-        // 64 x 32-pair tile over 128 threads: 16 each).
-        let named = staging_wgsl(&CoopShape::DEFAULT, 128);
-        for v in ["pa", "pb"] {
-            assert_eq!(named.matches(&format!("var<private> {v}")).count(), 16);
-            assert!(named.contains(&format!("{v}15 =")) && !named.contains(&format!("{v}16")));
-        }
-        let arrays = CoopShape {
-            arrays: true,
-            ..CoopShape::DEFAULT
-        };
-        assert!(staging_wgsl(&arrays, 128).contains("var<private> pa: array<u32, 16>;"));
         // Both f16 tiles, padded rows, the epilogue tiles and the token count.
         assert_eq!(
             CoopShape::DEFAULT.workgroup_bytes(),
