@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 
 use gguf::GgufFile;
 use rwkv_gpu::{
-    Epilogue, GetRowsCall, GpuContext, GpuMatrix, MatmulCall, MatmulKernels, MatvecCall, MatvecJob,
-    MatvecKernels,
+    ConvertCall, Epilogue, GetRowsCall, GpuContext, GpuMatrix, MatmulCall, MatmulKernels,
+    MatvecCall, MatvecJob, MatvecKernels, X16Input,
 };
 use rwkv_model::{Rwkv7Config, Rwkv7Spec};
 
@@ -197,6 +197,13 @@ pub(crate) enum Op {
         grid: Grid,
         kind: String,
     },
+    /// An activation converted to f16 once for the tensor-core products that read it, in
+    /// steps of at least `from` rows (the smallest step in which one of them takes that
+    /// path; `u32::MAX` while none does).
+    Convert {
+        call: ConvertCall,
+        from: u32,
+    },
     /// `op` only in steps of at least `from` rows (`at_least`) or only in the others: the
     /// two ways of computing the second LoRA products (see [`EngineOptions::lora2_from`]).
     ByRows {
@@ -211,6 +218,7 @@ impl Op {
     pub(crate) fn kind(&self) -> &str {
         match self {
             Op::Gather(_) => "embedding",
+            Op::Convert { .. } => "f16_inputs",
             Op::Kernel(launch, _) | Op::Round(launch, _) => launch.label,
             Op::Matmul { kind, .. } => kind,
             Op::ByRows { op, .. } => op.kind(),
@@ -231,6 +239,7 @@ impl Op {
         match self {
             Op::Round(_, grid) if count(*grid, rows, out) <= 1 => 0,
             Op::Kernel(_, grid) if !runs(*grid, rows, chunks) => 0,
+            Op::Convert { from, .. } => (rows >= *from) as usize,
             Op::ByRows { op, .. } if self.runs_in(rows) => op.dispatches(rows, out, chunks),
             Op::ByRows { .. } => 0,
             Op::Matmul {
@@ -257,6 +266,11 @@ impl Op {
     ) {
         match self {
             Op::Gather(call) => call.record(pass, rows),
+            Op::Convert { call, from } => {
+                if rows >= *from {
+                    call.record(pass, rows);
+                }
+            }
             Op::ByRows { op, .. } if self.runs_in(rows) => op.record(pass, rows, out, chunks),
             Op::ByRows { .. } => {}
             Op::Matmul {
@@ -305,6 +319,10 @@ fn runs(grid: Grid, rows: u32, chunks: u32) -> bool {
         _ => true,
     }
 }
+
+/// Environment variable turning off (`0`) the shared f16 copies of activations: each
+/// tensor-core product then converts its own input (one dispatch more per product).
+pub const SHARED_X16_ENV: &str = "WEB_RWKV_SHARED_X16";
 
 /// Environment variable: the number of rows from which a step whose chunks all have one
 /// token (a batch of decoding sequences) runs the WKV-7 kernel in three parts (prep, scan,
@@ -498,6 +516,13 @@ struct Builder<'a> {
     rounded_by_op: Vec<(&'static str, u32)>,
     /// Bound where a kernel's optional output is not used.
     dummy: wgpu::Buffer,
+    /// Whether the tensor-core products of an activation share one f16 copy of it
+    /// ([`SHARED_X16_ENV`]).
+    share_x16: bool,
+    /// The f16 copies: (the buffer converted, its copy).
+    x16: Vec<(wgpu::Buffer, wgpu::Buffer)>,
+    /// (buffer, index of its `Op::Convert` in `ops`) for copies current at the end of `ops`.
+    converted: Vec<(wgpu::Buffer, usize)>,
     ops: Vec<Op>,
 }
 
@@ -523,9 +548,11 @@ impl Builder<'_> {
     ) {
         let bind_group = bind_at(&self.ctx.device, pipeline, label, buffers);
         // Kernels write activations: every rounded copy may be stale after one, except the
-        // copy this very launch makes (marked fresh by the caller afterwards).
+        // copy this very launch makes (marked fresh by the caller afterwards); so may every
+        // f16 copy.
         self.fresh.clear();
         self.rounded_by_op.clear();
+        self.converted.clear();
         self.ops.push(Op::Kernel(
             Launch {
                 label,
@@ -605,6 +632,7 @@ impl Builder<'_> {
             },
             grid,
         ));
+        self.converted.retain(|(b, _)| *b != out);
         self.fresh.push((x.name, mode));
         self.rounded_by_op.push((x.name, mode));
         Ok(out)
@@ -626,6 +654,42 @@ impl Builder<'_> {
         let buf = storage(self.ctx, x.name, bytes)?;
         self.rounded.push((x.name, mode, buf.clone()));
         Ok(buf)
+    }
+
+    /// The f16 copy of `input` (an activation laid out as `x`, or a rounded copy of it) that
+    /// the tensor-core products reading it share, with the index of the op converting it:
+    /// appended now unless the copy is current. None where products convert their own
+    /// input (no tensor-core path, the logits head, or sharing turned off).
+    fn x16_for(&mut self, input: &wgpu::Buffer, x: Act) -> Result<Option<(wgpu::Buffer, usize)>> {
+        if !self.share_x16 || x.out || self.ctx.coop_subgroup_size().is_none() {
+            return Ok(None);
+        }
+        let x16 = match self.x16.iter().find(|(b, _)| b == input) {
+            Some((_, c)) => c.clone(),
+            None => {
+                // Room for a product's last token group to run past the last block.
+                let values = (x.blocks as u64 * x.rows as u64 + 64) * x.cols as u64;
+                let c = storage(self.ctx, "f16 inputs", values * 2)?;
+                self.x16.push((input.clone(), c.clone()));
+                c
+            }
+        };
+        if let Some(&(_, at)) = self.converted.iter().find(|(b, _)| b == input) {
+            return Ok(Some((x16, at)));
+        }
+        let Some(call) = self
+            .matmul
+            .prepare_convert(self.ctx, input, &x16, x.blocks, x.rows, x.cols, self.step)?
+        else {
+            return Ok(None);
+        };
+        self.ops.push(Op::Convert {
+            call,
+            from: u32::MAX,
+        });
+        let at = self.ops.len() - 1;
+        self.converted.push((input.clone(), at));
+        Ok(Some((x16, at)))
     }
 
     /// Rounding mode for the activations a weight reads (0: plain f32).
@@ -750,10 +814,23 @@ impl Builder<'_> {
             } else {
                 x.buf.clone()
             };
-            calls.push(self.matmul.prepare(
+            let shared = self.x16_for(&input, x)?;
+            let x16 = shared.as_ref().map(|(buf, _)| X16Input {
+                buf,
+                offset: x_offset,
+                stride: x.cols,
+            });
+            let call = self.matmul.prepare_shared(
                 self.ctx, w, &input, x_offset, x.cols, y, y_offset, y_stride, epilogue, step,
-                x.rows,
-            )?);
+                x.rows, x16,
+            )?;
+            // The conversion runs in every step where this product reads it.
+            if let (Some((_, at)), Some(f)) = (&shared, call.coop_from()) {
+                if let Op::Convert { from, .. } = &mut self.ops[*at] {
+                    *from = (*from).min(f);
+                }
+            }
+            calls.push(call);
             let job = MatvecJob {
                 w,
                 x_offset,
@@ -773,6 +850,7 @@ impl Builder<'_> {
             .map(|(mode, single_x, jobs)| self.matvec.prepare(self.ctx, single_x, y, *mode, jobs))
             .collect::<std::result::Result<Vec<_>, _>>()?;
         self.fresh.retain(|(name, _)| *name != y_name);
+        self.converted.retain(|(b, _)| b != y);
         self.ops.push(Op::Matmul {
             calls,
             singles,
@@ -926,6 +1004,9 @@ impl Engine {
             fresh: Vec::new(),
             rounded_by_op: Vec::new(),
             dummy: storage(&ctx, "unused output", 16)?,
+            share_x16: std::env::var(SHARED_X16_ENV).map_or(true, |v| v != "0"),
+            x16: Vec::new(),
+            converted: Vec::new(),
             ops: Vec::new(),
         };
         let a = |name: &'static str,
@@ -1321,6 +1402,7 @@ impl Engine {
         ];
         buffers.extend(lora_sums);
         buffers.extend(b.rounded.into_iter().map(|(_, _, buf)| buf));
+        buffers.extend(b.x16.into_iter().map(|(_, buf)| buf));
         let sc = &scratch;
         let buffer_bytes = buffers.iter().map(wgpu::Buffer::size).sum::<u64>()
             + states

@@ -11,9 +11,9 @@ mod weights;
 pub use context::{AdapterSummary, ContextOptions, GpuContext, ADAPTER_ENV, COOP_ENV};
 pub use error::GpuError;
 pub use matmul::{
-    CoopShape, CoopSplit, Epilogue, GetRowsCall, MatmulCall, MatmulKernels, TileShape,
-    COOP_F16_WEIGHTS_ENV, COOP_FROM_ENV, COOP_PROBE_ENV, COOP_SHAPE_ENV, COOP_SHORT_FROM_ENV,
-    COOP_SPLIT_ENV, STEP_N_TOKENS_OFFSET, TILED_FROM_TOKENS, TILE_ENV,
+    ConvertCall, CoopShape, CoopSplit, Epilogue, GetRowsCall, MatmulCall, MatmulKernels, TileShape,
+    X16Input, COOP_F16_WEIGHTS_ENV, COOP_FROM_ENV, COOP_PROBE_ENV, COOP_SHAPE_ENV,
+    COOP_SHORT_FROM_ENV, COOP_SPLIT_ENV, STEP_N_TOKENS_OFFSET, TILED_FROM_TOKENS, TILE_ENV,
 };
 pub use matvec::{MatvecCall, MatvecJob, MatvecKernels, INT_Q8_0_ENV, MAX_BINDINGS, ROUNDING_WGSL};
 pub use shader::{shader_module, SHADER_CHECKS_ENV};

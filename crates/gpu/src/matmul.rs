@@ -27,8 +27,8 @@ use coop::{
     COOP_SHORT_FROM_TOKENS,
 };
 pub use coop::{
-    CoopShape, CoopSplit, COOP_F16_WEIGHTS_ENV, COOP_FROM_ENV, COOP_PROBE_ENV, COOP_SHAPE_ENV,
-    COOP_SHORT_FROM_ENV, COOP_SPLIT_ENV,
+    ConvertCall, CoopShape, CoopSplit, X16Input, COOP_F16_WEIGHTS_ENV, COOP_FROM_ENV,
+    COOP_PROBE_ENV, COOP_SHAPE_ENV, COOP_SHORT_FROM_ENV, COOP_SPLIT_ENV,
 };
 
 /// Byte offset of the token count (`u32`) in the `step_params` buffer.
@@ -720,7 +720,61 @@ impl MatmulKernels {
         step_params: &wgpu::Buffer,
         max_tokens: u32,
     ) -> Result<MatmulCall, GpuError> {
+        self.prepare_shared(
+            ctx,
+            w,
+            x,
+            x_offset,
+            x_stride,
+            y,
+            y_offset,
+            y_stride,
+            epilogue,
+            step_params,
+            max_tokens,
+            None,
+        )
+    }
+
+    /// [`MatmulKernels::prepare`], with the tensor-core path reading the f16 copy `x16` of
+    /// the same inputs (converted before the call by a [`ConvertCall`], in every step where
+    /// the call takes that path: from [`MatmulCall::coop_from`] tokens) instead of
+    /// converting them itself.
+    #[allow(clippy::too_many_arguments)]
+    pub fn prepare_shared(
+        &self,
+        ctx: &GpuContext,
+        w: &GpuMatrix,
+        x: &wgpu::Buffer,
+        x_offset: u32,
+        x_stride: u32,
+        y: &wgpu::Buffer,
+        y_offset: u32,
+        y_stride: u32,
+        epilogue: Epilogue,
+        step_params: &wgpu::Buffer,
+        max_tokens: u32,
+        x16: Option<X16Input<'_>>,
+    ) -> Result<MatmulCall, GpuError> {
         check_common(ctx, w, step_params, max_tokens, TOKENS_PER_WG)?;
+        if let Some(s) = x16 {
+            let end = s.offset as u64
+                + (max_tokens.next_multiple_of(self.coop_shape.tokens()) as u64 - 1)
+                    * s.stride as u64
+                + w.cols as u64;
+            if !(s.offset.is_multiple_of(2) && s.stride.is_multiple_of(2))
+                || s.stride < w.cols as u32
+                || end * 2 > s.buf.size()
+            {
+                return Err(GpuError::InvalidArgument(format!(
+                    "f16 inputs of '{}': offset {}, stride {} in {} bytes",
+                    w.name,
+                    s.offset,
+                    s.stride,
+                    s.buf.size()
+                )));
+            }
+        }
         if x == y || y == step_params {
             return Err(GpuError::InvalidArgument(
                 "y must be a different buffer from x and step_params".into(),
@@ -791,6 +845,7 @@ impl MatmulKernels {
                     y_stride,
                     step_params,
                     max_tokens,
+                    x16,
                 };
                 Some(self.prepare_coop(ctx, w, &io, epilogue, subgroup)?)
             }
@@ -1048,6 +1103,11 @@ impl MatmulCall {
             pass.set_bind_group(0, &part.bind_group, &[]);
             pass.dispatch_workgroups(part.groups.0, part.groups.1, n.div_ceil(per_wg));
         }
+    }
+
+    /// The token count from which this call takes the tensor-core path (None: it has none).
+    pub fn coop_from(&self) -> Option<u32> {
+        self.coop.as_ref().map(|_| self.coop_from)
     }
 
     /// Whether batches of [`TILED_FROM_TOKENS`] or more use a tile kernel (tiled or tensor

@@ -4,10 +4,11 @@
 // P.max_tokens). Used for prompts and batches where the device offers cooperative matrices;
 // matmul_tiled.wgsl is the portable kernel with the same contract.
 //
-// Its inputs are f16 copies made just before it in the same pass: W16, a slice of the
-// weight rows decoded by matmul_coop_dequant.wgsl (row-major, P.cols values per row), and
-// X16, the tokens' inputs converted by matmul_coop_x.wgsl (token-major, P.cols values per
-// token, zeros from token n up to the next multiple of BN).
+// Its inputs are f16 copies: W16, a slice of the weight rows decoded by
+// matmul_coop_dequant.wgsl just before it (row-major, P.cols values per row), resident copies
+// or F16 weights themselves, and X16, the tokens' inputs converted by matmul_coop_x.wgsl
+// (token t's values at P.in_offset + t * P.in_stride, in f16; both even), either the
+// product's own copy made just before it or an activation's copy several products share.
 //
 // Header constants (from matmul.rs): SG = the subgroup size; SGR x SGC subgroups per
 // workgroup (WG_SIZE = SGR * SGC * SG), each owning 32 rows x 32 tokens (four 16 x 16
@@ -70,7 +71,8 @@ fn fetch(li: u32, a_row0: u32, b_row0: u32, k0: u32) {
     }
     for (var j = 0u; j < B_PT; j++) {
         let pair = li + j * WG_SIZE;
-        pb[j] = X16[(b_row0 + pair / ROW_PAIRS) * ld + k0 / 2u + pair % ROW_PAIRS];
+        pb[j] = X16[P.in_offset / 2u + (b_row0 + pair / ROW_PAIRS) * (P.in_stride / 2u) + k0 / 2u
+            + pair % ROW_PAIRS];
     }
 }
 

@@ -1,8 +1,10 @@
-// Converts the tokens' inputs to f16 for the tensor-core product (matmul_coop.wgsl):
-// X16[t * P.cols + c] = x[P.in_offset + t * P.in_stride + c] for tokens t < n (n =
-// STEP[N_TOKENS_WORD], clamped to P.max_tokens), clamped to f16's finite range, and zeros for
-// the tokens from n up to the grid's end (the product reads whole groups of 64 tokens).
-// Grid: x over groups of 256 columns, y over tokens.
+// Converts the tokens' inputs to f16 for the tensor-core product (matmul_coop.wgsl), block by
+// block: X16[(b * P.rows + t) * P.cols + c] = x[P.in_offset + b * P.rows * P.in_stride + t *
+// P.in_stride + c] for tokens t < n (n = STEP[N_TOKENS_WORD], clamped to P.max_tokens),
+// clamped to f16's finite range, and zeros for the tokens from n up to the grid's end (the
+// product reads whole groups of 64 tokens) within the block's P.rows rows. Grid: x over
+// groups of 256 columns, y over tokens, z over blocks (one for a product's own copy of its
+// input; an activation's blocks for a copy several products share).
 
 enable f16;
 
@@ -15,13 +17,14 @@ const F16_MAX: f32 = 65504.0;
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let c = gid.x;
     let t = gid.y;
-    if (c >= P.cols) {
+    let b = gid.z;
+    if (c >= P.cols || t >= P.rows) {
         return;
     }
     let n = min(STEP[N_TOKENS_WORD], P.max_tokens);
     var v = 0.0;
     if (t < n) {
-        v = load_x1(P.in_offset + t * P.in_stride + c);
+        v = load_x1(P.in_offset + (b * P.rows + t) * P.in_stride + c);
     }
-    X16[t * P.cols + c] = f16(clamp(v, -F16_MAX, F16_MAX));
+    X16[(b * P.rows + t) * P.cols + c] = f16(clamp(v, -F16_MAX, F16_MAX));
 }

@@ -10,7 +10,7 @@ mod support;
 use gguf::GgmlType;
 use rwkv_gpu::{
     ContextOptions, CoopSplit, Epilogue, GpuContext, GpuError, GpuMatrix, MatmulKernels, TileShape,
-    STEP_N_TOKENS_OFFSET, TILED_FROM_TOKENS,
+    X16Input, STEP_N_TOKENS_OFFSET, TILED_FROM_TOKENS,
 };
 use support::{Rng, TestMatrix};
 
@@ -659,6 +659,84 @@ fn tensor_core_products_from_resident_f16_weights() {
         // Later calls share the copy.
         assert_eq!(resident.coop_bytes(), before, "{tensor}: a second f16 copy");
         assert!(before >= (m.rows * m.cols * 2) as u64);
+    }
+}
+
+#[test]
+fn tensor_core_products_from_a_shared_f16_copy() {
+    // An activation of 2 blocks of [70 tokens][cols + 64]; the product reads block 1 from
+    // column 64 (as the second LoRA products read the hidden vectors), once converting its
+    // own input and once from the activation's shared f16 copy: the same bits.
+    let g = gpu();
+    let m = TestMatrix::from_fixture(
+        "mini-q4_k_m.gguf",
+        "blk.0.channel_mix_key.weight",
+        GgmlType::Q4_K,
+    );
+    let w = m.upload(&g.ctx, u64::MAX);
+    let (rows, cols) = (MAX_TOKENS, m.cols as u32 + 64);
+    let mut rng = Rng(90);
+    let x: Vec<f32> = (0..2 * rows * cols).map(|_| rng.nonzero()).collect();
+    let x_buf = g.ctx.create_storage_buffer("x", &f32_bytes(&x)).unwrap();
+    let x16 = g
+        .ctx
+        .create_storage_buffer("x16", &vec![0u8; (2 * rows * cols * 2) as usize])
+        .unwrap();
+    let step = step_buffer(0);
+    let convert = g
+        .kernels
+        .prepare_convert(&g.ctx, &x_buf, &x16, 2, rows, cols, &step)
+        .unwrap();
+    let Some(convert) = convert else {
+        assert!(g.ctx.coop_subgroup_size().is_none());
+        eprintln!("no cooperative matrices: no shared f16 copies");
+        return;
+    };
+    let (x_offset, y_len) = (rows * cols + 64, m.rows * rows as usize);
+    let mut outs = Vec::new();
+    for shared in [false, true] {
+        let y = g
+            .ctx
+            .create_storage_buffer("y", &vec![0u8; y_len * 4])
+            .unwrap();
+        let x16_in = X16Input {
+            buf: &x16,
+            offset: x_offset,
+            stride: cols,
+        };
+        let call = g
+            .kernels
+            .prepare_shared(
+                &g.ctx,
+                &w,
+                &x_buf,
+                x_offset,
+                cols,
+                &y,
+                0,
+                m.rows as u32,
+                Epilogue::Store,
+                &step,
+                rows,
+                shared.then_some(x16_in),
+            )
+            .unwrap();
+        assert_eq!(call.coop_from(), Some(16));
+        for n in [37, 70] {
+            set_tokens(&step, n);
+            run(|pass| {
+                if shared {
+                    convert.record(pass, n);
+                }
+                call.record(pass, n);
+            });
+            outs.push(g.ctx.read_buffer_f32(&y, 0, y_len).unwrap());
+        }
+    }
+    assert!(outs[1].iter().any(|v| *v != 0.0));
+    for (a, b) in outs[..2].iter().zip(&outs[2..]) {
+        let same = a.iter().zip(b).all(|(a, b)| a.to_bits() == b.to_bits());
+        assert!(same, "the shared f16 copy gives other products");
     }
 }
 

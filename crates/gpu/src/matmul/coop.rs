@@ -243,9 +243,8 @@ impl CoopScratch {
 /// The tensor-core path for one matrix: the inputs to f16 once, then per slice of rows the
 /// weights to f16 and the product.
 pub(super) struct CoopCall {
-    convert: Arc<wgpu::ComputePipeline>,
-    convert_group: wgpu::BindGroup,
-    cols: u32,
+    /// The conversion of this call's inputs to f16 (None: it reads a shared copy).
+    convert: Option<Convert>,
     dequant: Arc<wgpu::ComputePipeline>,
     product: Arc<wgpu::ComputePipeline>,
     /// Adds the parts of a split product (with the epilogue).
@@ -255,7 +254,52 @@ pub(super) struct CoopCall {
     split: CoopSplit,
     /// Size of the partial-sum scratch the split bind groups use.
     part_bytes: u64,
-    _convert_params: wgpu::Buffer,
+}
+
+/// A conversion of inputs to f16 (`matmul_coop_x.wgsl`): `blocks` blocks of up to `rows`
+/// tokens of `cols` values.
+struct Convert {
+    pipeline: Arc<wgpu::ComputePipeline>,
+    group: wgpu::BindGroup,
+    cols: u32,
+    rows: u32,
+    blocks: u32,
+    _params: wgpu::Buffer,
+}
+
+impl Convert {
+    fn record(&self, pass: &mut wgpu::ComputePass<'_>, n: u32, bn: u32) {
+        pass.set_pipeline(&self.pipeline);
+        pass.set_bind_group(0, &self.group, &[]);
+        let rows = n.next_multiple_of(bn).min(self.rows);
+        pass.dispatch_workgroups(self.cols.div_ceil(256), rows, self.blocks);
+    }
+}
+
+/// An activation's f16 copy that several tensor-core products read (see
+/// [`MatmulKernels::prepare_convert`]): token t of a product's input is at `offset + t *
+/// stride` (f16 values; both even).
+#[derive(Clone, Copy)]
+pub struct X16Input<'a> {
+    pub buf: &'a wgpu::Buffer,
+    pub offset: u32,
+    pub stride: u32,
+}
+
+/// The conversion of a whole activation (`blocks` x `[rows][cols]`) to the f16 copy its
+/// products share, recorded once before them ([`MatmulKernels::prepare_convert`]).
+pub struct ConvertCall {
+    convert: Convert,
+    bn: u32,
+}
+
+impl ConvertCall {
+    /// Records the conversion of the step's `n_tokens` tokens (per block).
+    pub fn record(&self, pass: &mut wgpu::ComputePass<'_>, n_tokens: u32) {
+        if n_tokens > 0 {
+            self.convert.record(pass, n_tokens, self.bn);
+        }
+    }
 }
 
 struct CoopSlice {
@@ -279,6 +323,17 @@ struct SplitCall {
     _params: wgpu::Buffer,
 }
 
+/// What a conversion to f16 reads: `blocks` blocks of `rows` tokens of `cols` values, token t
+/// of block b at `x_offset + (b * rows + t) * x_stride`.
+struct ConvertAt<'a> {
+    x: &'a wgpu::Buffer,
+    x_offset: u32,
+    x_stride: u32,
+    cols: u32,
+    rows: u32,
+    blocks: u32,
+}
+
 /// The buffers and layout of one call's input and output (as [`MatmulKernels::prepare`]
 /// takes them), for [`MatmulKernels::prepare_coop`].
 pub(super) struct CoopIo<'a> {
@@ -290,6 +345,8 @@ pub(super) struct CoopIo<'a> {
     pub(super) y_stride: u32,
     pub(super) step_params: &'a wgpu::Buffer,
     pub(super) max_tokens: u32,
+    /// A shared f16 copy of the inputs, converted before the call.
+    pub(super) x16: Option<X16Input<'a>>,
 }
 
 impl MatmulKernels {
@@ -332,7 +389,10 @@ impl MatmulKernels {
         };
         let w16_rows = slice_rows.min(rows_of(true).next_multiple_of(bm));
         let w16_bytes = w16_rows as u64 * w.cols as u64 * 2;
-        let x16_bytes = io.max_tokens.next_multiple_of(bn) as u64 * w.cols as u64 * 2;
+        let x16_bytes = match io.x16 {
+            Some(_) => 0,
+            None => io.max_tokens.next_multiple_of(bn) as u64 * w.cols as u64 * 2,
+        };
         let split = self.coop_split;
         let candidates = split.candidates(cols / shape.k);
         // Splits are chosen for small grids only, so their partial sums stay small.
@@ -361,27 +421,29 @@ impl MatmulKernels {
             };
             (
                 grow(&mut scratch.w16, w16_bytes, "rwkv-gpu coop weights f16")?,
-                grow(&mut scratch.x16, x16_bytes, "rwkv-gpu coop inputs f16")?
-                    .ok_or_else(|| GpuError::InvalidArgument("empty matrix".into()))?,
+                grow(&mut scratch.x16, x16_bytes, "rwkv-gpu coop inputs f16")?,
                 grow(&mut scratch.part, part_bytes, "rwkv-gpu coop partial sums")?,
             )
         };
-        let convert_params = params_buffer(
-            ctx,
-            &Params {
-                cols,
-                in_offset: io.x_offset,
-                in_stride: io.x_stride,
-                max_tokens: io.max_tokens,
-                ..Params::default()
-            },
-        )?;
-        // Binding 0 is unused by the conversion; any storage buffer fills it.
-        let convert_group = self.bind_group(
-            ctx,
-            &w.name,
-            [io.step_params, &convert_params, io.x, &x16, io.step_params],
-        );
+        // The inputs in f16: this call's own copy (converted before its products; token t at
+        // t * cols), or the shared one.
+        let (convert, x16, x16_at) = match (io.x16, x16) {
+            (Some(shared), _) => (None, shared.buf.clone(), (shared.offset, shared.stride)),
+            (None, Some(own)) => {
+                let at = ConvertAt {
+                    x: io.x,
+                    x_offset: io.x_offset,
+                    x_stride: io.x_stride,
+                    cols,
+                    rows: io.max_tokens.next_multiple_of(bn),
+                    blocks: 1,
+                };
+                let convert =
+                    self.convert(ctx, &w.name, &at, &own, io.step_params, io.max_tokens)?;
+                (Some(convert), own, (0, cols))
+            }
+            (None, None) => return Err(GpuError::InvalidArgument("empty matrix".into())),
+        };
         // One slice of `rows` rows from `first` of `part`, multiplied from `src` (f16 rows
         // from the slice's first; decoded there first if `decode`).
         let slice = |part: &MatrixPart, first: u32, rows: u32, src: &wgpu::Buffer, decode: bool| {
@@ -392,6 +454,8 @@ impl MatmulKernels {
                 row_words: w.row_words as u32,
                 scale_base: part.scale_base as u32,
                 row_start: part.row_start as u32 + first,
+                in_offset: x16_at.0,
+                in_stride: x16_at.1,
                 out_offset: io.y_offset,
                 out_stride: io.y_stride,
                 max_tokens: io.max_tokens,
@@ -466,9 +530,7 @@ impl MatmulKernels {
         }
         let f16_key = GgmlType::F16;
         Ok(CoopCall {
-            convert: self.pipeline(ctx, f16_key, Kernel::CoopX)?,
-            convert_group,
-            cols,
+            convert,
             dequant,
             product: self.pipeline(
                 ctx,
@@ -484,7 +546,6 @@ impl MatmulKernels {
             slices,
             split,
             part_bytes,
-            _convert_params: convert_params,
         })
     }
 
@@ -492,6 +553,92 @@ impl MatmulKernels {
     /// (their rows are whole blocks, so they are dense), or with f16 weights asked for
     /// ([`MatmulKernels::with_coop_f16_weights`]) a copy decoded now, once per part and
     /// shared by every call on it. None where the copy would not fit one binding.
+    /// A conversion to f16 into `x16` of the inputs `at` describes.
+    fn convert(
+        &self,
+        ctx: &GpuContext,
+        label: &str,
+        at: &ConvertAt<'_>,
+        x16: &wgpu::Buffer,
+        step_params: &wgpu::Buffer,
+        max_tokens: u32,
+    ) -> Result<Convert, GpuError> {
+        let params = params_buffer(
+            ctx,
+            &Params {
+                cols: at.cols,
+                rows: at.rows,
+                in_offset: at.x_offset,
+                in_stride: at.x_stride,
+                max_tokens,
+                ..Params::default()
+            },
+        )?;
+        // Binding 0 is unused by the conversion; any storage buffer fills it.
+        let group = self.bind_group(ctx, label, [step_params, &params, at.x, x16, step_params]);
+        Ok(Convert {
+            pipeline: self.pipeline(ctx, GgmlType::F16, Kernel::CoopX)?,
+            group,
+            cols: at.cols,
+            rows: at.rows,
+            blocks: at.blocks,
+            _params: params,
+        })
+    }
+
+    /// The conversion of a whole activation, `blocks` blocks of `[rows][cols]` f32 values in
+    /// `x`, to f16 in `x16` (same layout), for the tensor-core products that read it
+    /// ([`X16Input`], [`MatmulKernels::prepare_shared`]) to share: recorded once before them,
+    /// in steps where they take the tensor-core path (`step_params` holds the step's token
+    /// count, as for [`MatmulKernels::prepare`]). None on a device without that path.
+    #[allow(clippy::too_many_arguments)]
+    pub fn prepare_convert(
+        &self,
+        ctx: &GpuContext,
+        x: &wgpu::Buffer,
+        x16: &wgpu::Buffer,
+        blocks: u32,
+        rows: u32,
+        cols: u32,
+        step_params: &wgpu::Buffer,
+    ) -> Result<Option<ConvertCall>, GpuError> {
+        if ctx.coop_subgroup_size().is_none() {
+            return Ok(None);
+        }
+        let values = blocks as u64 * rows as u64 * cols as u64;
+        if values == 0
+            || !cols.is_multiple_of(2)
+            || x.size() < values * 4
+            || x16.size() < values * 2
+        {
+            return Err(GpuError::InvalidArgument(format!(
+                "f16 copy of {blocks} x {rows} x {cols} values: buffers of {} and {} bytes",
+                x.size(),
+                x16.size()
+            )));
+        }
+        let at = ConvertAt {
+            x,
+            x_offset: 0,
+            x_stride: cols,
+            cols,
+            rows,
+            blocks,
+        };
+        let convert = self.convert(
+            ctx,
+            "rwkv-gpu shared f16 inputs",
+            &at,
+            x16,
+            step_params,
+            rows,
+        )?;
+        Ok(Some(ConvertCall {
+            convert,
+            bn: self.coop_shape.tokens(),
+        }))
+    }
+
     fn resident_f16(
         &self,
         ctx: &GpuContext,
@@ -570,9 +717,9 @@ impl CoopCall {
     pub(super) fn record(&self, pass: &mut wgpu::ComputePass<'_>, n: u32, max_groups: u32) {
         let (bm, bn) = (self.shape.rows(), self.shape.tokens());
         let token_groups = n.div_ceil(bn);
-        pass.set_pipeline(&self.convert);
-        pass.set_bind_group(0, &self.convert_group, &[]);
-        pass.dispatch_workgroups(self.cols.div_ceil(256), token_groups * bn, 1);
+        if let Some(convert) = &self.convert {
+            convert.record(pass, n, bn);
+        }
         for slice in &self.slices {
             if let Some(group) = &slice.dequant_group {
                 pass.set_pipeline(&self.dequant);
@@ -623,11 +770,13 @@ impl CoopCall {
     pub(super) fn n_dispatches(&self, n: u32, max_groups: u32) -> usize {
         let split = |s: &CoopSlice| self.split_for(s, n, max_groups).is_some() as usize;
         let decode = |s: &CoopSlice| s.dequant_group.is_some() as usize;
-        1 + self
-            .slices
-            .iter()
-            .map(|s| 1 + decode(s) + split(s))
-            .sum::<usize>()
+        let convert = self.convert.is_some() as usize;
+        convert
+            + self
+                .slices
+                .iter()
+                .map(|s| 1 + decode(s) + split(s))
+                .sum::<usize>()
     }
 }
 
