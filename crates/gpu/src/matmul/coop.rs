@@ -278,7 +278,8 @@ impl Convert {
 
 /// An activation's f16 copy that several tensor-core products read (see
 /// [`MatmulKernels::prepare_convert`]): token t of a product's input is at `offset + t *
-/// stride` (f16 values; both even).
+/// stride` (f16 values; both even). The product reads whole groups of 64 tokens, so the
+/// buffer must hold 64 tokens more than the activation.
 #[derive(Clone, Copy)]
 pub struct X16Input<'a> {
     pub buf: &'a wgpu::Buffer,
