@@ -528,6 +528,27 @@ fn other_tile_shapes_give_the_same_products() {
     }
 }
 
+/// Dispatches a call of `kernels` on `w` (inputs and outputs of MAX_TOKENS tokens) records
+/// for `n` tokens.
+fn dispatches_at(
+    kernels: &MatmulKernels,
+    m: &TestMatrix,
+    w: &GpuMatrix,
+    e: Epilogue,
+    n: u32,
+) -> usize {
+    let g = gpu();
+    let t = MAX_TOKENS as usize;
+    let x = g.ctx.create_storage_buffer("x", &vec![0u8; m.cols * t * 4]);
+    let y = g.ctx.create_storage_buffer("y", &vec![0u8; m.rows * t * 4]);
+    let (x, y, step) = (x.unwrap(), y.unwrap(), step_buffer(0));
+    let (xs, ys) = (m.cols as u32, m.rows as u32);
+    kernels
+        .prepare(&g.ctx, w, &x, 0, xs, &y, 0, ys, e, &step, MAX_TOKENS)
+        .unwrap()
+        .n_dispatches(n)
+}
+
 #[test]
 fn tensor_core_products_split_over_columns() {
     let g = gpu();
@@ -563,31 +584,7 @@ fn tensor_core_products_split_over_columns() {
     for (i, (file, tensor, ty, e)) in cases.into_iter().enumerate() {
         let m = TestMatrix::from_fixture(file, tensor, ty);
         let w = m.upload(&g.ctx, u64::MAX);
-        let n = MAX_TOKENS;
-        let x = g
-            .ctx
-            .create_storage_buffer("x", &vec![0u8; m.cols * n as usize * 4]);
-        let y = g
-            .ctx
-            .create_storage_buffer("y", &vec![0u8; m.rows * n as usize * 4]);
-        let (x, y, step) = (x.unwrap(), y.unwrap(), step_buffer(0));
-        let dispatches = |k: &MatmulKernels| {
-            k.prepare(
-                &g.ctx,
-                &w,
-                &x,
-                0,
-                m.cols as u32,
-                &y,
-                0,
-                m.rows as u32,
-                e,
-                &step,
-                n,
-            )
-            .unwrap()
-            .n_dispatches(37)
-        };
+        let dispatches = |k: &MatmulKernels| dispatches_at(k, &m, &w, e, 37);
         assert!(
             dispatches(&split) > dispatches(&whole),
             "{tensor}: the product was not split"
@@ -623,32 +620,8 @@ fn tensor_core_products_from_resident_f16_weights() {
     for (i, (file, tensor, ty)) in cases.into_iter().enumerate() {
         let m = TestMatrix::from_fixture(file, tensor, ty);
         let w = m.upload(&g.ctx, u64::MAX);
-        let n = MAX_TOKENS;
-        let x = g
-            .ctx
-            .create_storage_buffer("x", &vec![0u8; m.cols * n as usize * 4]);
-        let y = g
-            .ctx
-            .create_storage_buffer("y", &vec![0u8; m.rows * n as usize * 4]);
-        let (x, y, step) = (x.unwrap(), y.unwrap(), step_buffer(0));
         let e = Epilogue::Add;
-        let dispatches = |k: &MatmulKernels| {
-            k.prepare(
-                &g.ctx,
-                &w,
-                &x,
-                0,
-                m.cols as u32,
-                &y,
-                0,
-                m.rows as u32,
-                e,
-                &step,
-                n,
-            )
-            .unwrap()
-            .n_dispatches(70)
-        };
+        let dispatches = |k: &MatmulKernels| dispatches_at(k, &m, &w, e, 70);
         // No weight decode per call once the copy is resident.
         assert!(
             dispatches(&resident) < dispatches(&decoded),
