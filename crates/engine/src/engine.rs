@@ -667,9 +667,8 @@ impl Builder<'_> {
         let x16 = match self.x16.iter().find(|(b, _)| b == input) {
             Some((_, c)) => c.clone(),
             None => {
-                // Room for a product's last token group to run past the last block.
-                let values = (x.blocks as u64 * x.rows as u64 + 64) * x.cols as u64;
-                let c = storage(self.ctx, "f16 inputs", values * 2)?;
+                let bytes = self.matmul.shared_x16_bytes(x.blocks, x.rows, x.cols);
+                let c = storage(self.ctx, "f16 inputs", bytes)?;
                 self.x16.push((input.clone(), c.clone()));
                 c
             }

@@ -651,10 +651,10 @@ fn tensor_core_products_from_a_shared_f16_copy() {
     let mut rng = Rng(90);
     let x: Vec<f32> = (0..2 * rows * cols).map(|_| rng.nonzero()).collect();
     let x_buf = g.ctx.create_storage_buffer("x", &f32_bytes(&x)).unwrap();
-    // (With room for the last token group, 64 tokens, to run past the last block.)
+    let x16_bytes = g.kernels.shared_x16_bytes(2, rows, cols) as usize;
     let x16 = g
         .ctx
-        .create_storage_buffer("x16", &vec![0u8; ((2 * rows + 64) * cols * 2) as usize])
+        .create_storage_buffer("x16", &vec![0u8; x16_bytes])
         .unwrap();
     let step = step_buffer(0);
     let convert = g

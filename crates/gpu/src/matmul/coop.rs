@@ -278,8 +278,8 @@ impl Convert {
 
 /// An activation's f16 copy that several tensor-core products read (see
 /// [`MatmulKernels::prepare_convert`]): token t of a product's input is at `offset + t *
-/// stride` (f16 values; both even). The product reads whole groups of 64 tokens, so the
-/// buffer must hold 64 tokens more than the activation.
+/// stride` (f16 values; both even). The product reads whole token groups, so the buffer
+/// holds one group more than the activation ([`MatmulKernels::shared_x16_bytes`]).
 #[derive(Clone, Copy)]
 pub struct X16Input<'a> {
     pub buf: &'a wgpu::Buffer,
@@ -550,10 +550,6 @@ impl MatmulKernels {
         })
     }
 
-    /// The f16 rows of `part` the product can read as they are: F16 weights themselves
-    /// (their rows are whole blocks, so they are dense), or with f16 weights asked for
-    /// ([`MatmulKernels::with_coop_f16_weights`]) a copy decoded now, once per part and
-    /// shared by every call on it. None where the copy would not fit one binding.
     /// A conversion to f16 into `x16` of the inputs `at` describes.
     fn convert(
         &self,
@@ -587,6 +583,13 @@ impl MatmulKernels {
         })
     }
 
+    /// Bytes of the shared f16 copy of an activation of `blocks` blocks of `[rows][cols]`
+    /// values ([`MatmulKernels::prepare_convert`]): one token group more than the
+    /// activation, for the last group of its last block to read.
+    pub fn shared_x16_bytes(&self, blocks: u32, rows: u32, cols: u32) -> u64 {
+        (blocks as u64 * rows as u64 + self.coop_shape.tokens() as u64) * cols as u64 * 2
+    }
+
     /// The conversion of a whole activation, `blocks` blocks of `[rows][cols]` f32 values in
     /// `x`, to f16 in `x16` (same layout), for the tensor-core products that read it
     /// ([`X16Input`], [`MatmulKernels::prepare_shared`]) to share: recorded once before them,
@@ -610,7 +613,7 @@ impl MatmulKernels {
         if values == 0
             || !cols.is_multiple_of(2)
             || x.size() < values * 4
-            || x16.size() < values * 2
+            || x16.size() < self.shared_x16_bytes(blocks, rows, cols)
         {
             return Err(GpuError::InvalidArgument(format!(
                 "f16 copy of {blocks} x {rows} x {cols} values: buffers of {} and {} bytes",
@@ -640,6 +643,10 @@ impl MatmulKernels {
         }))
     }
 
+    /// The f16 rows of `part` the product can read as they are: F16 weights themselves
+    /// (their rows are whole blocks, so they are dense), or with f16 weights asked for
+    /// ([`MatmulKernels::with_coop_f16_weights`]) a copy decoded now, once per part and
+    /// shared by every call on it. None where the copy would not fit one binding.
     fn resident_f16(
         &self,
         ctx: &GpuContext,
