@@ -206,7 +206,7 @@ impl Kernels {
                     rwkv_gpu::ROUNDING_WGSL,
                     STEP_WGSL,
                     reduce,
-                    include_str!("block_amax.wgsl"),
+                    include_str!("q8_blocks.wgsl"),
                     include_str!("token_mix.wgsl"),
                 ]
                 .concat(),
@@ -222,7 +222,7 @@ impl Kernels {
                     rwkv_gpu::ROUNDING_WGSL,
                     STEP_WGSL,
                     reduce,
-                    include_str!("block_amax.wgsl"),
+                    include_str!("q8_blocks.wgsl"),
                     include_str!("round_activations.wgsl"),
                 ]
                 .concat(),

@@ -1,10 +1,13 @@
-// The largest |v| of each block of 32 consecutive threads of a 256-thread workgroup (Q8_0's
-// blocks), for token_mix.wgsl and round_activations.wgsl: one barrier, then every thread
-// reads its block's 32 values (the maximum is exact in any order).
+// ggml's 8-bit block roundings of activations (quantized and decoded back to f32), for
+// token_mix.wgsl and round_activations.wgsl: each thread of a 256-thread workgroup rounds one
+// value; every thread calls these together, in uniform control flow. (The Lane struct and
+// argmax_abs_256 come from reduce_subgroup.wgsl or reduce_tree.wgsl.)
 
 var<workgroup> block_abs: array<f32, 256>;
+var<workgroup> block_vals: array<f32, 256>;
 
-// Every thread calls it, in uniform control flow.
+// The largest |v| of each block of 32 consecutive threads (Q8_0's blocks): one barrier, then
+// every thread reads its block's 32 values (the maximum is exact in any order).
 fn block_amax_32(tid: u32, v: f32) -> f32 {
     block_abs[tid] = abs(v);
     workgroupBarrier();
@@ -16,4 +19,24 @@ fn block_amax_32(tid: u32, v: f32) -> f32 {
     // The array is reused by the next call.
     workgroupBarrier();
     return m;
+}
+
+// Q8_0 (blocks of 32): d = amax / 127, stored as f16.
+fn round_q8_0(tid: u32, v: f32) -> f32 {
+    let d = block_amax_32(tid, v) / 127.0;
+    let id = select(0.0, 1.0 / d, d != 0.0);
+    return round(v * id) * round_f16(d);
+}
+
+// Q8_K (one block of 256): the signed value of largest magnitude maps to -127.
+fn round_q8_k(lane: Lane, v: f32) -> f32 {
+    block_vals[lane.tid] = v;
+    let m = block_vals[argmax_abs_256(lane, v)];
+    // Every thread has read m before the array is reused by the next call.
+    workgroupBarrier();
+    if m == 0.0 {
+        return 0.0;
+    }
+    let iscale = -127.0 / m;
+    return min(round(iscale * v), 127.0) * (1.0 / iscale);
 }

@@ -1,5 +1,5 @@
 // (rwkv-gpu's rounding.wgsl, step.wgsl, the Step struct, and reduce_subgroup.wgsl or
-// reduce_tree.wgsl, the Lane struct, argmax_abs_256 and sum_256, and block_amax.wgsl are
+// reduce_tree.wgsl, the Lane struct, argmax_abs_256 and sum_256, and q8_blocks.wgsl are
 // prepended.)
 // Rounds activation rows the way ggml's CPU backend does before a matrix product, so that the
 // GPU reproduces llama.cpp's numbers: f16 or bf16 per value, or Q8_0 / Q8_K blocks (values
@@ -44,25 +44,14 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, lane: Lane) {
         return;
     }
     if p.mode == 3u {
-        // Q8_0: blocks of 32 threads, one value each. d = amax / 127 stored as f16.
+        // Q8_0: blocks of 32 threads, one value each (threads past the row carry 0).
         let v = select(0.0, input[base + min(tid, n - 1u)], tid < n);
-        let d = block_amax_32(tid, v) / 127.0;
-        let id = select(0.0, 1.0 / d, d != 0.0);
+        let r = round_q8_0(tid, v);
         if tid < n {
-            output[base + tid] = round(v * id) * round_f16(d);
+            output[base + tid] = r;
         }
         return;
     }
-    // Q8_K: one block of 256, one value per thread. The scale comes from the signed value of
-    // largest magnitude, which maps to -127.
-    let v = input[base + tid];
-    let imax = argmax_abs_256(lane, v);
-    let max_v = input[base + imax];
-    if max_v == 0.0 {
-        output[base + tid] = 0.0;
-    } else {
-        let iscale = -127.0 / max_v;
-        let d = 1.0 / iscale;
-        output[base + tid] = min(round(iscale * v), 127.0) * d;
-    }
+    // Q8_K: one block of 256, one value per thread.
+    output[base + tid] = round_q8_k(lane, input[base + tid]);
 }

@@ -1,5 +1,5 @@
 // (rwkv-gpu's rounding.wgsl, step.wgsl, the Step struct, and reduce_subgroup.wgsl or
-// reduce_tree.wgsl, the Lane struct, argmax_abs_256 and sum_256, and block_amax.wgsl are
+// reduce_tree.wgsl, the Lane struct, argmax_abs_256 and sum_256, and q8_blocks.wgsl are
 // prepended.)
 // Layer norm + token shift + lerps + rounding, fused: for each row t (a token) and each of
 // `n_mix` mixes m,
@@ -73,31 +73,13 @@ fn row_stats(lane: Lane, r: u32) -> vec2<f32> {
     return vec2<f32>(mean, inv);
 }
 
-var<workgroup> vals: array<f32, TILE>;
-
 // Rounds v (this thread's value; all threads call this together) per `mode`.
 fn round_value(lane: Lane, v: f32, mode: u32) -> f32 {
-    let tid = lane.tid;
     switch mode {
         case 1u: { return round_f16(v); }
         case 2u: { return round_bf16(v); }
-        case 3u: {
-            // Q8_0: d = amax / 127 over 32 values, stored as f16.
-            let amax = block_amax_32(tid, v);
-            let d = amax / 127.0;
-            let id = select(0.0, 1.0 / d, d != 0.0);
-            return round(v * id) * round_f16(d);
-        }
-        case 4u: {
-            // Q8_K: the signed value of largest magnitude over 256 maps to -127.
-            vals[tid] = v;
-            let m = vals[argmax_abs_256(lane, v)];
-            if m == 0.0 {
-                return 0.0;
-            }
-            let iscale = -127.0 / m;
-            return min(round(iscale * v), 127.0) * (1.0 / iscale);
-        }
+        case 3u: { return round_q8_0(lane.tid, v); }
+        case 4u: { return round_q8_k(lane, v); }
         default: { return v; }
     }
 }
