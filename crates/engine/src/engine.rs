@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use gguf::GgufFile;
 use rwkv_gpu::{
     ConvertCall, Epilogue, GetRowsCall, GpuContext, GpuMatrix, MatmulCall, MatmulKernels,
-    MatvecCall, MatvecJob, MatvecKernels, X16Input,
+    MatvecCall, MatvecJob, MatvecKernels, Q8kInput, QuantizeCall, X16Input,
 };
 use rwkv_model::{Rwkv7Config, Rwkv7Spec};
 
@@ -190,9 +190,11 @@ pub(crate) enum Op {
     /// read the same activation and write the same buffer, with the kind of weight they
     /// multiply (e.g. `time_mix_key`) for profiles: `calls` for steps of several rows,
     /// `singles` (one matvec call per rounding mode, each packing its matrices into as few
-    /// dispatches as it can) for one row.
+    /// dispatches as it can) for one row, after `quantize` (the Q8_K copies of their inputs
+    /// that some of them read, where not current).
     Matmul {
         calls: Vec<MatmulCall>,
+        quantize: Vec<QuantizeCall>,
         singles: Vec<MatvecCall>,
         grid: Grid,
         kind: String,
@@ -244,12 +246,13 @@ impl Op {
             Op::ByRows { .. } => 0,
             Op::Matmul {
                 calls,
+                quantize,
                 singles,
                 grid,
                 ..
             } => match count(*grid, rows, out) {
                 0 => 0,
-                1 => singles.iter().map(MatvecCall::n_dispatches).sum(),
+                1 => quantize.len() + singles.iter().map(MatvecCall::n_dispatches).sum::<usize>(),
                 n => calls.iter().map(|c| c.n_dispatches(n)).sum(),
             },
             _ => 1,
@@ -275,11 +278,15 @@ impl Op {
             Op::ByRows { .. } => {}
             Op::Matmul {
                 calls,
+                quantize,
                 singles,
                 grid,
                 ..
             } => match count(*grid, rows, out) {
-                1 => singles.iter().for_each(|s| s.record(pass)),
+                1 => {
+                    quantize.iter().for_each(|q| q.record(pass));
+                    singles.iter().for_each(|s| s.record(pass));
+                }
                 n => calls.iter().for_each(|c| c.record(pass, n)),
             },
             Op::Round(_, grid) if count(*grid, rows, out) <= 1 => {}
@@ -523,6 +530,11 @@ struct Builder<'a> {
     x16: Vec<(wgpu::Buffer, wgpu::Buffer)>,
     /// (buffer, index of its `Op::Convert` in `ops`) for copies current at the end of `ops`.
     converted: Vec<(wgpu::Buffer, usize)>,
+    /// The Q8_K copies one-token matvecs read (`MatvecKernels::q8k_input`): (the buffer
+    /// quantized, its copy of the first row of each block).
+    q8k: Vec<(wgpu::Buffer, Arc<Q8kInput>)>,
+    /// The buffers whose Q8_K copy is current at the end of `ops` (in one-token steps).
+    q8k_fresh: Vec<wgpu::Buffer>,
     ops: Vec<Op>,
 }
 
@@ -553,6 +565,7 @@ impl Builder<'_> {
         self.fresh.clear();
         self.rounded_by_op.clear();
         self.converted.clear();
+        self.q8k_fresh.clear();
         self.ops.push(Op::Kernel(
             Launch {
                 label,
@@ -844,19 +857,77 @@ impl Builder<'_> {
                 None => singles.push((mode, single_x, vec![job])),
             }
         }
-        let singles = singles
-            .iter()
-            .map(|(mode, single_x, jobs)| self.matvec.prepare(self.ctx, single_x, y, *mode, jobs))
-            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let mut quantize = Vec::new();
+        let mut prepared = Vec::new();
+        for (mode, single_x, jobs) in &singles {
+            if let Some(call) = self.q8k_matvec(x, single_x, y, *mode, jobs, &mut quantize)? {
+                prepared.push(call);
+            } else {
+                prepared.push(self.matvec.prepare(self.ctx, single_x, y, *mode, jobs)?);
+            }
+        }
         self.fresh.retain(|(name, _)| *name != y_name);
         self.converted.retain(|(b, _)| b != y);
+        self.q8k_fresh.retain(|b| b != y);
         self.ops.push(Op::Matmul {
             calls,
-            singles,
+            quantize,
+            singles: prepared,
             grid,
             kind,
         });
         Ok(())
+    }
+
+    /// The one-token matvec of `jobs` (reading `src`, laid out as `x`) on a Q8_K copy of the
+    /// first row of each block of `src`, quantized once (its quantization pushed to
+    /// `quantize` unless the copy is current): None where the matrices or offsets do not
+    /// allow it, or [`MatvecKernels::q8k_input`] is off.
+    fn q8k_matvec(
+        &mut self,
+        x: Act,
+        src: &wgpu::Buffer,
+        y: &wgpu::Buffer,
+        mode: u32,
+        jobs: &[MatvecJob],
+        quantize: &mut Vec<QuantizeCall>,
+    ) -> Result<Option<MatvecCall>> {
+        let block = x.rows * x.cols;
+        let usable = self.matvec.q8k_input()
+            && mode == rwkv_gpu::ROUND_Q8_K
+            && x.cols.is_multiple_of(256)
+            && jobs
+                .iter()
+                .all(|j| MatvecKernels::supports_q8k(j.w) && j.x_offset.is_multiple_of(block));
+        if !usable {
+            return Ok(None);
+        }
+        let xq = match self.q8k.iter().find(|(b, _)| b == src) {
+            Some((_, q)) => q.clone(),
+            None => {
+                let q = Arc::new(Q8kInput::new(self.ctx, x.name, x.blocks * x.cols)?);
+                self.q8k.push((src.clone(), q.clone()));
+                q
+            }
+        };
+        if !self.q8k_fresh.contains(src) {
+            quantize.push(
+                self.matvec
+                    .prepare_quantize_segments(self.ctx, src, &xq, x.cols, block)?,
+            );
+            self.q8k_fresh.push(src.clone());
+        }
+        // Block b of the activation is segment b of the copy.
+        let jobs: Vec<MatvecJob> = jobs
+            .iter()
+            .map(|j| MatvecJob {
+                w: j.w,
+                x_offset: j.x_offset / block * x.cols,
+                y_offset: j.y_offset,
+                epilogue: j.epilogue,
+            })
+            .collect();
+        Ok(Some(self.matvec.prepare_q8k(self.ctx, &xq, y, &jobs)?))
     }
 
     /// Appends `y[block yb] (op)= W x[block xb]` for every row, rounding x first if needed.
@@ -1006,6 +1077,8 @@ impl Engine {
             share_x16: std::env::var(SHARED_X16_ENV).map_or(true, |v| v != "0"),
             x16: Vec::new(),
             converted: Vec::new(),
+            q8k: Vec::new(),
+            q8k_fresh: Vec::new(),
             ops: Vec::new(),
         };
         let a = |name: &'static str,

@@ -15,6 +15,9 @@ pub use matmul::{
     X16Input, COOP_F16_WEIGHTS_ENV, COOP_FROM_ENV, COOP_PROBE_ENV, COOP_SHAPE_ENV,
     COOP_SHORT_FROM_ENV, COOP_SPLIT_ENV, STEP_N_TOKENS_OFFSET, TILED_FROM_TOKENS, TILE_ENV,
 };
-pub use matvec::{MatvecCall, MatvecJob, MatvecKernels, INT_Q8_0_ENV, MAX_BINDINGS, ROUNDING_WGSL};
+pub use matvec::{
+    MatvecCall, MatvecJob, MatvecKernels, Q8kInput, QuantizeCall, INT_Q8_0_ENV, MAX_BINDINGS,
+    Q8K_INPUT_ENV, ROUNDING_WGSL, ROUND_Q8_K,
+};
 pub use shader::{shader_module, SHADER_CHECKS_ENV};
 pub use weights::GpuMatrix;

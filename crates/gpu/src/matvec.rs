@@ -20,6 +20,8 @@
 //!   products (`dot4I8Packed`) and scaled per block part, as ggml's Q*_K x Q8_K, Q8_0 x Q8_0
 //!   and Q4_0 x Q8_0 kernels do.
 
+mod q8k;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -29,6 +31,8 @@ use crate::context::GpuContext;
 use crate::error::GpuError;
 use crate::matmul::{format_wgsl, Epilogue, COMMON_WGSL, EPILOGUE_WGSL};
 use crate::weights::GpuMatrix;
+
+pub use q8k::{Q8kInput, QuantizeCall};
 
 /// Weight buffers one dispatch can bind.
 pub const MAX_BINDINGS: usize = 4;
@@ -47,6 +51,10 @@ pub const ROUND_Q8_K: u32 = 4;
 /// Q8_0 activations, Q8_0 and Q4_0. On by default: on an H200 it decodes 2.9B Q8_0 at 146
 /// tok/s against 90 for the float path, Q4_0 at 178 against 106.
 pub const INT_Q8_0_ENV: &str = "WEB_RWKV_INT_Q8_0";
+
+/// Environment variable turning off (`0`) the one-token matvecs' reading of inputs quantized
+/// to Q8_K once per step ([`MatvecKernels::q8k_input`]); on by default.
+pub const Q8K_INPUT_ENV: &str = "WEB_RWKV_Q8K_INPUT";
 
 /// The WGSL rounding helpers (`round_f16`, `round_bf16`), shared with the engine's kernels.
 pub const ROUNDING_WGSL: &str = include_str!("rounding.wgsl");
@@ -194,12 +202,41 @@ struct Key {
     tpr: u32,
     rpw: u32,
     probe: u32,
+    /// The kernel for inputs quantized to Q8_K beforehand (q8k.wgsl).
+    q8k: bool,
 }
 
 /// Compiled matvec pipelines, created on first use and cached.
 pub struct MatvecKernels {
     cache: Mutex<HashMap<Key, Arc<wgpu::ComputePipeline>>>,
+    /// The Q8_K quantization kernel (q8k.rs).
+    quantize: Mutex<Option<Arc<wgpu::ComputePipeline>>>,
     int_q8_0: bool,
+    q8k_input: bool,
+}
+
+/// What the matvec reads: f32 values (rounded in every workgroup) or values quantized to
+/// Q8_K beforehand.
+#[derive(Clone, Copy)]
+enum Input<'a> {
+    F32(&'a wgpu::Buffer),
+    Q8k(&'a Q8kInput),
+}
+
+impl Input<'_> {
+    fn buffer(&self) -> &wgpu::Buffer {
+        match self {
+            Input::F32(b) => b,
+            Input::Q8k(q) => &q.buffer,
+        }
+    }
+
+    fn values(&self) -> u64 {
+        match self {
+            Input::F32(b) => b.size() / 4,
+            Input::Q8k(q) => q.values() as u64,
+        }
+    }
 }
 
 /// `Job` of matvec.wgsl.
@@ -224,7 +261,10 @@ struct JobParams {
 #[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
 struct JobsUniform {
     n: u32,
-    _pad: [u32; 3],
+    /// Word offsets of the scales and the sums per 16 values of a [`Q8kInput`].
+    xq_d: u32,
+    xq_bs: u32,
+    _pad: u32,
     jobs: [JobParams; MAX_JOBS],
 }
 
@@ -272,8 +312,16 @@ impl MatvecKernels {
     pub fn new() -> Self {
         MatvecKernels {
             cache: Mutex::new(HashMap::new()),
+            quantize: Mutex::new(None),
             int_q8_0: std::env::var(INT_Q8_0_ENV).map_or(true, |v| v != "0"),
+            q8k_input: std::env::var(Q8K_INPUT_ENV).map_or(true, |v| v != "0"),
         }
+    }
+
+    /// Whether callers should quantize Q8_K inputs once and use [`MatvecKernels::prepare_q8k`]
+    /// (default: on unless [`Q8K_INPUT_ENV`] is `0`).
+    pub fn q8k_input(&self) -> bool {
+        self.q8k_input
     }
 
     /// Whether Q8_0 and Q4_0 weights with Q8_0 activations take the integer path (default:
@@ -301,7 +349,13 @@ impl MatvecKernels {
         let label = format!(
             "matvec {} {} x{} tpr={} rpw={}",
             key.ty,
-            if key.int { "int" } else { "float" },
+            if key.q8k {
+                "q8k"
+            } else if key.int {
+                "int"
+            } else {
+                "float"
+            },
             key.bindings,
             key.tpr,
             key.rpw
@@ -329,12 +383,50 @@ impl MatvecKernels {
         mode: u32,
         jobs: &[MatvecJob],
     ) -> Result<MatvecCall, GpuError> {
+        self.prepare_input(ctx, Input::F32(x), y, mode, jobs)
+    }
+
+    /// Whether [`MatvecKernels::prepare_q8k`] takes `w`.
+    pub fn supports_q8k(w: &GpuMatrix) -> bool {
+        q8k::q8k_unit(w.ty).is_some() && w.cols.is_multiple_of(256)
+    }
+
+    /// Prepares the jobs (Q4_K or Q6_K matrices, inputs at multiples of 256 values) reading
+    /// the quantized input `xq` and writing `y`: the same results as [`MatvecKernels::prepare`]
+    /// with Q8_K rounding of the f32 values `xq` was quantized from.
+    pub fn prepare_q8k(
+        &self,
+        ctx: &GpuContext,
+        xq: &Q8kInput,
+        y: &wgpu::Buffer,
+        jobs: &[MatvecJob],
+    ) -> Result<MatvecCall, GpuError> {
+        for job in jobs {
+            if !Self::supports_q8k(job.w) || !job.x_offset.is_multiple_of(256) {
+                return Err(GpuError::InvalidArgument(format!(
+                    "matvec: '{}' ({}, rows of {}) at input offset {} cannot read a Q8_K input",
+                    job.w.name, job.w.ty, job.w.cols, job.x_offset
+                )));
+            }
+        }
+        self.prepare_input(ctx, Input::Q8k(xq), y, ROUND_Q8_K, jobs)
+    }
+
+    fn prepare_input(
+        &self,
+        ctx: &GpuContext,
+        input: Input,
+        y: &wgpu::Buffer,
+        mode: u32,
+        jobs: &[MatvecJob],
+    ) -> Result<MatvecCall, GpuError> {
+        let x = input.buffer();
         if x == y {
             return Err(GpuError::InvalidArgument(
                 "matvec: y must be a different buffer from x".into(),
             ));
         }
-        let x_len = x.size() / 4;
+        let x_len = input.values();
         let y_len = y.size() / 4;
         let mut parts: Vec<PartJob> = Vec::new();
         for job in jobs {
@@ -389,12 +481,12 @@ impl MatvecKernels {
             for p in group {
                 let buffers = distinct_buffers(&batch, p.buffer);
                 if batch.len() == MAX_JOBS || buffers > MAX_BINDINGS {
-                    dispatches.push(self.dispatch(ctx, x, y, std::mem::take(&mut batch))?);
+                    dispatches.push(self.dispatch(ctx, input, y, std::mem::take(&mut batch))?);
                 }
                 batch.push(p);
             }
             if !batch.is_empty() {
-                dispatches.push(self.dispatch(ctx, x, y, batch)?);
+                dispatches.push(self.dispatch(ctx, input, y, batch)?);
             }
         }
         Ok(MatvecCall { dispatches })
@@ -403,13 +495,15 @@ impl MatvecKernels {
     fn dispatch(
         &self,
         ctx: &GpuContext,
-        x: &wgpu::Buffer,
+        input: Input,
         y: &wgpu::Buffer,
         mut batch: Vec<PartJob>,
     ) -> Result<Dispatch, GpuError> {
+        let x = input.buffer();
         let ty = batch[0].ty;
         let cols = batch[0].params.cols;
         let mode = batch[0].params.mode;
+        let q8k = matches!(input, Input::Q8k(_));
         let int_path = int_path(ty, self.int_q8_0).filter(|p| p.mode == mode);
         let int = int_path.is_some();
         // Units of work per row, then threads per row for about 5 units each.
@@ -426,7 +520,11 @@ impl MatvecKernels {
         let rows: u32 = batch.iter().map(|p| p.params.rows).sum();
         let per_thread =
             units_per_thread().unwrap_or_else(|| default_units_per_thread(ty, int, rows, cols));
-        let tpr = units.div_ceil(per_thread).next_power_of_two().clamp(4, 64);
+        let tpr = if q8k {
+            q8k::q8k_threads_per_row(rows, cols)
+        } else {
+            units.div_ceil(per_thread).next_power_of_two().clamp(4, 64)
+        };
         let rpw = 256 / tpr;
         let mut buffers: Vec<&wgpu::Buffer> = Vec::new();
         let mut wg = 0u32;
@@ -444,16 +542,23 @@ impl MatvecKernels {
         }
         let key = Key {
             ty,
-            int,
+            int: int || q8k,
             bindings: buffers.len() as u32,
             tpr,
             rpw,
-            probe: probe(),
+            probe: if q8k { 0 } else { probe() },
+            q8k,
         };
         let pipeline = self.pipeline(ctx, key)?;
+        let (xq_d, xq_bs) = match input {
+            Input::Q8k(q) => (q.d_base(), q.bs_base()),
+            Input::F32(_) => (0, 0),
+        };
         let mut uniform = JobsUniform {
             n: batch.len() as u32,
-            _pad: [0; 3],
+            xq_d,
+            xq_bs,
+            _pad: 0,
             jobs: [JobParams::default(); MAX_JOBS],
         };
         for (i, p) in batch.iter().enumerate() {
@@ -483,6 +588,13 @@ impl MatvecKernels {
             entries.push(wgpu::BindGroupEntry {
                 binding: 3 + i as u32,
                 resource: b.as_entire_binding(),
+            });
+        }
+        if q8k {
+            // The quantized input's scales and sums, read as words (q8k.wgsl's XQS).
+            entries.push(wgpu::BindGroupEntry {
+                binding: 3 + MAX_BINDINGS as u32,
+                resource: x.as_entire_binding(),
             });
         }
         let bind_group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
@@ -566,7 +678,12 @@ fn distinct_buffers(batch: &[PartJob], next: &wgpu::Buffer) -> usize {
 
 /// Generated header + rounding + path + body.
 fn compose(key: &Key) -> Option<String> {
-    let (path, wtype) = if key.int {
+    let (path, wtype) = if key.q8k {
+        (
+            format!("{}\n{}", q8k::q8k_unit(key.ty)?, q8k::Q8K_WGSL),
+            "vec4<u32>",
+        )
+    } else if key.int {
         let p = int_path(key.ty, true)?;
         (
             format!("{}\n{MATVEC_INT_WGSL}\n{}", p.stage, p.dot),
@@ -615,6 +732,9 @@ fn compose(key: &Key) -> Option<String> {
         header.push_str(&format!("        case {i}u: {{ return W{i}[i]; }}\n"));
     }
     header.push_str("        default: { return W0[i]; }\n    }\n}\n");
+    if key.q8k {
+        return Some(format!("{header}\n{EPILOGUE_WGSL}\n{path}"));
+    }
     Some(format!(
         "{header}\n{ROUNDING_WGSL}\n{EPILOGUE_WGSL}\n{path}\n{MATVEC_WGSL}"
     ))

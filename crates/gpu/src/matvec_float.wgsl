@@ -52,8 +52,8 @@ fn stage(t: u32, x_base: u32, t0: u32, len: u32, mode: u32) {
             for (var j = 0u; j < 32u; j++) {
                 amax = max(amax, abs(get_x(o + j)));
             }
-            let d = amax / 127.0;
-            let id = select(0.0, 1.0 / d, d != 0.0);
+            let d = div_rn(amax, 127.0);
+            let id = select(0.0, div_rn(1.0, d), d != 0.0);
             let d16 = round_f16(d);
             for (var j = 0u; j < 32u; j++) {
                 put_x(o + j, round(get_x(o + j) * id) * d16);
@@ -86,8 +86,8 @@ fn stage(t: u32, x_base: u32, t0: u32, len: u32, mode: u32) {
                     m = v;
                 }
             }
-            let iscale = select(0.0, -127.0 / m, m != 0.0);
-            let d = select(0.0, 1.0 / iscale, m != 0.0);
+            let iscale = select(0.0, div_rn(-127.0, m), m != 0.0);
+            let d = select(0.0, div_rn(1.0, iscale), m != 0.0);
             for (var j = 0u; j < 32u; j++) {
                 let o = 32u * s + j;
                 put_x(o, min(round(iscale * get_x(o)), 127.0) * d);

@@ -43,9 +43,9 @@ fn stage(t: u32, x_base: u32, t0: u32, len: u32, mode: u32) {
                 bm = c;
             }
         }
-        iscales[n] = select(0.0, -127.0 / bm, bm != 0.0);
+        iscales[n] = select(0.0, div_rn(-127.0, bm), bm != 0.0);
         if k % 16u == 0u {
-            sh_dx[b] = select(0.0, 1.0 / iscales[n], bm != 0.0);
+            sh_dx[b] = select(0.0, div_rn(1.0, iscales[n]), bm != 0.0);
         }
         n++;
     }

@@ -37,3 +37,11 @@ fn round_bf16(x: f32) -> f32 {
     return bitcast<f32>(((u + (0x7fffu + ((u >> 16u) & 1u))) >> 16u) << 16u);
 }
 
+
+// a / b as IEEE division rounds it. GPU divisions may be off by an ulp (Vulkan allows 2.5),
+// which puts a rounding of iscale * x that ggml's CPU code makes on the other side (an 8-bit
+// code off by one): one correction step with fused multiply-adds gives the CPU's quotient.
+fn div_rn(a: f32, b: f32) -> f32 {
+    let q = a / b;
+    return fma(fma(-q, b, a), 1.0 / b, q);
+}

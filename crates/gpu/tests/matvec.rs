@@ -10,7 +10,9 @@ mod support;
 
 use gguf::GgmlType;
 use half::{bf16, f16};
-use rwkv_gpu::{ContextOptions, Epilogue, GpuContext, GpuMatrix, MatvecJob, MatvecKernels};
+use rwkv_gpu::{
+    ContextOptions, Epilogue, GpuContext, GpuMatrix, MatvecJob, MatvecKernels, Q8kInput,
+};
 use support::{open_fixture, Rng, TestMatrix};
 
 /// The type of a fixture tensor (these tests take every tensor as the fixture has it).
@@ -99,9 +101,28 @@ fn check_with(
     mode: u32,
     seed: u64,
 ) {
+    check_input(kernels, jobs, mode, false, seed);
+}
+
+/// [`check`] with the input quantized to Q8_K by its own dispatch first
+/// (`prepare_quantize`, `prepare_q8k`).
+fn check_q8k(jobs: &[(&TestMatrix, &GpuMatrix, usize, usize, Epilogue)], seed: u64) {
+    check_input(&gpu().kernels, jobs, 4, true, seed);
+}
+
+fn check_input(
+    kernels: &MatvecKernels,
+    jobs: &[(&TestMatrix, &GpuMatrix, usize, usize, Epilogue)],
+    mode: u32,
+    q8k: bool,
+    seed: u64,
+) {
     let g = gpu();
     let mut rng = Rng(seed | 1);
-    let x_len = jobs.iter().map(|j| j.2 + j.0.cols).max().unwrap() + 3;
+    let mut x_len = jobs.iter().map(|j| j.2 + j.0.cols).max().unwrap() + 3;
+    if q8k {
+        x_len = x_len.next_multiple_of(256);
+    }
     let y_len = jobs.iter().map(|j| j.3 + j.0.rows).max().unwrap() + 3;
     let x: Vec<f32> = (0..x_len).map(|_| rng.uniform()).collect();
     let y0: Vec<f32> = (0..y_len).map(|_| rng.uniform()).collect();
@@ -122,12 +143,22 @@ fn check_with(
             epilogue: e,
         })
         .collect();
-    let call = kernels
-        .prepare(&g.ctx, &x_buf, &y_buf, mode, &specs)
-        .unwrap_or_else(|e| panic!("prepare: {e}"));
+    let xq = q8k.then(|| Q8kInput::new(&g.ctx, "xq", x_len as u32).unwrap());
+    let quantize = xq
+        .as_ref()
+        .map(|xq| kernels.prepare_quantize(&g.ctx, &x_buf, xq).unwrap());
+    let call = if let Some(xq) = &xq {
+        kernels.prepare_q8k(&g.ctx, xq, &y_buf, &specs)
+    } else {
+        kernels.prepare(&g.ctx, &x_buf, &y_buf, mode, &specs)
+    }
+    .unwrap_or_else(|e| panic!("prepare: {e}"));
     let mut enc = g.ctx.device.create_command_encoder(&Default::default());
     {
         let mut pass = enc.begin_compute_pass(&Default::default());
+        if let Some(q) = &quantize {
+            q.record(&mut pass);
+        }
         call.record(&mut pass);
     }
     g.ctx.queue.submit([enc.finish()]);
@@ -136,7 +167,13 @@ fn check_with(
     let mut written = vec![false; y_len];
     for &(m, _, xo, yo, e) in jobs {
         let xr = round(&x[xo..xo + m.cols], mode);
-        let what = format!("{} ({}x{}) mode {mode} {e:?}", m.name, m.rows, m.cols);
+        let what = format!(
+            "{} ({}x{}) mode {mode}{} {e:?}",
+            m.name,
+            m.rows,
+            m.cols,
+            if q8k { " (pre-quantized)" } else { "" }
+        );
         let (mut err2, mut ref2) = (0f64, 0f64);
         for r in 0..m.rows {
             let wr = &m.values[r * m.cols..][..m.cols];
@@ -381,4 +418,69 @@ fn rows_longer_than_a_staged_tile() {
         check(&[(&m, &w, 4, 2, Epilogue::Add)], 0, seed);
         check(&[(&m, &w, 8, 5, Epilogue::Store)], mode_of(ty), seed + 1);
     }
+}
+
+#[test]
+fn q8k_input_quantized_once() {
+    // Q4_K and Q6_K matrices reading an input quantized to Q8_K by its own dispatch: fixture
+    // tensors (256- and 1024-wide rows), several in one call with a split one, and long
+    // synthetic rows, against the same reference as the in-kernel rounding.
+    let f = "mini-q4_k_m.gguf";
+    let key = "blk.0.channel_mix_key.weight";
+    let k = TestMatrix::from_fixture(f, key, fixture_type(f, key));
+    let v = TestMatrix::from_fixture(f, FFN_VALUE, fixture_type(f, FFN_VALUE));
+    let q6 = TestMatrix::from_fixture("mini-q6_k.gguf", FFN_VALUE, GgmlType::Q6_K);
+    let ctx = &gpu().ctx;
+    let (wk, wv, wq6) = (
+        k.upload(ctx, u64::MAX),
+        v.upload(ctx, v.bytes.len() as u64 / 3),
+        q6.upload(ctx, u64::MAX),
+    );
+    assert!(wv.n_parts() > 1);
+    check_q8k(&[(&k, &wk, 0, 0, Epilogue::ReluSquare)], 40);
+    check_q8k(
+        &[
+            (&v, &wv, 256, 3, Epilogue::Add),
+            (&q6, &wq6, 1280, 400, Epilogue::Tanh),
+            (&k, &wk, 2304, 700, Epilogue::Sigmoid),
+        ],
+        41,
+    );
+    // Seed 42's input has a value whose code an inexact GPU division flipped (relative
+    // error 1.4e-4 on an H200 before div_rn).
+    for (ty, seed) in [
+        (GgmlType::Q4_K, 42),
+        (GgmlType::Q6_K, 43),
+        (GgmlType::Q4_K, 44),
+    ] {
+        let m = TestMatrix::synthetic(ty, 37, 12544, seed);
+        let w = m.upload(ctx, u64::MAX);
+        check_q8k(&[(&m, &w, 512, 2, Epilogue::Store)], seed);
+    }
+}
+
+#[test]
+fn q8k_input_rejects_what_it_cannot_read() {
+    let ctx = &gpu().ctx;
+    let kernels = &gpu().kernels;
+    let xq = Q8kInput::new(ctx, "xq", 2048).unwrap();
+    let y = ctx.create_storage_buffer("y", &[0u8; 4096]).unwrap();
+    let f16 = TestMatrix::synthetic(GgmlType::F16, 4, 256, 1);
+    let q4 = TestMatrix::synthetic(GgmlType::Q4_K, 4, 256, 2);
+    let (wf, wq) = (f16.upload(ctx, u64::MAX), q4.upload(ctx, u64::MAX));
+    let job = |w, x_offset| MatvecJob {
+        w,
+        x_offset,
+        y_offset: 0,
+        epilogue: Epilogue::Store,
+    };
+    let err = |jobs: &[MatvecJob]| match kernels.prepare_q8k(ctx, &xq, &y, jobs) {
+        Ok(_) => panic!("prepared"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err(&[job(&wf, 0)]).contains("cannot read a Q8_K input"));
+    assert!(err(&[job(&wq, 100)]).contains("cannot read a Q8_K input"));
+    assert!(err(&[job(&wq, 2048)]).contains("past the end"));
+    assert!(Q8kInput::new(ctx, "bad", 100).is_err());
+    assert!(kernels.prepare_q8k(ctx, &xq, &y, &[job(&wq, 1792)]).is_ok());
 }

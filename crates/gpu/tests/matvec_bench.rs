@@ -13,7 +13,9 @@ use std::time::Instant;
 mod support;
 
 use gguf::GgmlType;
-use rwkv_gpu::{ContextOptions, Epilogue, GpuContext, GpuMatrix, MatvecJob, MatvecKernels};
+use rwkv_gpu::{
+    ContextOptions, Epilogue, GpuContext, GpuMatrix, MatvecJob, MatvecKernels, Q8kInput,
+};
 use support::{synthetic_bytes, Rng};
 
 #[test]
@@ -28,7 +30,8 @@ fn matvec_time() {
         .split(',')
         .map(str::to_string)
         .collect();
-    // `MATVEC_PROBES` (comma-separated: whole, nostage, noacc) times parts of the kernel.
+    // `MATVEC_PROBES` (comma-separated: whole, nostage, noacc) times parts of the kernel;
+    // `q8k` times the kernel reading an input quantized beforehand (Q4_K, Q6_K; `prepare_q8k`).
     let probes: Vec<String> = std::env::var("MATVEC_PROBES")
         .unwrap_or_else(|_| "whole".into())
         .split(',')
@@ -49,6 +52,13 @@ fn matvec_time() {
         let x_buf = ctx
             .create_storage_buffer("x", bytemuck::cast_slice(&x))
             .unwrap();
+        let xq = Q8kInput::new(&ctx, "xq", cols.next_multiple_of(256) as u32).unwrap();
+        {
+            let quantize = kernels.prepare_quantize(&ctx, &x_buf, &xq).unwrap();
+            let mut enc = ctx.device.create_command_encoder(&Default::default());
+            quantize.record(&mut enc.begin_compute_pass(&Default::default()));
+            ctx.queue.submit([enc.finish()]);
+        }
         let bytes = synthetic_bytes(ty, rows * cols, &mut rng);
         let first = GpuMatrix::upload(&ctx, "w", ty, rows, cols, &bytes).unwrap();
         let copies = ((256u64 << 20) / first.gpu_bytes()).clamp(2, 64) as usize;
@@ -71,7 +81,14 @@ fn matvec_time() {
                 "auto" => std::env::remove_var("WEB_RWKV_MATVEC_UNITS"),
                 u => std::env::set_var("WEB_RWKV_MATVEC_UNITS", u),
             }
-            std::env::set_var("WEB_RWKV_MATVEC_PROBE", probe);
+            let q8k = probe == "q8k";
+            if q8k && (mode != 4 || !MatvecKernels::supports_q8k(&mats[0])) {
+                continue;
+            }
+            std::env::set_var(
+                "WEB_RWKV_MATVEC_PROBE",
+                if q8k { "" } else { probe.as_str() },
+            );
             let mut line = format!(
                 "{ty:>5} {rows:>6}x{cols:<6} mode {mode} units {u:>4} {probe:>7} {mb:>6.1} MB"
             );
@@ -87,7 +104,11 @@ fn matvec_time() {
                             y_offset: 0,
                             epilogue: Epilogue::Store,
                         };
-                        kernels.prepare(&ctx, &x_buf, y, mode, &[job]).unwrap()
+                        if q8k {
+                            kernels.prepare_q8k(&ctx, &xq, y, &[job]).unwrap()
+                        } else {
+                            kernels.prepare(&ctx, &x_buf, y, mode, &[job]).unwrap()
+                        }
                     })
                     .collect();
                 let run = |k: usize| {

@@ -23,8 +23,8 @@ fn block_amax_32(tid: u32, v: f32) -> f32 {
 
 // Q8_0 (blocks of 32): d = amax / 127, stored as f16.
 fn round_q8_0(tid: u32, v: f32) -> f32 {
-    let d = block_amax_32(tid, v) / 127.0;
-    let id = select(0.0, 1.0 / d, d != 0.0);
+    let d = div_rn(block_amax_32(tid, v), 127.0);
+    let id = select(0.0, div_rn(1.0, d), d != 0.0);
     return round(v * id) * round_f16(d);
 }
 
@@ -37,6 +37,6 @@ fn round_q8_k(lane: Lane, v: f32) -> f32 {
     if m == 0.0 {
         return 0.0;
     }
-    let iscale = -127.0 / m;
-    return min(round(iscale * v), 127.0) * (1.0 / iscale);
+    let iscale = div_rn(-127.0, m);
+    return min(round(iscale * v), 127.0) * div_rn(1.0, iscale);
 }

@@ -1,0 +1,227 @@
+//! Matrix x vector with the input quantized to Q8_K once per step instead of in every
+//! workgroup (decode of K-quant weights).
+//!
+//! [`Q8kInput`] holds an f32 input buffer's values as ggml's Q8_K blocks (codes, scales,
+//! sums per 16), written by [`MatvecKernels::prepare_quantize`]'s dispatch
+//! (quantize_q8k.wgsl) or by any kernel that writes the same layout.
+//! [`MatvecKernels::prepare_q8k`] then multiplies Q4_K and Q6_K matrices by it (q8k.wgsl):
+//! no staging, no barrier before the final sum, and each row's threads on consecutive 16-byte
+//! units. The results equal those of [`MatvecKernels::prepare`] with Q8_K rounding up to f32
+//! summation order.
+
+use std::sync::Arc;
+
+use gguf::GgmlType;
+
+use crate::context::GpuContext;
+use crate::error::GpuError;
+
+use super::MatvecKernels;
+
+pub(super) const Q8K_WGSL: &str = include_str!("q8k.wgsl");
+const QUANTIZE_WGSL: &str = include_str!("quantize_q8k.wgsl");
+
+/// The unit dot of a weight type for [`Q8K_WGSL`], if it has one.
+pub(super) fn q8k_unit(ty: GgmlType) -> Option<&'static str> {
+    match ty {
+        GgmlType::Q4_K => Some(include_str!("q8k_q4_k.wgsl")),
+        GgmlType::Q6_K => Some(include_str!("q8k_q6_k.wgsl")),
+        _ => None,
+    }
+}
+
+/// An input vector (or several side by side) quantized to Q8_K: `values` values (a multiple
+/// of 256) in one buffer of u32 words laid out as quantize_q8k.wgsl writes them.
+pub struct Q8kInput {
+    pub buffer: wgpu::Buffer,
+    values: u32,
+}
+
+impl Q8kInput {
+    /// Room for `values` quantized values (a multiple of 256).
+    pub fn new(ctx: &GpuContext, label: &str, values: u32) -> Result<Q8kInput, GpuError> {
+        if values == 0 || !values.is_multiple_of(256) {
+            return Err(GpuError::InvalidArgument(format!(
+                "Q8_K input '{label}': {values} values is not a positive multiple of 256"
+            )));
+        }
+        let buffer = ctx.create_buffer_checked(
+            label,
+            Self::words(values) as u64 * 4,
+            wgpu::BufferUsages::STORAGE,
+            None,
+        )?;
+        Ok(Q8kInput { buffer, values })
+    }
+
+    pub fn values(&self) -> u32 {
+        self.values
+    }
+
+    /// Word offset of the block scales (after the codes, four per word).
+    pub fn d_base(&self) -> u32 {
+        self.values / 4
+    }
+
+    /// Word offset of the sums per 16 values (after the scales).
+    pub fn bs_base(&self) -> u32 {
+        self.d_base() + self.values / 256
+    }
+
+    /// Words of the layout, rounded up to whole vec4s.
+    fn words(values: u32) -> u32 {
+        (values / 4 + values / 256 + values / 16).next_multiple_of(4)
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct QuantizeParams {
+    n: u32,
+    d_base: u32,
+    bs_base: u32,
+    seg_len: u32,
+    seg_stride: u32,
+    _pad: [u32; 3],
+}
+
+/// The quantization of an f32 buffer's first values into a [`Q8kInput`], prepared once and
+/// recorded every step.
+pub struct QuantizeCall {
+    pipeline: Arc<wgpu::ComputePipeline>,
+    bind_group: wgpu::BindGroup,
+    blocks: u32,
+    _params: wgpu::Buffer,
+}
+
+impl QuantizeCall {
+    pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
+        pass.set_pipeline(&self.pipeline);
+        pass.set_bind_group(0, &self.bind_group, &[]);
+        pass.dispatch_workgroups(self.blocks, 1, 1);
+    }
+}
+
+impl MatvecKernels {
+    /// Prepares the quantization of `x`'s first `xq.values()` f32 values into `xq`.
+    pub fn prepare_quantize(
+        &self,
+        ctx: &GpuContext,
+        x: &wgpu::Buffer,
+        xq: &Q8kInput,
+    ) -> Result<QuantizeCall, GpuError> {
+        self.prepare_quantize_segments(ctx, x, xq, xq.values, xq.values)
+    }
+
+    /// Prepares the quantization into `xq` of segments of `seg_len` values of `x`, `seg_stride`
+    /// values apart (both multiples of 256), packed one after another in `xq`: e.g. the first
+    /// row of each block of an activation laid out `[blocks][rows][cols]` (`seg_len` cols,
+    /// `seg_stride` rows x cols).
+    pub fn prepare_quantize_segments(
+        &self,
+        ctx: &GpuContext,
+        x: &wgpu::Buffer,
+        xq: &Q8kInput,
+        seg_len: u32,
+        seg_stride: u32,
+    ) -> Result<QuantizeCall, GpuError> {
+        let segments = xq.values / seg_len.max(1);
+        let aligned = seg_len > 0
+            && seg_len.is_multiple_of(256)
+            && seg_stride.is_multiple_of(256)
+            && seg_stride >= seg_len
+            && xq.values.is_multiple_of(seg_len);
+        let end = (segments.max(1) as u64 - 1) * seg_stride as u64 + seg_len as u64;
+        if !aligned || end > x.size() / 4 {
+            return Err(GpuError::InvalidArgument(format!(
+                "Q8_K quantization: {} values in segments of {seg_len}, {seg_stride} apart, \
+                 do not fit an input of {} values in whole blocks",
+                xq.values,
+                x.size() / 4
+            )));
+        }
+        let pipeline = {
+            let mut slot = self
+                .quantize
+                .lock()
+                .map_err(|_| GpuError::InvalidArgument("pipeline lock poisoned".into()))?;
+            match &*slot {
+                Some(p) => p.clone(),
+                None => {
+                    let source = format!("{}\n{QUANTIZE_WGSL}", super::ROUNDING_WGSL);
+                    let p = Arc::new(crate::shader::compute_pipeline(
+                        &ctx.device,
+                        "quantize q8_k",
+                        &source,
+                        None,
+                    )?);
+                    *slot = Some(p.clone());
+                    p
+                }
+            }
+        };
+        let params = QuantizeParams {
+            n: xq.values,
+            d_base: xq.d_base(),
+            bs_base: xq.bs_base(),
+            seg_len,
+            seg_stride,
+            _pad: [0; 3],
+        };
+        let params = ctx.create_buffer_checked(
+            "quantize q8_k params",
+            std::mem::size_of::<QuantizeParams>() as u64,
+            wgpu::BufferUsages::UNIFORM,
+            Some(bytemuck::bytes_of(&params)),
+        )?;
+        let bind_group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some("quantize q8_k"),
+            layout: &pipeline.get_bind_group_layout(0),
+            entries: &[
+                wgpu::BindGroupEntry {
+                    binding: 0,
+                    resource: params.as_entire_binding(),
+                },
+                wgpu::BindGroupEntry {
+                    binding: 1,
+                    resource: x.as_entire_binding(),
+                },
+                wgpu::BindGroupEntry {
+                    binding: 2,
+                    resource: xq.buffer.as_entire_binding(),
+                },
+            ],
+        });
+        Ok(QuantizeCall {
+            pipeline,
+            bind_group,
+            blocks: xq.values / 256,
+            _params: params,
+        })
+    }
+}
+
+/// Threads per row of the pre-quantized kernel for a dispatch of `rows` rows of `cols`
+/// values (`cols / 32` units): about four units per thread (two steps of two), and half or a
+/// quarter of that for tall matrices, whose many rows keep the memory busy with fewer, longer
+/// threads; `WEB_RWKV_MATVEC_TPR` overrides it (for measurements). Measured on an H200
+/// (`matvec_bench`, Q4_K/Q6_K, threads per row 8/16/32/64): 2560x2560 best at 32 (8.7 us per
+/// dependent call), 10240x2560 at 16 (12.7), 2560x10240 at 64 (11-12; Q6_K 14.6), the
+/// 65536x2560 head at 8 (49 us, 2.8 TB/s).
+pub(super) fn q8k_threads_per_row(rows: u32, cols: u32) -> u32 {
+    let fixed = std::env::var("WEB_RWKV_MATVEC_TPR")
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+        .filter(|t| t.is_power_of_two() && (4..=256).contains(t));
+    fixed.unwrap_or_else(|| {
+        let base = (cols / 32 / 4).next_power_of_two().clamp(4, 64);
+        let tall = if rows >= 16 * cols {
+            4
+        } else if rows >= 4 * cols {
+            2
+        } else {
+            1
+        };
+        (base / tall).max(4)
+    })
+}

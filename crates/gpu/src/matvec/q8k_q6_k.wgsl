@@ -1,0 +1,55 @@
+// Q6_K x pre-quantized Q8_K (q8k.wgsl). A repacked block (weights.rs) is 13 vec4: ql (8), qh
+// (4), the 16 signed scales (1), with d in the side array. Unit s (of 8) is ql vec4 s: half
+// n = s / 4 of the block, ql bytes 64n + o.. with o = 16 (s % 4). For o < 32 its low nibbles
+// are values 128n + o + l (qh bits 0-1 of qh[32n + o + l]) and its high nibbles 128n + 64 + o
+// + l (bits 4-5); for o >= 32, with o' = o - 32, values 128n + 32 + o' + l (bits 2-3) and
+// 128n + 96 + o' + l (bits 6-7); l < 16. Codes are q - 32 as signed bytes, and
+//   sum = d_x * d * (sc_lo * isum_lo + sc_hi * isum_hi).
+
+const UNITS: u32 = 8u;
+
+// Packed 6-bit codes q (bytes 0..63) as signed bytes q - 32.
+fn centred(q: u32) -> u32 {
+    let u = q ^ 0x20202020u;
+    let s = u & 0x20202020u;
+    return u | (s << 1u) | (s << 2u);
+}
+
+fn sbyte(w: u32, k: u32) -> i32 {
+    return (bitcast<i32>(w) << (24u - 8u * k)) >> 24u;
+}
+
+fn unit_dot(rb: u32, side: u32, blk: u32, s: u32, x0: u32) -> f32 {
+    let b = rb + blk * 13u;
+    let n = s / 4u;
+    let hp = (s / 2u) % 2u;
+    let lq = 16u * (s % 2u);
+    let ql = wl(b + s);
+    let qh = wl(b + 8u + 2u * n + s % 2u);
+    let sc = wl(b + 12u);
+    let i = side + blk;
+    let dh = unpack2x16float(w_word(SCALE_BASE + i / 2u));
+    let v = x0 + blk * 256u + 128u * n + 32u * hp + lq;
+    let xlo = x_codes(v);
+    let xhi = x_codes(v + 64u);
+    let m4 = 0x0f0f0f0fu;
+    let m2 = 0x03030303u;
+    let slo = 2u * hp;
+    let shi = 4u + 2u * hp;
+    let ilo = dot4I8Packed(centred((ql.x & m4) | (((qh.x >> slo) & m2) << 4u)), xlo.x)
+        + dot4I8Packed(centred((ql.y & m4) | (((qh.y >> slo) & m2) << 4u)), xlo.y)
+        + dot4I8Packed(centred((ql.z & m4) | (((qh.z >> slo) & m2) << 4u)), xlo.z)
+        + dot4I8Packed(centred((ql.w & m4) | (((qh.w >> slo) & m2) << 4u)), xlo.w);
+    let ihi = dot4I8Packed(centred(((ql.x >> 4u) & m4) | (((qh.x >> shi) & m2) << 4u)), xhi.x)
+        + dot4I8Packed(centred(((ql.y >> 4u) & m4) | (((qh.y >> shi) & m2) << 4u)), xhi.y)
+        + dot4I8Packed(centred(((ql.z >> 4u) & m4) | (((qh.z >> shi) & m2) << 4u)), xhi.z)
+        + dot4I8Packed(centred(((ql.w >> 4u) & m4) | (((qh.w >> shi) & m2) << 4u)), xhi.w);
+    // Scales 8n + lq / 16 + 2 hp (low nibbles) and that + 4: byte lq / 16 + 2 hp of words
+    // 2n and 2n + 1.
+    let j = lq / 16u + 2u * hp;
+    let lo_word = select(sc.x, sc.z, n == 1u);
+    let hi_word = select(sc.y, sc.w, n == 1u);
+    let isum = sbyte(lo_word, j) * ilo + sbyte(hi_word, j) * ihi;
+    let d = select(dh.x, dh.y, (i & 1u) == 1u);
+    return (x_scale(v) * d) * f32(isum);
+}
