@@ -756,13 +756,26 @@ impl Builder<'_> {
                 p.mode_b[i / 4][i % 4] = mb;
             }
         }
+        // One-token steps' matvecs read the Q8_K mixes quantized here.
+        let xq = if ma == rwkv_gpu::ROUND_Q8_K
+            && self.matvec.q8k_input()
+            && out.cols.is_multiple_of(256)
+            && p.mix_stride == out.rows * out.cols
+        {
+            let xq = self.q8k_copy(&buf_a, out)?;
+            (p.q8k, p.xq_d, p.xq_bs) = (1, xq.d_base(), xq.bs_base());
+            Some(xq)
+        } else {
+            None
+        };
         let params = uniform(&self.ctx.device, label, &p);
         let step = self.step;
+        let xq_buf = xq.as_ref().map_or(&self.dummy, |q| &q.buffer).clone();
         self.kernel(
             label,
             pipeline,
             &[
-                &params, step, x, norm.0, norm.1, mu, state, rows, &buf_a, &buf_b,
+                &params, step, x, norm.0, norm.1, mu, state, rows, &buf_a, &buf_b, &xq_buf,
             ],
             Grid::RowTiles(p.dim.div_ceil(256)),
         );
@@ -770,6 +783,9 @@ impl Builder<'_> {
             if m != 0 {
                 self.fresh.push((out.name, m));
             }
+        }
+        if xq.is_some() {
+            self.q8k_fresh.push(buf_a);
         }
         Ok(())
     }
@@ -879,6 +895,17 @@ impl Builder<'_> {
         Ok(())
     }
 
+    /// The Q8_K copy of the first row of each block of `src` (laid out as `x`), allocated on
+    /// first use.
+    fn q8k_copy(&mut self, src: &wgpu::Buffer, x: Act) -> Result<Arc<Q8kInput>> {
+        if let Some((_, q)) = self.q8k.iter().find(|(b, _)| b == src) {
+            return Ok(q.clone());
+        }
+        let q = Arc::new(Q8kInput::new(self.ctx, x.name, x.blocks * x.cols)?);
+        self.q8k.push((src.clone(), q.clone()));
+        Ok(q)
+    }
+
     /// The one-token matvec of `jobs` (reading `src`, laid out as `x`) on a Q8_K copy of the
     /// first row of each block of `src`, quantized once (its quantization pushed to
     /// `quantize` unless the copy is current): None where the matrices or offsets do not
@@ -902,14 +929,7 @@ impl Builder<'_> {
         if !usable {
             return Ok(None);
         }
-        let xq = match self.q8k.iter().find(|(b, _)| b == src) {
-            Some((_, q)) => q.clone(),
-            None => {
-                let q = Arc::new(Q8kInput::new(self.ctx, x.name, x.blocks * x.cols)?);
-                self.q8k.push((src.clone(), q.clone()));
-                q
-            }
-        };
+        let xq = self.q8k_copy(src, x)?;
         if !self.q8k_fresh.contains(src) {
             quantize.push(
                 self.matvec
@@ -1118,7 +1138,9 @@ impl Engine {
             mix_stride: rows * dim,
             half_stride: options.max_slots as u32 * dim,
             eps: c.layer_norm_eps,
-            _pad: [0; 3],
+            q8k: 0,
+            xq_d: 0,
+            xq_bs: 0,
             mode_a: [[255; 4]; 2],
             mode_b: [[255; 4]; 2],
         };

@@ -55,7 +55,11 @@ pub struct TokenMixParams {
     pub mix_stride: u32,
     pub half_stride: u32,
     pub eps: f32,
-    pub _pad: [u32; 3],
+    /// 1: also write the Q8_K mixes of target a, quantized, to binding 10 (one-token steps),
+    /// a `Q8kInput` whose scales and sums per 16 values start at words `xq_d` and `xq_bs`.
+    pub q8k: u32,
+    pub xq_d: u32,
+    pub xq_bs: u32,
     pub mode_a: [[u32; 4]; 2],
     pub mode_b: [[u32; 4]; 2],
 }

@@ -9,7 +9,10 @@
 // reads it needs (ggml's activation rounding); in one-token steps unrounded, as the matvecs
 // that read them round their input themselves. The last row of each chunk saves xn as the
 // sequence's new shift state, into the other half of the double-buffered state, so no row of
-// this dispatch reads what another writes.
+// this dispatch reads what another writes. In one-token steps, with `q8k` set, the mixes
+// whose target a is rounded to Q8_K are also written quantized to `xq` (rwkv-gpu's Q8kInput
+// layout, mix m as segment m; a tile is one Q8_K block), so the matvecs reading them need no
+// quantization pass.
 // Grid: (rows, column tiles of 256). Every workgroup recomputes the norm statistics of its
 // rows (cheap next to the matrices), so a row's tiles run in parallel.
 
@@ -21,9 +24,11 @@ struct Params {
     // Elements between the two halves of the shift state ([2][slots][dim]).
     half_stride: u32,
     eps: f32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
+    // 1: write the Q8_K mixes of target a to xq too (one-token steps); xq's scales and sums
+    // per 16 values start at words xq_d and xq_bs.
+    q8k: u32,
+    xq_d: u32,
+    xq_bs: u32,
     // Rounding of target a / b per mix: 0 f32, 1 f16, 2 bf16, 3 Q8_0, 4 Q8_K, 255 none.
     mode_a: array<vec4<u32>, 2>,
     mode_b: array<vec4<u32>, 2>,
@@ -52,6 +57,44 @@ const TILE: u32 = 256u;
 @group(0) @binding(7) var<storage, read> rows: array<Row>;
 @group(0) @binding(8) var<storage, read_write> out_a: array<f32>;
 @group(0) @binding(9) var<storage, read_write> out_b: array<f32>;
+@group(0) @binding(10) var<storage, read_write> xq: array<u32>;
+
+var<workgroup> q8k_codes: array<i32, 256>;
+
+// Writes this workgroup's values (one per thread; all threads call this together) as Q8_K
+// block `blk` of xq, as rwkv-gpu's quantize_q8k.wgsl does.
+fn store_q8k(lane: Lane, v: f32, blk: u32) {
+    let t = lane.tid;
+    block_vals[t] = v;
+    let m = block_vals[argmax_abs_256(lane, v)];
+    var q = 0;
+    var d = 0.0;
+    if m != 0.0 {
+        let iscale = div_rn(-127.0, m);
+        q = i32(min(round(iscale * v), 127.0));
+        d = div_rn(1.0, iscale);
+    }
+    q8k_codes[t] = q;
+    workgroupBarrier();
+    if t < 64u {
+        var word = 0u;
+        for (var e = 0u; e < 4u; e++) {
+            word |= (bitcast<u32>(q8k_codes[4u * t + e]) & 0xffu) << (8u * e);
+        }
+        xq[blk * 64u + t] = word;
+    } else if t < 80u {
+        let g = t - 64u;
+        var sum = 0;
+        for (var e = 0u; e < 16u; e++) {
+            sum += q8k_codes[16u * g + e];
+        }
+        xq[p.xq_bs + blk * 16u + g] = bitcast<u32>(sum);
+    } else if t == 80u {
+        xq[p.xq_d + blk] = bitcast<u32>(d);
+    }
+    // block_vals and q8k_codes are reused by the next call.
+    workgroupBarrier();
+}
 
 
 // Mean and 1/sqrt(var + eps) of row r (layer_norm.wgsl's formula; the sums' order is that of
@@ -129,6 +172,9 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, lane: Lane) {
             }
             if in_row {
                 out_a[o] = r;
+            }
+            if !round_here && ma == 4u && p.q8k == 1u {
+                store_q8k(lane, v, m * (p.dim / TILE) + wg.y);
             }
         }
         let mb = mode_of(p.mode_b, m);
