@@ -20,7 +20,7 @@
 //!   products (`dot4I8Packed`) and scaled per block part, as ggml's Q*_K x Q8_K, Q8_0 x Q8_0
 //!   and Q4_0 x Q8_0 kernels do.
 
-mod q8k;
+mod direct;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -32,7 +32,8 @@ use crate::error::GpuError;
 use crate::matmul::{format_wgsl, Epilogue, COMMON_WGSL, EPILOGUE_WGSL};
 use crate::weights::GpuMatrix;
 
-pub use q8k::{Q8kInput, QuantizeCall};
+use direct::DirectInput;
+pub use direct::{Q8kInput, QuantizeCall};
 
 /// Weight buffers one dispatch can bind.
 pub const MAX_BINDINGS: usize = 4;
@@ -55,6 +56,10 @@ pub const INT_Q8_0_ENV: &str = "WEB_RWKV_INT_Q8_0";
 /// Environment variable turning off (`0`) the one-token matvecs' reading of inputs quantized
 /// to Q8_K once per step ([`MatvecKernels::q8k_input`]); on by default.
 pub const Q8K_INPUT_ENV: &str = "WEB_RWKV_Q8K_INPUT";
+
+/// Environment variable turning off (`0`) the direct kernel for F16 weights (the staging
+/// float kernel instead); on by default.
+pub const DIRECT_F16_ENV: &str = "WEB_RWKV_DIRECT_F16";
 
 /// The WGSL rounding helpers (`round_f16`, `round_bf16`), shared with the engine's kernels.
 pub const ROUNDING_WGSL: &str = include_str!("rounding.wgsl");
@@ -202,17 +207,18 @@ struct Key {
     tpr: u32,
     rpw: u32,
     probe: u32,
-    /// The kernel for inputs quantized to Q8_K beforehand (q8k.wgsl).
-    q8k: bool,
+    /// The direct kernel (direct.wgsl) and what it reads, instead of the staging ones.
+    direct: Option<DirectInput>,
 }
 
 /// Compiled matvec pipelines, created on first use and cached.
 pub struct MatvecKernels {
     cache: Mutex<HashMap<Key, Arc<wgpu::ComputePipeline>>>,
-    /// The Q8_K quantization kernel (q8k.rs).
+    /// The Q8_K quantization kernel (direct.rs).
     quantize: Mutex<Option<Arc<wgpu::ComputePipeline>>>,
     int_q8_0: bool,
     q8k_input: bool,
+    direct_f16: bool,
 }
 
 /// What the matvec reads: f32 values (rounded in every workgroup) or values quantized to
@@ -315,6 +321,7 @@ impl MatvecKernels {
             quantize: Mutex::new(None),
             int_q8_0: std::env::var(INT_Q8_0_ENV).map_or(true, |v| v != "0"),
             q8k_input: std::env::var(Q8K_INPUT_ENV).map_or(true, |v| v != "0"),
+            direct_f16: std::env::var(DIRECT_F16_ENV).map_or(true, |v| v != "0"),
         }
     }
 
@@ -349,8 +356,8 @@ impl MatvecKernels {
         let label = format!(
             "matvec {} {} x{} tpr={} rpw={}",
             key.ty,
-            if key.q8k {
-                "q8k"
+            if key.direct.is_some() {
+                "direct"
             } else if key.int {
                 "int"
             } else {
@@ -388,7 +395,8 @@ impl MatvecKernels {
 
     /// Whether [`MatvecKernels::prepare_q8k`] takes `w`.
     pub fn supports_q8k(w: &GpuMatrix) -> bool {
-        q8k::q8k_unit(w.ty).is_some() && w.cols.is_multiple_of(256)
+        direct::direct_unit(w.ty).is_some_and(|(_, i)| i == DirectInput::Q8k)
+            && w.cols.is_multiple_of(256)
     }
 
     /// Prepares the jobs (Q4_K or Q6_K matrices, inputs at multiples of 256 values) reading
@@ -503,7 +511,22 @@ impl MatvecKernels {
         let ty = batch[0].ty;
         let cols = batch[0].params.cols;
         let mode = batch[0].params.mode;
-        let q8k = matches!(input, Input::Q8k(_));
+        // The direct kernel for Q8_K inputs, and for F16 weights whose rows and inputs
+        // allow whole vec4 reads of x (rounding none or f16).
+        let direct = match input {
+            Input::Q8k(_) => Some(DirectInput::Q8k),
+            Input::F32(_)
+                if self.direct_f16
+                    && direct::direct_unit(ty).is_some_and(|(_, i)| i == DirectInput::F32)
+                    && mode <= 1
+                    && cols.is_multiple_of(8)
+                    && batch.iter().all(|p| p.params.x_offset.is_multiple_of(4)) =>
+            {
+                Some(DirectInput::F32)
+            }
+            Input::F32(_) => None,
+        };
+        let is_direct = direct.is_some();
         let int_path = int_path(ty, self.int_q8_0).filter(|p| p.mode == mode);
         let int = int_path.is_some();
         // Units of work per row, then threads per row for about 5 units each.
@@ -520,8 +543,12 @@ impl MatvecKernels {
         let rows: u32 = batch.iter().map(|p| p.params.rows).sum();
         let per_thread =
             units_per_thread().unwrap_or_else(|| default_units_per_thread(ty, int, rows, cols));
-        let tpr = if q8k {
-            q8k::q8k_threads_per_row(rows, cols)
+        let tpr = if let Some(d) = direct {
+            let units = match d {
+                DirectInput::Q8k => cols / 32,
+                DirectInput::F32 => cols / 8,
+            };
+            direct::direct_threads_per_row(rows, cols, units)
         } else {
             units.div_ceil(per_thread).next_power_of_two().clamp(4, 64)
         };
@@ -542,12 +569,12 @@ impl MatvecKernels {
         }
         let key = Key {
             ty,
-            int: int || q8k,
+            int: int || is_direct,
             bindings: buffers.len() as u32,
             tpr,
             rpw,
-            probe: if q8k { 0 } else { probe() },
-            q8k,
+            probe: if is_direct { 0 } else { probe() },
+            direct,
         };
         let pipeline = self.pipeline(ctx, key)?;
         let (xq_d, xq_bs) = match input {
@@ -590,8 +617,8 @@ impl MatvecKernels {
                 resource: b.as_entire_binding(),
             });
         }
-        if q8k {
-            // The quantized input's scales and sums, read as words (q8k.wgsl's XQS).
+        if direct == Some(DirectInput::Q8k) {
+            // The quantized input's scales and sums, read as words (input_q8k.wgsl's XQS).
             entries.push(wgpu::BindGroupEntry {
                 binding: 3 + MAX_BINDINGS as u32,
                 resource: x.as_entire_binding(),
@@ -678,11 +705,8 @@ fn distinct_buffers(batch: &[PartJob], next: &wgpu::Buffer) -> usize {
 
 /// Generated header + rounding + path + body.
 fn compose(key: &Key) -> Option<String> {
-    let (path, wtype) = if key.q8k {
-        (
-            format!("{}\n{}", q8k::q8k_unit(key.ty)?, q8k::Q8K_WGSL),
-            "vec4<u32>",
-        )
+    let (path, wtype) = if key.direct.is_some() {
+        (direct::direct_source(key.ty)?, "vec4<u32>")
     } else if key.int {
         let p = int_path(key.ty, true)?;
         (
@@ -732,8 +756,8 @@ fn compose(key: &Key) -> Option<String> {
         header.push_str(&format!("        case {i}u: {{ return W{i}[i]; }}\n"));
     }
     header.push_str("        default: { return W0[i]; }\n    }\n}\n");
-    if key.q8k {
-        return Some(format!("{header}\n{EPILOGUE_WGSL}\n{path}"));
+    if key.direct.is_some() {
+        return Some(format!("{header}\n{path}"));
     }
     Some(format!(
         "{header}\n{ROUNDING_WGSL}\n{EPILOGUE_WGSL}\n{path}\n{MATVEC_WGSL}"

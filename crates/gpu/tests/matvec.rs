@@ -484,3 +484,34 @@ fn q8k_input_rejects_what_it_cannot_read() {
     assert!(Q8kInput::new(ctx, "bad", 100).is_err());
     assert!(kernels.prepare_q8k(ctx, &xq, &y, &[job(&wq, 1792)]).is_ok());
 }
+
+#[test]
+fn f16_direct_kernel() {
+    // F16 weights whose rows are whole vec4s of x, at input offsets of whole vec4s, take the
+    // direct kernel (x read and rounded to f16 by every thread); other offsets the staging
+    // one. Both against the CPU, with and without the f16 rounding.
+    let f = "mini-f16.gguf";
+    let w1 = "blk.0.time_mix_w1.weight";
+    let a = TestMatrix::from_fixture(f, w1, fixture_type(f, w1));
+    let b = TestMatrix::from_fixture(f, FFN_VALUE, fixture_type(f, FFN_VALUE));
+    let ctx = &gpu().ctx;
+    let (wa, wb) = (
+        a.upload(ctx, u64::MAX),
+        b.upload(ctx, b.bytes.len() as u64 / 3),
+    );
+    assert!(wb.n_parts() > 1);
+    let long = TestMatrix::synthetic(GgmlType::F16, 37, 12544, 50);
+    let wl = long.upload(ctx, u64::MAX);
+    for mode in [0, 1] {
+        check(
+            &[
+                (&a, &wa, 0, 0, Epilogue::Tanh),
+                (&a, &wa, 260, 40, Epilogue::Sigmoid),
+                (&b, &wb, 512, 100, Epilogue::Add),
+            ],
+            mode,
+            51 + mode as u64,
+        );
+        check(&[(&long, &wl, 4, 2, Epilogue::Store)], mode, 53);
+    }
+}

@@ -1,13 +1,15 @@
-//! Matrix x vector with the input quantized to Q8_K once per step instead of in every
-//! workgroup (decode of K-quant weights).
+//! The direct matvec kernel (direct.wgsl): every thread reads the input from the caches
+//! instead of each workgroup staging (and rounding) it in workgroup memory, so there is no
+//! barrier before the final sum, and each row's threads walk consecutive 16-byte units.
 //!
-//! [`Q8kInput`] holds an f32 input buffer's values as ggml's Q8_K blocks (codes, scales,
-//! sums per 16), written by [`MatvecKernels::prepare_quantize`]'s dispatch
-//! (quantize_q8k.wgsl) or by any kernel that writes the same layout.
-//! [`MatvecKernels::prepare_q8k`] then multiplies Q4_K and Q6_K matrices by it (q8k.wgsl):
-//! no staging, no barrier before the final sum, and each row's threads on consecutive 16-byte
-//! units. The results equal those of [`MatvecKernels::prepare`] with Q8_K rounding up to f32
-//! summation order.
+//! * K-quants (Q4_K, Q6_K) read their input quantized to Q8_K once per step: a
+//!   [`Q8kInput`] holds an f32 input's values as ggml's Q8_K blocks (codes, scales, sums per
+//!   16), written by [`MatvecKernels::prepare_quantize`]'s dispatch (quantize_q8k.wgsl) or by
+//!   any kernel that writes the same layout; [`MatvecKernels::prepare_q8k`] multiplies by it.
+//! * F16 weights read the f32 input as it is, rounded to f16 as it is read where ggml rounds
+//!   it: [`MatvecKernels::prepare`] takes this kernel for them.
+//!
+//! The results equal those of the staging kernels up to f32 summation order.
 
 use std::sync::Arc;
 
@@ -18,16 +20,42 @@ use crate::error::GpuError;
 
 use super::MatvecKernels;
 
-pub(super) const Q8K_WGSL: &str = include_str!("q8k.wgsl");
+const DIRECT_WGSL: &str = include_str!("direct.wgsl");
+const INPUT_Q8K_WGSL: &str = include_str!("input_q8k.wgsl");
+const INPUT_F32_WGSL: &str = include_str!("input_f32.wgsl");
 const QUANTIZE_WGSL: &str = include_str!("quantize_q8k.wgsl");
 
-/// The unit dot of a weight type for [`Q8K_WGSL`], if it has one.
-pub(super) fn q8k_unit(ty: GgmlType) -> Option<&'static str> {
+/// What the direct kernel reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(super) enum DirectInput {
+    /// A [`Q8kInput`].
+    Q8k,
+    /// f32 values, rounded as read per the job's mode (0 none, 1 f16).
+    F32,
+}
+
+/// The unit dot of a weight type for the direct kernel, with the input it reads.
+pub(super) fn direct_unit(ty: GgmlType) -> Option<(&'static str, DirectInput)> {
     match ty {
-        GgmlType::Q4_K => Some(include_str!("q8k_q4_k.wgsl")),
-        GgmlType::Q6_K => Some(include_str!("q8k_q6_k.wgsl")),
+        GgmlType::Q4_K => Some((include_str!("q4_k.wgsl"), DirectInput::Q8k)),
+        GgmlType::Q6_K => Some((include_str!("q6_k.wgsl"), DirectInput::Q8k)),
+        GgmlType::F16 => Some((include_str!("f16.wgsl"), DirectInput::F32)),
         _ => None,
     }
+}
+
+/// The direct kernel's source for weight type `ty` after the generated header.
+pub(super) fn direct_source(ty: GgmlType) -> Option<String> {
+    let (unit, input) = direct_unit(ty)?;
+    let input = match input {
+        DirectInput::Q8k => INPUT_Q8K_WGSL,
+        DirectInput::F32 => INPUT_F32_WGSL,
+    };
+    Some(format!(
+        "{}\n{}\n{input}\n{unit}\n{DIRECT_WGSL}",
+        super::ROUNDING_WGSL,
+        crate::matmul::EPILOGUE_WGSL
+    ))
 }
 
 /// An input vector (or several side by side) quantized to Q8_K: `values` values (a multiple
@@ -201,20 +229,20 @@ impl MatvecKernels {
     }
 }
 
-/// Threads per row of the pre-quantized kernel for a dispatch of `rows` rows of `cols`
-/// values (`cols / 32` units): about four units per thread (two steps of two), and half or a
+/// Threads per row of the direct kernel for a dispatch of `rows` rows of `cols` values in
+/// `units` units of 16 bytes: about four units per thread (two steps of two), and half or a
 /// quarter of that for tall matrices, whose many rows keep the memory busy with fewer, longer
 /// threads; `WEB_RWKV_MATVEC_TPR` overrides it (for measurements). Measured on an H200
 /// (`matvec_bench`, Q4_K/Q6_K, threads per row 8/16/32/64): 2560x2560 best at 32 (8.7 us per
 /// dependent call), 10240x2560 at 16 (12.7), 2560x10240 at 64 (11-12; Q6_K 14.6), the
 /// 65536x2560 head at 8 (49 us, 2.8 TB/s).
-pub(super) fn q8k_threads_per_row(rows: u32, cols: u32) -> u32 {
+pub(super) fn direct_threads_per_row(rows: u32, cols: u32, units: u32) -> u32 {
     let fixed = std::env::var("WEB_RWKV_MATVEC_TPR")
         .ok()
         .and_then(|v| v.parse::<u32>().ok())
         .filter(|t| t.is_power_of_two() && (4..=256).contains(t));
     fixed.unwrap_or_else(|| {
-        let base = (cols / 32 / 4).next_power_of_two().clamp(4, 64);
+        let base = (units / 4).next_power_of_two().clamp(4, 64);
         let tall = if rows >= 16 * cols {
             4
         } else if rows >= 4 * cols {

@@ -1,9 +1,10 @@
-// Q4_K x pre-quantized Q8_K (q8k.wgsl). A block (144 bytes, 9 vec4) is its header [d | dmin,
-// scales 0-3, 4-7, 8-11] then qs; unit s (of 8) is qs vec4 s: bytes 16s.., chunk c = s / 2
-// of 32 bytes, whose low nibbles are values 64c + l and high nibbles 64c + 32 + l, for
-// l in [16 (s % 2), + 16). With the 6-bit scale/min pair of sub-blocks 2c, 2c + 1 (ggml's
-// get_scale_min_k4),
-//   sum = d_x * (d * (sc_lo * isum_lo + sc_hi * isum_hi) - dmin * (m_lo * qsum_lo + m_hi * qsum_hi))
+// Q4_K x Q8_K input for direct.wgsl (with input_q8k.wgsl). A block (144 bytes, 9 vec4) is
+// its header [d | dmin, scales 0-3, 4-7, 8-11] then qs; unit s (of 8) is qs vec4 s: bytes
+// 16s.., in chunk c = s / 2 of 32 bytes, whose low nibbles are values 64c + l and high
+// nibbles 64c + 32 + l, for l in [16 (s % 2), + 16). With the 6-bit scale/min pair of
+// sub-blocks 2c, 2c + 1 (ggml's get_scale_min_k4),
+//   sum = d_x * (d * (sc_lo * isum_lo + sc_hi * isum_hi)
+//                - dmin * (m_lo * qsum_lo + m_hi * qsum_hi))
 // where isum are packed-byte dot products of the codes with the input's and qsum the sums
 // of those input codes.
 

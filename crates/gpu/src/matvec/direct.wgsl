@@ -1,16 +1,16 @@
-// Matrix x vector for one token with the input pre-quantized to Q8_K (quantize_q8k.wgsl),
-// for weights ggml multiplies with Q8_K activations (Q4_K, Q6_K):
-//   y[job.y_offset + r] (op)= sum_c W_job[r][c] * q8k(x)[job.x_offset + c]
-// Unlike matvec.wgsl, no workgroup stages or rounds x: every thread reads the input's codes
-// and scales from XQ (a few KB, shared by all workgroups through the caches), so a
-// workgroup starts streaming its weights at once and has no barrier until the final sum.
-// The threads of a row (TPR) walk it in "units" of 16 weight bytes (32 values), consecutive
-// lanes on consecutive units, so each load instruction of a row covers contiguous memory;
-// every thread keeps two units in flight.
+// Matrix x vector for one token, reading its input directly (no workgroup stages or rounds
+// it): every thread reads the input from the caches (a few KB, shared by all workgroups), so
+// a workgroup starts streaming its weights at once and has no barrier until the final sum.
+//   y[job.y_offset + r] (op)= sum_c W_job[r][c] * x[job.x_offset + c]
+// The threads of a row (TPR) walk it in "units" of 16 weight bytes, consecutive lanes on
+// consecutive units, so each load instruction of a row covers contiguous memory; every
+// thread keeps two units in flight.
 //
 // Composed (matvec.rs) as: generated header (WG_SIZE, TPR, RPW, MAX_JOBS, the weight
-// bindings W0.. as vec4<u32> and `wl`), epilogue.wgsl, the type's file (q8k_q4_k.wgsl or
-// q8k_q6_k.wgsl: UNITS per block of 256 values and `unit_dot`), then this file.
+// bindings W0.. as vec4<u32> and `wl`), rounding.wgsl, epilogue.wgsl, the input's file
+// (input_q8k.wgsl: x quantized to Q8_K beforehand; input_f32.wgsl: f32 x, rounded here per
+// job.mode), the weight type's file (q4_k.wgsl, q6_k.wgsl with Q8_K input, f16.wgsl with f32
+// input: UNITS per block and `unit_dot`), then this file.
 
 struct Job {
     rows: u32,
@@ -29,7 +29,7 @@ struct Job {
 
 struct Jobs {
     n: u32,
-    // Word offsets in XQ of the block scales and of the sums per 16 values.
+    // Word offsets in XQ (input_q8k.wgsl) of the block scales and of the sums per 16 values.
     xq_d: u32,
     xq_bs: u32,
     _c: u32,
@@ -37,29 +37,13 @@ struct Jobs {
 }
 
 @group(0) @binding(0) var<uniform> JOBS: Jobs;
-// The codes of the quantized input, 16 per vec4; XQS: the same buffer as words.
-@group(0) @binding(1) var<storage, read> XQ4: array<vec4<u32>>;
 @group(0) @binding(2) var<storage, read_write> Y: array<f32>;
-@group(0) @binding(7) var<storage, read> XQS: array<u32>;
 
 var<workgroup> sh_red: array<f32, WG_SIZE>;
 // Word index of the side array of scales in the job's weight binding.
 var<private> SCALE_BASE: u32;
-
-// d of the input block holding value v.
-fn x_scale(v: u32) -> f32 {
-    return bitcast<f32>(XQS[JOBS.xq_d + v / 256u]);
-}
-
-// Sum of the input codes of values [v, v + 16).
-fn x_sum16(v: u32) -> i32 {
-    return bitcast<i32>(XQS[JOBS.xq_bs + v / 16u]);
-}
-
-// The 16 codes of values [v, v + 16) (v a multiple of 16).
-fn x_codes(v: u32) -> vec4<u32> {
-    return XQ4[v / 16u];
-}
+// The job's activation rounding (input_f32.wgsl).
+var<private> MODE: u32;
 
 // Word `wi` of the weights read as vec4 (for side arrays), without a dynamic vector index.
 fn w_word(wi: u32) -> u32 {
@@ -97,6 +81,7 @@ fn main(
         // The row's first block in the side array of scales (types that have one).
         let side = row * job.blocks_per_row;
         SCALE_BASE = job.scale_base;
+        MODE = job.mode;
         // Two units per step, the second clamped and masked so that both loads issue
         // together in straight-line code.
         for (var u = lane; u < units; u += 2u * TPR) {

@@ -1,9 +1,10 @@
-// Q6_K x pre-quantized Q8_K (q8k.wgsl). A repacked block (weights.rs) is 13 vec4: ql (8), qh
-// (4), the 16 signed scales (1), with d in the side array. Unit s (of 8) is ql vec4 s: half
-// n = s / 4 of the block, ql bytes 64n + o.. with o = 16 (s % 4). For o < 32 its low nibbles
-// are values 128n + o + l (qh bits 0-1 of qh[32n + o + l]) and its high nibbles 128n + 64 + o
-// + l (bits 4-5); for o >= 32, with o' = o - 32, values 128n + 32 + o' + l (bits 2-3) and
-// 128n + 96 + o' + l (bits 6-7); l < 16. Codes are q - 32 as signed bytes, and
+// Q6_K x Q8_K input for direct.wgsl (with input_q8k.wgsl). A repacked block (weights.rs) is
+// 13 vec4: ql (8), qh (4), the 16 signed scales (1), with d in the side array. Unit s (of
+// 8) is ql vec4 s: half n = s / 4 of the block, ql bytes 64n + o.. with o = 16 (s % 4). For
+// o < 32 its low nibbles are values 128n + o + l (qh bits 0-1 of qh[32n + o + l]) and its
+// high nibbles 128n + 64 + o + l (bits 4-5); for o >= 32, with o' = o - 32, values 128n +
+// 32 + o' + l (bits 2-3) and 128n + 96 + o' + l (bits 6-7); l < 16. Codes are q - 32 as
+// signed bytes, and
 //   sum = d_x * d * (sc_lo * isum_lo + sc_hi * isum_hi).
 
 const UNITS: u32 = 8u;

@@ -1,0 +1,21 @@
+// The input of direct.wgsl quantized to Q8_K beforehand (quantize_q8k.wgsl or a kernel
+// writing the same layout): the codes, 16 per vec4 (XQ4), and the same buffer as words (XQS)
+// for the scales per 256 values and the sums of the codes per 16.
+
+@group(0) @binding(1) var<storage, read> XQ4: array<vec4<u32>>;
+@group(0) @binding(7) var<storage, read> XQS: array<u32>;
+
+// d of the input block holding value v.
+fn x_scale(v: u32) -> f32 {
+    return bitcast<f32>(XQS[JOBS.xq_d + v / 256u]);
+}
+
+// Sum of the input codes of values [v, v + 16).
+fn x_sum16(v: u32) -> i32 {
+    return bitcast<i32>(XQS[JOBS.xq_bs + v / 16u]);
+}
+
+// The 16 codes of values [v, v + 16) (v a multiple of 16).
+fn x_codes(v: u32) -> vec4<u32> {
+    return XQ4[v / 16u];
+}
