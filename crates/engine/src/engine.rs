@@ -19,7 +19,8 @@ use std::time::{Duration, Instant};
 use gguf::GgufFile;
 use rwkv_gpu::{
     ConvertCall, Epilogue, GetRowsCall, GpuContext, GpuMatrix, MatmulCall, MatmulKernels,
-    MatvecCall, MatvecJob, MatvecKernels, Q8kInput, QuantizeCall, X16Input,
+    MatvecCall, MatvecInput, MatvecJob, MatvecKernels, Q8kInput, QuantizeCall, TokensCall,
+    X16Input,
 };
 use rwkv_model::{Rwkv7Config, Rwkv7Spec};
 
@@ -178,6 +179,17 @@ pub(crate) enum Grid {
     OutTiles(u32),
 }
 
+/// Rows per block of an activation's Q8_K copy (`x.rows`, at most [`rwkv_gpu::MAX_TOKENS`]):
+/// the rows of the steps the direct matvecs take.
+fn q8k_rows(x: Act) -> u32 {
+    rwkv_gpu::MAX_TOKENS.min(x.rows)
+}
+
+/// Whether a product op's few-token matvecs take a step of `n` rows.
+fn takes_tokens(tokens: &[TokensCall], n: u32) -> bool {
+    !tokens.is_empty() && tokens.iter().all(|t| n <= t.max_tokens())
+}
+
 /// One prepared GPU operation of a step.
 pub(crate) enum Op {
     /// The embedding lookup, over the step's rows.
@@ -190,12 +202,14 @@ pub(crate) enum Op {
     /// read the same activation and write the same buffer, with the kind of weight they
     /// multiply (e.g. `time_mix_key`) for profiles: `calls` for steps of several rows,
     /// `singles` (one matvec call per rounding mode, each packing its matrices into as few
-    /// dispatches as it can) for one row, after `quantize` (the Q8_K copies of their inputs
-    /// that some of them read, where not current).
+    /// dispatches as it can) for one row; `tokens` (the direct matvec for a few tokens) for
+    /// 2 up to its maximum of rows, where every product has one. Both after `quantize` (the
+    /// Q8_K copies of their inputs that some of them read, where not current).
     Matmul {
         calls: Vec<MatmulCall>,
         quantize: Vec<QuantizeCall>,
         singles: Vec<MatvecCall>,
+        tokens: Vec<TokensCall>,
         grid: Grid,
         kind: String,
     },
@@ -248,11 +262,15 @@ impl Op {
                 calls,
                 quantize,
                 singles,
+                tokens,
                 grid,
                 ..
             } => match count(*grid, rows, out) {
                 0 => 0,
                 1 => quantize.len() + singles.iter().map(MatvecCall::n_dispatches).sum::<usize>(),
+                n if takes_tokens(tokens, n) => {
+                    quantize.len() + tokens.iter().map(|t| t.n_dispatches(n)).sum::<usize>()
+                }
                 n => calls.iter().map(|c| c.n_dispatches(n)).sum(),
             },
             _ => 1,
@@ -280,12 +298,17 @@ impl Op {
                 calls,
                 quantize,
                 singles,
+                tokens,
                 grid,
                 ..
             } => match count(*grid, rows, out) {
                 1 => {
-                    quantize.iter().for_each(|q| q.record(pass));
+                    quantize.iter().for_each(|q| q.record(pass, 1));
                     singles.iter().for_each(|s| s.record(pass));
+                }
+                n if takes_tokens(tokens, n) => {
+                    quantize.iter().for_each(|q| q.record(pass, n));
+                    tokens.iter().for_each(|t| t.record(pass, n));
                 }
                 n => calls.iter().for_each(|c| c.record(pass, n)),
             },
@@ -530,10 +553,11 @@ struct Builder<'a> {
     x16: Vec<(wgpu::Buffer, wgpu::Buffer)>,
     /// (buffer, index of its `Op::Convert` in `ops`) for copies current at the end of `ops`.
     converted: Vec<(wgpu::Buffer, usize)>,
-    /// The Q8_K copies one-token matvecs read (`MatvecKernels::q8k_input`): (the buffer
-    /// quantized, its copy of the first row of each block).
+    /// The Q8_K copies the direct matvecs read (`MatvecKernels::q8k_input`): (the buffer
+    /// quantized, its copy of the first rows of each block, up to [`q8k_rows`]).
     q8k: Vec<(wgpu::Buffer, Arc<Q8kInput>)>,
-    /// The buffers whose Q8_K copy is current at the end of `ops` (in one-token steps).
+    /// The buffers whose Q8_K copy is current at the end of `ops` (in steps of up to
+    /// [`q8k_rows`] rows).
     q8k_fresh: Vec<wgpu::Buffer>,
     ops: Vec<Op>,
 }
@@ -762,8 +786,9 @@ impl Builder<'_> {
             && out.cols.is_multiple_of(256)
             && p.mix_stride == out.rows * out.cols
         {
-            let xq = self.q8k_copy(&buf_a, out)?;
-            (p.q8k, p.xq_d, p.xq_bs) = (1, xq.d_base(), xq.bs_base());
+            // (Its own quantization, not needed after this kernel, is left out.)
+            let xq = self.q8k_copy(&buf_a, out, &mut Vec::new())?;
+            (p.q8k, p.xq_d, p.xq_bs) = (q8k_rows(out), xq.d_base(), xq.bs_base());
             Some(xq)
         } else {
             None
@@ -827,7 +852,8 @@ impl Builder<'_> {
             (self.step, Grid::Rows)
         };
         let mut calls = Vec::new();
-        // Per rounding mode: the buffer the one-token matvecs read, and their jobs.
+        // Per rounding mode: the buffer the one-token matvecs read, and their jobs; the same
+        // for the few-token ones.
         let mut singles: Vec<(u32, wgpu::Buffer, Vec<MatvecJob>)> = Vec::new();
         for &(w, x_offset, y_offset, y_stride, epilogue) in items {
             let mode = self.mode_for(w);
@@ -864,6 +890,8 @@ impl Builder<'_> {
                 x_offset,
                 y_offset,
                 epilogue,
+                x_stride: x.cols,
+                y_stride,
             };
             match singles
                 .iter_mut()
@@ -882,6 +910,7 @@ impl Builder<'_> {
                 prepared.push(self.matvec.prepare(self.ctx, single_x, y, *mode, jobs)?);
             }
         }
+        let tokens = self.tokens_matvecs(x, y, &singles, &mut quantize)?;
         self.fresh.retain(|(name, _)| *name != y_name);
         self.converted.retain(|(b, _)| b != y);
         self.q8k_fresh.retain(|b| b != y);
@@ -889,21 +918,40 @@ impl Builder<'_> {
             calls,
             quantize,
             singles: prepared,
+            tokens,
             grid,
             kind,
         });
         Ok(())
     }
 
-    /// The Q8_K copy of the first row of each block of `src` (laid out as `x`), allocated on
-    /// first use.
-    fn q8k_copy(&mut self, src: &wgpu::Buffer, x: Act) -> Result<Arc<Q8kInput>> {
-        if let Some((_, q)) = self.q8k.iter().find(|(b, _)| b == src) {
-            return Ok(q.clone());
+    /// The Q8_K copy of the first [`q8k_rows`] rows of each block of `src` (laid out as
+    /// `x`), allocated on first use, with the quantization that updates it appended to
+    /// `quantize` unless it is current.
+    fn q8k_copy(
+        &mut self,
+        src: &wgpu::Buffer,
+        x: Act,
+        quantize: &mut Vec<QuantizeCall>,
+    ) -> Result<Arc<Q8kInput>> {
+        let rows = q8k_rows(x);
+        let xq = match self.q8k.iter().find(|(b, _)| b == src) {
+            Some((_, q)) => q.clone(),
+            None => {
+                let q = Arc::new(Q8kInput::new(self.ctx, x.name, x.blocks * rows * x.cols)?);
+                self.q8k.push((src.clone(), q.clone()));
+                q
+            }
+        };
+        if !self.q8k_fresh.contains(src) {
+            let block = x.rows * x.cols;
+            quantize.push(
+                self.matvec
+                    .prepare_quantize_segments(self.ctx, src, &xq, x.cols, block, x.cols, rows)?,
+            );
+            self.q8k_fresh.push(src.clone());
         }
-        let q = Arc::new(Q8kInput::new(self.ctx, x.name, x.blocks * x.cols)?);
-        self.q8k.push((src.clone(), q.clone()));
-        Ok(q)
+        Ok(xq)
     }
 
     /// The one-token matvec of `jobs` (reading `src`, laid out as `x`) on a Q8_K copy of the
@@ -929,25 +977,75 @@ impl Builder<'_> {
         if !usable {
             return Ok(None);
         }
-        let xq = self.q8k_copy(src, x)?;
-        if !self.q8k_fresh.contains(src) {
-            quantize.push(
-                self.matvec
-                    .prepare_quantize_segments(self.ctx, src, &xq, x.cols, block)?,
-            );
-            self.q8k_fresh.push(src.clone());
-        }
-        // Block b of the activation is segment b of the copy.
+        let xq = self.q8k_copy(src, x, quantize)?;
+        // Row t of block b of the activation is row b * q8k_rows + t of the copy.
         let jobs: Vec<MatvecJob> = jobs
             .iter()
             .map(|j| MatvecJob {
-                w: j.w,
-                x_offset: j.x_offset / block * x.cols,
-                y_offset: j.y_offset,
-                epilogue: j.epilogue,
+                x_offset: j.x_offset / block * q8k_rows(x) * x.cols,
+                ..j.clone()
             })
             .collect();
         Ok(Some(self.matvec.prepare_q8k(self.ctx, &xq, y, &jobs)?))
+    }
+
+    /// The direct matvecs of steps of 2 to [`q8k_rows`] rows for the products of `groups`
+    /// ((rounding mode, the buffer the one-token matvecs read, their jobs): the same inputs),
+    /// with the Q8_K quantizations of their inputs that are not current appended to
+    /// `quantize`: none unless every product has one ([`MatvecKernels::supports_tokens`]).
+    fn tokens_matvecs(
+        &mut self,
+        x: Act,
+        y: &wgpu::Buffer,
+        groups: &[(u32, wgpu::Buffer, Vec<MatvecJob>)],
+        quantize: &mut Vec<QuantizeCall>,
+    ) -> Result<Vec<TokensCall>> {
+        let max = q8k_rows(x);
+        let block = x.rows * x.cols;
+        let q8k = |mode: u32| mode == rwkv_gpu::ROUND_Q8_K;
+        let supported = self.matvec.tokens()
+            && max >= 2
+            && groups.iter().all(|(mode, _, jobs)| {
+                jobs.iter().all(|j| {
+                    // A Q8_K copy holds whole rows of blocks.
+                    let whole = !q8k(*mode)
+                        || (self.matvec.q8k_input()
+                            && j.x_offset.is_multiple_of(block)
+                            && x.cols.is_multiple_of(256));
+                    whole
+                        && self
+                            .matvec
+                            .supports_tokens(j.w, q8k(*mode), *mode, j.x_offset)
+                })
+            });
+        if !supported {
+            return Ok(Vec::new());
+        }
+        let mut tokens = Vec::new();
+        for (mode, src, jobs) in groups {
+            if !q8k(*mode) {
+                let input = MatvecInput::F32(src);
+                tokens.push(
+                    self.matvec
+                        .prepare_tokens(self.ctx, input, y, *mode, jobs, max)?,
+                );
+                continue;
+            }
+            let xq = self.q8k_copy(src, x, quantize)?;
+            let jobs: Vec<MatvecJob> = jobs
+                .iter()
+                .map(|j| MatvecJob {
+                    x_offset: j.x_offset / block * max * x.cols,
+                    ..j.clone()
+                })
+                .collect();
+            let input = MatvecInput::Q8k(&xq);
+            tokens.push(
+                self.matvec
+                    .prepare_tokens(self.ctx, input, y, *mode, &jobs, max)?,
+            );
+        }
+        Ok(tokens)
     }
 
     /// Appends `y[block yb] (op)= W x[block xb]` for every row, rounding x first if needed.

@@ -689,3 +689,63 @@ fn one_token_steps_match_the_cpu_reference_with_llama_cpp_rounding() {
         );
     }
 }
+
+#[test]
+fn few_token_steps_with_llama_cpp_rounding_match_one_token_steps() {
+    // With llama.cpp's roundings, a batch of one-token steps (2 to 16 rows) takes the direct
+    // matvec for several tokens (Q8_K copies of every row for the K-quants, f16 rounding as
+    // read for F16), which must give each sequence what its own one-token steps give (the
+    // same sums in the same order); the logits head does the same for the batch's rows.
+    // (The second LoRA products stay in the WKV kernel, as in one-token steps.)
+    for name in ["mini-q4_k_m", "mini-f16", "mini-q6_k"] {
+        let file = GgufFile::open(fixtures().join(format!("{name}.gguf"))).unwrap();
+        let vocab = 4096;
+        let options = |slots| EngineOptions {
+            max_slots: slots,
+            max_rows: 16,
+            max_out: 16,
+            llama_cpp_rounding: true,
+            lora2_from: 0,
+            ..EngineOptions::default()
+        };
+        for batch in [3usize, 16] {
+            let seqs: Vec<Vec<u32>> = (0..batch)
+                .map(|i| sequence(3, vocab, 7 * i as u32 + batch as u32))
+                .collect();
+            let mut e = engine(&file, options(batch));
+            let mut batched = vec![Vec::new(); batch];
+            for t in 0..3 {
+                let inputs: Vec<SlotInput> = seqs
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| SlotInput {
+                        slot: i,
+                        tokens: &s[t..t + 1],
+                        logits: Logits::Last,
+                    })
+                    .collect();
+                for (i, mut out) in e.step(&inputs).unwrap().into_iter().enumerate() {
+                    batched[i].push(out.remove(0));
+                }
+            }
+            // Each sequence alone in its own slot of another engine.
+            let mut one = engine(&file, options(batch));
+            for (i, s) in seqs.iter().enumerate() {
+                for (t, &tok) in s.iter().enumerate() {
+                    let alone = one
+                        .step(&[SlotInput {
+                            slot: i,
+                            tokens: &[tok],
+                            logits: Logits::Last,
+                        }])
+                        .unwrap();
+                    let err = relative_error(&batched[i][t], &alone[0][0]);
+                    assert!(
+                        err < 1e-6,
+                        "{name}: batch {batch}, sequence {i}, token {t}: relative error {err:e}"
+                    );
+                }
+            }
+        }
+    }
+}

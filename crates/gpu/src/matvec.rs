@@ -43,6 +43,9 @@ const MAX_JOBS: usize = 8;
 const TILE_FLOAT: u32 = 3072;
 const TILE_INT: u32 = 10240;
 
+/// The most tokens a [`TokensCall`] takes in one step.
+pub const MAX_TOKENS: u32 = 16;
+
 /// Activation rounding modes of Q8_0 and Q8_K (the integer paths), in the numbering of the
 /// engine's kernels.
 pub const ROUND_Q8_0: u32 = 3;
@@ -60,6 +63,10 @@ pub const Q8K_INPUT_ENV: &str = "WEB_RWKV_Q8K_INPUT";
 /// Environment variable turning off (`0`) the direct kernel for F16 weights (the staging
 /// float kernel instead); on by default.
 pub const DIRECT_F16_ENV: &str = "WEB_RWKV_DIRECT_F16";
+
+/// Environment variable turning off (`0`) the direct matvec for steps of 2 to [`MAX_TOKENS`]
+/// tokens ([`MatvecKernels::tokens`]); on by default.
+pub const DIRECT_TOKENS_ENV: &str = "WEB_RWKV_DIRECT_TOKENS";
 
 /// The WGSL rounding helpers (`round_f16`, `round_bf16`), shared with the engine's kernels.
 pub const ROUNDING_WGSL: &str = include_str!("rounding.wgsl");
@@ -192,11 +199,30 @@ fn epilogue_id(e: Epilogue) -> u32 {
 }
 
 /// One matrix of a matvec: `y[y_offset + r] (op)= Σ_c W[r][c] · round(x[x_offset + c])`.
+#[derive(Clone)]
 pub struct MatvecJob<'a> {
     pub w: &'a GpuMatrix,
     pub x_offset: u32,
     pub y_offset: u32,
     pub epilogue: Epilogue,
+    /// Values between consecutive tokens' rows of x and of y, for calls of several tokens
+    /// ([`MatvecKernels::prepare_tokens`]; unused by one-token calls).
+    pub x_stride: u32,
+    pub y_stride: u32,
+}
+
+impl<'a> MatvecJob<'a> {
+    /// A one-token job.
+    pub fn new(w: &'a GpuMatrix, x_offset: u32, y_offset: u32, epilogue: Epilogue) -> Self {
+        MatvecJob {
+            w,
+            x_offset,
+            y_offset,
+            epilogue,
+            x_stride: 0,
+            y_stride: 0,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -209,6 +235,8 @@ struct Key {
     probe: u32,
     /// The direct kernel (direct.wgsl) and what it reads, instead of the staging ones.
     direct: Option<DirectInput>,
+    /// Tokens per call the direct kernel is built for (its accumulators per thread).
+    nt: u32,
 }
 
 /// Compiled matvec pipelines, created on first use and cached.
@@ -219,28 +247,29 @@ pub struct MatvecKernels {
     int_q8_0: bool,
     q8k_input: bool,
     direct_f16: bool,
+    tokens: bool,
 }
 
-/// What the matvec reads: f32 values (rounded in every workgroup) or values quantized to
+/// What a matvec reads: f32 values (rounded as the kernel reads them) or values quantized to
 /// Q8_K beforehand.
 #[derive(Clone, Copy)]
-enum Input<'a> {
+pub enum MatvecInput<'a> {
     F32(&'a wgpu::Buffer),
     Q8k(&'a Q8kInput),
 }
 
-impl Input<'_> {
+impl MatvecInput<'_> {
     fn buffer(&self) -> &wgpu::Buffer {
         match self {
-            Input::F32(b) => b,
-            Input::Q8k(q) => &q.buffer,
+            MatvecInput::F32(b) => b,
+            MatvecInput::Q8k(q) => &q.buffer,
         }
     }
 
     fn values(&self) -> u64 {
         match self {
-            Input::F32(b) => b.size() / 4,
-            Input::Q8k(q) => q.values() as u64,
+            MatvecInput::F32(b) => b.size() / 4,
+            MatvecInput::Q8k(q) => q.values() as u64,
         }
     }
 }
@@ -260,7 +289,9 @@ struct JobParams {
     epilogue: u32,
     mode: u32,
     binding: u32,
-    _pad: u32,
+    x_stride: u32,
+    y_stride: u32,
+    _pad: [u32; 3],
 }
 
 #[repr(C)]
@@ -270,7 +301,7 @@ struct JobsUniform {
     /// Word offsets of the scales and the sums per 16 values of a [`Q8kInput`].
     xq_d: u32,
     xq_bs: u32,
-    _pad: u32,
+    n_tokens: u32,
     jobs: [JobParams; MAX_JOBS],
 }
 
@@ -301,6 +332,40 @@ impl MatvecCall {
     }
 }
 
+/// Matvec dispatches for steps of 2 to `max_tokens` tokens ([`MatvecKernels::prepare_tokens`]).
+pub struct TokensCall {
+    /// The dispatches of n tokens at n - 2.
+    per_n: Vec<Vec<Dispatch>>,
+}
+
+impl TokensCall {
+    /// The most tokens a step can have (at least 1: `n_tokens` of 1 records nothing).
+    pub fn max_tokens(&self) -> u32 {
+        self.per_n.len() as u32 + 1
+    }
+
+    /// Records the dispatches of `n_tokens` tokens (2..=max_tokens) into an open compute pass.
+    pub fn record(&self, pass: &mut wgpu::ComputePass<'_>, n_tokens: u32) {
+        if let Some(ds) = (n_tokens as usize)
+            .checked_sub(2)
+            .and_then(|i| self.per_n.get(i))
+        {
+            for d in ds {
+                pass.set_pipeline(&d.pipeline);
+                pass.set_bind_group(0, &d.bind_group, &[]);
+                pass.dispatch_workgroups(d.groups.0, d.groups.1, 1);
+            }
+        }
+    }
+
+    pub fn n_dispatches(&self, n_tokens: u32) -> usize {
+        (n_tokens as usize)
+            .checked_sub(2)
+            .and_then(|i| self.per_n.get(i))
+            .map_or(0, Vec::len)
+    }
+}
+
 /// One part of one job's matrix.
 struct PartJob<'a> {
     buffer: &'a wgpu::Buffer,
@@ -322,7 +387,14 @@ impl MatvecKernels {
             int_q8_0: std::env::var(INT_Q8_0_ENV).map_or(true, |v| v != "0"),
             q8k_input: std::env::var(Q8K_INPUT_ENV).map_or(true, |v| v != "0"),
             direct_f16: std::env::var(DIRECT_F16_ENV).map_or(true, |v| v != "0"),
+            tokens: std::env::var(DIRECT_TOKENS_ENV).map_or(true, |v| v != "0"),
         }
+    }
+
+    /// Whether callers should use [`MatvecKernels::prepare_tokens`] for steps of a few tokens
+    /// where it applies (default: on unless [`DIRECT_TOKENS_ENV`] is `0`).
+    pub fn tokens(&self) -> bool {
+        self.tokens
     }
 
     /// Whether callers should quantize Q8_K inputs once and use [`MatvecKernels::prepare_q8k`]
@@ -390,7 +462,55 @@ impl MatvecKernels {
         mode: u32,
         jobs: &[MatvecJob],
     ) -> Result<MatvecCall, GpuError> {
-        self.prepare_input(ctx, Input::F32(x), y, mode, jobs)
+        let dispatches = self.prepare_input(ctx, MatvecInput::F32(x), y, mode, jobs, 1)?;
+        Ok(MatvecCall { dispatches })
+    }
+
+    /// Whether [`MatvecKernels::prepare_tokens`] takes `w` with rounding `mode` (the direct
+    /// kernel): Q4_K and Q6_K from a [`Q8kInput`] (`q8k`), F16 from f32 values rounded to
+    /// f16 or not, at an input offset of whole vec4s.
+    pub fn supports_tokens(&self, w: &GpuMatrix, q8k: bool, mode: u32, x_offset: u32) -> bool {
+        if q8k {
+            Self::supports_q8k(w) && mode == ROUND_Q8_K && x_offset.is_multiple_of(256)
+        } else {
+            self.direct_f16
+                && w.ty == GgmlType::F16
+                && mode <= 1
+                && w.cols.is_multiple_of(8)
+                && x_offset.is_multiple_of(4)
+        }
+    }
+
+    /// Prepares the jobs for steps of 2 to `max_tokens` (at most [`MAX_TOKENS`]) tokens with
+    /// the direct kernel, which reads each weight once for all the step's tokens: token t
+    /// reads x at `x_offset + t * x_stride` and writes y at `y_offset + t * y_stride`. Every
+    /// job must be one [`MatvecKernels::supports_tokens`] takes.
+    pub fn prepare_tokens(
+        &self,
+        ctx: &GpuContext,
+        input: MatvecInput,
+        y: &wgpu::Buffer,
+        mode: u32,
+        jobs: &[MatvecJob],
+        max_tokens: u32,
+    ) -> Result<TokensCall, GpuError> {
+        let q8k = matches!(input, MatvecInput::Q8k(_));
+        if let Some(j) = jobs
+            .iter()
+            .find(|j| !self.supports_tokens(j.w, q8k, mode, j.x_offset))
+        {
+            return Err(GpuError::InvalidArgument(format!(
+                "matvec: '{}' ({}, rows of {}) with rounding mode {mode} at input offset {} \
+                 has no kernel for several tokens",
+                j.w.name, j.w.ty, j.w.cols, j.x_offset
+            )));
+        }
+        let max_tokens = max_tokens.min(MAX_TOKENS);
+        let mut per_n = Vec::new();
+        for n in 2..=max_tokens {
+            per_n.push(self.prepare_input(ctx, input, y, mode, jobs, n)?);
+        }
+        Ok(TokensCall { per_n })
     }
 
     /// Whether [`MatvecKernels::prepare_q8k`] takes `w`.
@@ -417,17 +537,19 @@ impl MatvecKernels {
                 )));
             }
         }
-        self.prepare_input(ctx, Input::Q8k(xq), y, ROUND_Q8_K, jobs)
+        let dispatches = self.prepare_input(ctx, MatvecInput::Q8k(xq), y, ROUND_Q8_K, jobs, 1)?;
+        Ok(MatvecCall { dispatches })
     }
 
     fn prepare_input(
         &self,
         ctx: &GpuContext,
-        input: Input,
+        input: MatvecInput,
         y: &wgpu::Buffer,
         mode: u32,
         jobs: &[MatvecJob],
-    ) -> Result<MatvecCall, GpuError> {
+        n_tokens: u32,
+    ) -> Result<Vec<Dispatch>, GpuError> {
         let x = input.buffer();
         if x == y {
             return Err(GpuError::InvalidArgument(
@@ -445,8 +567,9 @@ impl MatvecKernels {
                     w.name, w.ty, w.cols
                 )));
             }
-            if job.x_offset as u64 + w.cols as u64 > x_len
-                || job.y_offset as u64 + w.rows as u64 > y_len
+            let last = n_tokens.max(1) as u64 - 1;
+            if job.x_offset as u64 + last * job.x_stride as u64 + w.cols as u64 > x_len
+                || job.y_offset as u64 + last * job.y_stride as u64 + w.rows as u64 > y_len
             {
                 return Err(GpuError::InvalidArgument(format!(
                     "matvec: '{}' reads or writes past the end of its buffers",
@@ -467,6 +590,8 @@ impl MatvecKernels {
                         y_offset: job.y_offset + part.row_start as u32,
                         epilogue: epilogue_id(job.epilogue),
                         mode,
+                        x_stride: job.x_stride,
+                        y_stride: job.y_stride,
                         ..JobParams::default()
                     },
                 });
@@ -489,23 +614,25 @@ impl MatvecKernels {
             for p in group {
                 let buffers = distinct_buffers(&batch, p.buffer);
                 if batch.len() == MAX_JOBS || buffers > MAX_BINDINGS {
-                    dispatches.push(self.dispatch(ctx, input, y, std::mem::take(&mut batch))?);
+                    let batch = std::mem::take(&mut batch);
+                    dispatches.push(self.dispatch(ctx, input, y, batch, n_tokens)?);
                 }
                 batch.push(p);
             }
             if !batch.is_empty() {
-                dispatches.push(self.dispatch(ctx, input, y, batch)?);
+                dispatches.push(self.dispatch(ctx, input, y, batch, n_tokens)?);
             }
         }
-        Ok(MatvecCall { dispatches })
+        Ok(dispatches)
     }
 
     fn dispatch(
         &self,
         ctx: &GpuContext,
-        input: Input,
+        input: MatvecInput,
         y: &wgpu::Buffer,
         mut batch: Vec<PartJob>,
+        n_tokens: u32,
     ) -> Result<Dispatch, GpuError> {
         let x = input.buffer();
         let ty = batch[0].ty;
@@ -514,8 +641,8 @@ impl MatvecKernels {
         // The direct kernel for Q8_K inputs, and for F16 weights whose rows and inputs
         // allow whole vec4 reads of x (rounding none or f16).
         let direct = match input {
-            Input::Q8k(_) => Some(DirectInput::Q8k),
-            Input::F32(_)
+            MatvecInput::Q8k(_) => Some(DirectInput::Q8k),
+            MatvecInput::F32(_)
                 if self.direct_f16
                     && direct::direct_unit(ty).is_some_and(|(_, i)| i == DirectInput::F32)
                     && mode <= 1
@@ -524,7 +651,7 @@ impl MatvecKernels {
             {
                 Some(DirectInput::F32)
             }
-            Input::F32(_) => None,
+            MatvecInput::F32(_) => None,
         };
         let is_direct = direct.is_some();
         let int_path = int_path(ty, self.int_q8_0).filter(|p| p.mode == mode);
@@ -575,17 +702,18 @@ impl MatvecKernels {
             rpw,
             probe: if is_direct { 0 } else { probe() },
             direct,
+            nt: n_tokens.next_power_of_two(),
         };
         let pipeline = self.pipeline(ctx, key)?;
         let (xq_d, xq_bs) = match input {
-            Input::Q8k(q) => (q.d_base(), q.bs_base()),
-            Input::F32(_) => (0, 0),
+            MatvecInput::Q8k(q) => (q.d_base(), q.bs_base()),
+            MatvecInput::F32(_) => (0, 0),
         };
         let mut uniform = JobsUniform {
             n: batch.len() as u32,
             xq_d,
             xq_bs,
-            _pad: 0,
+            n_tokens,
             jobs: [JobParams::default(); MAX_JOBS],
         };
         for (i, p) in batch.iter().enumerate() {
@@ -732,6 +860,7 @@ fn compose(key: &Key) -> Option<String> {
          const TILE: u32 = {}u;\n\
          const MAX_JOBS: u32 = {MAX_JOBS}u;\n\
          const PROBE: u32 = {}u;\n\
+         const NT: u32 = {}u;\n\
          struct Params {{ rows: u32, cols: u32, blocks_per_row: u32, row_words: u32, scale_base: u32 }}\n\
          var<private> P: Params;\n\
          var<private> ACC: f32;\n\
@@ -742,6 +871,7 @@ fn compose(key: &Key) -> Option<String> {
         key.rpw,
         if key.int { TILE_INT } else { TILE_FLOAT },
         key.probe,
+        key.nt,
     );
     for i in 0..key.bindings {
         header.push_str(&format!(

@@ -29,7 +29,12 @@ struct Job {
     mode: u32,
     // Which weight binding (W0, W1, ...) holds this job's matrix part.
     binding: u32,
-    _pad: u32,
+    // (Token strides of the direct kernel's jobs; unused here.)
+    x_stride: u32,
+    y_stride: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 struct Jobs {

@@ -11,7 +11,8 @@ mod support;
 use gguf::GgmlType;
 use half::{bf16, f16};
 use rwkv_gpu::{
-    ContextOptions, Epilogue, GpuContext, GpuMatrix, MatvecJob, MatvecKernels, Q8kInput,
+    ContextOptions, Epilogue, GpuContext, GpuMatrix, MatvecInput, MatvecJob, MatvecKernels,
+    Q8kInput,
 };
 use support::{open_fixture, Rng, TestMatrix};
 
@@ -136,12 +137,7 @@ fn check_input(
         .unwrap();
     let specs: Vec<MatvecJob> = jobs
         .iter()
-        .map(|&(_, w, xo, yo, e)| MatvecJob {
-            w,
-            x_offset: xo as u32,
-            y_offset: yo as u32,
-            epilogue: e,
-        })
+        .map(|&(_, w, xo, yo, e)| MatvecJob::new(w, xo as u32, yo as u32, e))
         .collect();
     let xq = q8k.then(|| Q8kInput::new(&g.ctx, "xq", x_len as u32).unwrap());
     let quantize = xq
@@ -157,7 +153,7 @@ fn check_input(
     {
         let mut pass = enc.begin_compute_pass(&Default::default());
         if let Some(q) = &quantize {
-            q.record(&mut pass);
+            q.record(&mut pass, 1);
         }
         call.record(&mut pass);
     }
@@ -468,12 +464,7 @@ fn q8k_input_rejects_what_it_cannot_read() {
     let f16 = TestMatrix::synthetic(GgmlType::F16, 4, 256, 1);
     let q4 = TestMatrix::synthetic(GgmlType::Q4_K, 4, 256, 2);
     let (wf, wq) = (f16.upload(ctx, u64::MAX), q4.upload(ctx, u64::MAX));
-    let job = |w, x_offset| MatvecJob {
-        w,
-        x_offset,
-        y_offset: 0,
-        epilogue: Epilogue::Store,
-    };
+    let job = |w, x_offset| MatvecJob::new(w, x_offset, 0, Epilogue::Store);
     let err = |jobs: &[MatvecJob]| match kernels.prepare_q8k(ctx, &xq, &y, jobs) {
         Ok(_) => panic!("prepared"),
         Err(e) => e.to_string(),
@@ -513,5 +504,107 @@ fn f16_direct_kernel() {
             51 + mode as u64,
         );
         check(&[(&long, &wl, 4, 2, Epilogue::Store)], mode, 53);
+    }
+}
+
+#[test]
+fn several_tokens_in_one_call() {
+    // prepare_tokens: each weight read once for n tokens (x rows x_stride apart, y rows
+    // y_stride apart), Q4_K/Q6_K from a Q8_K copy of every row, F16 from f32 rows rounded to
+    // f16 as read; every token against the CPU with its own rounded row.
+    let g = gpu();
+    let ctx = &g.ctx;
+    let f = "mini-q4_k_m.gguf";
+    let k = TestMatrix::from_fixture(f, FFN_VALUE, fixture_type(f, FFN_VALUE));
+    let q6 = TestMatrix::from_fixture("mini-q6_k.gguf", FFN_VALUE, GgmlType::Q6_K);
+    let h = TestMatrix::synthetic(GgmlType::F16, 40, 512, 60);
+    let max = 16u32;
+    for (m, q8k) in [(&k, true), (&q6, true), (&h, false)] {
+        let w = m.upload(ctx, m.bytes.len() as u64 / 2);
+        let mode = if q8k { 4 } else { 1 };
+        let (x_stride, y_stride) = (m.cols as u32 + 256, m.rows as u32 + 3);
+        let mut rng = Rng(61);
+        let x: Vec<f32> = (0..(x_stride * max) as usize)
+            .map(|_| rng.uniform())
+            .collect();
+        let y0: Vec<f32> = (0..(y_stride * max) as usize)
+            .map(|_| rng.uniform())
+            .collect();
+        let x_buf = ctx
+            .create_storage_buffer("x", bytemuck::cast_slice(&x))
+            .unwrap();
+        let xq = Q8kInput::new(ctx, "xq", max * m.cols as u32).unwrap();
+        let job = MatvecJob {
+            x_stride: if q8k { m.cols as u32 } else { x_stride },
+            y_stride,
+            ..MatvecJob::new(&w, 0, 1, Epilogue::Add)
+        };
+        let quantize = g
+            .kernels
+            .prepare_quantize_segments(
+                ctx,
+                &x_buf,
+                &xq,
+                m.cols as u32,
+                x_stride * max,
+                x_stride,
+                max,
+            )
+            .unwrap();
+        let input = if q8k {
+            MatvecInput::Q8k(&xq)
+        } else {
+            MatvecInput::F32(&x_buf)
+        };
+        for n in [2u32, 7, 16] {
+            let y_buf = ctx
+                .create_storage_buffer("y", bytemuck::cast_slice(&y0))
+                .unwrap();
+            let call = g
+                .kernels
+                .prepare_tokens(ctx, input, &y_buf, mode, std::slice::from_ref(&job), max)
+                .unwrap();
+            assert_eq!(call.max_tokens(), max);
+            let mut enc = ctx.device.create_command_encoder(&Default::default());
+            {
+                let mut pass = enc.begin_compute_pass(&Default::default());
+                if q8k {
+                    quantize.record(&mut pass, n);
+                }
+                call.record(&mut pass, n);
+            }
+            ctx.queue.submit([enc.finish()]);
+            let y = ctx.read_buffer_f32(&y_buf, 0, y0.len()).unwrap();
+            for t in 0..max as usize {
+                let at = t * y_stride as usize + 1;
+                if t >= n as usize {
+                    assert_eq!(
+                        &y[at..at + m.rows],
+                        &y0[at..at + m.rows],
+                        "token {t} of {n}"
+                    );
+                    continue;
+                }
+                let xs = t * x_stride as usize;
+                let xr = round(&x[xs..xs + m.cols], mode);
+                let (mut err2, mut ref2) = (0f64, 0f64);
+                for r in 0..m.rows {
+                    let s: f64 = m.values[r * m.cols..][..m.cols]
+                        .iter()
+                        .zip(&xr)
+                        .map(|(&a, &b)| a as f64 * b as f64)
+                        .sum();
+                    let want = apply(Epilogue::Add, s, y0[at + r] as f64);
+                    err2 += (y[at + r] as f64 - want).powi(2);
+                    ref2 += want * want;
+                }
+                let rel = (err2 / ref2).sqrt();
+                assert!(
+                    rel < 1e-5,
+                    "{} token {t} of {n}: relative error {rel:e}",
+                    m.name
+                );
+            }
+        }
     }
 }

@@ -56,7 +56,7 @@ fn matvec_time() {
         {
             let quantize = kernels.prepare_quantize(&ctx, &x_buf, &xq).unwrap();
             let mut enc = ctx.device.create_command_encoder(&Default::default());
-            quantize.record(&mut enc.begin_compute_pass(&Default::default()));
+            quantize.record(&mut enc.begin_compute_pass(&Default::default()), 1);
             ctx.queue.submit([enc.finish()]);
         }
         let bytes = synthetic_bytes(ty, rows * cols, &mut rng);
@@ -98,12 +98,7 @@ fn matvec_time() {
                     .enumerate()
                     .map(|(i, w)| {
                         let y = if chain { &outs[0] } else { &outs[i] };
-                        let job = MatvecJob {
-                            w,
-                            x_offset: 0,
-                            y_offset: 0,
-                            epilogue: Epilogue::Store,
-                        };
+                        let job = MatvecJob::new(w, 0, 0, Epilogue::Store);
                         if q8k {
                             kernels.prepare_q8k(&ctx, &xq, y, &[job]).unwrap()
                         } else {
@@ -149,12 +144,7 @@ fn matvec_time() {
             &x_buf,
             &y_buf,
             0,
-            &[MatvecJob {
-                w: &w,
-                x_offset: 0,
-                y_offset: 0,
-                epilogue: Epilogue::Store,
-            }],
+            &[MatvecJob::new(&w, 0, 0, Epilogue::Store)],
         )
         .unwrap();
     let run = |k: usize| {

@@ -55,8 +55,9 @@ pub struct TokenMixParams {
     pub mix_stride: u32,
     pub half_stride: u32,
     pub eps: f32,
-    /// 1: also write the Q8_K mixes of target a, quantized, to binding 10 (one-token steps),
-    /// a `Q8kInput` whose scales and sums per 16 values start at words `xq_d` and `xq_bs`.
+    /// Rows per mix of the `Q8kInput` at binding 10 (0: none): steps of up to that many rows
+    /// also write the Q8_K mixes of target a to it, quantized; its scales and sums per 16
+    /// values start at words `xq_d` and `xq_bs`.
     pub q8k: u32,
     pub xq_d: u32,
     pub xq_bs: u32,

@@ -9,10 +9,10 @@
 // reads it needs (ggml's activation rounding); in one-token steps unrounded, as the matvecs
 // that read them round their input themselves. The last row of each chunk saves xn as the
 // sequence's new shift state, into the other half of the double-buffered state, so no row of
-// this dispatch reads what another writes. In one-token steps, with `q8k` set, the mixes
-// whose target a is rounded to Q8_K are also written quantized to `xq` (rwkv-gpu's Q8kInput
-// layout, mix m as segment m; a tile is one Q8_K block), so the matvecs reading them need no
-// quantization pass.
+// this dispatch reads what another writes. In steps of up to `q8k` rows, the mixes whose
+// target a is rounded to Q8_K are also written quantized to `xq` (rwkv-gpu's Q8kInput
+// layout: row t of mix m as row m * q8k + t; a tile is one Q8_K block), so the direct
+// matvecs reading them need no quantization pass.
 // Grid: (rows, column tiles of 256). Every workgroup recomputes the norm statistics of its
 // rows (cheap next to the matrices), so a row's tiles run in parallel.
 
@@ -24,8 +24,8 @@ struct Params {
     // Elements between the two halves of the shift state ([2][slots][dim]).
     half_stride: u32,
     eps: f32,
-    // 1: write the Q8_K mixes of target a to xq too (one-token steps); xq's scales and sums
-    // per 16 values start at words xq_d and xq_bs.
+    // Rows per mix of xq (0: no xq): steps of up to that many rows write the Q8_K mixes of
+    // target a to it too; its scales and sums per 16 values start at words xq_d and xq_bs.
     q8k: u32,
     xq_d: u32,
     xq_bs: u32,
@@ -173,8 +173,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, lane: Lane) {
             if in_row {
                 out_a[o] = r;
             }
-            if !round_here && ma == 4u && p.q8k == 1u {
-                store_q8k(lane, v, m * (p.dim / TILE) + wg.y);
+            if ma == 4u && step.n_rows <= p.q8k {
+                store_q8k(lane, v, (m * p.q8k + t) * (p.dim / TILE) + wg.y);
             }
         }
         let mb = mode_of(p.mode_b, m);

@@ -110,7 +110,9 @@ struct QuantizeParams {
     bs_base: u32,
     seg_len: u32,
     seg_stride: u32,
-    _pad: [u32; 3],
+    row_stride: u32,
+    rows_cap: u32,
+    _pad: u32,
 }
 
 /// The quantization of an f32 buffer's first values into a [`Q8kInput`], prepared once and
@@ -118,15 +120,19 @@ struct QuantizeParams {
 pub struct QuantizeCall {
     pipeline: Arc<wgpu::ComputePipeline>,
     bind_group: wgpu::BindGroup,
+    /// Blocks per row times segments.
     blocks: u32,
+    rows_cap: u32,
     _params: wgpu::Buffer,
 }
 
 impl QuantizeCall {
-    pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
+    /// Records the quantization of the first `rows` rows of each segment (at most the
+    /// `rows_cap` it was prepared with; 1 for [`MatvecKernels::prepare_quantize`]).
+    pub fn record(&self, pass: &mut wgpu::ComputePass<'_>, rows: u32) {
         pass.set_pipeline(&self.pipeline);
         pass.set_bind_group(0, &self.bind_group, &[]);
-        pass.dispatch_workgroups(self.blocks, 1, 1);
+        pass.dispatch_workgroups(self.blocks, rows.clamp(1, self.rows_cap), 1);
     }
 }
 
@@ -138,13 +144,16 @@ impl MatvecKernels {
         x: &wgpu::Buffer,
         xq: &Q8kInput,
     ) -> Result<QuantizeCall, GpuError> {
-        self.prepare_quantize_segments(ctx, x, xq, xq.values, xq.values)
+        self.prepare_quantize_segments(ctx, x, xq, xq.values, xq.values, xq.values, 1)
     }
 
-    /// Prepares the quantization into `xq` of segments of `seg_len` values of `x`, `seg_stride`
-    /// values apart (both multiples of 256), packed one after another in `xq`: e.g. the first
-    /// row of each block of an activation laid out `[blocks][rows][cols]` (`seg_len` cols,
-    /// `seg_stride` rows x cols).
+    /// Prepares the quantization into `xq` of rows of `x`: segments `seg_stride` values apart,
+    /// each with up to `rows_cap` rows of `seg_len` values `row_stride` apart (all multiples
+    /// of 256), row t of segment b stored as row `b * rows_cap + t` of `xq` (`xq` holds
+    /// segments x rows_cap x seg_len values). E.g. the first rows of each block of an
+    /// activation laid out `[blocks][rows][cols]`: `seg_len` cols, `row_stride` cols,
+    /// `seg_stride` rows x cols. A step records how many rows it has.
+    #[allow(clippy::too_many_arguments)]
     pub fn prepare_quantize_segments(
         &self,
         ctx: &GpuContext,
@@ -152,18 +161,27 @@ impl MatvecKernels {
         xq: &Q8kInput,
         seg_len: u32,
         seg_stride: u32,
+        row_stride: u32,
+        rows_cap: u32,
     ) -> Result<QuantizeCall, GpuError> {
-        let segments = xq.values / seg_len.max(1);
+        let per_segment = seg_len as u64 * rows_cap as u64;
         let aligned = seg_len > 0
-            && seg_len.is_multiple_of(256)
-            && seg_stride.is_multiple_of(256)
-            && seg_stride >= seg_len
-            && xq.values.is_multiple_of(seg_len);
-        let end = (segments.max(1) as u64 - 1) * seg_stride as u64 + seg_len as u64;
+            && rows_cap > 0
+            && [seg_len, seg_stride, row_stride]
+                .iter()
+                .all(|v| v.is_multiple_of(256))
+            && (rows_cap == 1 || row_stride >= seg_len)
+            && seg_stride as u64 >= (rows_cap as u64 - 1) * row_stride as u64 + seg_len as u64
+            && (xq.values as u64).is_multiple_of(per_segment);
+        let segments = xq.values as u64 / per_segment.max(1);
+        let end = (segments.max(1) - 1) * seg_stride as u64
+            + (rows_cap.max(1) as u64 - 1) * row_stride as u64
+            + seg_len as u64;
         if !aligned || end > x.size() / 4 {
             return Err(GpuError::InvalidArgument(format!(
-                "Q8_K quantization: {} values in segments of {seg_len}, {seg_stride} apart, \
-                 do not fit an input of {} values in whole blocks",
+                "Q8_K quantization: {} values in rows of {seg_len} ({rows_cap} per segment, \
+                 {row_stride} apart; segments {seg_stride} apart) do not fit an input of {} \
+                 values in whole blocks",
                 xq.values,
                 x.size() / 4
             )));
@@ -194,7 +212,9 @@ impl MatvecKernels {
             bs_base: xq.bs_base(),
             seg_len,
             seg_stride,
-            _pad: [0; 3],
+            row_stride,
+            rows_cap,
+            _pad: 0,
         };
         let params = ctx.create_buffer_checked(
             "quantize q8_k params",
@@ -223,7 +243,8 @@ impl MatvecKernels {
         Ok(QuantizeCall {
             pipeline,
             bind_group,
-            blocks: xq.values / 256,
+            blocks: (segments * (seg_len as u64 / 256)) as u32,
+            rows_cap,
             _params: params,
         })
     }

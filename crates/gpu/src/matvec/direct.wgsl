@@ -4,13 +4,15 @@
 //   y[job.y_offset + r] (op)= sum_c W_job[r][c] * x[job.x_offset + c]
 // The threads of a row (TPR) walk it in "units" of 16 weight bytes, consecutive lanes on
 // consecutive units, so each load instruction of a row covers contiguous memory; every
-// thread keeps two units in flight.
+// thread keeps two units in flight. A unit's weights are loaded once for all the step's
+// tokens: NT (a generated constant: 1, 2, 4, 8 or 16) accumulators per thread, for the
+// first JOBS.n_tokens rows of x (x_stride apart) and of y (y_stride apart).
 //
 // Composed (matvec.rs) as: generated header (WG_SIZE, TPR, RPW, MAX_JOBS, the weight
 // bindings W0.. as vec4<u32> and `wl`), rounding.wgsl, epilogue.wgsl, the input's file
 // (input_q8k.wgsl: x quantized to Q8_K beforehand; input_f32.wgsl: f32 x, rounded here per
 // job.mode), the weight type's file (q4_k.wgsl, q6_k.wgsl with Q8_K input, f16.wgsl with f32
-// input: UNITS per block and `unit_dot`), then this file.
+// input: UNITS per block, the Unit struct, `load_unit` and `unit_x`), then this file.
 
 struct Job {
     rows: u32,
@@ -24,7 +26,12 @@ struct Job {
     epilogue: u32,
     mode: u32,
     binding: u32,
-    _pad: u32,
+    // Values between the rows of consecutive tokens in x and y.
+    x_stride: u32,
+    y_stride: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 struct Jobs {
@@ -32,14 +39,16 @@ struct Jobs {
     // Word offsets in XQ (input_q8k.wgsl) of the block scales and of the sums per 16 values.
     xq_d: u32,
     xq_bs: u32,
-    _c: u32,
+    // Tokens (1..=NT).
+    n_tokens: u32,
     j: array<Job, MAX_JOBS>,
 }
 
 @group(0) @binding(0) var<uniform> JOBS: Jobs;
 @group(0) @binding(2) var<storage, read_write> Y: array<f32>;
 
-var<workgroup> sh_red: array<f32, WG_SIZE>;
+// The threads' sums, token k's at [k * WG_SIZE + thread].
+var<workgroup> sh_red: array<f32, NT * WG_SIZE>;
 // Word index of the side array of scales in the job's weight binding.
 var<private> SCALE_BASE: u32;
 // The job's activation rounding (input_f32.wgsl).
@@ -74,7 +83,7 @@ fn main(
     let lr = t / TPR;
     let lane = t % TPR;
     let row = first_row + lr;
-    var acc = 0.0;
+    var acc: array<f32, NT>;
     if row < job.rows {
         let units = job.blocks_per_row * UNITS;
         let rb = row * (job.row_words / 4u);
@@ -82,25 +91,39 @@ fn main(
         let side = row * job.blocks_per_row;
         SCALE_BASE = job.scale_base;
         MODE = job.mode;
+        let last = JOBS.n_tokens - 1u;
         // Two units per step, the second clamped and masked so that both loads issue
         // together in straight-line code.
         for (var u = lane; u < units; u += 2u * TPR) {
             let u2 = min(u + TPR, units - 1u);
-            let a = unit_dot(rb, side, u / UNITS, u % UNITS, job.x_offset);
-            let b = unit_dot(rb, side, u2 / UNITS, u2 % UNITS, job.x_offset);
-            acc += a + select(0.0, b, u + TPR < units);
+            let second = u + TPR < units;
+            let da = load_unit(rb, side, u / UNITS, u % UNITS);
+            let db = load_unit(rb, side, u2 / UNITS, u2 % UNITS);
+            for (var k = 0u; k < NT; k++) {
+                // Rows past the step's tokens repeat the last one (never stored).
+                let x0 = job.x_offset + min(k, last) * job.x_stride;
+                let a = unit_x(da, u / UNITS, u % UNITS, x0);
+                let b = unit_x(db, u2 / UNITS, u2 % UNITS, x0);
+                acc[k] += a + select(0.0, b, second);
+            }
         }
     }
-    sh_red[t] = acc;
+    for (var k = 0u; k < NT; k++) {
+        sh_red[k * WG_SIZE + t] = acc[k];
+    }
     workgroupBarrier();
     for (var s = TPR / 2u; s > 0u; s >>= 1u) {
         if lane < s {
-            sh_red[t] += sh_red[t + s];
+            for (var k = 0u; k < NT; k++) {
+                sh_red[k * WG_SIZE + t] += sh_red[k * WG_SIZE + t + s];
+            }
         }
         workgroupBarrier();
     }
-    if row < job.rows && lane == 0u {
-        let i = job.y_offset + row;
-        Y[i] = epilogue_of(job.epilogue, sh_red[t], i);
+    if row < job.rows {
+        for (var k = lane; k < JOBS.n_tokens; k += TPR) {
+            let i = job.y_offset + k * job.y_stride + row;
+            Y[i] = epilogue_of(job.epilogue, sh_red[k * WG_SIZE + lr * TPR], i);
+        }
     }
 }

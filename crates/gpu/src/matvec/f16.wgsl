@@ -3,12 +3,21 @@
 
 const UNITS: u32 = 1u;
 
-fn unit_dot(rb: u32, side: u32, blk: u32, s: u32, x0: u32) -> f32 {
+struct Unit {
+    a: vec4<f32>,
+    b: vec4<f32>,
+}
+
+fn load_unit(rb: u32, side: u32, blk: u32, s: u32) -> Unit {
     let w = wl(rb + blk);
+    return Unit(
+        vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y)),
+        vec4<f32>(unpack2x16float(w.z), unpack2x16float(w.w)),
+    );
+}
+
+// The unit's dot with the input values of block blk starting at x0 (a token's row).
+fn unit_x(d: Unit, blk: u32, s: u32, x0: u32) -> f32 {
     let v = x0 + blk * 8u;
-    let xa = x_values(v);
-    let xb = x_values(v + 4u);
-    let a = vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y));
-    let b = vec4<f32>(unpack2x16float(w.z), unpack2x16float(w.w));
-    return dot(a, xa) + dot(b, xb);
+    return dot(d.a, x_values(v)) + dot(d.b, x_values(v + 4u));
 }

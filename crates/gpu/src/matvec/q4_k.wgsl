@@ -10,10 +10,20 @@
 
 const UNITS: u32 = 8u;
 
-fn unit_dot(rb: u32, side: u32, blk: u32, s: u32, x0: u32) -> f32 {
+struct Unit {
+    h: vec4<u32>,
+    q: vec4<u32>,
+}
+
+fn load_unit(rb: u32, side: u32, blk: u32, s: u32) -> Unit {
     let hb = rb + blk * 9u;
-    let h = wl(hb);
-    let q = wl(hb + 1u + s);
+    return Unit(wl(hb), wl(hb + 1u + s));
+}
+
+// The unit's dot with the input values of block blk starting at x0 (a token's row).
+fn unit_x(d: Unit, blk: u32, s: u32, x0: u32) -> f32 {
+    let h = d.h;
+    let q = d.q;
     let c = s / 2u;
     let v = x0 + blk * 256u + 64u * c + 16u * (s % 2u);
     let xlo = x_codes(v);

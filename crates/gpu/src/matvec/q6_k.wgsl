@@ -20,16 +20,29 @@ fn sbyte(w: u32, k: u32) -> i32 {
     return (bitcast<i32>(w) << (24u - 8u * k)) >> 24u;
 }
 
-fn unit_dot(rb: u32, side: u32, blk: u32, s: u32, x0: u32) -> f32 {
+struct Unit {
+    ql: vec4<u32>,
+    qh: vec4<u32>,
+    sc: vec4<u32>,
+    d: f32,
+}
+
+fn load_unit(rb: u32, side: u32, blk: u32, s: u32) -> Unit {
     let b = rb + blk * 13u;
+    let n = s / 4u;
+    let i = side + blk;
+    let dh = unpack2x16float(w_word(SCALE_BASE + i / 2u));
+    return Unit(wl(b + s), wl(b + 8u + 2u * n + s % 2u), wl(b + 12u), select(dh.x, dh.y, (i & 1u) == 1u));
+}
+
+// The unit's dot with the input values of block blk starting at x0 (a token's row).
+fn unit_x(d: Unit, blk: u32, s: u32, x0: u32) -> f32 {
     let n = s / 4u;
     let hp = (s / 2u) % 2u;
     let lq = 16u * (s % 2u);
-    let ql = wl(b + s);
-    let qh = wl(b + 8u + 2u * n + s % 2u);
-    let sc = wl(b + 12u);
-    let i = side + blk;
-    let dh = unpack2x16float(w_word(SCALE_BASE + i / 2u));
+    let ql = d.ql;
+    let qh = d.qh;
+    let sc = d.sc;
     let v = x0 + blk * 256u + 128u * n + 32u * hp + lq;
     let xlo = x_codes(v);
     let xhi = x_codes(v + 64u);
@@ -51,6 +64,5 @@ fn unit_dot(rb: u32, side: u32, blk: u32, s: u32, x0: u32) -> f32 {
     let lo_word = select(sc.x, sc.z, n == 1u);
     let hi_word = select(sc.y, sc.w, n == 1u);
     let isum = sbyte(lo_word, j) * ilo + sbyte(hi_word, j) * ihi;
-    let d = select(dh.x, dh.y, (i & 1u) == 1u);
-    return (x_scale(v) * d) * f32(isum);
+    return (x_scale(v) * d.d) * f32(isum);
 }
