@@ -179,12 +179,6 @@ pub(crate) enum Grid {
     OutTiles(u32),
 }
 
-/// Rows per block of an activation's Q8_K copy (`x.rows`, at most [`rwkv_gpu::MAX_TOKENS`]):
-/// the rows of the steps the direct matvecs take.
-fn q8k_rows(x: Act) -> u32 {
-    rwkv_gpu::MAX_TOKENS.min(x.rows)
-}
-
 /// Whether a product op's few-token matvecs take a step of `n` rows.
 fn takes_tokens(tokens: &[TokensCall], n: u32) -> bool {
     !tokens.is_empty() && tokens.iter().all(|t| n <= t.max_tokens())
@@ -554,10 +548,10 @@ struct Builder<'a> {
     /// (buffer, index of its `Op::Convert` in `ops`) for copies current at the end of `ops`.
     converted: Vec<(wgpu::Buffer, usize)>,
     /// The Q8_K copies the direct matvecs read (`MatvecKernels::q8k_input`): (the buffer
-    /// quantized, its copy of the first rows of each block, up to [`q8k_rows`]).
+    /// quantized, its copy of the first rows of each block, up to [`Builder::q8k_rows`]).
     q8k: Vec<(wgpu::Buffer, Arc<Q8kInput>)>,
     /// The buffers whose Q8_K copy is current at the end of `ops` (in steps of up to
-    /// [`q8k_rows`] rows).
+    /// [`Builder::q8k_rows`] rows).
     q8k_fresh: Vec<wgpu::Buffer>,
     ops: Vec<Op>,
 }
@@ -788,7 +782,7 @@ impl Builder<'_> {
         {
             // (Its own quantization, not needed after this kernel, is left out.)
             let xq = self.q8k_copy(&buf_a, out, &mut Vec::new())?;
-            (p.q8k, p.xq_d, p.xq_bs) = (q8k_rows(out), xq.d_base(), xq.bs_base());
+            (p.q8k, p.xq_d, p.xq_bs) = (self.q8k_rows(out), xq.d_base(), xq.bs_base());
             Some(xq)
         } else {
             None
@@ -855,6 +849,7 @@ impl Builder<'_> {
         // Per rounding mode: the buffer the one-token matvecs read, and their jobs; the same
         // for the few-token ones.
         let mut singles: Vec<(u32, wgpu::Buffer, Vec<MatvecJob>)> = Vec::new();
+        let mut several: Vec<(u32, wgpu::Buffer, Vec<MatvecJob>)> = Vec::new();
         for &(w, x_offset, y_offset, y_stride, epilogue) in items {
             let mode = self.mode_for(w);
             // The one-token matvec reads a copy a kernel wrote rounded (rounding it again
@@ -893,6 +888,21 @@ impl Builder<'_> {
                 x_stride: x.cols,
                 y_stride,
             };
+            // The few-token matvecs read the Q8_K copy of what the one-token ones read (the
+            // token mix writes it from its unrounded values), or the multi-row products'
+            // input, rounded in such steps.
+            let tokens_x = if mode == rwkv_gpu::ROUND_Q8_K {
+                single_x.clone()
+            } else {
+                input.clone()
+            };
+            match several
+                .iter_mut()
+                .find(|(m, b, _)| *m == mode && *b == tokens_x)
+            {
+                Some((_, _, jobs)) => jobs.push(job.clone()),
+                None => several.push((mode, tokens_x, vec![job.clone()])),
+            }
             match singles
                 .iter_mut()
                 .find(|(m, b, _)| *m == mode && *b == single_x)
@@ -910,7 +920,7 @@ impl Builder<'_> {
                 prepared.push(self.matvec.prepare(self.ctx, single_x, y, *mode, jobs)?);
             }
         }
-        let tokens = self.tokens_matvecs(x, y, &singles, &mut quantize)?;
+        let tokens = self.tokens_matvecs(x, y, &several, &mut quantize)?;
         self.fresh.retain(|(name, _)| *name != y_name);
         self.converted.retain(|(b, _)| b != y);
         self.q8k_fresh.retain(|b| b != y);
@@ -925,7 +935,13 @@ impl Builder<'_> {
         Ok(())
     }
 
-    /// The Q8_K copy of the first [`q8k_rows`] rows of each block of `src` (laid out as
+    /// Rows per block of an activation's Q8_K copy: the most rows of the steps whose products
+    /// take the direct matvecs (`MatvecKernels::max_tokens`, at most `x.rows`).
+    fn q8k_rows(&self, x: Act) -> u32 {
+        self.matvec.max_tokens().min(x.rows)
+    }
+
+    /// The Q8_K copy of the first [`Builder::q8k_rows`] rows of each block of `src` (laid out as
     /// `x`), allocated on first use, with the quantization that updates it appended to
     /// `quantize` unless it is current.
     fn q8k_copy(
@@ -934,7 +950,7 @@ impl Builder<'_> {
         x: Act,
         quantize: &mut Vec<QuantizeCall>,
     ) -> Result<Arc<Q8kInput>> {
-        let rows = q8k_rows(x);
+        let rows = self.q8k_rows(x);
         let xq = match self.q8k.iter().find(|(b, _)| b == src) {
             Some((_, q)) => q.clone(),
             None => {
@@ -982,15 +998,16 @@ impl Builder<'_> {
         let jobs: Vec<MatvecJob> = jobs
             .iter()
             .map(|j| MatvecJob {
-                x_offset: j.x_offset / block * q8k_rows(x) * x.cols,
+                x_offset: j.x_offset / block * self.q8k_rows(x) * x.cols,
                 ..j.clone()
             })
             .collect();
         Ok(Some(self.matvec.prepare_q8k(self.ctx, &xq, y, &jobs)?))
     }
 
-    /// The direct matvecs of steps of 2 to [`q8k_rows`] rows for the products of `groups`
-    /// ((rounding mode, the buffer the one-token matvecs read, their jobs): the same inputs),
+    /// The direct matvecs of steps of 2 to [`Builder::q8k_rows`] rows for the products of
+    /// `groups` ((rounding mode, the buffer they read: the one-token matvecs' for Q8_K, else
+    /// the multi-row products' input, rounded in such steps; their jobs)),
     /// with the Q8_K quantizations of their inputs that are not current appended to
     /// `quantize`: none unless every product has one ([`MatvecKernels::supports_tokens`]).
     fn tokens_matvecs(
@@ -1000,11 +1017,10 @@ impl Builder<'_> {
         groups: &[(u32, wgpu::Buffer, Vec<MatvecJob>)],
         quantize: &mut Vec<QuantizeCall>,
     ) -> Result<Vec<TokensCall>> {
-        let max = q8k_rows(x);
+        let max = self.q8k_rows(x);
         let block = x.rows * x.cols;
         let q8k = |mode: u32| mode == rwkv_gpu::ROUND_Q8_K;
-        let supported = self.matvec.tokens()
-            && max >= 2
+        let supported = max >= 2
             && groups.iter().all(|(mode, _, jobs)| {
                 jobs.iter().all(|j| {
                     // A Q8_K copy holds whole rows of blocks.
@@ -1024,10 +1040,11 @@ impl Builder<'_> {
         let mut tokens = Vec::new();
         for (mode, src, jobs) in groups {
             if !q8k(*mode) {
+                // Rounded already: no rounding as read.
                 let input = MatvecInput::F32(src);
                 tokens.push(
                     self.matvec
-                        .prepare_tokens(self.ctx, input, y, *mode, jobs, max)?,
+                        .prepare_tokens(self.ctx, input, y, 0, jobs, max)?,
                 );
                 continue;
             }

@@ -692,7 +692,7 @@ fn one_token_steps_match_the_cpu_reference_with_llama_cpp_rounding() {
 
 #[test]
 fn few_token_steps_with_llama_cpp_rounding_match_one_token_steps() {
-    // With llama.cpp's roundings, a batch of one-token steps (2 to 16 rows) takes the direct
+    // With llama.cpp's roundings, a batch of one-token steps (2 to 8 rows) takes the direct
     // matvec for several tokens (Q8_K copies of every row for the K-quants, f16 rounding as
     // read for F16), which must give each sequence what its own one-token steps give (the
     // same sums in the same order); the logits head does the same for the batch's rows.
@@ -708,7 +708,7 @@ fn few_token_steps_with_llama_cpp_rounding_match_one_token_steps() {
             lora2_from: 0,
             ..EngineOptions::default()
         };
-        for batch in [3usize, 16] {
+        for batch in [3usize, 8] {
             let seqs: Vec<Vec<u32>> = (0..batch)
                 .map(|i| sequence(3, vocab, 7 * i as u32 + batch as u32))
                 .collect();
