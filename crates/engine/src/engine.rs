@@ -1039,6 +1039,13 @@ impl Builder<'_> {
         }
         let mut tokens = Vec::new();
         for (mode, src, jobs) in groups {
+            let max = jobs
+                .iter()
+                .map(|j| self.matvec.max_tokens_for(j.w))
+                .fold(max, u32::min);
+            if max < 2 {
+                return Ok(Vec::new());
+            }
             if !q8k(*mode) {
                 // Rounded already: no rounding as read.
                 let input = MatvecInput::F32(src);
