@@ -863,6 +863,12 @@ impl Builder<'_> {
             } else {
                 x.buf.clone()
             };
+            // f16 and bf16 roundings, which kernels do in every step, are not redone.
+            let single_mode = if kernel_rounded && (mode == 1 || mode == 2) {
+                0
+            } else {
+                mode
+            };
             let shared = self.x16_for(&input, x)?;
             let x16 = shared.as_ref().map(|(buf, _)| X16Input {
                 buf,
@@ -905,10 +911,10 @@ impl Builder<'_> {
             }
             match singles
                 .iter_mut()
-                .find(|(m, b, _)| *m == mode && *b == single_x)
+                .find(|(m, b, _)| *m == single_mode && *b == single_x)
             {
                 Some((_, _, jobs)) => jobs.push(job),
-                None => singles.push((mode, single_x, vec![job])),
+                None => singles.push((single_mode, single_x, vec![job])),
             }
         }
         let mut quantize = Vec::new();

@@ -649,7 +649,13 @@ fn one_token_steps_match_the_cpu_reference_with_llama_cpp_rounding() {
     // token. Most positions agree to f32 rounding (the same 8-bit codes); where an f32
     // difference moves one code across a rounding step the logits differ by up to ~1e-2 for a
     // few positions, as llama.cpp's decode and batch runs do (every_fixture_matches_llama_cpp).
-    for name in ["mini-q4_k_m", "mini-q6_k", "mini-q8_0", "mini-q5_k_m"] {
+    for name in [
+        "mini-q4_k_m",
+        "mini-q6_k",
+        "mini-q8_0",
+        "mini-q5_k_m",
+        "mini-f16",
+    ] {
         let file = GgufFile::open(fixtures().join(format!("{name}.gguf"))).unwrap();
         let tokens = read_json_ids(fixtures().join(format!("expected/{name}.tokens.json")));
         let tokens = &tokens[..tokens.len().min(24)];
@@ -679,6 +685,13 @@ fn one_token_steps_match_the_cpu_reference_with_llama_cpp_rounding() {
         }
         let exact = errors.iter().filter(|&&e| e < 1e-5).count();
         let worst = errors.iter().fold(0.0f64, |a, &b| a.max(b));
+        if name == "mini-f16" {
+            // No 8-bit codes to flip: the GPU and the CPU differ by ~3e-4 at every position
+            // (as in every_fixture_matches_llama_cpp; an unrounded input: ~2e-3).
+            eprintln!("{name}: worst {worst:.2e}");
+            assert!(worst < 1e-3, "{name}: relative errors {errors:?}");
+            continue;
+        }
         eprintln!(
             "{name}: {exact} of {} positions within 1e-5, worst {worst:.2e}",
             errors.len()

@@ -6,8 +6,8 @@
 //   xn = norm(x[t]);  prev = norm(x[previous token]) or the sequence's saved shift state
 //   out[m][t] = xn + (prev - xn) * mu[m]
 // written once or twice per mix (`target a` and `target b`), each rounded as the matrix that
-// reads it needs (ggml's activation rounding); in one-token steps unrounded, as the matvecs
-// that read them round their input themselves. The last row of each chunk saves xn as the
+// reads it needs (ggml's activation rounding), except the 8-bit roundings in one-token
+// steps, whose matvecs quantize their input themselves. The last row of each chunk saves xn as the
 // sequence's new shift state, into the other half of the double-buffered state, so no row of
 // this dispatch reads what another writes. In steps of up to `q8k` rows, the mixes whose
 // target a is rounded to Q8_K are also written quantized to `xq` (rwkv-gpu's Q8kInput
@@ -158,8 +158,9 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, lane: Lane) {
         shift_state[(1u - info.half) * p.half_stride + info.slot * p.dim + c] = xn;
     }
     let sx = prev - xn;
-    // A one-token step's readers are matvecs that round their input themselves.
-    let round_here = step.n_rows > 1u;
+    // A one-token step's readers are matvecs that quantize their 8-bit inputs themselves (or
+    // read xq); f16 and bf16 roundings, value by value, are done here in every step.
+    let several = step.n_rows > 1u;
     for (var m = 0u; m < p.n_mix; m++) {
         // Threads past the row carry 0 so block maxima are not disturbed.
         let v = select(0.0, sx * mu[m * p.dim + cc] + xn, in_row);
@@ -167,7 +168,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, lane: Lane) {
         let ma = mode_of(p.mode_a, m);
         if ma != 255u {
             var r = v;
-            if round_here {
+            if several || ma == 1u || ma == 2u {
                 r = round_value(lane, v, ma);
             }
             if in_row {
@@ -180,7 +181,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, lane: Lane) {
         let mb = mode_of(p.mode_b, m);
         if mb != 255u {
             var r = v;
-            if round_here {
+            if several || mb == 1u || mb == 2u {
                 r = round_value(lane, v, mb);
             }
             if in_row {
