@@ -179,6 +179,14 @@ pub(crate) enum Grid {
     OutTiles(u32),
 }
 
+/// Whether activations are rounded with `mode` before the products in every step (f16 and
+/// bf16, value by value: cheaper once than in every matvec thread that reads a value) or only
+/// in steps of several rows (the 8-bit block roundings, which one-token matvecs do as they
+/// quantize their input).
+fn every_step_rounding(mode: u32) -> bool {
+    mode == 1 || mode == 2
+}
+
 /// Whether a product op's few-token matvecs take a step of `n` rows.
 fn takes_tokens(tokens: &[TokensCall], n: u32) -> bool {
     !tokens.is_empty() && tokens.iter().all(|t| n <= t.max_tokens())
@@ -190,8 +198,9 @@ pub(crate) enum Op {
     Gather(GetRowsCall),
     Kernel(Launch, Grid),
     /// Rounds an activation for the matrix products of a step of several rows; a one-token
-    /// step skips it (its matvecs round their input themselves).
-    Round(Launch, Grid),
+    /// step skips it (its matvecs quantize their input themselves) unless the flag is set
+    /// (the f16 and bf16 roundings, which the matvecs then need not do for every value).
+    Round(Launch, Grid, bool),
     /// Matrix products over the step's rows (or, with `Grid::Out`, its logits rows) that
     /// read the same activation and write the same buffer, with the kind of weight they
     /// multiply (e.g. `time_mix_key`) for profiles: `calls` for steps of several rows,
@@ -229,7 +238,7 @@ impl Op {
         match self {
             Op::Gather(_) => "embedding",
             Op::Convert { .. } => "f16_inputs",
-            Op::Kernel(launch, _) | Op::Round(launch, _) => launch.label,
+            Op::Kernel(launch, _) | Op::Round(launch, _, _) => launch.label,
             Op::Matmul { kind, .. } => kind,
             Op::ByRows { op, .. } => op.kind(),
         }
@@ -247,7 +256,7 @@ impl Op {
     /// `chunks` chunks.
     pub(crate) fn dispatches(&self, rows: u32, out: u32, chunks: u32) -> usize {
         match self {
-            Op::Round(_, grid) if count(*grid, rows, out) <= 1 => 0,
+            Op::Round(_, grid, false) if count(*grid, rows, out) <= 1 => 0,
             Op::Kernel(_, grid) if !runs(*grid, rows, chunks) => 0,
             Op::Convert { from, .. } => (rows >= *from) as usize,
             Op::ByRows { op, .. } if self.runs_in(rows) => op.dispatches(rows, out, chunks),
@@ -306,8 +315,8 @@ impl Op {
                 }
                 n => calls.iter().for_each(|c| c.record(pass, n)),
             },
-            Op::Round(_, grid) if count(*grid, rows, out) <= 1 => {}
-            Op::Kernel(launch, grid) | Op::Round(launch, grid) => match *grid {
+            Op::Round(_, grid, false) if count(*grid, rows, out) <= 1 => {}
+            Op::Kernel(launch, grid) | Op::Round(launch, grid, _) => match *grid {
                 Grid::Rows => launch.record(pass, rows, 1),
                 Grid::RowBlocks(n) => launch.record(pass, rows, n),
                 Grid::Out => launch.record(pass, out, 1),
@@ -662,10 +671,13 @@ impl Builder<'_> {
                 bind_group,
             },
             grid,
+            every_step_rounding(mode),
         ));
         self.converted.retain(|(b, _)| *b != out);
         self.fresh.push((x.name, mode));
-        self.rounded_by_op.push((x.name, mode));
+        if !every_step_rounding(mode) {
+            self.rounded_by_op.push((x.name, mode));
+        }
         Ok(out)
     }
 
@@ -855,20 +867,17 @@ impl Builder<'_> {
             // The one-token matvec reads a copy a kernel wrote rounded (rounding it again
             // changes nothing), else the unrounded activation: the rounding ops it would
             // wait for are skipped in one-token steps.
+            // The f16 and bf16 roundings run in every step: the matvec reads their copy and
+            // does not round again.
             let kernel_rounded = self.fresh.contains(&(x.name, mode))
                 && !self.rounded_by_op.contains(&(x.name, mode));
             let input = self.input_for(x, w.ty)?;
-            let single_x = if mode == 0 || kernel_rounded {
+            let single_x = if mode == 0 || kernel_rounded || every_step_rounding(mode) {
                 input.clone()
             } else {
                 x.buf.clone()
             };
-            // f16 and bf16 roundings, which kernels do in every step, are not redone.
-            let single_mode = if kernel_rounded && (mode == 1 || mode == 2) {
-                0
-            } else {
-                mode
-            };
+            let single_mode = if every_step_rounding(mode) { 0 } else { mode };
             let shared = self.x16_for(&input, x)?;
             let x16 = shared.as_ref().map(|(buf, _)| X16Input {
                 buf,
