@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use gguf::GgufFile;
 use rwkv_gpu::{
     ConvertCall, Epilogue, GetRowsCall, GpuContext, GpuMatrix, MatmulCall, MatmulKernels,
-    MatvecCall, MatvecInput, MatvecJob, MatvecKernels, Q8kInput, QuantizeCall, TokensCall,
+    MatvecCall, MatvecInput, MatvecJob, MatvecKernels, Q8Format, Q8Input, QuantizeCall, TokensCall,
     X16Input,
 };
 use rwkv_model::{Rwkv7Config, Rwkv7Spec};
@@ -556,12 +556,13 @@ struct Builder<'a> {
     x16: Vec<(wgpu::Buffer, wgpu::Buffer)>,
     /// (buffer, index of its `Op::Convert` in `ops`) for copies current at the end of `ops`.
     converted: Vec<(wgpu::Buffer, usize)>,
-    /// The Q8_K copies the direct matvecs read (`MatvecKernels::q8k_input`): (the buffer
-    /// quantized, its copy of the first rows of each block, up to [`Builder::q8k_rows`]).
-    q8k: Vec<(wgpu::Buffer, Arc<Q8kInput>)>,
-    /// The buffers whose Q8_K copy is current at the end of `ops` (in steps of up to
-    /// [`Builder::q8k_rows`] rows).
-    q8k_fresh: Vec<wgpu::Buffer>,
+    /// The 8-bit copies the direct matvecs read (`MatvecKernels::q8k_input`): (the buffer
+    /// quantized, the format, its copy of the first rows of each block, up to
+    /// [`Builder::q8_rows`]).
+    q8: Vec<(wgpu::Buffer, Q8Format, Arc<Q8Input>)>,
+    /// The (buffer, format) pairs whose copy is current at the end of `ops` (in steps of up
+    /// to [`Builder::q8_rows`] rows).
+    q8_fresh: Vec<(wgpu::Buffer, Q8Format)>,
     ops: Vec<Op>,
 }
 
@@ -592,7 +593,7 @@ impl Builder<'_> {
         self.fresh.clear();
         self.rounded_by_op.clear();
         self.converted.clear();
-        self.q8k_fresh.clear();
+        self.q8_fresh.clear();
         self.ops.push(Op::Kernel(
             Launch {
                 label,
@@ -786,18 +787,20 @@ impl Builder<'_> {
                 p.mode_b[i / 4][i % 4] = mb;
             }
         }
-        // One-token steps' matvecs read the Q8_K mixes quantized here.
-        let xq = if ma == rwkv_gpu::ROUND_Q8_K
-            && self.matvec.q8k_input()
-            && out.cols.is_multiple_of(256)
-            && p.mix_stride == out.rows * out.cols
-        {
-            // (Its own quantization, not needed after this kernel, is left out.)
-            let xq = self.q8k_copy(&buf_a, out, &mut Vec::new())?;
-            (p.q8k, p.xq_d, p.xq_bs) = (self.q8k_rows(out), xq.d_base(), xq.bs_base());
-            Some(xq)
-        } else {
-            None
+        // Few-token steps' matvecs read the 8-bit mixes quantized here.
+        let format = rwkv_gpu::q8_format_of_mode(ma).filter(|_| {
+            self.matvec.q8k_input()
+                && out.cols.is_multiple_of(256)
+                && p.mix_stride == out.rows * out.cols
+        });
+        let xq = match format {
+            Some(format) => {
+                // (Its own quantization, not needed after this kernel, is left out.)
+                let xq = self.q8_copy(&buf_a, out, format, &mut Vec::new())?;
+                (p.q8k, p.xq_d, p.xq_bs) = (self.q8_rows(out), xq.d_base(), xq.bs_base());
+                Some(xq)
+            }
+            None => None,
         };
         let params = uniform(&self.ctx.device, label, &p);
         let step = self.step;
@@ -815,8 +818,8 @@ impl Builder<'_> {
                 self.fresh.push((out.name, m));
             }
         }
-        if xq.is_some() {
-            self.q8k_fresh.push(buf_a);
+        if let Some(format) = format {
+            self.q8_fresh.push((buf_a, format));
         }
         Ok(())
     }
@@ -903,10 +906,10 @@ impl Builder<'_> {
                 x_stride: x.cols,
                 y_stride,
             };
-            // The few-token matvecs read the Q8_K copy of what the one-token ones read (the
+            // The few-token matvecs read the 8-bit copy of what the one-token ones read (the
             // token mix writes it from its unrounded values), or the multi-row products'
             // input, rounded in such steps.
-            let tokens_x = if mode == rwkv_gpu::ROUND_Q8_K {
+            let tokens_x = if rwkv_gpu::q8_format_of_mode(mode).is_some() {
                 single_x.clone()
             } else {
                 input.clone()
@@ -929,7 +932,7 @@ impl Builder<'_> {
         let mut quantize = Vec::new();
         let mut prepared = Vec::new();
         for (mode, single_x, jobs) in &singles {
-            if let Some(call) = self.q8k_matvec(x, single_x, y, *mode, jobs, &mut quantize)? {
+            if let Some(call) = self.q8_matvec(x, single_x, y, *mode, jobs, &mut quantize)? {
                 prepared.push(call);
             } else {
                 prepared.push(self.matvec.prepare(self.ctx, single_x, y, *mode, jobs)?);
@@ -938,7 +941,7 @@ impl Builder<'_> {
         let tokens = self.tokens_matvecs(x, y, &several, &mut quantize)?;
         self.fresh.retain(|(name, _)| *name != y_name);
         self.converted.retain(|(b, _)| b != y);
-        self.q8k_fresh.retain(|b| b != y);
+        self.q8_fresh.retain(|(b, _)| b != y);
         self.ops.push(Op::Matmul {
             calls,
             quantize,
@@ -950,46 +953,49 @@ impl Builder<'_> {
         Ok(())
     }
 
-    /// Rows per block of an activation's Q8_K copy: the most rows of the steps whose products
+    /// Rows per block of an activation's 8-bit copy: the most rows of the steps whose products
     /// take the direct matvecs (`MatvecKernels::max_tokens`, at most `x.rows`).
-    fn q8k_rows(&self, x: Act) -> u32 {
+    fn q8_rows(&self, x: Act) -> u32 {
         self.matvec.max_tokens().min(x.rows)
     }
 
-    /// The Q8_K copy of the first [`Builder::q8k_rows`] rows of each block of `src` (laid out as
-    /// `x`), allocated on first use, with the quantization that updates it appended to
+    /// The `format` copy of the first [`Builder::q8_rows`] rows of each block of `src` (laid
+    /// out as `x`), allocated on first use, with the quantization that updates it appended to
     /// `quantize` unless it is current.
-    fn q8k_copy(
+    fn q8_copy(
         &mut self,
         src: &wgpu::Buffer,
         x: Act,
+        format: Q8Format,
         quantize: &mut Vec<QuantizeCall>,
-    ) -> Result<Arc<Q8kInput>> {
-        let rows = self.q8k_rows(x);
-        let xq = match self.q8k.iter().find(|(b, _)| b == src) {
-            Some((_, q)) => q.clone(),
+    ) -> Result<Arc<Q8Input>> {
+        let rows = self.q8_rows(x);
+        let xq = match self.q8.iter().find(|(b, f, _)| b == src && *f == format) {
+            Some((_, _, q)) => q.clone(),
             None => {
-                let q = Arc::new(Q8kInput::new(self.ctx, x.name, x.blocks * rows * x.cols)?);
-                self.q8k.push((src.clone(), q.clone()));
+                let values = x.blocks * rows * x.cols;
+                let q = Arc::new(Q8Input::with_format(self.ctx, x.name, format, values)?);
+                self.q8.push((src.clone(), format, q.clone()));
                 q
             }
         };
-        if !self.q8k_fresh.contains(src) {
+        let key = (src.clone(), format);
+        if !self.q8_fresh.contains(&key) {
             let block = x.rows * x.cols;
             quantize.push(
                 self.matvec
                     .prepare_quantize_segments(self.ctx, src, &xq, x.cols, block, x.cols, rows)?,
             );
-            self.q8k_fresh.push(src.clone());
+            self.q8_fresh.push(key);
         }
         Ok(xq)
     }
 
-    /// The one-token matvec of `jobs` (reading `src`, laid out as `x`) on a Q8_K copy of the
-    /// first row of each block of `src`, quantized once (its quantization pushed to
-    /// `quantize` unless the copy is current): None where the matrices or offsets do not
-    /// allow it, or [`MatvecKernels::q8k_input`] is off.
-    fn q8k_matvec(
+    /// The one-token matvec of `jobs` (reading `src`, laid out as `x`) on an 8-bit copy of the
+    /// first row of each block of `src` (Q8_K or Q8_0 per the rounding `mode`), quantized once
+    /// (its quantization pushed to `quantize` unless the copy is current): None where the
+    /// matrices or offsets do not allow it, or [`MatvecKernels::q8k_input`] is off.
+    fn q8_matvec(
         &mut self,
         x: Act,
         src: &wgpu::Buffer,
@@ -999,31 +1005,33 @@ impl Builder<'_> {
         quantize: &mut Vec<QuantizeCall>,
     ) -> Result<Option<MatvecCall>> {
         let block = x.rows * x.cols;
+        let Some(format) = rwkv_gpu::q8_format_of_mode(mode) else {
+            return Ok(None);
+        };
         let usable = self.matvec.q8k_input()
-            && mode == rwkv_gpu::ROUND_Q8_K
             && x.cols.is_multiple_of(256)
-            && jobs
-                .iter()
-                .all(|j| MatvecKernels::supports_q8k(j.w) && j.x_offset.is_multiple_of(block));
+            && jobs.iter().all(|j| {
+                MatvecKernels::q8_format(j.w) == Some(format) && j.x_offset.is_multiple_of(block)
+            });
         if !usable {
             return Ok(None);
         }
-        let xq = self.q8k_copy(src, x, quantize)?;
-        // Row t of block b of the activation is row b * q8k_rows + t of the copy.
+        let xq = self.q8_copy(src, x, format, quantize)?;
+        // Row t of block b of the activation is row b * q8_rows + t of the copy.
         let jobs: Vec<MatvecJob> = jobs
             .iter()
             .map(|j| MatvecJob {
-                x_offset: j.x_offset / block * self.q8k_rows(x) * x.cols,
+                x_offset: j.x_offset / block * self.q8_rows(x) * x.cols,
                 ..j.clone()
             })
             .collect();
-        Ok(Some(self.matvec.prepare_q8k(self.ctx, &xq, y, &jobs)?))
+        Ok(Some(self.matvec.prepare_q8(self.ctx, &xq, y, &jobs)?))
     }
 
-    /// The direct matvecs of steps of 2 to [`Builder::q8k_rows`] rows for the products of
-    /// `groups` ((rounding mode, the buffer they read: the one-token matvecs' for Q8_K, else
-    /// the multi-row products' input, rounded in such steps; their jobs)),
-    /// with the Q8_K quantizations of their inputs that are not current appended to
+    /// The direct matvecs of steps of 2 to [`Builder::q8_rows`] rows for the products of
+    /// `groups` ((rounding mode, the buffer they read: the one-token matvecs' for the 8-bit
+    /// modes, else the multi-row products' input, rounded in such steps; their jobs)), with
+    /// the 8-bit quantizations of their inputs that are not current appended to
     /// `quantize`: none unless every product has one ([`MatvecKernels::supports_tokens`]).
     fn tokens_matvecs(
         &mut self,
@@ -1032,21 +1040,19 @@ impl Builder<'_> {
         groups: &[(u32, wgpu::Buffer, Vec<MatvecJob>)],
         quantize: &mut Vec<QuantizeCall>,
     ) -> Result<Vec<TokensCall>> {
-        let max = self.q8k_rows(x);
+        let max = self.q8_rows(x);
         let block = x.rows * x.cols;
-        let q8k = |mode: u32| mode == rwkv_gpu::ROUND_Q8_K;
+        let q8 = rwkv_gpu::q8_format_of_mode;
         let supported = max >= 2
             && groups.iter().all(|(mode, _, jobs)| {
                 jobs.iter().all(|j| {
-                    // A Q8_K copy holds whole rows of blocks.
-                    let whole = !q8k(*mode)
+                    // An 8-bit copy holds whole rows of blocks.
+                    let is_q8 = q8(*mode).is_some();
+                    let whole = !is_q8
                         || (self.matvec.q8k_input()
                             && j.x_offset.is_multiple_of(block)
                             && x.cols.is_multiple_of(256));
-                    whole
-                        && self
-                            .matvec
-                            .supports_tokens(j.w, q8k(*mode), *mode, j.x_offset)
+                    whole && self.matvec.supports_tokens(j.w, is_q8, *mode, j.x_offset)
                 })
             });
         if !supported {
@@ -1061,7 +1067,7 @@ impl Builder<'_> {
             if max < 2 {
                 return Ok(Vec::new());
             }
-            if !q8k(*mode) {
+            let Some(format) = q8(*mode) else {
                 // Rounded already: no rounding as read.
                 let input = MatvecInput::F32(src);
                 tokens.push(
@@ -1069,16 +1075,17 @@ impl Builder<'_> {
                         .prepare_tokens(self.ctx, input, y, 0, jobs, max)?,
                 );
                 continue;
-            }
-            let xq = self.q8k_copy(src, x, quantize)?;
+            };
+            let xq = self.q8_copy(src, x, format, quantize)?;
+            // Row t of block b of the activation is row b * q8_rows + t of the copy.
             let jobs: Vec<MatvecJob> = jobs
                 .iter()
                 .map(|j| MatvecJob {
-                    x_offset: j.x_offset / block * max * x.cols,
+                    x_offset: j.x_offset / block * self.q8_rows(x) * x.cols,
                     ..j.clone()
                 })
                 .collect();
-            let input = MatvecInput::Q8k(&xq);
+            let input = MatvecInput::Q8(&xq);
             tokens.push(
                 self.matvec
                     .prepare_tokens(self.ctx, input, y, *mode, &jobs, max)?,
@@ -1234,8 +1241,8 @@ impl Engine {
             share_x16: std::env::var(SHARED_X16_ENV).map_or(true, |v| v != "0"),
             x16: Vec::new(),
             converted: Vec::new(),
-            q8k: Vec::new(),
-            q8k_fresh: Vec::new(),
+            q8: Vec::new(),
+            q8_fresh: Vec::new(),
             ops: Vec::new(),
         };
         let a = |name: &'static str,

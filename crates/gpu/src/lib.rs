@@ -16,8 +16,9 @@ pub use matmul::{
     COOP_SHORT_FROM_ENV, COOP_SPLIT_ENV, STEP_N_TOKENS_OFFSET, TILED_FROM_TOKENS, TILE_ENV,
 };
 pub use matvec::{
-    MatvecCall, MatvecInput, MatvecJob, MatvecKernels, Q8kInput, QuantizeCall, TokensCall,
-    INT_Q8_0_ENV, MAX_BINDINGS, MAX_TOKENS, Q8K_INPUT_ENV, ROUNDING_WGSL, ROUND_Q8_K,
+    q8_format_of_mode, MatvecCall, MatvecInput, MatvecJob, MatvecKernels, Q8Format, Q8Input,
+    QuantizeCall, TokensCall, INT_Q8_0_ENV, MAX_BINDINGS, MAX_TOKENS, Q8K_INPUT_ENV, ROUNDING_WGSL,
+    ROUND_Q8_0, ROUND_Q8_K,
 };
 pub use shader::{shader_module, SHADER_CHECKS_ENV};
 pub use weights::GpuMatrix;

@@ -33,7 +33,7 @@ use crate::matmul::{format_wgsl, Epilogue, COMMON_WGSL, EPILOGUE_WGSL};
 use crate::weights::GpuMatrix;
 
 use direct::DirectInput;
-pub use direct::{Q8kInput, QuantizeCall};
+pub use direct::{Q8Format, Q8Input, QuantizeCall};
 
 /// Weight buffers one dispatch can bind.
 pub const MAX_BINDINGS: usize = 4;
@@ -42,6 +42,15 @@ const MAX_JOBS: usize = 8;
 /// Columns of x staged per pass: f32 values (float path) or bytes (integer path).
 const TILE_FLOAT: u32 = 3072;
 const TILE_INT: u32 = 10240;
+
+/// The 8-bit input format of an activation rounding mode (3: Q8_0, 4: Q8_K).
+pub fn q8_format_of_mode(mode: u32) -> Option<Q8Format> {
+    match mode {
+        ROUND_Q8_K => Some(Q8Format::K),
+        ROUND_Q8_0 => Some(Q8Format::Zero),
+        _ => None,
+    }
+}
 
 /// The most tokens a [`TokensCall`] takes in one step.
 pub const MAX_TOKENS: u32 = 16;
@@ -261,25 +270,25 @@ pub struct MatvecKernels {
 }
 
 /// What a matvec reads: f32 values (rounded as the kernel reads them) or values quantized to
-/// Q8_K beforehand.
+/// 8-bit blocks beforehand.
 #[derive(Clone, Copy)]
 pub enum MatvecInput<'a> {
     F32(&'a wgpu::Buffer),
-    Q8k(&'a Q8kInput),
+    Q8(&'a Q8Input),
 }
 
 impl MatvecInput<'_> {
     fn buffer(&self) -> &wgpu::Buffer {
         match self {
             MatvecInput::F32(b) => b,
-            MatvecInput::Q8k(q) => &q.buffer,
+            MatvecInput::Q8(q) => &q.buffer,
         }
     }
 
     fn values(&self) -> u64 {
         match self {
             MatvecInput::F32(b) => b.size() / 4,
-            MatvecInput::Q8k(q) => q.values() as u64,
+            MatvecInput::Q8(q) => q.values() as u64,
         }
     }
 }
@@ -308,7 +317,7 @@ struct JobParams {
 #[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
 struct JobsUniform {
     n: u32,
-    /// Word offsets of the scales and the sums per 16 values of a [`Q8kInput`].
+    /// Word offsets of the scales and the sums per 16 values of a [`Q8Input`].
     xq_d: u32,
     xq_bs: u32,
     n_tokens: u32,
@@ -411,7 +420,7 @@ impl MatvecKernels {
         self.max_tokens.max(1)
     }
 
-    /// Whether callers should quantize Q8_K inputs once and use [`MatvecKernels::prepare_q8k`]
+    /// Whether callers should quantize Q8_K inputs once and use [`MatvecKernels::prepare_q8`]
     /// (default: on unless [`Q8K_INPUT_ENV`] is `0`).
     pub fn q8k_input(&self) -> bool {
         self.q8k_input
@@ -490,11 +499,13 @@ impl MatvecKernels {
     }
 
     /// Whether [`MatvecKernels::prepare_tokens`] takes `w` with rounding `mode` (the direct
-    /// kernel): Q4_K and Q6_K from a [`Q8kInput`] (`q8k`), F16 from f32 values rounded to
-    /// f16 or not, at an input offset of whole vec4s.
-    pub fn supports_tokens(&self, w: &GpuMatrix, q8k: bool, mode: u32, x_offset: u32) -> bool {
-        if q8k {
-            Self::supports_q8k(w) && mode == ROUND_Q8_K && x_offset.is_multiple_of(256)
+    /// kernel): Q4_K and Q6_K from a Q8_K [`Q8Input`], Q8_0 and Q4_0 from a Q8_0 one (`q8`:
+    /// rounding modes 4 and 3, input offsets of whole blocks of 256), F16 from f32 values
+    /// rounded to f16 or not, at an input offset of whole vec4s.
+    pub fn supports_tokens(&self, w: &GpuMatrix, q8: bool, mode: u32, x_offset: u32) -> bool {
+        if q8 {
+            Self::q8_format(w).is_some_and(|f| Some(f) == q8_format_of_mode(mode))
+                && x_offset.is_multiple_of(256)
         } else {
             self.direct_f16
                 && w.ty == GgmlType::F16
@@ -517,10 +528,10 @@ impl MatvecKernels {
         jobs: &[MatvecJob],
         max_tokens: u32,
     ) -> Result<TokensCall, GpuError> {
-        let q8k = matches!(input, MatvecInput::Q8k(_));
+        let q8 = matches!(input, MatvecInput::Q8(_));
         if let Some(j) = jobs
             .iter()
-            .find(|j| !self.supports_tokens(j.w, q8k, mode, j.x_offset))
+            .find(|j| !self.supports_tokens(j.w, q8, mode, j.x_offset))
         {
             return Err(GpuError::InvalidArgument(format!(
                 "matvec: '{}' ({}, rows of {}) with rounding mode {mode} at input offset {} \
@@ -536,31 +547,40 @@ impl MatvecKernels {
         Ok(TokensCall { per_n })
     }
 
-    /// Whether [`MatvecKernels::prepare_q8k`] takes `w`.
-    pub fn supports_q8k(w: &GpuMatrix) -> bool {
-        direct::direct_unit(w.ty).is_some_and(|(_, i)| i == DirectInput::Q8k)
-            && w.cols.is_multiple_of(256)
+    /// The 8-bit input [`MatvecKernels::prepare_q8`] takes `w` with, if any: Q8_K for Q4_K
+    /// and Q6_K, Q8_0 for Q8_0 and Q4_0 (rows of whole blocks of 256).
+    pub fn q8_format(w: &GpuMatrix) -> Option<Q8Format> {
+        Q8Format::of(w.ty).filter(|_| w.cols.is_multiple_of(256))
     }
 
-    /// Prepares the jobs (Q4_K or Q6_K matrices, inputs at multiples of 256 values) reading
-    /// the quantized input `xq` and writing `y`: the same results as [`MatvecKernels::prepare`]
-    /// with Q8_K rounding of the f32 values `xq` was quantized from.
-    pub fn prepare_q8k(
+    /// Prepares the jobs (matrices whose [`MatvecKernels::q8_format`] is `xq`'s, inputs at
+    /// multiples of 256 values) reading the quantized input `xq` and writing `y`: the same
+    /// results as [`MatvecKernels::prepare`] with the matching rounding of the f32 values `xq`
+    /// was quantized from.
+    pub fn prepare_q8(
         &self,
         ctx: &GpuContext,
-        xq: &Q8kInput,
+        xq: &Q8Input,
         y: &wgpu::Buffer,
         jobs: &[MatvecJob],
     ) -> Result<MatvecCall, GpuError> {
         for job in jobs {
-            if !Self::supports_q8k(job.w) || !job.x_offset.is_multiple_of(256) {
+            if Self::q8_format(job.w) != Some(xq.format()) || !job.x_offset.is_multiple_of(256) {
                 return Err(GpuError::InvalidArgument(format!(
-                    "matvec: '{}' ({}, rows of {}) at input offset {} cannot read a Q8_K input",
-                    job.w.name, job.w.ty, job.w.cols, job.x_offset
+                    "matvec: '{}' ({}, rows of {}) at input offset {} cannot read a {} input",
+                    job.w.name,
+                    job.w.ty,
+                    job.w.cols,
+                    job.x_offset,
+                    xq.format().name()
                 )));
             }
         }
-        let dispatches = self.prepare_input(ctx, MatvecInput::Q8k(xq), y, ROUND_Q8_K, jobs, 1)?;
+        let mode = match xq.format() {
+            Q8Format::K => ROUND_Q8_K,
+            Q8Format::Zero => ROUND_Q8_0,
+        };
+        let dispatches = self.prepare_input(ctx, MatvecInput::Q8(xq), y, mode, jobs, 1)?;
         Ok(MatvecCall { dispatches })
     }
 
@@ -664,7 +684,7 @@ impl MatvecKernels {
         // The direct kernel for Q8_K inputs, and for F16 weights whose rows and inputs
         // allow whole vec4 reads of x (rounding none or f16).
         let direct = match input {
-            MatvecInput::Q8k(_) => Some(DirectInput::Q8k),
+            MatvecInput::Q8(q) => Some(DirectInput::Q8(q.format())),
             MatvecInput::F32(_)
                 if self.direct_f16
                     && direct::direct_unit(ty).is_some_and(|(_, i)| i == DirectInput::F32)
@@ -693,11 +713,8 @@ impl MatvecKernels {
         let rows: u32 = batch.iter().map(|p| p.params.rows).sum();
         let per_thread =
             units_per_thread().unwrap_or_else(|| default_units_per_thread(ty, int, rows, cols));
-        let tpr = if let Some(d) = direct {
-            let units = match d {
-                DirectInput::Q8k => cols / 32,
-                DirectInput::F32 => cols / 8,
-            };
+        let tpr = if direct.is_some() {
+            let units = cols / direct::unit_values(ty);
             direct::direct_threads_per_row(rows, cols, units)
         } else {
             units.div_ceil(per_thread).next_power_of_two().clamp(4, 64)
@@ -729,7 +746,7 @@ impl MatvecKernels {
         };
         let pipeline = self.pipeline(ctx, key)?;
         let (xq_d, xq_bs) = match input {
-            MatvecInput::Q8k(q) => (q.d_base(), q.bs_base()),
+            MatvecInput::Q8(q) => (q.d_base(), q.bs_base()),
             MatvecInput::F32(_) => (0, 0),
         };
         let mut uniform = JobsUniform {
@@ -768,7 +785,7 @@ impl MatvecKernels {
                 resource: b.as_entire_binding(),
             });
         }
-        if direct == Some(DirectInput::Q8k) {
+        if matches!(direct, Some(DirectInput::Q8(_))) {
             // The quantized input's scales and sums, read as words (input_q8k.wgsl's XQS).
             entries.push(wgpu::BindGroupEntry {
                 binding: 3 + MAX_BINDINGS as u32,

@@ -12,7 +12,7 @@ use gguf::GgmlType;
 use half::{bf16, f16};
 use rwkv_gpu::{
     ContextOptions, Epilogue, GpuContext, GpuMatrix, MatvecInput, MatvecJob, MatvecKernels,
-    Q8kInput,
+    Q8Format, Q8Input,
 };
 use support::{open_fixture, Rng, TestMatrix};
 
@@ -106,9 +106,14 @@ fn check_with(
 }
 
 /// [`check`] with the input quantized to Q8_K by its own dispatch first
-/// (`prepare_quantize`, `prepare_q8k`).
+/// (`prepare_quantize`, `prepare_q8`).
 fn check_q8k(jobs: &[(&TestMatrix, &GpuMatrix, usize, usize, Epilogue)], seed: u64) {
     check_input(&gpu().kernels, jobs, 4, true, seed);
+}
+
+/// The same with the input quantized to Q8_0.
+fn check_q8_0(jobs: &[(&TestMatrix, &GpuMatrix, usize, usize, Epilogue)], seed: u64) {
+    check_input(&gpu().kernels, jobs, 3, true, seed);
 }
 
 fn check_input(
@@ -139,12 +144,13 @@ fn check_input(
         .iter()
         .map(|&(_, w, xo, yo, e)| MatvecJob::new(w, xo as u32, yo as u32, e))
         .collect();
-    let xq = q8k.then(|| Q8kInput::new(&g.ctx, "xq", x_len as u32).unwrap());
+    let format = rwkv_gpu::q8_format_of_mode(mode).unwrap_or(Q8Format::K);
+    let xq = q8k.then(|| Q8Input::with_format(&g.ctx, "xq", format, x_len as u32).unwrap());
     let quantize = xq
         .as_ref()
         .map(|xq| kernels.prepare_quantize(&g.ctx, &x_buf, xq).unwrap());
     let call = if let Some(xq) = &xq {
-        kernels.prepare_q8k(&g.ctx, xq, &y_buf, &specs)
+        kernels.prepare_q8(&g.ctx, xq, &y_buf, &specs)
     } else {
         kernels.prepare(&g.ctx, &x_buf, &y_buf, mode, &specs)
     }
@@ -459,21 +465,24 @@ fn q8k_input_quantized_once() {
 fn q8k_input_rejects_what_it_cannot_read() {
     let ctx = &gpu().ctx;
     let kernels = &gpu().kernels;
-    let xq = Q8kInput::new(ctx, "xq", 2048).unwrap();
+    let xq = Q8Input::new(ctx, "xq", 2048).unwrap();
     let y = ctx.create_storage_buffer("y", &[0u8; 4096]).unwrap();
     let f16 = TestMatrix::synthetic(GgmlType::F16, 4, 256, 1);
     let q4 = TestMatrix::synthetic(GgmlType::Q4_K, 4, 256, 2);
     let (wf, wq) = (f16.upload(ctx, u64::MAX), q4.upload(ctx, u64::MAX));
     let job = |w, x_offset| MatvecJob::new(w, x_offset, 0, Epilogue::Store);
-    let err = |jobs: &[MatvecJob]| match kernels.prepare_q8k(ctx, &xq, &y, jobs) {
+    let err = |jobs: &[MatvecJob]| match kernels.prepare_q8(ctx, &xq, &y, jobs) {
         Ok(_) => panic!("prepared"),
         Err(e) => e.to_string(),
     };
     assert!(err(&[job(&wf, 0)]).contains("cannot read a Q8_K input"));
+    let q8 = TestMatrix::synthetic(GgmlType::Q8_0, 4, 256, 3);
+    let w8 = q8.upload(ctx, u64::MAX);
+    assert!(err(&[job(&w8, 0)]).contains("cannot read a Q8_K input"));
     assert!(err(&[job(&wq, 100)]).contains("cannot read a Q8_K input"));
     assert!(err(&[job(&wq, 2048)]).contains("past the end"));
-    assert!(Q8kInput::new(ctx, "bad", 100).is_err());
-    assert!(kernels.prepare_q8k(ctx, &xq, &y, &[job(&wq, 1792)]).is_ok());
+    assert!(Q8Input::new(ctx, "bad", 100).is_err());
+    assert!(kernels.prepare_q8(ctx, &xq, &y, &[job(&wq, 1792)]).is_ok());
 }
 
 #[test]
@@ -533,7 +542,7 @@ fn several_tokens_in_one_call() {
         let x_buf = ctx
             .create_storage_buffer("x", bytemuck::cast_slice(&x))
             .unwrap();
-        let xq = Q8kInput::new(ctx, "xq", max * m.cols as u32).unwrap();
+        let xq = Q8Input::new(ctx, "xq", max * m.cols as u32).unwrap();
         let job = MatvecJob {
             x_stride: if q8k { m.cols as u32 } else { x_stride },
             y_stride,
@@ -552,7 +561,7 @@ fn several_tokens_in_one_call() {
             )
             .unwrap();
         let input = if q8k {
-            MatvecInput::Q8k(&xq)
+            MatvecInput::Q8(&xq)
         } else {
             MatvecInput::F32(&x_buf)
         };
@@ -606,5 +615,35 @@ fn several_tokens_in_one_call() {
                 );
             }
         }
+    }
+}
+
+#[test]
+fn q8_0_input_quantized_once() {
+    // Q8_0 and Q4_0 matrices reading an input quantized to Q8_0 by its own dispatch (ggml's
+    // activation rounding for them), several in one call with a split one, and long rows.
+    let ctx = &gpu().ctx;
+    let q8 = TestMatrix::from_fixture("mini-q8_0.gguf", FFN_VALUE, GgmlType::Q8_0);
+    let q4 = TestMatrix::from_fixture(
+        "mini-q4_0.gguf",
+        FFN_VALUE,
+        fixture_type("mini-q4_0.gguf", FFN_VALUE),
+    );
+    let (w8, w4) = (
+        q8.upload(ctx, q8.bytes.len() as u64 / 3),
+        q4.upload(ctx, u64::MAX),
+    );
+    assert!(w8.n_parts() > 1);
+    check_q8_0(
+        &[
+            (&q8, &w8, 256, 3, Epilogue::Add),
+            (&q4, &w4, 1280, 400, Epilogue::Tanh),
+        ],
+        70,
+    );
+    for (ty, seed) in [(GgmlType::Q8_0, 71), (GgmlType::Q4_0, 72)] {
+        let m = TestMatrix::synthetic(ty, 37, 12544, seed);
+        let w = m.upload(ctx, u64::MAX);
+        check_q8_0(&[(&m, &w, 512, 2, Epilogue::Store)], seed);
     }
 }

@@ -14,7 +14,7 @@ mod support;
 
 use gguf::GgmlType;
 use rwkv_gpu::{
-    ContextOptions, Epilogue, GpuContext, GpuMatrix, MatvecJob, MatvecKernels, Q8kInput,
+    ContextOptions, Epilogue, GpuContext, GpuMatrix, MatvecJob, MatvecKernels, Q8Input,
 };
 use support::{synthetic_bytes, Rng};
 
@@ -31,7 +31,7 @@ fn matvec_time() {
         .map(str::to_string)
         .collect();
     // `MATVEC_PROBES` (comma-separated: whole, nostage, noacc) times parts of the kernel;
-    // `q8k` times the kernel reading an input quantized beforehand (Q4_K, Q6_K; `prepare_q8k`).
+    // `q8k` times the kernel reading an input quantized beforehand (Q4_K, Q6_K; `prepare_q8`).
     let probes: Vec<String> = std::env::var("MATVEC_PROBES")
         .unwrap_or_else(|_| "whole".into())
         .split(',')
@@ -52,7 +52,7 @@ fn matvec_time() {
         let x_buf = ctx
             .create_storage_buffer("x", bytemuck::cast_slice(&x))
             .unwrap();
-        let xq = Q8kInput::new(&ctx, "xq", cols.next_multiple_of(256) as u32).unwrap();
+        let xq = Q8Input::new(&ctx, "xq", cols.next_multiple_of(256) as u32).unwrap();
         {
             let quantize = kernels.prepare_quantize(&ctx, &x_buf, &xq).unwrap();
             let mut enc = ctx.device.create_command_encoder(&Default::default());
@@ -82,7 +82,9 @@ fn matvec_time() {
                 u => std::env::set_var("WEB_RWKV_MATVEC_UNITS", u),
             }
             let q8k = probe == "q8k";
-            if q8k && (mode != 4 || !MatvecKernels::supports_q8k(&mats[0])) {
+            if q8k
+                && (mode != 4 || MatvecKernels::q8_format(&mats[0]) != Some(rwkv_gpu::Q8Format::K))
+            {
                 continue;
             }
             std::env::set_var(
@@ -100,7 +102,7 @@ fn matvec_time() {
                         let y = if chain { &outs[0] } else { &outs[i] };
                         let job = MatvecJob::new(w, 0, 0, Epilogue::Store);
                         if q8k {
-                            kernels.prepare_q8k(&ctx, &xq, y, &[job]).unwrap()
+                            kernels.prepare_q8(&ctx, &xq, y, &[job]).unwrap()
                         } else {
                             kernels.prepare(&ctx, &x_buf, y, mode, &[job]).unwrap()
                         }

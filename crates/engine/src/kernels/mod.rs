@@ -55,7 +55,7 @@ pub struct TokenMixParams {
     pub mix_stride: u32,
     pub half_stride: u32,
     pub eps: f32,
-    /// Rows per mix of the `Q8kInput` at binding 10 (0: none): steps of up to that many rows
+    /// Rows per mix of the `Q8Input` at binding 10 (0: none): steps of up to that many rows
     /// also write the Q8_K mixes of target a to it, quantized; its scales and sums per 16
     /// values start at words `xq_d` and `xq_bs`.
     pub q8k: u32,

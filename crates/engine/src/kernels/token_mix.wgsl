@@ -10,9 +10,9 @@
 // steps, whose matvecs quantize their input themselves. The last row of each chunk saves xn as the
 // sequence's new shift state, into the other half of the double-buffered state, so no row of
 // this dispatch reads what another writes. In steps of up to `q8k` rows, the mixes whose
-// target a is rounded to Q8_K are also written quantized to `xq` (rwkv-gpu's Q8kInput
-// layout: row t of mix m as row m * q8k + t; a tile is one Q8_K block), so the direct
-// matvecs reading them need no quantization pass.
+// target a is rounded to Q8_K or Q8_0 are also written quantized to `xq` (rwkv-gpu's Q8Input
+// layout: row t of mix m as row m * q8k + t; a tile is one Q8_K block, or eight Q8_0
+// blocks), so the direct matvecs reading them need no quantization pass.
 // Grid: (rows, column tiles of 256). Every workgroup recomputes the norm statistics of its
 // rows (cheap next to the matrices), so a row's tiles run in parallel.
 
@@ -96,6 +96,27 @@ fn store_q8k(lane: Lane, v: f32, blk: u32) {
     workgroupBarrier();
 }
 
+// The same for Q8_0: the tile's eight blocks of 32, their scales rounded to f16 (as
+// quantize_q8.wgsl writes them).
+fn store_q8_0(tid: u32, v: f32, blk: u32) {
+    let d = div_rn(block_amax_32(tid, v), 127.0);
+    let id = select(0.0, div_rn(1.0, d), d != 0.0);
+    q8k_codes[tid] = i32(round(v * id));
+    if tid % 32u == 0u {
+        xq[p.xq_d + blk * 8u + tid / 32u] = bitcast<u32>(round_f16(d));
+    }
+    workgroupBarrier();
+    if tid < 64u {
+        var word = 0u;
+        for (var e = 0u; e < 4u; e++) {
+            word |= (bitcast<u32>(q8k_codes[4u * tid + e]) & 0xffu) << (8u * e);
+        }
+        xq[blk * 64u + tid] = word;
+    }
+    // q8k_codes is reused by the next call.
+    workgroupBarrier();
+}
+
 
 // Mean and 1/sqrt(var + eps) of row r (layer_norm.wgsl's formula; the sums' order is that of
 // sum_256).
@@ -174,8 +195,13 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, lane: Lane) {
             if in_row {
                 out_a[o] = r;
             }
-            if ma == 4u && step.n_rows <= p.q8k {
-                store_q8k(lane, v, (m * p.q8k + t) * (p.dim / TILE) + wg.y);
+            if step.n_rows <= p.q8k {
+                let blk = (m * p.q8k + t) * (p.dim / TILE) + wg.y;
+                if ma == 4u {
+                    store_q8k(lane, v, blk);
+                } else if ma == 3u {
+                    store_q8_0(lane.tid, v, blk);
+                }
             }
         }
         let mb = mode_of(p.mode_b, m);

@@ -2,10 +2,11 @@
 //! instead of each workgroup staging (and rounding) it in workgroup memory, so there is no
 //! barrier before the final sum, and each row's threads walk consecutive 16-byte units.
 //!
-//! * K-quants (Q4_K, Q6_K) read their input quantized to Q8_K once per step: a
-//!   [`Q8kInput`] holds an f32 input's values as ggml's Q8_K blocks (codes, scales, sums per
-//!   16), written by [`MatvecKernels::prepare_quantize`]'s dispatch (quantize_q8k.wgsl) or by
-//!   any kernel that writes the same layout; [`MatvecKernels::prepare_q8k`] multiplies by it.
+//! * K-quants (Q4_K, Q6_K) read their input quantized to Q8_K once per step, Q8_0 and Q4_0
+//!   to Q8_0 (as ggml's CPU backend quantizes activations for them): a [`Q8Input`] holds an
+//!   f32 input's values as such blocks (codes, scales, and for Q8_K sums per 16), written by
+//!   [`MatvecKernels::prepare_quantize`]'s dispatch (quantize_q8.wgsl) or by any kernel that
+//!   writes the same layout; [`MatvecKernels::prepare_q8`] multiplies by it.
 //! * F16 weights read the f32 input as it is, rounded to f16 as it is read where ggml rounds
 //!   it: [`MatvecKernels::prepare`] takes this kernel for them.
 //!
@@ -22,33 +23,81 @@ use super::MatvecKernels;
 
 const DIRECT_WGSL: &str = include_str!("direct.wgsl");
 const INPUT_Q8K_WGSL: &str = include_str!("input_q8k.wgsl");
+const INPUT_Q8_0_WGSL: &str = include_str!("input_q8_0.wgsl");
 const INPUT_F32_WGSL: &str = include_str!("input_f32.wgsl");
-const QUANTIZE_WGSL: &str = include_str!("quantize_q8k.wgsl");
+const QUANTIZE_WGSL: &str = include_str!("quantize_q8.wgsl");
+
+/// The 8-bit blocks of a [`Q8Input`]: ggml's activation quantization for a weight type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Q8Format {
+    /// Q8_K: blocks of 256 with an f32 scale and the sums of the codes per 16 (K-quants).
+    K,
+    /// Q8_0: blocks of 32 with an f16 scale (Q8_0, Q4_0).
+    Zero,
+}
+
+impl Q8Format {
+    /// ggml's name of the format.
+    pub fn name(self) -> &'static str {
+        match self {
+            Q8Format::K => "Q8_K",
+            Q8Format::Zero => "Q8_0",
+        }
+    }
+
+    /// Values per block (per scale).
+    pub fn block(self) -> u32 {
+        match self {
+            Q8Format::K => 256,
+            Q8Format::Zero => 32,
+        }
+    }
+
+    /// The format ggml quantizes activations to for weights of type `ty` that the direct
+    /// kernel reads that way.
+    pub fn of(ty: GgmlType) -> Option<Q8Format> {
+        match direct_unit(ty)?.1 {
+            DirectInput::Q8(f) => Some(f),
+            DirectInput::F32 => None,
+        }
+    }
+}
 
 /// What the direct kernel reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(super) enum DirectInput {
-    /// A [`Q8kInput`].
-    Q8k,
+    /// A [`Q8Input`] of this format.
+    Q8(Q8Format),
     /// f32 values, rounded as read per the job's mode (0 none, 1 f16).
     F32,
 }
 
 /// The unit dot of a weight type for the direct kernel, with the input it reads.
 pub(super) fn direct_unit(ty: GgmlType) -> Option<(&'static str, DirectInput)> {
-    match ty {
-        GgmlType::Q4_K => Some((include_str!("q4_k.wgsl"), DirectInput::Q8k)),
-        GgmlType::Q6_K => Some((include_str!("q6_k.wgsl"), DirectInput::Q8k)),
-        GgmlType::F16 => Some((include_str!("f16.wgsl"), DirectInput::F32)),
-        _ => None,
-    }
+    let (src, input) = match ty {
+        GgmlType::Q4_K => (include_str!("q4_k.wgsl"), DirectInput::Q8(Q8Format::K)),
+        GgmlType::Q6_K => (include_str!("q6_k.wgsl"), DirectInput::Q8(Q8Format::K)),
+        GgmlType::Q8_0 => (include_str!("q8_0.wgsl"), DirectInput::Q8(Q8Format::Zero)),
+        GgmlType::Q4_0 => (include_str!("q4_0.wgsl"), DirectInput::Q8(Q8Format::Zero)),
+        GgmlType::F16 => (include_str!("f16.wgsl"), DirectInput::F32),
+        _ => return None,
+    };
+    Some((src, input))
+}
+
+/// Values per 16-byte unit of weights of type `ty` in the direct kernel.
+pub(super) fn unit_values(ty: GgmlType) -> u32 {
+    direct_unit(ty)
+        .and_then(|(src, _)| super::wgsl_const(src, "UNIT_VALUES"))
+        .unwrap_or(32)
 }
 
 /// The direct kernel's source for weight type `ty` after the generated header.
 pub(super) fn direct_source(ty: GgmlType) -> Option<String> {
     let (unit, input) = direct_unit(ty)?;
     let input = match input {
-        DirectInput::Q8k => INPUT_Q8K_WGSL,
+        DirectInput::Q8(Q8Format::K) => INPUT_Q8K_WGSL,
+        DirectInput::Q8(Q8Format::Zero) => INPUT_Q8_0_WGSL,
         DirectInput::F32 => INPUT_F32_WGSL,
     };
     Some(format!(
@@ -58,32 +107,54 @@ pub(super) fn direct_source(ty: GgmlType) -> Option<String> {
     ))
 }
 
-/// An input vector (or several side by side) quantized to Q8_K: `values` values (a multiple
-/// of 256) in one buffer of u32 words laid out as quantize_q8k.wgsl writes them.
-pub struct Q8kInput {
+/// An input vector (or several side by side) quantized to 8-bit blocks: `values` values (a
+/// multiple of 256) in one buffer of u32 words laid out as quantize_q8.wgsl writes them: the
+/// codes (four per word), the blocks' scales (f32; Q8_0's rounded to f16), then for Q8_K the
+/// sums of the codes per 16 values.
+pub struct Q8Input {
     pub buffer: wgpu::Buffer,
     values: u32,
+    format: Q8Format,
 }
 
-impl Q8kInput {
-    /// Room for `values` quantized values (a multiple of 256).
-    pub fn new(ctx: &GpuContext, label: &str, values: u32) -> Result<Q8kInput, GpuError> {
+impl Q8Input {
+    /// Room for `values` quantized values (a multiple of 256) of Q8_K.
+    pub fn new(ctx: &GpuContext, label: &str, values: u32) -> Result<Q8Input, GpuError> {
+        Self::with_format(ctx, label, Q8Format::K, values)
+    }
+
+    /// Room for `values` quantized values (a multiple of 256) in `format`.
+    pub fn with_format(
+        ctx: &GpuContext,
+        label: &str,
+        format: Q8Format,
+        values: u32,
+    ) -> Result<Q8Input, GpuError> {
         if values == 0 || !values.is_multiple_of(256) {
             return Err(GpuError::InvalidArgument(format!(
-                "Q8_K input '{label}': {values} values is not a positive multiple of 256"
+                "8-bit input '{label}': {values} values is not a positive multiple of 256"
             )));
         }
+        let words = values / 4 + values / format.block() + values / 16;
         let buffer = ctx.create_buffer_checked(
             label,
-            Self::words(values) as u64 * 4,
+            words.next_multiple_of(4) as u64 * 4,
             wgpu::BufferUsages::STORAGE,
             None,
         )?;
-        Ok(Q8kInput { buffer, values })
+        Ok(Q8Input {
+            buffer,
+            values,
+            format,
+        })
     }
 
     pub fn values(&self) -> u32 {
         self.values
+    }
+
+    pub fn format(&self) -> Q8Format {
+        self.format
     }
 
     /// Word offset of the block scales (after the codes, four per word).
@@ -91,14 +162,9 @@ impl Q8kInput {
         self.values / 4
     }
 
-    /// Word offset of the sums per 16 values (after the scales).
+    /// Word offset of the sums per 16 values (after the scales; Q8_K only).
     pub fn bs_base(&self) -> u32 {
-        self.d_base() + self.values / 256
-    }
-
-    /// Words of the layout, rounded up to whole vec4s.
-    fn words(values: u32) -> u32 {
-        (values / 4 + values / 256 + values / 16).next_multiple_of(4)
+        self.d_base() + self.values / self.format.block()
     }
 }
 
@@ -112,10 +178,10 @@ struct QuantizeParams {
     seg_stride: u32,
     row_stride: u32,
     rows_cap: u32,
-    _pad: u32,
+    format: u32,
 }
 
-/// The quantization of an f32 buffer's first values into a [`Q8kInput`], prepared once and
+/// The quantization of an f32 buffer's first values into a [`Q8Input`], prepared once and
 /// recorded every step.
 pub struct QuantizeCall {
     pipeline: Arc<wgpu::ComputePipeline>,
@@ -142,7 +208,7 @@ impl MatvecKernels {
         &self,
         ctx: &GpuContext,
         x: &wgpu::Buffer,
-        xq: &Q8kInput,
+        xq: &Q8Input,
     ) -> Result<QuantizeCall, GpuError> {
         self.prepare_quantize_segments(ctx, x, xq, xq.values, xq.values, xq.values, 1)
     }
@@ -158,7 +224,7 @@ impl MatvecKernels {
         &self,
         ctx: &GpuContext,
         x: &wgpu::Buffer,
-        xq: &Q8kInput,
+        xq: &Q8Input,
         seg_len: u32,
         seg_stride: u32,
         row_stride: u32,
@@ -179,7 +245,7 @@ impl MatvecKernels {
             + seg_len as u64;
         if !aligned || end > x.size() / 4 {
             return Err(GpuError::InvalidArgument(format!(
-                "Q8_K quantization: {} values in rows of {seg_len} ({rows_cap} per segment, \
+                "8-bit quantization: {} values in rows of {seg_len} ({rows_cap} per segment, \
                  {row_stride} apart; segments {seg_stride} apart) do not fit an input of {} \
                  values in whole blocks",
                 xq.values,
@@ -197,7 +263,7 @@ impl MatvecKernels {
                     let source = format!("{}\n{QUANTIZE_WGSL}", super::ROUNDING_WGSL);
                     let p = Arc::new(crate::shader::compute_pipeline(
                         &ctx.device,
-                        "quantize q8_k",
+                        "quantize q8",
                         &source,
                         None,
                     )?);
@@ -214,16 +280,19 @@ impl MatvecKernels {
             seg_stride,
             row_stride,
             rows_cap,
-            _pad: 0,
+            format: match xq.format {
+                Q8Format::K => 0,
+                Q8Format::Zero => 1,
+            },
         };
         let params = ctx.create_buffer_checked(
-            "quantize q8_k params",
+            "quantize q8 params",
             std::mem::size_of::<QuantizeParams>() as u64,
             wgpu::BufferUsages::UNIFORM,
             Some(bytemuck::bytes_of(&params)),
         )?;
         let bind_group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some("quantize q8_k"),
+            label: Some("quantize q8"),
             layout: &pipeline.get_bind_group_layout(0),
             entries: &[
                 wgpu::BindGroupEntry {

@@ -2,6 +2,7 @@
 // word, lower half first); a block is one unit. f16 -> f32 widening is exact.
 
 const UNITS: u32 = 1u;
+const UNIT_VALUES: u32 = 8u;
 
 struct Unit {
     a: vec4<f32>,

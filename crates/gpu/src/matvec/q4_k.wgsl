@@ -9,6 +9,7 @@
 // of those input codes.
 
 const UNITS: u32 = 8u;
+const UNIT_VALUES: u32 = 32u;
 
 struct Unit {
     h: vec4<u32>,

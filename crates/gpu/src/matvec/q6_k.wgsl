@@ -8,6 +8,7 @@
 //   sum = d_x * d * (sc_lo * isum_lo + sc_hi * isum_hi).
 
 const UNITS: u32 = 8u;
+const UNIT_VALUES: u32 = 32u;
 
 // Packed 6-bit codes q (bytes 0..63) as signed bytes q - 32.
 fn centred(q: u32) -> u32 {

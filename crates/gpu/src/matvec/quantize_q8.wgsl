@@ -1,4 +1,4 @@
-// Quantizes rows of x to Q8_K once, for the matvecs that read them
+// Quantizes rows of x to 8-bit blocks once, for the matvecs that read them
 // pre-quantized (q8k.wgsl), exactly as ggml's quantize_row_q8_K and the staging of
 // matvec_int_q8k.wgsl do: per block of 256 values, the signed value of largest magnitude
 // (the first on ties) maps to -127, q = min(round(iscale * x), 127), d = 1 / iscale; plus the
@@ -19,7 +19,9 @@ struct Params {
     seg_stride: u32,
     row_stride: u32,
     rows_cap: u32,
-    _pad: u32,
+    // 0: Q8_K; 1: Q8_0 (blocks of 32: d = amax / 127 (f16), q = round(x / d), as the Q8_0
+    // staging of matvec_int_q8_0.wgsl and ggml's quantize_row_q8_0 compute it; no sums).
+    format: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -40,6 +42,10 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
     let first = seg * p.seg_stride + row * p.row_stride + j * 256u;
     let blk = (seg * p.rows_cap + row) * per_row + j;
     let v = X[first + tid];
+    if p.format == 1u {
+        store_q8_0(v, tid, blk);
+        return;
+    }
     // The index of the largest |v| in the block, the lowest on ties.
     red_abs[tid] = abs(v);
     red_at[tid] = tid;
@@ -81,5 +87,30 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
             sum += codes[16u * g + e];
         }
         XQ[p.bs_base + blk * 16u + g] = bitcast<u32>(sum);
+    }
+}
+
+// Q8_0: eight blocks of 32 in the workgroup's 256 values (this thread's value v).
+fn store_q8_0(v: f32, tid: u32, blk: u32) {
+    red_abs[tid] = abs(v);
+    workgroupBarrier();
+    let b0 = tid - tid % 32u;
+    var amax = 0.0;
+    for (var j = 0u; j < 32u; j++) {
+        amax = max(amax, red_abs[b0 + j]);
+    }
+    let d = div_rn(amax, 127.0);
+    let id = select(0.0, div_rn(1.0, d), d != 0.0);
+    codes[tid] = i32(round(v * id));
+    if tid % 32u == 0u {
+        XQ[p.d_base + blk * 8u + tid / 32u] = bitcast<u32>(round_f16(d));
+    }
+    workgroupBarrier();
+    if tid < 64u {
+        var word = 0u;
+        for (var e = 0u; e < 4u; e++) {
+            word |= (bitcast<u32>(codes[4u * tid + e]) & 0xffu) << (8u * e);
+        }
+        XQ[blk * 64u + tid] = word;
     }
 }

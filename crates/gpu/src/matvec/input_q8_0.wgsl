@@ -1,0 +1,16 @@
+// The input of direct.wgsl quantized to Q8_0 beforehand (quantize_q8.wgsl or a kernel
+// writing the same layout): the codes, 16 per vec4 (XQ4), and the same buffer as words (XQS)
+// for the scales per 32 values (f16 values, stored as f32).
+
+@group(0) @binding(1) var<storage, read> XQ4: array<vec4<u32>>;
+@group(0) @binding(7) var<storage, read> XQS: array<u32>;
+
+// d of the input block holding value v.
+fn x_scale(v: u32) -> f32 {
+    return bitcast<f32>(XQS[JOBS.xq_d + v / 32u]);
+}
+
+// The 16 codes of values [v, v + 16) (v a multiple of 16).
+fn x_codes(v: u32) -> vec4<u32> {
+    return XQ4[v / 16u];
+}
