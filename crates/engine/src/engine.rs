@@ -173,8 +173,9 @@ pub(crate) enum Grid {
     LongChunkHeads(u32),
     /// `RowBlocks`, only in steps with a chunk of several tokens (else none).
     LongChunkRows(u32),
-    /// One per token row and tile of columns.
-    RowTiles(u32),
+    /// One per token row and tile of columns (`tiles`), or in one-token steps one per tile and
+    /// mix (`(tiles, mixes)`).
+    MixTiles(u32, u32),
     /// One per wanted logits row and tile of columns.
     OutTiles(u32),
 }
@@ -326,7 +327,8 @@ impl Op {
                     launch.record(pass, chunks, groups)
                 }
                 Grid::LongChunkRows(n) => launch.record(pass, rows, n),
-                Grid::RowTiles(n) => launch.record(pass, rows, n),
+                Grid::MixTiles(n, mixes) if rows == 1 => launch.record(pass, 1, n * mixes),
+                Grid::MixTiles(n, _) => launch.record(pass, rows, n),
                 Grid::OutTiles(n) => launch.record(pass, out, n),
             },
         }
@@ -811,7 +813,7 @@ impl Builder<'_> {
             &[
                 &params, step, x, norm.0, norm.1, mu, state, rows, &buf_a, &buf_b, &xq_buf,
             ],
-            Grid::RowTiles(p.dim.div_ceil(256)),
+            Grid::MixTiles(p.dim.div_ceil(256), p.n_mix),
         );
         for m in [ma, mb] {
             if m != 0 {

@@ -13,8 +13,9 @@
 // target a is rounded to Q8_K or Q8_0 are also written quantized to `xq` (rwkv-gpu's Q8Input
 // layout: row t of mix m as row m * q8k + t; a tile is one Q8_K block, or eight Q8_0
 // blocks), so the direct matvecs reading them need no quantization pass.
-// Grid: (rows, column tiles of 256). Every workgroup recomputes the norm statistics of its
-// rows (cheap next to the matrices), so a row's tiles run in parallel.
+// Grid: (rows, column tiles of 256), or in one-token steps (1, tiles x mixes). Every
+// workgroup recomputes the norm statistics of its rows (cheap next to the matrices), so a
+// row's tiles (and mixes) run in parallel.
 
 struct Params {
     dim: u32,
@@ -153,7 +154,11 @@ fn mode_of(modes: array<vec4<u32>, 2>, m: u32) -> u32 {
 }
 
 @compute @workgroup_size(256)
-fn main(@builtin(workgroup_id) wg: vec3<u32>, lane: Lane) {
+fn main(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    lane: Lane,
+) {
     let tid = lane.tid;
     let t = wg.x;
     if t >= step.n_rows {
@@ -165,7 +170,14 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, lane: Lane) {
     if info.prev != NO_PREV {
         pst = row_stats(lane, info.prev);
     }
-    let c = wg.y * TILE + tid;
+    // A grid of more than a row's tiles (one-token steps) gives each workgroup one mix of
+    // one tile, so the mixes' roundings run side by side.
+    let tiles = (p.dim + TILE - 1u) / TILE;
+    let tile = wg.y % tiles;
+    let split = nwg.y > tiles;
+    let m_first = select(0u, wg.y / tiles, split);
+    let m_end = select(p.n_mix, min(m_first + 1u, p.n_mix), split);
+    let c = tile * TILE + tid;
     let in_row = c < p.dim;
     let cc = min(c, p.dim - 1u);
     let xn = (x[t * p.dim + cc] - st.x) * st.y * norm_w[cc] + norm_b[cc];
@@ -175,14 +187,14 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, lane: Lane) {
     } else {
         prev = (x[info.prev * p.dim + cc] - pst.x) * pst.y * norm_w[cc] + norm_b[cc];
     }
-    if info.last == 1u && in_row {
+    if info.last == 1u && in_row && m_first == 0u {
         shift_state[(1u - info.half) * p.half_stride + info.slot * p.dim + c] = xn;
     }
     let sx = prev - xn;
     // A one-token step's readers are matvecs that quantize their 8-bit inputs themselves (or
     // read xq); f16 and bf16 roundings, value by value, are done here in every step.
     let several = step.n_rows > 1u;
-    for (var m = 0u; m < p.n_mix; m++) {
+    for (var m = m_first; m < m_end; m++) {
         // Threads past the row carry 0 so block maxima are not disturbed.
         let v = select(0.0, sx * mu[m * p.dim + cc] + xn, in_row);
         let o = m * p.mix_stride + t * p.dim + c;
@@ -196,7 +208,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, lane: Lane) {
                 out_a[o] = r;
             }
             if step.n_rows <= p.q8k {
-                let blk = (m * p.q8k + t) * (p.dim / TILE) + wg.y;
+                let blk = (m * p.q8k + t) * (p.dim / TILE) + tile;
                 if ma == 4u {
                     store_q8k(lane, v, blk);
                 } else if ma == 3u {
