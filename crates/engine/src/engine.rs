@@ -993,6 +993,18 @@ impl Builder<'_> {
         Ok(xq)
     }
 
+    /// `jobs` (reading an activation laid out as `x` at offsets of whole blocks) reading its
+    /// 8-bit copy instead: row t of block b of the activation is row b * q8_rows + t there.
+    fn q8_jobs<'j>(&self, x: Act, jobs: &[MatvecJob<'j>]) -> Vec<MatvecJob<'j>> {
+        let block = x.rows * x.cols;
+        jobs.iter()
+            .map(|j| MatvecJob {
+                x_offset: j.x_offset / block * self.q8_rows(x) * x.cols,
+                ..j.clone()
+            })
+            .collect()
+    }
+
     /// The one-token matvec of `jobs` (reading `src`, laid out as `x`) on an 8-bit copy of the
     /// first row of each block of `src` (Q8_K or Q8_0 per the rounding `mode`), quantized once
     /// (its quantization pushed to `quantize` unless the copy is current): None where the
@@ -1019,14 +1031,7 @@ impl Builder<'_> {
             return Ok(None);
         }
         let xq = self.q8_copy(src, x, format, quantize)?;
-        // Row t of block b of the activation is row b * q8_rows + t of the copy.
-        let jobs: Vec<MatvecJob> = jobs
-            .iter()
-            .map(|j| MatvecJob {
-                x_offset: j.x_offset / block * self.q8_rows(x) * x.cols,
-                ..j.clone()
-            })
-            .collect();
+        let jobs = self.q8_jobs(x, jobs);
         Ok(Some(self.matvec.prepare_q8(self.ctx, &xq, y, &jobs)?))
     }
 
@@ -1079,14 +1084,7 @@ impl Builder<'_> {
                 continue;
             };
             let xq = self.q8_copy(src, x, format, quantize)?;
-            // Row t of block b of the activation is row b * q8_rows + t of the copy.
-            let jobs: Vec<MatvecJob> = jobs
-                .iter()
-                .map(|j| MatvecJob {
-                    x_offset: j.x_offset / block * self.q8_rows(x) * x.cols,
-                    ..j.clone()
-                })
-                .collect();
+            let jobs = self.q8_jobs(x, jobs);
             let input = MatvecInput::Q8(&xq);
             tokens.push(
                 self.matvec

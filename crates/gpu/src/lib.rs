@@ -17,8 +17,8 @@ pub use matmul::{
 };
 pub use matvec::{
     q8_format_of_mode, MatvecCall, MatvecInput, MatvecJob, MatvecKernels, Q8Format, Q8Input,
-    QuantizeCall, TokensCall, INT_Q8_0_ENV, MAX_BINDINGS, MAX_TOKENS, Q8K_INPUT_ENV, ROUNDING_WGSL,
-    ROUND_Q8_0, ROUND_Q8_K,
+    QuantizeCall, TokensCall, INT_Q8_0_ENV, MAX_BINDINGS, MAX_TOKENS, Q8K_INPUT_ENV, Q8_PACK_WGSL,
+    ROUNDING_WGSL, ROUND_Q8_0, ROUND_Q8_K,
 };
 pub use shader::{shader_module, SHADER_CHECKS_ENV};
 pub use weights::GpuMatrix;

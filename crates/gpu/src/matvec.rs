@@ -33,7 +33,7 @@ use crate::matmul::{format_wgsl, Epilogue, COMMON_WGSL, EPILOGUE_WGSL};
 use crate::weights::GpuMatrix;
 
 use direct::DirectInput;
-pub use direct::{Q8Format, Q8Input, QuantizeCall};
+pub use direct::{Q8Format, Q8Input, QuantizeCall, Q8_PACK_WGSL};
 
 /// Weight buffers one dispatch can bind.
 pub const MAX_BINDINGS: usize = 4;
@@ -91,6 +91,9 @@ pub const DIRECT_TOKENS_ENV: &str = "WEB_RWKV_DIRECT_TOKENS";
 pub const ROUNDING_WGSL: &str = include_str!("rounding.wgsl");
 
 const MATVEC_WGSL: &str = include_str!("matvec.wgsl");
+/// The jobs of a matvec dispatch (uniform binding 0), shared by the staging kernels and the
+/// direct one.
+const MATVEC_JOBS_WGSL: &str = include_str!("matvec_jobs.wgsl");
 const MATVEC_FLOAT_WGSL: &str = include_str!("matvec_float.wgsl");
 const MATVEC_INT_WGSL: &str = include_str!("matvec_int.wgsl");
 const STAGE_Q8_K_WGSL: &str = include_str!("matvec_int_q8k.wgsl");
@@ -115,7 +118,10 @@ fn int_path(ty: GgmlType, int_q8_0: bool) -> Option<IntPath> {
             ROUND_Q8_K,
         ),
         GgmlType::Q6_K => (
-            include_str!("quant_int/q6_k.wgsl"),
+            concat!(
+                include_str!("quant_int/q6_k_codes.wgsl"),
+                include_str!("quant_int/q6_k.wgsl")
+            ),
             "u32",
             STAGE_Q8_K_WGSL,
             ROUND_Q8_K,
@@ -930,7 +936,7 @@ fn compose(key: &Key) -> Option<String> {
         return Some(format!("{header}\n{path}"));
     }
     Some(format!(
-        "{header}\n{ROUNDING_WGSL}\n{EPILOGUE_WGSL}\n{path}\n{MATVEC_WGSL}"
+        "{header}\n{MATVEC_JOBS_WGSL}\n{ROUNDING_WGSL}\n{EPILOGUE_WGSL}\n{path}\n{MATVEC_WGSL}"
     ))
 }
 

@@ -5,7 +5,7 @@
 //
 // Composed (matvec.rs) as: generated header (WG_SIZE = RPW rows x TPR threads per row, TILE
 // columns of x staged at a time, the weight bindings W0.. and `wl`, the loader that picks
-// one), rounding.wgsl, then either the float path (common helpers, the format's
+// one), matvec_jobs.wgsl (the Job structs), rounding.wgsl, then either the float path (common helpers, the format's
 // decode_unit, matvec_float.wgsl) or the integer path (matvec_int.wgsl and the type's
 // dot_unit), then this file. Both paths define
 //   fn prefetch(row, lane, cols)         start loading this thread's first weights (or not)
@@ -14,38 +14,6 @@
 // A job is one part of one matrix; jobs are laid out along the grid by their first
 // workgroup (`wg_start`), RPW rows each.
 
-struct Job {
-    rows: u32,
-    cols: u32,
-    blocks_per_row: u32,
-    row_words: u32,
-    scale_base: u32,
-    wg_start: u32,
-    x_offset: u32,
-    y_offset: u32,
-    // Epilogue: 0 store, 1 add, 2 relu^2, 3 tanh, 4 sigmoid.
-    epilogue: u32,
-    // Activation rounding: 0 none, 1 f16, 2 bf16, 3 Q8_0, 4 Q8_K.
-    mode: u32,
-    // Which weight binding (W0, W1, ...) holds this job's matrix part.
-    binding: u32,
-    // (Token strides of the direct kernel's jobs; unused here.)
-    x_stride: u32,
-    y_stride: u32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-}
-
-struct Jobs {
-    n: u32,
-    _a: u32,
-    _b: u32,
-    _c: u32,
-    j: array<Job, MAX_JOBS>,
-}
-
-@group(0) @binding(0) var<uniform> JOBS: Jobs;
 @group(0) @binding(1) var<storage, read> X: array<f32>;
 @group(0) @binding(2) var<storage, read_write> Y: array<f32>;
 
@@ -58,13 +26,7 @@ fn main(
     @builtin(local_invocation_index) t: u32,
 ) {
     let w = wg.y * nwg.x + wg.x;
-    var ji = 0u;
-    for (var k = 1u; k < JOBS.n; k++) {
-        if JOBS.j[k].wg_start <= w {
-            ji = k;
-        }
-    }
-    let job = JOBS.j[ji];
+    let job = job_of(w);
     let first_row = (w - job.wg_start) * RPW;
     if first_row >= job.rows {
         return;

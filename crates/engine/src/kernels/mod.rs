@@ -209,6 +209,7 @@ impl Kernels {
                 "token_mix",
                 &[
                     rwkv_gpu::ROUNDING_WGSL,
+                    rwkv_gpu::Q8_PACK_WGSL,
                     STEP_WGSL,
                     reduce,
                     include_str!("q8_blocks.wgsl"),

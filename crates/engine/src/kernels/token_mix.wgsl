@@ -1,6 +1,6 @@
-// (rwkv-gpu's rounding.wgsl, step.wgsl, the Step struct, and reduce_subgroup.wgsl or
-// reduce_tree.wgsl, the Lane struct, argmax_abs_256 and sum_256, and q8_blocks.wgsl are
-// prepended.)
+// (rwkv-gpu's rounding.wgsl and q8_pack.wgsl, step.wgsl, the Step struct, and
+// reduce_subgroup.wgsl or reduce_tree.wgsl, the Lane struct, argmax_abs_256 and sum_256, and
+// q8_blocks.wgsl are prepended.)
 // Layer norm + token shift + lerps + rounding, fused: for each row t (a token) and each of
 // `n_mix` mixes m,
 //   xn = norm(x[t]);  prev = norm(x[previous token]) or the sequence's saved shift state
@@ -60,8 +60,6 @@ const TILE: u32 = 256u;
 @group(0) @binding(9) var<storage, read_write> out_b: array<f32>;
 @group(0) @binding(10) var<storage, read_write> xq: array<u32>;
 
-var<workgroup> q8k_codes: array<i32, 256>;
-
 // Writes this workgroup's values (one per thread; all threads call this together) as Q8_K
 // block `blk` of xq, as rwkv-gpu's quantize_q8k.wgsl does.
 fn store_q8k(lane: Lane, v: f32, blk: u32) {
@@ -75,25 +73,17 @@ fn store_q8k(lane: Lane, v: f32, blk: u32) {
         q = i32(min(round(iscale * v), 127.0));
         d = div_rn(1.0, iscale);
     }
-    q8k_codes[t] = q;
+    q8_codes[t] = q;
     workgroupBarrier();
     if t < 64u {
-        var word = 0u;
-        for (var e = 0u; e < 4u; e++) {
-            word |= (bitcast<u32>(q8k_codes[4u * t + e]) & 0xffu) << (8u * e);
-        }
-        xq[blk * 64u + t] = word;
+        xq[blk * 64u + t] = q8_word(t);
     } else if t < 80u {
         let g = t - 64u;
-        var sum = 0;
-        for (var e = 0u; e < 16u; e++) {
-            sum += q8k_codes[16u * g + e];
-        }
-        xq[p.xq_bs + blk * 16u + g] = bitcast<u32>(sum);
+        xq[p.xq_bs + blk * 16u + g] = bitcast<u32>(q8_sum16(g));
     } else if t == 80u {
         xq[p.xq_d + blk] = bitcast<u32>(d);
     }
-    // block_vals and q8k_codes are reused by the next call.
+    // block_vals and q8_codes are reused by the next call.
     workgroupBarrier();
 }
 
@@ -102,19 +92,15 @@ fn store_q8k(lane: Lane, v: f32, blk: u32) {
 fn store_q8_0(tid: u32, v: f32, blk: u32) {
     let d = div_rn(block_amax_32(tid, v), 127.0);
     let id = select(0.0, div_rn(1.0, d), d != 0.0);
-    q8k_codes[tid] = i32(round(v * id));
+    q8_codes[tid] = i32(round(v * id));
     if tid % 32u == 0u {
         xq[p.xq_d + blk * 8u + tid / 32u] = bitcast<u32>(round_f16(d));
     }
     workgroupBarrier();
     if tid < 64u {
-        var word = 0u;
-        for (var e = 0u; e < 4u; e++) {
-            word |= (bitcast<u32>(q8k_codes[4u * tid + e]) & 0xffu) << (8u * e);
-        }
-        xq[blk * 64u + tid] = word;
+        xq[blk * 64u + tid] = q8_word(tid);
     }
-    // q8k_codes is reused by the next call.
+    // q8_codes is reused by the next call.
     workgroupBarrier();
 }
 

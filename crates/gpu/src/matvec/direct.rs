@@ -26,6 +26,11 @@ const INPUT_Q8K_WGSL: &str = include_str!("input_q8k.wgsl");
 const INPUT_Q8_0_WGSL: &str = include_str!("input_q8_0.wgsl");
 const INPUT_F32_WGSL: &str = include_str!("input_f32.wgsl");
 const QUANTIZE_WGSL: &str = include_str!("quantize_q8.wgsl");
+/// The packing of 8-bit codes into [`Q8Input`]'s words, shared with the kernels that write a
+/// [`Q8Input`] themselves (the engine's token mix).
+pub const Q8_PACK_WGSL: &str = include_str!("q8_pack.wgsl");
+/// Q6_K's codes as signed bytes, shared with the staging integer path.
+pub(super) const Q6_K_CODES_WGSL: &str = include_str!("../quant_int/q6_k_codes.wgsl");
 
 /// The 8-bit blocks of a [`Q8Input`]: ggml's activation quantization for a weight type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -100,8 +105,11 @@ pub(super) fn direct_source(ty: GgmlType) -> Option<String> {
         DirectInput::Q8(Q8Format::Zero) => INPUT_Q8_0_WGSL,
         DirectInput::F32 => INPUT_F32_WGSL,
     };
+    // The type's helpers (Q6_K's byte codes) go in for every type: unused functions cost
+    // nothing.
     Some(format!(
-        "{}\n{}\n{input}\n{unit}\n{DIRECT_WGSL}",
+        "{}\n{}\n{}\n{Q6_K_CODES_WGSL}\n{input}\n{unit}\n{DIRECT_WGSL}",
+        super::MATVEC_JOBS_WGSL,
         super::ROUNDING_WGSL,
         crate::matmul::EPILOGUE_WGSL
     ))
@@ -260,7 +268,8 @@ impl MatvecKernels {
             match &*slot {
                 Some(p) => p.clone(),
                 None => {
-                    let source = format!("{}\n{QUANTIZE_WGSL}", super::ROUNDING_WGSL);
+                    let source =
+                        format!("{}\n{Q8_PACK_WGSL}\n{QUANTIZE_WGSL}", super::ROUNDING_WGSL);
                     let p = Arc::new(crate::shader::compute_pipeline(
                         &ctx.device,
                         "quantize q8",

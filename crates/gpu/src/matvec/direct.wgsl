@@ -9,42 +9,13 @@
 // first JOBS.n_tokens rows of x (x_stride apart) and of y (y_stride apart).
 //
 // Composed (matvec.rs) as: generated header (WG_SIZE, TPR, RPW, MAX_JOBS, the weight
-// bindings W0.. as vec4<u32> and `wl`), rounding.wgsl, epilogue.wgsl, the input's file
-// (input_q8k.wgsl: x quantized to Q8_K beforehand; input_f32.wgsl: f32 x, rounded here per
-// job.mode), the weight type's file (q4_k.wgsl, q6_k.wgsl with Q8_K input, f16.wgsl with f32
-// input: UNITS per block, the Unit struct, `load_unit` and `unit_x`), then this file.
+// bindings W0.. as vec4<u32> and `wl`), matvec_jobs.wgsl (the Job structs), rounding.wgsl,
+// epilogue.wgsl, quant_int/q6_k_codes.wgsl, the input's file (input_q8k.wgsl or
+// input_q8_0.wgsl: x quantized to Q8_K or Q8_0 beforehand; input_f32.wgsl: f32 x, rounded
+// here per job.mode), the weight type's file (q4_k.wgsl, q6_k.wgsl with Q8_K input, q8_0.wgsl,
+// q4_0.wgsl with Q8_0 input, f16.wgsl with f32 input: UNITS per block, UNIT_VALUES per
+// 16-byte unit, the Unit struct, `load_unit` and `unit_x`), then this file.
 
-struct Job {
-    rows: u32,
-    cols: u32,
-    blocks_per_row: u32,
-    row_words: u32,
-    scale_base: u32,
-    wg_start: u32,
-    x_offset: u32,
-    y_offset: u32,
-    epilogue: u32,
-    mode: u32,
-    binding: u32,
-    // Values between the rows of consecutive tokens in x and y.
-    x_stride: u32,
-    y_stride: u32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-}
-
-struct Jobs {
-    n: u32,
-    // Word offsets in XQ (input_q8k.wgsl) of the block scales and of the sums per 16 values.
-    xq_d: u32,
-    xq_bs: u32,
-    // Tokens (1..=NT).
-    n_tokens: u32,
-    j: array<Job, MAX_JOBS>,
-}
-
-@group(0) @binding(0) var<uniform> JOBS: Jobs;
 @group(0) @binding(2) var<storage, read_write> Y: array<f32>;
 
 // The threads' sums, token k's at [k * WG_SIZE + thread].
@@ -53,6 +24,14 @@ var<workgroup> sh_red: array<f32, NT * WG_SIZE>;
 var<private> SCALE_BASE: u32;
 // The job's activation rounding (input_f32.wgsl).
 var<private> MODE: u32;
+
+// The f16 scale of block blk of a row whose first block is `side` in the job's side array
+// (the types with one: Q6_K, Q8_0, Q4_0).
+fn side_scale(side: u32, blk: u32) -> f32 {
+    let i = side + blk;
+    let dh = unpack2x16float(w_word(SCALE_BASE + i / 2u));
+    return select(dh.x, dh.y, (i & 1u) == 1u);
+}
 
 // Word `wi` of the weights read as vec4 (for side arrays), without a dynamic vector index.
 fn w_word(wi: u32) -> u32 {
@@ -68,13 +47,7 @@ fn main(
     @builtin(local_invocation_index) t: u32,
 ) {
     let w = wg.y * nwg.x + wg.x;
-    var ji = 0u;
-    for (var k = 1u; k < JOBS.n; k++) {
-        if JOBS.j[k].wg_start <= w {
-            ji = k;
-        }
-    }
-    let job = JOBS.j[ji];
+    let job = job_of(w);
     let first_row = (w - job.wg_start) * RPW;
     if first_row >= job.rows {
         return;

@@ -10,16 +10,7 @@
 const UNITS: u32 = 8u;
 const UNIT_VALUES: u32 = 32u;
 
-// Packed 6-bit codes q (bytes 0..63) as signed bytes q - 32.
-fn centred(q: u32) -> u32 {
-    let u = q ^ 0x20202020u;
-    let s = u & 0x20202020u;
-    return u | (s << 1u) | (s << 2u);
-}
-
-fn sbyte(w: u32, k: u32) -> i32 {
-    return (bitcast<i32>(w) << (24u - 8u * k)) >> 24u;
-}
+// (centred and sbyte: quant_int/q6_k_codes.wgsl, prepended.)
 
 struct Unit {
     ql: vec4<u32>,
@@ -31,9 +22,7 @@ struct Unit {
 fn load_unit(rb: u32, side: u32, blk: u32, s: u32) -> Unit {
     let b = rb + blk * 13u;
     let n = s / 4u;
-    let i = side + blk;
-    let dh = unpack2x16float(w_word(SCALE_BASE + i / 2u));
-    return Unit(wl(b + s), wl(b + 8u + 2u * n + s % 2u), wl(b + 12u), select(dh.x, dh.y, (i & 1u) == 1u));
+    return Unit(wl(b + s), wl(b + 8u + 2u * n + s % 2u), wl(b + 12u), side_scale(side, blk));
 }
 
 // The unit's dot with the input values of block blk starting at x0 (a token's row).

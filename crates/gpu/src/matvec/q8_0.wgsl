@@ -12,9 +12,7 @@ struct Unit {
 }
 
 fn load_unit(rb: u32, side: u32, blk: u32, s: u32) -> Unit {
-    let i = side + blk;
-    let dh = unpack2x16float(w_word(SCALE_BASE + i / 2u));
-    return Unit(wl(rb + blk * 2u + s), select(dh.x, dh.y, (i & 1u) == 1u));
+    return Unit(wl(rb + blk * 2u + s), side_scale(side, blk));
 }
 
 // The unit's dot with the input values of block blk starting at x0 (a token's row).

@@ -9,7 +9,7 @@
 //   [0, n/4)                      the codes, four signed bytes per word
 //   [d_base, d_base + n/256)      d per block (f32 bits)
 //   [bs_base, bs_base + n/16)     the sums of q per 16 values (i32 bits)
-// One workgroup per block. (rounding.wgsl, for div_rn, is prepended.)
+// One workgroup per block. (rounding.wgsl, for div_rn, and q8_pack.wgsl are prepended.)
 
 struct Params {
     n: u32,
@@ -30,7 +30,6 @@ struct Params {
 
 var<workgroup> red_abs: array<f32, 256>;
 var<workgroup> red_at: array<u32, 256>;
-var<workgroup> codes: array<i32, 256>;
 
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
@@ -72,21 +71,13 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
     } else if tid == 0u {
         XQ[p.d_base + blk] = 0u;
     }
-    codes[tid] = q;
+    q8_codes[tid] = q;
     workgroupBarrier();
     if tid < 64u {
-        var word = 0u;
-        for (var e = 0u; e < 4u; e++) {
-            word |= (bitcast<u32>(codes[4u * tid + e]) & 0xffu) << (8u * e);
-        }
-        XQ[blk * 64u + tid] = word;
+        XQ[blk * 64u + tid] = q8_word(tid);
     } else if tid < 80u {
         let g = tid - 64u;
-        var sum = 0;
-        for (var e = 0u; e < 16u; e++) {
-            sum += codes[16u * g + e];
-        }
-        XQ[p.bs_base + blk * 16u + g] = bitcast<u32>(sum);
+        XQ[p.bs_base + blk * 16u + g] = bitcast<u32>(q8_sum16(g));
     }
 }
 
@@ -101,16 +92,12 @@ fn store_q8_0(v: f32, tid: u32, blk: u32) {
     }
     let d = div_rn(amax, 127.0);
     let id = select(0.0, div_rn(1.0, d), d != 0.0);
-    codes[tid] = i32(round(v * id));
+    q8_codes[tid] = i32(round(v * id));
     if tid % 32u == 0u {
         XQ[p.d_base + blk * 8u + tid / 32u] = bitcast<u32>(round_f16(d));
     }
     workgroupBarrier();
     if tid < 64u {
-        var word = 0u;
-        for (var e = 0u; e < 4u; e++) {
-            word |= (bitcast<u32>(codes[4u * tid + e]) & 0xffu) << (8u * e);
-        }
-        XQ[blk * 64u + tid] = word;
+        XQ[blk * 64u + tid] = q8_word(tid);
     }
 }

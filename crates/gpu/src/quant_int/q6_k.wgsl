@@ -11,12 +11,7 @@ const UNITS: u32 = 8u;
 // Units loaded ahead of the staging of x (see matvec_int.wgsl): 8 x 36 bytes.
 const PF: u32 = 8u;
 
-// Packed 6-bit codes q (bytes 0..63) as signed bytes q - 32.
-fn centred(q: u32) -> u32 {
-    let u = q ^ 0x20202020u;
-    let s = u & 0x20202020u;
-    return u | (s << 1u) | (s << 2u);
-}
+// (centred and sbyte: quant_int/q6_k_codes.wgsl, prepended.)
 
 fn side_d(row: u32, blk: u32) -> f32 {
     let i = row * P.blocks_per_row + blk;
@@ -24,9 +19,6 @@ fn side_d(row: u32, blk: u32) -> f32 {
     return select(h.x, h.y, (i & 1u) == 1u);
 }
 
-fn sbyte(w: u32, k: u32) -> i32 {
-    return (bitcast<i32>(w) << (24u - 8u * k)) >> 24u;
-}
 
 struct Unit {
     // ql words of l (2), ql words of l + 32 (2), qh words (2), the scale words (2).
