@@ -173,8 +173,8 @@ pub(crate) enum Grid {
     LongChunkHeads(u32),
     /// `RowBlocks`, only in steps with a chunk of several tokens (else none).
     LongChunkRows(u32),
-    /// One per token row and tile of columns (`tiles`), or in one-token steps one per tile and
-    /// mix (`(tiles, mixes)`).
+    /// One per token row and tile of columns (`tiles`), or in steps of up to
+    /// [`MIX_SPLIT_ROWS`] rows one per row, tile and mix (`(tiles, mixes)`).
     MixTiles(u32, u32),
     /// One per wanted logits row and tile of columns.
     OutTiles(u32),
@@ -327,13 +327,20 @@ impl Op {
                     launch.record(pass, chunks, groups)
                 }
                 Grid::LongChunkRows(n) => launch.record(pass, rows, n),
-                Grid::MixTiles(n, mixes) if rows == 1 => launch.record(pass, 1, n * mixes),
+                Grid::MixTiles(n, mixes) if rows <= MIX_SPLIT_ROWS => {
+                    launch.record(pass, rows, n * mixes)
+                }
                 Grid::MixTiles(n, _) => launch.record(pass, rows, n),
                 Grid::OutTiles(n) => launch.record(pass, out, n),
             },
         }
     }
 }
+
+/// The most rows of a step whose token mix runs a workgroup per row, tile and mix (so that
+/// the mixes' roundings run side by side); longer steps have enough rows to fill the GPU
+/// with a workgroup per row and tile, which saves recomputing each row's norm per mix.
+const MIX_SPLIT_ROWS: u32 = 16;
 
 /// How many rows an op over `grid` covers: the step's token rows or its logits rows.
 fn count(grid: Grid, rows: u32, out: u32) -> u32 {

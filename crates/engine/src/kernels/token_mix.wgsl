@@ -13,7 +13,7 @@
 // target a is rounded to Q8_K or Q8_0 are also written quantized to `xq` (rwkv-gpu's Q8Input
 // layout: row t of mix m as row m * q8k + t; a tile is one Q8_K block, or eight Q8_0
 // blocks), so the direct matvecs reading them need no quantization pass.
-// Grid: (rows, column tiles of 256), or in one-token steps (1, tiles x mixes). Every
+// Grid: (rows, column tiles of 256), or in steps of a few rows (rows, tiles x mixes). Every
 // workgroup recomputes the norm statistics of its rows (cheap next to the matrices), so a
 // row's tiles (and mixes) run in parallel.
 
@@ -156,7 +156,7 @@ fn main(
     if info.prev != NO_PREV {
         pst = row_stats(lane, info.prev);
     }
-    // A grid of more than a row's tiles (one-token steps) gives each workgroup one mix of
+    // A grid of more than a row's tiles (steps of a few rows) gives each workgroup one mix of
     // one tile, so the mixes' roundings run side by side.
     let tiles = (p.dim + TILE - 1u) / TILE;
     let tile = wg.y % tiles;
