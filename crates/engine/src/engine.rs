@@ -758,7 +758,6 @@ impl Builder<'_> {
     fn token_mix(
         &mut self,
         label: &'static str,
-        pipeline: &wgpu::ComputePipeline,
         params: &TokenMixParams,
         x: &wgpu::Buffer,
         norm: (&wgpu::Buffer, &wgpu::Buffer),
@@ -814,14 +813,17 @@ impl Builder<'_> {
         let params = uniform(&self.ctx.device, label, &p);
         let step = self.step;
         let xq_buf = xq.as_ref().map_or(&self.dummy, |q| &q.buffer).clone();
-        self.kernel(
-            label,
-            pipeline,
-            &[
-                &params, step, x, norm.0, norm.1, mu, state, rows, &buf_a, &buf_b, &xq_buf,
-            ],
-            Grid::MixTiles(p.dim.div_ceil(256), p.n_mix),
-        );
+        let buffers = [
+            &params, step, x, norm.0, norm.1, mu, state, rows, &buf_a, &buf_b, &xq_buf,
+        ];
+        let grid = Grid::MixTiles(p.dim.div_ceil(256), p.n_mix);
+        // Two pipelines of one shader: steps of up to MIX_SPLIT_ROWS rows and longer ones.
+        let kernels = self.kernels;
+        for (pipeline, few) in [(&kernels.token_mix_few, true), (&kernels.token_mix, false)] {
+            let start = self.ops.len();
+            self.kernel(label, pipeline, &buffers, grid);
+            self.by_rows(start, MIX_SPLIT_ROWS + 1, !few);
+        }
         for m in [ma, mb] {
             if m != 0 {
                 self.fresh.push((out.name, m));
@@ -1341,7 +1343,6 @@ impl Engine {
             ];
             b.token_mix(
                 "att_mix",
-                &kernels.token_mix,
                 &token_mix_params(6),
                 &x,
                 (&lw.att_norm_w, &lw.att_norm_b),
@@ -1578,7 +1579,6 @@ impl Engine {
             )?;
             b.token_mix(
                 "ffn_mix",
-                &kernels.token_mix,
                 &token_mix_params(1),
                 &x,
                 (&lw.ffn_norm_w, &lw.ffn_norm_b),

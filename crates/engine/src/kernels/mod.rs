@@ -93,6 +93,9 @@ pub struct Wkv7Params {
 pub struct Kernels {
     pub layer_norm: wgpu::ComputePipeline,
     pub token_mix: wgpu::ComputePipeline,
+    /// The token mix for steps of up to 16 rows (its `main_few`, which also writes the Q8
+    /// copies of its mixes).
+    pub token_mix_few: wgpu::ComputePipeline,
     /// The WKV kernel for f16 LoRA weights, and for f32 ones.
     pub wkv7: wgpu::ComputePipeline,
     pub wkv7_f32: wgpu::ComputePipeline,
@@ -198,25 +201,27 @@ impl Kernels {
                 lanes,
             }
         });
+        let token_mix = rwkv_gpu::shader_module(
+            device,
+            "token_mix",
+            &[
+                rwkv_gpu::ROUNDING_WGSL,
+                rwkv_gpu::Q8_PACK_WGSL,
+                STEP_WGSL,
+                reduce,
+                include_str!("q8_blocks.wgsl"),
+                include_str!("token_mix.wgsl"),
+            ]
+            .concat(),
+        );
         Kernels {
             layer_norm: pipeline(
                 device,
                 "layer_norm",
                 &[STEP_WGSL, include_str!("layer_norm.wgsl")].concat(),
             ),
-            token_mix: pipeline(
-                device,
-                "token_mix",
-                &[
-                    rwkv_gpu::ROUNDING_WGSL,
-                    rwkv_gpu::Q8_PACK_WGSL,
-                    STEP_WGSL,
-                    reduce,
-                    include_str!("q8_blocks.wgsl"),
-                    include_str!("token_mix.wgsl"),
-                ]
-                .concat(),
-            ),
+            token_mix: pipeline_at(device, "token_mix", &token_mix, "main"),
+            token_mix_few: pipeline_at(device, "token_mix", &token_mix, "main_few"),
             wkv7: pipeline_at(device, "wkv7", &wkv_f16, "main"),
             wkv7_f32: pipeline_at(device, "wkv7", &wkv_f32, "main"),
             wkv7_pre: pipeline_at(device, "wkv7", &wkv_f16, "main_pre"),

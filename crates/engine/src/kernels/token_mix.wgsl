@@ -139,12 +139,28 @@ fn mode_of(modes: array<vec4<u32>, 2>, m: u32) -> u32 {
     return modes[m / 4u][m % 4u];
 }
 
+// Entry points: `main_few` for steps of up to 16 rows (it also writes xq), `main` for longer
+// ones; each is compiled with only its own code (the Q8 stores cost the long steps' kernel
+// registers even where they never ran).
 @compute @workgroup_size(256)
 fn main(
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
     lane: Lane,
 ) {
+    mix_rows(wg, nwg, lane, false);
+}
+
+@compute @workgroup_size(256)
+fn main_few(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    lane: Lane,
+) {
+    mix_rows(wg, nwg, lane, true);
+}
+
+fn mix_rows(wg: vec3<u32>, nwg: vec3<u32>, lane: Lane, few: bool) {
     let tid = lane.tid;
     let t = wg.x;
     if t >= step.n_rows {
@@ -193,7 +209,7 @@ fn main(
             if in_row {
                 out_a[o] = r;
             }
-            if step.n_rows <= p.q8k {
+            if few && step.n_rows <= p.q8k {
                 let blk = (m * p.q8k + t) * (p.dim / TILE) + tile;
                 if ma == 4u {
                     store_q8k(lane, v, blk);
