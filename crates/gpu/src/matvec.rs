@@ -687,7 +687,7 @@ impl MatvecKernels {
         let ty = batch[0].ty;
         let cols = batch[0].params.cols;
         let mode = batch[0].params.mode;
-        // The direct kernel for Q8_K inputs, and for F16 weights whose rows and inputs
+        // The direct kernel for 8-bit inputs, and for F16 weights whose rows and inputs
         // allow whole vec4 reads of x (rounding none or f16).
         let direct = match input {
             MatvecInput::Q8(q) => Some(DirectInput::Q8(q.format())),
@@ -702,28 +702,20 @@ impl MatvecKernels {
             }
             MatvecInput::F32(_) => None,
         };
-        let is_direct = direct.is_some();
+        if n_tokens > 1 && direct.is_none() {
+            return Err(GpuError::InvalidArgument(format!(
+                "matvec: {ty} rows of {cols} with rounding mode {mode} have no kernel for \
+                 several tokens"
+            )));
+        }
         let int_path = int_path(ty, self.int_q8_0).filter(|p| p.mode == mode);
         let int = int_path.is_some();
-        // Units of work per row, then threads per row for about 5 units each.
-        let unit_values = if let Some(p) = &int_path {
-            let block = wgsl_const(p.dot, "BLOCK_VALUES").unwrap_or(256);
-            (block / wgsl_const(p.dot, "UNITS").unwrap_or(1)).max(1)
-        } else {
-            let f = format_wgsl(ty).unwrap_or_default();
-            let be = wgsl_const(f, "BLOCK_ELEMS").unwrap_or(32);
-            (be / wgsl_const(f, "UNITS").unwrap_or(1)).max(1)
-        };
-        let tile = if int { TILE_INT } else { TILE_FLOAT };
-        let units = cols.min(tile).div_ceil(unit_values);
         let rows: u32 = batch.iter().map(|p| p.params.rows).sum();
-        let per_thread =
-            units_per_thread().unwrap_or_else(|| default_units_per_thread(ty, int, rows, cols));
         let tpr = if direct.is_some() {
             let units = cols / direct::unit_values(ty);
             direct::direct_threads_per_row(rows, cols, units)
         } else {
-            units.div_ceil(per_thread).next_power_of_two().clamp(4, 64)
+            staging_threads_per_row(ty, int_path.as_ref(), rows, cols)
         };
         let rpw = 256 / tpr;
         let mut buffers: Vec<&wgpu::Buffer> = Vec::new();
@@ -742,11 +734,11 @@ impl MatvecKernels {
         }
         let key = Key {
             ty,
-            int: int || is_direct,
+            int,
             bindings: buffers.len() as u32,
             tpr,
             rpw,
-            probe: if is_direct { 0 } else { probe() },
+            probe: if direct.is_some() { 0 } else { probe() },
             direct,
             nt: n_tokens.next_power_of_two(),
         };
@@ -818,6 +810,24 @@ impl MatvecKernels {
             _jobs: jobs,
         })
     }
+}
+
+/// Threads per row of the staging kernels: about `units_per_thread` units of work each.
+fn staging_threads_per_row(ty: GgmlType, int_path: Option<&IntPath>, rows: u32, cols: u32) -> u32 {
+    let unit_values = if let Some(p) = int_path {
+        let block = wgsl_const(p.dot, "BLOCK_VALUES").unwrap_or(256);
+        (block / wgsl_const(p.dot, "UNITS").unwrap_or(1)).max(1)
+    } else {
+        let f = format_wgsl(ty).unwrap_or_default();
+        let be = wgsl_const(f, "BLOCK_ELEMS").unwrap_or(32);
+        (be / wgsl_const(f, "UNITS").unwrap_or(1)).max(1)
+    };
+    let int = int_path.is_some();
+    let tile = if int { TILE_INT } else { TILE_FLOAT };
+    let units = cols.min(tile).div_ceil(unit_values);
+    let per_thread =
+        units_per_thread().unwrap_or_else(|| default_units_per_thread(ty, int, rows, cols));
+    units.div_ceil(per_thread).next_power_of_two().clamp(4, 64)
 }
 
 /// Units of work a thread takes per row and tile (threads per row follow from it), when the
