@@ -198,10 +198,17 @@ pub(crate) enum Op {
     /// The embedding lookup, over the step's rows.
     Gather(GetRowsCall),
     Kernel(Launch, Grid),
-    /// Rounds an activation for the matrix products of a step of several rows; a one-token
-    /// step skips it (its matvecs quantize their input themselves) unless the flag is set
-    /// (the f16 and bf16 roundings, which the matvecs then need not do for every value).
-    Round(Launch, Grid, bool),
+    /// Rounds an activation for the matrix products of a step of several rows, in steps of
+    /// at least `from` rows (the products of fewer take the few-token matvecs, which read an
+    /// 8-bit copy instead); a one-token step skips it (its matvecs quantize their input
+    /// themselves) unless `every_step` is set (the f16 and bf16 roundings, which the matvecs
+    /// then need not do for every value).
+    Round {
+        launch: Launch,
+        grid: Grid,
+        every_step: bool,
+        from: u32,
+    },
     /// Matrix products over the step's rows (or, with `Grid::Out`, its logits rows) that
     /// read the same activation and write the same buffer, with the kind of weight they
     /// multiply (e.g. `time_mix_key`) for profiles: `calls` for steps of several rows,
@@ -239,9 +246,35 @@ impl Op {
         match self {
             Op::Gather(_) => "embedding",
             Op::Convert { .. } => "f16_inputs",
-            Op::Kernel(launch, _) | Op::Round(launch, _, _) => launch.label,
+            Op::Kernel(launch, _) | Op::Round { launch, .. } => launch.label,
             Op::Matmul { kind, .. } => kind,
             Op::ByRows { op, .. } => op.kind(),
+        }
+    }
+
+    /// Whether a `Round` op runs in a step of `rows` token rows and `out` logits rows (any
+    /// other op: true).
+    fn round_runs(&self, rows: u32, out: u32) -> bool {
+        match self {
+            Op::Round {
+                grid,
+                every_step,
+                from,
+                ..
+            } => match count(*grid, rows, out) {
+                0 | 1 => *every_step,
+                n => n >= *from,
+            },
+            _ => true,
+        }
+    }
+
+    /// The `from` of a `Round` op, or of the `Round` op inside a `ByRows` one.
+    fn round_from_mut(&mut self) -> Option<&mut u32> {
+        match self {
+            Op::Round { from, .. } => Some(from),
+            Op::ByRows { op, .. } => op.round_from_mut(),
+            _ => None,
         }
     }
 
@@ -257,7 +290,7 @@ impl Op {
     /// `chunks` chunks.
     pub(crate) fn dispatches(&self, rows: u32, out: u32, chunks: u32) -> usize {
         match self {
-            Op::Round(_, grid, false) if count(*grid, rows, out) <= 1 => 0,
+            Op::Round { .. } if !self.round_runs(rows, out) => 0,
             Op::Kernel(_, grid) if !runs(*grid, rows, chunks) => 0,
             Op::Convert { from, .. } => (rows >= *from) as usize,
             Op::ByRows { op, .. } if self.runs_in(rows) => op.dispatches(rows, out, chunks),
@@ -316,8 +349,8 @@ impl Op {
                 }
                 n => calls.iter().for_each(|c| c.record(pass, n)),
             },
-            Op::Round(_, grid, false) if count(*grid, rows, out) <= 1 => {}
-            Op::Kernel(launch, grid) | Op::Round(launch, grid, _) => match *grid {
+            Op::Round { .. } if !self.round_runs(rows, out) => {}
+            Op::Kernel(launch, grid) | Op::Round { launch, grid, .. } => match *grid {
                 Grid::Rows => launch.record(pass, rows, 1),
                 Grid::RowBlocks(n) => launch.record(pass, rows, n),
                 Grid::Out => launch.record(pass, out, 1),
@@ -554,8 +587,9 @@ struct Builder<'a> {
     rounded: Vec<(&'static str, u32, wgpu::Buffer)>,
     /// (activation, mode) pairs whose rounded copy is up to date at the end of `ops`.
     fresh: Vec<(&'static str, u32)>,
-    /// The fresh copies that a rounding op (skipped in one-token steps) made.
-    rounded_by_op: Vec<(&'static str, u32)>,
+    /// The fresh copies that a rounding op (skipped in one-token steps) made, with the op's
+    /// index in `ops`.
+    rounded_by_op: Vec<(&'static str, u32, usize)>,
     /// Bound where a kernel's optional output is not used.
     dummy: wgpu::Buffer,
     /// Whether the tensor-core products of an activation share one f16 copy of it
@@ -674,19 +708,23 @@ impl Builder<'_> {
             label,
             &[&params, self.step, x.buf, &out],
         );
-        self.ops.push(Op::Round(
-            Launch {
+        // The 8-bit roundings start out needed by no step: each product that reads them
+        // lowers `from` to the steps it needs them in (matmul_group).
+        let every_step = every_step_rounding(mode);
+        self.ops.push(Op::Round {
+            launch: Launch {
                 label,
                 pipeline: pipeline.clone(),
                 bind_group,
             },
             grid,
-            every_step_rounding(mode),
-        ));
+            every_step,
+            from: if every_step { 2 } else { u32::MAX },
+        });
         self.converted.retain(|(b, _)| *b != out);
         self.fresh.push((x.name, mode));
-        if !every_step_rounding(mode) {
-            self.rounded_by_op.push((x.name, mode));
+        if !every_step {
+            self.rounded_by_op.push((x.name, mode, self.ops.len() - 1));
         }
         Ok(out)
     }
@@ -876,6 +914,10 @@ impl Builder<'_> {
         // for the few-token ones.
         let mut singles: Vec<(u32, wgpu::Buffer, Vec<MatvecJob>)> = Vec::new();
         let mut several: Vec<(u32, wgpu::Buffer, Vec<MatvecJob>)> = Vec::new();
+        // The 8-bit rounding ops and the f16 conversions (with the tokens from which the
+        // product takes the tensor cores) the products read.
+        let mut round_ops: Vec<usize> = Vec::new();
+        let mut converts: Vec<(usize, u32)> = Vec::new();
         for &(w, x_offset, y_offset, y_stride, epilogue) in items {
             let mode = self.mode_for(w);
             // The one-token matvec reads a copy a kernel wrote rounded (rounding it again
@@ -884,8 +926,18 @@ impl Builder<'_> {
             // The f16 and bf16 roundings run in every step: the matvec reads their copy and
             // does not round again.
             let kernel_rounded = self.fresh.contains(&(x.name, mode))
-                && !self.rounded_by_op.contains(&(x.name, mode));
+                && !self
+                    .rounded_by_op
+                    .iter()
+                    .any(|r| (r.0, r.1) == (x.name, mode));
             let input = self.input_for(x, w.ty)?;
+            if let Some(&(_, _, at)) = self
+                .rounded_by_op
+                .iter()
+                .find(|r| (r.0, r.1) == (x.name, mode))
+            {
+                round_ops.push(at);
+            }
             let single_x = if mode == 0 || kernel_rounded || every_step_rounding(mode) {
                 input.clone()
             } else {
@@ -902,11 +954,10 @@ impl Builder<'_> {
                 self.ctx, w, &input, x_offset, x.cols, y, y_offset, y_stride, epilogue, step,
                 x.rows, x16,
             )?;
-            // The conversion runs in every step where this product reads it.
+            // The conversion runs in every step where this product reads it (set below, once
+            // the steps the few-token matvecs take are known).
             if let (Some((_, at)), Some(f)) = (&shared, call.coop_from()) {
-                if let Op::Convert { from, .. } = &mut self.ops[*at] {
-                    *from = (*from).min(f);
-                }
+                converts.push((*at, f));
             }
             calls.push(call);
             let job = MatvecJob {
@@ -950,6 +1001,19 @@ impl Builder<'_> {
             }
         }
         let tokens = self.tokens_matvecs(x, y, &several, &mut quantize)?;
+        // Steps of up to `direct` rows take the few-token matvecs, which read neither the
+        // 8-bit rounded copies nor the f16 ones.
+        let direct = tokens.iter().map(TokensCall::max_tokens).min().unwrap_or(1);
+        for at in round_ops {
+            if let Some(from) = self.ops[at].round_from_mut() {
+                *from = (*from).min(direct + 1);
+            }
+        }
+        for (at, f) in converts {
+            if let Op::Convert { from, .. } = &mut self.ops[at] {
+                *from = (*from).min(f.max(direct + 1));
+            }
+        }
         self.fresh.retain(|(name, _)| *name != y_name);
         self.converted.retain(|(b, _)| b != y);
         self.q8_fresh.retain(|(b, _)| b != y);
