@@ -1066,6 +1066,21 @@ impl Builder<'_> {
         Ok(xq)
     }
 
+    /// The 8-bit format in which `jobs` (reading an activation laid out as `x` with rounding
+    /// `mode`) can read an 8-bit copy of it, if they can: the copies are on
+    /// (`MatvecKernels::q8k_input`), hold whole rows of blocks of 256, and every matrix reads
+    /// that format.
+    fn q8_input_format(&self, x: Act, mode: u32, jobs: &[MatvecJob]) -> Option<Q8Format> {
+        let format = rwkv_gpu::q8_format_of_mode(mode)?;
+        let block = x.rows * x.cols;
+        let usable = self.matvec.q8k_input()
+            && x.cols.is_multiple_of(256)
+            && jobs.iter().all(|j| {
+                MatvecKernels::q8_format(j.w) == Some(format) && j.x_offset.is_multiple_of(block)
+            });
+        usable.then_some(format)
+    }
+
     /// `jobs` (reading an activation laid out as `x` at offsets of whole blocks) reading its
     /// 8-bit copy instead: row t of block b of the activation is row b * q8_rows + t there.
     fn q8_jobs<'j>(&self, x: Act, jobs: &[MatvecJob<'j>]) -> Vec<MatvecJob<'j>> {
@@ -1091,18 +1106,9 @@ impl Builder<'_> {
         jobs: &[MatvecJob],
         quantize: &mut Vec<QuantizeCall>,
     ) -> Result<Option<MatvecCall>> {
-        let block = x.rows * x.cols;
-        let Some(format) = rwkv_gpu::q8_format_of_mode(mode) else {
+        let Some(format) = self.q8_input_format(x, mode, jobs) else {
             return Ok(None);
         };
-        let usable = self.matvec.q8k_input()
-            && x.cols.is_multiple_of(256)
-            && jobs.iter().all(|j| {
-                MatvecKernels::q8_format(j.w) == Some(format) && j.x_offset.is_multiple_of(block)
-            });
-        if !usable {
-            return Ok(None);
-        }
         let xq = self.q8_copy(src, x, format, quantize)?;
         let jobs = self.q8_jobs(x, jobs);
         Ok(Some(self.matvec.prepare_q8(self.ctx, &xq, y, &jobs)?))
@@ -1121,19 +1127,14 @@ impl Builder<'_> {
         quantize: &mut Vec<QuantizeCall>,
     ) -> Result<Vec<TokensCall>> {
         let max = self.q8_rows(x);
-        let block = x.rows * x.cols;
         let q8 = rwkv_gpu::q8_format_of_mode;
         let supported = max >= 2
             && groups.iter().all(|(mode, _, jobs)| {
-                jobs.iter().all(|j| {
-                    // An 8-bit copy holds whole rows of blocks.
-                    let is_q8 = q8(*mode).is_some();
-                    let whole = !is_q8
-                        || (self.matvec.q8k_input()
-                            && j.x_offset.is_multiple_of(block)
-                            && x.cols.is_multiple_of(256));
-                    whole && self.matvec.supports_tokens(j.w, is_q8, *mode, j.x_offset)
-                })
+                let is_q8 = q8(*mode).is_some();
+                (!is_q8 || self.q8_input_format(x, *mode, jobs).is_some())
+                    && jobs
+                        .iter()
+                        .all(|j| self.matvec.supports_tokens(j.w, is_q8, *mode, j.x_offset))
             });
         if !supported {
             return Ok(Vec::new());

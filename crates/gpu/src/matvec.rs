@@ -45,10 +45,18 @@ const TILE_INT: u32 = 10240;
 
 /// The 8-bit input format of an activation rounding mode (3: Q8_0, 4: Q8_K).
 pub fn q8_format_of_mode(mode: u32) -> Option<Q8Format> {
-    match mode {
-        ROUND_Q8_K => Some(Q8Format::K),
-        ROUND_Q8_0 => Some(Q8Format::Zero),
-        _ => None,
+    [Q8Format::K, Q8Format::Zero]
+        .into_iter()
+        .find(|f| f.rounding_mode() == mode)
+}
+
+impl Q8Format {
+    /// The activation rounding mode (in the engine's numbering) this format quantizes to.
+    pub fn rounding_mode(self) -> u32 {
+        match self {
+            Q8Format::K => ROUND_Q8_K,
+            Q8Format::Zero => ROUND_Q8_0,
+        }
     }
 }
 
@@ -582,10 +590,7 @@ impl MatvecKernels {
                 )));
             }
         }
-        let mode = match xq.format() {
-            Q8Format::K => ROUND_Q8_K,
-            Q8Format::Zero => ROUND_Q8_0,
-        };
+        let mode = xq.format().rounding_mode();
         let dispatches = self.prepare_input(ctx, MatvecInput::Q8(xq), y, mode, jobs, 1)?;
         Ok(MatvecCall { dispatches })
     }
