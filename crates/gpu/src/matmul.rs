@@ -1199,7 +1199,7 @@ mod tests {
                 naga::valid::Capabilities::all(),
             )
             .validate(&module)
-            .unwrap_or_else(|e| panic!("{ty} {kernel:?}: {e:?}"));
+            .unwrap_or_else(|e| panic!("{ty} {kernel:?}: {}", e.emit_to_string(&source)));
         }
     }
 }

@@ -52,8 +52,8 @@ fn stage(t: u32, x_base: u32, t0: u32, len: u32, mode: u32) {
             for (var j = 0u; j < 32u; j++) {
                 amax = max(amax, abs(get_x(o + j)));
             }
-            let d = div_rn(amax, 127.0);
-            let id = select(0.0, div_rn(1.0, d), d != 0.0);
+            let d = q8_0_scale(amax);
+            let id = q8_0_inverse(d);
             let d16 = round_f16(d);
             for (var j = 0u; j < 32u; j++) {
                 put_x(o + j, round(get_x(o + j) * id) * d16);
@@ -86,11 +86,11 @@ fn stage(t: u32, x_base: u32, t0: u32, len: u32, mode: u32) {
                     m = v;
                 }
             }
-            let iscale = select(0.0, div_rn(-127.0, m), m != 0.0);
-            let d = select(0.0, div_rn(1.0, iscale), m != 0.0);
+            let iscale = q8k_iscale(m);
+            let d = q8k_scale(iscale);
             for (var j = 0u; j < 32u; j++) {
                 let o = 32u * s + j;
-                put_x(o, min(round(iscale * get_x(o)), 127.0) * d);
+                put_x(o, q8k_code(iscale, get_x(o)) * d);
             }
         }
     }

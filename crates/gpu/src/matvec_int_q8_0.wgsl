@@ -32,8 +32,8 @@ fn stage(t: u32, x_base: u32, t0: u32, len: u32, mode: u32) {
         for (var j = 0u; j < 32u; j++) {
             amax = max(amax, abs(X[base + j]));
         }
-        let d = div_rn(amax, 127.0);
-        let id = select(0.0, div_rn(1.0, d), d != 0.0);
+        let d = q8_0_scale(amax);
+        let id = q8_0_inverse(d);
         sh_dx[k] = round_f16(d);
         for (var h = 0u; h < 2u; h++) {
             var words = vec4<u32>(0u);

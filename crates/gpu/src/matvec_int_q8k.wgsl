@@ -43,9 +43,9 @@ fn stage(t: u32, x_base: u32, t0: u32, len: u32, mode: u32) {
                 bm = c;
             }
         }
-        iscales[n] = select(0.0, div_rn(-127.0, bm), bm != 0.0);
+        iscales[n] = q8k_iscale(bm);
         if k % 16u == 0u {
-            sh_dx[b] = select(0.0, div_rn(1.0, iscales[n]), bm != 0.0);
+            sh_dx[b] = q8k_scale(iscales[n]);
         }
         n++;
     }
@@ -59,7 +59,7 @@ fn stage(t: u32, x_base: u32, t0: u32, len: u32, mode: u32) {
         for (var w = 0u; w < 4u; w++) {
             var packed = 0u;
             for (var e = 0u; e < 4u; e++) {
-                let q = i32(min(round(iscale * X[base + 4u * w + e]), 127.0));
+                let q = i32(q8k_code(iscale, X[base + 4u * w + e]));
                 packed |= (bitcast<u32>(q) & 0xffu) << (8u * e);
                 sum += q;
             }

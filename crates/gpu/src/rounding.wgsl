@@ -45,3 +45,29 @@ fn div_rn(a: f32, b: f32) -> f32 {
     let q = a / b;
     return fma(fma(-q, b, a), 1.0 / b, q);
 }
+
+// ggml's 8-bit quantization of activations (quantize_row_q8_K, quantize_row_q8_0), value by
+// value, with IEEE quotients, for every kernel that quantizes or rounds an input that way.
+// Q8_K: the block's value of largest magnitude m (signed) maps to -127: iscale = -127 / m,
+// code = min(round(iscale x), 127), d = 1 / iscale (all 0 when m is 0).
+fn q8k_iscale(m: f32) -> f32 {
+    return select(0.0, div_rn(-127.0, m), m != 0.0);
+}
+
+fn q8k_code(iscale: f32, x: f32) -> f32 {
+    return min(round(iscale * x), 127.0);
+}
+
+fn q8k_scale(iscale: f32) -> f32 {
+    return select(0.0, div_rn(1.0, iscale), iscale != 0.0);
+}
+
+// Q8_0: d = amax / 127 (stored as f16), code = round(x / d) computed as x * (1 / d) (0 when
+// d is 0).
+fn q8_0_scale(amax: f32) -> f32 {
+    return div_rn(amax, 127.0);
+}
+
+fn q8_0_inverse(d: f32) -> f32 {
+    return select(0.0, div_rn(1.0, d), d != 0.0);
+}

@@ -23,20 +23,15 @@ fn block_amax_32(tid: u32, v: f32) -> f32 {
 
 // Q8_0 (blocks of 32): d = amax / 127, stored as f16.
 fn round_q8_0(tid: u32, v: f32) -> f32 {
-    let d = div_rn(block_amax_32(tid, v), 127.0);
-    let id = select(0.0, div_rn(1.0, d), d != 0.0);
-    return round(v * id) * round_f16(d);
+    let d = q8_0_scale(block_amax_32(tid, v));
+    return round(v * q8_0_inverse(d)) * round_f16(d);
 }
 
 // Q8_K (one block of 256): the signed value of largest magnitude maps to -127.
 fn round_q8_k(lane: Lane, v: f32) -> f32 {
     block_vals[lane.tid] = v;
-    let m = block_vals[argmax_abs_256(lane, v)];
-    // Every thread has read m before the array is reused by the next call.
+    let iscale = q8k_iscale(block_vals[argmax_abs_256(lane, v)]);
+    // Every thread has read the block's maximum before the array is reused by the next call.
     workgroupBarrier();
-    if m == 0.0 {
-        return 0.0;
-    }
-    let iscale = div_rn(-127.0, m);
-    return min(round(iscale * v), 127.0) * div_rn(1.0, iscale);
+    return q8k_code(iscale, v) * q8k_scale(iscale);
 }

@@ -65,15 +65,9 @@ const TILE: u32 = 256u;
 fn store_q8k(lane: Lane, v: f32, blk: u32) {
     let t = lane.tid;
     block_vals[t] = v;
-    let m = block_vals[argmax_abs_256(lane, v)];
-    var q = 0;
-    var d = 0.0;
-    if m != 0.0 {
-        let iscale = div_rn(-127.0, m);
-        q = i32(min(round(iscale * v), 127.0));
-        d = div_rn(1.0, iscale);
-    }
-    q8_codes[t] = q;
+    let iscale = q8k_iscale(block_vals[argmax_abs_256(lane, v)]);
+    let d = q8k_scale(iscale);
+    q8_codes[t] = i32(q8k_code(iscale, v));
     workgroupBarrier();
     if t < 64u {
         xq[blk * 64u + t] = q8_word(t);
@@ -90,9 +84,8 @@ fn store_q8k(lane: Lane, v: f32, blk: u32) {
 // The same for Q8_0: the tile's eight blocks of 32, their scales rounded to f16 (as
 // quantize_q8.wgsl writes them).
 fn store_q8_0(tid: u32, v: f32, blk: u32) {
-    let d = div_rn(block_amax_32(tid, v), 127.0);
-    let id = select(0.0, div_rn(1.0, d), d != 0.0);
-    q8_codes[tid] = i32(round(v * id));
+    let d = q8_0_scale(block_amax_32(tid, v));
+    q8_codes[tid] = i32(round(v * q8_0_inverse(d)));
     if tid % 32u == 0u {
         xq[p.xq_d + blk * 8u + tid / 32u] = bitcast<u32>(round_f16(d));
     }

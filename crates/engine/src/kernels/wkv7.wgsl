@@ -378,9 +378,8 @@ fn head_output(y: f32, vb: f32, gate: f32, c: u32, i: u32, owner: bool) -> f32 {
             for (var j = 0u; j < 32u; j++) {
                 amax = max(amax, abs(sh_o[b0 + j]));
             }
-            let dq = div_rn(amax, 127.0);
-            let id = select(0.0, div_rn(1.0, dq), dq != 0.0);
-            out = round(out * id) * round_f16(dq);
+            let dq = q8_0_scale(amax);
+            out = round(out * q8_0_inverse(dq)) * round_f16(dq);
         }
         default: {}
     }

@@ -60,18 +60,11 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
         }
         workgroupBarrier();
     }
-    let m = X[first + red_at[0]];
-    var q = 0;
-    if m != 0.0 {
-        let iscale = div_rn(-127.0, m);
-        q = i32(min(round(iscale * v), 127.0));
-        if tid == 0u {
-            XQ[p.d_base + blk] = bitcast<u32>(div_rn(1.0, iscale));
-        }
-    } else if tid == 0u {
-        XQ[p.d_base + blk] = 0u;
+    let iscale = q8k_iscale(X[first + red_at[0]]);
+    if tid == 0u {
+        XQ[p.d_base + blk] = bitcast<u32>(q8k_scale(iscale));
     }
-    q8_codes[tid] = q;
+    q8_codes[tid] = i32(q8k_code(iscale, v));
     workgroupBarrier();
     if tid < 64u {
         XQ[blk * 64u + tid] = q8_word(tid);
@@ -90,9 +83,8 @@ fn store_q8_0(v: f32, tid: u32, blk: u32) {
     for (var j = 0u; j < 32u; j++) {
         amax = max(amax, red_abs[b0 + j]);
     }
-    let d = div_rn(amax, 127.0);
-    let id = select(0.0, div_rn(1.0, d), d != 0.0);
-    q8_codes[tid] = i32(round(v * id));
+    let d = q8_0_scale(amax);
+    q8_codes[tid] = i32(round(v * q8_0_inverse(d)));
     if tid % 32u == 0u {
         XQ[p.d_base + blk * 8u + tid / 32u] = bitcast<u32>(round_f16(d));
     }
