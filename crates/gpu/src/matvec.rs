@@ -341,7 +341,7 @@ struct JobsUniform {
 struct Dispatch {
     pipeline: Arc<wgpu::ComputePipeline>,
     bind_group: wgpu::BindGroup,
-    groups: (u32, u32),
+    groups: (u32, u32, u32),
     _jobs: wgpu::Buffer,
 }
 
@@ -356,7 +356,7 @@ impl MatvecCall {
         for d in &self.dispatches {
             pass.set_pipeline(&d.pipeline);
             pass.set_bind_group(0, &d.bind_group, &[]);
-            pass.dispatch_workgroups(d.groups.0, d.groups.1, 1);
+            pass.dispatch_workgroups(d.groups.0, d.groups.1, d.groups.2);
         }
     }
 
@@ -386,7 +386,7 @@ impl TokensCall {
             for d in ds {
                 pass.set_pipeline(&d.pipeline);
                 pass.set_bind_group(0, &d.bind_group, &[]);
-                pass.dispatch_workgroups(d.groups.0, d.groups.1, 1);
+                pass.dispatch_workgroups(d.groups.0, d.groups.1, d.groups.2);
             }
         }
     }
@@ -723,6 +723,14 @@ impl MatvecKernels {
             staging_threads_per_row(ty, int_path.as_ref(), rows, cols)
         };
         let rpw = 256 / tpr;
+        // Tokens per workgroup of the direct kernel (its accumulators per thread) and the
+        // groups of them the grid's z covers.
+        let nt = match direct {
+            Some(_) => n_tokens
+                .next_power_of_two()
+                .min(direct::direct_token_group(ty)),
+            None => n_tokens.next_power_of_two(),
+        };
         let mut buffers: Vec<&wgpu::Buffer> = Vec::new();
         let mut wg = 0u32;
         for p in &mut batch {
@@ -743,9 +751,9 @@ impl MatvecKernels {
             bindings: buffers.len() as u32,
             tpr,
             rpw,
-            probe: if direct.is_some() { 0 } else { probe() },
+            probe: probe(),
             direct,
-            nt: n_tokens.next_power_of_two(),
+            nt,
         };
         let pipeline = self.pipeline(ctx, key)?;
         let (xq_d, xq_bs) = match input {
@@ -800,6 +808,11 @@ impl MatvecKernels {
             layout: &pipeline.get_bind_group_layout(0),
             entries: &entries,
         });
+        // The direct kernel runs each workgroup of rows once per group of nt tokens.
+        let wg = match direct {
+            Some(_) => wg * n_tokens.div_ceil(nt).max(1),
+            None => wg,
+        };
         let max_dim = ctx.limits.max_compute_workgroups_per_dimension.max(1);
         let gx = wg.clamp(1, max_dim);
         let gy = wg.div_ceil(gx);
@@ -811,7 +824,7 @@ impl MatvecKernels {
         Ok(Dispatch {
             pipeline,
             bind_group,
-            groups: (gx, gy),
+            groups: (gx, gy, 1),
             _jobs: jobs,
         })
     }
@@ -863,13 +876,15 @@ fn default_units_per_thread(ty: GgmlType, int: bool, rows: u32, cols: u32) -> u3
     }
 }
 
-/// Measurement probe (`WEB_RWKV_MATVEC_PROBE`): 1 skips the staging of x, 2 the weight
-/// reads and dot products, so a benchmark can time the parts; the results are then wrong.
-/// 0 (the default) runs the kernel whole.
+/// Measurement probe (`WEB_RWKV_MATVEC_PROBE`): for the staging kernels 1 (`nostage`)
+/// skips the staging of x, 2 (`noacc`) the weight reads and dot products; for the direct
+/// kernel 1 (`noinput`) replaces the input's loads by values made from their indices, 2
+/// (`onetoken`) multiplies only a step's first token. A benchmark can so time the parts; the
+/// results are then wrong. 0 (the default) runs the kernel whole.
 fn probe() -> u32 {
     let probe = match std::env::var("WEB_RWKV_MATVEC_PROBE").as_deref() {
-        Ok("nostage") => 1,
-        Ok("noacc") => 2,
+        Ok("nostage") | Ok("noinput") => 1,
+        Ok("noacc") | Ok("onetoken") => 2,
         _ => 0,
     };
     if probe != 0 {

@@ -170,3 +170,135 @@ fn matvec_time() {
         t.elapsed().as_secs_f64() / 1000.0 * 1e6
     );
 }
+
+/// One prepared call, recorded into a pass.
+type Record = Box<dyn Fn(&mut wgpu::ComputePass<'_>)>;
+
+/// Time of the direct matvec per call for steps of 1 to 16 tokens (ignored by default; run
+/// with `cargo test -p rwkv-gpu --release --test matvec_bench matvec_tokens_time --
+/// --ignored --nocapture`): each call reads its own copy of the weights and writes its own
+/// output ("free"), so the time per call approximates the kernel time. `MATVEC_PROBES`
+/// (comma-separated: whole, noinput, onetoken) times parts of the kernel.
+#[test]
+#[ignore = "benchmark: run with --ignored --nocapture on a real GPU"]
+fn matvec_tokens_time() {
+    let ctx = GpuContext::new(&ContextOptions::default()).unwrap_or_else(|e| panic!("{e}"));
+    let kernels = MatvecKernels::new();
+    println!("adapter: {} ({:?})", ctx.info.name, ctx.info.backend);
+    let iters = 256;
+    let probes: Vec<String> = std::env::var("MATVEC_PROBES")
+        .unwrap_or_else(|_| "whole".into())
+        .split(',')
+        .map(str::to_string)
+        .collect();
+    let max = 16u32;
+    let cases: &[(GgmlType, usize, usize)] = &[
+        (GgmlType::Q4_K, 2560, 10240),
+        (GgmlType::Q4_K, 10240, 2560),
+        (GgmlType::Q6_K, 2560, 10240),
+        (GgmlType::Q8_0, 2560, 10240),
+    ];
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    for &(ty, rows, cols) in cases {
+        let format = MatvecKernels::q8_format(
+            &GpuMatrix::upload(
+                &ctx,
+                "probe",
+                ty,
+                rows,
+                cols,
+                &synthetic_bytes(ty, rows * cols, &mut rng),
+            )
+            .unwrap(),
+        )
+        .expect("an 8-bit input");
+        let x: Vec<f32> = (0..cols * max as usize)
+            .map(|i| ((i % 17) as f32 - 8.0) / 8.0)
+            .collect();
+        let x_buf = ctx
+            .create_storage_buffer("x", bytemuck::cast_slice(&x))
+            .unwrap();
+        let xq = Q8Input::with_format(&ctx, "xq", format, cols as u32 * max).unwrap();
+        {
+            let c = cols as u32;
+            let quantize = kernels
+                .prepare_quantize_segments(&ctx, &x_buf, &xq, c, c * max, c, max)
+                .unwrap();
+            let mut enc = ctx.device.create_command_encoder(&Default::default());
+            quantize.record(&mut enc.begin_compute_pass(&Default::default()), max);
+            ctx.queue.submit([enc.finish()]);
+        }
+        let bytes = synthetic_bytes(ty, rows * cols, &mut rng);
+        let first = GpuMatrix::upload(&ctx, "w", ty, rows, cols, &bytes).unwrap();
+        let copies = ((256u64 << 20) / first.gpu_bytes()).clamp(2, 64) as usize;
+        let mut mats = vec![first];
+        for _ in 1..copies {
+            mats.push(GpuMatrix::upload(&ctx, "w", ty, rows, cols, &bytes).unwrap());
+        }
+        let outs: Vec<wgpu::Buffer> = (0..copies)
+            .map(|_| {
+                ctx.create_storage_buffer("y", &vec![0u8; rows * max as usize * 4])
+                    .unwrap()
+            })
+            .collect();
+        let mb = mats[0].gpu_bytes() as f64 / 1e6;
+        for probe in &probes {
+            std::env::set_var(
+                "WEB_RWKV_MATVEC_PROBE",
+                if probe == "whole" { "" } else { probe.as_str() },
+            );
+            let mut line = format!("{ty:>5} {rows:>6}x{cols:<6} {probe:>8} {mb:>6.1} MB |");
+            let mut one = 0.0;
+            for n in [1u32, 2, 4, 8, 16] {
+                let record: Vec<Record> = mats
+                    .iter()
+                    .zip(&outs)
+                    .map(|(w, y)| {
+                        let job = MatvecJob {
+                            x_stride: cols as u32,
+                            y_stride: rows as u32,
+                            ..MatvecJob::new(w, 0, 0, Epilogue::Store)
+                        };
+                        let f: Record = if n == 1 {
+                            let call = kernels.prepare_q8(&ctx, &xq, y, &[job]).unwrap();
+                            Box::new(move |p| call.record(p))
+                        } else {
+                            let input = rwkv_gpu::MatvecInput::Q8(&xq);
+                            let mode = format.rounding_mode();
+                            let call = kernels
+                                .prepare_tokens(&ctx, input, y, mode, &[job], max)
+                                .unwrap();
+                            Box::new(move |p| call.record(p, n))
+                        };
+                        f
+                    })
+                    .collect();
+                let run = |k: usize| {
+                    let mut enc = ctx.device.create_command_encoder(&Default::default());
+                    {
+                        let mut pass = enc.begin_compute_pass(&Default::default());
+                        for i in 0..k {
+                            record[i % record.len()](&mut pass);
+                        }
+                    }
+                    ctx.queue.submit([enc.finish()]);
+                    ctx.device
+                        .poll(wgpu::PollType::wait_indefinitely())
+                        .unwrap();
+                };
+                run(record.len().max(8));
+                let t = Instant::now();
+                run(iters);
+                let per = t.elapsed().as_secs_f64() / iters as f64 * 1e6;
+                if n == 1 {
+                    one = per;
+                }
+                line += &format!(
+                    " n={n} {per:>6.1} us (+{:>5.1}/token)",
+                    (per - one) / (n - 1).max(1) as f64
+                );
+            }
+            println!("{line}");
+        }
+    }
+}

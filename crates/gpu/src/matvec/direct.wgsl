@@ -4,9 +4,12 @@
 //   y[job.y_offset + r] (op)= sum_c W_job[r][c] * x[job.x_offset + c]
 // The threads of a row (TPR) walk it in "units" of 16 weight bytes, consecutive lanes on
 // consecutive units, so each load instruction of a row covers contiguous memory; every
-// thread keeps two units in flight. A unit's weights are loaded once for all the step's
-// tokens: NT (a generated constant: 1, 2, 4, 8 or 16) accumulators per thread, for the
-// first JOBS.n_tokens rows of x (x_stride apart) and of y (y_stride apart).
+// thread keeps two units in flight. A unit's weights are loaded once for NT tokens (a
+// generated constant: 1, 2, 4, 8 or 16) with NT accumulators per thread; a step of more of
+// the JOBS.n_tokens tokens (rows of x x_stride apart, of y y_stride apart) runs one
+// workgroup per group of NT tokens for each workgroup of rows, side by side, which read the
+// same weights, mostly from the caches (Q4_K: groups of 4, each token costing about twice as
+// much with 8 or 16 on an H200; see direct_token_group in direct.rs).
 //
 // Composed (matvec.rs) as: generated header (WG_SIZE, TPR, RPW, MAX_JOBS, the weight
 // bindings W0.. as vec4<u32> and `wl`), matvec_jobs.wgsl (the Job structs), rounding.wgsl,
@@ -46,7 +49,11 @@ fn main(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) t: u32,
 ) {
-    let w = wg.y * nwg.x + wg.x;
+    // Consecutive workgroups take the same rows for successive groups of NT tokens, so
+    // that the later groups read the weights from the caches.
+    let groups = (JOBS.n_tokens + NT - 1u) / NT;
+    let id = wg.y * nwg.x + wg.x;
+    let w = id / groups;
     let job = job_of(w);
     let first_row = (w - job.wg_start) * RPW;
     if first_row >= job.rows {
@@ -56,6 +63,9 @@ fn main(
     let lr = t / TPR;
     let lane = t % TPR;
     let row = first_row + lr;
+    // This workgroup's tokens: t0 .. t0 + NT (those past the step's repeat its last token
+    // and are never stored).
+    let t0 = (id % groups) * NT;
     var acc: array<f32, NT>;
     if row < job.rows {
         let units = job.blocks_per_row * UNITS;
@@ -72,9 +82,10 @@ fn main(
             let second = u + TPR < units;
             let da = load_unit(rb, side, u / UNITS, u % UNITS);
             let db = load_unit(rb, side, u2 / UNITS, u2 % UNITS);
-            for (var k = 0u; k < NT; k++) {
+            // (PROBE 2, timing only: the first token alone.)
+            for (var k = 0u; k < select(NT, 1u, PROBE == 2u); k++) {
                 // Rows past the step's tokens repeat the last one (never stored).
-                let x0 = job.x_offset + min(k, last) * job.x_stride;
+                let x0 = job.x_offset + min(t0 + k, last) * job.x_stride;
                 let a = unit_x(da, u / UNITS, u % UNITS, x0);
                 let b = unit_x(db, u2 / UNITS, u2 % UNITS, x0);
                 acc[k] += a + select(0.0, b, second);
@@ -94,8 +105,8 @@ fn main(
         workgroupBarrier();
     }
     if row < job.rows {
-        for (var k = lane; k < JOBS.n_tokens; k += TPR) {
-            let i = job.y_offset + k * job.y_stride + row;
+        for (var k = lane; k < NT && t0 + k < JOBS.n_tokens; k += TPR) {
+            let i = job.y_offset + (t0 + k) * job.y_stride + row;
             Y[i] = epilogue_of(job.epilogue, sh_red[k * WG_SIZE + lr * TPR], i);
         }
     }

@@ -7,10 +7,16 @@
 
 // d of the input block holding value v.
 fn x_scale(v: u32) -> f32 {
+    if PROBE == 1u {
+        return f32(v);
+    }
     return bitcast<f32>(XQS[JOBS.xq_d + v / 32u]);
 }
 
 // The 16 codes of values [v, v + 16) (v a multiple of 16).
 fn x_codes(v: u32) -> vec4<u32> {
+    if PROBE == 1u {
+        return vec4<u32>(v, v + 1u, v + 2u, v + 3u);
+    }
     return XQ4[v / 16u];
 }
