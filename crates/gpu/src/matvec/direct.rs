@@ -355,20 +355,21 @@ pub(super) fn direct_threads_per_row(rows: u32, cols: u32, units: u32) -> u32 {
 
 /// Tokens per workgroup of the direct kernel for weights of type `ty` in steps of several
 /// tokens; a step of more runs one workgroup per group of that many tokens for each
-/// workgroup of rows. Measured on an H200 (`matvec_bench`'s matvec_tokens_time, time per
-/// call at 8 / 16 tokens, groups of 4 against all tokens in one workgroup): Q4_K 2560x10240
-/// 33.5 / 60.6 us against 42.7 / 77.7, Q6_K 41.3 / 68.4 against 47.7 / 64.4, Q8_0 29.0 / 51.6
-/// against 24.3 / 42.7; 2.9B Q4_K_M batch 8 and 16 1,032 / 1,148 -> 1,162 / 1,285 tok/s,
-/// Q8_0 1,352 / 1,500 -> 1,305 / 1,425, F16 batch 8 688 -> 642. So Q4_K takes groups of 4
-/// and the others all of a step's tokens at once. `WEB_RWKV_DIRECT_GROUP` (a power of two up
-/// to 16) sets it for every type, for measurements.
+/// workgroup of rows. Measured on an H200 (`matvec_bench`'s matvec_tokens_time, 2560x10240,
+/// time per call at 8 / 16 tokens with the weight-side terms prepared once per unit, groups
+/// of 4 against all tokens in one workgroup): Q4_K 33.2 / 60.3 us against 35.5 / 63.4, Q6_K
+/// 33.5 / 58.6 against 42.4 / 71.2, Q8_0 26.8 / 47.4 against 24.6 / 41.5; 2.9B Q4_K_M batch
+/// 8 and 16 (Q4_K in groups of 4) 1,124 / 1,348 -> 1,200 / 1,381 tok/s, Q8_0 1,359 / 1,526
+/// -> 1,357 / 1,485, F16 batch 8 695 -> 689. So the K-quants take groups of 4 and the others
+/// all of a step's tokens at once. `WEB_RWKV_DIRECT_GROUP` (a power of two up to 16) sets it
+/// for every type, for measurements.
 pub(super) fn direct_token_group(ty: GgmlType) -> u32 {
     std::env::var(DIRECT_GROUP_ENV)
         .ok()
         .and_then(|v| v.trim().parse::<u32>().ok())
         .filter(|g| g.is_power_of_two() && *g <= super::MAX_TOKENS)
         .unwrap_or(match ty {
-            GgmlType::Q4_K => 4,
+            GgmlType::Q4_K | GgmlType::Q6_K => 4,
             _ => super::MAX_TOKENS,
         })
 }

@@ -8,8 +8,8 @@
 // generated constant: 1, 2, 4, 8 or 16) with NT accumulators per thread; a step of more of
 // the JOBS.n_tokens tokens (rows of x x_stride apart, of y y_stride apart) runs one
 // workgroup per group of NT tokens for each workgroup of rows, side by side, which read the
-// same weights, mostly from the caches (Q4_K: groups of 4, each token costing about twice as
-// much with 8 or 16 on an H200; see direct_token_group in direct.rs).
+// same weights, mostly from the caches (Q4_K and Q6_K: groups of 4; see direct_token_group in
+// direct.rs).
 //
 // Composed (matvec.rs) as: generated header (WG_SIZE, TPR, RPW, MAX_JOBS, the weight
 // bindings W0.. as vec4<u32> and `wl`), matvec_jobs.wgsl (the Job structs), rounding.wgsl,
@@ -17,7 +17,9 @@
 // input_q8_0.wgsl: x quantized to Q8_K or Q8_0 beforehand; input_f32.wgsl: f32 x, rounded
 // here per job.mode), the weight type's file (q4_k.wgsl, q6_k.wgsl with Q8_K input, q8_0.wgsl,
 // q4_0.wgsl with Q8_0 input, f16.wgsl with f32 input: UNITS per block, UNIT_VALUES per
-// 16-byte unit, the Unit struct, `load_unit` and `unit_x`), then this file.
+// 16-byte unit, the Unit struct and `load_unit`, the Prep struct, `prep_unit` (the weight-side
+// terms, worked out once per unit for all of a step's tokens) and `prep_x` (a prepared unit's
+// dot with one token's input)), then this file.
 
 @group(0) @binding(2) var<storage, read_write> Y: array<f32>;
 
@@ -80,14 +82,14 @@ fn main(
         for (var u = lane; u < units; u += 2u * TPR) {
             let u2 = min(u + TPR, units - 1u);
             let second = u + TPR < units;
-            let da = load_unit(rb, side, u / UNITS, u % UNITS);
-            let db = load_unit(rb, side, u2 / UNITS, u2 % UNITS);
+            let da = prep_unit(load_unit(rb, side, u / UNITS, u % UNITS), u / UNITS, u % UNITS);
+            let db = prep_unit(load_unit(rb, side, u2 / UNITS, u2 % UNITS), u2 / UNITS, u2 % UNITS);
             // (PROBE 2, timing only: the first token alone.)
             for (var k = 0u; k < select(NT, 1u, PROBE == 2u); k++) {
                 // Rows past the step's tokens repeat the last one (never stored).
                 let x0 = job.x_offset + min(t0 + k, last) * job.x_stride;
-                let a = unit_x(da, u / UNITS, u % UNITS, x0);
-                let b = unit_x(db, u2 / UNITS, u2 % UNITS, x0);
+                let a = prep_x(da, x0);
+                let b = prep_x(db, x0);
                 acc[k] += a + select(0.0, b, second);
             }
         }

@@ -17,8 +17,19 @@ fn load_unit(rb: u32, side: u32, blk: u32, s: u32) -> Unit {
     );
 }
 
-// The unit's dot with the input values of block blk starting at x0 (a token's row).
-fn unit_x(d: Unit, blk: u32, s: u32, x0: u32) -> f32 {
-    let v = x0 + blk * 8u;
-    return dot(d.a, x_values(v)) + dot(d.b, x_values(v + 4u));
+// A unit with the offset in a token's row of its first input value.
+struct Prep {
+    a: vec4<f32>,
+    b: vec4<f32>,
+    v: u32,
+}
+
+fn prep_unit(d: Unit, blk: u32, s: u32) -> Prep {
+    return Prep(d.a, d.b, blk * 8u);
+}
+
+// The prepared unit's dot with a token's input values (its row starting at x0).
+fn prep_x(p: Prep, x0: u32) -> f32 {
+    let v = x0 + p.v;
+    return dot(p.a, x_values(v)) + dot(p.b, x_values(v + 4u));
 }

@@ -17,20 +17,32 @@ fn load_unit(rb: u32, side: u32, blk: u32, s: u32) -> Unit {
     return Unit(wl(rb + blk), side_scale(side, blk));
 }
 
-// The unit's dot with the input values of block blk starting at x0 (a token's row).
-fn unit_x(d: Unit, blk: u32, s: u32, x0: u32) -> f32 {
-    let v = x0 + blk * 32u;
+// A unit's codes as low and high nibbles (0..15 as bytes), its d and the offset in a token's
+// row of its first input value.
+struct Prep {
+    lo: vec4<u32>,
+    hi: vec4<u32>,
+    d: f32,
+    v: u32,
+}
+
+fn prep_unit(d: Unit, blk: u32, s: u32) -> Prep {
+    let m4 = vec4<u32>(0x0f0f0f0fu);
+    return Prep(d.q & m4, (d.q >> vec4<u32>(4u)) & m4, d.d, blk * 32u);
+}
+
+// The prepared unit's dot with a token's input values (its row starting at x0).
+fn prep_x(p: Prep, x0: u32) -> f32 {
+    let v = x0 + p.v;
     let x0c = x_codes(v);
     let x1c = x_codes(v + 16u);
-    let q = d.q;
-    let m4 = 0x0f0f0f0fu;
     let ones = 0x01010101u;
-    let s_lo = dot4I8Packed(q.x & m4, x0c.x) + dot4I8Packed(q.y & m4, x0c.y)
-        + dot4I8Packed(q.z & m4, x0c.z) + dot4I8Packed(q.w & m4, x0c.w);
-    let s_hi = dot4I8Packed((q.x >> 4u) & m4, x1c.x) + dot4I8Packed((q.y >> 4u) & m4, x1c.y)
-        + dot4I8Packed((q.z >> 4u) & m4, x1c.z) + dot4I8Packed((q.w >> 4u) & m4, x1c.w);
+    let s_lo = dot4I8Packed(p.lo.x, x0c.x) + dot4I8Packed(p.lo.y, x0c.y)
+        + dot4I8Packed(p.lo.z, x0c.z) + dot4I8Packed(p.lo.w, x0c.w);
+    let s_hi = dot4I8Packed(p.hi.x, x1c.x) + dot4I8Packed(p.hi.y, x1c.y)
+        + dot4I8Packed(p.hi.z, x1c.z) + dot4I8Packed(p.hi.w, x1c.w);
     let sx = dot4I8Packed(ones, x0c.x) + dot4I8Packed(ones, x0c.y) + dot4I8Packed(ones, x0c.z)
         + dot4I8Packed(ones, x0c.w) + dot4I8Packed(ones, x1c.x) + dot4I8Packed(ones, x1c.y)
         + dot4I8Packed(ones, x1c.z) + dot4I8Packed(ones, x1c.w);
-    return (x_scale(v) * d.d) * f32(s_lo + s_hi - 8 * sx);
+    return (x_scale(v) * p.d) * f32(s_lo + s_hi - 8 * sx);
 }

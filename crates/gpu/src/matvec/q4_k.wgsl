@@ -21,19 +21,22 @@ fn load_unit(rb: u32, side: u32, blk: u32, s: u32) -> Unit {
     return Unit(wl(hb), wl(hb + 1u + s));
 }
 
-// The unit's dot with the input values of block blk starting at x0 (a token's row).
-fn unit_x(d: Unit, blk: u32, s: u32, x0: u32) -> f32 {
+// A unit's weight-side terms, worked out once for all the step's tokens: its low and high
+// nibbles as packed bytes, the 6-bit scales and mins of its two sub-blocks, the block's d
+// and dmin, and the offset in a token's row of its first input value.
+struct Prep {
+    lo: vec4<u32>,
+    hi: vec4<u32>,
+    sm: vec4<i32>,
+    dm: vec2<f32>,
+    v: u32,
+}
+
+fn prep_unit(d: Unit, blk: u32, s: u32) -> Prep {
     let h = d.h;
     let q = d.q;
     let c = s / 2u;
-    let v = x0 + blk * 256u + 64u * c + 16u * (s % 2u);
-    let xlo = x_codes(v);
-    let xhi = x_codes(v + 32u);
     let m4 = 0x0f0f0f0fu;
-    let ilo = dot4I8Packed(q.x & m4, xlo.x) + dot4I8Packed(q.y & m4, xlo.y)
-        + dot4I8Packed(q.z & m4, xlo.z) + dot4I8Packed(q.w & m4, xlo.w);
-    let ihi = dot4I8Packed((q.x >> 4u) & m4, xhi.x) + dot4I8Packed((q.y >> 4u) & m4, xhi.y)
-        + dot4I8Packed((q.z >> 4u) & m4, xhi.z) + dot4I8Packed((q.w >> 4u) & m4, xhi.w);
     // Scale bytes 2c, 2c + 1 (and 4 + .., 8 + ..) sit at bit 16 (c % 2) of their words.
     let sh = 16u * (c % 2u);
     let y = h.y >> sh;
@@ -44,9 +47,26 @@ fn unit_x(d: Unit, blk: u32, s: u32, x0: u32) -> f32 {
     let sc_hi = select(((k >> 8u) & 15u) | (((y >> 14u) & 3u) << 4u), (y >> 8u) & 63u, low);
     let m_lo = select(((k >> 4u) & 15u) | (((z >> 6u) & 3u) << 4u), z & 63u, low);
     let m_hi = select(((k >> 12u) & 15u) | (((z >> 14u) & 3u) << 4u), (z >> 8u) & 63u, low);
-    let isc = i32(sc_lo) * ilo + i32(sc_hi) * ihi;
-    let imn = i32(m_lo) * x_sum16(v) + i32(m_hi) * x_sum16(v + 32u);
-    let dm = unpack2x16float(h.x);
+    return Prep(
+        q & vec4<u32>(m4),
+        (q >> vec4<u32>(4u)) & vec4<u32>(m4),
+        vec4<i32>(i32(sc_lo), i32(sc_hi), i32(m_lo), i32(m_hi)),
+        unpack2x16float(h.x),
+        blk * 256u + 64u * c + 16u * (s % 2u),
+    );
+}
+
+// The prepared unit's dot with a token's input values (its row starting at x0).
+fn prep_x(p: Prep, x0: u32) -> f32 {
+    let v = x0 + p.v;
+    let xlo = x_codes(v);
+    let xhi = x_codes(v + 32u);
+    let ilo = dot4I8Packed(p.lo.x, xlo.x) + dot4I8Packed(p.lo.y, xlo.y)
+        + dot4I8Packed(p.lo.z, xlo.z) + dot4I8Packed(p.lo.w, xlo.w);
+    let ihi = dot4I8Packed(p.hi.x, xhi.x) + dot4I8Packed(p.hi.y, xhi.y)
+        + dot4I8Packed(p.hi.z, xhi.z) + dot4I8Packed(p.hi.w, xhi.w);
+    let isc = p.sm.x * ilo + p.sm.y * ihi;
+    let imn = p.sm.z * x_sum16(v) + p.sm.w * x_sum16(v + 32u);
     let dx = x_scale(v);
-    return (dx * dm.x) * f32(isc) - (dx * dm.y) * f32(imn);
+    return (dx * p.dm.x) * f32(isc) - (dx * p.dm.y) * f32(imn);
 }

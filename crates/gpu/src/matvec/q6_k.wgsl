@@ -25,34 +25,62 @@ fn load_unit(rb: u32, side: u32, blk: u32, s: u32) -> Unit {
     return Unit(wl(b + s), wl(b + 8u + 2u * n + s % 2u), wl(b + 12u), side_scale(side, blk));
 }
 
-// The unit's dot with the input values of block blk starting at x0 (a token's row).
-fn unit_x(d: Unit, blk: u32, s: u32, x0: u32) -> f32 {
+// A unit's weight-side terms, worked out once for all the step's tokens: its low and high
+// codes as packed signed bytes (q - 32), the scales of their sub-blocks, the block's d and
+// the offset in a token's row of its first input value.
+struct Prep {
+    lo: vec4<u32>,
+    hi: vec4<u32>,
+    sc: vec2<i32>,
+    d: f32,
+    v: u32,
+}
+
+fn prep_unit(d: Unit, blk: u32, s: u32) -> Prep {
     let n = s / 4u;
     let hp = (s / 2u) % 2u;
     let lq = 16u * (s % 2u);
     let ql = d.ql;
     let qh = d.qh;
     let sc = d.sc;
-    let v = x0 + blk * 256u + 128u * n + 32u * hp + lq;
-    let xlo = x_codes(v);
-    let xhi = x_codes(v + 64u);
     let m4 = 0x0f0f0f0fu;
     let m2 = 0x03030303u;
     let slo = 2u * hp;
     let shi = 4u + 2u * hp;
-    let ilo = dot4I8Packed(centred((ql.x & m4) | (((qh.x >> slo) & m2) << 4u)), xlo.x)
-        + dot4I8Packed(centred((ql.y & m4) | (((qh.y >> slo) & m2) << 4u)), xlo.y)
-        + dot4I8Packed(centred((ql.z & m4) | (((qh.z >> slo) & m2) << 4u)), xlo.z)
-        + dot4I8Packed(centred((ql.w & m4) | (((qh.w >> slo) & m2) << 4u)), xlo.w);
-    let ihi = dot4I8Packed(centred(((ql.x >> 4u) & m4) | (((qh.x >> shi) & m2) << 4u)), xhi.x)
-        + dot4I8Packed(centred(((ql.y >> 4u) & m4) | (((qh.y >> shi) & m2) << 4u)), xhi.y)
-        + dot4I8Packed(centred(((ql.z >> 4u) & m4) | (((qh.z >> shi) & m2) << 4u)), xhi.z)
-        + dot4I8Packed(centred(((ql.w >> 4u) & m4) | (((qh.w >> shi) & m2) << 4u)), xhi.w);
+    let lo = vec4<u32>(
+        centred((ql.x & m4) | (((qh.x >> slo) & m2) << 4u)),
+        centred((ql.y & m4) | (((qh.y >> slo) & m2) << 4u)),
+        centred((ql.z & m4) | (((qh.z >> slo) & m2) << 4u)),
+        centred((ql.w & m4) | (((qh.w >> slo) & m2) << 4u)),
+    );
+    let hi = vec4<u32>(
+        centred(((ql.x >> 4u) & m4) | (((qh.x >> shi) & m2) << 4u)),
+        centred(((ql.y >> 4u) & m4) | (((qh.y >> shi) & m2) << 4u)),
+        centred(((ql.z >> 4u) & m4) | (((qh.z >> shi) & m2) << 4u)),
+        centred(((ql.w >> 4u) & m4) | (((qh.w >> shi) & m2) << 4u)),
+    );
     // Scales 8n + lq / 16 + 2 hp (low nibbles) and that + 4: byte lq / 16 + 2 hp of words
     // 2n and 2n + 1.
     let j = lq / 16u + 2u * hp;
     let lo_word = select(sc.x, sc.z, n == 1u);
     let hi_word = select(sc.y, sc.w, n == 1u);
-    let isum = sbyte(lo_word, j) * ilo + sbyte(hi_word, j) * ihi;
-    return (x_scale(v) * d.d) * f32(isum);
+    return Prep(
+        lo,
+        hi,
+        vec2<i32>(sbyte(lo_word, j), sbyte(hi_word, j)),
+        d.d,
+        blk * 256u + 128u * n + 32u * hp + lq,
+    );
+}
+
+// The prepared unit's dot with a token's input values (its row starting at x0).
+fn prep_x(p: Prep, x0: u32) -> f32 {
+    let v = x0 + p.v;
+    let xlo = x_codes(v);
+    let xhi = x_codes(v + 64u);
+    let ilo = dot4I8Packed(p.lo.x, xlo.x) + dot4I8Packed(p.lo.y, xlo.y)
+        + dot4I8Packed(p.lo.z, xlo.z) + dot4I8Packed(p.lo.w, xlo.w);
+    let ihi = dot4I8Packed(p.hi.x, xhi.x) + dot4I8Packed(p.hi.y, xhi.y)
+        + dot4I8Packed(p.hi.z, xhi.z) + dot4I8Packed(p.hi.w, xhi.w);
+    return (x_scale(v) * p.d) * f32(p.sc.x * ilo + p.sc.y * ihi);
 }

@@ -15,12 +15,24 @@ fn load_unit(rb: u32, side: u32, blk: u32, s: u32) -> Unit {
     return Unit(wl(rb + blk * 2u + s), side_scale(side, blk));
 }
 
-// The unit's dot with the input values of block blk starting at x0 (a token's row).
-fn unit_x(d: Unit, blk: u32, s: u32, x0: u32) -> f32 {
-    let v = x0 + blk * 32u + 16u * s;
+// A unit with the offset in a token's row of its first input value (nothing else to work
+// out once per step).
+struct Prep {
+    q: vec4<u32>,
+    d: f32,
+    v: u32,
+}
+
+fn prep_unit(d: Unit, blk: u32, s: u32) -> Prep {
+    return Prep(d.q, d.d, blk * 32u + 16u * s);
+}
+
+// The prepared unit's dot with a token's input values (its row starting at x0).
+fn prep_x(p: Prep, x0: u32) -> f32 {
+    let v = x0 + p.v;
     let x = x_codes(v);
-    let q = d.q;
+    let q = p.q;
     let isum = dot4I8Packed(q.x, x.x) + dot4I8Packed(q.y, x.y) + dot4I8Packed(q.z, x.z)
         + dot4I8Packed(q.w, x.w);
-    return (x_scale(v) * d.d) * f32(isum);
+    return (x_scale(v) * p.d) * f32(isum);
 }
