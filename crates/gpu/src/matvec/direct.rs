@@ -358,18 +358,20 @@ pub(super) fn direct_threads_per_row(rows: u32, cols: u32, units: u32) -> u32 {
 /// workgroup of rows. Measured on an H200 (`matvec_bench`'s matvec_tokens_time, 2560x10240,
 /// time per call at 8 / 16 tokens with the weight-side terms prepared once per unit, groups
 /// of 4 against all tokens in one workgroup): Q4_K 33.2 / 60.3 us against 35.5 / 63.4, Q6_K
-/// 33.5 / 58.6 against 42.4 / 71.2, Q8_0 26.8 / 47.4 against 24.6 / 41.5; 2.9B Q4_K_M batch
-/// 8 and 16 (Q4_K in groups of 4) 1,124 / 1,348 -> 1,200 / 1,381 tok/s, Q8_0 1,359 / 1,526
-/// -> 1,357 / 1,485, F16 batch 8 695 -> 689. So the K-quants take groups of 4 and the others
-/// all of a step's tokens at once. `WEB_RWKV_DIRECT_GROUP` (a power of two up to 16) sets it
-/// for every type, for measurements.
+/// 33.5 / 58.6 against 42.4 / 71.2, Q8_0 26.8 / 47.4 against 24.6 / 41.5. In the whole 2.9B
+/// Q4_K_M model, batch 8 and 16: 1,124 / 1,348 tok/s with all tokens in one workgroup,
+/// 1,200 / 1,381 with Q4_K in groups of 4, 1,173 / 1,344 with Q6_K too (its 65536-row head);
+/// Q8_0 1,359 / 1,526 against 1,357 / 1,485 in groups of 4, F16 batch 8 695 against 689. So
+/// Q4_K takes groups of 4 and the others all of a step's tokens at once.
+/// `WEB_RWKV_DIRECT_GROUP` (a power of two up to 16) sets it for every type, for
+/// measurements.
 pub(super) fn direct_token_group(ty: GgmlType) -> u32 {
     std::env::var(DIRECT_GROUP_ENV)
         .ok()
         .and_then(|v| v.trim().parse::<u32>().ok())
         .filter(|g| g.is_power_of_two() && *g <= super::MAX_TOKENS)
         .unwrap_or(match ty {
-            GgmlType::Q4_K | GgmlType::Q6_K => 4,
+            GgmlType::Q4_K => 4,
             _ => super::MAX_TOKENS,
         })
 }

@@ -8,7 +8,7 @@
 // generated constant: 1, 2, 4, 8 or 16) with NT accumulators per thread; a step of more of
 // the JOBS.n_tokens tokens (rows of x x_stride apart, of y y_stride apart) runs one
 // workgroup per group of NT tokens for each workgroup of rows, side by side, which read the
-// same weights, mostly from the caches (Q4_K and Q6_K: groups of 4; see direct_token_group in
+// same weights, mostly from the caches (Q4_K: groups of 4; see direct_token_group in
 // direct.rs).
 //
 // Composed (matvec.rs) as: generated header (WG_SIZE, TPR, RPW, MAX_JOBS, the weight
