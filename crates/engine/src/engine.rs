@@ -62,10 +62,7 @@ impl Default for EngineOptions {
             max_rows: 128,
             max_out: 16,
             llama_cpp_rounding: true,
-            lora2_from: std::env::var(LORA2_FROM_ENV)
-                .ok()
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(LORA2_FROM),
+            lora2_from: rwkv_gpu::env_parse(LORA2_FROM_ENV).unwrap_or(LORA2_FROM),
             f16_weights: false,
         }
     }
@@ -408,12 +405,7 @@ pub const WKV_SPLIT_FROM_ENV: &str = "WEB_RWKV_WKV_SPLIT_FROM";
 
 fn wkv_split_from() -> u32 {
     static FROM: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
-    *FROM.get_or_init(|| {
-        std::env::var(WKV_SPLIT_FROM_ENV)
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(u32::MAX)
-    })
+    *FROM.get_or_init(|| rwkv_gpu::env_parse(WKV_SPLIT_FROM_ENV).unwrap_or(u32::MAX))
 }
 
 /// What the GPU needs to know about a step's rows: token ids, token-shift sources, chunks and
@@ -1314,7 +1306,7 @@ impl Engine {
             fresh: Vec::new(),
             rounded_by_op: Vec::new(),
             dummy: storage(&ctx, "unused output", 16)?,
-            share_x16: std::env::var(SHARED_X16_ENV).map_or(true, |v| v != "0"),
+            share_x16: rwkv_gpu::env_on(SHARED_X16_ENV),
             x16: Vec::new(),
             converted: Vec::new(),
             q8: Vec::new(),

@@ -224,7 +224,7 @@ impl GpuContext {
         // Tensor cores through wgpu's experimental cooperative matrices: only with f16
         // shaders, the 16x16x16 f16 -> f32 shape, and one subgroup size (the kernel runs
         // one subgroup per workgroup).
-        let coop_f16 = std::env::var(COOP_ENV).map_or(true, |v| v != "0")
+        let coop_f16 = crate::env::env_on(COOP_ENV)
             && features.contains(wgpu::Features::SHADER_F16 | wgpu::Features::SUBGROUP)
             && info.subgroup_min_size == info.subgroup_max_size
             && info.subgroup_min_size >= 8

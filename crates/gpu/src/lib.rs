@@ -2,6 +2,7 @@
 //! GGUF encoding ([`GpuMatrix`]) and the quantized matrix kernels ([`MatmulKernels`]).
 
 mod context;
+mod env;
 mod error;
 mod matmul;
 mod matvec;
@@ -9,6 +10,7 @@ mod shader;
 mod weights;
 
 pub use context::{AdapterSummary, ContextOptions, GpuContext, ADAPTER_ENV, COOP_ENV};
+pub use env::{env_on, env_parse, env_set};
 pub use error::GpuError;
 pub use matmul::{
     ConvertCall, CoopShape, CoopSplit, Epilogue, GetRowsCall, MatmulCall, MatmulKernels, TileShape,

@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use gguf::GgmlType;
 
 use crate::context::GpuContext;
+use crate::env::{env_parse, env_set};
 use crate::error::GpuError;
 use crate::weights::{GpuFormat, GpuMatrix};
 
@@ -480,11 +481,6 @@ fn grid(ctx: &GpuContext, groups: u32) -> Result<(u32, u32), GpuError> {
     Ok((x, y))
 }
 
-/// The number an environment variable holds, if it is set to one (measurement knobs).
-fn env_u32(name: &str) -> Option<u32> {
-    std::env::var(name).ok().and_then(|v| v.parse().ok())
-}
-
 /// A uniform buffer holding one call's (or slice's) parameters.
 fn params_buffer(ctx: &GpuContext, params: &Params) -> Result<wgpu::Buffer, GpuError> {
     ctx.create_buffer_checked(
@@ -535,9 +531,10 @@ impl MatmulKernels {
             coop_scratch_bytes: COOP_SCRATCH_BYTES,
             coop_shape: CoopShape::from_env(),
             coop_split: CoopSplit::from_env(),
-            coop_f16_weights: std::env::var(COOP_F16_WEIGHTS_ENV).is_ok_and(|v| v == "1"),
-            coop_short_from: env_u32(COOP_SHORT_FROM_ENV).unwrap_or(COOP_SHORT_FROM_TOKENS),
-            coop_from: env_u32(COOP_FROM_ENV)
+            coop_f16_weights: env_set(COOP_F16_WEIGHTS_ENV),
+            coop_short_from: env_parse::<u32>(COOP_SHORT_FROM_ENV)
+                .unwrap_or(COOP_SHORT_FROM_TOKENS),
+            coop_from: env_parse::<u32>(COOP_FROM_ENV)
                 .unwrap_or(COOP_FROM_TOKENS)
                 .max(TILED_FROM_TOKENS),
         })

@@ -28,6 +28,7 @@ use std::sync::{Arc, Mutex};
 use gguf::GgmlType;
 
 use crate::context::GpuContext;
+use crate::env::{env_on, env_parse};
 use crate::error::GpuError;
 use crate::matmul::{format_wgsl, Epilogue, COMMON_WGSL, EPILOGUE_WGSL};
 use crate::weights::GpuMatrix;
@@ -417,12 +418,10 @@ impl MatvecKernels {
         MatvecKernels {
             cache: Mutex::new(HashMap::new()),
             quantize: Mutex::new(None),
-            int_q8_0: std::env::var(INT_Q8_0_ENV).map_or(true, |v| v != "0"),
-            q8k_input: std::env::var(Q8K_INPUT_ENV).map_or(true, |v| v != "0"),
-            direct_f16: std::env::var(DIRECT_F16_ENV).map_or(true, |v| v != "0"),
-            max_tokens: std::env::var(DIRECT_TOKENS_ENV)
-                .ok()
-                .and_then(|v| v.trim().parse().ok())
+            int_q8_0: env_on(INT_Q8_0_ENV),
+            q8k_input: env_on(Q8K_INPUT_ENV),
+            direct_f16: env_on(DIRECT_F16_ENV),
+            max_tokens: env_parse(DIRECT_TOKENS_ENV)
                 .unwrap_or(DIRECT_TOKENS)
                 .min(MAX_TOKENS),
         }
@@ -851,10 +850,7 @@ fn staging_threads_per_row(ty: GgmlType, int_path: Option<&IntPath>, rows: u32, 
 /// Units of work a thread takes per row and tile (threads per row follow from it), when the
 /// `WEB_RWKV_MATVEC_UNITS` environment variable sets it (for measurements).
 fn units_per_thread() -> Option<u32> {
-    std::env::var("WEB_RWKV_MATVEC_UNITS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|&u| u > 0)
+    env_parse("WEB_RWKV_MATVEC_UNITS").filter(|&u: &u32| u > 0)
 }
 
 /// Units per thread by the matrix's shape (all jobs of the dispatch together). Each

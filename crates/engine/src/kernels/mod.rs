@@ -130,10 +130,7 @@ pub const WKV_LANES_ENV: &str = "WEB_RWKV_WKV_LANES";
 /// an aligned group within one subgroup: a power of two no larger than the smallest
 /// subgroup size the device may use.
 pub fn wkv_scan_lanes(ctx: &rwkv_gpu::GpuContext) -> Option<u32> {
-    let want = std::env::var(WKV_LANES_ENV)
-        .ok()
-        .and_then(|v| v.trim().parse::<u32>().ok())
-        .unwrap_or(8);
+    let want = rwkv_gpu::env_parse::<u32>(WKV_LANES_ENV).unwrap_or(8);
     if want == 0 {
         return None;
     }
@@ -245,9 +242,7 @@ impl Kernels {
 /// Loads per group in the WKV kernel's LoRA lanes: `WEB_RWKV_WKV_LOAD_GROUP` (for
 /// measurements), else all at once.
 fn wkv_load_group() -> Option<usize> {
-    std::env::var("WEB_RWKV_WKV_LOAD_GROUP")
-        .ok()
-        .and_then(|v| v.parse().ok())
+    rwkv_gpu::env_parse("WEB_RWKV_WKV_LOAD_GROUP")
 }
 
 /// `lora_lanes` of wkv7.wgsl for the given ranks, every load written out (a loop whose trip

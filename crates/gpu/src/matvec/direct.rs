@@ -336,9 +336,7 @@ impl MatvecKernels {
 /// dependent call), 10240x2560 at 16 (12.7), 2560x10240 at 64 (11-12; Q6_K 14.6), the
 /// 65536x2560 head at 8 (49 us, 2.8 TB/s).
 pub(super) fn direct_threads_per_row(rows: u32, cols: u32, units: u32) -> u32 {
-    let fixed = std::env::var("WEB_RWKV_MATVEC_TPR")
-        .ok()
-        .and_then(|v| v.parse::<u32>().ok())
+    let fixed = crate::env::env_parse::<u32>("WEB_RWKV_MATVEC_TPR")
         .filter(|t| t.is_power_of_two() && (4..=256).contains(t));
     fixed.unwrap_or_else(|| {
         let base = (units / 4).next_power_of_two().clamp(4, 64);
@@ -366,9 +364,7 @@ pub(super) fn direct_threads_per_row(rows: u32, cols: u32, units: u32) -> u32 {
 /// `WEB_RWKV_DIRECT_GROUP` (a power of two up to 16) sets it for every type, for
 /// measurements.
 pub(super) fn direct_token_group(ty: GgmlType) -> u32 {
-    std::env::var(DIRECT_GROUP_ENV)
-        .ok()
-        .and_then(|v| v.trim().parse::<u32>().ok())
+    crate::env::env_parse::<u32>(DIRECT_GROUP_ENV)
         .filter(|g| g.is_power_of_two() && *g <= super::MAX_TOKENS)
         .unwrap_or(match ty {
             GgmlType::Q4_K => 4,
