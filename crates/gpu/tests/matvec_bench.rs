@@ -18,25 +18,57 @@ use rwkv_gpu::{
 };
 use support::{synthetic_bytes, Rng};
 
+/// The device and the kernels, with the adapter printed.
+fn setup() -> (GpuContext, MatvecKernels) {
+    let ctx = GpuContext::new(&ContextOptions::default()).unwrap_or_else(|e| panic!("{e}"));
+    println!("adapter: {} ({:?})", ctx.info.name, ctx.info.backend);
+    (ctx, MatvecKernels::new())
+}
+
+/// Enough copies of one synthetic matrix to exceed the GPU's caches when cycled through, each
+/// with an output buffer of `out_len` f32.
+fn weight_copies(
+    ctx: &GpuContext,
+    ty: GgmlType,
+    rows: usize,
+    cols: usize,
+    out_len: usize,
+    rng: &mut Rng,
+) -> (Vec<GpuMatrix>, Vec<wgpu::Buffer>) {
+    let bytes = synthetic_bytes(ty, rows * cols, rng);
+    let first = GpuMatrix::upload(ctx, "w", ty, rows, cols, &bytes).unwrap();
+    let copies = ((256u64 << 20) / first.gpu_bytes()).clamp(2, 64) as usize;
+    let mut mats = vec![first];
+    for _ in 1..copies {
+        mats.push(GpuMatrix::upload(ctx, "w", ty, rows, cols, &bytes).unwrap());
+    }
+    let outs = (0..copies)
+        .map(|_| {
+            ctx.create_storage_buffer("y", &vec![0u8; out_len * 4])
+                .unwrap()
+        })
+        .collect();
+    (mats, outs)
+}
+
+/// The comma-separated list an environment variable holds, or `default`.
+fn list_env(name: &str, default: &str) -> Vec<String> {
+    std::env::var(name)
+        .unwrap_or_else(|_| default.into())
+        .split(',')
+        .map(str::to_string)
+        .collect()
+}
+
 #[test]
 #[ignore = "benchmark: run with --ignored --nocapture on a real GPU"]
 fn matvec_time() {
-    let ctx = GpuContext::new(&ContextOptions::default()).unwrap_or_else(|e| panic!("{e}"));
-    let kernels = MatvecKernels::new();
-    println!("adapter: {} ({:?})", ctx.info.name, ctx.info.backend);
+    let (ctx, kernels) = setup();
     let iters = 256;
-    let units: Vec<String> = std::env::var("MATVEC_UNITS")
-        .unwrap_or_else(|_| "auto".into())
-        .split(',')
-        .map(str::to_string)
-        .collect();
+    let units = list_env("MATVEC_UNITS", "auto");
     // `MATVEC_PROBES` (comma-separated: whole, nostage, noacc) times parts of the kernel;
     // `q8k` times the kernel reading an input quantized beforehand (Q4_K, Q6_K; `prepare_q8`).
-    let probes: Vec<String> = std::env::var("MATVEC_PROBES")
-        .unwrap_or_else(|_| "whole".into())
-        .split(',')
-        .map(str::to_string)
-        .collect();
+    let probes = list_env("MATVEC_PROBES", "whole");
     let cases: &[(GgmlType, usize, usize, u32)] = &[
         (GgmlType::Q4_K, 2560, 2560, 4),
         (GgmlType::Q4_K, 10240, 2560, 4),
@@ -59,19 +91,7 @@ fn matvec_time() {
             quantize.record(&mut enc.begin_compute_pass(&Default::default()), 1);
             ctx.queue.submit([enc.finish()]);
         }
-        let bytes = synthetic_bytes(ty, rows * cols, &mut rng);
-        let first = GpuMatrix::upload(&ctx, "w", ty, rows, cols, &bytes).unwrap();
-        let copies = ((256u64 << 20) / first.gpu_bytes()).clamp(2, 64) as usize;
-        let mut mats = vec![first];
-        for _ in 1..copies {
-            mats.push(GpuMatrix::upload(&ctx, "w", ty, rows, cols, &bytes).unwrap());
-        }
-        let outs: Vec<wgpu::Buffer> = (0..copies)
-            .map(|_| {
-                ctx.create_storage_buffer("y", &vec![0u8; rows * 4])
-                    .unwrap()
-            })
-            .collect();
+        let (mats, outs) = weight_copies(&ctx, ty, rows, cols, rows, &mut rng);
         let mb = mats[0].gpu_bytes() as f64 / 1e6;
         for (u, probe) in units
             .iter()
@@ -182,15 +202,9 @@ type Record = Box<dyn Fn(&mut wgpu::ComputePass<'_>)>;
 #[test]
 #[ignore = "benchmark: run with --ignored --nocapture on a real GPU"]
 fn matvec_tokens_time() {
-    let ctx = GpuContext::new(&ContextOptions::default()).unwrap_or_else(|e| panic!("{e}"));
-    let kernels = MatvecKernels::new();
-    println!("adapter: {} ({:?})", ctx.info.name, ctx.info.backend);
+    let (ctx, kernels) = setup();
     let iters = 256;
-    let probes: Vec<String> = std::env::var("MATVEC_PROBES")
-        .unwrap_or_else(|_| "whole".into())
-        .split(',')
-        .map(str::to_string)
-        .collect();
+    let probes = list_env("MATVEC_PROBES", "whole");
     let max = 16u32;
     let cases: &[(GgmlType, usize, usize)] = &[
         (GgmlType::Q4_K, 2560, 10240),
@@ -228,19 +242,7 @@ fn matvec_tokens_time() {
             quantize.record(&mut enc.begin_compute_pass(&Default::default()), max);
             ctx.queue.submit([enc.finish()]);
         }
-        let bytes = synthetic_bytes(ty, rows * cols, &mut rng);
-        let first = GpuMatrix::upload(&ctx, "w", ty, rows, cols, &bytes).unwrap();
-        let copies = ((256u64 << 20) / first.gpu_bytes()).clamp(2, 64) as usize;
-        let mut mats = vec![first];
-        for _ in 1..copies {
-            mats.push(GpuMatrix::upload(&ctx, "w", ty, rows, cols, &bytes).unwrap());
-        }
-        let outs: Vec<wgpu::Buffer> = (0..copies)
-            .map(|_| {
-                ctx.create_storage_buffer("y", &vec![0u8; rows * max as usize * 4])
-                    .unwrap()
-            })
-            .collect();
+        let (mats, outs) = weight_copies(&ctx, ty, rows, cols, rows * max as usize, &mut rng);
         let mb = mats[0].gpu_bytes() as f64 / 1e6;
         for probe in &probes {
             std::env::set_var(

@@ -38,6 +38,12 @@ fn side_scale(side: u32, blk: u32) -> f32 {
     return select(dh.x, dh.y, (i & 1u) == 1u);
 }
 
+// The packed-byte dot product of 16 signed 8-bit codes of w with 16 of x (four per word).
+fn dot16(w: vec4<u32>, x: vec4<u32>) -> i32 {
+    return dot4I8Packed(w.x, x.x) + dot4I8Packed(w.y, x.y) + dot4I8Packed(w.z, x.z)
+        + dot4I8Packed(w.w, x.w);
+}
+
 // Word `wi` of the weights read as vec4 (for side arrays), without a dynamic vector index.
 fn w_word(wi: u32) -> u32 {
     let q = wl(wi / 4u);

@@ -36,13 +36,7 @@ fn prep_x(p: Prep, x0: u32) -> f32 {
     let v = x0 + p.v;
     let x0c = x_codes(v);
     let x1c = x_codes(v + 16u);
-    let ones = 0x01010101u;
-    let s_lo = dot4I8Packed(p.lo.x, x0c.x) + dot4I8Packed(p.lo.y, x0c.y)
-        + dot4I8Packed(p.lo.z, x0c.z) + dot4I8Packed(p.lo.w, x0c.w);
-    let s_hi = dot4I8Packed(p.hi.x, x1c.x) + dot4I8Packed(p.hi.y, x1c.y)
-        + dot4I8Packed(p.hi.z, x1c.z) + dot4I8Packed(p.hi.w, x1c.w);
-    let sx = dot4I8Packed(ones, x0c.x) + dot4I8Packed(ones, x0c.y) + dot4I8Packed(ones, x0c.z)
-        + dot4I8Packed(ones, x0c.w) + dot4I8Packed(ones, x1c.x) + dot4I8Packed(ones, x1c.y)
-        + dot4I8Packed(ones, x1c.z) + dot4I8Packed(ones, x1c.w);
-    return (x_scale(v) * p.d) * f32(s_lo + s_hi - 8 * sx);
+    let ones = vec4<u32>(0x01010101u);
+    let sx = dot16(ones, x0c) + dot16(ones, x1c);
+    return (x_scale(v) * p.d) * f32(dot16(p.lo, x0c) + dot16(p.hi, x1c) - 8 * sx);
 }

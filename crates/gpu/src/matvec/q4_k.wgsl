@@ -61,11 +61,7 @@ fn prep_x(p: Prep, x0: u32) -> f32 {
     let v = x0 + p.v;
     let xlo = x_codes(v);
     let xhi = x_codes(v + 32u);
-    let ilo = dot4I8Packed(p.lo.x, xlo.x) + dot4I8Packed(p.lo.y, xlo.y)
-        + dot4I8Packed(p.lo.z, xlo.z) + dot4I8Packed(p.lo.w, xlo.w);
-    let ihi = dot4I8Packed(p.hi.x, xhi.x) + dot4I8Packed(p.hi.y, xhi.y)
-        + dot4I8Packed(p.hi.z, xhi.z) + dot4I8Packed(p.hi.w, xhi.w);
-    let isc = p.sm.x * ilo + p.sm.y * ihi;
+    let isc = p.sm.x * dot16(p.lo, xlo) + p.sm.y * dot16(p.hi, xhi);
     let imn = p.sm.z * x_sum16(v) + p.sm.w * x_sum16(v + 32u);
     let dx = x_scale(v);
     return (dx * p.dm.x) * f32(isc) - (dx * p.dm.y) * f32(imn);

@@ -78,9 +78,5 @@ fn prep_x(p: Prep, x0: u32) -> f32 {
     let v = x0 + p.v;
     let xlo = x_codes(v);
     let xhi = x_codes(v + 64u);
-    let ilo = dot4I8Packed(p.lo.x, xlo.x) + dot4I8Packed(p.lo.y, xlo.y)
-        + dot4I8Packed(p.lo.z, xlo.z) + dot4I8Packed(p.lo.w, xlo.w);
-    let ihi = dot4I8Packed(p.hi.x, xhi.x) + dot4I8Packed(p.hi.y, xhi.y)
-        + dot4I8Packed(p.hi.z, xhi.z) + dot4I8Packed(p.hi.w, xhi.w);
-    return (x_scale(v) * p.d) * f32(p.sc.x * ilo + p.sc.y * ihi);
+    return (x_scale(v) * p.d) * f32(p.sc.x * dot16(p.lo, xlo) + p.sc.y * dot16(p.hi, xhi));
 }

@@ -30,9 +30,5 @@ fn prep_unit(d: Unit, blk: u32, s: u32) -> Prep {
 // The prepared unit's dot with a token's input values (its row starting at x0).
 fn prep_x(p: Prep, x0: u32) -> f32 {
     let v = x0 + p.v;
-    let x = x_codes(v);
-    let q = p.q;
-    let isum = dot4I8Packed(q.x, x.x) + dot4I8Packed(q.y, x.y) + dot4I8Packed(q.z, x.z)
-        + dot4I8Packed(q.w, x.w);
-    return (x_scale(v) * p.d) * f32(isum);
+    return (x_scale(v) * p.d) * f32(dot16(p.q, x_codes(v)));
 }
