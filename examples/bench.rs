@@ -219,6 +219,9 @@ pub struct Report {
     pub profile_error: Option<String>,
 }
 
+/// Seconds of GPU work before the first measurement (see the warm-up in `run`).
+const WARM_SECONDS: f64 = 0.5;
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
@@ -375,6 +378,18 @@ pub fn run(args: &Args) -> Result<Report> {
         tokens: &[argmax(&out[0][0])],
         logits: Logits::Last,
     }])?;
+    // Then GPU work for at least WARM_SECONDS: an idle GPU's clocks take a few hundred
+    // milliseconds to come up (an H200 at 345 MHz after loading a model, 1980 MHz once busy;
+    // the first timed prefill after a load read at half speed without this).
+    let t = Instant::now();
+    while t.elapsed().as_secs_f64() < WARM_SECONDS {
+        engine.reset(0)?;
+        engine.step(&[SlotInput {
+            slot: 0,
+            tokens: &warm,
+            logits: Logits::Last,
+        }])?;
+    }
 
     // Prefill, each prompt from a fresh state, one --chunk of tokens per step (as the engine
     // would split it; stepping chunk by chunk lets --max-seconds stop between chunks).
