@@ -1,4 +1,5 @@
-// (step.wgsl, the Step struct, is prepended.)
+// (step.wgsl, the Step struct, and reduce_subgroup.wgsl or reduce_tree.wgsl, the Lane struct
+// and sum_256, are prepended: the same sums as the token mix's layer norms.)
 // Layer norm of whole rows, with affine weight and bias: one workgroup per row.
 // With `gather` set, output row i normalises input row `rows[i]` (used to pick the rows whose
 // logits are wanted before the head).
@@ -20,24 +21,10 @@ struct Params {
 @group(0) @binding(6) var<storage, read> rows: array<u32>;
 
 const WG: u32 = 256u;
-var<workgroup> partial: array<f32, WG>;
-
-fn workgroup_sum(tid: u32, v: f32) -> f32 {
-    partial[tid] = v;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s = s / 2u) {
-        if tid < s {
-            partial[tid] = partial[tid] + partial[tid + s];
-        }
-        workgroupBarrier();
-    }
-    let total = partial[0];
-    workgroupBarrier();
-    return total;
-}
 
 @compute @workgroup_size(256)
-fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
+fn main(@builtin(workgroup_id) wg: vec3<u32>, lane: Lane) {
+    let tid = lane.tid;
     let row = wg.x;
     let count = select(step.n_rows, step.n_out, p.count_out == 1u);
     if row >= count {
@@ -50,13 +37,13 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
     for (var c = tid; c < p.dim; c += WG) {
         sum += input[src + c];
     }
-    let mean = workgroup_sum(tid, sum) / f32(p.dim);
+    let mean = sum_256(lane, sum) / f32(p.dim);
     var sq = 0.0;
     for (var c = tid; c < p.dim; c += WG) {
         let d = input[src + c] - mean;
         sq += d * d;
     }
-    let inv = 1.0 / sqrt(workgroup_sum(tid, sq) / f32(p.dim) + p.eps);
+    let inv = 1.0 / sqrt(sum_256(lane, sq) / f32(p.dim) + p.eps);
     for (var c = tid; c < p.dim; c += WG) {
         output[dst + c] = (input[src + c] - mean) * inv * weight[c] + bias[c];
     }

@@ -215,7 +215,7 @@ impl Kernels {
             layer_norm: pipeline(
                 device,
                 "layer_norm",
-                &[STEP_WGSL, include_str!("layer_norm.wgsl")].concat(),
+                &[STEP_WGSL, reduce, include_str!("layer_norm.wgsl")].concat(),
             ),
             token_mix: pipeline_at(device, "token_mix", &token_mix, "main"),
             token_mix_few: pipeline_at(device, "token_mix", &token_mix, "main_few"),
