@@ -342,8 +342,16 @@ struct JobsUniform {
 struct Dispatch {
     pipeline: Arc<wgpu::ComputePipeline>,
     bind_group: wgpu::BindGroup,
-    groups: (u32, u32, u32),
+    groups: (u32, u32),
     _jobs: wgpu::Buffer,
+}
+
+impl Dispatch {
+    fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
+        pass.set_pipeline(&self.pipeline);
+        pass.set_bind_group(0, &self.bind_group, &[]);
+        pass.dispatch_workgroups(self.groups.0, self.groups.1, 1);
+    }
 }
 
 /// Matvec dispatches prepared once for fixed buffers, recorded every step.
@@ -355,9 +363,7 @@ impl MatvecCall {
     /// Records the dispatches into an open compute pass.
     pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
         for d in &self.dispatches {
-            pass.set_pipeline(&d.pipeline);
-            pass.set_bind_group(0, &d.bind_group, &[]);
-            pass.dispatch_workgroups(d.groups.0, d.groups.1, d.groups.2);
+            d.record(pass);
         }
     }
 
@@ -385,9 +391,7 @@ impl TokensCall {
             .and_then(|i| self.per_n.get(i))
         {
             for d in ds {
-                pass.set_pipeline(&d.pipeline);
-                pass.set_bind_group(0, &d.bind_group, &[]);
-                pass.dispatch_workgroups(d.groups.0, d.groups.1, d.groups.2);
+                d.record(pass);
             }
         }
     }
@@ -796,7 +800,7 @@ impl MatvecKernels {
             });
         }
         if matches!(direct, Some(DirectInput::Q8(_))) {
-            // The quantized input's scales and sums, read as words (input_q8k.wgsl's XQS).
+            // The quantized input's scales and sums, read as words (input_q8.wgsl's XQS).
             entries.push(wgpu::BindGroupEntry {
                 binding: 3 + MAX_BINDINGS as u32,
                 resource: x.as_entire_binding(),
@@ -823,7 +827,7 @@ impl MatvecKernels {
         Ok(Dispatch {
             pipeline,
             bind_group,
-            groups: (gx, gy, 1),
+            groups: (gx, gy),
             _jobs: jobs,
         })
     }

@@ -28,7 +28,7 @@ struct Job {
 
 struct Jobs {
     n: u32,
-    // Word offsets in an 8-bit input (the direct kernel's input_q8k.wgsl, input_q8_0.wgsl)
+    // Word offsets in an 8-bit input (the direct kernel's input_q8.wgsl)
     // of the block scales and of the sums per 16 values.
     xq_d: u32,
     xq_bs: u32,

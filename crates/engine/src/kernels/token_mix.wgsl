@@ -128,6 +128,15 @@ fn round_value(lane: Lane, v: f32, mode: u32) -> f32 {
     }
 }
 
+// v as a target of rounding `mode` gets it: rounded in steps of several rows; in one-token
+// steps only f16 and bf16 (the 8-bit readers quantize themselves). Uniform control flow.
+fn rounded_for(lane: Lane, v: f32, mode: u32, several: bool) -> f32 {
+    if several || mode == 1u || mode == 2u {
+        return round_value(lane, v, mode);
+    }
+    return v;
+}
+
 fn mode_of(modes: array<vec4<u32>, 2>, m: u32) -> u32 {
     return modes[m / 4u][m % 4u];
 }
@@ -195,10 +204,7 @@ fn mix_rows(wg: vec3<u32>, nwg: vec3<u32>, lane: Lane, few: bool) {
         let o = m * p.mix_stride + t * p.dim + c;
         let ma = mode_of(p.mode_a, m);
         if ma != 255u {
-            var r = v;
-            if several || ma == 1u || ma == 2u {
-                r = round_value(lane, v, ma);
-            }
+            let r = rounded_for(lane, v, ma, several);
             if in_row {
                 out_a[o] = r;
             }
@@ -213,10 +219,7 @@ fn mix_rows(wg: vec3<u32>, nwg: vec3<u32>, lane: Lane, few: bool) {
         }
         let mb = mode_of(p.mode_b, m);
         if mb != 255u {
-            var r = v;
-            if several || mb == 1u || mb == 2u {
-                r = round_value(lane, v, mb);
-            }
+            let r = rounded_for(lane, v, mb, several);
             if in_row {
                 out_b[o] = r;
             }

@@ -22,8 +22,7 @@ use crate::error::GpuError;
 use super::MatvecKernels;
 
 const DIRECT_WGSL: &str = include_str!("direct.wgsl");
-const INPUT_Q8K_WGSL: &str = include_str!("input_q8k.wgsl");
-const INPUT_Q8_0_WGSL: &str = include_str!("input_q8_0.wgsl");
+const INPUT_Q8_WGSL: &str = include_str!("input_q8.wgsl");
 const INPUT_F32_WGSL: &str = include_str!("input_f32.wgsl");
 const QUANTIZE_WGSL: &str = include_str!("quantize_q8.wgsl");
 /// The packing of 8-bit codes into [`Q8Input`]'s words, shared with the kernels that write a
@@ -101,9 +100,11 @@ pub(super) fn unit_values(ty: GgmlType) -> u32 {
 pub(super) fn direct_source(ty: GgmlType) -> Option<String> {
     let (unit, input) = direct_unit(ty)?;
     let input = match input {
-        DirectInput::Q8(Q8Format::K) => INPUT_Q8K_WGSL,
-        DirectInput::Q8(Q8Format::Zero) => INPUT_Q8_0_WGSL,
-        DirectInput::F32 => INPUT_F32_WGSL,
+        DirectInput::Q8(format) => format!(
+            "const XQ_BLOCK: u32 = {}u;\n{INPUT_Q8_WGSL}",
+            format.block()
+        ),
+        DirectInput::F32 => INPUT_F32_WGSL.to_string(),
     };
     // The type's helpers (Q6_K's byte codes) go in for every type: unused functions cost
     // nothing.

@@ -1,4 +1,4 @@
-// Q4_0 x Q8_0 input for direct.wgsl (with input_q8_0.wgsl). A repacked block is its 16
+// Q4_0 x Q8_0 input for direct.wgsl (with input_q8.wgsl). A repacked block is its 16
 // code bytes (one vec4: value j < 16 in the low nibble of byte j, value j + 16 in its high
 // nibble) with d in the side array (weights.rs); one unit per block:
 //   sum = (d_x * d) * (sum of (code - 8) * x code)

@@ -1,4 +1,4 @@
-// Q4_K x Q8_K input for direct.wgsl (with input_q8k.wgsl). A block (144 bytes, 9 vec4) is
+// Q4_K x Q8_K input for direct.wgsl (with input_q8.wgsl). A block (144 bytes, 9 vec4) is
 // its header [d | dmin, scales 0-3, 4-7, 8-11] then qs; unit s (of 8) is qs vec4 s: bytes
 // 16s.., in chunk c = s / 2 of 32 bytes, whose low nibbles are values 64c + l and high
 // nibbles 64c + 32 + l, for l in [16 (s % 2), + 16). With the 6-bit scale/min pair of

@@ -1,4 +1,4 @@
-// Q6_K x Q8_K input for direct.wgsl (with input_q8k.wgsl). A repacked block (weights.rs) is
+// Q6_K x Q8_K input for direct.wgsl (with input_q8.wgsl). A repacked block (weights.rs) is
 // 13 vec4: ql (8), qh (4), the 16 signed scales (1), with d in the side array. Unit s (of
 // 8) is ql vec4 s: half n = s / 4 of the block, ql bytes 64n + o.. with o = 16 (s % 4). For
 // o < 32 its low nibbles are values 128n + o + l (qh bits 0-1 of qh[32n + o + l]) and its

@@ -1,4 +1,4 @@
-// Q8_0 x Q8_0 input for direct.wgsl (with input_q8_0.wgsl). A repacked block is its 32
+// Q8_0 x Q8_0 input for direct.wgsl (with input_q8.wgsl). A repacked block is its 32
 // codes (two vec4) with d in the side array (weights.rs); unit s (of 2) is codes [16s, +16):
 //   sum = (d_x * d) * (the packed-byte dot product of the codes with the input's)
 // as ggml's vec_dot_q8_0_q8_0 computes each block (there per 32 values, here per 16).
