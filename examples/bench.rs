@@ -202,6 +202,8 @@ pub struct Report {
     pub state_bytes_per_seq: u64,
     /// GPU dispatches ("ops") recorded per step.
     pub ops_per_step: usize,
+    /// Workgroups of the persistent kernels' grids (one-token steps; empty: none).
+    pub persistent_grids: Vec<u32>,
     pub bandwidth_bytes_s: f64,
     pub chunk: usize,
     pub llama_cpp_rounding: bool,
@@ -592,6 +594,7 @@ pub fn run(args: &Args) -> Result<Report> {
         weight_bytes: engine.weight_bytes(),
         state_bytes_per_seq,
         ops_per_step: engine.ops_per_step(),
+        persistent_grids: engine.persistent_grids().to_vec(),
         bandwidth_bytes_s: REFERENCE_BANDWIDTH,
         chunk: args.chunk,
         llama_cpp_rounding: args.llama_cpp_rounding,
@@ -650,6 +653,13 @@ pub fn text(r: &Report) -> String {
         mib(r.weight_bytes)
     );
     let _ = writeln!(s, "ops per step:   {}", r.ops_per_step);
+    if !r.persistent_grids.is_empty() {
+        let _ = writeln!(
+            s,
+            "persistent:     grids of {:?} workgroups",
+            r.persistent_grids
+        );
+    }
     for p in &r.prefill {
         let cut = if p.prompt_tokens < p.requested_tokens {
             format!(" (of {}: out of time)", p.requested_tokens)

@@ -29,6 +29,7 @@ use crate::kernels::{
     bind, bind_at, uniform, wkv_scan_lanes, ChunkInfo, Kernels, Launch, LayerNormParams,
     RoundParams, RowInfo, StepUniform, TokenMixParams, Wkv7Params, NO_PREV,
 };
+use crate::persistent::PersistentFfn;
 use crate::weights::ModelWeights;
 
 /// Sizes fixed when the engine is built.
@@ -177,6 +178,8 @@ pub(crate) enum Grid {
     MixTiles(u32, u32),
     /// One per wanted logits row and tile of columns.
     OutTiles(u32),
+    /// A fixed number (a persistent kernel's grid).
+    Fixed(u32),
 }
 
 /// Whether activations are rounded with `mode` before the products in every step (f16 and
@@ -364,6 +367,7 @@ impl Op {
                 }
                 Grid::MixTiles(n, _) => launch.record(pass, rows, n),
                 Grid::OutTiles(n) => launch.record(pass, out, n),
+                Grid::Fixed(n) => launch.record(pass, n, 1),
             },
         }
     }
@@ -513,6 +517,8 @@ pub struct Engine {
     prerecorded: Option<(StepShape, wgpu::CommandBuffer)>,
     /// The GPU sampler bound to the logits buffer, made on first use (`sample.rs`).
     pub(crate) sampler: Option<crate::sample::GpuSampler>,
+    /// See [`Engine::persistent_grids`].
+    persistent_grids: Vec<u32>,
 }
 
 /// A storage buffer that can also be copied to and from, checked against the device's limits.
@@ -1294,6 +1300,7 @@ impl Engine {
         let out_x = storage(&ctx, "output norm", f32s(max_out * d))?;
 
         let (dim, rows) = (c.n_embd as u32, options.max_rows as u32);
+        let mut persistent = PersistentFfn::new(&ctx, dim, c.ffn_size as u32)?;
         let mut b = Builder {
             ctx: &ctx,
             kernels: &kernels,
@@ -1636,6 +1643,7 @@ impl Engine {
                 rows,
                 Epilogue::Add,
             )?;
+            let ffn_start = b.ops.len();
             b.token_mix(
                 "ffn_mix",
                 &token_mix_params(1),
@@ -1666,6 +1674,44 @@ impl Engine {
                 rows,
                 Epilogue::Add,
             )?;
+            // One-token steps: the whole channel mix as one persistent dispatch, where its
+            // weights suit it.
+            if let Some(pf) = persistent.as_mut() {
+                let layer_buffers = [
+                    &scratch.step,
+                    &x,
+                    &lw.ffn_norm_w,
+                    &lw.ffn_norm_b,
+                    &lw.ffn_lerp,
+                    &st.ffn_shift,
+                    &scratch.rows,
+                    &ffn_k,
+                ];
+                let launch = pf.launch(
+                    &ctx,
+                    &lw.ffn_key,
+                    &lw.ffn_value,
+                    options.llama_cpp_rounding,
+                    options.max_slots as u32 * dim,
+                    c.layer_norm_eps,
+                    &layer_buffers,
+                )?;
+                if let Some(l) = launch {
+                    b.by_rows(ffn_start, 2, true);
+                    let params = uniform(dev, "ffn_persistent", &l.params);
+                    let mut buffers = vec![&params];
+                    buffers.extend(layer_buffers);
+                    buffers.extend([&pf.sync.buffer, l.key, l.value]);
+                    let start = b.ops.len();
+                    b.kernel(
+                        "ffn_persistent",
+                        &l.pipeline,
+                        &buffers,
+                        Grid::Fixed(l.workgroups),
+                    );
+                    b.by_rows(start, 2, false);
+                }
+            }
         }
         b.kernel(
             "output_norm",
@@ -1729,6 +1775,7 @@ impl Engine {
             // The tensor-core path's f16 scratch (and resident weights, if asked for).
             + matmul.coop_bytes();
         let max_slots = options.max_slots;
+        let persistent_grids = persistent.as_ref().map_or(Vec::new(), |p| p.grids());
         Ok(Engine {
             ctx,
             config: c,
@@ -1743,6 +1790,7 @@ impl Engine {
             last_times: StageTimes::default(),
             prerecorded: None,
             sampler: None,
+            persistent_grids,
         })
     }
 
@@ -1764,6 +1812,11 @@ impl Engine {
     /// Bytes of everything the engine holds on the GPU: weights, states, activations.
     pub fn gpu_bytes(&self) -> u64 {
         self.weight_bytes() + self.buffer_bytes
+    }
+
+    /// The grids (workgroups) of the persistent kernels one-token steps run (empty: none).
+    pub fn persistent_grids(&self) -> &[u32] {
+        &self.persistent_grids
     }
 
     /// Dispatches recorded for a one-token step (one sequence decoding one token), the

@@ -4,6 +4,7 @@
 mod context;
 mod env;
 mod error;
+mod grid_sync;
 mod matmul;
 mod matvec;
 mod shader;
@@ -12,15 +13,17 @@ mod weights;
 pub use context::{AdapterSummary, ContextOptions, GpuContext, ADAPTER_ENV, COOP_ENV};
 pub use env::{env_on, env_parse, env_set};
 pub use error::GpuError;
+pub use grid_sync::{GridSync, GRID_SYNC_WGSL, MAX_GRID, SYNC_MAX_SPINS};
 pub use matmul::{
     ConvertCall, CoopShape, CoopSplit, Epilogue, GetRowsCall, MatmulCall, MatmulKernels, TileShape,
     X16Input, COOP_F16_WEIGHTS_ENV, COOP_FROM_ENV, COOP_PROBE_ENV, COOP_SHAPE_ENV,
     COOP_SHORT_FROM_ENV, COOP_SPLIT_ENV, STEP_N_TOKENS_OFFSET, TILED_FROM_TOKENS, TILE_ENV,
 };
 pub use matvec::{
-    q8_format_of_mode, MatvecCall, MatvecInput, MatvecJob, MatvecKernels, Q8Format, Q8Input,
-    QuantizeCall, TokensCall, INT_Q8_0_ENV, MAX_BINDINGS, MAX_TOKENS, Q8K_INPUT_ENV, Q8_PACK_WGSL,
-    ROUNDING_WGSL, ROUND_Q8_0, ROUND_Q8_K,
+    persistent_format, persistent_phase, persistent_prelude, q8_format_of_mode, MatvecCall,
+    MatvecInput, MatvecJob, MatvecKernels, PhaseMatrix, Q8Format, Q8Input, QuantizeCall,
+    TokensCall, INT_Q8_0_ENV, MAX_BINDINGS, MAX_TOKENS, PERSISTENT_WG_SIZE, Q8K_INPUT_ENV,
+    Q8_PACK_WGSL, ROUNDING_WGSL, ROUND_Q8_0, ROUND_Q8_K,
 };
 pub use shader::{shader_module, SHADER_CHECKS_ENV};
 pub use weights::GpuMatrix;

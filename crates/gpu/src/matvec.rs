@@ -21,6 +21,7 @@
 //!   and Q4_0 x Q8_0 kernels do.
 
 mod direct;
+mod persistent;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -35,6 +36,9 @@ use crate::weights::GpuMatrix;
 
 use direct::DirectInput;
 pub use direct::{Q8Format, Q8Input, QuantizeCall, Q8_PACK_WGSL};
+pub use persistent::{
+    persistent_format, persistent_phase, persistent_prelude, PhaseMatrix, PERSISTENT_WG_SIZE,
+};
 
 /// Weight buffers one dispatch can bind.
 pub const MAX_BINDINGS: usize = 4;

@@ -156,6 +156,21 @@ fn scan_lanes(want: u32, min_subgroup: u32) -> u32 {
 const STEP_WGSL: &str = include_str!("step.wgsl");
 
 impl Kernels {
+    /// step.wgsl (the Step, Chunk and Row structs), for kernels composed elsewhere.
+    pub fn step_wgsl() -> &'static str {
+        STEP_WGSL
+    }
+
+    /// The 256-thread reductions (Lane, argmax_abs_256, sum_256): with subgroup operations
+    /// where the device has them.
+    pub fn reduce_wgsl(subgroups: bool) -> &'static str {
+        if subgroups {
+            include_str!("reduce_subgroup.wgsl")
+        } else {
+            include_str!("reduce_tree.wgsl")
+        }
+    }
+
     /// `lora_ranks`: the model's LoRA ranks (decay, iclr, gate, value), built into the WKV
     /// kernel as constants. `scan_lanes`: the chunk path's lanes per state row (see
     /// [`wkv_scan_lanes`]), `None` for none. `subgroups`: whether the device has subgroup
@@ -166,11 +181,7 @@ impl Kernels {
         scan_lanes: Option<u32>,
         subgroups: bool,
     ) -> Kernels {
-        let reduce = if subgroups {
-            include_str!("reduce_subgroup.wgsl")
-        } else {
-            include_str!("reduce_tree.wgsl")
-        };
+        let reduce = Self::reduce_wgsl(subgroups);
         let [rw, ra, rg, rv] = lora_ranks;
         let wkv = |f16: bool| {
             let source = format!(

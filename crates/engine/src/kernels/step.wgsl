@@ -14,3 +14,16 @@ struct Chunk {
     n_rows: u32,
     _pad: u32,
 }
+
+// A row of the step's token-shift table (token_mix.wgsl, ffn_persistent.wgsl).
+struct Row {
+    slot: u32,
+    // Row of the previous token in this step, or NO_PREV.
+    prev: u32,
+    // Half of the shift state that holds this sequence's current state.
+    half: u32,
+    // 1 for the last row of its chunk: it saves the new state.
+    last: u32,
+}
+
+const NO_PREV: u32 = 0xffffffffu;

@@ -1,4 +1,4 @@
-// (rwkv-gpu's rounding.wgsl and q8_pack.wgsl, step.wgsl, the Step struct, and
+// (rwkv-gpu's rounding.wgsl and q8_pack.wgsl, step.wgsl, the Step and Row structs, and
 // reduce_subgroup.wgsl or reduce_tree.wgsl, the Lane struct, argmax_abs_256 and sum_256, and
 // q8_blocks.wgsl are prepended.)
 // Layer norm + token shift + lerps + rounding, fused: for each row t (a token) and each of
@@ -35,17 +35,6 @@ struct Params {
     mode_b: array<vec4<u32>, 2>,
 }
 
-struct Row {
-    slot: u32,
-    // Row of the previous token in this step, or NO_PREV.
-    prev: u32,
-    // Half of the shift state that holds this sequence's current state.
-    half: u32,
-    // 1 for the last row of its chunk: it saves the new state.
-    last: u32,
-}
-
-const NO_PREV: u32 = 0xffffffffu;
 const TILE: u32 = 256u;
 
 @group(0) @binding(0) var<uniform> p: Params;

@@ -30,6 +30,8 @@ const QUANTIZE_WGSL: &str = include_str!("quantize_q8.wgsl");
 pub const Q8_PACK_WGSL: &str = include_str!("q8_pack.wgsl");
 /// Q6_K's codes as signed bytes, shared with the staging integer path.
 pub(super) const Q6_K_CODES_WGSL: &str = include_str!("../quant_int/q6_k_codes.wgsl");
+/// `dot16`, the unit files' packed-byte dot product.
+pub(super) const INT_DOT_WGSL: &str = include_str!("int_dot.wgsl");
 
 /// The 8-bit blocks of a [`Q8Input`]: ggml's activation quantization for a weight type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -109,7 +111,7 @@ pub(super) fn direct_source(ty: GgmlType) -> Option<String> {
     // The type's helpers (Q6_K's byte codes) go in for every type: unused functions cost
     // nothing.
     Some(format!(
-        "{}\n{}\n{}\n{Q6_K_CODES_WGSL}\n{input}\n{unit}\n{DIRECT_WGSL}",
+        "{}\n{}\n{}\n{Q6_K_CODES_WGSL}\n{INT_DOT_WGSL}\n{input}\n{unit}\n{DIRECT_WGSL}",
         super::MATVEC_JOBS_WGSL,
         super::ROUNDING_WGSL,
         crate::matmul::EPILOGUE_WGSL

@@ -13,7 +13,7 @@
 //
 // Composed (matvec.rs) as: generated header (WG_SIZE, TPR, RPW, MAX_JOBS, the weight
 // bindings W0.. as vec4<u32> and `wl`), matvec_jobs.wgsl (the Job structs), rounding.wgsl,
-// epilogue.wgsl, quant_int/q6_k_codes.wgsl, the input's file (input_q8.wgsl: x quantized to
+// epilogue.wgsl, quant_int/q6_k_codes.wgsl, int_dot.wgsl, the input's file (input_q8.wgsl: x quantized to
 // Q8_K or Q8_0 beforehand; input_f32.wgsl: f32 x, rounded here per job.mode), the weight type's file (q4_k.wgsl, q6_k.wgsl with Q8_K input, q8_0.wgsl,
 // q4_0.wgsl with Q8_0 input, f16.wgsl with f32 input: UNITS per block, UNIT_VALUES per
 // 16-byte unit, the Unit struct and `load_unit`, the Prep struct, `prep_unit` (the weight-side
@@ -35,12 +35,6 @@ fn side_scale(side: u32, blk: u32) -> f32 {
     let i = side + blk;
     let dh = unpack2x16float(w_word(SCALE_BASE + i / 2u));
     return select(dh.x, dh.y, (i & 1u) == 1u);
-}
-
-// The packed-byte dot product of 16 signed 8-bit codes of w with 16 of x (four per word).
-fn dot16(w: vec4<u32>, x: vec4<u32>) -> i32 {
-    return dot4I8Packed(w.x, x.x) + dot4I8Packed(w.y, x.y) + dot4I8Packed(w.z, x.z)
-        + dot4I8Packed(w.w, x.w);
 }
 
 // Word `wi` of the weights read as vec4 (for side arrays), without a dynamic vector index.

@@ -1,0 +1,164 @@
+//! Matvec phases for persistent kernels: one dispatch whose workgroups run several dependent
+//! matrix-vector products, with a grid barrier ([`crate::GRID_SYNC_WGSL`]) between them,
+//! instead of one dispatch each. Every workgroup quantizes the whole input of a phase into
+//! its workgroup memory (persistent_input.wgsl) and takes a share of the rows
+//! (persistent_rows.wgsl, with the direct kernel's unit files for the weight type).
+//!
+//! A kernel composes [`persistent_prelude`] once and [`persistent_phase`] per phase; each
+//! phase's names carry the phase's suffix, so phases of different weight types share one
+//! module. The kernel defines `px_source(source, i)` (the values to quantize) and, per
+//! phase `P`, `store_P(row, sum)`; it calls `quantize_px(t, source, n, block)` then
+//! `phase_rows_P(workgroup, workgroups, t, matrix)`.
+
+use gguf::GgmlType;
+
+use super::direct::{direct_unit, DirectInput, INT_DOT_WGSL, Q6_K_CODES_WGSL};
+use super::Q8Format;
+use crate::weights::GpuMatrix;
+
+const INPUT_WGSL: &str = include_str!("persistent_input.wgsl");
+const ROWS_WGSL: &str = include_str!("persistent_rows.wgsl");
+
+/// Workgroup size of persistent kernels.
+pub const PERSISTENT_WG_SIZE: u32 = 256;
+
+/// A phase's matrix as the kernel reads it (mirrors PhaseMatrix in persistent_input.wgsl).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct PhaseMatrix {
+    pub rows: u32,
+    pub blocks_per_row: u32,
+    pub row_words: u32,
+    pub scale_base: u32,
+}
+
+impl PhaseMatrix {
+    /// `w` as one phase's matrix, with the buffer to bind, if the persistent phases run its
+    /// type (those the direct kernel reads with 8-bit inputs) and it is in one part.
+    pub fn of(w: &GpuMatrix) -> Option<(PhaseMatrix, &wgpu::Buffer)> {
+        persistent_format(w.ty)?;
+        let [part] = w.parts.as_slice() else {
+            return None;
+        };
+        let m = PhaseMatrix {
+            rows: w.rows as u32,
+            blocks_per_row: w.blocks_per_row as u32,
+            row_words: w.row_words as u32,
+            scale_base: part.scale_base as u32,
+        };
+        Some((m, &part.buffer))
+    }
+}
+
+/// The 8-bit input format of a weight type the persistent phases run, if they do.
+pub fn persistent_format(ty: GgmlType) -> Option<Q8Format> {
+    match direct_unit(ty)?.1 {
+        DirectInput::Q8(f) => Some(f),
+        DirectInput::F32 => None,
+    }
+}
+
+/// The shared part: rounding.wgsl, the unit files' helpers, persistent_input.wgsl, for
+/// inputs of up to `px_max` values (a multiple of 256).
+pub fn persistent_prelude(px_max: u32) -> String {
+    format!(
+        "const PX_MAX: u32 = {px_max}u;\nconst PWG_SIZE: u32 = {PERSISTENT_WG_SIZE}u;\n{}\n{}\n{}\n{}",
+        super::ROUNDING_WGSL,
+        Q6_K_CODES_WGSL,
+        INT_DOT_WGSL,
+        INPUT_WGSL
+    )
+}
+
+/// Phase `name`: a matvec with weights of type `ty` in rows of `cols` values, bound at
+/// `binding` of group 0; `None` for types the phases do not run.
+pub fn persistent_phase(ty: GgmlType, name: &str, binding: u32, cols: u32) -> Option<String> {
+    let format = persistent_format(ty)?;
+    let (unit, _) = direct_unit(ty)?;
+    let units_per_row = cols / super::wgsl_const(unit, "UNIT_VALUES")?;
+    let tpr = (units_per_row / 4).next_power_of_two().clamp(4, 64);
+    let source = format!(
+        "const TPR: u32 = {tpr}u;\nconst XQ_BLOCK: u32 = {}u;\n{unit}\n{}",
+        format.block(),
+        ROWS_WGSL.replace("WBINDING", &binding.to_string())
+    );
+    let mut names: Vec<String> = [
+        "TPR",
+        "XQ_BLOCK",
+        "W",
+        "SCALE_BASE",
+        "wl",
+        "w_word",
+        "side_scale",
+        "x_codes",
+        "x_scale",
+        "x_sum16",
+        "phase_rows",
+        "store",
+    ]
+    .map(String::from)
+    .to_vec();
+    names.extend(defined_names(unit));
+    Some(suffix_names(&source, &names, name))
+}
+
+/// The names a WGSL file defines at its top level (functions, structs, constants).
+fn defined_names(src: &str) -> Vec<String> {
+    src.lines()
+        .filter_map(|l| {
+            let mut words = l.split(|c: char| !(c.is_alphanumeric() || c == '_'));
+            match words.next()? {
+                "fn" | "struct" | "const" => words.find(|w| !w.is_empty()).map(String::from),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+/// `src` with every identifier in `names` followed by `_suffix`.
+fn suffix_names(src: &str, names: &[String], suffix: &str) -> String {
+    let mut out = String::with_capacity(src.len() + 1024);
+    let mut word = String::new();
+    let flush = |word: &mut String, out: &mut String| {
+        out.push_str(word);
+        if names.iter().any(|n| n == word) {
+            out.push('_');
+            out.push_str(suffix);
+        }
+        word.clear();
+    };
+    for c in src.chars() {
+        if c.is_alphanumeric() || c == '_' {
+            word.push(c);
+        } else {
+            flush(&mut word, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut word, &mut out);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suffixes_whole_names_only() {
+        let names = ["wl".to_string(), "Unit".to_string()];
+        let out = suffix_names(
+            "fn f(u: Unit) -> u32 { return wl(u.wl2) + wlx; }",
+            &names,
+            "k",
+        );
+        assert_eq!(out, "fn f(u: Unit_k) -> u32 { return wl_k(u.wl2) + wlx; }");
+    }
+
+    #[test]
+    fn finds_top_level_names() {
+        let names = defined_names(
+            "const UNITS: u32 = 8u;\nstruct Unit {\n  a: u32,\n}\nfn load_unit(a: u32) {}\n",
+        );
+        assert_eq!(names, ["UNITS", "Unit", "load_unit"]);
+    }
+}
