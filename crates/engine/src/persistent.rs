@@ -68,7 +68,7 @@ pub(crate) struct FfnLaunch<'a> {
 impl PersistentFfn {
     /// `None` where the path is off ([`PERSISTENT_ENV`]).
     pub fn new(ctx: &GpuContext, dim: u32, ffn: u32) -> Result<Option<PersistentFfn>> {
-        if !rwkv_gpu::env_on(PERSISTENT_ENV) || dim % 256 != 0 || ffn % 256 != 0 {
+        if !rwkv_gpu::env_on(PERSISTENT_ENV) || !dim.is_multiple_of(256) || !ffn.is_multiple_of(256) {
             return Ok(None);
         }
         let max_wgs = if ctx.info.device_type == wgpu::DeviceType::Cpu {
