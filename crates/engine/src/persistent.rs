@@ -42,7 +42,8 @@ pub(crate) struct FfnParams {
     pub value_block: u32,
     pub max_spins: u32,
     pub probe_rounds: u32,
-    pub _pad: [u32; 2],
+    pub skip: u32,
+    pub _pad: u32,
 }
 
 /// The persistent channel-mix pipelines (one per pair of key and value weight types), their
@@ -51,6 +52,8 @@ pub(crate) struct PersistentFfn {
     pub sync: GridSync,
     pipelines: HashMap<(GgmlType, GgmlType), (wgpu::ComputePipeline, u32)>,
     subgroups: bool,
+    /// The device's subgroup size where it is fixed (the rows' sums by shuffles).
+    subgroup: Option<u32>,
     max_wgs: u32,
     dim: u32,
     ffn: u32,
@@ -71,6 +74,16 @@ impl PersistentFfn {
         if !rwkv_gpu::env_on(PERSISTENT_ENV) || !dim.is_multiple_of(256) || !ffn.is_multiple_of(256) {
             return Ok(None);
         }
+        // Workgroup memory: the quantized input, x, and the reductions' 2 KB.
+        let bytes = rwkv_gpu::persistent_prelude_bytes(dim.max(ffn)) + 4 * dim + 2048;
+        if bytes > ctx.limits.max_compute_workgroup_storage_size {
+            return Ok(None);
+        }
+        let info = &ctx.info;
+        let subgroup = (ctx.has_subgroups()
+            && info.subgroup_min_size == info.subgroup_max_size
+            && info.subgroup_min_size >= 4)
+            .then_some(info.subgroup_min_size);
         let max_wgs = if ctx.info.device_type == wgpu::DeviceType::Cpu {
             1
         } else {
@@ -80,6 +93,7 @@ impl PersistentFfn {
             sync: GridSync::new(ctx, "grid sync")?,
             pipelines: HashMap::new(),
             subgroups: ctx.has_subgroups(),
+            subgroup,
             max_wgs: max_wgs.clamp(1, rwkv_gpu::MAX_GRID),
             dim,
             ffn,
@@ -123,7 +137,8 @@ impl PersistentFfn {
             value_block: vf.block(),
             max_spins: rwkv_gpu::SYNC_MAX_SPINS,
             probe_rounds: 0,
-            _pad: [0; 2],
+            skip: rwkv_gpu::env_parse("WEB_RWKV_PERSISTENT_SKIP").unwrap_or(0),
+            _pad: 0,
         };
         let types = (key.ty, value.ty);
         if !self.pipelines.contains_key(&types) {
@@ -174,11 +189,13 @@ impl PersistentFfn {
         ctx: &GpuContext,
         (key, value): (GgmlType, GgmlType),
     ) -> Option<wgpu::ComputePipeline> {
+        let sg = self.subgroup;
         let source = [
-            rwkv_gpu::persistent_prelude(self.dim.max(self.ffn)),
+            format!("const X_MAX: u32 = {}u;", self.dim),
+            rwkv_gpu::persistent_prelude(self.dim.max(self.ffn), sg),
             rwkv_gpu::GRID_SYNC_WGSL.to_string(),
-            rwkv_gpu::persistent_phase(key, "key", 10, self.dim)?,
-            rwkv_gpu::persistent_phase(value, "value", 11, self.ffn)?,
+            rwkv_gpu::persistent_phase(key, "key", 10, self.dim, sg)?,
+            rwkv_gpu::persistent_phase(value, "value", 11, self.ffn, sg)?,
             Kernels::step_wgsl().to_string(),
             Kernels::reduce_wgsl(self.subgroups).to_string(),
             include_str!("kernels/ffn_persistent.wgsl").to_string(),

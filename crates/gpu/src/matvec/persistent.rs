@@ -19,6 +19,11 @@ use crate::weights::GpuMatrix;
 const INPUT_WGSL: &str = include_str!("persistent_input.wgsl");
 const ROWS_WGSL: &str = include_str!("persistent_rows.wgsl");
 
+/// Environment variable: threads per row of every persistent phase (a power of two; for
+/// measurements), else about four units per thread; at most the subgroup size where rows
+/// are summed by shuffles.
+pub const PERSISTENT_TPR_ENV: &str = "WEB_RWKV_PERSISTENT_TPR";
+
 /// Workgroup size of persistent kernels.
 pub const PERSISTENT_WG_SIZE: u32 = 256;
 
@@ -59,10 +64,16 @@ pub fn persistent_format(ty: GgmlType) -> Option<Q8Format> {
 }
 
 /// The shared part: rounding.wgsl, the unit files' helpers, persistent_input.wgsl, for
-/// inputs of up to `px_max` values (a multiple of 256).
-pub fn persistent_prelude(px_max: u32) -> String {
+/// inputs of up to `px_max` values (a multiple of 256); the rows' sums by subgroup shuffles
+/// where `subgroup` (the device's fixed subgroup size) is given.
+pub fn persistent_prelude(px_max: u32, subgroup: Option<u32>) -> String {
+    let sum = if subgroup.is_some() {
+        include_str!("persistent_sum_shuffle.wgsl")
+    } else {
+        include_str!("persistent_sum_tree.wgsl")
+    };
     format!(
-        "const PX_MAX: u32 = {px_max}u;\nconst PWG_SIZE: u32 = {PERSISTENT_WG_SIZE}u;\n{}\n{}\n{}\n{}",
+        "const PX_MAX: u32 = {px_max}u;\nconst PWG_SIZE: u32 = {PERSISTENT_WG_SIZE}u;\n{}\n{}\n{}\n{}\n{sum}",
         super::ROUNDING_WGSL,
         Q6_K_CODES_WGSL,
         INT_DOT_WGSL,
@@ -70,13 +81,30 @@ pub fn persistent_prelude(px_max: u32) -> String {
     )
 }
 
+/// Bytes of workgroup memory [`persistent_prelude`] declares for `px_max` values.
+pub fn persistent_prelude_bytes(px_max: u32) -> u32 {
+    // Codes, two scales per 32, sums and maxima per 16, the rows' partial sums.
+    px_max + 8 * (px_max / 32) + 8 * (px_max / 16) + 4 * PERSISTENT_WG_SIZE
+}
+
 /// Phase `name`: a matvec with weights of type `ty` in rows of `cols` values, bound at
-/// `binding` of group 0; `None` for types the phases do not run.
-pub fn persistent_phase(ty: GgmlType, name: &str, binding: u32, cols: u32) -> Option<String> {
+/// `binding` of group 0; `None` for types the phases do not run. `subgroup` as for
+/// [`persistent_prelude`] (it caps the threads per row).
+pub fn persistent_phase(
+    ty: GgmlType,
+    name: &str,
+    binding: u32,
+    cols: u32,
+    subgroup: Option<u32>,
+) -> Option<String> {
     let format = persistent_format(ty)?;
     let (unit, _) = direct_unit(ty)?;
     let units_per_row = cols / super::wgsl_const(unit, "UNIT_VALUES")?;
-    let tpr = (units_per_row / 4).next_power_of_two().clamp(4, 64);
+    let cap = subgroup.unwrap_or(64).min(64);
+    let tpr = crate::env::env_parse::<u32>(PERSISTENT_TPR_ENV)
+        .filter(|t| t.is_power_of_two())
+        .unwrap_or((units_per_row / 4).next_power_of_two())
+        .clamp(4, cap);
     let source = format!(
         "const TPR: u32 = {tpr}u;\nconst XQ_BLOCK: u32 = {}u;\n{unit}\n{}",
         format.block(),
@@ -94,6 +122,7 @@ pub fn persistent_phase(ty: GgmlType, name: &str, binding: u32, cols: u32) -> Op
         "x_scale",
         "x_sum16",
         "phase_rows",
+        "rows_dot",
         "store",
     ]
     .map(String::from)

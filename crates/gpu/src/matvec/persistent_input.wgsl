@@ -2,8 +2,9 @@
 // to PX_MAX values quantized into workgroup memory as ggml quantizes activations (Q8_K:
 // blocks of 256 with the sums of the codes per 16; Q8_0: blocks of 32 with f16 scales), so
 // every workgroup holds the whole input of its rows with no pass through global memory.
-// The kernel defines `px_source(source, i) -> f32`, the unquantized value i of an input, and
-// prepends PX_MAX and PWG_SIZE (its workgroup size, 256). rounding.wgsl is prepended.
+// The kernel defines `px_source(source, i) -> f32`, the unquantized value i of an input.
+// persistent.rs prepends PX_MAX, PWG_SIZE (the workgroup size, 256) and rounding.wgsl, and
+// appends px_row_sum (persistent_sum_*.wgsl).
 
 // A matrix of a phase (one part, one binding): mirrors PhaseMatrix in persistent.rs.
 struct PhaseMatrix {
@@ -81,18 +82,3 @@ fn quantize_px(t: u32, source: u32, n: u32, block: u32) {
     workgroupBarrier();
 }
 
-// The sum of v over the `tpr` threads of each row (consecutive threads; every thread calls
-// it, in uniform control flow), returned to all of them.
-fn px_row_sum(t: u32, lane: u32, tpr: u32, v: f32) -> f32 {
-    PX_ROWSUM[t] = v;
-    workgroupBarrier();
-    for (var s = tpr / 2u; s > 0u; s >>= 1u) {
-        if lane < s {
-            PX_ROWSUM[t] += PX_ROWSUM[t + s];
-        }
-        workgroupBarrier();
-    }
-    let total = PX_ROWSUM[t - lane];
-    workgroupBarrier();
-    return total;
-}

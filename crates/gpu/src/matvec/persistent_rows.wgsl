@@ -1,7 +1,7 @@
 // One matvec phase of a persistent kernel (persistent.rs), composed once per phase with
 // every name of the weight type's unit file (and of this file) suffixed by the phase: the
 // workgroups share out steps of PWG_SIZE / TPR rows (TPR threads per row, walking its
-// 16-byte units as direct.wgsl does, two in flight), the input from the PX arrays
+// 16-byte units as direct.wgsl does), the input from the PX arrays
 // (persistent_input.wgsl), and call the kernel's `store(row, sum)` once per row.
 
 @group(0) @binding(WBINDING) var<storage, read> W: array<vec4<u32>>;
@@ -37,29 +37,48 @@ fn x_sum16(v: u32) -> i32 {
     return PX_SUM[v / 16u];
 }
 
+// This thread's share of the dot products of rows `ra` and `rb` (both valid), two units of
+// each row in flight at a time.
+fn rows_dot(ra: u32, rb: u32, lane: u32, m: PhaseMatrix) -> vec2<f32> {
+    let units = m.blocks_per_row * UNITS;
+    let wa = ra * (m.row_words / 4u);
+    let wb = rb * (m.row_words / 4u);
+    let sa = ra * m.blocks_per_row;
+    let sb = rb * m.blocks_per_row;
+    var acc = vec2<f32>(0.0, 0.0);
+    for (var u = lane; u < units; u += 2u * TPR) {
+        let u2 = min(u + TPR, units - 1u);
+        let a1 = prep_unit(load_unit(wa, sa, u / UNITS, u % UNITS), u / UNITS, u % UNITS);
+        let a2 = prep_unit(load_unit(wa, sa, u2 / UNITS, u2 % UNITS), u2 / UNITS, u2 % UNITS);
+        let b1 = prep_unit(load_unit(wb, sb, u / UNITS, u % UNITS), u / UNITS, u % UNITS);
+        let b2 = prep_unit(load_unit(wb, sb, u2 / UNITS, u2 % UNITS), u2 / UNITS, u2 % UNITS);
+        let second = u + TPR < units;
+        acc.x += prep_x(a1, 0u) + select(0.0, prep_x(a2, 0u), second);
+        acc.y += prep_x(b1, 0u) + select(0.0, prep_x(b2, 0u), second);
+    }
+    return acc;
+}
+
+// Workgroup `wg` of `nwg` takes row steps wg, wg + nwg, ... two at a time (so each thread
+// has four units in flight), PWG_SIZE / TPR rows per step.
 fn phase_rows(wg: u32, nwg: u32, t: u32, m: PhaseMatrix) {
     let lr = t / TPR;
     let lane = t % TPR;
     let rpw = PWG_SIZE / TPR;
     let steps = (m.rows + rpw - 1u) / rpw;
     SCALE_BASE = m.scale_base;
-    let units = m.blocks_per_row * UNITS;
-    for (var s = wg; s < steps; s += nwg) {
-        let row = s * rpw + lr;
-        var acc = 0.0;
-        if row < m.rows {
-            let rb = row * (m.row_words / 4u);
-            let side = row * m.blocks_per_row;
-            for (var u = lane; u < units; u += 2u * TPR) {
-                let u2 = min(u + TPR, units - 1u);
-                let da = prep_unit(load_unit(rb, side, u / UNITS, u % UNITS), u / UNITS, u % UNITS);
-                let db = prep_unit(load_unit(rb, side, u2 / UNITS, u2 % UNITS), u2 / UNITS, u2 % UNITS);
-                acc += prep_x(da, 0u) + select(0.0, prep_x(db, 0u), u + TPR < units);
-            }
+    for (var s = wg; s < steps; s += 2u * nwg) {
+        let row_a = s * rpw + lr;
+        let row_b = (s + nwg) * rpw + lr;
+        // Rows past the matrix compute the last row again, unstored.
+        let acc = rows_dot(min(row_a, m.rows - 1u), min(row_b, m.rows - 1u), lane, m);
+        let total_a = px_row_sum(t, lane, TPR, acc.x);
+        let total_b = px_row_sum(t, lane, TPR, acc.y);
+        if lane == 0u && row_a < m.rows {
+            store(row_a, total_a);
         }
-        let total = px_row_sum(t, lane, TPR, acc);
-        if lane == 0u && row < m.rows {
-            store(row, total);
+        if lane == 0u && row_b < m.rows {
+            store(row_b, total_b);
         }
     }
 }
