@@ -1701,7 +1701,7 @@ impl Engine {
                     let params = uniform(dev, "ffn_persistent", &l.params);
                     let mut buffers = vec![&params];
                     buffers.extend(layer_buffers);
-                    buffers.extend([&pf.sync.buffer, l.key, l.value]);
+                    buffers.extend([&pf.sync.buffer, l.key, l.value, &pf.xq]);
                     let start = b.ops.len();
                     b.kernel(
                         "ffn_persistent",

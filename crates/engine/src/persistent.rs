@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 
 use gguf::GgmlType;
-use rwkv_gpu::{GpuContext, GpuMatrix, GridSync, PhaseMatrix};
+use rwkv_gpu::{GpuContext, GpuMatrix, GridSync, PhaseMatrix, Q8Format, XqRegion};
 
 use crate::error::Result;
 use crate::kernels::{self, uniform, Kernels};
@@ -38,18 +38,42 @@ pub(crate) struct FfnParams {
     pub ffn: u32,
     pub half_stride: u32,
     pub eps: f32,
-    pub key_block: u32,
-    pub value_block: u32,
+    pub key_input: InputParams,
+    pub value_input: InputParams,
     pub max_spins: u32,
     pub probe_rounds: u32,
     pub skip: u32,
     pub _pad: u32,
 }
 
+/// A phase's input in xq (mirrors four fields of Params in ffn_persistent.wgsl).
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+pub(crate) struct InputParams {
+    pub q8k: u32,
+    pub codes: u32,
+    pub d: u32,
+    pub bs: u32,
+}
+
+impl InputParams {
+    fn new(format: Q8Format, r: XqRegion) -> InputParams {
+        InputParams {
+            q8k: (format == Q8Format::K) as u32,
+            codes: r.codes,
+            d: r.d,
+            bs: r.bs,
+        }
+    }
+}
+
 /// The persistent channel-mix pipelines (one per pair of key and value weight types), their
 /// grids, and the barrier's counters.
 pub(crate) struct PersistentFfn {
     pub sync: GridSync,
+    /// The key's and value's inputs quantized, where `regions` say.
+    pub xq: wgpu::Buffer,
+    regions: [XqRegion; 2],
     pipelines: HashMap<(GgmlType, GgmlType), (wgpu::ComputePipeline, u32)>,
     subgroups: bool,
     /// The device's subgroup size where it is fixed (the rows' sums by shuffles).
@@ -71,12 +95,8 @@ pub(crate) struct FfnLaunch<'a> {
 impl PersistentFfn {
     /// `None` where the path is off ([`PERSISTENT_ENV`]).
     pub fn new(ctx: &GpuContext, dim: u32, ffn: u32) -> Result<Option<PersistentFfn>> {
-        if !rwkv_gpu::env_on(PERSISTENT_ENV) || !dim.is_multiple_of(256) || !ffn.is_multiple_of(256) {
-            return Ok(None);
-        }
-        // Workgroup memory: the quantized input, x, and the reductions' 2 KB.
-        let bytes = rwkv_gpu::persistent_prelude_bytes(dim.max(ffn)) + 4 * dim + 2048;
-        if bytes > ctx.limits.max_compute_workgroup_storage_size {
+        if !rwkv_gpu::env_on(PERSISTENT_ENV) || !dim.is_multiple_of(256) || !ffn.is_multiple_of(256)
+        {
             return Ok(None);
         }
         let info = &ctx.info;
@@ -89,8 +109,13 @@ impl PersistentFfn {
         } else {
             rwkv_gpu::env_parse(PERSISTENT_WGS_ENV).unwrap_or(DEFAULT_MAX_WGS)
         };
+        let key_region = XqRegion::new(0, dim);
+        let regions = [key_region, XqRegion::new(key_region.end, ffn)];
+        let xq = ctx.create_storage_buffer("ffn xq", &vec![0u8; 4 * regions[1].end as usize])?;
         Ok(Some(PersistentFfn {
             sync: GridSync::new(ctx, "grid sync")?,
+            xq,
+            regions,
             pipelines: HashMap::new(),
             subgroups: ctx.has_subgroups(),
             subgroup,
@@ -133,8 +158,8 @@ impl PersistentFfn {
             ffn: self.ffn,
             half_stride,
             eps,
-            key_block: kf.block(),
-            value_block: vf.block(),
+            key_input: InputParams::new(kf, self.regions[0]),
+            value_input: InputParams::new(vf, self.regions[1]),
             max_spins: rwkv_gpu::SYNC_MAX_SPINS,
             probe_rounds: 0,
             skip: rwkv_gpu::env_parse("WEB_RWKV_PERSISTENT_SKIP").unwrap_or(0),
@@ -154,7 +179,7 @@ impl PersistentFfn {
             let probe_params = uniform(&ctx.device, "ffn probe params", &probe);
             let mut buffers = vec![&probe_params];
             buffers.extend_from_slice(probe_buffers);
-            buffers.extend([&self.sync.buffer, kb, vb]);
+            buffers.extend([&self.sync.buffer, kb, vb, &self.xq]);
             let bind = bind(ctx, &pipeline, &buffers);
             let candidates: Vec<u32> = [4096, 2048, 1056, 1024, 528, 512, 264, 256, 132, 128]
                 .into_iter()
@@ -190,14 +215,17 @@ impl PersistentFfn {
         (key, value): (GgmlType, GgmlType),
     ) -> Option<wgpu::ComputePipeline> {
         let sg = self.subgroup;
+        let [kr, vr] = self.regions;
         let source = [
-            format!("const X_MAX: u32 = {}u;", self.dim),
-            rwkv_gpu::persistent_prelude(self.dim.max(self.ffn), sg),
+            rwkv_gpu::persistent_prelude(sg),
             rwkv_gpu::GRID_SYNC_WGSL.to_string(),
-            rwkv_gpu::persistent_phase(key, "key", 10, self.dim, sg)?,
-            rwkv_gpu::persistent_phase(value, "value", 11, self.ffn, sg)?,
+            rwkv_gpu::persistent_phase(key, "key", 10, self.dim, sg, kr)?,
+            rwkv_gpu::persistent_phase(value, "value", 11, self.ffn, sg, vr)?,
             Kernels::step_wgsl().to_string(),
             Kernels::reduce_wgsl(self.subgroups).to_string(),
+            rwkv_gpu::Q8_PACK_WGSL.to_string(),
+            include_str!("kernels/q8_blocks.wgsl").to_string(),
+            include_str!("kernels/q8_store.wgsl").to_string(),
             include_str!("kernels/ffn_persistent.wgsl").to_string(),
         ]
         .join("\n");

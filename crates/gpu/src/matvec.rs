@@ -37,7 +37,7 @@ use crate::weights::GpuMatrix;
 use direct::DirectInput;
 pub use direct::{Q8Format, Q8Input, QuantizeCall, Q8_PACK_WGSL};
 pub use persistent::{
-    persistent_format, persistent_phase, persistent_prelude, persistent_prelude_bytes, PhaseMatrix,
+    persistent_format, persistent_phase, persistent_prelude, PhaseMatrix, XqRegion,
     PERSISTENT_WG_SIZE,
 };
 

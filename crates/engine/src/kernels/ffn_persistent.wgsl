@@ -1,23 +1,26 @@
 // The channel mix of a one-token step as one persistent dispatch (the multi-dispatch path:
 // token_mix "ffn_mix", the key matvec, the quantization of its output, the value matvec):
 //   xn = norm(x); k = relu(W_key (xn + (shift - xn) * mu))^2; x += W_value k
-// with the sequence's new shift state xn. Every workgroup copies x into its workgroup memory,
-// computes the norm's statistics, quantizes the key's whole input there, works out its share
-// of the key's rows, waits at a grid barrier for all of k, quantizes it, then works out its
-// share of the value's rows.
-// k crosses workgroups within the dispatch with plain stores and loads. That is a data race
-// by the letter of WGSL (grid_sync.wgsl: only atomics are ordered), made safe in practice by
-// never reading a line of k before the barrier after which it is final (a workgroup's
-// caches then hold no stale copy), and checked on the device at load: the calibration
-// (`probe_rounds`) also writes and reads fresh words that way and counts wrong ones, and a
-// device where any is wrong does not get this kernel. Atomic loads were correct but slow:
-// each waits for the L2 before the next issues (the channel mix took 90 us per layer).
-// x: every workgroup reads it whole before the barrier; after it each value row's owner
-// reads and writes its own rows only.
-// Composed (kernels/mod.rs) as: rwkv-gpu's persistent prelude (rounding.wgsl,
-// persistent_input.wgsl), grid_sync.wgsl, the phases "key" and "value" (persistent_rows.wgsl
-// with their weight types' unit files, weights at bindings 10 and 11), step.wgsl, the
-// reductions (Lane, sum_256), then this file.
+// with the sequence's new shift state xn, in four phases with a grid barrier
+// (grid_sync.wgsl) after each of the first three:
+//   1. the key's input, quantized to 8-bit blocks into xq (one 256-value tile per
+//      workgroup, each such workgroup computing the norm's statistics), and the new shift;
+//   2. the key's rows, shared out among all workgroups (rwkv-gpu's persistent phases),
+//      reading xq;
+//   3. k quantized into xq (a tile per workgroup);
+//   4. the value's rows, added to x.
+// Words written in one phase and read by other workgroups in a later one (xq, k) go through
+// plain stores and loads. That is a data race by the letter of WGSL (only atomics are
+// ordered by the barrier), made safe in practice by never reading a line of them before the
+// barrier after which it is final (a workgroup's caches then hold no stale copy; xq's
+// regions are 256-byte aligned), and checked on the device at load: the calibration
+// (`probe_rounds`) also writes and reads fresh words that way, and a device where any comes
+// back wrong does not get this kernel. (Atomic loads were correct but slow: each waited for
+// the L2 before the next issued.) x: the tile workgroups read it before the first barrier;
+// in phase 4 each value row's owner reads and writes its own rows only.
+// Composed (persistent.rs) as: rwkv-gpu's persistent prelude, grid_sync.wgsl, the phases
+// "key" and "value" (weights at bindings 10 and 11), step.wgsl, the reductions (Lane,
+// argmax_abs_256, sum_256), q8_pack.wgsl, q8_blocks.wgsl, q8_store.wgsl, then this file.
 
 struct Params {
     key: PhaseMatrix,
@@ -27,15 +30,22 @@ struct Params {
     // Elements between the two halves of the shift state ([2][slots][dim]).
     half_stride: u32,
     eps: f32,
-    // Values per 8-bit block of each phase's input (256 Q8_K, 32 Q8_0).
-    key_block: u32,
-    value_block: u32,
+    // The key's and value's inputs in xq: Q8_K (1) or Q8_0 (0), codes, scales, sums.
+    key_q8k: u32,
+    key_codes: u32,
+    key_d: u32,
+    key_bs: u32,
+    value_q8k: u32,
+    value_codes: u32,
+    value_d: u32,
+    value_bs: u32,
     max_spins: u32,
     // Calibration (GridSync::calibrate): this many checked barriers and nothing else.
     probe_rounds: u32,
     // Timing probe (WEB_RWKV_PERSISTENT_SKIP, wrong results): parts left out, bits 1 key
-    // input, 2 key product, 4 value input, 8 value product, 16 the barrier.
+    // input, 2 key product, 4 value input, 8 value product.
     skip: u32,
+    _pad: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -48,26 +58,11 @@ struct Params {
 @group(0) @binding(7) var<storage, read> rows: array<Row>;
 @group(0) @binding(8) var<storage, read_write> ffn_k: array<f32>;
 @group(0) @binding(9) var<storage, read_write> SYNC: array<atomic<u32>>;
+@group(0) @binding(12) var<storage, read_write> xq: array<u32>;
 
-// x, as the dispatch started.
-var<workgroup> X: array<f32, X_MAX>;
-var<private> MEAN: f32;
-var<private> INV: f32;
-// Where the sequence's current shift state starts.
-var<private> SHIFT_AT: u32;
-
-fn xn_at(i: u32) -> f32 {
-    return (X[i] - MEAN) * INV * norm_w[i] + norm_b[i];
-}
-
-// Source 0: the key's input (token_mix.wgsl's value for one mix); 1: the value's input k.
-fn px_source(source: u32, i: u32) -> f32 {
-    if source == 0u {
-        let xn = xn_at(i);
-        let prev = shift_state[SHIFT_AT + i];
-        return (prev - xn) * mu[i] + xn;
-    }
-    return ffn_k[i];
+// The persistent phases read their inputs through this name.
+fn xq_word(i: u32) -> u32 {
+    return xq[i];
 }
 
 fn store_key(row: u32, v: f32) {
@@ -76,14 +71,23 @@ fn store_key(row: u32, v: f32) {
 }
 
 fn store_value(row: u32, v: f32) {
-    x[row] = X[row] + v;
+    x[row] = x[row] + v;
+}
+
+// Tile `blk` of 256 values (v: this thread's) into xq, as the input format asks.
+fn store_tile(lane: Lane, v: f32, blk: u32, q8k: u32, codes: u32, d: u32, bs: u32) {
+    if q8k == 1u {
+        store_q8k(lane, v, blk, codes, d, bs);
+    } else {
+        store_q8_0(lane.tid, v, blk, codes, d);
+    }
 }
 
 // The calibration's check of plain stores and loads across the barrier, on ffn_k (unused
-// before a step): `rounds` rounds, each writing a word per workgroup to a fresh, 32-word
-// aligned slot, then reading all of them after a barrier; wrong words go to SYNC[2].
+// before a step): rounds each writing a word per workgroup to a fresh, 64-word aligned
+// slot, then reading all of them after a barrier; wrong words go to SYNC[2].
 fn probe_plain(t: u32, wg: u32, wgs: u32, rounds: u32, max_spins: u32) {
-    let stride = (wgs + 31u) / 32u * 32u;
+    let stride = (wgs + 63u) / 64u * 64u;
     for (var r = 0u; r < rounds && (r + 1u) * stride <= p.ffn; r++) {
         if t == 0u {
             ffn_k[r * stride + wg] = f32(r * 7919u + wg + 1u);
@@ -116,40 +120,43 @@ fn main(
         return;
     }
     let info = rows[0];
-    SHIFT_AT = info.half * p.half_stride + info.slot * p.dim;
-    // The layer norm's statistics, as layer_norm.wgsl and token_mix.wgsl sum them.
-    var sum = 0.0;
-    for (var c = t; c < p.dim; c += 256u) {
-        let v = x[c];
-        X[c] = v;
-        sum += v;
+    let tiles = p.dim / 256u;
+    if wg.x < tiles && (p.skip & 1u) == 0u {
+        // The layer norm's statistics, as layer_norm.wgsl and token_mix.wgsl sum them.
+        var sum = 0.0;
+        for (var c = t; c < p.dim; c += 256u) {
+            sum += x[c];
+        }
+        let mean = sum_256(lane, sum) / f32(p.dim);
+        var sq = 0.0;
+        for (var c = t; c < p.dim; c += 256u) {
+            let d = x[c] - mean;
+            sq += d * d;
+        }
+        let inv = 1.0 / sqrt(sum_256(lane, sq) / f32(p.dim) + p.eps);
+        let now = info.half * p.half_stride + info.slot * p.dim;
+        let next = (1u - info.half) * p.half_stride + info.slot * p.dim;
+        for (var blk = wg.x; blk < tiles; blk += nwg.x) {
+            let c = blk * 256u + t;
+            let xn = (x[c] - mean) * inv * norm_w[c] + norm_b[c];
+            let v = (shift_state[now + c] - xn) * mu[c] + xn;
+            // The new shift state goes to the other half: nothing reads it here.
+            shift_state[next + c] = xn;
+            store_tile(lane, v, blk, p.key_q8k, p.key_codes, p.key_d, p.key_bs);
+        }
     }
-    MEAN = sum_256(lane, sum) / f32(p.dim);
-    var sq = 0.0;
-    for (var c = t; c < p.dim; c += 256u) {
-        let d = X[c] - MEAN;
-        sq += d * d;
-    }
-    INV = 1.0 / sqrt(sum_256(lane, sq) / f32(p.dim) + p.eps);
-    if (p.skip & 1u) == 0u {
-        quantize_px(t, 0u, p.dim, p.key_block);
-    }
+    grid_sync(t, nwg.x, p.max_spins);
     if (p.skip & 2u) == 0u {
         phase_rows_key(wg.x, nwg.x, t, p.key);
     }
-    // The sequence's new shift state, into the other half: no workgroup reads it here.
-    if wg.x == 0u {
-        let at = (1u - info.half) * p.half_stride + info.slot * p.dim;
-        for (var c = t; c < p.dim; c += 256u) {
-            shift_state[at + c] = xn_at(c);
+    grid_sync(t, nwg.x, p.max_spins);
+    if (p.skip & 4u) == 0u {
+        for (var blk = wg.x; blk < p.ffn / 256u; blk += nwg.x) {
+            let v = ffn_k[blk * 256u + t];
+            store_tile(lane, v, blk, p.value_q8k, p.value_codes, p.value_d, p.value_bs);
         }
     }
-    if (p.skip & 16u) == 0u {
-        grid_sync(t, nwg.x, p.max_spins);
-    }
-    if (p.skip & 4u) == 0u {
-        quantize_px(t, 1u, p.ffn, p.value_block);
-    }
+    grid_sync(t, nwg.x, p.max_spins);
     if (p.skip & 8u) == 0u {
         phase_rows_value(wg.x, nwg.x, t, p.value);
     }

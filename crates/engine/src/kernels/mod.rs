@@ -218,6 +218,7 @@ impl Kernels {
                 STEP_WGSL,
                 reduce,
                 include_str!("q8_blocks.wgsl"),
+                include_str!("q8_store.wgsl"),
                 include_str!("token_mix.wgsl"),
             ]
             .concat(),

@@ -1,6 +1,6 @@
 // (rwkv-gpu's rounding.wgsl and q8_pack.wgsl, step.wgsl, the Step and Row structs, and
 // reduce_subgroup.wgsl or reduce_tree.wgsl, the Lane struct, argmax_abs_256 and sum_256, and
-// q8_blocks.wgsl are prepended.)
+// q8_blocks.wgsl and q8_store.wgsl are prepended.)
 // Layer norm + token shift + lerps + rounding, fused: for each row t (a token) and each of
 // `n_mix` mixes m,
 //   xn = norm(x[t]);  prev = norm(x[previous token]) or the sequence's saved shift state
@@ -48,44 +48,6 @@ const TILE: u32 = 256u;
 @group(0) @binding(8) var<storage, read_write> out_a: array<f32>;
 @group(0) @binding(9) var<storage, read_write> out_b: array<f32>;
 @group(0) @binding(10) var<storage, read_write> xq: array<u32>;
-
-// Writes this workgroup's values (one per thread; all threads call this together) as Q8_K
-// block `blk` of xq, as rwkv-gpu's quantize_q8k.wgsl does.
-fn store_q8k(lane: Lane, v: f32, blk: u32) {
-    let t = lane.tid;
-    block_vals[t] = v;
-    let iscale = q8k_iscale(block_vals[argmax_abs_256(lane, v)]);
-    let d = q8k_scale(iscale);
-    q8_codes[t] = i32(q8k_code(iscale, v));
-    workgroupBarrier();
-    if t < 64u {
-        xq[blk * 64u + t] = q8_word(t);
-    } else if t < 80u {
-        let g = t - 64u;
-        xq[p.xq_bs + blk * 16u + g] = bitcast<u32>(q8_sum16(g));
-    } else if t == 80u {
-        xq[p.xq_d + blk] = bitcast<u32>(d);
-    }
-    // block_vals and q8_codes are reused by the next call.
-    workgroupBarrier();
-}
-
-// The same for Q8_0: the tile's eight blocks of 32, their scales rounded to f16 (as
-// quantize_q8.wgsl writes them).
-fn store_q8_0(tid: u32, v: f32, blk: u32) {
-    let d = q8_0_scale(block_amax_32(tid, v));
-    q8_codes[tid] = i32(round(v * q8_0_inverse(d)));
-    if tid % 32u == 0u {
-        xq[p.xq_d + blk * 8u + tid / 32u] = bitcast<u32>(round_f16(d));
-    }
-    workgroupBarrier();
-    if tid < 64u {
-        xq[blk * 64u + tid] = q8_word(tid);
-    }
-    // q8_codes is reused by the next call.
-    workgroupBarrier();
-}
-
 
 // Mean and 1/sqrt(var + eps) of row r (layer_norm.wgsl's formula; the sums' order is that of
 // sum_256).
@@ -200,9 +162,9 @@ fn mix_rows(wg: vec3<u32>, nwg: vec3<u32>, lane: Lane, few: bool) {
             if few && step.n_rows <= p.q8k {
                 let blk = (m * p.q8k + t) * (p.dim / TILE) + tile;
                 if ma == 4u {
-                    store_q8k(lane, v, blk);
+                    store_q8k(lane, v, blk, 0u, p.xq_d, p.xq_bs);
                 } else if ma == 3u {
-                    store_q8_0(lane.tid, v, blk);
+                    store_q8_0(lane.tid, v, blk, 0u, p.xq_d);
                 }
             }
         }

@@ -1,13 +1,13 @@
 //! Matvec phases for persistent kernels: one dispatch whose workgroups run several dependent
 //! matrix-vector products, with a grid barrier ([`crate::GRID_SYNC_WGSL`]) between them,
-//! instead of one dispatch each. Every workgroup quantizes the whole input of a phase into
-//! its workgroup memory (persistent_input.wgsl) and takes a share of the rows
-//! (persistent_rows.wgsl, with the direct kernel's unit files for the weight type).
+//! instead of one dispatch each. Each phase reads its input quantized to 8-bit blocks in
+//! global memory (written by the kernel before a barrier) and every workgroup takes a
+//! share of the rows (persistent_rows.wgsl, with the direct kernel's unit files).
 //!
 //! A kernel composes [`persistent_prelude`] once and [`persistent_phase`] per phase; each
 //! phase's names carry the phase's suffix, so phases of different weight types share one
-//! module. The kernel defines `px_source(source, i)` (the values to quantize) and, per
-//! phase `P`, `store_P(row, sum)`; it calls `quantize_px(t, source, n, block)` then
+//! module. The kernel defines `xq_word(i)`, the words holding each phase's input
+//! quantized (where [`XqRegion`] says), defines per phase `P` `store_P(row, sum)`, and calls
 //! `phase_rows_P(workgroup, workgroups, t, matrix)`.
 
 use gguf::GgmlType;
@@ -63,17 +63,17 @@ pub fn persistent_format(ty: GgmlType) -> Option<Q8Format> {
     }
 }
 
-/// The shared part: rounding.wgsl, the unit files' helpers, persistent_input.wgsl, for
-/// inputs of up to `px_max` values (a multiple of 256); the rows' sums by subgroup shuffles
-/// where `subgroup` (the device's fixed subgroup size) is given.
-pub fn persistent_prelude(px_max: u32, subgroup: Option<u32>) -> String {
+/// The shared part: rounding.wgsl, the unit files' helpers, persistent_input.wgsl, and the
+/// rows' sums, by subgroup shuffles where `subgroup` (the device's fixed subgroup size) is
+/// given.
+pub fn persistent_prelude(subgroup: Option<u32>) -> String {
     let sum = if subgroup.is_some() {
         include_str!("persistent_sum_shuffle.wgsl")
     } else {
         include_str!("persistent_sum_tree.wgsl")
     };
     format!(
-        "const PX_MAX: u32 = {px_max}u;\nconst PWG_SIZE: u32 = {PERSISTENT_WG_SIZE}u;\n{}\n{}\n{}\n{}\n{sum}",
+        "const PWG_SIZE: u32 = {PERSISTENT_WG_SIZE}u;\n{}\n{}\n{}\n{}\n{sum}",
         super::ROUNDING_WGSL,
         Q6_K_CODES_WGSL,
         INT_DOT_WGSL,
@@ -81,21 +81,44 @@ pub fn persistent_prelude(px_max: u32, subgroup: Option<u32>) -> String {
     )
 }
 
-/// Bytes of workgroup memory [`persistent_prelude`] declares for `px_max` values.
-pub fn persistent_prelude_bytes(px_max: u32) -> u32 {
-    // Codes, two scales per 32, sums and maxima per 16, the rows' partial sums.
-    px_max + 8 * (px_max / 32) + 8 * (px_max / 16) + 4 * PERSISTENT_WG_SIZE
+/// Where a phase's input sits in the kernel's `xq_word` words (rwkv-gpu's Q8Input layout for
+/// `values` values from word `at`): its codes, block scales and (Q8_K) sums per 16.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct XqRegion {
+    pub codes: u32,
+    pub d: u32,
+    pub bs: u32,
+    /// The first word past the region, rounded up to 64 words (256 bytes: a workgroup
+    /// never caches a line of the next region while reading this one).
+    pub end: u32,
+}
+
+impl XqRegion {
+    /// The region of `values` values (a multiple of 256) from word `at`.
+    pub fn new(at: u32, values: u32) -> XqRegion {
+        let d = at + values / 4;
+        // Room for Q8_0's scale per 32 (Q8_K uses one per 256).
+        let bs = d + values / 32;
+        let end = (bs + values / 16).next_multiple_of(64);
+        XqRegion {
+            codes: at,
+            d,
+            bs,
+            end,
+        }
+    }
 }
 
 /// Phase `name`: a matvec with weights of type `ty` in rows of `cols` values, bound at
-/// `binding` of group 0; `None` for types the phases do not run. `subgroup` as for
-/// [`persistent_prelude`] (it caps the threads per row).
+/// `binding` of group 0, its input at `input`; `None` for types the phases do not run.
+/// `subgroup` as for [`persistent_prelude`] (it caps the threads per row).
 pub fn persistent_phase(
     ty: GgmlType,
     name: &str,
     binding: u32,
     cols: u32,
     subgroup: Option<u32>,
+    input: XqRegion,
 ) -> Option<String> {
     let format = persistent_format(ty)?;
     let (unit, _) = direct_unit(ty)?;
@@ -106,13 +129,20 @@ pub fn persistent_phase(
         .unwrap_or((units_per_row / 4).next_power_of_two())
         .clamp(4, cap);
     let source = format!(
-        "const TPR: u32 = {tpr}u;\nconst XQ_BLOCK: u32 = {}u;\n{unit}\n{}",
+        "const TPR: u32 = {tpr}u;\nconst XQ_BLOCK: u32 = {}u;\nconst XQ_CODES: u32 = {}u;\n\
+         const XQ_D: u32 = {}u;\nconst XQ_BS: u32 = {}u;\n{unit}\n{}",
         format.block(),
+        input.codes,
+        input.d,
+        input.bs,
         ROWS_WGSL.replace("WBINDING", &binding.to_string())
     );
     let mut names: Vec<String> = [
         "TPR",
         "XQ_BLOCK",
+        "XQ_CODES",
+        "XQ_D",
+        "XQ_BS",
         "W",
         "SCALE_BASE",
         "wl",

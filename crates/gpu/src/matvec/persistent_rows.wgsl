@@ -1,8 +1,11 @@
 // One matvec phase of a persistent kernel (persistent.rs), composed once per phase with
 // every name of the weight type's unit file (and of this file) suffixed by the phase: the
 // workgroups share out steps of PWG_SIZE / TPR rows (TPR threads per row, walking its
-// 16-byte units as direct.wgsl does), the input from the PX arrays
-// (persistent_input.wgsl), and call the kernel's `store(row, sum)` once per row.
+// 16-byte units as direct.wgsl does), the input from the kernel's words `xq_word(i)` (its
+// codes, scales and sums per 16 from words XQ_CODES, XQ_D and XQ_BS), and call the kernel's
+// `store(row, sum)` once per row. The words are written in the same dispatch: plain loads are
+// safe because no workgroup reads these words before the barrier after which they are
+// final (see the engine's ffn_persistent.wgsl).
 
 @group(0) @binding(WBINDING) var<storage, read> W: array<vec4<u32>>;
 
@@ -25,16 +28,16 @@ fn side_scale(side: u32, blk: u32) -> f32 {
 }
 
 fn x_codes(v: u32) -> vec4<u32> {
-    let i = v / 4u;
-    return vec4<u32>(PX_CODES[i], PX_CODES[i + 1u], PX_CODES[i + 2u], PX_CODES[i + 3u]);
+    let i = XQ_CODES + v / 4u;
+    return vec4<u32>(xq_word(i), xq_word(i + 1u), xq_word(i + 2u), xq_word(i + 3u));
 }
 
 fn x_scale(v: u32) -> f32 {
-    return PX_D[v / XQ_BLOCK];
+    return bitcast<f32>(xq_word(XQ_D + v / XQ_BLOCK));
 }
 
 fn x_sum16(v: u32) -> i32 {
-    return PX_SUM[v / 16u];
+    return bitcast<i32>(xq_word(XQ_BS + v / 16u));
 }
 
 // This thread's share of the dot products of rows `ra` and `rb` (both valid), two units of
