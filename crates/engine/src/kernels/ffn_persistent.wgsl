@@ -58,11 +58,21 @@ struct Params {
 @group(0) @binding(7) var<storage, read> rows: array<Row>;
 @group(0) @binding(8) var<storage, read_write> ffn_k: array<f32>;
 @group(0) @binding(9) var<storage, read_write> SYNC: array<atomic<u32>>;
-@group(0) @binding(12) var<storage, read_write> xq: array<u32>;
+// As vec4 so that the phases load 16 input codes at once.
+@group(0) @binding(12) var<storage, read_write> xq: array<vec4<u32>>;
 
-// The persistent phases read their inputs through this name.
+// The persistent phases read their inputs through these, q8_store.wgsl writes through
+// xq_store.
 fn xq_word(i: u32) -> u32 {
-    return xq[i];
+    return xq[i / 4u][i % 4u];
+}
+
+fn xq_vec4(i: u32) -> vec4<u32> {
+    return xq[i / 4u];
+}
+
+fn xq_store(i: u32, w: u32) {
+    xq[i / 4u][i % 4u] = w;
 }
 
 fn store_key(row: u32, v: f32) {

@@ -49,6 +49,10 @@ const TILE: u32 = 256u;
 @group(0) @binding(9) var<storage, read_write> out_b: array<f32>;
 @group(0) @binding(10) var<storage, read_write> xq: array<u32>;
 
+fn xq_store(i: u32, w: u32) {
+    xq[i] = w;
+}
+
 // Mean and 1/sqrt(var + eps) of row r (layer_norm.wgsl's formula; the sums' order is that of
 // sum_256).
 fn row_stats(lane: Lane, r: u32) -> vec2<f32> {

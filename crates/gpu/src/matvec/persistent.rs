@@ -128,9 +128,11 @@ pub fn persistent_phase(
         .filter(|t| t.is_power_of_two())
         .unwrap_or((units_per_row / 4).next_power_of_two())
         .clamp(4, cap);
+    // Two row steps at a time (`WEB_RWKV_PERSISTENT_ROWS` = 1 or 2, for measurements).
+    let paired = crate::env::env_parse::<u32>("WEB_RWKV_PERSISTENT_ROWS") != Some(1);
     let source = format!(
-        "const TPR: u32 = {tpr}u;\nconst XQ_BLOCK: u32 = {}u;\nconst XQ_CODES: u32 = {}u;\n\
-         const XQ_D: u32 = {}u;\nconst XQ_BS: u32 = {}u;\n{unit}\n{}",
+        "const TPR: u32 = {tpr}u;\nconst PAIRED: bool = {paired};\nconst XQ_BLOCK: u32 = {}u;\n\
+         const XQ_CODES: u32 = {}u;\nconst XQ_D: u32 = {}u;\nconst XQ_BS: u32 = {}u;\n{unit}\n{}",
         format.block(),
         input.codes,
         input.d,
@@ -153,6 +155,8 @@ pub fn persistent_phase(
         "x_sum16",
         "phase_rows",
         "rows_dot",
+        "row_dot",
+        "PAIRED",
         "store",
     ]
     .map(String::from)

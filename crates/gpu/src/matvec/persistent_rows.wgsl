@@ -1,7 +1,8 @@
 // One matvec phase of a persistent kernel (persistent.rs), composed once per phase with
 // every name of the weight type's unit file (and of this file) suffixed by the phase: the
 // workgroups share out steps of PWG_SIZE / TPR rows (TPR threads per row, walking its
-// 16-byte units as direct.wgsl does), the input from the kernel's words `xq_word(i)` (its
+// 16-byte units as direct.wgsl does), the input from the kernel's words `xq_word(i)` and
+// `xq_vec4(i)` (words i..i + 4, i a multiple of 4) (its
 // codes, scales and sums per 16 from words XQ_CODES, XQ_D and XQ_BS), and call the kernel's
 // `store(row, sum)` once per row. The words are written in the same dispatch: plain loads are
 // safe because no workgroup reads these words before the barrier after which they are
@@ -28,8 +29,7 @@ fn side_scale(side: u32, blk: u32) -> f32 {
 }
 
 fn x_codes(v: u32) -> vec4<u32> {
-    let i = XQ_CODES + v / 4u;
-    return vec4<u32>(xq_word(i), xq_word(i + 1u), xq_word(i + 2u), xq_word(i + 3u));
+    return xq_vec4(XQ_CODES + v / 4u);
 }
 
 fn x_scale(v: u32) -> f32 {
@@ -62,14 +62,39 @@ fn rows_dot(ra: u32, rb: u32, lane: u32, m: PhaseMatrix) -> vec2<f32> {
     return acc;
 }
 
-// Workgroup `wg` of `nwg` takes row steps wg, wg + nwg, ... two at a time (so each thread
-// has four units in flight), PWG_SIZE / TPR rows per step.
+// This thread's share of the dot product of row `r`, two units in flight at a time.
+fn row_dot(r: u32, lane: u32, m: PhaseMatrix) -> f32 {
+    let units = m.blocks_per_row * UNITS;
+    let w = r * (m.row_words / 4u);
+    let side = r * m.blocks_per_row;
+    var acc = 0.0;
+    for (var u = lane; u < units; u += 2u * TPR) {
+        let u2 = min(u + TPR, units - 1u);
+        let a1 = prep_unit(load_unit(w, side, u / UNITS, u % UNITS), u / UNITS, u % UNITS);
+        let a2 = prep_unit(load_unit(w, side, u2 / UNITS, u2 % UNITS), u2 / UNITS, u2 % UNITS);
+        acc += prep_x(a1, 0u) + select(0.0, prep_x(a2, 0u), u + TPR < units);
+    }
+    return acc;
+}
+
+// Workgroup `wg` of `nwg` takes row steps wg, wg + nwg, ... (PWG_SIZE / TPR rows per step),
+// one at a time (PAIRED = false) or two (each thread then has four units in flight).
 fn phase_rows(wg: u32, nwg: u32, t: u32, m: PhaseMatrix) {
     let lr = t / TPR;
     let lane = t % TPR;
     let rpw = PWG_SIZE / TPR;
     let steps = (m.rows + rpw - 1u) / rpw;
     SCALE_BASE = m.scale_base;
+    if !PAIRED {
+        for (var s = wg; s < steps; s += nwg) {
+            let row = s * rpw + lr;
+            let total = px_row_sum(t, lane, TPR, row_dot(min(row, m.rows - 1u), lane, m));
+            if lane == 0u && row < m.rows {
+                store(row, total);
+            }
+        }
+        return;
+    }
     for (var s = wg; s < steps; s += 2u * nwg) {
         let row_a = s * rpw + lr;
         let row_b = (s + nwg) * rpw + lr;
