@@ -29,7 +29,7 @@ use crate::kernels::{
     bind, bind_at, uniform, wkv_scan_lanes, ChunkInfo, Kernels, Launch, LayerNormParams,
     RoundParams, RowInfo, StepUniform, TokenMixParams, Wkv7Params, NO_PREV,
 };
-use crate::persistent::PersistentFfn;
+use crate::persistent::{PersistentTail, TailWeights};
 use crate::weights::ModelWeights;
 
 /// Sizes fixed when the engine is built.
@@ -1300,7 +1300,7 @@ impl Engine {
         let out_x = storage(&ctx, "output norm", f32s(max_out * d))?;
 
         let (dim, rows) = (c.n_embd as u32, options.max_rows as u32);
-        let mut persistent = PersistentFfn::new(&ctx, dim, c.ffn_size as u32)?;
+        let mut persistent = PersistentTail::new(&ctx, dim, c.ffn_size as u32)?;
         let mut b = Builder {
             ctx: &ctx,
             kernels: &kernels,
@@ -1634,6 +1634,7 @@ impl Engine {
             if out_mode != 0 {
                 b.fresh.push(("att_out", out_mode));
             }
+            let tail_start = b.ops.len();
             b.matmul(
                 &lw.output,
                 view(&att_a, rows),
@@ -1643,7 +1644,6 @@ impl Engine {
                 rows,
                 Epilogue::Add,
             )?;
-            let ffn_start = b.ops.len();
             b.token_mix(
                 "ffn_mix",
                 &token_mix_params(1),
@@ -1674,9 +1674,9 @@ impl Engine {
                 rows,
                 Epilogue::Add,
             )?;
-            // One-token steps: the whole channel mix as one persistent dispatch, where its
-            // weights suit it.
-            if let Some(pf) = persistent.as_mut() {
+            // One-token steps: the layer's tail (output projection, channel mix) as one
+            // persistent dispatch, where its weights suit it.
+            if let Some(pt) = persistent.as_mut() {
                 let layer_buffers = [
                     &scratch.step,
                     &x,
@@ -1686,29 +1686,31 @@ impl Engine {
                     &st.ffn_shift,
                     &scratch.rows,
                     &ffn_k,
+                    // What the WKV kernel wrote (rounded for the output where that stays
+                    // within a head).
+                    &att_in,
                 ];
-                let launch = pf.launch(
+                let weights = TailWeights {
+                    output: &lw.output,
+                    key: &lw.ffn_key,
+                    value: &lw.ffn_value,
+                };
+                let launch = pt.launch(
                     &ctx,
-                    &lw.ffn_key,
-                    &lw.ffn_value,
+                    weights,
                     options.llama_cpp_rounding,
                     options.max_slots as u32 * dim,
                     c.layer_norm_eps,
                     &layer_buffers,
                 )?;
                 if let Some(l) = launch {
-                    b.by_rows(ffn_start, 2, true);
-                    let params = uniform(dev, "ffn_persistent", &l.params);
+                    b.by_rows(tail_start, 2, true);
+                    let params = uniform(dev, "layer_tail", &l.params);
                     let mut buffers = vec![&params];
                     buffers.extend(layer_buffers);
-                    buffers.extend([&pf.sync.buffer, l.key, l.value, &pf.xq]);
+                    buffers.extend(pt.shared_buffers(l.weights));
                     let start = b.ops.len();
-                    b.kernel(
-                        "ffn_persistent",
-                        &l.pipeline,
-                        &buffers,
-                        Grid::Fixed(l.workgroups),
-                    );
+                    b.kernel("layer_tail", &l.pipeline, &buffers, Grid::Fixed(l.workgroups));
                     b.by_rows(start, 2, false);
                 }
             }

@@ -1,12 +1,13 @@
-//! Persistent kernels for one-token steps: the channel mix as one dispatch
-//! (kernels/ffn_persistent.wgsl) instead of four, its workgroups meeting at a grid barrier
-//! (rwkv-gpu's grid_sync.wgsl) between the key and value products. A dependent dispatch
-//! costs ~7 us of idle GPU on an H200, a grid barrier ~1-2 us.
+//! Persistent kernels for one-token steps: the tail of a layer (the attention's output
+//! projection and the channel mix) as one dispatch (kernels/layer_tail.wgsl) instead of six,
+//! its workgroups meeting at grid barriers (rwkv-gpu's grid_sync.wgsl) between phases. A
+//! dependent dispatch costs ~5-7 us of idle GPU on an H200, a grid barrier ~1.4 us.
 //!
 //! The grid is sized once per pipeline by [`GridSync::calibrate`] (the largest grid whose
-//! barriers check out, capped by [`PERSISTENT_WGS_ENV`]); on a CPU adapter (lavapipe, whose
-//! workgroups do not all run at once) it is one workgroup, which still tests the kernel's
-//! results. [`PERSISTENT_ENV`] = 0 turns the path off.
+//! barriers, and the kernel's plain cross-workgroup reads, check out, capped by
+//! [`PERSISTENT_WGS_ENV`]); on a CPU adapter (lavapipe, whose workgroups do not all run at
+//! once) it is one workgroup, which still tests the kernel's results. [`PERSISTENT_ENV`] = 0
+//! turns the path off.
 
 use std::collections::HashMap;
 
@@ -18,35 +19,17 @@ use crate::kernels::{self, uniform, Kernels};
 
 /// Environment variable: `0` turns the persistent kernels off.
 pub const PERSISTENT_ENV: &str = "WEB_RWKV_PERSISTENT";
-/// Environment variable: the largest grid of a persistent kernel (default 264; for
+/// Environment variable: the largest grid of a persistent kernel (default 528; for
 /// measurements).
 pub const PERSISTENT_WGS_ENV: &str = "WEB_RWKV_PERSISTENT_WGS";
 
-const DEFAULT_MAX_WGS: u32 = 264;
+const DEFAULT_MAX_WGS: u32 = 528;
 /// Checked barriers per calibration run, and the spins after which a calibration barrier
 /// gives up (a grid that is not resident then fails fast).
 const PROBE_ROUNDS: u32 = 8;
 const PROBE_SPINS: u32 = 20_000;
 
-/// Mirrors Params in ffn_persistent.wgsl.
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-pub(crate) struct FfnParams {
-    pub key: PhaseMatrix,
-    pub value: PhaseMatrix,
-    pub dim: u32,
-    pub ffn: u32,
-    pub half_stride: u32,
-    pub eps: f32,
-    pub key_input: InputParams,
-    pub value_input: InputParams,
-    pub max_spins: u32,
-    pub probe_rounds: u32,
-    pub skip: u32,
-    pub _pad: u32,
-}
-
-/// A phase's input in xq (mirrors four fields of Params in ffn_persistent.wgsl).
+/// A phase's input in xq (mirrors PhaseInput in layer_tail.wgsl).
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 pub(crate) struct InputParams {
@@ -67,14 +50,45 @@ impl InputParams {
     }
 }
 
-/// The persistent channel-mix pipelines (one per pair of key and value weight types), their
-/// grids, and the barrier's counters.
-pub(crate) struct PersistentFfn {
+/// Mirrors Params in layer_tail.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+pub(crate) struct TailParams {
+    pub output: PhaseMatrix,
+    pub key: PhaseMatrix,
+    pub value: PhaseMatrix,
+    pub output_input: InputParams,
+    pub key_input: InputParams,
+    pub value_input: InputParams,
+    pub dim: u32,
+    pub ffn: u32,
+    pub half_stride: u32,
+    pub eps: f32,
+    pub max_spins: u32,
+    pub probe_rounds: u32,
+    pub skip: u32,
+    pub _pad: u32,
+}
+
+/// The matrices of a layer's tail.
+#[derive(Clone, Copy)]
+pub(crate) struct TailWeights<'a> {
+    pub output: &'a GpuMatrix,
+    pub key: &'a GpuMatrix,
+    pub value: &'a GpuMatrix,
+}
+
+/// The layer-tail pipelines (one per combination of weight types), their grids, and the
+/// buffers they share: the barrier's counters, the phases' quantized inputs, the output
+/// projection's result.
+pub(crate) struct PersistentTail {
     pub sync: GridSync,
-    /// The key's and value's inputs quantized, where `regions` say.
+    /// The phases' inputs quantized, where `regions` say (output, key, value).
     pub xq: wgpu::Buffer,
-    regions: [XqRegion; 2],
-    pipelines: HashMap<(GgmlType, GgmlType), (wgpu::ComputePipeline, u32)>,
+    /// The output projection's result (added to x with the value's).
+    pub y: wgpu::Buffer,
+    regions: [XqRegion; 3],
+    pipelines: HashMap<[GgmlType; 3], (wgpu::ComputePipeline, u32)>,
     subgroups: bool,
     /// The device's subgroup size where it is fixed (the rows' sums by shuffles).
     subgroup: Option<u32>,
@@ -83,38 +97,40 @@ pub(crate) struct PersistentFfn {
     ffn: u32,
 }
 
-/// A layer's persistent channel mix, ready to bind.
-pub(crate) struct FfnLaunch<'a> {
+/// A layer's tail, ready to bind.
+pub(crate) struct TailLaunch<'a> {
     pub pipeline: wgpu::ComputePipeline,
     pub workgroups: u32,
-    pub params: FfnParams,
-    pub key: &'a wgpu::Buffer,
-    pub value: &'a wgpu::Buffer,
+    pub params: TailParams,
+    /// The weight buffers, in binding order (output, key, value).
+    pub weights: [&'a wgpu::Buffer; 3],
 }
 
-impl PersistentFfn {
+impl PersistentTail {
     /// `None` where the path is off ([`PERSISTENT_ENV`]).
-    pub fn new(ctx: &GpuContext, dim: u32, ffn: u32) -> Result<Option<PersistentFfn>> {
+    pub fn new(ctx: &GpuContext, dim: u32, ffn: u32) -> Result<Option<PersistentTail>> {
         if !rwkv_gpu::env_on(PERSISTENT_ENV) || !dim.is_multiple_of(256) || !ffn.is_multiple_of(256)
         {
             return Ok(None);
         }
-        let info = &ctx.info;
-        let subgroup = (ctx.has_subgroups()
-            && info.subgroup_min_size == info.subgroup_max_size
-            && info.subgroup_min_size >= 4)
-            .then_some(info.subgroup_min_size);
         let max_wgs = if ctx.info.device_type == wgpu::DeviceType::Cpu {
             1
         } else {
             rwkv_gpu::env_parse(PERSISTENT_WGS_ENV).unwrap_or(DEFAULT_MAX_WGS)
         };
-        let key_region = XqRegion::new(0, dim);
-        let regions = [key_region, XqRegion::new(key_region.end, ffn)];
-        let xq = ctx.create_storage_buffer("ffn xq", &vec![0u8; 4 * regions[1].end as usize])?;
-        Ok(Some(PersistentFfn {
+        let info = &ctx.info;
+        let subgroup = (ctx.has_subgroups()
+            && info.subgroup_min_size == info.subgroup_max_size
+            && info.subgroup_min_size >= 4)
+            .then_some(info.subgroup_min_size);
+        let output = XqRegion::new(0, dim);
+        let key = XqRegion::new(output.end, dim);
+        let regions = [output, key, XqRegion::new(key.end, ffn)];
+        let xq = ctx.create_storage_buffer("tail xq", &vec![0u8; 4 * regions[2].end as usize])?;
+        Ok(Some(PersistentTail {
             sync: GridSync::new(ctx, "grid sync")?,
             xq,
+            y: ctx.create_storage_buffer("tail y", &vec![0u8; 4 * dim as usize])?,
             regions,
             pipelines: HashMap::new(),
             subgroups: ctx.has_subgroups(),
@@ -125,61 +141,69 @@ impl PersistentFfn {
         }))
     }
 
-    /// The launch of one layer's channel mix, if its weights suit the kernel (8-bit-input
-    /// types in one part each, both rounded as ggml rounds their inputs: `rounding`).
+    /// The launch of one layer's tail, if its weights suit the kernel (8-bit-input types in
+    /// one part each, rounded as ggml rounds their inputs: `rounding`). `layer_buffers`:
+    /// bindings 1.. up to the barrier's counters (see layer_tail.wgsl), for the calibration.
     #[allow(clippy::too_many_arguments)]
     pub fn launch<'a>(
         &mut self,
         ctx: &GpuContext,
-        key: &'a GpuMatrix,
-        value: &'a GpuMatrix,
+        w: TailWeights<'a>,
         rounding: bool,
         half_stride: u32,
         eps: f32,
-        probe_buffers: &[&wgpu::Buffer],
-    ) -> Result<Option<FfnLaunch<'a>>> {
-        let (Some((km, kb)), Some((vm, vb))) = (PhaseMatrix::of(key), PhaseMatrix::of(value))
-        else {
-            return Ok(None);
-        };
-        let (Some(kf), Some(vf)) = (
-            rwkv_gpu::persistent_format(key.ty),
-            rwkv_gpu::persistent_format(value.ty),
-        ) else {
-            return Ok(None);
-        };
-        if !rounding || key.cols as u32 != self.dim || value.cols as u32 != self.ffn {
+        layer_buffers: &[&wgpu::Buffer],
+    ) -> Result<Option<TailLaunch<'a>>> {
+        let mats = [w.output, w.key, w.value];
+        let cols = [self.dim, self.dim, self.ffn];
+        let mut phases = Vec::new();
+        for (m, c) in mats.iter().zip(cols) {
+            let (Some((pm, buf)), Some(format)) =
+                (PhaseMatrix::of(m), rwkv_gpu::persistent_format(m.ty))
+            else {
+                return Ok(None);
+            };
+            if m.cols as u32 != c {
+                return Ok(None);
+            }
+            phases.push((pm, buf, format));
+        }
+        if !rounding {
             return Ok(None);
         }
-        let params = FfnParams {
-            key: km,
-            value: vm,
+        let input = |k: usize| InputParams::new(phases[k].2, self.regions[k]);
+        let params = TailParams {
+            output: phases[0].0,
+            key: phases[1].0,
+            value: phases[2].0,
+            output_input: input(0),
+            key_input: input(1),
+            value_input: input(2),
             dim: self.dim,
             ffn: self.ffn,
             half_stride,
             eps,
-            key_input: InputParams::new(kf, self.regions[0]),
-            value_input: InputParams::new(vf, self.regions[1]),
             max_spins: rwkv_gpu::SYNC_MAX_SPINS,
             probe_rounds: 0,
             skip: rwkv_gpu::env_parse("WEB_RWKV_PERSISTENT_SKIP").unwrap_or(0),
             _pad: 0,
         };
-        let types = (key.ty, value.ty);
+        let weights = [phases[0].1, phases[1].1, phases[2].1];
+        let types = mats.map(|m| m.ty);
         if !self.pipelines.contains_key(&types) {
             let Some(pipeline) = self.pipeline(ctx, types) else {
                 return Ok(None);
             };
             // Calibrate with this pipeline and the layer's buffers, in probe mode.
-            let probe = FfnParams {
+            let probe = TailParams {
                 probe_rounds: PROBE_ROUNDS,
                 max_spins: PROBE_SPINS,
                 ..params
             };
-            let probe_params = uniform(&ctx.device, "ffn probe params", &probe);
+            let probe_params = uniform(&ctx.device, "layer tail probe params", &probe);
             let mut buffers = vec![&probe_params];
-            buffers.extend_from_slice(probe_buffers);
-            buffers.extend([&self.sync.buffer, kb, vb, &self.xq]);
+            buffers.extend_from_slice(layer_buffers);
+            buffers.extend(self.shared_buffers(weights));
             let bind = bind(ctx, &pipeline, &buffers);
             let candidates: Vec<u32> = [4096, 2048, 1056, 1024, 528, 512, 264, 256, 132, 128]
                 .into_iter()
@@ -195,13 +219,21 @@ impl PersistentFfn {
             self.pipelines.insert(types, (pipeline, wgs));
         }
         let (pipeline, workgroups) = self.pipelines[&types].clone();
-        Ok(Some(FfnLaunch {
+        Ok(Some(TailLaunch {
             pipeline,
             workgroups,
             params,
-            key: kb,
-            value: vb,
+            weights,
         }))
+    }
+
+    /// The bindings after the layer's own (see layer_tail.wgsl): the barrier's counters, the
+    /// weights, xq, y.
+    pub fn shared_buffers<'a>(&'a self, weights: [&'a wgpu::Buffer; 3]) -> Vec<&'a wgpu::Buffer> {
+        let mut b = vec![&self.sync.buffer];
+        b.extend(weights);
+        b.extend([&self.xq, &self.y]);
+        b
     }
 
     /// The workgroups of each pipeline's grid, for reports.
@@ -209,27 +241,24 @@ impl PersistentFfn {
         self.pipelines.values().map(|(_, w)| *w).collect()
     }
 
-    fn pipeline(
-        &self,
-        ctx: &GpuContext,
-        (key, value): (GgmlType, GgmlType),
-    ) -> Option<wgpu::ComputePipeline> {
+    fn pipeline(&self, ctx: &GpuContext, types: [GgmlType; 3]) -> Option<wgpu::ComputePipeline> {
         let sg = self.subgroup;
-        let [kr, vr] = self.regions;
+        let [or, kr, vr] = self.regions;
         let source = [
             rwkv_gpu::persistent_prelude(sg),
             rwkv_gpu::GRID_SYNC_WGSL.to_string(),
-            rwkv_gpu::persistent_phase(key, "key", 10, self.dim, sg, kr)?,
-            rwkv_gpu::persistent_phase(value, "value", 11, self.ffn, sg, vr)?,
+            rwkv_gpu::persistent_phase(types[0], "output", 11, self.dim, sg, or)?,
+            rwkv_gpu::persistent_phase(types[1], "key", 12, self.dim, sg, kr)?,
+            rwkv_gpu::persistent_phase(types[2], "value", 13, self.ffn, sg, vr)?,
             Kernels::step_wgsl().to_string(),
             Kernels::reduce_wgsl(self.subgroups).to_string(),
             rwkv_gpu::Q8_PACK_WGSL.to_string(),
             include_str!("kernels/q8_blocks.wgsl").to_string(),
             include_str!("kernels/q8_store.wgsl").to_string(),
-            include_str!("kernels/ffn_persistent.wgsl").to_string(),
+            include_str!("kernels/layer_tail.wgsl").to_string(),
         ]
         .join("\n");
-        Some(kernels::pipeline(&ctx.device, "ffn_persistent", &source))
+        Some(kernels::pipeline(&ctx.device, "layer_tail", &source))
     }
 }
 
@@ -240,5 +269,5 @@ pub(crate) fn bind(
     buffers: &[&wgpu::Buffer],
 ) -> wgpu::BindGroup {
     let at: Vec<(u32, &wgpu::Buffer)> = (0..).zip(buffers.iter().copied()).collect();
-    kernels::bind_at(&ctx.device, pipeline, "ffn_persistent", &at)
+    kernels::bind_at(&ctx.device, pipeline, "layer_tail", &at)
 }

@@ -128,8 +128,9 @@ pub fn persistent_phase(
         .filter(|t| t.is_power_of_two())
         .unwrap_or((units_per_row / 4).next_power_of_two())
         .clamp(4, cap);
-    // Two row steps at a time (`WEB_RWKV_PERSISTENT_ROWS` = 1 or 2, for measurements).
-    let paired = crate::env::env_parse::<u32>("WEB_RWKV_PERSISTENT_ROWS") != Some(1);
+    // Two row steps at a time (`WEB_RWKV_PERSISTENT_ROWS` = 2, for measurements): better
+    // with 264 workgroups on an H200, worse than one with 528.
+    let paired = crate::env::env_parse::<u32>("WEB_RWKV_PERSISTENT_ROWS") == Some(2);
     let source = format!(
         "const TPR: u32 = {tpr}u;\nconst PAIRED: bool = {paired};\nconst XQ_BLOCK: u32 = {}u;\n\
          const XQ_CODES: u32 = {}u;\nconst XQ_D: u32 = {}u;\nconst XQ_BS: u32 = {}u;\n{unit}\n{}",

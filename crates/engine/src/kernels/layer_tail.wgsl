@@ -1,49 +1,60 @@
-// The channel mix of a one-token step as one persistent dispatch (the multi-dispatch path:
-// token_mix "ffn_mix", the key matvec, the quantization of its output, the value matvec):
-//   xn = norm(x); k = relu(W_key (xn + (shift - xn) * mu))^2; x += W_value k
-// with the sequence's new shift state xn, in four phases with a grid barrier
-// (grid_sync.wgsl) after each of the first three:
-//   1. the key's input, quantized to 8-bit blocks into xq (one 256-value tile per
-//      workgroup, each such workgroup computing the norm's statistics), and the new shift;
-//   2. the key's rows, shared out among all workgroups (rwkv-gpu's persistent phases),
-//      reading xq;
-//   3. k quantized into xq (a tile per workgroup);
-//   4. the value's rows, added to x.
-// Words written in one phase and read by other workgroups in a later one (xq, k) go through
-// plain stores and loads. That is a data race by the letter of WGSL (only atomics are
-// ordered by the barrier), made safe in practice by never reading a line of them before the
-// barrier after which it is final (a workgroup's caches then hold no stale copy; xq's
+// The tail of a layer in a one-token step as one persistent dispatch: the attention's output
+// projection and the channel mix (the multi-dispatch path: the output's input quantized, the
+// output matvec, token_mix "ffn_mix", the key matvec, its output quantized, the value
+// matvec):
+//   y = W_out a;  h = x + y;  hn = norm(h)
+//   k = relu(W_key (hn + (shift - hn) * mu))^2;  x = h + W_value k
+// with the sequence's new shift state hn, in six phases with a grid barrier (grid_sync.wgsl)
+// after each of the first five:
+//   1. a (the WKV kernel's output) quantized to 8-bit tiles into xq, a 256-value tile per
+//      workgroup;
+//   2. the output's rows into y, shared out among all workgroups (rwkv-gpu's persistent
+//      phases, reading xq);
+//   3. the key's input quantized into xq (each tile's workgroup computes the norm's
+//      statistics of h), and the new shift state;
+//   4. the key's rows into k;
+//   5. k quantized into xq;
+//   6. the value's rows, x = (x + y) + value row (the additions of the multi-dispatch path,
+//      in its order).
+// Words written in one phase and read by other workgroups in a later one (xq, y, k) go
+// through plain stores and loads. That is a data race by the letter of WGSL (only atomics
+// are ordered by the barrier), made safe in practice by never reading a line of them before
+// the barrier after which it is final (a workgroup's caches then hold no stale copy; xq's
 // regions are 256-byte aligned), and checked on the device at load: the calibration
 // (`probe_rounds`) also writes and reads fresh words that way, and a device where any comes
 // back wrong does not get this kernel. (Atomic loads were correct but slow: each waited for
-// the L2 before the next issued.) x: the tile workgroups read it before the first barrier;
-// in phase 4 each value row's owner reads and writes its own rows only.
+// the L2 before the next issued.) x is only read until phase 6, where each row's owner
+// reads and writes its own rows.
 // Composed (persistent.rs) as: rwkv-gpu's persistent prelude, grid_sync.wgsl, the phases
-// "key" and "value" (weights at bindings 10 and 11), step.wgsl, the reductions (Lane,
-// argmax_abs_256, sum_256), q8_pack.wgsl, q8_blocks.wgsl, q8_store.wgsl, then this file.
+// "output", "key" and "value" (weights at bindings 11, 12, 13), step.wgsl, the reductions
+// (Lane, argmax_abs_256, sum_256), q8_pack.wgsl, q8_blocks.wgsl, q8_store.wgsl, then this
+// file.
+
+// A phase's input in xq: Q8_K (q8k 1) or Q8_0 tiles, their codes, scales and sums.
+struct PhaseInput {
+    q8k: u32,
+    codes: u32,
+    d: u32,
+    bs: u32,
+}
 
 struct Params {
+    output: PhaseMatrix,
     key: PhaseMatrix,
     value: PhaseMatrix,
+    output_input: PhaseInput,
+    key_input: PhaseInput,
+    value_input: PhaseInput,
     dim: u32,
     ffn: u32,
     // Elements between the two halves of the shift state ([2][slots][dim]).
     half_stride: u32,
     eps: f32,
-    // The key's and value's inputs in xq: Q8_K (1) or Q8_0 (0), codes, scales, sums.
-    key_q8k: u32,
-    key_codes: u32,
-    key_d: u32,
-    key_bs: u32,
-    value_q8k: u32,
-    value_codes: u32,
-    value_d: u32,
-    value_bs: u32,
     max_spins: u32,
     // Calibration (GridSync::calibrate): this many checked barriers and nothing else.
     probe_rounds: u32,
-    // Timing probe (WEB_RWKV_PERSISTENT_SKIP, wrong results): parts left out, bits 1 key
-    // input, 2 key product, 4 value input, 8 value product.
+    // Timing probe (WEB_RWKV_PERSISTENT_SKIP, wrong results): products left out, bits 1
+    // output, 2 key, 8 value.
     skip: u32,
     _pad: u32,
 }
@@ -57,9 +68,11 @@ struct Params {
 @group(0) @binding(6) var<storage, read_write> shift_state: array<f32>;
 @group(0) @binding(7) var<storage, read> rows: array<Row>;
 @group(0) @binding(8) var<storage, read_write> ffn_k: array<f32>;
-@group(0) @binding(9) var<storage, read_write> SYNC: array<atomic<u32>>;
+@group(0) @binding(9) var<storage, read> att_out: array<f32>;
+@group(0) @binding(10) var<storage, read_write> SYNC: array<atomic<u32>>;
 // As vec4 so that the phases load 16 input codes at once.
-@group(0) @binding(12) var<storage, read_write> xq: array<vec4<u32>>;
+@group(0) @binding(14) var<storage, read_write> xq: array<vec4<u32>>;
+@group(0) @binding(15) var<storage, read_write> y: array<f32>;
 
 // The persistent phases read their inputs through these, q8_store.wgsl writes through
 // xq_store.
@@ -75,21 +88,25 @@ fn xq_store(i: u32, w: u32) {
     xq[i / 4u][i % 4u] = w;
 }
 
+fn store_output(row: u32, v: f32) {
+    y[row] = v;
+}
+
 fn store_key(row: u32, v: f32) {
     let r = max(v, 0.0);
     ffn_k[row] = r * r;
 }
 
 fn store_value(row: u32, v: f32) {
-    x[row] = x[row] + v;
+    x[row] = (x[row] + y[row]) + v;
 }
 
-// Tile `blk` of 256 values (v: this thread's) into xq, as the input format asks.
-fn store_tile(lane: Lane, v: f32, blk: u32, q8k: u32, codes: u32, d: u32, bs: u32) {
-    if q8k == 1u {
-        store_q8k(lane, v, blk, codes, d, bs);
+// Tile `blk` of 256 values (v: this thread's) into xq as `input` asks.
+fn store_tile(lane: Lane, v: f32, blk: u32, input: PhaseInput) {
+    if input.q8k == 1u {
+        store_q8k(lane, v, blk, input.codes, input.d, input.bs);
     } else {
-        store_q8_0(lane.tid, v, blk, codes, d);
+        store_q8_0(lane.tid, v, blk, input.codes, input.d);
     }
 }
 
@@ -131,16 +148,27 @@ fn main(
     }
     let info = rows[0];
     let tiles = p.dim / 256u;
-    if wg.x < tiles && (p.skip & 1u) == 0u {
-        // The layer norm's statistics, as layer_norm.wgsl and token_mix.wgsl sum them.
+    // 1. The output's input.
+    for (var blk = wg.x; blk < tiles; blk += nwg.x) {
+        store_tile(lane, att_out[blk * 256u + t], blk, p.output_input);
+    }
+    grid_sync(t, nwg.x, p.max_spins);
+    // 2. The output's rows.
+    if (p.skip & 1u) == 0u {
+        phase_rows_output(wg.x, nwg.x, t, p.output);
+    }
+    grid_sync(t, nwg.x, p.max_spins);
+    // 3. The key's input: h = x + y, its layer norm (statistics summed as layer_norm.wgsl
+    // and token_mix.wgsl sum them), the token shift and lerp.
+    if wg.x < tiles {
         var sum = 0.0;
         for (var c = t; c < p.dim; c += 256u) {
-            sum += x[c];
+            sum += x[c] + y[c];
         }
         let mean = sum_256(lane, sum) / f32(p.dim);
         var sq = 0.0;
         for (var c = t; c < p.dim; c += 256u) {
-            let d = x[c] - mean;
+            let d = (x[c] + y[c]) - mean;
             sq += d * d;
         }
         let inv = 1.0 / sqrt(sum_256(lane, sq) / f32(p.dim) + p.eps);
@@ -148,25 +176,25 @@ fn main(
         let next = (1u - info.half) * p.half_stride + info.slot * p.dim;
         for (var blk = wg.x; blk < tiles; blk += nwg.x) {
             let c = blk * 256u + t;
-            let xn = (x[c] - mean) * inv * norm_w[c] + norm_b[c];
-            let v = (shift_state[now + c] - xn) * mu[c] + xn;
+            let hn = ((x[c] + y[c]) - mean) * inv * norm_w[c] + norm_b[c];
+            let v = (shift_state[now + c] - hn) * mu[c] + hn;
             // The new shift state goes to the other half: nothing reads it here.
-            shift_state[next + c] = xn;
-            store_tile(lane, v, blk, p.key_q8k, p.key_codes, p.key_d, p.key_bs);
+            shift_state[next + c] = hn;
+            store_tile(lane, v, blk, p.key_input);
         }
     }
     grid_sync(t, nwg.x, p.max_spins);
+    // 4. The key's rows.
     if (p.skip & 2u) == 0u {
         phase_rows_key(wg.x, nwg.x, t, p.key);
     }
     grid_sync(t, nwg.x, p.max_spins);
-    if (p.skip & 4u) == 0u {
-        for (var blk = wg.x; blk < p.ffn / 256u; blk += nwg.x) {
-            let v = ffn_k[blk * 256u + t];
-            store_tile(lane, v, blk, p.value_q8k, p.value_codes, p.value_d, p.value_bs);
-        }
+    // 5. The value's input.
+    for (var blk = wg.x; blk < p.ffn / 256u; blk += nwg.x) {
+        store_tile(lane, ffn_k[blk * 256u + t], blk, p.value_input);
     }
     grid_sync(t, nwg.x, p.max_spins);
+    // 6. The value's rows.
     if (p.skip & 8u) == 0u {
         phase_rows_value(wg.x, nwg.x, t, p.value);
     }
