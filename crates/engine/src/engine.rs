@@ -29,7 +29,7 @@ use crate::kernels::{
     bind, bind_at, uniform, wkv_scan_lanes, ChunkInfo, Kernels, Launch, LayerNormParams,
     RoundParams, RowInfo, StepUniform, TokenMixParams, Wkv7Params, NO_PREV,
 };
-use crate::persistent::{PersistentTail, TailWeights};
+use crate::persistent::{PersistentTail, TailWeights, PERSISTENT_ENV};
 use crate::weights::ModelWeights;
 
 /// Sizes fixed when the engine is built.
@@ -54,6 +54,11 @@ pub struct EngineOptions {
     /// batches for 2 more bytes of GPU memory per weight (5.9 GB for a 2.9B model); no
     /// effect without tensor cores or for F16 weights, which are used as they are.
     pub f16_weights: bool,
+    /// One-token steps run each layer's tail (output projection and channel mix) as one
+    /// persistent dispatch with grid barriers (`persistent.rs`) instead of six dispatches.
+    /// Off by default: on an H200 it measured within a few % of the six dispatches (see
+    /// BENCHMARKS.md). The default reads [`PERSISTENT_ENV`] (`1`: on).
+    pub persistent: bool,
 }
 
 impl Default for EngineOptions {
@@ -65,6 +70,7 @@ impl Default for EngineOptions {
             llama_cpp_rounding: true,
             lora2_from: rwkv_gpu::env_parse(LORA2_FROM_ENV).unwrap_or(LORA2_FROM),
             f16_weights: false,
+            persistent: rwkv_gpu::env_parse::<u32>(PERSISTENT_ENV) == Some(1),
         }
     }
 }
@@ -1300,7 +1306,10 @@ impl Engine {
         let out_x = storage(&ctx, "output norm", f32s(max_out * d))?;
 
         let (dim, rows) = (c.n_embd as u32, options.max_rows as u32);
-        let mut persistent = PersistentTail::new(&ctx, dim, c.ffn_size as u32)?;
+        let mut persistent = match options.persistent {
+            true => PersistentTail::new(&ctx, dim, c.ffn_size as u32)?,
+            false => None,
+        };
         let mut b = Builder {
             ctx: &ctx,
             kernels: &kernels,

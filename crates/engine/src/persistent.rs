@@ -6,8 +6,8 @@
 //! The grid is sized once per pipeline by [`GridSync::calibrate`] (the largest grid whose
 //! barriers, and the kernel's plain cross-workgroup reads, check out, capped by
 //! [`PERSISTENT_WGS_ENV`]); on a CPU adapter (lavapipe, whose workgroups do not all run at
-//! once) it is one workgroup, which still tests the kernel's results. [`PERSISTENT_ENV`] = 0
-//! turns the path off.
+//! once) it is one workgroup, which still tests the kernel's results. The path is off by
+//! default ([`crate::EngineOptions::persistent`], [`PERSISTENT_ENV`]).
 
 use std::collections::HashMap;
 
@@ -17,7 +17,8 @@ use rwkv_gpu::{GpuContext, GpuMatrix, GridSync, PhaseMatrix, Q8Format, XqRegion}
 use crate::error::Result;
 use crate::kernels::{self, uniform, Kernels};
 
-/// Environment variable: `0` turns the persistent kernels off.
+/// Environment variable: `1` turns the persistent kernels on (the default of
+/// [`crate::EngineOptions::persistent`]).
 pub const PERSISTENT_ENV: &str = "WEB_RWKV_PERSISTENT";
 /// Environment variable: the largest grid of a persistent kernel (default 528; for
 /// measurements).
@@ -107,10 +108,9 @@ pub(crate) struct TailLaunch<'a> {
 }
 
 impl PersistentTail {
-    /// `None` where the path is off ([`PERSISTENT_ENV`]).
+    /// `None` where the model's shape does not suit the kernel.
     pub fn new(ctx: &GpuContext, dim: u32, ffn: u32) -> Result<Option<PersistentTail>> {
-        if !rwkv_gpu::env_on(PERSISTENT_ENV) || !dim.is_multiple_of(256) || !ffn.is_multiple_of(256)
-        {
+        if !dim.is_multiple_of(256) || !ffn.is_multiple_of(256) {
             return Ok(None);
         }
         let max_wgs = if ctx.info.device_type == wgpu::DeviceType::Cpu {

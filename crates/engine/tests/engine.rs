@@ -643,6 +643,17 @@ fn weight_bytes_read_count_each_weight_once() {
 
 #[test]
 fn one_token_steps_match_the_cpu_reference_with_llama_cpp_rounding() {
+    one_token_steps_match_the_cpu_reference(false);
+}
+
+#[test]
+fn persistent_layer_tails_match_the_cpu_reference_with_llama_cpp_rounding() {
+    // The same with each layer's tail (output projection, channel mix) as one persistent
+    // dispatch (on a CPU adapter its grid is one workgroup; the device runs check more).
+    one_token_steps_match_the_cpu_reference(true);
+}
+
+fn one_token_steps_match_the_cpu_reference(persistent: bool) {
     // Decode (one token per step) takes the one-token matvecs, which read inputs rounded
     // like llama.cpp's (Q8_K codes written by the token mix or quantized once per step, Q8_0
     // roundings in the matvec): against the CPU reference with the same roundings, token by
@@ -669,6 +680,7 @@ fn one_token_steps_match_the_cpu_reference_with_llama_cpp_rounding() {
                 max_rows: 8,
                 max_out: 1,
                 llama_cpp_rounding: true,
+                persistent,
                 ..EngineOptions::default()
             },
         );
@@ -708,6 +720,17 @@ fn one_token_steps_match_the_cpu_reference_with_llama_cpp_rounding() {
 
 #[test]
 fn few_token_steps_with_llama_cpp_rounding_match_one_token_steps() {
+    few_token_steps_match_one_token_steps(false);
+}
+
+#[test]
+fn few_token_steps_match_persistent_one_token_steps() {
+    // The one-token steps with persistent layer tails: the same 8-bit codes, sums in
+    // another order.
+    few_token_steps_match_one_token_steps(true);
+}
+
+fn few_token_steps_match_one_token_steps(persistent: bool) {
     // With llama.cpp's roundings, a batch of one-token steps (2 to 8 rows) takes the direct
     // matvec for several tokens (Q8_K copies of every row for the K-quants, f16 rounding as
     // read for F16), which must give each sequence what its own one-token steps give (the
@@ -728,6 +751,7 @@ fn few_token_steps_with_llama_cpp_rounding_match_one_token_steps() {
             max_out: 16,
             llama_cpp_rounding: true,
             lora2_from: 0,
+            persistent,
             ..EngineOptions::default()
         };
         for batch in [3usize, 8] {
