@@ -942,7 +942,6 @@ fn compose(key: &Key) -> Option<String> {
          const MAX_JOBS: u32 = {MAX_JOBS}u;\n\
          const PROBE: u32 = {}u;\n\
          const NT: u32 = {}u;\n\
-         const IN_FLIGHT: u32 = {}u;\n\
          struct Params {{ rows: u32, cols: u32, blocks_per_row: u32, row_words: u32, scale_base: u32 }}\n\
          var<private> P: Params;\n\
          var<private> ACC: f32;\n\
@@ -954,7 +953,6 @@ fn compose(key: &Key) -> Option<String> {
         if key.int { TILE_INT } else { TILE_FLOAT },
         key.probe,
         key.nt,
-        direct::direct_in_flight(),
     );
     for i in 0..key.bindings {
         header.push_str(&format!(

@@ -375,14 +375,5 @@ pub(super) fn direct_token_group(ty: GgmlType) -> u32 {
         })
 }
 
-/// Units of weights each thread of the direct kernel has in flight (loads issued before the
-/// first is used): 2, or 4 with `WEB_RWKV_DIRECT_INFLIGHT=4` (for measurements).
-pub(super) fn direct_in_flight() -> u32 {
-    match crate::env::env_parse::<u32>("WEB_RWKV_DIRECT_INFLIGHT") {
-        Some(4) => 4,
-        _ => 2,
-    }
-}
-
 /// Environment variable overriding [`direct_token_group`].
 pub(super) const DIRECT_GROUP_ENV: &str = "WEB_RWKV_DIRECT_GROUP";

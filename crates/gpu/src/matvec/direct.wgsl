@@ -76,27 +76,13 @@ fn main(
         SCALE_BASE = job.scale_base;
         MODE = job.mode;
         let last = JOBS.n_tokens - 1u;
-        // IN_FLIGHT (2 or 4) units per step, all but the first clamped and masked so that
-        // their loads issue together in straight-line code.
-        for (var u = lane; u < units; u += IN_FLIGHT * TPR) {
+        // Two units per step, the second clamped and masked so that both loads issue
+        // together in straight-line code.
+        for (var u = lane; u < units; u += 2u * TPR) {
             let u2 = min(u + TPR, units - 1u);
             let second = u + TPR < units;
             let da = prep_unit(load_unit(rb, side, u / UNITS, u % UNITS), u / UNITS, u % UNITS);
             let db = prep_unit(load_unit(rb, side, u2 / UNITS, u2 % UNITS), u2 / UNITS, u2 % UNITS);
-            if IN_FLIGHT == 4u {
-                let u3 = min(u + 2u * TPR, units - 1u);
-                let u4 = min(u + 3u * TPR, units - 1u);
-                let dc = prep_unit(load_unit(rb, side, u3 / UNITS, u3 % UNITS), u3 / UNITS, u3 % UNITS);
-                let dd = prep_unit(load_unit(rb, side, u4 / UNITS, u4 % UNITS), u4 / UNITS, u4 % UNITS);
-                for (var k = 0u; k < select(NT, 1u, PROBE == 2u); k++) {
-                    let x0 = job.x_offset + min(t0 + k, last) * job.x_stride;
-                    let ab = prep_x(da, x0) + select(0.0, prep_x(db, x0), second);
-                    let cd = select(0.0, prep_x(dc, x0), u + 2u * TPR < units)
-                        + select(0.0, prep_x(dd, x0), u + 3u * TPR < units);
-                    acc[k] += ab + cd;
-                }
-                continue;
-            }
             // (PROBE 2, timing only: the first token alone.)
             for (var k = 0u; k < select(NT, 1u, PROBE == 2u); k++) {
                 // Rows past the step's tokens repeat the last one (never stored).
