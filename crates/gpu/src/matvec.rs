@@ -884,12 +884,15 @@ fn default_units_per_thread(ty: GgmlType, int: bool, rows: u32, cols: u32) -> u3
 /// Measurement probe (`WEB_RWKV_MATVEC_PROBE`): for the staging kernels 1 (`nostage`)
 /// skips the staging of x, 2 (`noacc`) the weight reads and dot products; for the direct
 /// kernel 1 (`noinput`) replaces the input's loads by values made from their indices, 2
-/// (`onetoken`) multiplies only a step's first token. A benchmark can so time the parts; the
-/// results are then wrong. 0 (the default) runs the kernel whole.
+/// (`onetoken`) multiplies only a step's first token, 3 (`stream`) only reads the weights
+/// (every 16 bytes of each row, two loads in flight per thread, no dot products). A
+/// benchmark can so time the parts; the results are then wrong. 0 (the default) runs the
+/// kernel whole.
 fn probe() -> u32 {
     let probe = match std::env::var("WEB_RWKV_MATVEC_PROBE").as_deref() {
         Ok("nostage") | Ok("noinput") => 1,
         Ok("noacc") | Ok("onetoken") => 2,
+        Ok("stream") => 3,
         _ => 0,
     };
     if probe != 0 {

@@ -76,9 +76,18 @@ fn main(
         SCALE_BASE = job.scale_base;
         MODE = job.mode;
         let last = JOBS.n_tokens - 1u;
+        // (PROBE 3, timing only: the row's bytes streamed, nothing computed.)
+        if PROBE == 3u {
+            let n4 = job.row_words / 4u;
+            for (var u = lane; u < n4; u += 2u * TPR) {
+                let a = wl(rb + u);
+                let b = wl(rb + min(u + TPR, n4 - 1u));
+                acc[0] += f32((a.x ^ a.y ^ a.z ^ a.w ^ b.x ^ b.y ^ b.z ^ b.w) & 1u);
+            }
+        }
         // Two units per step, the second clamped and masked so that both loads issue
         // together in straight-line code.
-        for (var u = lane; u < units; u += 2u * TPR) {
+        for (var u = select(lane, units, PROBE == 3u); u < units; u += 2u * TPR) {
             let u2 = min(u + TPR, units - 1u);
             let second = u + TPR < units;
             let da = prep_unit(load_unit(rb, side, u / UNITS, u % UNITS), u / UNITS, u % UNITS);
