@@ -16,7 +16,7 @@
 # bench/table.py turns bench.jsonl into the BENCHMARKS.md tables.
 #
 # A run is PRESET:TYPE[:EXTRAS], EXTRAS comma-separated: profile (--profile), f16w
-# (--f16-weights), e.g. RUNS="2.9b:q4_k_m:profile 2.9b:q4_k_m:f16w".
+# (--f16-weights), persistent (--persistent), e.g. RUNS="2.9b:q4_k_m:profile 2.9b:q4_k_m:f16w".
 #
 # Time is bounded: every measured phase stops after $MAX_SECONDS (the bench reports what it
 # did), a run is killed after $RUN_TIMEOUT s, and no new model is started after $DEADLINE s
@@ -117,9 +117,10 @@ for spec in $RUNS; do
     synth_s=$(printf '%d.%03d' $((ms / 1000)) $((ms % 1000)))
     args=(--model "$model" --prompt-tokens "$PROMPTS" --tokens "$TOKENS"
           --batch "$BATCHES" --batch-steps "$BATCH_STEPS" --max-seconds "$MAX_SECONDS" --json)
-    # Extras after the type, comma-separated: profile, f16w (--f16-weights).
+    # Extras after the type, comma-separated: profile, f16w (--f16-weights), persistent.
     [[ ",$extra," == *,profile,* ]] && args+=(--profile)
     [[ ",$extra," == *,f16w,* ]] && args+=(--f16-weights)
+    [[ ",$extra," == *,persistent,* ]] && args+=(--persistent)
     log "bench ${args[*]}"
     json=$(timeout -k 10 "$RUN_TIMEOUT" "$BENCH" "${args[@]}" 2>> "$LOG")
     rc=$?

@@ -46,9 +46,14 @@ def size_of(r):
 
 
 def type_of(r):
-    """The file type, marked when quantized weights had resident f16 copies."""
+    """The file type, marked when quantized weights had resident f16 copies or one-token
+    steps ran persistent layer tails."""
     t = r["model"]["file_type"]
-    return t + " (f16 weights)" if r.get("f16_weights") else t
+    if r.get("f16_weights"):
+        t += " (f16 weights)"
+    if r.get("persistent_grids"):
+        t += " (persistent)"
+    return t
 
 
 def sort_key(r):
@@ -57,7 +62,7 @@ def sort_key(r):
     preset = run.get("preset", "")
     ftype = m.get("file_type", run.get("type", "").upper())
     return (PRESET_ORDER.get(preset, 99), m.get("params", 0), TYPE_ORDER.get(ftype, 99), ftype,
-            bool(r.get("f16_weights")))
+            bool(r.get("f16_weights")), bool(r.get("persistent_grids")))
 
 
 def pct(x):

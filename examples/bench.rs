@@ -71,6 +71,10 @@ pub struct Args {
     /// 2 bytes more GPU memory per weight; see the engine's `f16_weights`).
     #[arg(long)]
     pub f16_weights: bool,
+    /// One-token steps run each layer's tail as one persistent dispatch (the engine's
+    /// `persistent`; also on with WEB_RWKV_PERSISTENT=1).
+    #[arg(long)]
+    pub persistent: bool,
     /// GPU adapter: an index from `web-rwkv-gguf info --adapters` or part of its name.
     #[arg(long)]
     pub adapter: Option<String>,
@@ -320,6 +324,10 @@ pub fn run(args: &Args) -> Result<Report> {
         llama_cpp_rounding: args.llama_cpp_rounding,
         f16_weights: args.f16_weights,
         ..EngineOptions::default()
+    };
+    let options = EngineOptions {
+        persistent: options.persistent || args.persistent,
+        ..options
     };
     let mut engine = Engine::load(ctx.clone(), &file, options, &mut |_, _| {})?;
     ctx.device

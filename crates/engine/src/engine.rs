@@ -1719,7 +1719,12 @@ impl Engine {
                     buffers.extend(layer_buffers);
                     buffers.extend(pt.shared_buffers(l.weights));
                     let start = b.ops.len();
-                    b.kernel("layer_tail", &l.pipeline, &buffers, Grid::Fixed(l.workgroups));
+                    b.kernel(
+                        "layer_tail",
+                        &l.pipeline,
+                        &buffers,
+                        Grid::Fixed(l.workgroups),
+                    );
                     b.by_rows(start, 2, false);
                 }
             }
