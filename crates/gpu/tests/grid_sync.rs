@@ -21,7 +21,6 @@ struct Probe {
     persistent_atomic: wgpu::ComputePipeline,
     chained: wgpu::ComputePipeline,
     data: wgpu::Buffer,
-    adata: wgpu::Buffer,
     errors: wgpu::Buffer,
 }
 
@@ -49,9 +48,6 @@ impl Probe {
         let data = ctx
             .create_storage_buffer("data", &vec![0u8; 4 << 20])
             .unwrap();
-        let adata = ctx
-            .create_storage_buffer("adata", &vec![0u8; 4 << 20])
-            .unwrap();
         let errors = ctx.create_storage_buffer("errors", &[0u8; 16]).unwrap();
         Probe {
             ctx,
@@ -60,7 +56,6 @@ impl Probe {
             persistent_atomic,
             chained,
             data,
-            adata,
             errors,
         }
     }
@@ -87,24 +82,18 @@ impl Probe {
             )
             .unwrap();
         let layout = pipeline.get_bind_group_layout(0);
-        let atomic = std::ptr::eq(pipeline, &self.persistent_atomic);
-        let data = if atomic {
-            (4, &self.adata)
-        } else {
-            (2, &self.data)
-        };
-        let entries: Vec<wgpu::BindGroupEntry> = [
-            (0, &params),
-            (1, &self.sync.buffer),
-            data,
-            (3, &self.errors),
-        ]
-        .into_iter()
-        .map(|(i, b)| wgpu::BindGroupEntry {
-            binding: i,
-            resource: b.as_entire_binding(),
-        })
-        .collect();
+        // (`persistent_atomic` uses only the parameters and the counters.)
+        let mut used = vec![(0, &params), (1, &self.sync.buffer)];
+        if !std::ptr::eq(pipeline, &self.persistent_atomic) {
+            used.extend([(2, &self.data), (3, &self.errors)]);
+        }
+        let entries: Vec<wgpu::BindGroupEntry> = used
+            .into_iter()
+            .map(|(i, b)| wgpu::BindGroupEntry {
+                binding: i,
+                resource: b.as_entire_binding(),
+            })
+            .collect();
         self.ctx
             .device
             .create_bind_group(&wgpu::BindGroupDescriptor {

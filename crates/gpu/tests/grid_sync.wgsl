@@ -1,4 +1,4 @@
-// grid_sync.rs's kernels (rwkv-gpu's grid_sync.wgsl is prepended to `persistent`).
+// grid_sync.rs's kernels (rwkv-gpu's grid_sync.wgsl is prepended).
 // Round r: every workgroup writes a word derived from (r, its id) into slot r % 2, then
 // (after the barrier, or in the next dispatch for `chained`) reads every workgroup's word of
 // that round and counts the wrong ones.
@@ -17,8 +17,6 @@ struct Params {
 @group(0) @binding(1) var<storage, read_write> SYNC: array<atomic<u32>>;
 @group(0) @binding(2) var<storage, read_write> data: array<u32>;
 @group(0) @binding(3) var<storage, read_write> errors: array<atomic<u32>>;
-// The words of `persistent_atomic`, written and read with atomics.
-@group(0) @binding(4) var<storage, read_write> adata: array<atomic<u32>>;
 
 fn word(r: u32, wg: u32) -> u32 {
     return r * 7919u + wg * 31u + 1u;
@@ -54,26 +52,14 @@ fn persistent(
     }
 }
 
+// The same with atomic words: rwkv-gpu's calibration check (wrong words into SYNC[2]).
 @compute @workgroup_size(256)
 fn persistent_atomic(
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) tid: u32,
 ) {
-    for (var r = 0u; r < p.rounds; r++) {
-        let slot = slot(r, nwg.x);
-        if tid == 0u {
-            atomicStore(&adata[slot + wg.x], word(r, wg.x));
-        }
-        grid_sync(tid, nwg.x, p.max_spins);
-        var bad = 0u;
-        for (var j = tid; j < nwg.x; j += 256u) {
-            bad += u32(atomicLoad(&adata[slot + j]) != word(r, j));
-        }
-        if bad != 0u {
-            atomicAdd(&errors[0], bad);
-        }
-    }
+    grid_sync_probe(tid, wg.x, nwg.x, 256u, p.rounds, p.max_spins);
 }
 
 // One round per dispatch: checks the previous round's words, writes this round's.
