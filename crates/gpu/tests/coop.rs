@@ -8,6 +8,8 @@
 //! on other devices (CI's lavapipe) there is nothing to run and it says so. The kernel's WGSL is validated for
 //! every weight type on every machine by the unit test in `matmul.rs`.
 
+mod support;
+
 use rwkv_gpu::{ContextOptions, GpuContext};
 
 const N: usize = 16;
@@ -124,16 +126,7 @@ fn cooperative_matrix_layouts_and_product() {
         });
     let mut enc = ctx.device.create_command_encoder(&Default::default());
     for entry in ["main", "main4"] {
-        let pipeline = ctx
-            .device
-            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                label: Some(entry),
-                layout: None,
-                module: &module,
-                entry_point: Some(entry),
-                compilation_options: Default::default(),
-                cache: None,
-            });
+        let pipeline = support::entry_pipeline(&ctx, &module, entry);
         let bind = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: None,
             layout: &pipeline.get_bind_group_layout(0),

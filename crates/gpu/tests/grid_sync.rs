@@ -5,6 +5,8 @@
 
 use std::time::Instant;
 
+mod support;
+
 use rwkv_gpu::{ContextOptions, GpuContext, GridSync, GRID_SYNC_WGSL};
 
 const SHADER: &str = include_str!("grid_sync.wgsl");
@@ -30,17 +32,7 @@ impl Probe {
         println!("adapter: {} ({:?})", ctx.info.name, ctx.info.backend);
         let source = format!("{GRID_SYNC_WGSL}\n{SHADER}");
         let module = rwkv_gpu::shader_module(&ctx.device, "grid sync", &source);
-        let pipeline = |entry: &str| {
-            ctx.device
-                .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                    label: Some(entry),
-                    layout: None,
-                    module: &module,
-                    entry_point: Some(entry),
-                    compilation_options: Default::default(),
-                    cache: None,
-                })
-        };
+        let pipeline = |entry: &str| support::entry_pipeline(&ctx, &module, entry);
         let (persistent, chained) = (pipeline("persistent"), pipeline("chained"));
         let persistent_atomic = pipeline("persistent_atomic");
         let sync = GridSync::new(&ctx, "sync").unwrap();

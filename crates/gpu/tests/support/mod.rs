@@ -135,3 +135,20 @@ impl TestMatrix {
         .unwrap_or_else(|e| panic!("upload {}: {e}", self.name))
     }
 }
+
+/// The compute pipeline of `entry` in `module`, its layout derived from the shader.
+pub fn entry_pipeline(
+    ctx: &GpuContext,
+    module: &wgpu::ShaderModule,
+    entry: &str,
+) -> wgpu::ComputePipeline {
+    ctx.device
+        .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(entry),
+            layout: None,
+            module,
+            entry_point: Some(entry),
+            compilation_options: Default::default(),
+            cache: None,
+        })
+}
