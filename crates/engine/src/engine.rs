@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 use gguf::GgufFile;
 use rwkv_gpu::{
     ConvertCall, Epilogue, GetRowsCall, GpuContext, GpuMatrix, MatmulCall, MatmulKernels,
-    MatvecCall, MatvecInput, MatvecJob, MatvecKernels, PrefetchCall, Q8Format, Q8Input,
-    QuantizeCall, TokensCall, X16Input,
+    MatvecCall, MatvecInput, MatvecJob, MatvecKernels, Q8Format, Q8Input, QuantizeCall, TokensCall,
+    X16Input,
 };
 use rwkv_model::{Rwkv7Config, Rwkv7Spec};
 
@@ -239,9 +239,6 @@ pub(crate) enum Op {
         call: ConvertCall,
         from: u32,
     },
-    /// Reads a matrix into the L2 cache beside the kernel before it (rwkv-gpu's
-    /// PrefetchCall), for the product a barrier later.
-    Prefetch(PrefetchCall),
     /// `op` only in steps of at least `from` rows (`at_least`) or only in the others: the
     /// two ways of computing the second LoRA products (see [`EngineOptions::lora2_from`]).
     ByRows {
@@ -256,7 +253,6 @@ impl Op {
     pub(crate) fn kind(&self) -> &str {
         match self {
             Op::Gather(_) => "embedding",
-            Op::Prefetch(_) => "prefetch",
             Op::Convert { .. } => "f16_inputs",
             Op::Kernel(launch, _) | Op::Round { launch, .. } => launch.label,
             Op::Matmul { kind, .. } => kind,
@@ -305,7 +301,6 @@ impl Op {
             Op::Round { .. } if !self.round_runs(rows, out) => 0,
             Op::Kernel(_, grid) if !runs(*grid, rows, chunks) => 0,
             Op::Convert { from, .. } => (rows >= *from) as usize,
-            Op::Prefetch(call) => call.n_dispatches(),
             Op::ByRows { op, .. } if self.runs_in(rows) => op.dispatches(rows, out, chunks),
             Op::ByRows { .. } => 0,
             Op::Matmul {
@@ -337,7 +332,6 @@ impl Op {
     ) {
         match self {
             Op::Gather(call) => call.record(pass, rows),
-            Op::Prefetch(call) => call.record(pass),
             Op::Convert { call, from } => {
                 if rows >= *from {
                     call.record(pass, rows);
@@ -413,10 +407,6 @@ fn runs(grid: Grid, rows: u32, chunks: u32) -> bool {
 /// Environment variable turning off (`0`) the shared f16 copies of activations: each
 /// tensor-core product then converts its own input (one dispatch more per product).
 pub const SHARED_X16_ENV: &str = "WEB_RWKV_SHARED_X16";
-
-/// Environment variable: `1` records L2 prefetches of the output and key weights beside the
-/// WKV kernel in one-token steps (a measurement).
-pub const PREFETCH_ENV: &str = "WEB_RWKV_PREFETCH";
 
 /// Environment variable: the number of rows from which a step whose chunks all have one
 /// token (a batch of decoding sequences) runs the WKV-7 kernel in three parts (prep, scan,
@@ -1316,10 +1306,6 @@ impl Engine {
         let out_x = storage(&ctx, "output norm", f32s(max_out * d))?;
 
         let (dim, rows) = (c.n_embd as u32, options.max_rows as u32);
-        let prefetcher = match rwkv_gpu::env_parse::<u32>(PREFETCH_ENV) {
-            Some(1) => Some(rwkv_gpu::Prefetcher::new(&ctx)?),
-            _ => None,
-        };
         let mut persistent = match options.persistent {
             true => PersistentTail::new(&ctx, dim, c.ffn_size as u32)?,
             false => None,
@@ -1653,15 +1639,6 @@ impl Engine {
                     ],
                     Grid::LongChunkRows(n_head),
                 );
-            }
-            // One-token steps: the output's and key's weights read into the L2 beside the
-            // WKV kernel, which occupies a few SMs ([`PREFETCH_ENV`]).
-            if let Some(pf) = &prefetcher {
-                let start = b.ops.len();
-                for w in [&lw.output, &lw.ffn_key] {
-                    b.ops.push(Op::Prefetch(pf.call(&ctx, w)?));
-                }
-                b.by_rows(start, 2, false);
             }
             if out_mode != 0 {
                 b.fresh.push(("att_out", out_mode));

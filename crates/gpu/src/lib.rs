@@ -7,7 +7,6 @@ mod error;
 mod grid_sync;
 mod matmul;
 mod matvec;
-mod prefetch;
 mod shader;
 mod weights;
 
@@ -26,6 +25,5 @@ pub use matvec::{
     TokensCall, XqRegion, INT_Q8_0_ENV, MAX_BINDINGS, MAX_TOKENS, PERSISTENT_WG_SIZE,
     Q8K_INPUT_ENV, Q8_PACK_WGSL, ROUNDING_WGSL, ROUND_Q8_0, ROUND_Q8_K,
 };
-pub use prefetch::{PrefetchCall, Prefetcher};
 pub use shader::{shader_module, SHADER_CHECKS_ENV};
 pub use weights::GpuMatrix;
