@@ -15,7 +15,7 @@ pub use engine::{
     Engine, EngineOptions, Logits, SlotInput, StageTimes, LORA2_FROM, LORA2_FROM_ENV,
 };
 pub use error::{EngineError, Result};
-pub use persistent::{PERSISTENT_ENV, PERSISTENT_WGS_ENV};
+pub use persistent::{layer_tail_wgsl, PERSISTENT_ENV, PERSISTENT_WGS_ENV};
 pub use profile::Profile;
 pub use rwkv_sampler::{CpuSampler, SamplingParams};
 pub use sample::GpuSampler;

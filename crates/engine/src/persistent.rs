@@ -123,9 +123,7 @@ impl PersistentTail {
             && info.subgroup_min_size == info.subgroup_max_size
             && info.subgroup_min_size >= 4)
             .then_some(info.subgroup_min_size);
-        let output = XqRegion::new(0, dim);
-        let key = XqRegion::new(output.end, dim);
-        let regions = [output, key, XqRegion::new(key.end, ffn)];
+        let regions = tail_regions(dim, ffn);
         let xq = ctx.create_storage_buffer("tail xq", &vec![0u8; 4 * regions[2].end as usize])?;
         Ok(Some(PersistentTail {
             sync: GridSync::new(ctx, "grid sync")?,
@@ -242,24 +240,47 @@ impl PersistentTail {
     }
 
     fn pipeline(&self, ctx: &GpuContext, types: [GgmlType; 3]) -> Option<wgpu::ComputePipeline> {
-        let sg = self.subgroup;
-        let [or, kr, vr] = self.regions;
-        let source = [
+        let source = layer_tail_wgsl(types, self.dim, self.ffn, self.subgroups, self.subgroup)?;
+        Some(kernels::pipeline(&ctx.device, "layer_tail", &source))
+    }
+}
+
+/// The layer tail's WGSL for output, key and value weights of `types`, a model of width
+/// `dim` and channel-mix width `ffn`, on a device with subgroups (`subgroups`) of a fixed
+/// size (`subgroup`); `None` for weight types the persistent phases do not run. (Also for
+/// tools that inspect the compiled kernels, e.g. the `pipeline_stats` example.)
+pub fn layer_tail_wgsl(
+    types: [GgmlType; 3],
+    dim: u32,
+    ffn: u32,
+    subgroups: bool,
+    subgroup: Option<u32>,
+) -> Option<String> {
+    let sg = subgroup;
+    let [output, key, value] = tail_regions(dim, ffn);
+    Some(
+        [
             rwkv_gpu::persistent_prelude(sg),
             rwkv_gpu::GRID_SYNC_WGSL.to_string(),
-            rwkv_gpu::persistent_phase(types[0], "output", 11, self.dim, sg, or)?,
-            rwkv_gpu::persistent_phase(types[1], "key", 12, self.dim, sg, kr)?,
-            rwkv_gpu::persistent_phase(types[2], "value", 13, self.ffn, sg, vr)?,
+            rwkv_gpu::persistent_phase(types[0], "output", 11, dim, sg, output)?,
+            rwkv_gpu::persistent_phase(types[1], "key", 12, dim, sg, key)?,
+            rwkv_gpu::persistent_phase(types[2], "value", 13, ffn, sg, value)?,
             Kernels::step_wgsl().to_string(),
-            Kernels::reduce_wgsl(self.subgroups).to_string(),
+            Kernels::reduce_wgsl(subgroups).to_string(),
             rwkv_gpu::Q8_PACK_WGSL.to_string(),
             include_str!("kernels/q8_blocks.wgsl").to_string(),
             include_str!("kernels/q8_store.wgsl").to_string(),
             include_str!("kernels/layer_tail.wgsl").to_string(),
         ]
-        .join("\n");
-        Some(kernels::pipeline(&ctx.device, "layer_tail", &source))
-    }
+        .join("\n"),
+    )
+}
+
+/// Where the tail's three inputs sit in its xq buffer (output, key, value).
+fn tail_regions(dim: u32, ffn: u32) -> [XqRegion; 3] {
+    let output = XqRegion::new(0, dim);
+    let key = XqRegion::new(output.end, dim);
+    [output, key, XqRegion::new(key.end, ffn)]
 }
 
 /// A bind group of `buffers` at bindings 0, 1, ...

@@ -20,9 +20,9 @@ pub use matmul::{
     COOP_SHORT_FROM_ENV, COOP_SPLIT_ENV, STEP_N_TOKENS_OFFSET, TILED_FROM_TOKENS, TILE_ENV,
 };
 pub use matvec::{
-    persistent_format, persistent_phase, persistent_prelude, q8_format_of_mode, MatvecCall,
-    MatvecInput, MatvecJob, MatvecKernels, PhaseMatrix, Q8Format, Q8Input, QuantizeCall,
-    TokensCall, XqRegion, INT_Q8_0_ENV, MAX_BINDINGS, MAX_TOKENS, PERSISTENT_WG_SIZE,
+    direct_kernel_wgsl, persistent_format, persistent_phase, persistent_prelude, q8_format_of_mode,
+    MatvecCall, MatvecInput, MatvecJob, MatvecKernels, PhaseMatrix, Q8Format, Q8Input,
+    QuantizeCall, TokensCall, XqRegion, INT_Q8_0_ENV, MAX_BINDINGS, MAX_TOKENS, PERSISTENT_WG_SIZE,
     Q8K_INPUT_ENV, Q8_PACK_WGSL, ROUNDING_WGSL, ROUND_Q8_0, ROUND_Q8_K,
 };
 pub use shader::{shader_module, SHADER_CHECKS_ENV};

@@ -915,6 +915,32 @@ fn distinct_buffers(batch: &[PartJob], next: &wgpu::Buffer) -> usize {
     seen.len()
 }
 
+/// The WGSL of the direct matvec kernel as the matvec calls compose it for `rows` rows of
+/// `cols` values of type `ty` in `bindings` weight buffers, in steps of `tokens` tokens (for
+/// tools that inspect the compiled kernels, e.g. the `pipeline_stats` example).
+pub fn direct_kernel_wgsl(
+    ty: GgmlType,
+    rows: u32,
+    cols: u32,
+    tokens: u32,
+    bindings: u32,
+) -> Option<String> {
+    let (_, input) = direct::direct_unit(ty)?;
+    let tpr = direct::direct_threads_per_row(rows, cols, cols / direct::unit_values(ty));
+    compose(&Key {
+        ty,
+        int: false,
+        bindings,
+        tpr,
+        rpw: 256 / tpr,
+        probe: 0,
+        direct: Some(input),
+        nt: tokens
+            .next_power_of_two()
+            .min(direct::direct_token_group(ty)),
+    })
+}
+
 /// Generated header + rounding + path + body.
 fn compose(key: &Key) -> Option<String> {
     let (path, wtype) = if key.direct.is_some() {
