@@ -129,8 +129,10 @@ impl Probe {
             pass.dispatch_workgroups(wgs, 1, 1);
         }
         self.wait();
+        // (Finished before the clock starts: wgpu encodes the pass then, on the CPU.)
+        let commands = enc.finish();
         let t = Instant::now();
-        self.ctx.queue.submit([enc.finish()]);
+        self.ctx.queue.submit([commands]);
         self.wait();
         let secs = t.elapsed().as_secs_f64();
         let errors = self.ctx.read_buffer_bytes(&self.errors, 0, 4).unwrap();
@@ -157,8 +159,10 @@ impl Probe {
                 pass.dispatch_workgroups(wgs, 1, 1);
             }
         }
+        // (Finished before the clock starts: wgpu encodes the pass then, on the CPU.)
+        let commands = enc.finish();
         let t = Instant::now();
-        self.ctx.queue.submit([enc.finish()]);
+        self.ctx.queue.submit([commands]);
         self.wait();
         let secs = t.elapsed().as_secs_f64();
         let errors = self.ctx.read_buffer_bytes(&self.errors, 0, 4).unwrap();

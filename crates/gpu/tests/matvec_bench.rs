@@ -5,10 +5,9 @@
 //! to exceed the GPU's caches. Many calls are recorded into one pass, either all writing the
 //! same output ("chain": each waits for the one before, as in a forward pass) or each its
 //! own ("free": they may overlap), so the wall-clock time per call approximates the kernel
-//! time (chain: plus the barrier). `MATVEC_UNITS` (comma-separated numbers, or `auto` for
+//! time (chain: plus the barrier). The clock starts at the submit: wgpu encodes a pass's
+//! commands when it is finished, which is CPU time, not the GPU's. `MATVEC_UNITS` (comma-separated numbers, or `auto` for
 //! the kernels' own choice) sweeps the units of work per thread.
-
-use std::time::Instant;
 
 mod support;
 
@@ -129,22 +128,14 @@ fn matvec_time() {
                     })
                     .collect();
                 let run = |k: usize| {
-                    let mut enc = ctx.device.create_command_encoder(&Default::default());
-                    {
-                        let mut pass = enc.begin_compute_pass(&Default::default());
+                    support::time_pass(&ctx, |pass| {
                         for i in 0..k {
-                            calls[i % calls.len()].record(&mut pass);
+                            calls[i % calls.len()].record(pass);
                         }
-                    }
-                    ctx.queue.submit([enc.finish()]);
-                    ctx.device
-                        .poll(wgpu::PollType::wait_indefinitely())
-                        .unwrap();
+                    })
                 };
                 run(calls.len().max(8));
-                let t = Instant::now();
-                run(iters);
-                let per = t.elapsed().as_secs_f64() / iters as f64;
+                let per = run(iters) / iters as f64;
                 line += &format!(
                     " | {} {:>7.1} us {:>6.0} GB/s",
                     if chain { "chain" } else { "free" },
@@ -170,24 +161,16 @@ fn matvec_time() {
         )
         .unwrap();
     let run = |k: usize| {
-        let mut enc = ctx.device.create_command_encoder(&Default::default());
-        {
-            let mut pass = enc.begin_compute_pass(&Default::default());
+        support::time_pass(&ctx, |pass| {
             for _ in 0..k {
-                call.record(&mut pass);
+                call.record(pass);
             }
-        }
-        ctx.queue.submit([enc.finish()]);
-        ctx.device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .unwrap();
+        })
     };
     run(16);
-    let t = Instant::now();
-    run(1000);
     println!(
         "tiny dependent dispatch: {:.2} us each",
-        t.elapsed().as_secs_f64() / 1000.0 * 1e6
+        run(1000) / 1000.0 * 1e6
     );
 }
 
@@ -276,22 +259,14 @@ fn matvec_tokens_time() {
                     })
                     .collect();
                 let run = |k: usize| {
-                    let mut enc = ctx.device.create_command_encoder(&Default::default());
-                    {
-                        let mut pass = enc.begin_compute_pass(&Default::default());
+                    support::time_pass(&ctx, |pass| {
                         for i in 0..k {
-                            record[i % record.len()](&mut pass);
+                            record[i % record.len()](pass);
                         }
-                    }
-                    ctx.queue.submit([enc.finish()]);
-                    ctx.device
-                        .poll(wgpu::PollType::wait_indefinitely())
-                        .unwrap();
+                    })
                 };
                 run(record.len().max(8));
-                let t = Instant::now();
-                run(iters);
-                let per = t.elapsed().as_secs_f64() / iters as f64 * 1e6;
+                let per = run(iters) / iters as f64 * 1e6;
                 if n == 1 {
                     one = per;
                 }

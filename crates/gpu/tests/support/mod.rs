@@ -152,3 +152,21 @@ pub fn entry_pipeline(
             cache: None,
         })
 }
+
+/// Seconds from submitting one compute pass of what `record` records until the GPU is done:
+/// the pass is recorded and finished before the clock starts (wgpu encodes a pass's
+/// commands at `finish`, a few microseconds of CPU per dispatch that would otherwise count).
+pub fn time_pass(ctx: &GpuContext, record: impl FnOnce(&mut wgpu::ComputePass<'_>)) -> f64 {
+    let mut enc = ctx.device.create_command_encoder(&Default::default());
+    {
+        let mut pass = enc.begin_compute_pass(&Default::default());
+        record(&mut pass);
+    }
+    let commands = enc.finish();
+    let t = std::time::Instant::now();
+    ctx.queue.submit([commands]);
+    ctx.device
+        .poll(wgpu::PollType::wait_indefinitely())
+        .unwrap();
+    t.elapsed().as_secs_f64()
+}

@@ -1,0 +1,309 @@
+//! What a dependent dispatch costs on Vulkan itself, below wgpu: a tiny kernel (132
+//! workgroups adding 1 to a buffer) recorded many times in one command buffer with (a) no
+//! barrier, (b) one global memory barrier, (c) a buffer memory barrier, (d) the buffer
+//! barrier wgpu-hal records (stages: top/bottom of pipe and the vertex, fragment and compute
+//! shaders) between dispatches; and with the global barrier, (e) a different descriptor set
+//! bound before each dispatch, (f) two pipelines of the same shader taking turns. wgpu's own figure: `rwkv-gpu`'s `grid_sync` test ("dependent
+//! dispatch").
+//!
+//! `cargo run --release -p rwkv-engine --example barrier_cost` (any Vulkan driver).
+
+use std::time::Instant;
+
+use anyhow::{anyhow, Context, Result};
+use ash::vk;
+
+const SHADER: &str = "
+@group(0) @binding(0) var<storage, read_write> buf: array<u32>;
+@compute @workgroup_size(256)
+fn main(@builtin(global_invocation_id) g: vec3<u32>) {
+    buf[g.x] = buf[g.x] + 1u;
+}
+";
+const WORKGROUPS: u32 = 132;
+const DISPATCHES: u32 = 2000;
+
+fn spirv() -> Result<Vec<u32>> {
+    let module = naga::front::wgsl::parse_str(SHADER).map_err(|e| anyhow!("{e}"))?;
+    let info = naga::valid::Validator::new(
+        naga::valid::ValidationFlags::all(),
+        naga::valid::Capabilities::empty(),
+    )
+    .validate(&module)
+    .map_err(|e| anyhow!("{e:?}"))?;
+    naga::back::spv::write_vec(&module, &info, &Default::default(), None)
+        .map_err(|e| anyhow!("{e}"))
+}
+
+fn main() -> Result<()> {
+    // SAFETY: plain Vulkan calls on objects this function creates, used in order.
+    unsafe { run() }
+}
+
+unsafe fn run() -> Result<()> {
+    let entry = ash::Entry::load().context("no Vulkan loader")?;
+    let app = vk::ApplicationInfo::default().api_version(vk::API_VERSION_1_2);
+    let instance = entry.create_instance(
+        &vk::InstanceCreateInfo::default().application_info(&app),
+        None,
+    )?;
+    let physical = instance
+        .enumerate_physical_devices()?
+        .into_iter()
+        .max_by_key(|&p| {
+            (instance.get_physical_device_properties(p).device_type
+                == vk::PhysicalDeviceType::DISCRETE_GPU) as u8
+        })
+        .ok_or_else(|| anyhow!("no Vulkan device"))?;
+    let props = instance.get_physical_device_properties(physical);
+    let name = std::ffi::CStr::from_ptr(props.device_name.as_ptr()).to_string_lossy();
+    println!("device: {name}");
+    let family = instance
+        .get_physical_device_queue_family_properties(physical)
+        .iter()
+        .position(|q| q.queue_flags.contains(vk::QueueFlags::COMPUTE))
+        .ok_or_else(|| anyhow!("no compute queue"))? as u32;
+    let priorities = [1.0];
+    let queues = [vk::DeviceQueueCreateInfo::default()
+        .queue_family_index(family)
+        .queue_priorities(&priorities)];
+    let device = instance.create_device(
+        physical,
+        &vk::DeviceCreateInfo::default().queue_create_infos(&queues),
+        None,
+    )?;
+    let queue = device.get_device_queue(family, 0);
+
+    // The buffer, in device-local memory.
+    let size = (WORKGROUPS * 256 * 4) as u64;
+    let buffer = device.create_buffer(
+        &vk::BufferCreateInfo::default()
+            .size(size)
+            .usage(vk::BufferUsageFlags::STORAGE_BUFFER),
+        None,
+    )?;
+    let req = device.get_buffer_memory_requirements(buffer);
+    let mem_props = instance.get_physical_device_memory_properties(physical);
+    let memory_type = (0..mem_props.memory_type_count)
+        .find(|&i| {
+            req.memory_type_bits & (1 << i) != 0
+                && mem_props.memory_types[i as usize]
+                    .property_flags
+                    .contains(vk::MemoryPropertyFlags::DEVICE_LOCAL)
+        })
+        .ok_or_else(|| anyhow!("no device-local memory"))?;
+    let memory = device.allocate_memory(
+        &vk::MemoryAllocateInfo::default()
+            .allocation_size(req.size)
+            .memory_type_index(memory_type),
+        None,
+    )?;
+    device.bind_buffer_memory(buffer, memory, 0)?;
+
+    // The kernel and its one binding.
+    let binding = [vk::DescriptorSetLayoutBinding::default()
+        .binding(0)
+        .descriptor_type(vk::DescriptorType::STORAGE_BUFFER)
+        .descriptor_count(1)
+        .stage_flags(vk::ShaderStageFlags::COMPUTE)];
+    let set_layout = device.create_descriptor_set_layout(
+        &vk::DescriptorSetLayoutCreateInfo::default().bindings(&binding),
+        None,
+    )?;
+    let set_layouts = [set_layout];
+    let layout = device.create_pipeline_layout(
+        &vk::PipelineLayoutCreateInfo::default().set_layouts(&set_layouts),
+        None,
+    )?;
+    let words = spirv()?;
+    let module =
+        device.create_shader_module(&vk::ShaderModuleCreateInfo::default().code(&words), None)?;
+    let stage = vk::PipelineShaderStageCreateInfo::default()
+        .stage(vk::ShaderStageFlags::COMPUTE)
+        .module(module)
+        .name(c"main");
+    let pipeline = device
+        .create_compute_pipelines(
+            vk::PipelineCache::null(),
+            &[vk::ComputePipelineCreateInfo::default()
+                .stage(stage)
+                .layout(layout)],
+            None,
+        )
+        .map_err(|(_, e)| anyhow!("{e}"))?[0];
+    let pipeline2 = device
+        .create_compute_pipelines(
+            vk::PipelineCache::null(),
+            &[vk::ComputePipelineCreateInfo::default()
+                .stage(stage)
+                .layout(layout)],
+            None,
+        )
+        .map_err(|(_, e)| anyhow!("{e}"))?[0];
+    // One descriptor set per dispatch (all of the same buffer), for variant (e).
+    let pool_sizes = [vk::DescriptorPoolSize::default()
+        .ty(vk::DescriptorType::STORAGE_BUFFER)
+        .descriptor_count(DISPATCHES)];
+    let pool = device.create_descriptor_pool(
+        &vk::DescriptorPoolCreateInfo::default()
+            .max_sets(DISPATCHES)
+            .pool_sizes(&pool_sizes),
+        None,
+    )?;
+    let all_layouts = vec![set_layout; DISPATCHES as usize];
+    let sets = device.allocate_descriptor_sets(
+        &vk::DescriptorSetAllocateInfo::default()
+            .descriptor_pool(pool)
+            .set_layouts(&all_layouts),
+    )?;
+    let set = sets[0];
+    let buffer_info = [vk::DescriptorBufferInfo::default()
+        .buffer(buffer)
+        .range(vk::WHOLE_SIZE)];
+    for &s in &sets {
+        device.update_descriptor_sets(
+            &[vk::WriteDescriptorSet::default()
+                .dst_set(s)
+                .descriptor_type(vk::DescriptorType::STORAGE_BUFFER)
+                .buffer_info(&buffer_info)],
+            &[],
+        );
+    }
+    let command_pool = device.create_command_pool(
+        &vk::CommandPoolCreateInfo::default()
+            .queue_family_index(family)
+            .flags(vk::CommandPoolCreateFlags::RESET_COMMAND_BUFFER),
+        None,
+    )?;
+    let cmd = device.allocate_command_buffers(
+        &vk::CommandBufferAllocateInfo::default()
+            .command_pool(command_pool)
+            .command_buffer_count(1),
+    )?[0];
+    let fence = device.create_fence(&vk::FenceCreateInfo::default(), None)?;
+
+    // Records `n` dispatches with `barrier` between them, submits and waits: seconds.
+    let time = |n: u32, barrier: u32| -> Result<f64> {
+        device.reset_command_buffer(cmd, vk::CommandBufferResetFlags::empty())?;
+        device.begin_command_buffer(
+            cmd,
+            &vk::CommandBufferBeginInfo::default()
+                .flags(vk::CommandBufferUsageFlags::ONE_TIME_SUBMIT),
+        )?;
+        device.cmd_bind_pipeline(cmd, vk::PipelineBindPoint::COMPUTE, pipeline);
+        device.cmd_bind_descriptor_sets(
+            cmd,
+            vk::PipelineBindPoint::COMPUTE,
+            layout,
+            0,
+            &[set],
+            &[],
+        );
+        let access = vk::AccessFlags::SHADER_READ | vk::AccessFlags::SHADER_WRITE;
+        // wgpu-hal's stages for a storage buffer (vulkan/conv.rs, command.rs).
+        let shaders = vk::PipelineStageFlags::VERTEX_SHADER
+            | vk::PipelineStageFlags::FRAGMENT_SHADER
+            | vk::PipelineStageFlags::COMPUTE_SHADER;
+        let wgpu_src = vk::PipelineStageFlags::TOP_OF_PIPE | shaders;
+        let wgpu_dst = vk::PipelineStageFlags::BOTTOM_OF_PIPE | shaders;
+        for k in 0..n {
+            if barrier == 4 {
+                device.cmd_bind_descriptor_sets(
+                    cmd,
+                    vk::PipelineBindPoint::COMPUTE,
+                    layout,
+                    0,
+                    &[sets[k as usize]],
+                    &[],
+                );
+            }
+            if barrier == 5 {
+                let p = if k % 2 == 0 { pipeline } else { pipeline2 };
+                device.cmd_bind_pipeline(cmd, vk::PipelineBindPoint::COMPUTE, p);
+            }
+            if k > 0 {
+                let stage = vk::PipelineStageFlags::COMPUTE_SHADER;
+                match barrier {
+                    1 | 4 | 5 => device.cmd_pipeline_barrier(
+                        cmd,
+                        stage,
+                        stage,
+                        vk::DependencyFlags::empty(),
+                        &[vk::MemoryBarrier::default()
+                            .src_access_mask(access)
+                            .dst_access_mask(access)],
+                        &[],
+                        &[],
+                    ),
+                    2 | 3 => device.cmd_pipeline_barrier(
+                        cmd,
+                        if barrier == 3 { wgpu_src } else { stage },
+                        if barrier == 3 { wgpu_dst } else { stage },
+                        vk::DependencyFlags::empty(),
+                        &[],
+                        &[vk::BufferMemoryBarrier::default()
+                            .src_access_mask(access)
+                            .dst_access_mask(access)
+                            .src_queue_family_index(vk::QUEUE_FAMILY_IGNORED)
+                            .dst_queue_family_index(vk::QUEUE_FAMILY_IGNORED)
+                            .buffer(buffer)
+                            .size(vk::WHOLE_SIZE)],
+                        &[],
+                    ),
+                    _ => {}
+                }
+            }
+            device.cmd_dispatch(cmd, WORKGROUPS, 1, 1);
+        }
+        device.end_command_buffer(cmd)?;
+        let cmds = [cmd];
+        let t = Instant::now();
+        device.queue_submit(
+            queue,
+            &[vk::SubmitInfo::default().command_buffers(&cmds)],
+            fence,
+        )?;
+        device.wait_for_fences(&[fence], true, u64::MAX)?;
+        let secs = t.elapsed().as_secs_f64();
+        device.reset_fences(&[fence])?;
+        Ok(secs)
+    };
+    // Warm-up (clocks up), then each variant: the time per dispatch beyond a one-dispatch
+    // submission.
+    for _ in 0..20 {
+        time(DISPATCHES, 1)?;
+    }
+    let base = time(1, 0)?;
+    for (barrier, label) in [
+        (0, "no barrier"),
+        (1, "global memory barrier"),
+        (2, "buffer memory barrier"),
+        (3, "wgpu-hal's barrier"),
+        (4, "barrier + new set"),
+        (5, "barrier + pipeline swap"),
+    ] {
+        let mut best = f64::MAX;
+        for _ in 0..5 {
+            best = best.min(time(DISPATCHES, barrier)?);
+        }
+        println!(
+            "{label:>22}: {:6.2} us per dispatch ({} dispatches of {WORKGROUPS} workgroups)",
+            (best - base) / (DISPATCHES - 1) as f64 * 1e6,
+            DISPATCHES
+        );
+    }
+    device.device_wait_idle()?;
+    device.destroy_fence(fence, None);
+    device.destroy_command_pool(command_pool, None);
+    device.destroy_descriptor_pool(pool, None);
+    device.destroy_pipeline(pipeline, None);
+    device.destroy_pipeline(pipeline2, None);
+    device.destroy_shader_module(module, None);
+    device.destroy_pipeline_layout(layout, None);
+    device.destroy_descriptor_set_layout(set_layout, None);
+    device.free_memory(memory, None);
+    device.destroy_buffer(buffer, None);
+    device.destroy_device(None);
+    instance.destroy_instance(None);
+    Ok(())
+}
