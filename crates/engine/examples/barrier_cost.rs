@@ -10,8 +10,13 @@
 
 use std::time::Instant;
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, Result};
 use ash::vk;
+
+// (Each example uses part of it.)
+#[allow(dead_code)]
+#[path = "support/vk.rs"]
+mod raw;
 
 const SHADER: &str = "
 @group(0) @binding(0) var<storage, read_write> buf: array<u32>;
@@ -23,46 +28,20 @@ fn main(@builtin(global_invocation_id) g: vec3<u32>) {
 const WORKGROUPS: u32 = 132;
 const DISPATCHES: u32 = 2000;
 
-fn spirv() -> Result<Vec<u32>> {
-    let module = naga::front::wgsl::parse_str(SHADER).map_err(|e| anyhow!("{e}"))?;
-    let info = naga::valid::Validator::new(
-        naga::valid::ValidationFlags::all(),
-        naga::valid::Capabilities::empty(),
-    )
-    .validate(&module)
-    .map_err(|e| anyhow!("{e:?}"))?;
-    naga::back::spv::write_vec(&module, &info, &Default::default(), None)
-        .map_err(|e| anyhow!("{e}"))
-}
-
 fn main() -> Result<()> {
     // SAFETY: plain Vulkan calls on objects this function creates, used in order.
     unsafe { run() }
 }
 
 unsafe fn run() -> Result<()> {
-    let entry = ash::Entry::load().context("no Vulkan loader")?;
-    let app = vk::ApplicationInfo::default().api_version(vk::API_VERSION_1_2);
-    let instance = entry.create_instance(
-        &vk::InstanceCreateInfo::default().application_info(&app),
-        None,
-    )?;
-    let physical = instance
-        .enumerate_physical_devices()?
-        .into_iter()
-        .max_by_key(|&p| {
-            (instance.get_physical_device_properties(p).device_type
-                == vk::PhysicalDeviceType::DISCRETE_GPU) as u8
-        })
-        .ok_or_else(|| anyhow!("no Vulkan device"))?;
-    let props = instance.get_physical_device_properties(physical);
-    let name = std::ffi::CStr::from_ptr(props.device_name.as_ptr()).to_string_lossy();
-    println!("device: {name}");
-    let family = instance
-        .get_physical_device_queue_family_properties(physical)
-        .iter()
-        .position(|q| q.queue_flags.contains(vk::QueueFlags::COMPUTE))
-        .ok_or_else(|| anyhow!("no compute queue"))? as u32;
+    let raw::Gpu {
+        // (Bound: the loader must outlive every Vulkan call.)
+        _entry: _loader,
+        instance,
+        physical,
+        family,
+        ..
+    } = raw::gpu(vk::API_VERSION_1_2)?;
     let priorities = [1.0];
     let queues = [vk::DeviceQueueCreateInfo::default()
         .queue_family_index(family)
@@ -101,45 +80,18 @@ unsafe fn run() -> Result<()> {
     device.bind_buffer_memory(buffer, memory, 0)?;
 
     // The kernel and its one binding.
-    let binding = [vk::DescriptorSetLayoutBinding::default()
-        .binding(0)
-        .descriptor_type(vk::DescriptorType::STORAGE_BUFFER)
-        .descriptor_count(1)
-        .stage_flags(vk::ShaderStageFlags::COMPUTE)];
-    let set_layout = device.create_descriptor_set_layout(
-        &vk::DescriptorSetLayoutCreateInfo::default().bindings(&binding),
-        None,
-    )?;
+    let (words, bindings) = raw::spirv(SHADER)?;
+    let set_layout = raw::set_layout(&device, &bindings)?;
     let set_layouts = [set_layout];
     let layout = device.create_pipeline_layout(
         &vk::PipelineLayoutCreateInfo::default().set_layouts(&set_layouts),
         None,
     )?;
-    let words = spirv()?;
     let module =
         device.create_shader_module(&vk::ShaderModuleCreateInfo::default().code(&words), None)?;
-    let stage = vk::PipelineShaderStageCreateInfo::default()
-        .stage(vk::ShaderStageFlags::COMPUTE)
-        .module(module)
-        .name(c"main");
-    let pipeline = device
-        .create_compute_pipelines(
-            vk::PipelineCache::null(),
-            &[vk::ComputePipelineCreateInfo::default()
-                .stage(stage)
-                .layout(layout)],
-            None,
-        )
-        .map_err(|(_, e)| anyhow!("{e}"))?[0];
-    let pipeline2 = device
-        .create_compute_pipelines(
-            vk::PipelineCache::null(),
-            &[vk::ComputePipelineCreateInfo::default()
-                .stage(stage)
-                .layout(layout)],
-            None,
-        )
-        .map_err(|(_, e)| anyhow!("{e}"))?[0];
+    let flags = vk::PipelineCreateFlags::empty();
+    let pipeline = raw::compute_pipeline(&device, module, layout, flags)?;
+    let pipeline2 = raw::compute_pipeline(&device, module, layout, flags)?;
     // One descriptor set per dispatch (all of the same buffer), for variant (e).
     let pool_sizes = [vk::DescriptorPoolSize::default()
         .ty(vk::DescriptorType::STORAGE_BUFFER)

@@ -10,9 +10,14 @@
 
 use std::ffi::CStr;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use ash::vk;
 use gguf::GgmlType;
+
+// (Each example uses part of it.)
+#[allow(dead_code)]
+#[path = "support/vk.rs"]
+mod raw;
 
 /// (label, WGSL) of each kernel to inspect.
 fn kernels() -> Vec<(String, String)> {
@@ -38,68 +43,20 @@ fn kernels() -> Vec<(String, String)> {
     out
 }
 
-/// A kernel's bindings of group 0: (binding, whether a uniform buffer).
-type Bindings = Vec<(u32, bool)>;
-
-/// SPIR-V words of `wgsl` (naga, SPIR-V 1.6) and its bindings.
-fn spirv(wgsl: &str) -> Result<(Vec<u32>, Bindings)> {
-    let module = naga::front::wgsl::parse_str(wgsl).map_err(|e| anyhow!("{e}"))?;
-    let info = naga::valid::Validator::new(
-        naga::valid::ValidationFlags::all(),
-        naga::valid::Capabilities::all(),
-    )
-    .validate(&module)
-    .map_err(|e| anyhow!("{e:?}"))?;
-    // As wgpu builds our kernels (rwkv-gpu's shader.rs): buffer bounds checks, no loop
-    // counters, workgroup memory zeroed.
-    let restrict = naga::proc::BoundsCheckPolicy::Restrict;
-    let options = naga::back::spv::Options {
-        lang_version: (1, 6),
-        bounds_check_policies: naga::proc::BoundsCheckPolicies {
-            index: restrict,
-            buffer: restrict,
-            ..Default::default()
-        },
-        force_loop_bounding: false,
-        ..Default::default()
-    };
-    let words =
-        naga::back::spv::write_vec(&module, &info, &options, None).map_err(|e| anyhow!("{e}"))?;
-    let mut bindings: Bindings = module
-        .global_variables
-        .iter()
-        .filter_map(|(_, g)| {
-            let b = g.binding.as_ref()?;
-            Some((b.binding, g.space == naga::AddressSpace::Uniform))
-        })
-        .collect();
-    bindings.sort_unstable();
-    Ok((words, bindings))
-}
-
 fn main() -> Result<()> {
     // SAFETY: plain Vulkan calls on objects this function creates and destroys in order.
     unsafe { run() }
 }
 
 unsafe fn run() -> Result<()> {
-    let entry = ash::Entry::load().context("no Vulkan loader")?;
-    let app = vk::ApplicationInfo::default().api_version(vk::API_VERSION_1_3);
-    let instance = entry.create_instance(
-        &vk::InstanceCreateInfo::default().application_info(&app),
-        None,
-    )?;
-    let physical = instance
-        .enumerate_physical_devices()?
-        .into_iter()
-        .max_by_key(|&p| {
-            (instance.get_physical_device_properties(p).device_type
-                == vk::PhysicalDeviceType::DISCRETE_GPU) as u8
-        })
-        .ok_or_else(|| anyhow!("no Vulkan device"))?;
-    let props = instance.get_physical_device_properties(physical);
-    let name = CStr::from_ptr(props.device_name.as_ptr()).to_string_lossy();
-    println!("device: {name}");
+    let raw::Gpu {
+        // (Bound: the loader must outlive every Vulkan call.)
+        _entry: _loader,
+        instance,
+        physical,
+        name,
+        family: queue_family,
+    } = raw::gpu(vk::API_VERSION_1_3)?;
     let ext = ash::khr::pipeline_executable_properties::NAME;
     let has = instance
         .enumerate_device_extension_properties(physical)?
@@ -108,16 +65,11 @@ unsafe fn run() -> Result<()> {
     if !has {
         // Still check that every kernel compiles to SPIR-V.
         for (label, wgsl) in kernels() {
-            let (words, _) = spirv(&wgsl).with_context(|| label.clone())?;
+            let (words, _) = raw::spirv(&wgsl).with_context(|| label.clone())?;
             println!("{label}: SPIR-V {} words", words.len());
         }
         bail!("{name} has no {}", ext.to_string_lossy());
     }
-    let queue_family = instance
-        .get_physical_device_queue_family_properties(physical)
-        .iter()
-        .position(|q| q.queue_flags.contains(vk::QueueFlags::COMPUTE))
-        .ok_or_else(|| anyhow!("no compute queue"))? as u32;
     let priorities = [1.0];
     let queues = [vk::DeviceQueueCreateInfo::default()
         .queue_family_index(queue_family)
@@ -141,31 +93,14 @@ unsafe fn run() -> Result<()> {
     let device = instance.create_device(physical, &info, None)?;
     let exec = ash::khr::pipeline_executable_properties::Device::new(&instance, &device);
     for (label, wgsl) in kernels() {
-        let (words, bindings) = match spirv(&wgsl) {
+        let (words, bindings) = match raw::spirv(&wgsl) {
             Ok(s) => s,
             Err(e) => {
                 println!("{label}: {e}");
                 continue;
             }
         };
-        let layout_bindings: Vec<vk::DescriptorSetLayoutBinding> = bindings
-            .iter()
-            .map(|&(b, uniform)| {
-                vk::DescriptorSetLayoutBinding::default()
-                    .binding(b)
-                    .descriptor_type(if uniform {
-                        vk::DescriptorType::UNIFORM_BUFFER
-                    } else {
-                        vk::DescriptorType::STORAGE_BUFFER
-                    })
-                    .descriptor_count(1)
-                    .stage_flags(vk::ShaderStageFlags::COMPUTE)
-            })
-            .collect();
-        let set_layout = device.create_descriptor_set_layout(
-            &vk::DescriptorSetLayoutCreateInfo::default().bindings(&layout_bindings),
-            None,
-        )?;
+        let set_layout = raw::set_layout(&device, &bindings)?;
         let set_layouts = [set_layout];
         let layout = device.create_pipeline_layout(
             &vk::PipelineLayoutCreateInfo::default().set_layouts(&set_layouts),
@@ -173,17 +108,13 @@ unsafe fn run() -> Result<()> {
         )?;
         let module = device
             .create_shader_module(&vk::ShaderModuleCreateInfo::default().code(&words), None)?;
-        let stage = vk::PipelineShaderStageCreateInfo::default()
-            .stage(vk::ShaderStageFlags::COMPUTE)
-            .module(module)
-            .name(c"main");
-        let create = [vk::ComputePipelineCreateInfo::default()
-            .stage(stage)
-            .layout(layout)
-            .flags(vk::PipelineCreateFlags::CAPTURE_STATISTICS_KHR)];
-        let pipeline = device
-            .create_compute_pipelines(vk::PipelineCache::null(), &create, None)
-            .map_err(|(_, e)| anyhow!("{label}: {e}"))?[0];
+        let pipeline = raw::compute_pipeline(
+            &device,
+            module,
+            layout,
+            vk::PipelineCreateFlags::CAPTURE_STATISTICS_KHR,
+        )
+        .with_context(|| label.clone())?;
         let pinfo = vk::PipelineInfoKHR::default().pipeline(pipeline);
         let executables = exec.get_pipeline_executable_properties(&pinfo)?;
         let mut line = format!("{label}:");

@@ -3,8 +3,6 @@
 //! `cargo test -p rwkv-gpu --release --test grid_sync -- --ignored --nocapture`
 //! (`GRID_SYNC_WGS`: comma-separated grid sizes).
 
-use std::time::Instant;
-
 mod support;
 
 use rwkv_gpu::{ContextOptions, GpuContext, GridSync, GRID_SYNC_WGSL};
@@ -121,20 +119,12 @@ impl Probe {
         self.ctx
             .queue
             .write_buffer(&self.sync.buffer, 0, &[0u8; 16]);
-        let mut enc = self.ctx.device.create_command_encoder(&Default::default());
-        {
-            let mut pass = enc.begin_compute_pass(&Default::default());
+        self.wait();
+        let secs = support::time_pass(&self.ctx, |pass| {
             pass.set_pipeline(pipeline);
             pass.set_bind_group(0, &bind, &[]);
             pass.dispatch_workgroups(wgs, 1, 1);
-        }
-        self.wait();
-        // (Finished before the clock starts: wgpu encodes the pass then, on the CPU.)
-        let commands = enc.finish();
-        let t = Instant::now();
-        self.ctx.queue.submit([commands]);
-        self.wait();
-        let secs = t.elapsed().as_secs_f64();
+        });
         let errors = self.ctx.read_buffer_bytes(&self.errors, 0, 4).unwrap();
         let timeouts = self.sync.take_timeouts(&self.ctx).unwrap();
         (
@@ -150,21 +140,13 @@ impl Probe {
         let binds: Vec<_> = (0..=rounds)
             .map(|r| self.bind(&self.chained, 0, r, false))
             .collect();
-        let mut enc = self.ctx.device.create_command_encoder(&Default::default());
-        {
-            let mut pass = enc.begin_compute_pass(&Default::default());
+        let secs = support::time_pass(&self.ctx, |pass| {
             pass.set_pipeline(&self.chained);
             for b in &binds {
                 pass.set_bind_group(0, b, &[]);
                 pass.dispatch_workgroups(wgs, 1, 1);
             }
-        }
-        // (Finished before the clock starts: wgpu encodes the pass then, on the CPU.)
-        let commands = enc.finish();
-        let t = Instant::now();
-        self.ctx.queue.submit([commands]);
-        self.wait();
-        let secs = t.elapsed().as_secs_f64();
+        });
         let errors = self.ctx.read_buffer_bytes(&self.errors, 0, 4).unwrap();
         (u32::from_le_bytes(errors.try_into().unwrap()), secs)
     }
