@@ -3,7 +3,9 @@
 //! barrier, (b) one global memory barrier, (c) a buffer memory barrier, (d) the buffer
 //! barrier wgpu-hal records (stages: top/bottom of pipe and the vertex, fragment and compute
 //! shaders) between dispatches; and with the global barrier, (e) a different descriptor set
-//! bound before each dispatch, (f) two pipelines of the same shader taking turns. wgpu's own figure: `rwkv-gpu`'s `grid_sync` test ("dependent
+//! bound before each dispatch, with its own uniform block (as wgpu's dispatches of our ops
+//! have), (g) the same with one uniform block for all, (f) two pipelines of the same shader
+//! taking turns. The kernel reads a uniform. wgpu's own figure: `rwkv-gpu`'s `grid_sync` test ("dependent
 //! dispatch").
 //!
 //! `cargo run --release -p rwkv-engine --example barrier_cost` (any Vulkan driver).
@@ -20,11 +22,14 @@ mod raw;
 
 const SHADER: &str = "
 @group(0) @binding(0) var<storage, read_write> buf: array<u32>;
+@group(0) @binding(1) var<uniform> u: vec4<u32>;
 @compute @workgroup_size(256)
 fn main(@builtin(global_invocation_id) g: vec3<u32>) {
-    buf[g.x] = buf[g.x] + 1u;
+    buf[g.x] = buf[g.x] + 1u + u.x;
 }
 ";
+/// Bytes between the uniform blocks of successive descriptor sets.
+const UNIFORM_STRIDE: u64 = 256;
 const WORKGROUPS: u32 = 132;
 const DISPATCHES: u32 = 2000;
 
@@ -53,31 +58,39 @@ unsafe fn run() -> Result<()> {
     )?;
     let queue = device.get_device_queue(family, 0);
 
-    // The buffer, in device-local memory.
-    let size = (WORKGROUPS * 256 * 4) as u64;
-    let buffer = device.create_buffer(
-        &vk::BufferCreateInfo::default()
-            .size(size)
-            .usage(vk::BufferUsageFlags::STORAGE_BUFFER),
-        None,
-    )?;
-    let req = device.get_buffer_memory_requirements(buffer);
+    // The buffer and the uniform blocks (one per dispatch), in device-local memory.
     let mem_props = instance.get_physical_device_memory_properties(physical);
-    let memory_type = (0..mem_props.memory_type_count)
-        .find(|&i| {
-            req.memory_type_bits & (1 << i) != 0
-                && mem_props.memory_types[i as usize]
-                    .property_flags
-                    .contains(vk::MemoryPropertyFlags::DEVICE_LOCAL)
-        })
-        .ok_or_else(|| anyhow!("no device-local memory"))?;
-    let memory = device.allocate_memory(
-        &vk::MemoryAllocateInfo::default()
-            .allocation_size(req.size)
-            .memory_type_index(memory_type),
-        None,
+    let device_buffer = |size: u64, usage: vk::BufferUsageFlags| -> Result<_> {
+        let buffer = device.create_buffer(
+            &vk::BufferCreateInfo::default().size(size).usage(usage),
+            None,
+        )?;
+        let req = device.get_buffer_memory_requirements(buffer);
+        let memory_type = (0..mem_props.memory_type_count)
+            .find(|&i| {
+                req.memory_type_bits & (1 << i) != 0
+                    && mem_props.memory_types[i as usize]
+                        .property_flags
+                        .contains(vk::MemoryPropertyFlags::DEVICE_LOCAL)
+            })
+            .ok_or_else(|| anyhow!("no device-local memory"))?;
+        let memory = device.allocate_memory(
+            &vk::MemoryAllocateInfo::default()
+                .allocation_size(req.size)
+                .memory_type_index(memory_type),
+            None,
+        )?;
+        device.bind_buffer_memory(buffer, memory, 0)?;
+        Ok((buffer, memory))
+    };
+    let (buffer, memory) = device_buffer(
+        (WORKGROUPS * 256 * 4) as u64,
+        vk::BufferUsageFlags::STORAGE_BUFFER,
     )?;
-    device.bind_buffer_memory(buffer, memory, 0)?;
+    let (uniforms, uniform_memory) = device_buffer(
+        DISPATCHES as u64 * UNIFORM_STRIDE,
+        vk::BufferUsageFlags::UNIFORM_BUFFER,
+    )?;
 
     // The kernel and its one binding.
     let (words, bindings) = raw::spirv(SHADER)?;
@@ -92,17 +105,25 @@ unsafe fn run() -> Result<()> {
     let flags = vk::PipelineCreateFlags::empty();
     let pipeline = raw::compute_pipeline(&device, module, layout, flags)?;
     let pipeline2 = raw::compute_pipeline(&device, module, layout, flags)?;
-    // One descriptor set per dispatch (all of the same buffer), for variant (e).
-    let pool_sizes = [vk::DescriptorPoolSize::default()
-        .ty(vk::DescriptorType::STORAGE_BUFFER)
-        .descriptor_count(DISPATCHES)];
+    // Two descriptor sets per dispatch, all of the same storage buffer: the first
+    // DISPATCHES with a uniform block each (variant e), the others all with the first block
+    // (variant g).
+    let n_sets = 2 * DISPATCHES;
+    let pool_sizes = [
+        vk::DescriptorPoolSize::default()
+            .ty(vk::DescriptorType::STORAGE_BUFFER)
+            .descriptor_count(n_sets),
+        vk::DescriptorPoolSize::default()
+            .ty(vk::DescriptorType::UNIFORM_BUFFER)
+            .descriptor_count(n_sets),
+    ];
     let pool = device.create_descriptor_pool(
         &vk::DescriptorPoolCreateInfo::default()
-            .max_sets(DISPATCHES)
+            .max_sets(n_sets)
             .pool_sizes(&pool_sizes),
         None,
     )?;
-    let all_layouts = vec![set_layout; DISPATCHES as usize];
+    let all_layouts = vec![set_layout; n_sets as usize];
     let sets = device.allocate_descriptor_sets(
         &vk::DescriptorSetAllocateInfo::default()
             .descriptor_pool(pool)
@@ -112,12 +133,25 @@ unsafe fn run() -> Result<()> {
     let buffer_info = [vk::DescriptorBufferInfo::default()
         .buffer(buffer)
         .range(vk::WHOLE_SIZE)];
-    for &s in &sets {
+    for (k, &s) in sets.iter().enumerate() {
+        let block = if k < DISPATCHES as usize { k as u64 } else { 0 };
+        let uniform_info = [vk::DescriptorBufferInfo::default()
+            .buffer(uniforms)
+            .offset(block * UNIFORM_STRIDE)
+            .range(16)];
         device.update_descriptor_sets(
-            &[vk::WriteDescriptorSet::default()
-                .dst_set(s)
-                .descriptor_type(vk::DescriptorType::STORAGE_BUFFER)
-                .buffer_info(&buffer_info)],
+            &[
+                vk::WriteDescriptorSet::default()
+                    .dst_set(s)
+                    .dst_binding(0)
+                    .descriptor_type(vk::DescriptorType::STORAGE_BUFFER)
+                    .buffer_info(&buffer_info),
+                vk::WriteDescriptorSet::default()
+                    .dst_set(s)
+                    .dst_binding(1)
+                    .descriptor_type(vk::DescriptorType::UNIFORM_BUFFER)
+                    .buffer_info(&uniform_info),
+            ],
             &[],
         );
     }
@@ -159,13 +193,14 @@ unsafe fn run() -> Result<()> {
         let wgpu_src = vk::PipelineStageFlags::TOP_OF_PIPE | shaders;
         let wgpu_dst = vk::PipelineStageFlags::BOTTOM_OF_PIPE | shaders;
         for k in 0..n {
-            if barrier == 4 {
+            if barrier == 4 || barrier == 6 {
+                let at = if barrier == 4 { k } else { DISPATCHES + k };
                 device.cmd_bind_descriptor_sets(
                     cmd,
                     vk::PipelineBindPoint::COMPUTE,
                     layout,
                     0,
-                    &[sets[k as usize]],
+                    &[sets[at as usize]],
                     &[],
                 );
             }
@@ -176,7 +211,7 @@ unsafe fn run() -> Result<()> {
             if k > 0 {
                 let stage = vk::PipelineStageFlags::COMPUTE_SHADER;
                 match barrier {
-                    1 | 4 | 5 => device.cmd_pipeline_barrier(
+                    1 | 4 | 5 | 6 => device.cmd_pipeline_barrier(
                         cmd,
                         stage,
                         stage,
@@ -231,7 +266,8 @@ unsafe fn run() -> Result<()> {
         (1, "global memory barrier"),
         (2, "buffer memory barrier"),
         (3, "wgpu-hal's barrier"),
-        (4, "barrier + new set"),
+        (4, "barrier + new set, new uniforms"),
+        (6, "barrier + new set, same uniforms"),
         (5, "barrier + pipeline swap"),
     ] {
         let mut best = f64::MAX;
@@ -255,6 +291,8 @@ unsafe fn run() -> Result<()> {
     device.destroy_descriptor_set_layout(set_layout, None);
     device.free_memory(memory, None);
     device.destroy_buffer(buffer, None);
+    device.free_memory(uniform_memory, None);
+    device.destroy_buffer(uniforms, None);
     device.destroy_device(None);
     instance.destroy_instance(None);
     Ok(())
