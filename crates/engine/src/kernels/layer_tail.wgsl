@@ -148,8 +148,6 @@ fn main(
     }
     let info = rows[0];
     let tiles = p.dim / 256u;
-    // Each matrix phase's first weight loads are issued before the barrier that precedes it.
-    let first_output = first_units_output(wg.x, t, p.output);
     // 1. The output's input.
     for (var blk = wg.x; blk < tiles; blk += nwg.x) {
         store_tile(lane, att_out[blk * 256u + t], blk, p.output_input);
@@ -157,9 +155,8 @@ fn main(
     grid_sync(t, nwg.x, p.max_spins);
     // 2. The output's rows.
     if (p.skip & 1u) == 0u {
-        phase_rows_output(wg.x, nwg.x, t, p.output, first_output);
+        phase_rows_output(wg.x, nwg.x, t, p.output);
     }
-    let first_key = first_units_key(wg.x, t, p.key);
     grid_sync(t, nwg.x, p.max_spins);
     // 3. The key's input: h = x + y, its layer norm (statistics summed as layer_norm.wgsl
     // and token_mix.wgsl sum them), the token shift and lerp.
@@ -189,9 +186,8 @@ fn main(
     grid_sync(t, nwg.x, p.max_spins);
     // 4. The key's rows.
     if (p.skip & 2u) == 0u {
-        phase_rows_key(wg.x, nwg.x, t, p.key, first_key);
+        phase_rows_key(wg.x, nwg.x, t, p.key);
     }
-    let first_value = first_units_value(wg.x, t, p.value);
     grid_sync(t, nwg.x, p.max_spins);
     // 5. The value's input.
     for (var blk = wg.x; blk < p.ffn / 256u; blk += nwg.x) {
@@ -200,6 +196,6 @@ fn main(
     grid_sync(t, nwg.x, p.max_spins);
     // 6. The value's rows.
     if (p.skip & 8u) == 0u {
-        phase_rows_value(wg.x, nwg.x, t, p.value, first_value);
+        phase_rows_value(wg.x, nwg.x, t, p.value);
     }
 }

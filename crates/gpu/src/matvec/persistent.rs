@@ -8,9 +8,7 @@
 //! phase's names carry the phase's suffix, so phases of different weight types share one
 //! module. The kernel defines `xq_word(i)`, the words holding each phase's input
 //! quantized (where [`XqRegion`] says), defines per phase `P` `store_P(row, sum)`, and calls
-//! `first_units_P(workgroup, t, matrix)` (before the barrier that precedes the phase: the
-//! weights' first loads overlap the wait) then `phase_rows_P(workgroup, workgroups, t,
-//! matrix, first)`.
+//! `phase_rows_P(workgroup, workgroups, t, matrix)`.
 
 use gguf::GgmlType;
 
@@ -159,9 +157,6 @@ pub fn persistent_phase(
         "phase_rows",
         "rows_dot",
         "row_dot",
-        "row_dot_from",
-        "first_units",
-        "UnitPair",
         "PAIRED",
         "store",
     ]

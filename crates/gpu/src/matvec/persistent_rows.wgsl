@@ -6,7 +6,7 @@
 // codes, scales and sums per 16 from words XQ_CODES, XQ_D and XQ_BS), and call the kernel's
 // `store(row, sum)` once per row. The words are written in the same dispatch: plain loads are
 // safe because no workgroup reads these words before the barrier after which they are
-// final (see the engine's ffn_persistent.wgsl).
+// final (see the engine's layer_tail.wgsl).
 
 @group(0) @binding(WBINDING) var<storage, read> W: array<vec4<u32>>;
 
@@ -62,38 +62,13 @@ fn rows_dot(ra: u32, rb: u32, lane: u32, m: PhaseMatrix) -> vec2<f32> {
     return acc;
 }
 
-// The first two units (lane and lane + TPR, clamped) of this thread's first row, loaded
-// before the phase starts (before the barrier it waits at: the weights do not depend on it).
-struct UnitPair {
-    a: Unit,
-    b: Unit,
-}
-
-fn first_units(wg: u32, t: u32, m: PhaseMatrix) -> UnitPair {
-    SCALE_BASE = m.scale_base;
-    let r = min(wg * (PWG_SIZE / TPR) + t / TPR, m.rows - 1u);
-    let lane = t % TPR;
+// This thread's share of the dot product of row `r`, two units in flight at a time.
+fn row_dot(r: u32, lane: u32, m: PhaseMatrix) -> f32 {
     let units = m.blocks_per_row * UNITS;
     let w = r * (m.row_words / 4u);
     let side = r * m.blocks_per_row;
-    let u2 = min(lane + TPR, units - 1u);
-    return UnitPair(
-        load_unit(w, side, lane / UNITS, lane % UNITS),
-        load_unit(w, side, u2 / UNITS, u2 % UNITS),
-    );
-}
-
-// This thread's share of the dot product of row `r`, two units in flight at a time, the
-// first two given.
-fn row_dot_from(r: u32, lane: u32, m: PhaseMatrix, first: UnitPair) -> f32 {
-    let units = m.blocks_per_row * UNITS;
-    let w = r * (m.row_words / 4u);
-    let side = r * m.blocks_per_row;
-    let u2 = min(lane + TPR, units - 1u);
-    let a1 = prep_unit(first.a, lane / UNITS, lane % UNITS);
-    let a2 = prep_unit(first.b, u2 / UNITS, u2 % UNITS);
-    var acc = prep_x(a1, 0u) + select(0.0, prep_x(a2, 0u), lane + TPR < units);
-    for (var u = lane + 2u * TPR; u < units; u += 2u * TPR) {
+    var acc = 0.0;
+    for (var u = lane; u < units; u += 2u * TPR) {
         let u2 = min(u + TPR, units - 1u);
         let a1 = prep_unit(load_unit(w, side, u / UNITS, u % UNITS), u / UNITS, u % UNITS);
         let a2 = prep_unit(load_unit(w, side, u2 / UNITS, u2 % UNITS), u2 / UNITS, u2 % UNITS);
@@ -102,23 +77,9 @@ fn row_dot_from(r: u32, lane: u32, m: PhaseMatrix, first: UnitPair) -> f32 {
     return acc;
 }
 
-// The same, loading every unit.
-fn row_dot(r: u32, lane: u32, m: PhaseMatrix) -> f32 {
-    let units = m.blocks_per_row * UNITS;
-    let w = r * (m.row_words / 4u);
-    let side = r * m.blocks_per_row;
-    let u2 = min(lane + TPR, units - 1u);
-    let first = UnitPair(
-        load_unit(w, side, lane / UNITS, lane % UNITS),
-        load_unit(w, side, u2 / UNITS, u2 % UNITS),
-    );
-    return row_dot_from(r, lane, m, first);
-}
-
 // Workgroup `wg` of `nwg` takes row steps wg, wg + nwg, ... (PWG_SIZE / TPR rows per step),
-// one at a time (PAIRED = false; the first step's first units are `first`, from
-// first_units) or two (each thread then has four units in flight).
-fn phase_rows(wg: u32, nwg: u32, t: u32, m: PhaseMatrix, first: UnitPair) {
+// one at a time (PAIRED = false) or two (each thread then has four units in flight).
+fn phase_rows(wg: u32, nwg: u32, t: u32, m: PhaseMatrix) {
     let lr = t / TPR;
     let lane = t % TPR;
     let rpw = PWG_SIZE / TPR;
@@ -127,14 +88,7 @@ fn phase_rows(wg: u32, nwg: u32, t: u32, m: PhaseMatrix, first: UnitPair) {
     if !PAIRED {
         for (var s = wg; s < steps; s += nwg) {
             let row = s * rpw + lr;
-            let r = min(row, m.rows - 1u);
-            var dot: f32;
-            if s == wg {
-                dot = row_dot_from(r, lane, m, first);
-            } else {
-                dot = row_dot(r, lane, m);
-            }
-            let total = px_row_sum(t, lane, TPR, dot);
+            let total = px_row_sum(t, lane, TPR, row_dot(min(row, m.rows - 1u), lane, m));
             if lane == 0u && row < m.rows {
                 store(row, total);
             }
