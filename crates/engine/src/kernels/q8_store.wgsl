@@ -2,7 +2,7 @@
 // uniform control flow) as one tile of rwkv-gpu's Q8Input layout through the kernel's
 // `xq_store(word, value)`, as rwkv-gpu's quantize_q8.wgsl does: the codes of tile `blk` at
 // words codes + 64 blk.., its scales from word d, and for Q8_K its sums per 16 from word bs.
-// For token_mix.wgsl and ffn_persistent.wgsl (q8_pack.wgsl, q8_blocks.wgsl, the reductions
+// For token_mix.wgsl and layer_tail.wgsl (q8_pack.wgsl, q8_blocks.wgsl, the reductions
 // and rounding.wgsl are prepended).
 
 // One Q8_K block.

@@ -15,7 +15,7 @@ struct Chunk {
     _pad: u32,
 }
 
-// A row of the step's token-shift table (token_mix.wgsl, ffn_persistent.wgsl).
+// A row of the step's token-shift table (token_mix.wgsl, layer_tail.wgsl).
 struct Row {
     slot: u32,
     // Row of the previous token in this step, or NO_PREV.
