@@ -724,21 +724,14 @@ impl MatvecKernels {
         let int_path = int_path(ty, self.int_q8_0).filter(|p| p.mode == mode);
         let int = int_path.is_some();
         let rows: u32 = batch.iter().map(|p| p.params.rows).sum();
-        let tpr = if direct.is_some() {
-            let units = cols / direct::unit_values(ty);
-            direct::direct_threads_per_row(rows, cols, units)
-        } else {
-            staging_threads_per_row(ty, int_path.as_ref(), rows, cols)
+        let (tpr, nt) = match direct {
+            Some(_) => direct::direct_shape(ty, rows, cols, n_tokens),
+            None => (
+                staging_threads_per_row(ty, int_path.as_ref(), rows, cols),
+                n_tokens.next_power_of_two(),
+            ),
         };
         let rpw = 256 / tpr;
-        // Tokens per workgroup of the direct kernel (its accumulators per thread) and the
-        // groups of them the grid's z covers.
-        let nt = match direct {
-            Some(_) => n_tokens
-                .next_power_of_two()
-                .min(direct::direct_token_group(ty)),
-            None => n_tokens.next_power_of_two(),
-        };
         let mut buffers: Vec<&wgpu::Buffer> = Vec::new();
         let mut wg = 0u32;
         for p in &mut batch {
@@ -926,7 +919,7 @@ pub fn direct_kernel_wgsl(
     bindings: u32,
 ) -> Option<String> {
     let (_, input) = direct::direct_unit(ty)?;
-    let tpr = direct::direct_threads_per_row(rows, cols, cols / direct::unit_values(ty));
+    let (tpr, nt) = direct::direct_shape(ty, rows, cols, tokens);
     compose(&Key {
         ty,
         int: false,
@@ -935,9 +928,7 @@ pub fn direct_kernel_wgsl(
         rpw: 256 / tpr,
         probe: 0,
         direct: Some(input),
-        nt: tokens
-            .next_power_of_two()
-            .min(direct::direct_token_group(ty)),
+        nt,
     })
 }
 

@@ -181,7 +181,7 @@ type Record = Box<dyn Fn(&mut wgpu::ComputePass<'_>)>;
 /// with `cargo test -p rwkv-gpu --release --test matvec_bench matvec_tokens_time --
 /// --ignored --nocapture`): each call reads its own copy of the weights and writes its own
 /// output ("free"), so the time per call approximates the kernel time. `MATVEC_PROBES`
-/// (comma-separated: whole, noinput, onetoken) times parts of the kernel.
+/// (comma-separated: whole, noinput, onetoken, stream) times parts of the kernel.
 #[test]
 #[ignore = "benchmark: run with --ignored --nocapture on a real GPU"]
 fn matvec_tokens_time() {

@@ -354,6 +354,15 @@ pub(super) fn direct_threads_per_row(rows: u32, cols: u32, units: u32) -> u32 {
     })
 }
 
+/// Threads per row and tokens per workgroup (its accumulators per thread; the grid covers
+/// the step's groups of them) of the direct kernel for `rows` rows of `cols` values of type
+/// `ty` in steps of `tokens` tokens.
+pub(super) fn direct_shape(ty: GgmlType, rows: u32, cols: u32, tokens: u32) -> (u32, u32) {
+    let tpr = direct_threads_per_row(rows, cols, cols / unit_values(ty));
+    let nt = tokens.next_power_of_two().min(direct_token_group(ty));
+    (tpr, nt)
+}
+
 /// Tokens per workgroup of the direct kernel for weights of type `ty` in steps of several
 /// tokens; a step of more runs one workgroup per group of that many tokens for each
 /// workgroup of rows. Measured on an H200 (`matvec_bench`'s matvec_tokens_time, 2560x10240,
