@@ -88,6 +88,12 @@ fn xq_store(i: u32, w: u32) {
     xq[i / 4u][i % 4u] = w;
 }
 
+// h = x + y, the residual after the attention (what the multi-dispatch path's output
+// product adds into x).
+fn h_at(c: u32) -> f32 {
+    return x[c] + y[c];
+}
+
 fn store_output(row: u32, v: f32) {
     y[row] = v;
 }
@@ -98,7 +104,7 @@ fn store_key(row: u32, v: f32) {
 }
 
 fn store_value(row: u32, v: f32) {
-    x[row] = (x[row] + y[row]) + v;
+    x[row] = h_at(row) + v;
 }
 
 // Tile `blk` of 256 values (v: this thread's) into xq as `input` asks.
@@ -163,12 +169,12 @@ fn main(
     if wg.x < tiles {
         var sum = 0.0;
         for (var c = t; c < p.dim; c += 256u) {
-            sum += x[c] + y[c];
+            sum += h_at(c);
         }
         let mean = sum_256(lane, sum) / f32(p.dim);
         var sq = 0.0;
         for (var c = t; c < p.dim; c += 256u) {
-            let d = (x[c] + y[c]) - mean;
+            let d = h_at(c) - mean;
             sq += d * d;
         }
         let inv = 1.0 / sqrt(sum_256(lane, sq) / f32(p.dim) + p.eps);
@@ -176,7 +182,7 @@ fn main(
         let next = (1u - info.half) * p.half_stride + info.slot * p.dim;
         for (var blk = wg.x; blk < tiles; blk += nwg.x) {
             let c = blk * 256u + t;
-            let hn = ((x[c] + y[c]) - mean) * inv * norm_w[c] + norm_b[c];
+            let hn = (h_at(c) - mean) * inv * norm_w[c] + norm_b[c];
             let v = (shift_state[now + c] - hn) * mu[c] + hn;
             // The new shift state goes to the other half: nothing reads it here.
             shift_state[next + c] = hn;
