@@ -6,7 +6,7 @@
 //! `cargo run --release -p rwkv-engine --example pipeline_stats` (on the GPU machine: the
 //! Vulkan loader and a driver with that extension; lavapipe has none and says so).
 //! The kernels: the one-token and few-token direct matvecs of a 2.9B model's matrices, and
-//! the persistent layer tail.
+//! the persistent layer tail, the one-token WKV-7 kernel and the few-row token mix.
 
 use std::ffi::CStr;
 
@@ -40,6 +40,18 @@ fn kernels() -> Vec<(String, String)> {
     if let Some(src) = rwkv_engine::layer_tail_wgsl(q4, 2560, 10240, true, Some(32)) {
         out.push(("layer tail Q4_K/Q4_K/Q6_K".into(), src));
     }
+    // (Entry point `main` is what is compiled: the few-row token mix is renamed to it.)
+    let ranks = [96, 96, 320, 64];
+    out.push((
+        "wkv7 one token (2.9B ranks)".into(),
+        rwkv_engine::kernels::wkv7_wgsl(ranks, true),
+    ));
+    let mix = rwkv_engine::kernels::token_mix_wgsl(true);
+    out.push((
+        "token mix few rows".into(),
+        mix.replace("fn main(", "fn main_long(")
+            .replace("fn main_few(", "fn main("),
+    ));
     out
 }
 

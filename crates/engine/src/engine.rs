@@ -413,6 +413,35 @@ pub const SHARED_X16_ENV: &str = "WEB_RWKV_SHARED_X16";
 /// post) instead of the one-token kernel.
 pub const WKV_SPLIT_FROM_ENV: &str = "WEB_RWKV_WKV_SPLIT_FROM";
 
+/// Whether each layer's first LoRA products run beside its r/k/v products, which they do
+/// not wait for (`WEB_RWKV_LORA_BESIDE=0`: after them, for measurements). wgpu puts a
+/// pipeline barrier before a dispatch that moves one of its buffers to another state, and on
+/// Vulkan such a barrier waits for every dispatch before it. The LoRA products write a buffer
+/// the previous layer's WKV kernel read, and read the token mix's output; each is a state
+/// change, so their dispatch waited for the r/k/v products. Beside them: each layer writes
+/// its own hidden buffer (first used in the step, no barrier), and a `touch` dispatch before
+/// the r/k/v products moves the LoRA input to the read-only state.
+fn lora_beside() -> bool {
+    rwkv_gpu::env_on("WEB_RWKV_LORA_BESIDE")
+}
+
+/// Measurement knob `WEB_RWKV_SKIP_OPS`: op kinds (as profiles name them, comma-separated)
+/// left out of every step, to time what each costs in the step's chain of dependent
+/// dispatches. Results are wrong with any set.
+fn skipped_ops() -> &'static [String] {
+    static SKIP: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    SKIP.get_or_init(|| {
+        std::env::var("WEB_RWKV_SKIP_OPS")
+            .map(|v| {
+                v.split(',')
+                    .filter(|k| !k.is_empty())
+                    .map(String::from)
+                    .collect()
+            })
+            .unwrap_or_default()
+    })
+}
+
 fn wkv_split_from() -> u32 {
     static FROM: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
     *FROM.get_or_init(|| rwkv_gpu::env_parse(WKV_SPLIT_FROM_ENV).unwrap_or(u32::MAX))
@@ -650,6 +679,21 @@ impl Builder<'_> {
                 bind_group,
             },
             grid,
+        ));
+    }
+
+    /// Appends a dispatch that binds `buffer` read-only and does nothing (touch.wgsl): wgpu's
+    /// barrier for the buffer's move to that state comes here instead of at its next reader.
+    /// It writes nothing, so every copy that is current stays current.
+    fn touch(&mut self, buffer: &wgpu::Buffer, pipeline: &wgpu::ComputePipeline) {
+        let bind_group = bind_at(&self.ctx.device, pipeline, "touch", &[(0, buffer)]);
+        self.ops.push(Op::Kernel(
+            Launch {
+                label: "touch",
+                pipeline: pipeline.clone(),
+                bind_group,
+            },
+            Grid::Fixed(1),
         ));
     }
 
@@ -1279,7 +1323,14 @@ impl Engine {
         for k in 1..4 {
             hidden_starts[k] = hidden_starts[k - 1] + ranks[k - 1] as u32;
         }
-        let hidden = storage(&ctx, "lora hidden", f32s(r * n_hidden as u64))?;
+        // One per layer where the LoRA products run beside the r/k/v products (see
+        // `lora_beside`): a buffer's first use in a command buffer needs no barrier inside
+        // it, where writing a buffer that an earlier dispatch read does.
+        let lora_beside = lora_beside();
+        let n_hidden_buffers = if lora_beside { c.n_layer } else { 1 };
+        let hiddens = (0..n_hidden_buffers)
+            .map(|_| storage(&ctx, "lora hidden", f32s(r * n_hidden as u64)))
+            .collect::<Result<Vec<_>>>()?;
         // Steps of at least lora2_from rows: the second LoRA products' sums, [4][rows][dim]
         // (decay, iclr, gate, value residual), from the matrix kernels. None where no step
         // can have that many rows.
@@ -1340,7 +1391,6 @@ impl Engine {
         let att_a = a("att_out", &att_out, c.n_embd, 1);
         let ffn_in_a = a("ffn_in", &ffn_in, c.n_embd, 1);
         let ffn_k_a = a("ffn_k", &ffn_k, c.ffn_size, 1);
-        let hidden_a = a("hidden", &hidden, n_hidden, 1);
         fn view<'a>(t: &'a (&'static str, wgpu::Buffer, u32, u32), rows: u32) -> Act<'a> {
             Act {
                 name: t.0,
@@ -1398,6 +1448,8 @@ impl Engine {
             Grid::Rows,
         );
         for (i, (lw, st)) in weights.layers.iter().zip(&states).enumerate() {
+            let hidden = &hiddens[i % hiddens.len()];
+            let hidden_a = a("hidden", hidden, n_hidden, 1);
             // Mix blocks: 0 r, 1 w, 2 k, 3 v, 4 a, 5 g. Target a feeds the projections
             // (r, k, v), target b the LoRAs (w, a, g, v), each rounded for its readers.
             let proj = [
@@ -1440,14 +1492,8 @@ impl Engine {
                         (w, x_offset, y_offset, dim, Epilogue::Store)
                     })
                     .collect();
-            b.matmul_group(
-                view(&mix_a, rows),
-                ("rkv", &rkv),
-                &rkv_items,
-                "time_mix_rkv".into(),
-            )?;
-            // First LoRA products into the packed hidden buffer, as one op (different
-            // buffer from rkv, so it does not wait for it either).
+            // First LoRA products into the packed hidden buffer, as one op, recorded after
+            // the r/k/v products, beside which they run (see `lora_beside`).
             let hidden_blocks = [
                 (Some(&lw.w1), 1, Epilogue::Tanh),
                 (Some(&lw.a1), 4, Epilogue::Store),
@@ -1464,9 +1510,21 @@ impl Engine {
                     })
                 })
                 .collect();
+            if lora_beside {
+                // The LoRA products' input, moved to the read-only state by a dispatch whose
+                // barrier is the one that waits for the token mix anyway.
+                let lora_x = b.input_for(view(&mix_a, rows), lw.w1.ty)?;
+                b.touch(&lora_x, &kernels.touch);
+            }
             b.matmul_group(
                 view(&mix_a, rows),
-                ("hidden", &hidden),
+                ("rkv", &rkv),
+                &rkv_items,
+                "time_mix_rkv".into(),
+            )?;
+            b.matmul_group(
+                view(&mix_a, rows),
+                ("hidden", hidden),
                 &lora_items,
                 "time_mix_lora".into(),
             )?;
@@ -1542,7 +1600,7 @@ impl Engine {
                     &scratch.step,
                     &scratch.chunks,
                     &rkv,
-                    &hidden,
+                    hidden,
                     &lw.lora2,
                     &v_first,
                     &st.wkv,
@@ -1585,7 +1643,7 @@ impl Engine {
                         (1, &scratch.step),
                         (2, &scratch.chunks),
                         (3, &rkv),
-                        (4, &hidden),
+                        (4, hidden),
                         (5, &lw.lora2),
                         (6, &v_first),
                         (8, &lw.vecs),
@@ -1764,8 +1822,9 @@ impl Engine {
         let mut ops = vec![Op::Gather(embed)];
         ops.append(&mut b.ops);
         let mut buffers = vec![
-            emb, x, mix, ffn_in, rkv, hidden, v_first, wkv_scan, wkv_post, att_out, ffn_k, out_x,
+            emb, x, mix, ffn_in, rkv, v_first, wkv_scan, wkv_post, att_out, ffn_k, out_x,
         ];
+        buffers.extend(hiddens);
         buffers.extend(lora_sums);
         buffers.extend(b.rounded.into_iter().map(|(_, _, buf)| buf));
         buffers.extend(b.x16.into_iter().map(|(_, buf)| buf));
@@ -1966,7 +2025,11 @@ impl Engine {
                 label: Some("step"),
                 timestamp_writes: None,
             });
+            let skip = skipped_ops();
             for op in &self.ops {
+                if skip.iter().any(|k| k == op.kind()) {
+                    continue;
+                }
                 op.record(&mut pass, shape.n_rows, shape.n_out, shape.n_chunks);
             }
             if let Some(s) = sampler {

@@ -104,6 +104,8 @@ pub struct Kernels {
     /// The WKV path for steps with chunks of several tokens; `None`: `wkv7` runs them.
     pub wkv7_chunk: Option<Wkv7Chunk>,
     pub round_activations: wgpu::ComputePipeline,
+    /// A dispatch that only binds a buffer read-only (touch.wgsl).
+    pub touch: wgpu::ComputePipeline,
 }
 
 /// The WKV kernels for steps with chunks of several tokens (see wkv7.wgsl): `prep` (f16 or
@@ -182,23 +184,13 @@ impl Kernels {
         subgroups: bool,
     ) -> Kernels {
         let reduce = Self::reduce_wgsl(subgroups);
-        let [rw, ra, rg, rv] = lora_ranks;
-        let wkv = |f16: bool| {
-            let source = format!(
-                "const R_W: u32 = {rw}u;\nconst R_A: u32 = {ra}u;\nconst R_G: u32 = {rg}u;\n\
-                 const R_V: u32 = {rv}u;\nconst LORA_F16: bool = {f16};\n{}{}{}",
-                lora_lanes_wgsl(lora_ranks, wkv_load_group()) + &state_wgsl(),
-                rwkv_gpu::ROUNDING_WGSL,
-                [STEP_WGSL, include_str!("wkv7.wgsl")].concat()
-            );
-            rwkv_gpu::shader_module(device, "wkv7", &source)
-        };
+        let wkv = |f16: bool| rwkv_gpu::shader_module(device, "wkv7", &wkv7_wgsl(lora_ranks, f16));
         let (wkv_f16, wkv_f32) = (wkv(true), wkv(false));
         let wkv7_chunk = scan_lanes.map(|lanes| {
             let scan = rwkv_gpu::shader_module(
                 device,
                 "wkv7_scan",
-                &(scan_wgsl(lanes) + STEP_WGSL + include_str!("wkv7_scan.wgsl")),
+                &(scan_wgsl(lanes, scan_depth()) + STEP_WGSL + include_str!("wkv7_scan.wgsl")),
             );
             Wkv7Chunk {
                 prep: pipeline_at(device, "wkv7_prep", &wkv_f16, "prep"),
@@ -209,20 +201,7 @@ impl Kernels {
                 lanes,
             }
         });
-        let token_mix = rwkv_gpu::shader_module(
-            device,
-            "token_mix",
-            &[
-                rwkv_gpu::ROUNDING_WGSL,
-                rwkv_gpu::Q8_PACK_WGSL,
-                STEP_WGSL,
-                reduce,
-                include_str!("q8_blocks.wgsl"),
-                include_str!("q8_store.wgsl"),
-                include_str!("token_mix.wgsl"),
-            ]
-            .concat(),
-        );
+        let token_mix = rwkv_gpu::shader_module(device, "token_mix", &token_mix_wgsl(subgroups));
         Kernels {
             layer_norm: pipeline(
                 device,
@@ -247,8 +226,54 @@ impl Kernels {
                 ]
                 .concat(),
             ),
+            touch: pipeline(device, "touch", include_str!("touch.wgsl")),
         }
     }
+}
+
+/// The WKV-7 kernels' source (wkv7.wgsl's entry points) for the model's LoRA ranks (decay,
+/// iclr, gate, value) and LoRA weights in f16 pairs (`f16`) or f32.
+pub fn wkv7_wgsl(lora_ranks: [u32; 4], f16: bool) -> String {
+    let [rw, ra, rg, rv] = lora_ranks;
+    format!(
+        "const R_W: u32 = {rw}u;\nconst R_A: u32 = {ra}u;\nconst R_G: u32 = {rg}u;\n\
+         const R_V: u32 = {rv}u;\nconst LORA_F16: bool = {f16};\n\
+         const WKV_PROBE: u32 = {}u;\n{}{}{}",
+        wkv_probe(),
+        lora_lanes_wgsl(lora_ranks, wkv_load_group()) + &state_wgsl(),
+        rwkv_gpu::ROUNDING_WGSL,
+        [STEP_WGSL, include_str!("wkv7.wgsl")].concat()
+    )
+}
+
+/// The token mix's source (token_mix.wgsl's entry points `main` and `main_few`).
+pub fn token_mix_wgsl(subgroups: bool) -> String {
+    [
+        rwkv_gpu::ROUNDING_WGSL,
+        rwkv_gpu::Q8_PACK_WGSL,
+        STEP_WGSL,
+        Kernels::reduce_wgsl(subgroups),
+        include_str!("q8_blocks.wgsl"),
+        include_str!("q8_store.wgsl"),
+        include_str!("token_mix.wgsl"),
+    ]
+    .concat()
+}
+
+/// Measurement knob `WEB_RWKV_WKV_PROBE` (bits; results are wrong with any set): 1 skips the
+/// one-token kernel's LoRA products, 2 its state load, update and store, 4 the group norm
+/// and gate, 8 everything (the kernel returns at once).
+fn wkv_probe() -> u32 {
+    rwkv_gpu::env_parse("WEB_RWKV_WKV_PROBE").unwrap_or(0)
+}
+
+/// Tokens whose values the WKV scan has in flight (`WEB_RWKV_SCAN_DEPTH`, 1 to 4; default
+/// 2): see [`scan_wgsl`]. On an H200 (2.9B, prefill of 2048 tokens) 2 and 3 measured 1-3%
+/// faster than 1 and 4 about even; 6 and 8 ran out of registers (prefill at a third).
+fn scan_depth() -> u32 {
+    rwkv_gpu::env_parse::<u32>("WEB_RWKV_SCAN_DEPTH")
+        .filter(|d| (1..=4).contains(d))
+        .unwrap_or(2)
 }
 
 /// Loads per group in the WKV kernel's LoRA lanes: `WEB_RWKV_WKV_LOAD_GROUP` (for
@@ -354,12 +379,18 @@ fn state_wgsl() -> String {
     s
 }
 
-/// The generated part of wkv7_scan.wgsl for `lanes` lanes per state row: each lane's part
-/// of the row (16 / lanes vec4s) in private vec4s, the per-token values it reads, and the
-/// update, written out (no private array is indexed). Each lane sums its own columns in
-/// order, then the lanes' sums are added pairwise across the row's lanes (`subgroupShuffleXor`
-/// over lane bits 1, 2, 4...: every lane of the row gets the same bits).
-fn scan_wgsl(lanes: u32) -> String {
+/// The generated part of wkv7_scan.wgsl for `lanes` lanes per state row and `depth` tokens
+/// in flight: each lane's part of the row (16 / lanes vec4s) in private vec4s, the per-token
+/// values it reads (`Tok`, one named slot per token in flight), the update, and the walk over
+/// a chunk's tokens, written out (no private array is indexed). Each lane sums its own
+/// columns in order, then the lanes' sums are added pairwise across the row's lanes
+/// (`subgroupShuffleXor` over lane bits 1, 2, 4...: every lane of the row gets the same bits).
+/// The walk is unrolled by `depth`: slot k holds token n + k; its values are used, the slot
+/// is refilled with token n + k + depth's (loads in flight while the next tokens are worked
+/// on), then the token is worked on. One token's loads in flight left each step waiting
+/// for most of a load's latency (a 512-token chunk's scan took ~0.57 us per token per layer
+/// on an H200).
+fn scan_wgsl(lanes: u32, depth: u32) -> String {
     use std::fmt::Write;
     let parts = 16 / lanes;
     let blocks = ["w", "k", "a", "b", "r"];
@@ -381,18 +412,47 @@ fn scan_wgsl(lanes: u32) -> String {
             let _ = writeln!(s, "    {b}{q}: vec4<f32>,");
         }
     }
-    s.push_str("    v: f32,\n}\nvar<private> NX: Tok;\n");
-    s.push_str("fn fetch(at: u32, part: u32, i: u32) {\n");
+    s.push_str("    v: f32,\n}\n");
+    for k in 0..depth {
+        let _ = writeln!(s, "var<private> NX{k}: Tok;");
+    }
+    s.push_str("fn fetch(at: u32, part: u32, i: u32) -> Tok {\n    var x: Tok;\n");
     for (n, b) in blocks.iter().enumerate() {
         for q in 0..parts {
             let _ = writeln!(
                 s,
-                "    NX.{b}{q} = scan_in[at + {}u + part];",
+                "    x.{b}{q} = scan_in[at + {}u + part];",
                 16 * n as u32 + q
             );
         }
     }
-    s.push_str("    NX.v = scan_in[at + 80u + i / 4u][i % 4u];\n}\n");
+    s.push_str("    x.v = scan_in[at + 80u + i / 4u][i % 4u];\n    return x;\n}\n");
+    // The walk: `rows` tokens, records from `at0` every `stride` vec4s, outputs y from post
+    // word `out0` every `out_stride` (written by lane 0 of the row: `write`).
+    s.push_str(
+        "fn scan_rows(at0: u32, stride: u32, rows: u32, part: u32, i: u32, out0: u32, \
+         out_stride: u32, write: bool) {\n",
+    );
+    for k in 0..depth {
+        let _ = writeln!(
+            s,
+            "    if {k}u < rows {{\n        NX{k} = fetch(at0 + {k}u * stride, part, i);\n    }}"
+        );
+    }
+    let _ = writeln!(s, "    for (var n = 0u; n < rows; n += {depth}u) {{");
+    for k in 0..depth {
+        let _ = writeln!(
+            s,
+            "        if n + {k}u < rows {{\n            let cur = NX{k};\n            \
+             if n + {} < rows {{\n                \
+             NX{k} = fetch(at0 + (n + {}u) * stride, part, i);\n            }}\n            \
+             let y = scan_token(cur);\n            if write {{\n                \
+             post_in[out0 + (n + {k}u) * out_stride] = y;\n            }}\n        }}",
+            k + depth,
+            k + depth
+        );
+    }
+    s.push_str("    }\n}\n");
     s.push_str("fn lane_sum(x: f32) -> f32 {\n    var s = x;\n");
     let mut m = 1;
     while m < lanes {
@@ -519,13 +579,15 @@ mod tests {
     #[test]
     fn scan_code_has_one_shuffle_per_lane_bit() {
         for (lanes, shuffles) in [(1, 0), (2, 1), (4, 2), (8, 3), (16, 4)] {
-            let code = scan_wgsl(lanes);
+            let code = scan_wgsl(lanes, 3);
             assert_eq!(
                 code.matches("subgroupShuffleXor").count(),
                 shuffles,
                 "{lanes}"
             );
             assert_eq!(code.matches("var<private> S").count(), 16 / lanes as usize);
+            // One fetch per token slot before the walk and one in each unrolled step.
+            assert_eq!(code.matches("= fetch(").count(), 6, "{lanes}");
         }
     }
 }

@@ -1,6 +1,6 @@
 // (rwkv-gpu's rounding.wgsl, the generated lora_lanes and a header with the LoRA ranks R_W,
-// R_A, R_G, R_V and LORA_F16, whether the LoRA weights are f16 pairs, and step.wgsl, the
-// Step and Chunk structs, are prepended.)
+// R_A, R_G, R_V and LORA_F16, whether the LoRA weights are f16 pairs, and WKV_PROBE (see
+// kernels/mod.rs), and step.wgsl, the Step and Chunk structs, are prepended.)
 // The RWKV-7 attention core. Entry points:
 //  - `main`: one workgroup per (chunk, head) walks the chunk's tokens in order, doing steps
 //    1-5 below per token. Used when every chunk of a step has one token (decode).
@@ -314,7 +314,9 @@ fn token_inputs(t: u32, row: u32, idx: u32, cv: ChannelVecs, vec_mode: bool) -> 
     workgroupBarrier();
 
     // LoRA lane partials.
-    lora_lanes(g, pr, hb, wb, vec_mode, has_v);
+    if (WKV_PROBE & 1u) == 0u {
+        lora_lanes(g, pr, hb, wb, vec_mode, has_v);
+    }
     workgroupBarrier();
 
     // The products for channel i (every thread of channel i computes them alike).
@@ -403,7 +405,11 @@ fn chunk_token(x: TokenInputs, idx: u32, c: u32, i: u32, owner: bool, r_k: f32) 
     // 3. State update and read-out, by the row owners.
     var y = 0.0;
     if owner {
-        y = state_step(x.v);
+        if (WKV_PROBE & 2u) == 0u {
+            y = state_step(x.v);
+        } else {
+            y = x.v;
+        }
         sh_s1[i / 4u][i % 4u] = y;
         sh_s2[i / 4u][i % 4u] = x.r * x.k * r_k;
     }
@@ -411,7 +417,10 @@ fn chunk_token(x: TokenInputs, idx: u32, c: u32, i: u32, owner: bool, r_k: f32) 
 
     // 4-5.
     let bonus = tree_s2();
-    let out = head_output(y, x.v * bonus, x.gate, c, i, owner);
+    var out = y;
+    if (WKV_PROBE & 4u) == 0u {
+        out = head_output(y, x.v * bonus, x.gate, c, i, owner);
+    }
     if owner {
         output[idx] = out;
     }
@@ -426,7 +435,7 @@ fn state_row(chunk: Chunk, head: u32, i: u32) -> u32 {
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
-    if wg.x >= step.n_chunks {
+    if wg.x >= step.n_chunks || (WKV_PROBE & 8u) != 0u {
         return;
     }
     let chunk = chunks[wg.x];
@@ -436,8 +445,10 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
     let owner = t < HEAD_SIZE;
     let c = head * HEAD_SIZE + i;
     let sbase = state_row(chunk, head, i);
+    // (WKV_PROBE: measurement bits, see kernels/mod.rs; 0 in normal builds.)
+    let keep_state = owner && (WKV_PROBE & 2u) == 0u;
 
-    if owner {
+    if keep_state {
         state_load(sbase);
     }
 
@@ -450,7 +461,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
         chunk_token(token_inputs(t, row, idx, cv, vec_mode), idx, c, i, owner, r_k);
     }
 
-    if owner {
+    if keep_state {
         state_store(sbase);
     }
 }

@@ -8,7 +8,8 @@
 // row must be an aligned group of one subgroup: LANES is a power of two no larger than the
 // device's smallest subgroup size (1: no subgroup operations, one lane per row). Workgroups
 // of 64 lanes, LANES per head; wkv7_prep wrote the per-token values (shared by the rows of a
-// head, read from cache), each lane loads the next token's while it works on this one.
+// head, read from cache), each lane keeps the next few tokens' loads in flight while it works
+// on this one.
 //   sa = sum_j -kk[j] S[i][j];  S[i][j] = S[i][j] w[j] + v[i] k[j] + sa (kk[j] a[j])
 //   y[i] = sum_j S[i][j] r[j]
 
@@ -36,9 +37,10 @@ struct Params {
 
 // Generated (kernels/mod.rs): the lane's part of its state row, S0.. (private vec4s);
 // fn state_load(at), state_store(at); struct Tok, the lane's part of a token's values and
-// v[i]; NX, the next token's, which fn fetch(at, part, i) loads from the record at `at`
-// (vec4s; `part`: the lane's first vec4 of each block); fn scan_token(x: Tok) -> y: the
-// update and read-out, its two sums added across the row's lanes.
+// v[i], which fn fetch(at, part, i) loads from the record at `at` (vec4s; `part`: the lane's
+// first vec4 of each block); fn scan_token(x: Tok) -> y: the update and read-out, its two
+// sums added across the row's lanes; fn scan_rows(..): the walk over a chunk's tokens with
+// several tokens' loads in flight.
 
 @compute @workgroup_size(SCAN_WG)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
@@ -54,23 +56,9 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
     let part = l * (16u / LANES);
     let sbase = ((chunk.slot * n_head + head) * HEAD_SIZE + i) * 16u + part;
     state_load(sbase);
-    let stride = n_head * RECORD;
-    var at = (chunk.first_row * n_head + head) * RECORD;
-    if chunk.n_rows > 0u {
-        fetch(at, part, i);
-    }
-    for (var n = 0u; n < chunk.n_rows; n++) {
-        let row = chunk.first_row + n;
-        // This token's values; the next token's loads are in flight while it is worked on.
-        let cur = NX;
-        at += stride;
-        if n + 1u < chunk.n_rows {
-            fetch(at, part, i);
-        }
-        let y = scan_token(cur);
-        if l == 0u {
-            post_in[((row * n_head + head) * POST_BLOCKS + POST_Y) * HEAD_SIZE + i] = y;
-        }
-    }
+    let at0 = (chunk.first_row * n_head + head) * RECORD;
+    let out0 = ((chunk.first_row * n_head + head) * POST_BLOCKS + POST_Y) * HEAD_SIZE + i;
+    scan_rows(at0, n_head * RECORD, chunk.n_rows, part, i, out0,
+        n_head * POST_BLOCKS * HEAD_SIZE, l == 0u);
     state_store(sbase);
 }
