@@ -389,12 +389,18 @@ fn state_wgsl() -> String {
 /// is refilled with token n + k + depth's (loads in flight while the next tokens are worked
 /// on), then the token is worked on. One token's loads in flight left each step waiting
 /// for most of a load's latency (a 512-token chunk's scan took ~0.57 us per token per layer
-/// on an H200).
+/// on an H200; with 2 in flight 0.49, and without the loads 0.06). Staging blocks of 8-32
+/// tokens in workgroup memory instead (all threads loading a block at once, the next one in
+/// flight) measured no better (8) or slower (16: 0.66 us; 32).
 fn scan_wgsl(lanes: u32, depth: u32) -> String {
     use std::fmt::Write;
     let parts = 16 / lanes;
     let blocks = ["w", "k", "a", "b", "r"];
-    let mut s = format!("const LANES: u32 = {lanes}u;\n");
+    // SCAN_PROBE: measurement bits (`WEB_RWKV_SCAN_PROBE`; results are wrong with any
+    // set): 1 leaves out the shuffles, 2 the per-token loads after the first tokens', 4 the
+    // stores of y.
+    let probe: u32 = rwkv_gpu::env_parse("WEB_RWKV_SCAN_PROBE").unwrap_or(0);
+    let mut s = format!("const LANES: u32 = {lanes}u;\nconst SCAN_PROBE: u32 = {probe}u;\n");
     for q in 0..parts {
         let _ = writeln!(s, "var<private> S{q}: vec4<f32>;");
     }
@@ -444,9 +450,9 @@ fn scan_wgsl(lanes: u32, depth: u32) -> String {
         let _ = writeln!(
             s,
             "        if n + {k}u < rows {{\n            let cur = NX{k};\n            \
-             if n + {} < rows {{\n                \
+             if n + {} < rows && (SCAN_PROBE & 2u) == 0u {{\n                \
              NX{k} = fetch(at0 + (n + {}u) * stride, part, i);\n            }}\n            \
-             let y = scan_token(cur);\n            if write {{\n                \
+             let y = scan_token(cur);\n            if write && (SCAN_PROBE & 4u) == 0u {{\n                \
              post_in[out0 + (n + {k}u) * out_stride] = y;\n            }}\n        }}",
             k + depth,
             k + depth
@@ -456,7 +462,10 @@ fn scan_wgsl(lanes: u32, depth: u32) -> String {
     s.push_str("fn lane_sum(x: f32) -> f32 {\n    var s = x;\n");
     let mut m = 1;
     while m < lanes {
-        let _ = writeln!(s, "    s += subgroupShuffleXor(s, {m}u);");
+        let _ = writeln!(
+            s,
+            "    if (SCAN_PROBE & 1u) == 0u {{\n        s += subgroupShuffleXor(s, {m}u);\n    }}"
+        );
         m *= 2;
     }
     s.push_str("    return s;\n}\nfn scan_token(x: Tok) -> f32 {\n    var sa = 0.0;\n");
