@@ -6,7 +6,8 @@
 //! `cargo run --release -p rwkv-engine --example pipeline_stats` (on the GPU machine: the
 //! Vulkan loader and a driver with that extension; lavapipe has none and says so).
 //! The kernels: the one-token and few-token direct matvecs of a 2.9B model's matrices, and
-//! the persistent layer tail, the one-token WKV-7 kernel and the few-row token mix.
+//! the persistent layer tail, the one-token WKV-7 kernel, the WKV scan and the few-row token
+//! mix.
 
 use std::ffi::CStr;
 
@@ -45,6 +46,10 @@ fn kernels() -> Vec<(String, String)> {
     out.push((
         "wkv7 one token (2.9B ranks)".into(),
         rwkv_engine::kernels::wkv7_wgsl(ranks, true),
+    ));
+    out.push((
+        "wkv7 scan, 8 lanes".into(),
+        rwkv_engine::kernels::wkv7_scan_wgsl(8),
     ));
     let mix = rwkv_engine::kernels::token_mix_wgsl(true);
     out.push((

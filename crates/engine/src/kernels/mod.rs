@@ -187,11 +187,7 @@ impl Kernels {
         let wkv = |f16: bool| rwkv_gpu::shader_module(device, "wkv7", &wkv7_wgsl(lora_ranks, f16));
         let (wkv_f16, wkv_f32) = (wkv(true), wkv(false));
         let wkv7_chunk = scan_lanes.map(|lanes| {
-            let scan = rwkv_gpu::shader_module(
-                device,
-                "wkv7_scan",
-                &(scan_wgsl(lanes, scan_depth()) + STEP_WGSL + include_str!("wkv7_scan.wgsl")),
-            );
+            let scan = rwkv_gpu::shader_module(device, "wkv7_scan", &wkv7_scan_wgsl(lanes));
             Wkv7Chunk {
                 prep: pipeline_at(device, "wkv7_prep", &wkv_f16, "prep"),
                 prep_f32: pipeline_at(device, "wkv7_prep", &wkv_f32, "prep"),
@@ -244,6 +240,11 @@ pub fn wkv7_wgsl(lora_ranks: [u32; 4], f16: bool) -> String {
         rwkv_gpu::ROUNDING_WGSL,
         [STEP_WGSL, include_str!("wkv7.wgsl")].concat()
     )
+}
+
+/// The WKV scan's source (wkv7_scan.wgsl) for `lanes` lanes per state row.
+pub fn wkv7_scan_wgsl(lanes: u32) -> String {
+    scan_wgsl(lanes, scan_depth()) + STEP_WGSL + include_str!("wkv7_scan.wgsl")
 }
 
 /// The token mix's source (token_mix.wgsl's entry points `main` and `main_few`).
