@@ -641,6 +641,10 @@ struct Builder<'a> {
     /// The (buffer, format) pairs whose copy is current at the end of `ops` (in steps of up
     /// to [`Builder::q8_rows`] rows).
     q8_fresh: Vec<(wgpu::Buffer, Q8Format)>,
+    /// A buffer the next `matmul_group`'s direct matvecs bind read-only besides their own
+    /// (`MatvecCall::binds_also`); its `bound_also` says where they all did.
+    also_read: Option<wgpu::Buffer>,
+    bound_also: (bool, bool),
     ops: Vec<Op>,
 }
 
@@ -1047,10 +1051,20 @@ impl Builder<'_> {
             if let Some(call) = self.q8_matvec(x, single_x, y, *mode, jobs, &mut quantize)? {
                 prepared.push(call);
             } else {
-                prepared.push(self.matvec.prepare(self.ctx, single_x, y, *mode, jobs)?);
+                let also = self.also_read.as_ref();
+                prepared.push(
+                    self.matvec
+                        .prepare_also(self.ctx, single_x, y, *mode, jobs, also)?,
+                );
             }
         }
         let tokens = self.tokens_matvecs(x, y, &several, &mut quantize)?;
+        if self.also_read.take().is_some() {
+            self.bound_also = (
+                prepared.iter().all(MatvecCall::binds_also),
+                !tokens.is_empty() && tokens.iter().all(TokensCall::binds_also),
+            );
+        }
         // Steps of up to `direct` rows take the few-token matvecs, which read neither the
         // 8-bit rounded copies nor the f16 ones.
         let direct = tokens.iter().map(TokensCall::max_tokens).min().unwrap_or(1);
@@ -1161,7 +1175,10 @@ impl Builder<'_> {
         };
         let xq = self.q8_copy(src, x, format, quantize)?;
         let jobs = self.q8_jobs(x, jobs);
-        Ok(Some(self.matvec.prepare_q8(self.ctx, &xq, y, &jobs)?))
+        let also = self.also_read.as_ref();
+        Ok(Some(
+            self.matvec.prepare_q8_also(self.ctx, &xq, y, &jobs, also)?,
+        ))
     }
 
     /// The direct matvecs of steps of 2 to [`Builder::q8_rows`] rows for the products of
@@ -1201,19 +1218,29 @@ impl Builder<'_> {
             let Some(format) = q8(*mode) else {
                 // Rounded already: no rounding as read.
                 let input = MatvecInput::F32(src);
-                tokens.push(
-                    self.matvec
-                        .prepare_tokens(self.ctx, input, y, 0, jobs, max)?,
-                );
+                tokens.push(self.matvec.prepare_tokens_also(
+                    self.ctx,
+                    input,
+                    y,
+                    0,
+                    jobs,
+                    max,
+                    self.also_read.as_ref(),
+                )?);
                 continue;
             };
             let xq = self.q8_copy(src, x, format, quantize)?;
             let jobs = self.q8_jobs(x, jobs);
             let input = MatvecInput::Q8(&xq);
-            tokens.push(
-                self.matvec
-                    .prepare_tokens(self.ctx, input, y, *mode, &jobs, max)?,
-            );
+            tokens.push(self.matvec.prepare_tokens_also(
+                self.ctx,
+                input,
+                y,
+                *mode,
+                &jobs,
+                max,
+                self.also_read.as_ref(),
+            )?);
         }
         Ok(tokens)
     }
@@ -1378,6 +1405,8 @@ impl Engine {
             converted: Vec::new(),
             q8: Vec::new(),
             q8_fresh: Vec::new(),
+            also_read: None,
+            bound_also: (false, false),
             ops: Vec::new(),
         };
         let a = |name: &'static str,
@@ -1510,11 +1539,15 @@ impl Engine {
                     })
                 })
                 .collect();
+            let mut touch_at = None;
             if lora_beside {
-                // The LoRA products' input, moved to the read-only state by a dispatch whose
-                // barrier is the one that waits for the token mix anyway.
+                // The LoRA products' input, moved to the read-only state at the r/k/v
+                // products' barrier (their direct matvecs bind it too), else by a `touch`
+                // dispatch whose barrier is the one that waits for the token mix anyway.
                 let lora_x = b.input_for(view(&mix_a, rows), lw.w1.ty)?;
+                touch_at = Some(b.ops.len());
                 b.touch(&lora_x, &kernels.touch);
+                b.also_read = Some(lora_x);
             }
             b.matmul_group(
                 view(&mix_a, rows),
@@ -1522,6 +1555,25 @@ impl Engine {
                 &rkv_items,
                 "time_mix_rkv".into(),
             )?;
+            if let Some(touch_at) = touch_at {
+                // Only for steps whose r/k/v matvecs did not bind it (one-token steps and
+                // those of the few-token matvecs; longer steps' LoRA products wait for the
+                // r/k/v products' scratch buffers anyway).
+                let from = match b.bound_also {
+                    (true, true) => u32::MAX,
+                    (true, false) => 2,
+                    _ => 1,
+                };
+                let touch = b.ops.remove(touch_at);
+                b.ops.insert(
+                    touch_at,
+                    Op::ByRows {
+                        from,
+                        at_least: true,
+                        op: Box::new(touch),
+                    },
+                );
+            }
             b.matmul_group(
                 view(&mix_a, rows),
                 ("hidden", hidden),

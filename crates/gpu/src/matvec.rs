@@ -43,6 +43,10 @@ pub use persistent::{
 
 /// Weight buffers one dispatch can bind.
 pub const MAX_BINDINGS: usize = 4;
+
+/// The direct kernel's binding of a buffer it binds read-only and never reads
+/// (direct.wgsl's ALSO_READ; see [`MatvecCall::binds_also`]).
+pub const ALSO_READ_BINDING: u32 = 4 + MAX_BINDINGS as u32;
 /// Jobs (matrix parts) one dispatch can hold (mirrors MAX_JOBS in the shader header).
 const MAX_JOBS: usize = 8;
 /// Columns of x staged per pass: f32 values (float path) or bytes (integer path).
@@ -348,6 +352,8 @@ struct Dispatch {
     pipeline: Arc<wgpu::ComputePipeline>,
     bind_group: wgpu::BindGroup,
     groups: (u32, u32),
+    /// Whether the dispatch binds the `also` buffer it was prepared with.
+    binds_also: bool,
     _jobs: wgpu::Buffer,
 }
 
@@ -365,6 +371,14 @@ pub struct MatvecCall {
 }
 
 impl MatvecCall {
+    /// Whether every dispatch binds the read-only `also` buffer it was prepared with
+    /// (`prepare_also`, `prepare_q8_also`): the direct kernel does (binding
+    /// [`ALSO_READ_BINDING`], never read), so wgpu moves that buffer to the read-only state
+    /// at the first dispatch's barrier and a later dispatch that only reads it needs none.
+    pub fn binds_also(&self) -> bool {
+        self.dispatches.iter().all(|d| d.binds_also)
+    }
+
     /// Records the dispatches into an open compute pass.
     pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
         for d in &self.dispatches {
@@ -384,6 +398,12 @@ pub struct TokensCall {
 }
 
 impl TokensCall {
+    /// Whether every dispatch binds the `also` buffer it was prepared with
+    /// ([`MatvecCall::binds_also`]).
+    pub fn binds_also(&self) -> bool {
+        self.per_n.iter().flatten().all(|d| d.binds_also)
+    }
+
     /// The most tokens a step can have (at least 1: `n_tokens` of 1 records nothing).
     pub fn max_tokens(&self) -> u32 {
         self.per_n.len() as u32 + 1
@@ -507,7 +527,21 @@ impl MatvecKernels {
         mode: u32,
         jobs: &[MatvecJob],
     ) -> Result<MatvecCall, GpuError> {
-        let dispatches = self.prepare_input(ctx, MatvecInput::F32(x), y, mode, jobs, 1)?;
+        self.prepare_also(ctx, x, y, mode, jobs, None)
+    }
+
+    /// [`MatvecKernels::prepare`] whose direct-kernel dispatches also bind `also` read-only
+    /// (see [`MatvecCall::binds_also`]).
+    pub fn prepare_also(
+        &self,
+        ctx: &GpuContext,
+        x: &wgpu::Buffer,
+        y: &wgpu::Buffer,
+        mode: u32,
+        jobs: &[MatvecJob],
+        also: Option<&wgpu::Buffer>,
+    ) -> Result<MatvecCall, GpuError> {
+        let dispatches = self.prepare_input(ctx, MatvecInput::F32(x), y, mode, jobs, 1, also)?;
         Ok(MatvecCall { dispatches })
     }
 
@@ -550,6 +584,22 @@ impl MatvecKernels {
         jobs: &[MatvecJob],
         max_tokens: u32,
     ) -> Result<TokensCall, GpuError> {
+        self.prepare_tokens_also(ctx, input, y, mode, jobs, max_tokens, None)
+    }
+
+    /// [`MatvecKernels::prepare_tokens`] whose dispatches also bind `also` read-only (see
+    /// [`MatvecCall::binds_also`]).
+    #[allow(clippy::too_many_arguments)]
+    pub fn prepare_tokens_also(
+        &self,
+        ctx: &GpuContext,
+        input: MatvecInput,
+        y: &wgpu::Buffer,
+        mode: u32,
+        jobs: &[MatvecJob],
+        max_tokens: u32,
+        also: Option<&wgpu::Buffer>,
+    ) -> Result<TokensCall, GpuError> {
         let q8 = matches!(input, MatvecInput::Q8(_));
         if let Some(j) = jobs
             .iter()
@@ -564,7 +614,7 @@ impl MatvecKernels {
         let max_tokens = max_tokens.min(MAX_TOKENS);
         let mut per_n = Vec::new();
         for n in 2..=max_tokens {
-            per_n.push(self.prepare_input(ctx, input, y, mode, jobs, n)?);
+            per_n.push(self.prepare_input(ctx, input, y, mode, jobs, n, also)?);
         }
         Ok(TokensCall { per_n })
     }
@@ -586,6 +636,19 @@ impl MatvecKernels {
         y: &wgpu::Buffer,
         jobs: &[MatvecJob],
     ) -> Result<MatvecCall, GpuError> {
+        self.prepare_q8_also(ctx, xq, y, jobs, None)
+    }
+
+    /// [`MatvecKernels::prepare_q8`] whose dispatches also bind `also` read-only (see
+    /// [`MatvecCall::binds_also`]).
+    pub fn prepare_q8_also(
+        &self,
+        ctx: &GpuContext,
+        xq: &Q8Input,
+        y: &wgpu::Buffer,
+        jobs: &[MatvecJob],
+        also: Option<&wgpu::Buffer>,
+    ) -> Result<MatvecCall, GpuError> {
         for job in jobs {
             if Self::q8_format(job.w) != Some(xq.format()) || !job.x_offset.is_multiple_of(256) {
                 return Err(GpuError::InvalidArgument(format!(
@@ -599,10 +662,11 @@ impl MatvecKernels {
             }
         }
         let mode = xq.format().rounding_mode();
-        let dispatches = self.prepare_input(ctx, MatvecInput::Q8(xq), y, mode, jobs, 1)?;
+        let dispatches = self.prepare_input(ctx, MatvecInput::Q8(xq), y, mode, jobs, 1, also)?;
         Ok(MatvecCall { dispatches })
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn prepare_input(
         &self,
         ctx: &GpuContext,
@@ -611,6 +675,7 @@ impl MatvecKernels {
         mode: u32,
         jobs: &[MatvecJob],
         n_tokens: u32,
+        also: Option<&wgpu::Buffer>,
     ) -> Result<Vec<Dispatch>, GpuError> {
         let x = input.buffer();
         if x == y {
@@ -677,12 +742,12 @@ impl MatvecKernels {
                 let buffers = distinct_buffers(&batch, p.buffer);
                 if batch.len() == MAX_JOBS || buffers > MAX_BINDINGS {
                     let batch = std::mem::take(&mut batch);
-                    dispatches.push(self.dispatch(ctx, input, y, batch, n_tokens)?);
+                    dispatches.push(self.dispatch(ctx, input, y, batch, n_tokens, also)?);
                 }
                 batch.push(p);
             }
             if !batch.is_empty() {
-                dispatches.push(self.dispatch(ctx, input, y, batch, n_tokens)?);
+                dispatches.push(self.dispatch(ctx, input, y, batch, n_tokens, also)?);
             }
         }
         Ok(dispatches)
@@ -695,6 +760,7 @@ impl MatvecKernels {
         y: &wgpu::Buffer,
         mut batch: Vec<PartJob>,
         n_tokens: u32,
+        also: Option<&wgpu::Buffer>,
     ) -> Result<Dispatch, GpuError> {
         let x = input.buffer();
         let ty = batch[0].ty;
@@ -804,6 +870,13 @@ impl MatvecKernels {
                 resource: x.as_entire_binding(),
             });
         }
+        if direct.is_some() {
+            // direct.wgsl's ALSO_READ: `also`, or x again.
+            entries.push(wgpu::BindGroupEntry {
+                binding: ALSO_READ_BINDING,
+                resource: also.unwrap_or(x).as_entire_binding(),
+            });
+        }
         let bind_group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some("matvec"),
             layout: &pipeline.get_bind_group_layout(0),
@@ -826,6 +899,7 @@ impl MatvecKernels {
             pipeline,
             bind_group,
             groups: (gx, gy),
+            binds_also: direct.is_some() && also.is_some(),
             _jobs: jobs,
         })
     }

@@ -486,6 +486,48 @@ fn q8k_input_rejects_what_it_cannot_read() {
 }
 
 #[test]
+fn direct_dispatches_bind_the_also_buffer() {
+    // The direct kernel binds an extra read-only buffer it never reads (so that wgpu moves
+    // that buffer to the read-only state at its barrier); the staging kernels do not, and say
+    // so. Results are those without it.
+    let ctx = &gpu().ctx;
+    let kernels = &gpu().kernels;
+    let xq = Q8Input::new(ctx, "xq", 256).unwrap();
+    let x = ctx.create_storage_buffer("x", &[0u8; 1024]).unwrap();
+    let also = ctx.create_storage_buffer("also", &[0u8; 64]).unwrap();
+    let y = ctx.create_storage_buffer("y", &[0u8; 1024]).unwrap();
+    let q4 = TestMatrix::synthetic(GgmlType::Q4_K, 4, 256, 2);
+    let q5 = TestMatrix::synthetic(GgmlType::Q5_K, 4, 256, 3);
+    let (wq, w5) = (q4.upload(ctx, u64::MAX), q5.upload(ctx, u64::MAX));
+    let job = |w| MatvecJob::new(w, 0, 0, Epilogue::Store);
+    let direct = kernels
+        .prepare_q8_also(ctx, &xq, &y, &[job(&wq)], Some(&also))
+        .unwrap();
+    assert!(direct.binds_also());
+    assert!(!kernels
+        .prepare_q8(ctx, &xq, &y, &[job(&wq)])
+        .unwrap()
+        .binds_also());
+    let tokens = kernels
+        .prepare_tokens_also(
+            ctx,
+            MatvecInput::Q8(&xq),
+            &y,
+            4,
+            &[job(&wq)],
+            4,
+            Some(&also),
+        )
+        .unwrap();
+    assert!(tokens.binds_also());
+    // Q5_K has no direct kernel: its staged f32-input matvec cannot bind it.
+    let staged = kernels
+        .prepare_also(ctx, &x, &y, 0, &[job(&w5)], Some(&also))
+        .unwrap();
+    assert!(!staged.binds_also());
+}
+
+#[test]
 fn f16_direct_kernel() {
     // F16 weights whose rows are whole vec4s of x, at input offsets of whole vec4s, take the
     // direct kernel (x read and rounded to f16 by every thread); other offsets the staging

@@ -21,6 +21,10 @@
 // dot with one token's input)), then this file.
 
 @group(0) @binding(2) var<storage, read_write> Y: array<f32>;
+// A buffer bound read-only and never read (matvec.rs's ALSO_READ_BINDING): wgpu moves it to
+// the read-only state at this dispatch's barrier, so a later dispatch that only reads it
+// needs no barrier of its own (the engine's LoRA products beside the r/k/v products).
+@group(0) @binding(8) var<storage, read> ALSO_READ: array<u32>;
 
 // The threads' sums, token k's at [k * WG_SIZE + thread].
 var<workgroup> sh_red: array<f32, NT * WG_SIZE>;
@@ -113,6 +117,10 @@ fn main(
             }
         }
         workgroupBarrier();
+    }
+    // (Never true: a static use that keeps ALSO_READ in the pipeline's layout.)
+    if JOBS.n_tokens == 0u {
+        Y[0] = bitcast<f32>(ALSO_READ[0]);
     }
     if row < job.rows {
         for (var k = lane; k < NT && t0 + k < JOBS.n_tokens; k += TPR) {
