@@ -272,7 +272,8 @@ impl Convert {
         pass.set_pipeline(&self.pipeline);
         pass.set_bind_group(0, &self.group, &[]);
         let rows = n.next_multiple_of(bn).min(self.rows);
-        pass.dispatch_workgroups(self.cols.div_ceil(256), rows, self.blocks);
+        // (matmul_coop_x.wgsl: a pair of columns per thread.)
+        pass.dispatch_workgroups(self.cols.div_ceil(512), rows, self.blocks);
     }
 }
 
@@ -560,6 +561,13 @@ impl MatmulKernels {
         step_params: &wgpu::Buffer,
         max_tokens: u32,
     ) -> Result<Convert, GpuError> {
+        // matmul_coop_x.wgsl converts pairs of columns.
+        if !at.cols.is_multiple_of(2) {
+            return Err(GpuError::InvalidArgument(format!(
+                "{label}: f16 copy of rows of {} values (an odd count)",
+                at.cols
+            )));
+        }
         let params = params_buffer(
             ctx,
             &Params {
