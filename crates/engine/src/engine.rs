@@ -419,8 +419,10 @@ pub const WKV_SPLIT_FROM_ENV: &str = "WEB_RWKV_WKV_SPLIT_FROM";
 /// Vulkan such a barrier waits for every dispatch before it. The LoRA products write a buffer
 /// the previous layer's WKV kernel read, and read the token mix's output; each is a state
 /// change, so their dispatch waited for the r/k/v products. Beside them: each layer writes
-/// its own hidden buffer (first used in the step, no barrier), and a `touch` dispatch before
-/// the r/k/v products moves the LoRA input to the read-only state.
+/// its own hidden buffer (first used in the step, no barrier), and the r/k/v products' direct
+/// matvecs bind the LoRA input read-only (a binding they never read: rwkv-gpu's
+/// `MatvecCall::binds_also`), so their barrier moves it to the read-only state; steps whose
+/// products take other kernels get a `touch` dispatch (touch.wgsl) for that instead.
 fn lora_beside() -> bool {
     rwkv_gpu::env_on("WEB_RWKV_LORA_BESIDE")
 }
