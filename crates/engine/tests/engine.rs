@@ -185,6 +185,30 @@ fn generated_model_of_other_shape_matches_cpu_reference() {
             "layer {l} ffn shift"
         );
     }
+    // A step of 1024 tokens: the long-step token mix, whose workgroups then take both of a
+    // row's tiles (engine.rs's mix_tiles_per_wg), against the CPU at a few positions.
+    let tokens = sequence(1024, 300, 2);
+    let mut state = cpu.new_state();
+    let expected = cpu.forward_sequence(&tokens, &mut state).unwrap();
+    let mut long = engine(
+        &file,
+        EngineOptions {
+            max_slots: 1,
+            max_rows: 1024,
+            max_out: 1024,
+            llama_cpp_rounding: false,
+            ..EngineOptions::default()
+        },
+    );
+    let ours = all_logits(&mut long, &tokens);
+    assert_eq!(long.last_times().gpu_steps, 1);
+    for pos in [0, 1, 2, 511, 1022, 1023] {
+        let err = relative_error(&ours[pos], &expected[pos]);
+        assert!(
+            err <= 1e-4,
+            "one step: position {pos}: relative error {err:e}"
+        );
+    }
 }
 
 fn assert_close(a: &[Vec<f32>], b: &[Vec<f32>], tol: f64, what: &str) {

@@ -13,9 +13,9 @@
 // target a is rounded to Q8_K or Q8_0 are also written quantized to `xq` (rwkv-gpu's Q8Input
 // layout: row t of mix m as row m * q8k + t; a tile is one Q8_K block, or eight Q8_0
 // blocks), so the direct matvecs reading them need no quantization pass.
-// Grid: (rows, column tiles of 256), or in steps of a few rows (rows, tiles x mixes). Every
-// workgroup recomputes the norm statistics of its rows (cheap next to the matrices), so a
-// row's tiles (and mixes) run in parallel.
+// Grid: (rows, groups of column tiles of 256; engine.rs's mix_tiles_per_wg tiles a group),
+// or in steps of a few rows (rows, tiles x mixes). Every workgroup recomputes the
+// norm statistics of its rows, so a row's tile groups (and mixes) run in parallel.
 
 struct Params {
     dim: u32,
@@ -118,7 +118,6 @@ fn main_few(
 }
 
 fn mix_rows(wg: vec3<u32>, nwg: vec3<u32>, lane: Lane, few: bool) {
-    let tid = lane.tid;
     let t = wg.x;
     if t >= step.n_rows {
         return;
@@ -130,13 +129,32 @@ fn mix_rows(wg: vec3<u32>, nwg: vec3<u32>, lane: Lane, few: bool) {
         pst = row_stats(lane, info.prev);
     }
     // A grid of more than a row's tiles (steps of a few rows) gives each workgroup one mix of
-    // one tile, so the mixes' roundings run side by side.
+    // one tile, so the mixes' roundings run side by side. A grid of fewer (long steps) gives
+    // each workgroup several consecutive tiles of its row, so that fewer workgroups work out
+    // the same row's norm statistics.
     let tiles = (p.dim + TILE - 1u) / TILE;
-    let tile = wg.y % tiles;
     let split = nwg.y > tiles;
     let m_first = select(0u, wg.y / tiles, split);
     let m_end = select(p.n_mix, min(m_first + 1u, p.n_mix), split);
-    let c = tile * TILE + tid;
+    if split {
+        mix_tile(lane, t, info, st, pst, wg.y % tiles, m_first, m_end, few);
+        return;
+    }
+    let per = (tiles + nwg.y - 1u) / nwg.y;
+    for (var j = 0u; j < per; j++) {
+        let tile = wg.y * per + j;
+        if tile >= tiles {
+            break;
+        }
+        mix_tile(lane, t, info, st, pst, tile, m_first, m_end, few);
+    }
+}
+
+// Row t's mixes m_first..m_end for the 256 columns of `tile` (every thread one column), with
+// the norm statistics st of the row and pst of its previous row. Uniform control flow.
+fn mix_tile(lane: Lane, t: u32, info: Row, st: vec2<f32>, pst: vec2<f32>, tile: u32,
+            m_first: u32, m_end: u32, few: bool) {
+    let c = tile * TILE + lane.tid;
     let in_row = c < p.dim;
     let cc = min(c, p.dim - 1u);
     let xn = (x[t * p.dim + cc] - st.x) * st.y * norm_w[cc] + norm_b[cc];
