@@ -1757,7 +1757,7 @@ impl Engine {
                         &st.wkv,
                         &wkv_post,
                     ],
-                    Grid::LongChunkHeads(n_head * wc.lanes),
+                    Grid::LongChunkHeads(n_head * wc.workgroups_per_head),
                 );
                 b.kernel_at(
                     "wkv7_post",

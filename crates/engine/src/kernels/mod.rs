@@ -119,6 +119,8 @@ pub struct Wkv7Chunk {
     pub scan: wgpu::ComputePipeline,
     pub post: wgpu::ComputePipeline,
     pub lanes: u32,
+    /// Workgroups of the scan per head ([`scan_threads`]).
+    pub workgroups_per_head: u32,
 }
 
 /// Environment variable for the lanes per state row of the chunk path's WKV scan (1, 2,
@@ -187,7 +189,9 @@ impl Kernels {
         let wkv = |f16: bool| rwkv_gpu::shader_module(device, "wkv7", &wkv7_wgsl(lora_ranks, f16));
         let (wkv_f16, wkv_f32) = (wkv(true), wkv(false));
         let wkv7_chunk = scan_lanes.map(|lanes| {
-            let scan = rwkv_gpu::shader_module(device, "wkv7_scan", &wkv7_scan_wgsl(lanes));
+            let threads = scan_threads(lanes);
+            let scan =
+                rwkv_gpu::shader_module(device, "wkv7_scan", &wkv7_scan_wgsl(lanes, threads));
             Wkv7Chunk {
                 prep: pipeline_at(device, "wkv7_prep", &wkv_f16, "prep"),
                 prep_f32: pipeline_at(device, "wkv7_prep", &wkv_f32, "prep"),
@@ -195,6 +199,7 @@ impl Kernels {
                 scan: pipeline_at(device, "wkv7_scan", &scan, "main"),
                 post: pipeline_at(device, "wkv7_post", &wkv_f16, "post"),
                 lanes,
+                workgroups_per_head: 64 * lanes / threads,
             }
         });
         let token_mix = rwkv_gpu::shader_module(device, "token_mix", &token_mix_wgsl(subgroups));
@@ -242,9 +247,28 @@ pub fn wkv7_wgsl(lora_ranks: [u32; 4], f16: bool) -> String {
     )
 }
 
-/// The WKV scan's source (wkv7_scan.wgsl) for `lanes` lanes per state row.
-pub fn wkv7_scan_wgsl(lanes: u32) -> String {
-    scan_wgsl(lanes, scan_depth()) + STEP_WGSL + include_str!("wkv7_scan.wgsl")
+/// The WKV scan's source (wkv7_scan.wgsl) for `lanes` lanes per state row and workgroups
+/// of `threads` threads (a power of two from `lanes` to 64 `lanes`).
+pub fn wkv7_scan_wgsl(lanes: u32, threads: u32) -> String {
+    format!(
+        "const SCAN_WG: u32 = {threads}u;\nconst WGS_PER_HEAD: u32 = {}u;\n",
+        64 * lanes / threads
+    ) + &scan_wgsl(lanes, scan_depth())
+        + STEP_WGSL
+        + include_str!("wkv7_scan.wgsl")
+}
+
+/// Threads per workgroup of the WKV scan for `lanes` lanes per state row
+/// (`WEB_RWKV_SCAN_THREADS`, default 64): the workgroup's rows (threads / lanes) share the
+/// per-token values it loads. On an H200 (2.9B, 8 lanes, 512-token chunk): 16 and 32 threads
+/// as fast as 64 (scan 7.9 / 7.7 / 8.0 ms), 256 slower (9.4: fewer L2 reads, but on fewer
+/// SMs), 512 much slower.
+fn scan_threads(lanes: u32) -> u32 {
+    rwkv_gpu::env_parse::<u32>("WEB_RWKV_SCAN_THREADS")
+        .filter(|t| t.is_power_of_two())
+        .unwrap_or(64)
+        .clamp(lanes.max(1), 64 * lanes.max(1))
+        .min(1024)
 }
 
 /// The token mix's source (token_mix.wgsl's entry points `main` and `main_few`).
