@@ -202,10 +202,16 @@ fn generated_model_of_other_shape_matches_cpu_reference() {
     );
     let ours = all_logits(&mut long, &tokens);
     assert_eq!(long.last_times().gpu_steps, 1);
+    // (A device with tensor cores multiplies such a step's inputs rounded to f16.)
+    let tol = if context().coop_subgroup_size().is_some() {
+        2e-3
+    } else {
+        1e-4
+    };
     for pos in [0, 1, 2, 511, 1022, 1023] {
         let err = relative_error(&ours[pos], &expected[pos]);
         assert!(
-            err <= 1e-4,
+            err <= tol,
             "one step: position {pos}: relative error {err:e}"
         );
     }
