@@ -286,6 +286,25 @@ impl Op {
         }
     }
 
+    /// The fewest rows of a step whose matvecs do not all bind the `also` buffer the op was
+    /// prepared with (`Builder::also_read`): 1 where its one-token matvecs do not, 2 where
+    /// only they do, `u32::MAX` where its few-token ones do too (longer steps take other
+    /// kernels, which never bind it). Any other op: 1.
+    fn also_read_from(&self) -> u32 {
+        match self {
+            Op::Matmul {
+                singles, tokens, ..
+            } if singles.iter().all(MatvecCall::binds_also) => {
+                if !tokens.is_empty() && tokens.iter().all(TokensCall::binds_also) {
+                    u32::MAX
+                } else {
+                    2
+                }
+            }
+            _ => 1,
+        }
+    }
+
     /// Whether a `ByRows` op runs in a step of `rows` rows (any other op: true).
     fn runs_in(&self, rows: u32) -> bool {
         match self {
@@ -664,9 +683,8 @@ struct Builder<'a> {
     /// to [`Builder::q8_rows`] rows).
     q8_fresh: Vec<(wgpu::Buffer, Q8Format)>,
     /// A buffer the next `matmul_group`'s direct matvecs bind read-only besides their own
-    /// (`MatvecCall::binds_also`); its `bound_also` says where they all did.
+    /// (`MatvecCall::binds_also`; `Op::also_read_from` says in which steps they all did).
     also_read: Option<wgpu::Buffer>,
-    bound_also: (bool, bool),
     ops: Vec<Op>,
 }
 
@@ -1081,12 +1099,7 @@ impl Builder<'_> {
             }
         }
         let tokens = self.tokens_matvecs(x, y, &several, &mut quantize)?;
-        if self.also_read.take().is_some() {
-            self.bound_also = (
-                prepared.iter().all(MatvecCall::binds_also),
-                !tokens.is_empty() && tokens.iter().all(TokensCall::binds_also),
-            );
-        }
+        self.also_read = None;
         // Steps of up to `direct` rows take the few-token matvecs, which read neither the
         // 8-bit rounded copies nor the f16 ones.
         let direct = tokens.iter().map(TokensCall::max_tokens).min().unwrap_or(1);
@@ -1428,7 +1441,6 @@ impl Engine {
             q8: Vec::new(),
             q8_fresh: Vec::new(),
             also_read: None,
-            bound_also: (false, false),
             ops: Vec::new(),
         };
         let a = |name: &'static str,
@@ -1581,11 +1593,7 @@ impl Engine {
                 // Only for steps whose r/k/v matvecs did not bind it (one-token steps and
                 // those of the few-token matvecs; longer steps' LoRA products wait for the
                 // r/k/v products' scratch buffers anyway).
-                let from = match b.bound_also {
-                    (true, true) => u32::MAX,
-                    (true, false) => 2,
-                    _ => 1,
-                };
+                let from = b.ops.last().map_or(1, Op::also_read_from);
                 let touch = b.ops.remove(touch_at);
                 b.ops.insert(
                     touch_at,
