@@ -179,8 +179,9 @@ pub(crate) enum Grid {
     LongChunkHeads(u32),
     /// `RowBlocks`, only in steps with a chunk of several tokens (else none).
     LongChunkRows(u32),
-    /// One per token row and tile of columns (`tiles`), or in steps of up to
-    /// [`MIX_SPLIT_ROWS`] rows one per row, tile and mix (`(tiles, mixes)`).
+    /// One per token row and group of column tiles (`tiles` of them, [`mix_tiles_per_wg`]
+    /// a group), or in steps of up to [`MIX_SPLIT_ROWS`] rows one per row, tile and mix
+    /// (`(tiles, mixes)`).
     MixTiles(u32, u32),
     /// One per wanted logits row and tile of columns.
     OutTiles(u32),
@@ -402,7 +403,8 @@ impl Op {
 
 /// The most rows of a step whose token mix runs a workgroup per row, tile and mix (so that
 /// the mixes' roundings run side by side); longer steps have enough rows to fill the GPU
-/// with a workgroup per row and tile, which saves recomputing each row's norm per mix.
+/// with a workgroup per row and group of tiles, which saves recomputing each row's norm per
+/// mix (and per tile of the group).
 const MIX_SPLIT_ROWS: u32 = 16;
 
 /// Column tiles of 256 per token-mix workgroup in a step of `rows` rows (more than

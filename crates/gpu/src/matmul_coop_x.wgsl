@@ -27,5 +27,6 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         let i = P.in_offset + (b * P.rows + t) * P.in_stride + c;
         v = vec2<f32>(load_x1(i), load_x1(i + 1u));
     }
-    X16[((b * P.rows + t) * P.cols + c) / 2u] = pack2x16float(clamp(v, vec2<f32>(-F16_MAX), vec2<f32>(F16_MAX)));
+    let h = clamp(v, vec2<f32>(-F16_MAX), vec2<f32>(F16_MAX));
+    X16[((b * P.rows + t) * P.cols + c) / 2u] = pack2x16float(h);
 }

@@ -199,7 +199,7 @@ impl Kernels {
                 scan: pipeline_at(device, "wkv7_scan", &scan, "main"),
                 post: pipeline_at(device, "wkv7_post", &wkv_f16, "post"),
                 lanes,
-                workgroups_per_head: 64 * lanes / threads,
+                workgroups_per_head: scan_workgroups_per_head(lanes, threads),
             }
         });
         let token_mix = rwkv_gpu::shader_module(device, "token_mix", &token_mix_wgsl(subgroups));
@@ -252,10 +252,16 @@ pub fn wkv7_wgsl(lora_ranks: [u32; 4], f16: bool) -> String {
 pub fn wkv7_scan_wgsl(lanes: u32, threads: u32) -> String {
     format!(
         "const SCAN_WG: u32 = {threads}u;\nconst WGS_PER_HEAD: u32 = {}u;\n",
-        64 * lanes / threads
+        scan_workgroups_per_head(lanes, threads)
     ) + &scan_wgsl(lanes, scan_depth())
         + STEP_WGSL
         + include_str!("wkv7_scan.wgsl")
+}
+
+/// Workgroups of the WKV scan per head: its 64 state rows of `lanes` lanes, `threads` per
+/// workgroup.
+fn scan_workgroups_per_head(lanes: u32, threads: u32) -> u32 {
+    64 * lanes / threads
 }
 
 /// Threads per workgroup of the WKV scan for `lanes` lanes per state row

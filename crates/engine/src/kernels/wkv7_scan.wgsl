@@ -8,9 +8,9 @@
 // sums (in index order) added across the lanes with subgroupShuffleXor, so the lanes of a
 // row must be an aligned group of one subgroup: LANES is a power of two no larger than the
 // device's smallest subgroup size (1: no subgroup operations, one lane per row). Workgroups
-// of SCAN_WG lanes, WGS_PER_HEAD per head; wkv7_prep wrote the per-token values (shared by the rows of a
-// head, read from cache), each lane keeps the next few tokens' loads in flight while it works
-// on this one.
+// of SCAN_WG lanes, WGS_PER_HEAD per head; wkv7_prep wrote the per-token values (shared by
+// the rows of a head, read from cache), each lane keeps the next few tokens' loads in flight
+// while it works on this one.
 //   sa = sum_j -kk[j] S[i][j];  S[i][j] = S[i][j] w[j] + v[i] k[j] + sa (kk[j] a[j])
 //   y[i] = sum_j S[i][j] r[j]
 
