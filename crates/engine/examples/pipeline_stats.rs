@@ -6,8 +6,8 @@
 //! `cargo run --release -p rwkv-engine --example pipeline_stats` (on the GPU machine: the
 //! Vulkan loader and a driver with that extension; lavapipe has none and says so).
 //! The kernels: the one-token and few-token direct matvecs of a 2.9B model's matrices, and
-//! the persistent layer tail, the one-token WKV-7 kernel, the WKV scan and the few-row token
-//! mix.
+//! the persistent layer tail, the one-token WKV-7 kernel, the WKV scan, the few-row token
+//! mix and the tensor-core product in a few shapes.
 
 use std::ffi::CStr;
 
@@ -57,6 +57,14 @@ fn kernels() -> Vec<(String, String)> {
         mix.replace("fn main(", "fn main_long(")
             .replace("fn main_few(", "fn main("),
     ));
+    // The tensor-core product (compiled only where the device has cooperative matrices).
+    for shape in ["2x2x64", "2x2x32", "4x2x64", "4x4x32", "2x2x128"] {
+        let shape = rwkv_gpu::CoopShape::parse(shape).expect("a valid shape");
+        out.push((
+            format!("coop product {shape:?}"),
+            rwkv_gpu::coop_kernel_wgsl(shape, 32),
+        ));
+    }
     out
 }
 
@@ -75,10 +83,15 @@ unsafe fn run() -> Result<()> {
         family: queue_family,
     } = raw::gpu(vk::API_VERSION_1_3)?;
     let ext = ash::khr::pipeline_executable_properties::NAME;
-    let has = instance
-        .enumerate_device_extension_properties(physical)?
-        .iter()
-        .any(|e| CStr::from_ptr(e.extension_name.as_ptr()) == ext);
+    let offered = instance.enumerate_device_extension_properties(physical)?;
+    let offers = |name: &CStr| {
+        offered
+            .iter()
+            .any(|e| CStr::from_ptr(e.extension_name.as_ptr()) == name)
+    };
+    let has = offers(ext);
+    let coop_ext = ash::khr::cooperative_matrix::NAME;
+    let coop = offers(coop_ext);
     if !has {
         // Still check that every kernel compiles to SPIR-V.
         for (label, wgsl) in kernels() {
@@ -97,19 +110,34 @@ unsafe fn run() -> Result<()> {
     let mut v12 = vk::PhysicalDeviceVulkan12Features::default()
         .shader_float16(true)
         .shader_int8(true)
-        .storage_buffer8_bit_access(true);
+        .storage_buffer8_bit_access(true)
+        // (Cooperative-matrix kernels declare the Vulkan memory model.)
+        .vulkan_memory_model(coop)
+        .vulkan_memory_model_device_scope(coop);
     let mut v11 = vk::PhysicalDeviceVulkan11Features::default().storage_buffer16_bit_access(true);
-    let exts = [ext.as_ptr()];
-    let info = vk::DeviceCreateInfo::default()
+    let mut coop_features =
+        vk::PhysicalDeviceCooperativeMatrixFeaturesKHR::default().cooperative_matrix(true);
+    let mut exts = vec![ext.as_ptr()];
+    if coop {
+        exts.push(coop_ext.as_ptr());
+    }
+    let mut info = vk::DeviceCreateInfo::default()
         .queue_create_infos(&queues)
         .enabled_extension_names(&exts)
         .push_next(&mut exec_props)
         .push_next(&mut v13)
         .push_next(&mut v12)
         .push_next(&mut v11);
+    if coop {
+        info = info.push_next(&mut coop_features);
+    }
     let device = instance.create_device(physical, &info, None)?;
     let exec = ash::khr::pipeline_executable_properties::Device::new(&instance, &device);
     for (label, wgsl) in kernels() {
+        if !coop && label.starts_with("coop") {
+            println!("{label}: no {}", coop_ext.to_string_lossy());
+            continue;
+        }
         let (words, bindings) = match raw::spirv(&wgsl) {
             Ok(s) => s,
             Err(e) => {

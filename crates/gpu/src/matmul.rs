@@ -29,7 +29,8 @@ use coop::{
 };
 pub use coop::{
     ConvertCall, CoopShape, CoopSplit, X16Input, COOP_F16_WEIGHTS_ENV, COOP_FROM_ENV,
-    COOP_PROBE_ENV, COOP_SHAPE_ENV, COOP_SHORT_FROM_ENV, COOP_SPLIT_ENV,
+    COOP_ORDER_ENV, COOP_PROBE_ENV, COOP_SHAPE_ENV, COOP_SHORT_FROM_ENV, COOP_SPLIT_ENV,
+    COOP_UNIT_ENV,
 };
 
 /// Byte offset of the token count (`u32`) in the `step_params` buffer.
@@ -943,6 +944,19 @@ fn enables_first(parts: &[&str]) -> String {
 }
 
 /// Header constants + common helpers + format decoders + kernel body.
+/// The WGSL of the tensor-core product (F16 weights, plain store) for subgroups of
+/// `subgroup` lanes and `shape` (for tools that inspect the compiled kernels, e.g. the
+/// `pipeline_stats` example).
+pub fn coop_kernel_wgsl(shape: CoopShape, subgroup: u32) -> String {
+    let kernel = Kernel::Coop {
+        epilogue: Epilogue::Store,
+        subgroup,
+        shape,
+    };
+    let format = format_wgsl(GgmlType::F16).expect("F16 has a decode");
+    compose(GgmlType::F16, kernel, format)
+}
+
 fn compose(ty: GgmlType, kernel: Kernel, format: &str) -> String {
     let (body, input, tokens, epilogue, rpw, tpr) = match kernel {
         Kernel::Matmul {
@@ -1001,6 +1015,9 @@ fn compose(ty: GgmlType, kernel: Kernel, format: &str) -> String {
                  const BM: u32 = {}u;\n\
                  const BN: u32 = {}u;\n\
                  const BK: u32 = {}u;\n\
+                 const UNIT: u32 = {}u;\n\
+                 alias Unit = {};\n\
+                 const TOKENS_FIRST: u32 = {}u;\n\
                  const PROBE: u32 = {}u;\n\
                  const EPILOGUE: u32 = {}u;\n\
                  const N_TOKENS_WORD: u32 = {}u;\n",
@@ -1010,6 +1027,9 @@ fn compose(ty: GgmlType, kernel: Kernel, format: &str) -> String {
                 shape.rows(),
                 shape.tokens(),
                 shape.k,
+                shape.unit,
+                shape.unit_wgsl(),
+                shape.tokens_first,
                 shape.probe,
                 epilogue.id(),
                 STEP_N_TOKENS_OFFSET / 4
@@ -1160,19 +1180,21 @@ mod tests {
         for epilogue in Epilogue::ALL {
             kernels.push((F16, Kernel::CoopSum { epilogue }));
             for subgroup in [32, 64] {
-                for (shape, probe) in [
-                    ("2x2x32", 0),
-                    ("2x2x64", 0),
-                    ("2x2x128", 0),
-                    ("4x2x64", 0),
-                    ("2x4x64", 0),
-                    ("4x4x32", 0),
-                    ("2x2x64", 1),
-                    ("2x2x64", 2),
-                    ("2x2x64", 3),
+                for (shape, probe, unit) in [
+                    ("2x2x32", 0, 4),
+                    ("2x2x64", 0, 4),
+                    ("2x2x64", 0, 2),
+                    ("2x2x128", 0, 4),
+                    ("4x2x64", 0, 4),
+                    ("2x4x64", 0, 4),
+                    ("4x4x32", 0, 4),
+                    ("2x2x64", 1, 4),
+                    ("2x2x64", 2, 4),
+                    ("2x2x64", 3, 4),
                 ] {
                     let shape = CoopShape {
                         probe,
+                        unit,
                         ..CoopShape::parse(shape).unwrap()
                     };
                     kernels.push((

@@ -7,16 +7,17 @@
 // Its inputs are f16 copies: W16, a slice of the weight rows decoded by
 // matmul_coop_dequant.wgsl just before it (row-major, P.cols values per row), resident copies
 // or F16 weights themselves, and X16, the tokens' inputs converted by matmul_coop_x.wgsl
-// (token t's values at P.in_offset + t * P.in_stride, in f16; both even), either the
-// product's own copy made just before it or an activation's copy several products share.
+// (token t's values at P.in_offset + t * P.in_stride, in f16; both multiples of UNIT),
+// either the product's own copy made just before it or an activation's copy several
+// products share.
 //
 // Header constants (from matmul.rs): SG = the subgroup size; SGR x SGC subgroups per
 // workgroup (WG_SIZE = SGR * SGC * SG), each owning 32 rows x 32 tokens (four 16 x 16
 // accumulators), so BM = 32 * SGR rows and BN = 32 * SGC tokens per workgroup; BK columns
-// per staged chunk; PROBE (0 for
-// real work, else a timing probe: see the loop); EPILOGUE;
-// N_TOKENS_WORD. Grid: x (and y) over row groups of BM, z over token groups of BN times
-// the column parts.
+// per staged chunk; UNIT f16 values per staging load and store (4 or 2) and `Unit`, their
+// type; TOKENS_FIRST (the workgroup order, see main); PROBE (0 for real work, else a timing
+// probe: see the loop); EPILOGUE; N_TOKENS_WORD. Grid: x (and y) over row groups of BM, z
+// over token groups of BN times the column parts.
 //
 // Split columns (P.k_split = S > 1, for grids too small to fill the GPU: a 2560-row matrix
 // at 64 tokens is 40 workgroups, each walking every column): z = S x the token groups, and
@@ -25,7 +26,7 @@
 // slice), and matmul_coop_sum.wgsl adds the parts in order and applies the epilogue.
 //
 // Per chunk of BK columns the workgroup copies a BM x BK tile of W16 and a BN x BK tile of
-// X16 into workgroup memory (4-byte loads of f16 pairs, coalesced along the rows), the
+// X16 into workgroup memory (loads of UNIT values, coalesced along the rows), the
 // next chunk's loads issued before the current chunk's products so that they overlap.
 // Subgroup s owns rows 32 * (s % 2) .. + 32 and tokens 32 * (s / 2) .. + 32: four 16 x 16
 // accumulators. P.cols is a multiple of BK. Rows past P.rows (stale scratch rows, read
@@ -34,62 +35,61 @@
 enable f16;
 enable wgpu_cooperative_matrix;
 
-@group(0) @binding(0) var<storage, read> W16: array<u32>;
-@group(0) @binding(2) var<storage, read> X16: array<u32>;
+@group(0) @binding(0) var<storage, read> W16: array<Unit>;
+@group(0) @binding(2) var<storage, read> X16: array<Unit>;
 @group(0) @binding(3) var<storage, read_write> Y: array<f32>;
 @group(0) @binding(4) var<storage, read> STEP: array<u32>;
 
 // Row stride (in f16) of the staged tiles, padded by 8 values against bank conflicts (a
 // multiple of 8 keeps every 16-value row start 16-byte aligned).
 const SK: u32 = BK + 8u;
-// f16 pairs per staged row, and per thread of one staged tile.
-const ROW_PAIRS: u32 = BK / 2u;
-const A_PT: u32 = BM * ROW_PAIRS / WG_SIZE;
-const B_PT: u32 = BN * ROW_PAIRS / WG_SIZE;
+// The same stride in staging units (UNIT f16 values each: the header's `Unit` type, a
+// vec4<f16> or vec2<f16>), the element of the staged arrays.
+const SU: u32 = SK / UNIT;
+// Units per staged row, and per thread of one staged tile.
+const ROW_UNITS: u32 = BK / UNIT;
+const A_PT: u32 = BM * ROW_UNITS / WG_SIZE;
+const B_PT: u32 = BN * ROW_UNITS / WG_SIZE;
 
 // Every workgroup variable is a multiple of 16 bytes long: cooperative loads and stores
-// need 16-byte aligned addresses and the driver places the variables as it likes.
-var<workgroup> sh_a: array<f16, BM * SK>;
-var<workgroup> sh_b: array<f16, BN * SK>;
+// need 16-byte aligned addresses and the driver places the variables as it likes. The
+// tiles are staged in units, one load and one store per unit, and the cooperative loads
+// read units too (their offsets and strides count units).
+var<workgroup> sh_a: array<Unit, BM * SU>;
+var<workgroup> sh_b: array<Unit, BN * SU>;
 // One 16 x 16 f32 tile per subgroup for the epilogue.
 var<workgroup> sh_c: array<f32, SGR * SGC * 256u>;
 // The token count, made provably uniform for the cooperative operations.
 var<workgroup> sh_n: vec4<u32>;
 
-// The f16 pairs this thread copies for the next chunk. A thread copies one pair (not a
-// 16-byte piece) per row position: the f16 stores of consecutive threads then fall in
-// consecutive banks (with 16-byte pieces they shared 8 of the 32 banks, and the staging was
-// most of the product's time on an H200).
-var<private> pa: array<u32, A_PT>;
-var<private> pb: array<u32, B_PT>;
+// The units this thread copies for the next chunk: consecutive threads take consecutive
+// units of a row, so their stores fall in consecutive banks (when a 16-byte piece was
+// stored as eight f16 values, they shared 8 of the 32 banks, and the staging was most of
+// the product's time on an H200).
+var<private> pa: array<Unit, A_PT>;
+var<private> pb: array<Unit, B_PT>;
 
 fn fetch(li: u32, a_row0: u32, b_row0: u32, k0: u32) {
-    let ld = P.cols / 2u;
+    let ld = P.cols / UNIT;
     for (var j = 0u; j < A_PT; j++) {
-        let pair = li + j * WG_SIZE;
-        pa[j] = W16[(a_row0 + pair / ROW_PAIRS) * ld + k0 / 2u + pair % ROW_PAIRS];
+        let u = li + j * WG_SIZE;
+        pa[j] = W16[(a_row0 + u / ROW_UNITS) * ld + k0 / UNIT + u % ROW_UNITS];
     }
+    let x0 = P.in_offset / UNIT + k0 / UNIT;
     for (var j = 0u; j < B_PT; j++) {
-        let pair = li + j * WG_SIZE;
-        pb[j] = X16[P.in_offset / 2u + (b_row0 + pair / ROW_PAIRS) * (P.in_stride / 2u) + k0 / 2u
-            + pair % ROW_PAIRS];
+        let u = li + j * WG_SIZE;
+        pb[j] = X16[x0 + (b_row0 + u / ROW_UNITS) * (P.in_stride / UNIT) + u % ROW_UNITS];
     }
 }
 
 fn stage(li: u32) {
     for (var j = 0u; j < A_PT; j++) {
-        let pair = li + j * WG_SIZE;
-        let dst = (pair / ROW_PAIRS) * SK + (pair % ROW_PAIRS) * 2u;
-        let a = vec2<f16>(unpack2x16float(pa[j]));
-        sh_a[dst] = a.x;
-        sh_a[dst + 1u] = a.y;
+        let u = li + j * WG_SIZE;
+        sh_a[(u / ROW_UNITS) * SU + u % ROW_UNITS] = pa[j];
     }
     for (var j = 0u; j < B_PT; j++) {
-        let pair = li + j * WG_SIZE;
-        let dst = (pair / ROW_PAIRS) * SK + (pair % ROW_PAIRS) * 2u;
-        let b = vec2<f16>(unpack2x16float(pb[j]));
-        sh_b[dst] = b.x;
-        sh_b[dst + 1u] = b.y;
+        let u = li + j * WG_SIZE;
+        sh_b[(u / ROW_UNITS) * SU + u % ROW_UNITS] = pb[j];
     }
 }
 
@@ -107,9 +107,16 @@ fn main(
     let n_tok = workgroupUniformLoad(&sh_n).x;
     let ks = max(P.k_split, 1u);
     let token_groups = nwg.z / ks;
-    let part = wg.z / token_groups;
-    let t0 = (wg.z % token_groups) * BN;
-    let first_row = (wg.y * nwg.x + wg.x) * BM;
+    // With TOKENS_FIRST, the same workgroups numbered with the token groups varying
+    // fastest: the workgroups running at one time share row groups, so each weight row is
+    // read from memory about once and the tokens' inputs (the smaller operand) from the L2.
+    // (Selected, not assigned in a branch, to stay provably uniform.)
+    let row_groups = nwg.x * nwg.y;
+    let lin = (wg.z * nwg.y + wg.y) * nwg.x + wg.x;
+    let tf = TOKENS_FIRST != 0u;
+    let part = select(wg.z / token_groups, lin / (token_groups * row_groups), tf);
+    let t0 = select(wg.z % token_groups, lin % token_groups, tf) * BN;
+    let first_row = select(wg.y * nwg.x + wg.x, (lin / token_groups) % row_groups, tf) * BM;
     // No early return for workgroups past the ends: every cooperative operation must be
     // in uniform control flow. They compute and write nothing.
     let n_here = select(0u, min(BN, n_tok - t0), t0 < n_tok);
@@ -125,10 +132,10 @@ fn main(
     let c_end = min(P.cols / BK, c_begin + per_part);
     // PROBE (timing only, results wrong): 1 no staging, 2 no products, 3 products only
     // (fragments loaded once).
-    var fa0 = coopLoadT<coop_mat16x16<f16, A>>(&sh_a[r0 * SK], SK);
-    var fa1 = coopLoadT<coop_mat16x16<f16, A>>(&sh_a[(r0 + 16u) * SK], SK);
-    var fb0 = coopLoad<coop_mat16x16<f16, B>>(&sh_b[tb * SK], SK);
-    var fb1 = coopLoad<coop_mat16x16<f16, B>>(&sh_b[(tb + 16u) * SK], SK);
+    var fa0 = coopLoadT<coop_mat16x16<f16, A>>(&sh_a[r0 * SU], SU);
+    var fa1 = coopLoadT<coop_mat16x16<f16, A>>(&sh_a[(r0 + 16u) * SU], SU);
+    var fb0 = coopLoad<coop_mat16x16<f16, B>>(&sh_b[tb * SU], SU);
+    var fb1 = coopLoad<coop_mat16x16<f16, B>>(&sh_b[(tb + 16u) * SU], SU);
     if ((PROBE == 0u || PROBE == 2u) && c_begin < c_end) {
         fetch(li, first_row, t0, c_begin * BK);
     }
@@ -145,10 +152,11 @@ fn main(
                 // A: 16 rows x 16 columns of W, row-major. B: 16 columns x 16 tokens, each
                 // token's values contiguous (column-major).
                 if (PROBE != 3u) {
-                    fa0 = coopLoadT<coop_mat16x16<f16, A>>(&sh_a[r0 * SK + k], SK);
-                    fa1 = coopLoadT<coop_mat16x16<f16, A>>(&sh_a[(r0 + 16u) * SK + k], SK);
-                    fb0 = coopLoad<coop_mat16x16<f16, B>>(&sh_b[tb * SK + k], SK);
-                    fb1 = coopLoad<coop_mat16x16<f16, B>>(&sh_b[(tb + 16u) * SK + k], SK);
+                    let ka = k / UNIT;
+                    fa0 = coopLoadT<coop_mat16x16<f16, A>>(&sh_a[r0 * SU + ka], SU);
+                    fa1 = coopLoadT<coop_mat16x16<f16, A>>(&sh_a[(r0 + 16u) * SU + ka], SU);
+                    fb0 = coopLoad<coop_mat16x16<f16, B>>(&sh_b[tb * SU + ka], SU);
+                    fb1 = coopLoad<coop_mat16x16<f16, B>>(&sh_b[(tb + 16u) * SU + ka], SU);
                 }
                 c00 = coopMultiplyAdd(fa0, fb0, c00);
                 c01 = coopMultiplyAdd(fa0, fb1, c01);

@@ -118,3 +118,78 @@ fn matmul_throughput() {
         }
     }
 }
+
+/// The tensor-core product alone on F16 weights of the 2.9B model's shapes at prompt-sized
+/// steps, in TFLOPS (ignored by default; run with `--ignored --nocapture` on a GPU with
+/// cooperative matrices; the shape and probe knobs of `matmul/coop.rs` apply).
+#[test]
+#[ignore = "benchmark: run with --ignored --nocapture on a real GPU"]
+fn coop_product_throughput() {
+    let ctx = GpuContext::new(&ContextOptions::default()).unwrap_or_else(|e| panic!("{e}"));
+    if ctx.coop_subgroup_size().is_none() {
+        println!("{}: no cooperative matrices", ctx.info.name);
+        return;
+    }
+    let kernels = MatmulKernels::new(&ctx).unwrap();
+    let mut rng = Rng(0x2545_F491_4F6C_DD1D);
+    let max_tokens = 2048u32;
+    for (rows, cols) in [(2560usize, 10240usize), (10240, 2560), (2560, 2560)] {
+        let x: Vec<f32> = (0..cols * max_tokens as usize)
+            .map(|i| ((i % 17) as f32 - 8.0) / 8.0)
+            .collect();
+        let x_buf = ctx
+            .create_storage_buffer("x", bytemuck::cast_slice(&x))
+            .unwrap();
+        let y_buf = ctx
+            .create_storage_buffer("y", &vec![0u8; rows * max_tokens as usize * 4])
+            .unwrap();
+        let step = ctx.create_storage_buffer("step", &[0u8; 16]).unwrap();
+        let bytes = synthetic_bytes(GgmlType::F16, rows * cols, &mut rng);
+        let w = GpuMatrix::upload(&ctx, "w", GgmlType::F16, rows, cols, &bytes).unwrap();
+        let call = kernels
+            .prepare(
+                &ctx,
+                &w,
+                &x_buf,
+                0,
+                cols as u32,
+                &y_buf,
+                0,
+                rows as u32,
+                Epilogue::Store,
+                &step,
+                max_tokens,
+            )
+            .unwrap();
+        let mut line = format!("F16 {rows:>6}x{cols:<6}");
+        for n in [512u32, 2048] {
+            ctx.queue.write_buffer(&step, 0, &n.to_le_bytes());
+            let run = |k: usize| {
+                let mut enc = ctx
+                    .device
+                    .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+                {
+                    let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                        label: None,
+                        timestamp_writes: None,
+                    });
+                    for _ in 0..k {
+                        call.record(&mut pass, n);
+                    }
+                }
+                ctx.queue.submit([enc.finish()]);
+                ctx.device
+                    .poll(wgpu::PollType::wait_indefinitely())
+                    .unwrap();
+            };
+            run(4);
+            let iters = 50;
+            let t = Instant::now();
+            run(iters);
+            let per = t.elapsed().as_secs_f64() / iters as f64;
+            let tflops = 2.0 * (rows * cols) as f64 * n as f64 / per / 1e12;
+            line += &format!(" | n={n:<4} {:>8.1} us {tflops:>6.1} TFLOPS", per * 1e6);
+        }
+        println!("{line}");
+    }
+}

@@ -40,6 +40,8 @@ enable wgpu_cooperative_matrix;
 @group(0) @binding(1) var<storage, read_write> out: array<f32>;
 
 var<workgroup> sh: array<f16, 768>;
+var<workgroup> sh2: array<vec2<f16>, 384>;
+var<workgroup> sh4: array<vec4<f16>, 192>;
 var<workgroup> sh_c: array<f32, 256>;
 
 @compute @workgroup_size(SG)
@@ -75,6 +77,24 @@ fn main(@builtin(local_invocation_index) li: u32) {
         acc = coopMultiplyAdd(a, b2, acc);
     }
     coopStore(acc, &out[1024], 16u);
+    // 9: as 3, through workgroup memory of f16 pairs (the matmul kernel's staging): the
+    // stride and the offsets count pairs (12 pairs = 24 values per padded row).
+    for (var i = li; i < 256u; i += SGu) {
+        sh2[(i / 8u) * 12u + i % 8u] = vec2<f16>(inp[2u * i], inp[2u * i + 1u]);
+    }
+    workgroupBarrier();
+    let a9 = coopLoadT<coop_mat16x16<f16, A>>(&sh2[0], 12u);
+    let b9 = coopLoad<coop_mat16x16<f16, B>>(&sh2[16u * 12u], 12u);
+    coopStore(coopMultiplyAdd(a9, b9, zero), &out[9u * 256u], 16u);
+    // 10: the same through f16 quads (6 quads per padded row).
+    for (var i = li; i < 128u; i += SGu) {
+        let v = 4u * i;
+        sh4[(i / 4u) * 6u + i % 4u] = vec4<f16>(inp[v], inp[v + 1u], inp[v + 2u], inp[v + 3u]);
+    }
+    workgroupBarrier();
+    let a10 = coopLoadT<coop_mat16x16<f16, A>>(&sh4[0], 6u);
+    let b10 = coopLoad<coop_mat16x16<f16, B>>(&sh4[16u * 6u], 6u);
+    coopStore(coopMultiplyAdd(a10, b10, zero), &out[10u * 256u], 16u);
 }
 
 // 5..8: four subgroups, each storing case 1 at the block its subgroup_id names.
@@ -112,7 +132,7 @@ fn cooperative_matrix_layouts_and_product() {
         .create_storage_buffer("coop in", bytemuck::cast_slice(&input))
         .unwrap();
     let out = ctx
-        .create_storage_buffer("coop out", &vec![0u8; 9 * 256 * 4])
+        .create_storage_buffer("coop out", &vec![0u8; 11 * 256 * 4])
         .unwrap();
     let source = SHADER
         .replace("SG)", &format!("{sg})"))
@@ -147,7 +167,7 @@ fn cooperative_matrix_layouts_and_product() {
         pass.dispatch_workgroups(1, 1, 1);
     }
     ctx.queue.submit([enc.finish()]);
-    let got = ctx.read_buffer_f32(&out, 0, 9 * 256).unwrap();
+    let got = ctx.read_buffer_f32(&out, 0, 11 * 256).unwrap();
 
     let transpose = |m: &[f32]| matrix(|i, j| m[j * N + i]);
     let want = [
@@ -161,6 +181,8 @@ fn cooperative_matrix_layouts_and_product() {
             .iter()
             .map(|v| 2.0 * v)
             .collect(),
+        transpose(&product(&x, &transpose(&y))),
+        transpose(&product(&x, &transpose(&y))),
         transpose(&product(&x, &transpose(&y))),
         transpose(&product(&x, &transpose(&y))),
         transpose(&product(&x, &transpose(&y))),

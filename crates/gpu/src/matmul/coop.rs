@@ -35,7 +35,21 @@ pub struct CoopShape {
     pub k: u32,
     /// A timing probe instead of the products (0: none; see [`COOP_PROBE_ENV`]).
     pub probe: u32,
+    /// f16 values per staging load and store (4 or 2; the most the inputs' alignment
+    /// allows, see [`CoopShape::for_input`]). Not 8: naga types a cooperative load by the
+    /// scalar its pointer points to, so the staged arrays hold f16 vectors, at most 4 wide.
+    pub unit: u32,
+    /// Workgroups numbered with the token groups varying fastest (1) or the row groups (0).
+    pub tokens_first: u32,
 }
+
+/// Environment variable choosing the tensor-core product's workgroup order (`rows`: row
+/// groups vary fastest; `tokens`: token groups; for measurements).
+pub const COOP_ORDER_ENV: &str = "WEB_RWKV_COOP_ORDER";
+
+/// Environment variable capping the tensor-core product's staging unit (4 or 2 f16 values
+/// per load and store; for measurements).
+pub const COOP_UNIT_ENV: &str = "WEB_RWKV_COOP_UNIT";
 
 /// Environment variable making the tensor-core product a timing probe with wrong results
 /// (for measurements only): `nostage` (no loads into workgroup memory), `nomma` (no
@@ -53,6 +67,8 @@ impl CoopShape {
         sgc: 2,
         k: 64,
         probe: 0,
+        unit: 4,
+        tokens_first: 1,
     };
 
     /// `SGRxSGCxK`: 1 to 4 subgroups each way, K one of 32, 64, 128.
@@ -69,8 +85,26 @@ impl CoopShape {
             sgr,
             sgc,
             k,
-            probe: 0,
+            ..CoopShape::DEFAULT
         })
+    }
+
+    /// This shape for inputs at `offset` with rows `stride` apart (f16 values): the largest
+    /// staging unit, at most this shape's, that divides both.
+    pub(super) fn for_input(self, offset: u32, stride: u32) -> CoopShape {
+        let mut unit = self.unit;
+        while unit > 2 && !(offset.is_multiple_of(unit) && stride.is_multiple_of(unit)) {
+            unit /= 2;
+        }
+        CoopShape { unit, ..self }
+    }
+
+    /// The WGSL type of a staging unit.
+    pub(super) fn unit_wgsl(&self) -> &'static str {
+        match self.unit {
+            4 => "vec4<f16>",
+            _ => "vec2<f16>",
+        }
     }
 
     /// This shape for rows of `cols` values: chunks of 32 columns where `k` does not
@@ -106,7 +140,7 @@ impl CoopShape {
         let threads = self.subgroups() * subgroup;
         [self.rows(), self.tokens()]
             .iter()
-            .all(|n| (n * self.k / 2).is_multiple_of(threads))
+            .all(|n| (n * self.k / self.unit).is_multiple_of(threads))
     }
 
     pub(super) fn from_env() -> CoopShape {
@@ -120,7 +154,20 @@ impl CoopShape {
             Ok("mmaonly") => 3,
             _ => 0,
         };
-        CoopShape { probe, ..shape }
+        let unit = match std::env::var(COOP_UNIT_ENV).as_deref() {
+            Ok("2") => 2,
+            _ => 4,
+        };
+        let tokens_first = match std::env::var(COOP_ORDER_ENV).as_deref() {
+            Ok("rows") => 0,
+            _ => 1,
+        };
+        CoopShape {
+            probe,
+            unit,
+            tokens_first,
+            ..shape
+        }
     }
 }
 
@@ -531,6 +578,7 @@ impl MatmulKernels {
             }
         }
         let f16_key = GgmlType::F16;
+        let staged = shape.for_input(x16_at.0, x16_at.1);
         Ok(CoopCall {
             convert,
             dequant,
@@ -540,7 +588,7 @@ impl MatmulKernels {
                 Kernel::Coop {
                     epilogue,
                     subgroup,
-                    shape,
+                    shape: staged,
                 },
             )?,
             sum: self.pipeline(ctx, f16_key, Kernel::CoopSum { epilogue })?,
