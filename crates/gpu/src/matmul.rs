@@ -28,9 +28,9 @@ use coop::{
     COOP_SHORT_FROM_TOKENS,
 };
 pub use coop::{
-    ConvertCall, CoopShape, CoopSplit, X16Input, COOP_F16_WEIGHTS_ENV, COOP_FROM_ENV,
-    COOP_ORDER_ENV, COOP_PROBE_ENV, COOP_SHAPE_ENV, COOP_SHORT_FROM_ENV, COOP_SPLIT_ENV,
-    COOP_UNIT_ENV,
+    ConvertCall, CoopShape, CoopSplit, X16Input, COOP_F16_WEIGHTS_ENV, COOP_FEW_K_ENV,
+    COOP_FROM_ENV, COOP_ORDER_ENV, COOP_PROBE_ENV, COOP_SHAPE_ENV, COOP_SHORT_FROM_ENV,
+    COOP_SPLIT_ENV, COOP_UNIT_ENV,
 };
 
 /// Byte offset of the token count (`u32`) in the `step_params` buffer.

@@ -43,6 +43,12 @@ pub struct CoopShape {
     pub tokens_first: u32,
 }
 
+/// Steps of at most this many tokens take [`CoopShape::for_few_tokens`].
+pub(super) const COOP_FEW_TOKENS: u32 = 64;
+
+/// Environment variable turning [`CoopShape::for_few_tokens`] off (`0`; for measurements).
+pub const COOP_FEW_K_ENV: &str = "WEB_RWKV_COOP_FEW_K";
+
 /// Environment variable choosing the tensor-core product's workgroup order (`rows`: row
 /// groups vary fastest; `tokens`: token groups; for measurements).
 pub const COOP_ORDER_ENV: &str = "WEB_RWKV_COOP_ORDER";
@@ -97,6 +103,19 @@ impl CoopShape {
             unit /= 2;
         }
         CoopShape { unit, ..self }
+    }
+
+    /// The shape for steps of at most [`COOP_FEW_TOKENS`] tokens: chunks of 32 columns
+    /// instead of 64 (on an H200, 2.9B Q4_K_M: batch 64 +5%, batch 256 and prompts slower;
+    /// the smaller staging registers let four workgroups share an SM instead of three).
+    /// `WEB_RWKV_COOP_FEW_K=0` keeps the shape.
+    pub(super) fn for_few_tokens(self) -> CoopShape {
+        let off = std::env::var(COOP_FEW_K_ENV).as_deref() == Ok("0");
+        if self.k == 64 && !off {
+            CoopShape { k: 32, ..self }
+        } else {
+            self
+        }
     }
 
     /// The WGSL type of a staging unit.
@@ -294,6 +313,9 @@ pub(super) struct CoopCall {
     convert: Option<Convert>,
     dequant: Arc<wgpu::ComputePipeline>,
     product: Arc<wgpu::ComputePipeline>,
+    /// The product for steps of at most [`COOP_FEW_TOKENS`] tokens, if another kernel
+    /// (see [`CoopShape::for_few_tokens`]).
+    product_few: Option<Arc<wgpu::ComputePipeline>>,
     /// Adds the parts of a split product (with the epilogue).
     sum: Arc<wgpu::ComputePipeline>,
     shape: CoopShape,
@@ -579,18 +601,30 @@ impl MatmulKernels {
         }
         let f16_key = GgmlType::F16;
         let staged = shape.for_input(x16_at.0, x16_at.1);
-        Ok(CoopCall {
-            convert,
-            dequant,
-            product: self.pipeline(
+        let product = |shape| {
+            self.pipeline(
                 ctx,
                 f16_key,
                 Kernel::Coop {
                     epilogue,
                     subgroup,
-                    shape: staged,
+                    shape,
                 },
-            )?,
+            )
+        };
+        // Steps of few tokens take narrower column chunks where that is a different
+        // kernel (same tiles, grid and splits: only the chunk width differs).
+        let few = staged.for_few_tokens();
+        let product_few = if few != staged {
+            Some(product(few)?)
+        } else {
+            None
+        };
+        Ok(CoopCall {
+            convert,
+            dequant,
+            product: product(staged)?,
+            product_few,
             sum: self.pipeline(ctx, f16_key, Kernel::CoopSum { epilogue })?,
             shape,
             slices,
@@ -791,7 +825,10 @@ impl CoopCall {
                 let (x, y) = split_grid(slice.units.div_ceil(256), max_groups);
                 pass.dispatch_workgroups(x, y, 1);
             }
-            pass.set_pipeline(&self.product);
+            match &self.product_few {
+                Some(few) if n <= COOP_FEW_TOKENS => pass.set_pipeline(few),
+                _ => pass.set_pipeline(&self.product),
+            }
             let (x, y) = split_grid(slice.rows.div_ceil(bm), max_groups);
             match self.split_for(slice, n, max_groups) {
                 Some(split) => {
@@ -886,6 +923,22 @@ mod tests {
         // 3 x 1 subgroups of 64 (192 threads): the 32-token tile's 512 pairs do not split.
         assert!(!CoopShape::parse("3x1x32").unwrap().splits_evenly(64));
         assert_eq!(CoopShape::DEFAULT.for_cols(96).k, 32);
+        // Few-token steps: 32-column chunks, the rest of the shape (so grid and splits) kept.
+        let few = CoopShape::DEFAULT.for_few_tokens();
+        assert_eq!(
+            few,
+            CoopShape {
+                k: 32,
+                ..CoopShape::DEFAULT
+            }
+        );
+        assert_eq!(few.rows(), CoopShape::DEFAULT.rows());
+        assert_eq!(few.tokens(), CoopShape::DEFAULT.tokens());
+        assert_eq!(few.for_few_tokens(), few);
+        // Quads where the input allows, else pairs.
+        assert_eq!(CoopShape::DEFAULT.for_input(2560, 2560).unit, 4);
+        assert_eq!(CoopShape::DEFAULT.for_input(2562, 2560).unit, 2);
+        assert_eq!(CoopShape::DEFAULT.for_input(0, 98).unit, 2);
         assert_eq!(CoopShape::DEFAULT.for_cols(2560), CoopShape::DEFAULT);
         assert_eq!(CoopShape::DEFAULT.for_cols(100), CoopShape::DEFAULT);
         // Both f16 tiles, padded rows, the epilogue tiles and the token count.
