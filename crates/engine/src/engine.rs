@@ -227,6 +227,9 @@ pub(crate) enum Op {
     /// Q8_K copies of their inputs that some of them read, where not current).
     Matmul {
         calls: Vec<MatmulCall>,
+        /// The calls' tensor-core products as one, in the steps it takes (see
+        /// [`Builder::stacked`]).
+        stacked: Option<Box<rwkv_gpu::StackedCall>>,
         quantize: Vec<QuantizeCall>,
         singles: Vec<MatvecCall>,
         tokens: Vec<TokensCall>,
@@ -325,6 +328,7 @@ impl Op {
             Op::ByRows { .. } => 0,
             Op::Matmul {
                 calls,
+                stacked,
                 quantize,
                 singles,
                 tokens,
@@ -336,7 +340,10 @@ impl Op {
                 n if takes_tokens(tokens, n) => {
                     quantize.len() + tokens.iter().map(|t| t.n_dispatches(n)).sum::<usize>()
                 }
-                n => calls.iter().map(|c| c.n_dispatches(n)).sum(),
+                n => match stacked {
+                    Some(s) if s.takes(n) => s.n_dispatches(n),
+                    _ => calls.iter().map(|c| c.n_dispatches(n)).sum(),
+                },
             },
             _ => 1,
         }
@@ -361,6 +368,7 @@ impl Op {
             Op::ByRows { .. } => {}
             Op::Matmul {
                 calls,
+                stacked,
                 quantize,
                 singles,
                 tokens,
@@ -375,7 +383,10 @@ impl Op {
                     quantize.iter().for_each(|q| q.record(pass, n));
                     tokens.iter().for_each(|t| t.record(pass, n));
                 }
-                n => calls.iter().for_each(|c| c.record(pass, n)),
+                n => match stacked {
+                    Some(s) if s.takes(n) => s.record(pass, n),
+                    _ => calls.iter().for_each(|c| c.record(pass, n)),
+                },
             },
             Op::Round { .. } if !self.round_runs(rows, out) => {}
             Op::Kernel(launch, grid) | Op::Round { launch, grid, .. } => match *grid {
@@ -448,6 +459,10 @@ fn runs(grid: Grid, rows: u32, chunks: u32) -> bool {
 /// Environment variable turning off (`0`) the shared f16 copies of activations: each
 /// tensor-core product then converts its own input (one dispatch more per product).
 pub const SHARED_X16_ENV: &str = "WEB_RWKV_SHARED_X16";
+
+/// Environment variable turning off the stacked tensor-core products (`0`: each of the r/k/v
+/// products decodes, multiplies and sums on its own; see `Builder::stacked`).
+pub const COOP_STACK_ENV: &str = "WEB_RWKV_COOP_STACK";
 
 /// Environment variable: the number of rows from which a step whose chunks all have one
 /// token (a batch of decoding sequences) runs the WKV-7 kernel in three parts (prep, scan,
@@ -1014,6 +1029,9 @@ impl Builder<'_> {
         // product takes the tensor cores) the products read.
         let mut round_ops: Vec<usize> = Vec::new();
         let mut converts: Vec<(usize, u32)> = Vec::new();
+        // The shared f16 input copy of every item, if they all read the same one (for the
+        // stacked product below).
+        let mut shared_x16: Vec<wgpu::Buffer> = Vec::new();
         for &(w, x_offset, y_offset, y_stride, epilogue) in items {
             let mode = self.mode_for(w);
             // The one-token matvec reads a copy a kernel wrote rounded (rounding it again
@@ -1041,6 +1059,9 @@ impl Builder<'_> {
             };
             let single_mode = if every_step_rounding(mode) { 0 } else { mode };
             let shared = self.x16_for(&input, x)?;
+            if let Some((buf, _)) = &shared {
+                shared_x16.push(buf.clone());
+            }
             let x16 = shared.as_ref().map(|(buf, _)| X16Input {
                 buf,
                 offset: x_offset,
@@ -1087,6 +1108,7 @@ impl Builder<'_> {
                 None => singles.push((single_mode, single_x, vec![job])),
             }
         }
+        let stacked = self.stacked(x, y, items, &calls, &shared_x16, step)?;
         let mut quantize = Vec::new();
         let mut prepared = Vec::new();
         for (mode, single_x, jobs) in &singles {
@@ -1120,6 +1142,7 @@ impl Builder<'_> {
         self.q8_fresh.retain(|(b, _)| b != y);
         self.ops.push(Op::Matmul {
             calls,
+            stacked,
             quantize,
             singles: prepared,
             tokens,
@@ -1127,6 +1150,53 @@ impl Builder<'_> {
             kind,
         });
         Ok(())
+    }
+
+    /// The products `items` (prepared as `calls`) as one stacked tensor-core product, where
+    /// they qualify ([`MatmulKernels::prepare_stacked`]): all read the same shared f16 copy
+    /// (`shared_x16`, one entry per item), whole blocks of `x`, and write consecutive blocks
+    /// of `y` with one epilogue and stride. `WEB_RWKV_COOP_STACK=0` turns it off.
+    fn stacked(
+        &self,
+        x: Act,
+        y: &wgpu::Buffer,
+        items: &[(&GpuMatrix, u32, u32, u32, Epilogue)],
+        calls: &[MatmulCall],
+        shared_x16: &[wgpu::Buffer],
+        step: &wgpu::Buffer,
+    ) -> Result<Option<Box<rwkv_gpu::StackedCall>>> {
+        let Some(&(_, _, _, y_stride, epilogue)) = items.first() else {
+            return Ok(None);
+        };
+        let same_x16 =
+            shared_x16.len() == items.len() && shared_x16.windows(2).all(|p| p[0] == p[1]);
+        let uniform = items
+            .iter()
+            .all(|&(_, _, _, s, e)| s == y_stride && e == epilogue);
+        if !same_x16 || !uniform || items.len() < 2 || !rwkv_gpu::env_on(COOP_STACK_ENV) {
+            return Ok(None);
+        }
+        let stack: Vec<(&GpuMatrix, u32, u32)> =
+            items.iter().map(|&(w, xo, yo, _, _)| (w, xo, yo)).collect();
+        let call_refs: Vec<&MatmulCall> = calls.iter().collect();
+        let x16 = X16Input {
+            buf: &shared_x16[0],
+            offset: 0,
+            stride: x.cols,
+        };
+        let stacked = self.matmul.prepare_stacked(
+            self.ctx,
+            &call_refs,
+            &stack,
+            x.rows * x.cols,
+            x16,
+            x.buf,
+            y,
+            y_stride,
+            epilogue,
+            step,
+        )?;
+        Ok(stacked.map(Box::new))
     }
 
     /// Rows per block of an activation's 8-bit copy: the most rows of the steps whose products

@@ -336,7 +336,11 @@ struct Params {
     /// The tensor-core product: parts the columns are split into (0 or 1: not split; see
     /// `matmul_coop_sum.wgsl`).
     k_split: u32,
-    pad: [u32; 3],
+    /// The tensor-core product of a stack of matrices (see `quant/params.wgsl`): rows per
+    /// matrix (0: no stack), the input block of each (8 bits each), elements per block.
+    stack_rows: u32,
+    stack_in: u32,
+    stack_block: u32,
 }
 
 struct PartCall {
@@ -365,6 +369,36 @@ pub struct MatmulCall {
     coop_from: u32,
     max_groups: u32,
     max_tokens: u32,
+}
+
+/// Products of several matrices of one type and shape, reading one shared f16 input copy
+/// and writing one output, taken as one tensor-core product in steps of `from` tokens or
+/// more (see [`MatmulKernels::prepare_stacked`]); the matrices' own [`MatmulCall`]s serve
+/// the smaller steps.
+pub struct StackedCall {
+    coop: CoopCall,
+    from: u32,
+    max_groups: u32,
+    max_tokens: u32,
+}
+
+impl StackedCall {
+    /// Whether a step of `n_tokens` tokens takes the stacked product.
+    pub fn takes(&self, n_tokens: u32) -> bool {
+        n_tokens.min(self.max_tokens) >= self.from
+    }
+
+    /// Records the stacked product for a step of `n_tokens` tokens (one it [`Self::takes`]).
+    pub fn record(&self, pass: &mut wgpu::ComputePass<'_>, n_tokens: u32) {
+        let n = n_tokens.min(self.max_tokens);
+        self.coop.record(pass, n, self.max_groups);
+    }
+
+    /// Dispatches [`Self::record`] makes for `n_tokens` tokens.
+    pub fn n_dispatches(&self, n_tokens: u32) -> usize {
+        let n = n_tokens.min(self.max_tokens);
+        self.coop.n_dispatches(n, self.max_groups)
+    }
 }
 
 /// A row lookup prepared for one weight matrix and fixed buffers.
@@ -732,6 +766,60 @@ impl MatmulKernels {
             max_tokens,
             None,
         )
+    }
+
+    /// The stacked form of `calls` (prepared with [`MatmulKernels::prepare_shared`] for the
+    /// matrices `items`, `(w, x_offset, y_offset)`, reading the shared f16 copy `x16` and
+    /// writing `y`): one weight decode per matrix into its rows of the f16 scratch, then a
+    /// single product and sum instead of one of each per matrix. Matrix g reads input block
+    /// `x_offset / block` and writes `y_offset(0) + g * block`. None where they do not
+    /// qualify (every call on the tensor-core path from the same step size, 2 to 4 matrices
+    /// of one quantized type and shape, decoded every step; see `prepare_coop_stacked`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn prepare_stacked(
+        &self,
+        ctx: &GpuContext,
+        calls: &[&MatmulCall],
+        items: &[(&GpuMatrix, u32, u32)],
+        block: u32,
+        x16: X16Input<'_>,
+        x: &wgpu::Buffer,
+        y: &wgpu::Buffer,
+        y_stride: u32,
+        epilogue: Epilogue,
+        step_params: &wgpu::Buffer,
+    ) -> Result<Option<StackedCall>, GpuError> {
+        let (Some(first), Some(subgroup)) = (calls.first(), ctx.coop_subgroup_size()) else {
+            return Ok(None);
+        };
+        let same_path = calls.len() == items.len()
+            && calls.iter().all(|c| {
+                c.coop.is_some()
+                    && c.coop_from == first.coop_from
+                    && c.max_tokens == first.max_tokens
+            });
+        if !same_path {
+            return Ok(None);
+        }
+        let io = CoopIo {
+            x,
+            x_offset: 0,
+            x_stride: x16.stride,
+            y,
+            y_offset: items[0].2,
+            y_stride,
+            step_params,
+            max_tokens: first.max_tokens,
+            x16: Some(x16),
+        };
+        Ok(self
+            .prepare_coop_stacked(ctx, items, block, &io, epilogue, subgroup)?
+            .map(|coop| StackedCall {
+                coop,
+                from: first.coop_from,
+                max_groups: first.max_groups,
+                max_tokens: first.max_tokens,
+            }))
     }
 
     /// [`MatmulKernels::prepare`], with the tensor-core path reading the f16 copy `x16` of

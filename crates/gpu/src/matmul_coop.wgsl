@@ -19,6 +19,12 @@
 // probe: see the loop); EPILOGUE; N_TOKENS_WORD. Grid: x (and y) over row groups of BM, z
 // over token groups of BN times the column parts.
 //
+// A stack (P.stack_rows = R > 0; matmul/coop.rs's prepare_coop_stacked): the slice's rows are
+// those of several matrices, R each, one after the other in W16; matrix g = row / R reads
+// block P.stack_in[g] (8 bits each) of the input, at P.in_offset + that * P.stack_block, and
+// writes block g of the output, at P.out_offset + g * P.stack_block (R is a multiple of BM,
+// so a workgroup's rows are one matrix's).
+//
 // Split columns (P.k_split = S > 1, for grids too small to fill the GPU: a 2560-row matrix
 // at 64 tokens is 40 workgroups, each walking every column): z = S x the token groups, and
 // workgroup (.., z) sums only its part z / (token groups) of the column chunks. It writes
@@ -69,13 +75,15 @@ var<workgroup> sh_n: vec4<u32>;
 var<private> pa: array<Unit, A_PT>;
 var<private> pb: array<Unit, B_PT>;
 
-fn fetch(li: u32, a_row0: u32, b_row0: u32, k0: u32) {
+// The units of the chunk at column k0 of rows a_row0.. of W16 and of tokens b_row0.. of the
+// input at x_base (elements).
+fn fetch(li: u32, a_row0: u32, b_row0: u32, k0: u32, x_base: u32) {
     let ld = P.cols / UNIT;
     for (var j = 0u; j < A_PT; j++) {
         let u = li + j * WG_SIZE;
         pa[j] = W16[(a_row0 + u / ROW_UNITS) * ld + k0 / UNIT + u % ROW_UNITS];
     }
-    let x0 = P.in_offset / UNIT + k0 / UNIT;
+    let x0 = x_base / UNIT + k0 / UNIT;
     for (var j = 0u; j < B_PT; j++) {
         let u = li + j * WG_SIZE;
         pb[j] = X16[x0 + (b_row0 + u / ROW_UNITS) * (P.in_stride / UNIT) + u % ROW_UNITS];
@@ -117,6 +125,11 @@ fn main(
     let part = select(wg.z / token_groups, lin / (token_groups * row_groups), tf);
     let t0 = select(wg.z % token_groups, lin % token_groups, tf) * BN;
     let first_row = select(wg.y * nwg.x + wg.x, (lin / token_groups) % row_groups, tf) * BM;
+    // In a stack (P.stack_rows > 0), the rows are those of matrix g of the stack, which
+    // reads block stack_in[g] of the input and writes block g of the output.
+    let g = select(0u, first_row / max(P.stack_rows, 1u), P.stack_rows != 0u);
+    let x_base = P.in_offset + ((P.stack_in >> (8u * min(g, 3u))) & 0xffu) * P.stack_block;
+    let out_base = P.out_offset + g * P.stack_block + P.row_start - g * P.stack_rows;
     // No early return for workgroups past the ends: every cooperative operation must be
     // in uniform control flow. They compute and write nothing.
     let n_here = select(0u, min(BN, n_tok - t0), t0 < n_tok);
@@ -137,7 +150,7 @@ fn main(
     var fb0 = coopLoad<coop_mat16x16<f16, B>>(&sh_b[tb * SU], SU);
     var fb1 = coopLoad<coop_mat16x16<f16, B>>(&sh_b[(tb + 16u) * SU], SU);
     if ((PROBE == 0u || PROBE == 2u) && c_begin < c_end) {
-        fetch(li, first_row, t0, c_begin * BK);
+        fetch(li, first_row, t0, c_begin * BK, x_base);
     }
     for (var chunk = c_begin; chunk < c_end; chunk++) {
         if (PROBE == 0u || PROBE == 2u) {
@@ -145,7 +158,7 @@ fn main(
         }
         workgroupBarrier();
         if ((PROBE == 0u || PROBE == 2u) && chunk + 1u < c_end) {
-            fetch(li, first_row, t0, (chunk + 1u) * BK);
+            fetch(li, first_row, t0, (chunk + 1u) * BK, x_base);
         }
         if (PROBE != 2u) {
             for (var k = 0u; k < BK; k += 16u) {
@@ -183,7 +196,7 @@ fn main(
                 if (ks > 1u) {
                     Y[((t0 + t) * ks + part) * P.rows + row] = sh_c[base + e];
                 } else {
-                    let i = P.out_offset + (t0 + t) * P.out_stride + P.row_start + row;
+                    let i = out_base + (t0 + t) * P.out_stride + row;
                     Y[i] = epilogue_of(EPILOGUE, sh_c[base + e], i);
                 }
             }

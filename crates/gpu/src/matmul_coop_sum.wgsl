@@ -24,6 +24,9 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     for (var part = 0u; part < ks; part++) {
         s += PART[first + part * P.rows];
     }
-    let i = P.out_offset + t * P.out_stride + P.row_start + row;
+    // (A stack's matrix g writes block g of the output: see matmul_coop.wgsl.)
+    let g = select(0u, row / max(P.stack_rows, 1u), P.stack_rows != 0u);
+    let i = P.out_offset + g * P.stack_block + t * P.out_stride + P.row_start + row
+        - g * P.stack_rows;
     Y[i] = epilogue_of(EPILOGUE, s, i);
 }

@@ -715,6 +715,153 @@ fn tensor_core_products_from_a_shared_f16_copy() {
 }
 
 #[test]
+fn stacked_tensor_core_products_match_separate_ones() {
+    // The r/k/v products of a layer: three matrices reading blocks 0, 2 and 3 of a 4-block
+    // activation's shared f16 copy and writing blocks 0, 1, 2 of the output, once as three
+    // products and once stacked (one decode each, one product, one sum): the same bits; with
+    // the default kernels and with every product split over its columns (the sum kernel).
+    // (Not the shared test kernels: their f16 scratch holds 64 rows, too few for a stack.)
+    let g = gpu();
+    let kernels = || {
+        MatmulKernels::new(&g.ctx)
+            .expect("kernels")
+            .with_tiled_min_rows(0)
+            .with_coop_from(16)
+    };
+    let plain = kernels();
+    let split = kernels().with_coop_split(CoopSplit {
+        max_parts: 16,
+        min_chunks: 1,
+        target_groups: 1 << 20,
+    });
+    for kernels in [&plain, &split] {
+        stacked_case(kernels);
+    }
+}
+
+fn stacked_case(kernels: &MatmulKernels) {
+    let g = gpu();
+    let names = ["receptance", "key", "value"].map(|n| format!("blk.0.time_mix_{n}.weight"));
+    let ms: Vec<TestMatrix> = names
+        .iter()
+        .map(|n| TestMatrix::from_fixture("mini-q4_k_m.gguf", n, GgmlType::Q4_K))
+        .collect();
+    let ws: Vec<_> = ms.iter().map(|m| m.upload(&g.ctx, u64::MAX)).collect();
+    let (rows, cols) = (MAX_TOKENS, ms[0].cols as u32);
+    assert_eq!(ms[0].rows as u32, cols);
+    let block = rows * cols;
+    let mut rng = Rng(91);
+    let x: Vec<f32> = (0..4 * block).map(|_| rng.nonzero()).collect();
+    let x_buf = g.ctx.create_storage_buffer("x", &f32_bytes(&x)).unwrap();
+    let x16_bytes = kernels.shared_x16_bytes(4, rows, cols) as usize;
+    let x16 = g
+        .ctx
+        .create_storage_buffer("x16", &vec![0u8; x16_bytes])
+        .unwrap();
+    let step = step_buffer(0);
+    let Some(convert) = g
+        .kernels
+        .prepare_convert(&g.ctx, &x_buf, &x16, 4, rows, cols, &step)
+        .unwrap()
+    else {
+        assert!(g.ctx.coop_subgroup_size().is_none());
+        eprintln!("no cooperative matrices: nothing to stack");
+        return;
+    };
+    let items: Vec<_> = ws
+        .iter()
+        .zip([0u32, 2, 3])
+        .enumerate()
+        .map(|(k, (w, xb))| (w, xb * block, k as u32 * block))
+        .collect();
+    let y_len = 3 * block as usize;
+    let mut outs = Vec::new();
+    for stacked in [false, true] {
+        let y = g
+            .ctx
+            .create_storage_buffer("y", &vec![0u8; y_len * 4])
+            .unwrap();
+        let calls: Vec<_> = items
+            .iter()
+            .map(|&(w, x_offset, y_offset)| {
+                let x16_in = X16Input {
+                    buf: &x16,
+                    offset: x_offset,
+                    stride: cols,
+                };
+                kernels
+                    .prepare_shared(
+                        &g.ctx,
+                        w,
+                        &x_buf,
+                        x_offset,
+                        cols,
+                        &y,
+                        y_offset,
+                        cols,
+                        Epilogue::Store,
+                        &step,
+                        rows,
+                        Some(x16_in),
+                    )
+                    .unwrap()
+            })
+            .collect();
+        let stack = stacked.then(|| {
+            let refs: Vec<_> = calls.iter().collect();
+            let plain: Vec<_> = items.iter().map(|&(w, xo, yo)| (w, xo, yo)).collect();
+            let x16_in = X16Input {
+                buf: &x16,
+                offset: 0,
+                stride: cols,
+            };
+            kernels
+                .prepare_stacked(
+                    &g.ctx,
+                    &refs,
+                    &plain,
+                    block,
+                    x16_in,
+                    &x_buf,
+                    &y,
+                    cols,
+                    Epilogue::Store,
+                    &step,
+                )
+                .unwrap()
+                .expect("three Q4_K matrices of one shape stack")
+        });
+        // 16 and 37: one token group (the few-token chunks; 16 split over columns), 70: two.
+        for n in [16, 37, 70] {
+            set_tokens(&step, n);
+            run(|pass| {
+                convert.record(pass, n);
+                match &stack {
+                    Some(s) => {
+                        assert!(s.takes(n));
+                        s.record(pass, n);
+                    }
+                    None => calls.iter().for_each(|c| c.record(pass, n)),
+                }
+            });
+            outs.push(g.ctx.read_buffer_f32(&y, 0, y_len).unwrap());
+        }
+    }
+    assert!(outs[2].iter().all(|v| v.is_finite()) && outs[2].iter().any(|v| *v != 0.0));
+    for (k, (a, b)) in outs[..3].iter().zip(&outs[3..]).enumerate() {
+        let differ = a
+            .iter()
+            .zip(b)
+            .filter(|(a, b)| a.to_bits() != b.to_bits())
+            .count();
+        assert_eq!(
+            differ, 0,
+            "case {k}: the stacked product differs in {differ} values"
+        );
+    }
+}
+
+#[test]
 fn q5_k() {
     check_fixture(
         "mini-q5_k_m.gguf",

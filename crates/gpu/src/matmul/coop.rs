@@ -374,15 +374,21 @@ impl ConvertCall {
 }
 
 struct CoopSlice {
-    /// The weight decode into the scratch (None: the product reads resident f16 rows).
-    dequant_group: Option<wgpu::BindGroup>,
+    /// The weight decodes into the scratch (none: the product reads resident f16 rows; one
+    /// per matrix of a stack).
+    decodes: Vec<Decode>,
     product_group: wgpu::BindGroup,
     rows: u32,
-    /// Decode units of the slice (one thread each).
-    units: u32,
     /// The product split over columns, one entry per part count.
     splits: Vec<SplitCall>,
     _params: wgpu::Buffer,
+}
+
+/// One weight decode into the f16 scratch, with its decode units (one thread each).
+struct Decode {
+    group: wgpu::BindGroup,
+    units: u32,
+    _params: Option<wgpu::Buffer>,
 }
 
 /// A slice's product split in `parts` parts: the product into the partial-sum scratch and
@@ -541,12 +547,20 @@ impl MatmulKernels {
                     [&part.buffer, &params, io.x, src, io.step_params],
                 )
             });
-            let product_group =
-                self.bind_group(ctx, &w.name, [src, &params, &x16, io.y, io.step_params]);
             let units = rows as u64 * w.blocks_per_row as u64 * units_per_block as u64;
             let units = u32::try_from(units).map_err(|_| {
                 GpuError::InvalidArgument(format!("matrix '{}' is too large", w.name))
             })?;
+            let decodes = dequant_group
+                .map(|group| Decode {
+                    group,
+                    units,
+                    _params: None,
+                })
+                .into_iter()
+                .collect();
+            let product_group =
+                self.bind_group(ctx, &w.name, [src, &params, &x16, io.y, io.step_params]);
             let mut splits = Vec::new();
             if let Some(part_buf) = &part_scratch {
                 for &parts in &candidates {
@@ -575,10 +589,9 @@ impl MatmulKernels {
                 }
             }
             Ok::<_, GpuError>(CoopSlice {
-                dequant_group,
+                decodes,
                 product_group,
                 rows,
-                units,
                 splits,
                 _params: params,
             })
@@ -599,8 +612,30 @@ impl MatmulKernels {
                 first += rows;
             }
         }
-        let f16_key = GgmlType::F16;
         let staged = shape.for_input(x16_at.0, x16_at.1);
+        let split = self.coop_split;
+        self.coop_call(
+            ctx, w.ty, convert, shape, staged, slices, split, part_bytes, epilogue, subgroup,
+        )
+    }
+
+    /// A [`CoopCall`] of prepared slices: the pipelines of weight type `ty`'s decode, the
+    /// product for `staged` (its staging unit settled; and for few-token steps), the sum.
+    #[allow(clippy::too_many_arguments)]
+    fn coop_call(
+        &self,
+        ctx: &GpuContext,
+        ty: GgmlType,
+        convert: Option<Convert>,
+        shape: CoopShape,
+        staged: CoopShape,
+        slices: Vec<CoopSlice>,
+        split: CoopSplit,
+        part_bytes: u64,
+        epilogue: Epilogue,
+        subgroup: u32,
+    ) -> Result<CoopCall, GpuError> {
+        let f16_key = GgmlType::F16;
         let product = |shape| {
             self.pipeline(
                 ctx,
@@ -622,7 +657,7 @@ impl MatmulKernels {
         };
         Ok(CoopCall {
             convert,
-            dequant,
+            dequant: self.pipeline(ctx, ty, Kernel::CoopDequant)?,
             product: product(staged)?,
             product_few,
             sum: self.pipeline(ctx, f16_key, Kernel::CoopSum { epilogue })?,
@@ -631,6 +666,203 @@ impl MatmulKernels {
             split,
             part_bytes,
         })
+    }
+
+    /// The tensor-core path for a stack of matrices read from one shared f16 input copy
+    /// (`io.x16`) and written to one output, as a single product (see `quant/params.wgsl`'s
+    /// stack fields): each matrix `(w, x_offset, y_offset)` is decoded into its own rows of
+    /// the f16 scratch, then one product (and one sum of its split parts) covers them all,
+    /// instead of a decode, a product and a sum per matrix. Matrix g reads input block
+    /// `x_offset / block` and writes output `y_offset`, which must be `y_offset(0) + g *
+    /// block` (`block` elements). None where the stack does not qualify: 2 to 4 matrices of
+    /// one type and shape, one part each, rows in whole workgroup tiles, decoded every step
+    /// (not F16 weights nor resident copies), all fitting the scratch.
+    pub(super) fn prepare_coop_stacked(
+        &self,
+        ctx: &GpuContext,
+        items: &[(&GpuMatrix, u32, u32)],
+        block: u32,
+        io: &CoopIo<'_>,
+        epilogue: Epilogue,
+        subgroup: u32,
+    ) -> Result<Option<CoopCall>, GpuError> {
+        let (Some(&(w0, _, y0)), Some(shared)) = (items.first(), io.x16) else {
+            return Ok(None);
+        };
+        let shape = self.coop_shape.for_cols(w0.cols);
+        let (bm, rows, cols) = (shape.rows(), w0.rows as u32, w0.cols as u32);
+        let stack_bytes = items.len() as u64 * rows as u64 * cols as u64 * 2;
+        let cap = self.coop_scratch_bytes.min(ctx.max_binding_bytes());
+        let dense_f16 = w0.ty == GgmlType::F16 && w0.row_words * 2 == w0.cols;
+        let fits = (2..=4).contains(&items.len())
+            && block > 0
+            && rows.is_multiple_of(bm)
+            && !dense_f16
+            && !self.coop_f16_weights
+            && stack_bytes <= cap
+            && items.iter().enumerate().all(|(g, &(w, x, y))| {
+                w.ty == w0.ty
+                    && (w.rows, w.cols) == (w0.rows, w0.cols)
+                    && w.parts.len() == 1
+                    && x.is_multiple_of(block)
+                    && x / block < 256
+                    && y == y0 + g as u32 * block
+            });
+        if !fits {
+            return Ok(None);
+        }
+        let units_per_block = format_wgsl(w0.ty)
+            .and_then(|f| crate::matvec::wgsl_const(f, "UNITS"))
+            .unwrap_or(1);
+        let split = self.coop_split;
+        let candidates = split.candidates(cols / shape.k);
+        let stack_rows = items.len() as u32 * rows;
+        let part_bytes = match candidates.last() {
+            Some(&most) => (most as u64 * io.max_tokens as u64 * stack_rows as u64 * 4)
+                .min(COOP_PART_BYTES)
+                .min(ctx.max_binding_bytes()),
+            None => 0,
+        };
+        let (w16, part_scratch) = {
+            let mut scratch = self.coop_scratch.lock().map_err(poisoned)?;
+            let grow = |buf: &mut Option<wgpu::Buffer>, bytes: u64, label: &str| match buf {
+                Some(b) if b.size() >= bytes => Ok(Some(b.clone())),
+                _ if bytes == 0 => Ok(None),
+                _ => {
+                    let b = ctx.create_buffer_checked(
+                        label,
+                        bytes.next_multiple_of(16),
+                        wgpu::BufferUsages::STORAGE,
+                        None,
+                    )?;
+                    *buf = Some(b.clone());
+                    Ok::<_, GpuError>(Some(b))
+                }
+            };
+            (
+                grow(&mut scratch.w16, stack_bytes, "rwkv-gpu coop weights f16")?,
+                grow(&mut scratch.part, part_bytes, "rwkv-gpu coop partial sums")?,
+            )
+        };
+        let Some(w16) = w16 else {
+            return Ok(None);
+        };
+        // Each matrix decoded into its rows of the scratch (bound from there: its decode
+        // writes rows 0.. of its binding).
+        let matrix_bytes = rows as u64 * cols as u64 * 2;
+        if !matrix_bytes
+            .is_multiple_of(ctx.device.limits().min_storage_buffer_offset_alignment as u64)
+        {
+            return Ok(None);
+        }
+        let mut decodes = Vec::new();
+        for (g, &(w, _, _)) in items.iter().enumerate() {
+            let part = &w.parts[0];
+            let params = params_buffer(
+                ctx,
+                &Params {
+                    rows,
+                    cols,
+                    blocks_per_row: w.blocks_per_row as u32,
+                    row_words: w.row_words as u32,
+                    scale_base: part.scale_base as u32,
+                    max_tokens: io.max_tokens,
+                    ..Params::default()
+                },
+            )?;
+            let target = wgpu::BufferBinding {
+                buffer: &w16,
+                offset: g as u64 * matrix_bytes,
+                size: wgpu::BufferSize::new(matrix_bytes),
+            };
+            let group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some(&w.name),
+                layout: &self.layout,
+                entries: &[
+                    super::entry(0, &part.buffer),
+                    super::entry(1, &params),
+                    super::entry(2, io.x),
+                    wgpu::BindGroupEntry {
+                        binding: 3,
+                        resource: wgpu::BindingResource::Buffer(target),
+                    },
+                    super::entry(4, io.step_params),
+                ],
+            });
+            let units = rows as u64 * w.blocks_per_row as u64 * units_per_block as u64;
+            let units = u32::try_from(units).map_err(|_| {
+                GpuError::InvalidArgument(format!("matrix '{}' is too large", w.name))
+            })?;
+            decodes.push(Decode {
+                group,
+                units,
+                _params: Some(params),
+            });
+        }
+        let stack_in = items
+            .iter()
+            .enumerate()
+            .fold(0u32, |acc, (g, &(_, x, _))| acc | (x / block) << (8 * g));
+        let product_params = Params {
+            rows: stack_rows,
+            cols,
+            in_offset: 0,
+            in_stride: shared.stride,
+            out_offset: y0,
+            out_stride: io.y_stride,
+            max_tokens: io.max_tokens,
+            stack_rows: rows,
+            stack_in,
+            stack_block: block,
+            ..Params::default()
+        };
+        let params = params_buffer(ctx, &product_params)?;
+        let x16 = shared.buf;
+        let label = &w0.name;
+        let product_group = self.bind_group(ctx, label, [&w16, &params, x16, io.y, io.step_params]);
+        let mut splits = Vec::new();
+        if let Some(part_buf) = &part_scratch {
+            for &parts in &candidates {
+                let params = params_buffer(
+                    ctx,
+                    &Params {
+                        k_split: parts,
+                        ..product_params
+                    },
+                )?;
+                splits.push(SplitCall {
+                    parts,
+                    product_group: self.bind_group(
+                        ctx,
+                        label,
+                        [&w16, &params, x16, part_buf, io.step_params],
+                    ),
+                    sum_group: self.bind_group(
+                        ctx,
+                        label,
+                        [&w16, &params, part_buf, io.y, io.step_params],
+                    ),
+                    _params: params,
+                });
+            }
+        }
+        let slices = vec![CoopSlice {
+            decodes,
+            product_group,
+            rows: stack_rows,
+            splits,
+            _params: params,
+        }];
+        // Every matrix's input offset must allow the staging unit.
+        let staged = items
+            .iter()
+            .fold(shape, |s, &(_, x, _)| s.for_input(x, shared.stride));
+        // (The stack's grid is split by the same target as one matrix's: scaling the target
+        // with the stack split 512-token prompts and lost 1-2% there and at 256 sequences.)
+        self.coop_call(
+            ctx, w0.ty, None, shape, staged, slices, split, part_bytes, epilogue, subgroup,
+        )
+        .map(Some)
     }
 
     /// A conversion to f16 into `x16` of the inputs `at` describes.
@@ -819,10 +1051,10 @@ impl CoopCall {
             convert.record(pass, n, bn);
         }
         for slice in &self.slices {
-            if let Some(group) = &slice.dequant_group {
+            for decode in &slice.decodes {
                 pass.set_pipeline(&self.dequant);
-                pass.set_bind_group(0, group, &[]);
-                let (x, y) = split_grid(slice.units.div_ceil(256), max_groups);
+                pass.set_bind_group(0, &decode.group, &[]);
+                let (x, y) = split_grid(decode.units.div_ceil(256), max_groups);
                 pass.dispatch_workgroups(x, y, 1);
             }
             match &self.product_few {
@@ -870,7 +1102,7 @@ impl CoopCall {
 
     pub(super) fn n_dispatches(&self, n: u32, max_groups: u32) -> usize {
         let split = |s: &CoopSlice| self.split_for(s, n, max_groups).is_some() as usize;
-        let decode = |s: &CoopSlice| s.dequant_group.is_some() as usize;
+        let decode = |s: &CoopSlice| s.decodes.len();
         let convert = self.convert.is_some() as usize;
         convert
             + self

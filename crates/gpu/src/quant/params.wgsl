@@ -16,9 +16,12 @@ struct Params {
     max_tokens: u32,     // the count read from the step buffer is clamped to this
     first_row: u32,      // tensor-core weight decode: the slice's first row in the part
     k_split: u32,        // tensor-core product: parts of the columns (0 or 1: not split)
-    pad2: u32,
-    pad3: u32,
-    pad4: u32,
+    // Tensor-core product of a stack of matrices (matmul_coop.wgsl): rows per matrix (0: no
+    // stack), each matrix's input block (8 bits each), and the elements per block (matrix g
+    // reads block stack_in[g] of the input and writes block g of the output).
+    stack_rows: u32,
+    stack_in: u32,
+    stack_block: u32,
 }
 
 @group(0) @binding(1) var<uniform> P: Params;
