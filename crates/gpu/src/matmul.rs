@@ -316,7 +316,7 @@ pub struct MatmulKernels {
     coop_short_from: u32,
 }
 
-/// The uniform parameters of one part (mirrors `Params` in quant/common.wgsl).
+/// The uniform parameters of one part (mirrors `Params` in quant/params.wgsl).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
 struct Params {

@@ -13,6 +13,46 @@ use gguf::GgmlType;
 use rwkv_gpu::{ContextOptions, Epilogue, GpuContext, GpuMatrix, MatmulKernels};
 use support::{synthetic_bytes, Rng};
 
+/// A product's input (`max_tokens` rows of `cols` values), output and step buffers.
+fn io_buffers(
+    ctx: &GpuContext,
+    rows: usize,
+    cols: usize,
+    max_tokens: u32,
+) -> (wgpu::Buffer, wgpu::Buffer, wgpu::Buffer) {
+    let x: Vec<f32> = (0..cols * max_tokens as usize)
+        .map(|i| ((i % 17) as f32 - 8.0) / 8.0)
+        .collect();
+    let x_buf = ctx
+        .create_storage_buffer("x", bytemuck::cast_slice(&x))
+        .unwrap();
+    let y_buf = ctx
+        .create_storage_buffer("y", &vec![0u8; rows * max_tokens as usize * 4])
+        .unwrap();
+    let step = ctx.create_storage_buffer("step", &[0u8; 16]).unwrap();
+    (x_buf, y_buf, step)
+}
+
+/// Records `record(pass, i)` for i in 0..k into one compute pass, submits it and waits.
+fn run_in_one_pass(ctx: &GpuContext, k: usize, record: impl Fn(&mut wgpu::ComputePass<'_>, usize)) {
+    let mut enc = ctx
+        .device
+        .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+    {
+        let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: None,
+            timestamp_writes: None,
+        });
+        for i in 0..k {
+            record(&mut pass, i);
+        }
+    }
+    ctx.queue.submit([enc.finish()]);
+    ctx.device
+        .poll(wgpu::PollType::wait_indefinitely())
+        .unwrap();
+}
+
 #[test]
 #[ignore = "benchmark: run with --ignored --nocapture on a real GPU"]
 fn matmul_throughput() {
@@ -45,16 +85,7 @@ fn matmul_throughput() {
         if quick && (rows, cols) != (2560, 2560) {
             continue;
         }
-        let x: Vec<f32> = (0..cols * max_tokens as usize)
-            .map(|i| ((i % 17) as f32 - 8.0) / 8.0)
-            .collect();
-        let x_buf = ctx
-            .create_storage_buffer("x", bytemuck::cast_slice(&x))
-            .unwrap();
-        let y_buf = ctx
-            .create_storage_buffer("y", &vec![0u8; rows * max_tokens as usize * 4])
-            .unwrap();
-        let step = ctx.create_storage_buffer("step", &[0u8; 16]).unwrap();
+        let (x_buf, y_buf, step) = io_buffers(&ctx, rows, cols, max_tokens);
         for ty in types {
             let bytes = synthetic_bytes(ty, rows * cols, &mut rng);
             let first = GpuMatrix::upload(&ctx, "w", ty, rows, cols, &bytes).unwrap();
@@ -90,22 +121,7 @@ fn matmul_throughput() {
             for n in [1u32, 8, 64] {
                 ctx.queue.write_buffer(&step, 0, &n.to_le_bytes());
                 let run = |k: usize| {
-                    let mut enc = ctx
-                        .device
-                        .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
-                    {
-                        let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                            label: None,
-                            timestamp_writes: None,
-                        });
-                        for i in 0..k {
-                            calls[i % calls.len()].record(&mut pass, n);
-                        }
-                    }
-                    ctx.queue.submit([enc.finish()]);
-                    ctx.device
-                        .poll(wgpu::PollType::wait_indefinitely())
-                        .unwrap();
+                    run_in_one_pass(&ctx, k, |pass, i| calls[i % calls.len()].record(pass, n))
                 };
                 run(calls.len().max(4)); // warm-up (pipelines, caches, clocks)
                 let t = Instant::now();
@@ -134,16 +150,7 @@ fn coop_product_throughput() {
     let mut rng = Rng(0x2545_F491_4F6C_DD1D);
     let max_tokens = 2048u32;
     for (rows, cols) in [(2560usize, 10240usize), (10240, 2560), (2560, 2560)] {
-        let x: Vec<f32> = (0..cols * max_tokens as usize)
-            .map(|i| ((i % 17) as f32 - 8.0) / 8.0)
-            .collect();
-        let x_buf = ctx
-            .create_storage_buffer("x", bytemuck::cast_slice(&x))
-            .unwrap();
-        let y_buf = ctx
-            .create_storage_buffer("y", &vec![0u8; rows * max_tokens as usize * 4])
-            .unwrap();
-        let step = ctx.create_storage_buffer("step", &[0u8; 16]).unwrap();
+        let (x_buf, y_buf, step) = io_buffers(&ctx, rows, cols, max_tokens);
         let bytes = synthetic_bytes(GgmlType::F16, rows * cols, &mut rng);
         let w = GpuMatrix::upload(&ctx, "w", GgmlType::F16, rows, cols, &bytes).unwrap();
         let call = kernels
@@ -164,24 +171,7 @@ fn coop_product_throughput() {
         let mut line = format!("F16 {rows:>6}x{cols:<6}");
         for n in [512u32, 2048] {
             ctx.queue.write_buffer(&step, 0, &n.to_le_bytes());
-            let run = |k: usize| {
-                let mut enc = ctx
-                    .device
-                    .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
-                {
-                    let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                        label: None,
-                        timestamp_writes: None,
-                    });
-                    for _ in 0..k {
-                        call.record(&mut pass, n);
-                    }
-                }
-                ctx.queue.submit([enc.finish()]);
-                ctx.device
-                    .poll(wgpu::PollType::wait_indefinitely())
-                    .unwrap();
-            };
+            let run = |k: usize| run_in_one_pass(&ctx, k, |pass, _| call.record(pass, n));
             run(4);
             let iters = 50;
             let t = Instant::now();

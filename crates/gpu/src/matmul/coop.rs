@@ -472,29 +472,12 @@ impl MatmulKernels {
         };
         let split = self.coop_split;
         let candidates = split.candidates(cols / shape.k);
-        // Splits are chosen for small grids only, so their partial sums stay small.
         let most_rows = w16_rows.max(rows_of(false));
-        let part_bytes = match candidates.last() {
-            Some(&most) => (most as u64 * io.max_tokens as u64 * most_rows as u64 * 4)
-                .min(COOP_PART_BYTES)
-                .min(ctx.max_binding_bytes()),
-            None => 0,
-        };
+        let part_bytes = part_scratch_bytes(ctx, &candidates, io.max_tokens, most_rows);
         let (w16, x16, part_scratch) = {
             let mut scratch = self.coop_scratch.lock().map_err(poisoned)?;
-            let grow = |buf: &mut Option<wgpu::Buffer>, bytes: u64, label: &str| match buf {
-                Some(b) if b.size() >= bytes => Ok(Some(b.clone())),
-                _ if bytes == 0 => Ok(None),
-                _ => {
-                    let b = ctx.create_buffer_checked(
-                        label,
-                        bytes.next_multiple_of(16),
-                        wgpu::BufferUsages::STORAGE,
-                        None,
-                    )?;
-                    *buf = Some(b.clone());
-                    Ok::<_, GpuError>(Some(b))
-                }
+            let grow = |buf: &mut Option<wgpu::Buffer>, bytes: u64, label: &str| {
+                grow_scratch(ctx, buf, bytes, label)
             };
             (
                 grow(&mut scratch.w16, w16_bytes, "rwkv-gpu coop weights f16")?,
@@ -561,33 +544,14 @@ impl MatmulKernels {
                 .collect();
             let product_group =
                 self.bind_group(ctx, &w.name, [src, &params, &x16, io.y, io.step_params]);
-            let mut splits = Vec::new();
-            if let Some(part_buf) = &part_scratch {
-                for &parts in &candidates {
-                    let params = params_buffer(
-                        ctx,
-                        &Params {
-                            k_split: parts,
-                            ..slice_params
-                        },
-                    )?;
-                    splits.push(SplitCall {
-                        parts,
-                        product_group: self.bind_group(
-                            ctx,
-                            &w.name,
-                            [src, &params, &x16, part_buf, io.step_params],
-                        ),
-                        // Binding 0 is unused by the sum.
-                        sum_group: self.bind_group(
-                            ctx,
-                            &w.name,
-                            [src, &params, part_buf, io.y, io.step_params],
-                        ),
-                        _params: params,
-                    });
-                }
-            }
+            let splits = self.split_calls(
+                ctx,
+                &w.name,
+                &slice_params,
+                &candidates,
+                [src, &x16, io.y, io.step_params],
+                part_scratch.as_ref(),
+            )?;
             Ok::<_, GpuError>(CoopSlice {
                 decodes,
                 product_group,
@@ -717,27 +681,11 @@ impl MatmulKernels {
         let split = self.coop_split;
         let candidates = split.candidates(cols / shape.k);
         let stack_rows = items.len() as u32 * rows;
-        let part_bytes = match candidates.last() {
-            Some(&most) => (most as u64 * io.max_tokens as u64 * stack_rows as u64 * 4)
-                .min(COOP_PART_BYTES)
-                .min(ctx.max_binding_bytes()),
-            None => 0,
-        };
+        let part_bytes = part_scratch_bytes(ctx, &candidates, io.max_tokens, stack_rows);
         let (w16, part_scratch) = {
             let mut scratch = self.coop_scratch.lock().map_err(poisoned)?;
-            let grow = |buf: &mut Option<wgpu::Buffer>, bytes: u64, label: &str| match buf {
-                Some(b) if b.size() >= bytes => Ok(Some(b.clone())),
-                _ if bytes == 0 => Ok(None),
-                _ => {
-                    let b = ctx.create_buffer_checked(
-                        label,
-                        bytes.next_multiple_of(16),
-                        wgpu::BufferUsages::STORAGE,
-                        None,
-                    )?;
-                    *buf = Some(b.clone());
-                    Ok::<_, GpuError>(Some(b))
-                }
+            let grow = |buf: &mut Option<wgpu::Buffer>, bytes: u64, label: &str| {
+                grow_scratch(ctx, buf, bytes, label)
             };
             (
                 grow(&mut scratch.w16, stack_bytes, "rwkv-gpu coop weights f16")?,
@@ -820,32 +768,14 @@ impl MatmulKernels {
         let x16 = shared.buf;
         let label = &w0.name;
         let product_group = self.bind_group(ctx, label, [&w16, &params, x16, io.y, io.step_params]);
-        let mut splits = Vec::new();
-        if let Some(part_buf) = &part_scratch {
-            for &parts in &candidates {
-                let params = params_buffer(
-                    ctx,
-                    &Params {
-                        k_split: parts,
-                        ..product_params
-                    },
-                )?;
-                splits.push(SplitCall {
-                    parts,
-                    product_group: self.bind_group(
-                        ctx,
-                        label,
-                        [&w16, &params, x16, part_buf, io.step_params],
-                    ),
-                    sum_group: self.bind_group(
-                        ctx,
-                        label,
-                        [&w16, &params, part_buf, io.y, io.step_params],
-                    ),
-                    _params: params,
-                });
-            }
-        }
+        let splits = self.split_calls(
+            ctx,
+            label,
+            &product_params,
+            &candidates,
+            [&w16, x16, io.y, io.step_params],
+            part_scratch.as_ref(),
+        )?;
         let slices = vec![CoopSlice {
             decodes,
             product_group,
@@ -863,6 +793,42 @@ impl MatmulKernels {
             ctx, w0.ty, None, shape, staged, slices, split, part_bytes, epilogue, subgroup,
         )
         .map(Some)
+    }
+
+    /// The split forms of a product with parameters `base`, one per part count of
+    /// `candidates`: the product into the partial sums `part_buf` and their sum into `y`
+    /// (`[src, x16, y, step]`: its f16 weights, f16 inputs, output and step parameters).
+    fn split_calls(
+        &self,
+        ctx: &GpuContext,
+        label: &str,
+        base: &Params,
+        candidates: &[u32],
+        [src, x16, y, step]: [&wgpu::Buffer; 4],
+        part_buf: Option<&wgpu::Buffer>,
+    ) -> Result<Vec<SplitCall>, GpuError> {
+        let Some(part_buf) = part_buf else {
+            return Ok(Vec::new());
+        };
+        candidates
+            .iter()
+            .map(|&parts| {
+                let params = params_buffer(
+                    ctx,
+                    &Params {
+                        k_split: parts,
+                        ..*base
+                    },
+                )?;
+                Ok(SplitCall {
+                    parts,
+                    product_group: self.bind_group(ctx, label, [src, &params, x16, part_buf, step]),
+                    // Binding 0 is unused by the sum.
+                    sum_group: self.bind_group(ctx, label, [src, &params, part_buf, y, step]),
+                    _params: params,
+                })
+            })
+            .collect()
     }
 
     /// A conversion to f16 into `x16` of the inputs `at` describes.
@@ -1041,6 +1007,41 @@ pub(super) fn whole_blocks(w: &GpuMatrix) -> bool {
     format_wgsl(w.ty)
         .and_then(|f| crate::matvec::wgsl_const(f, "BLOCK_ELEMS"))
         .is_some_and(|b| w.blocks_per_row * b as usize == w.cols)
+}
+
+/// `buf`, replaced by a larger buffer if it holds fewer than `bytes` (None for 0 bytes).
+fn grow_scratch(
+    ctx: &GpuContext,
+    buf: &mut Option<wgpu::Buffer>,
+    bytes: u64,
+    label: &str,
+) -> Result<Option<wgpu::Buffer>, GpuError> {
+    match buf {
+        Some(b) if b.size() >= bytes => Ok(Some(b.clone())),
+        _ if bytes == 0 => Ok(None),
+        _ => {
+            let b = ctx.create_buffer_checked(
+                label,
+                bytes.next_multiple_of(16),
+                wgpu::BufferUsages::STORAGE,
+                None,
+            )?;
+            *buf = Some(b.clone());
+            Ok(Some(b))
+        }
+    }
+}
+
+/// Bytes of partial sums a product of `rows` rows may need: its most parts for `max_tokens`
+/// tokens, within the scratch's cap (splits are chosen for small grids only, so their
+/// partial sums stay small).
+fn part_scratch_bytes(ctx: &GpuContext, candidates: &[u32], max_tokens: u32, rows: u32) -> u64 {
+    match candidates.last() {
+        Some(&most) => (most as u64 * max_tokens as u64 * rows as u64 * 4)
+            .min(COOP_PART_BYTES)
+            .min(ctx.max_binding_bytes()),
+        None => 0,
+    }
 }
 
 impl CoopCall {
