@@ -8,23 +8,13 @@ use gguf::GgufFile;
 use rwkv_engine::{Engine, EngineOptions, Logits, SlotInput};
 use rwkv_gpu::{ContextOptions, GpuContext};
 use rwkv_model::synth::{synth_gguf, SynthOptions};
-use rwkv_model::{CpuModel, Precision};
+use rwkv_model::{relative_error, CpuModel, Precision};
 
 mod support;
 use support::{context, fixtures};
 
 fn engine(file: &GgufFile, options: EngineOptions) -> Engine {
     Engine::load(context(), file, options, &mut |_, _| {}).unwrap()
-}
-
-fn relative_error(ours: &[f32], expected: &[f32]) -> f64 {
-    let diff: f64 = ours
-        .iter()
-        .zip(expected)
-        .map(|(a, b)| ((a - b) as f64).powi(2))
-        .sum();
-    let norm: f64 = expected.iter().map(|b| (*b as f64).powi(2)).sum();
-    (diff / norm).sqrt()
 }
 
 fn read_json_ids(path: PathBuf) -> Vec<u32> {

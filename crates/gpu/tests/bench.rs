@@ -33,24 +33,10 @@ fn io_buffers(
     (x_buf, y_buf, step)
 }
 
-/// Records `record(pass, i)` for i in 0..k into one compute pass, submits it and waits.
+/// Records `record(pass, i)` for i in 0..k into one compute pass, submits it and waits (the
+/// callers time it with the encoding included).
 fn run_in_one_pass(ctx: &GpuContext, k: usize, record: impl Fn(&mut wgpu::ComputePass<'_>, usize)) {
-    let mut enc = ctx
-        .device
-        .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
-    {
-        let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-            label: None,
-            timestamp_writes: None,
-        });
-        for i in 0..k {
-            record(&mut pass, i);
-        }
-    }
-    ctx.queue.submit([enc.finish()]);
-    ctx.device
-        .poll(wgpu::PollType::wait_indefinitely())
-        .unwrap();
+    support::time_pass(ctx, |pass| (0..k).for_each(|i| record(pass, i)));
 }
 
 #[test]

@@ -3,7 +3,7 @@
 //! `cargo run -p rwkv-model --release --example fixture_error -- mini-f16 [exact|llama|decode]`
 //! (`decode`: llama.cpp's arithmetic, but one token at a time as llama.cpp decodes, which
 //! shows how far llama.cpp's own batch and single-token paths are apart.)
-use rwkv_model::{CpuModel, Precision};
+use rwkv_model::{relative_error, CpuModel, Precision};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -35,14 +35,7 @@ fn main() {
     };
     let mut worst = 0.0f64;
     for (pos, ours) in logits.iter().enumerate() {
-        let exp = &expected[pos * vocab..(pos + 1) * vocab];
-        let diff: f64 = ours
-            .iter()
-            .zip(exp)
-            .map(|(a, b)| ((a - b) as f64).powi(2))
-            .sum();
-        let norm: f64 = exp.iter().map(|b| (*b as f64).powi(2)).sum();
-        let err = (diff / norm).sqrt();
+        let err = relative_error(ours, &expected[pos * vocab..(pos + 1) * vocab]);
         worst = worst.max(err);
         print!("{err:.1e} ");
     }

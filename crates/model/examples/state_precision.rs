@@ -9,7 +9,7 @@
 //! far the 16-bit runs drift from the f32 one over `EXTRA` (default 256) greedy tokens more.
 //!
 //! `cargo run -p rwkv-model --release --example state_precision [-- mini-f16 ...]`
-use rwkv_model::{CpuModel, Precision, State};
+use rwkv_model::{relative_error, CpuModel, Precision, State};
 
 const FIXTURES: [&str; 6] = [
     "mini-f16",
@@ -66,16 +66,6 @@ impl Storage {
             }
         }
     }
-}
-
-fn relative_error(ours: &[f32], expected: &[f32]) -> f64 {
-    let diff: f64 = ours
-        .iter()
-        .zip(expected)
-        .map(|(a, b)| ((a - b) as f64).powi(2))
-        .sum();
-    let norm: f64 = expected.iter().map(|b| (*b as f64).powi(2)).sum();
-    (diff / norm).sqrt()
 }
 
 fn argmax(v: &[f32]) -> u32 {

@@ -13,3 +13,15 @@ pub use cpu::{CpuModel, Precision};
 pub use error::{ModelError, Result};
 pub use spec::{Rwkv7Config, Rwkv7Spec, Rwkv7Tensors};
 pub use state::{LayerState, State};
+
+/// The relative L2 error of `ours` against `expected` (|ours - expected| / |expected|): how
+/// logits and states are compared with a reference, per position, in the tests and tools.
+pub fn relative_error(ours: &[f32], expected: &[f32]) -> f64 {
+    let diff: f64 = ours
+        .iter()
+        .zip(expected)
+        .map(|(a, b)| ((a - b) as f64).powi(2))
+        .sum();
+    let norm: f64 = expected.iter().map(|b| (*b as f64).powi(2)).sum();
+    (diff / norm).sqrt()
+}

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use gguf::GgufFile;
-use rwkv_model::{CpuModel, Precision};
+use rwkv_model::{relative_error, CpuModel, Precision};
 
 const FIXTURES: [&str; 12] = [
     "mini-f16",
@@ -38,16 +38,6 @@ fn read_logits(path: PathBuf) -> Vec<f32> {
         .chunks_exact(4)
         .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
         .collect()
-}
-
-fn relative_error(ours: &[f32], expected: &[f32]) -> f64 {
-    let diff: f64 = ours
-        .iter()
-        .zip(expected)
-        .map(|(a, b)| ((a - b) as f64).powi(2))
-        .sum();
-    let norm: f64 = expected.iter().map(|b| (*b as f64).powi(2)).sum();
-    (diff / norm).sqrt()
 }
 
 fn argmax(v: &[f32]) -> u32 {
