@@ -1118,7 +1118,7 @@ impl Builder<'_> {
                 let also = self.also_read.as_ref();
                 prepared.push(
                     self.matvec
-                        .prepare_also(self.ctx, single_x, y, *mode, jobs, also)?,
+                        .prepare(self.ctx, single_x, y, *mode, jobs, also)?,
                 );
             }
         }
@@ -1173,7 +1173,7 @@ impl Builder<'_> {
         let uniform = items
             .iter()
             .all(|&(_, _, _, s, e)| s == y_stride && e == epilogue);
-        if !same_x16 || !uniform || items.len() < 2 || !rwkv_gpu::env_on(COOP_STACK_ENV) {
+        if !same_x16 || !uniform || !rwkv_gpu::env_on(COOP_STACK_ENV) {
             return Ok(None);
         }
         let stack: Vec<(&GpuMatrix, u32, u32)> =
@@ -1283,9 +1283,7 @@ impl Builder<'_> {
         let xq = self.q8_copy(src, x, format, quantize)?;
         let jobs = self.q8_jobs(x, jobs);
         let also = self.also_read.as_ref();
-        Ok(Some(
-            self.matvec.prepare_q8_also(self.ctx, &xq, y, &jobs, also)?,
-        ))
+        Ok(Some(self.matvec.prepare_q8(self.ctx, &xq, y, &jobs, also)?))
     }
 
     /// The direct matvecs of steps of 2 to [`Builder::q8_rows`] rows for the products of
@@ -1325,7 +1323,7 @@ impl Builder<'_> {
             let Some(format) = q8(*mode) else {
                 // Rounded already: no rounding as read.
                 let input = MatvecInput::F32(src);
-                tokens.push(self.matvec.prepare_tokens_also(
+                tokens.push(self.matvec.prepare_tokens(
                     self.ctx,
                     input,
                     y,
@@ -1339,7 +1337,7 @@ impl Builder<'_> {
             let xq = self.q8_copy(src, x, format, quantize)?;
             let jobs = self.q8_jobs(x, jobs);
             let input = MatvecInput::Q8(&xq);
-            tokens.push(self.matvec.prepare_tokens_also(
+            tokens.push(self.matvec.prepare_tokens(
                 self.ctx,
                 input,
                 y,

@@ -1031,7 +1031,6 @@ fn enables_first(parts: &[&str]) -> String {
     format!("{}\n{body}", enables.join("\n"))
 }
 
-/// Header constants + common helpers + format decoders + kernel body.
 /// The WGSL of the tensor-core product (F16 weights, plain store) for subgroups of
 /// `subgroup` lanes and `shape` (for tools that inspect the compiled kernels, e.g. the
 /// `pipeline_stats` example).
@@ -1045,6 +1044,7 @@ pub fn coop_kernel_wgsl(shape: CoopShape, subgroup: u32) -> String {
     compose(GgmlType::F16, kernel, format)
 }
 
+/// Header constants + common helpers + format decoders + kernel body.
 fn compose(ty: GgmlType, kernel: Kernel, format: &str) -> String {
     let (body, input, tokens, epilogue, rpw, tpr) = match kernel {
         Kernel::Matmul {

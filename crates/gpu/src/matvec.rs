@@ -372,7 +372,7 @@ pub struct MatvecCall {
 
 impl MatvecCall {
     /// Whether every dispatch binds the read-only `also` buffer it was prepared with
-    /// (`prepare_also`, `prepare_q8_also`): the direct kernel does (binding
+    /// (the `also` of `prepare`, `prepare_q8`, `prepare_tokens`): the direct kernel does (binding
     /// [`ALSO_READ_BINDING`], never read), so wgpu moves that buffer to the read-only state
     /// at the first dispatch's barrier and a later dispatch that only reads it needs none.
     pub fn binds_also(&self) -> bool {
@@ -518,21 +518,9 @@ impl MatvecKernels {
     }
 
     /// Prepares the jobs, reading `x` and writing `y` (distinct STORAGE buffers, f32), with
-    /// activation rounding `mode` for every job.
+    /// activation rounding `mode` for every job; the direct-kernel dispatches also bind
+    /// `also` read-only where given (see [`MatvecCall::binds_also`]).
     pub fn prepare(
-        &self,
-        ctx: &GpuContext,
-        x: &wgpu::Buffer,
-        y: &wgpu::Buffer,
-        mode: u32,
-        jobs: &[MatvecJob],
-    ) -> Result<MatvecCall, GpuError> {
-        self.prepare_also(ctx, x, y, mode, jobs, None)
-    }
-
-    /// [`MatvecKernels::prepare`] whose direct-kernel dispatches also bind `also` read-only
-    /// (see [`MatvecCall::binds_also`]).
-    pub fn prepare_also(
         &self,
         ctx: &GpuContext,
         x: &wgpu::Buffer,
@@ -574,23 +562,10 @@ impl MatvecKernels {
     /// Prepares the jobs for steps of 2 to `max_tokens` (at most [`MAX_TOKENS`]) tokens with
     /// the direct kernel, which reads each weight once for all the step's tokens: token t
     /// reads x at `x_offset + t * x_stride` and writes y at `y_offset + t * y_stride`. Every
-    /// job must be one [`MatvecKernels::supports_tokens`] takes.
-    pub fn prepare_tokens(
-        &self,
-        ctx: &GpuContext,
-        input: MatvecInput,
-        y: &wgpu::Buffer,
-        mode: u32,
-        jobs: &[MatvecJob],
-        max_tokens: u32,
-    ) -> Result<TokensCall, GpuError> {
-        self.prepare_tokens_also(ctx, input, y, mode, jobs, max_tokens, None)
-    }
-
-    /// [`MatvecKernels::prepare_tokens`] whose dispatches also bind `also` read-only (see
-    /// [`MatvecCall::binds_also`]).
+    /// job must be one [`MatvecKernels::supports_tokens`] takes. The dispatches also bind
+    /// `also` read-only where given (see [`MatvecCall::binds_also`]).
     #[allow(clippy::too_many_arguments)]
-    pub fn prepare_tokens_also(
+    pub fn prepare_tokens(
         &self,
         ctx: &GpuContext,
         input: MatvecInput,
@@ -628,20 +603,9 @@ impl MatvecKernels {
     /// Prepares the jobs (matrices whose [`MatvecKernels::q8_format`] is `xq`'s, inputs at
     /// multiples of 256 values) reading the quantized input `xq` and writing `y`: the same
     /// results as [`MatvecKernels::prepare`] with the matching rounding of the f32 values `xq`
-    /// was quantized from.
-    pub fn prepare_q8(
-        &self,
-        ctx: &GpuContext,
-        xq: &Q8Input,
-        y: &wgpu::Buffer,
-        jobs: &[MatvecJob],
-    ) -> Result<MatvecCall, GpuError> {
-        self.prepare_q8_also(ctx, xq, y, jobs, None)
-    }
-
-    /// [`MatvecKernels::prepare_q8`] whose dispatches also bind `also` read-only (see
+    /// was quantized from. The dispatches also bind `also` read-only where given (see
     /// [`MatvecCall::binds_also`]).
-    pub fn prepare_q8_also(
+    pub fn prepare_q8(
         &self,
         ctx: &GpuContext,
         xq: &Q8Input,

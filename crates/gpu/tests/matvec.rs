@@ -150,9 +150,9 @@ fn check_input(
         .as_ref()
         .map(|xq| kernels.prepare_quantize(&g.ctx, &x_buf, xq).unwrap());
     let call = if let Some(xq) = &xq {
-        kernels.prepare_q8(&g.ctx, xq, &y_buf, &specs)
+        kernels.prepare_q8(&g.ctx, xq, &y_buf, &specs, None)
     } else {
-        kernels.prepare(&g.ctx, &x_buf, &y_buf, mode, &specs)
+        kernels.prepare(&g.ctx, &x_buf, &y_buf, mode, &specs, None)
     }
     .unwrap_or_else(|e| panic!("prepare: {e}"));
     let mut enc = g.ctx.device.create_command_encoder(&Default::default());
@@ -471,7 +471,7 @@ fn q8k_input_rejects_what_it_cannot_read() {
     let q4 = TestMatrix::synthetic(GgmlType::Q4_K, 4, 256, 2);
     let (wf, wq) = (f16.upload(ctx, u64::MAX), q4.upload(ctx, u64::MAX));
     let job = |w, x_offset| MatvecJob::new(w, x_offset, 0, Epilogue::Store);
-    let err = |jobs: &[MatvecJob]| match kernels.prepare_q8(ctx, &xq, &y, jobs) {
+    let err = |jobs: &[MatvecJob]| match kernels.prepare_q8(ctx, &xq, &y, jobs, None) {
         Ok(_) => panic!("prepared"),
         Err(e) => e.to_string(),
     };
@@ -482,7 +482,9 @@ fn q8k_input_rejects_what_it_cannot_read() {
     assert!(err(&[job(&wq, 100)]).contains("cannot read a Q8_K input"));
     assert!(err(&[job(&wq, 2048)]).contains("past the end"));
     assert!(Q8Input::new(ctx, "bad", 100).is_err());
-    assert!(kernels.prepare_q8(ctx, &xq, &y, &[job(&wq, 1792)]).is_ok());
+    assert!(kernels
+        .prepare_q8(ctx, &xq, &y, &[job(&wq, 1792)], None)
+        .is_ok());
 }
 
 #[test]
@@ -501,15 +503,15 @@ fn direct_dispatches_bind_the_also_buffer() {
     let (wq, w5) = (q4.upload(ctx, u64::MAX), q5.upload(ctx, u64::MAX));
     let job = |w| MatvecJob::new(w, 0, 0, Epilogue::Store);
     let direct = kernels
-        .prepare_q8_also(ctx, &xq, &y, &[job(&wq)], Some(&also))
+        .prepare_q8(ctx, &xq, &y, &[job(&wq)], Some(&also))
         .unwrap();
     assert!(direct.binds_also());
     assert!(!kernels
-        .prepare_q8(ctx, &xq, &y, &[job(&wq)])
+        .prepare_q8(ctx, &xq, &y, &[job(&wq)], None)
         .unwrap()
         .binds_also());
     let tokens = kernels
-        .prepare_tokens_also(
+        .prepare_tokens(
             ctx,
             MatvecInput::Q8(&xq),
             &y,
@@ -522,7 +524,7 @@ fn direct_dispatches_bind_the_also_buffer() {
     assert!(tokens.binds_also());
     // Q5_K has no direct kernel: its staged f32-input matvec cannot bind it.
     let staged = kernels
-        .prepare_also(ctx, &x, &y, 0, &[job(&w5)], Some(&also))
+        .prepare(ctx, &x, &y, 0, &[job(&w5)], Some(&also))
         .unwrap();
     assert!(!staged.binds_also());
 }
@@ -613,7 +615,15 @@ fn several_tokens_in_one_call() {
                 .unwrap();
             let call = g
                 .kernels
-                .prepare_tokens(ctx, input, &y_buf, mode, std::slice::from_ref(&job), max)
+                .prepare_tokens(
+                    ctx,
+                    input,
+                    &y_buf,
+                    mode,
+                    std::slice::from_ref(&job),
+                    max,
+                    None,
+                )
                 .unwrap();
             assert_eq!(call.max_tokens(), max);
             let mut enc = ctx.device.create_command_encoder(&Default::default());

@@ -121,9 +121,11 @@ fn matvec_time() {
                         let y = if chain { &outs[0] } else { &outs[i] };
                         let job = MatvecJob::new(w, 0, 0, Epilogue::Store);
                         if q8k {
-                            kernels.prepare_q8(&ctx, &xq, y, &[job]).unwrap()
+                            kernels.prepare_q8(&ctx, &xq, y, &[job], None).unwrap()
                         } else {
-                            kernels.prepare(&ctx, &x_buf, y, mode, &[job]).unwrap()
+                            kernels
+                                .prepare(&ctx, &x_buf, y, mode, &[job], None)
+                                .unwrap()
                         }
                     })
                     .collect();
@@ -158,6 +160,7 @@ fn matvec_time() {
             &y_buf,
             0,
             &[MatvecJob::new(&w, 0, 0, Epilogue::Store)],
+            None,
         )
         .unwrap();
     let run = |k: usize| {
@@ -245,13 +248,13 @@ fn matvec_tokens_time() {
                             ..MatvecJob::new(w, 0, 0, Epilogue::Store)
                         };
                         let f: Record = if n == 1 {
-                            let call = kernels.prepare_q8(&ctx, &xq, y, &[job]).unwrap();
+                            let call = kernels.prepare_q8(&ctx, &xq, y, &[job], None).unwrap();
                             Box::new(move |p| call.record(p))
                         } else {
                             let input = rwkv_gpu::MatvecInput::Q8(&xq);
                             let mode = format.rounding_mode();
                             let call = kernels
-                                .prepare_tokens(&ctx, input, y, mode, &[job], max)
+                                .prepare_tokens(&ctx, input, y, mode, &[job], max, None)
                                 .unwrap();
                             Box::new(move |p| call.record(p, n))
                         };

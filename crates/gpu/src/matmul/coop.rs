@@ -440,9 +440,6 @@ impl MatmulKernels {
         let cols = w.cols as u32;
         let shape = self.coop_shape.for_cols(w.cols);
         let (bm, bn) = (shape.rows(), shape.tokens());
-        let units_per_block = format_wgsl(w.ty)
-            .and_then(|f| crate::matvec::wgsl_const(f, "UNITS"))
-            .unwrap_or(1);
         let dequant = self.pipeline(ctx, w.ty, Kernel::CoopDequant)?;
         // Per part, f16 rows the product can read whole (the weights themselves for F16, a
         // resident copy if asked for), or None: decoded every call, slice by slice, into the
@@ -450,7 +447,7 @@ impl MatmulKernels {
         let resident = w
             .parts
             .iter()
-            .map(|part| self.resident_f16(ctx, w, part, &dequant, units_per_block))
+            .map(|part| self.resident_f16(ctx, w, part, &dequant))
             .collect::<Result<Vec<_>, _>>()?;
         // Weight rows per slice: as many as the scratch holds, in whole workgroups of rows.
         let cap = self.coop_scratch_bytes.min(ctx.max_binding_bytes());
@@ -530,10 +527,7 @@ impl MatmulKernels {
                     [&part.buffer, &params, io.x, src, io.step_params],
                 )
             });
-            let units = rows as u64 * w.blocks_per_row as u64 * units_per_block as u64;
-            let units = u32::try_from(units).map_err(|_| {
-                GpuError::InvalidArgument(format!("matrix '{}' is too large", w.name))
-            })?;
+            let units = decode_units(w, rows).ok_or_else(|| too_large(w))?;
             let decodes = dequant_group
                 .map(|group| Decode {
                     group,
@@ -657,11 +651,15 @@ impl MatmulKernels {
         let (bm, rows, cols) = (shape.rows(), w0.rows as u32, w0.cols as u32);
         let stack_bytes = items.len() as u64 * rows as u64 * cols as u64 * 2;
         let cap = self.coop_scratch_bytes.min(ctx.max_binding_bytes());
-        let dense_f16 = w0.ty == GgmlType::F16 && w0.row_words * 2 == w0.cols;
+        // Each matrix is decoded into its rows of the scratch, bound from there (its decode
+        // writes rows 0.. of its binding), so those rows must start at a binding offset.
+        let matrix_bytes = rows as u64 * cols as u64 * 2;
+        let offset_alignment = ctx.device.limits().min_storage_buffer_offset_alignment as u64;
         let fits = (2..=4).contains(&items.len())
             && block > 0
             && rows.is_multiple_of(bm)
-            && !dense_f16
+            && matrix_bytes.is_multiple_of(offset_alignment)
+            && !dense_f16(w0)
             && !self.coop_f16_weights
             && stack_bytes <= cap
             && items.iter().enumerate().all(|(g, &(w, x, y))| {
@@ -675,9 +673,6 @@ impl MatmulKernels {
         if !fits {
             return Ok(None);
         }
-        let units_per_block = format_wgsl(w0.ty)
-            .and_then(|f| crate::matvec::wgsl_const(f, "UNITS"))
-            .unwrap_or(1);
         let split = self.coop_split;
         let candidates = split.candidates(cols / shape.k);
         let stack_rows = items.len() as u32 * rows;
@@ -695,14 +690,6 @@ impl MatmulKernels {
         let Some(w16) = w16 else {
             return Ok(None);
         };
-        // Each matrix decoded into its rows of the scratch (bound from there: its decode
-        // writes rows 0.. of its binding).
-        let matrix_bytes = rows as u64 * cols as u64 * 2;
-        if !matrix_bytes
-            .is_multiple_of(ctx.device.limits().min_storage_buffer_offset_alignment as u64)
-        {
-            return Ok(None);
-        }
         let mut decodes = Vec::new();
         for (g, &(w, _, _)) in items.iter().enumerate() {
             let part = &w.parts[0];
@@ -737,10 +724,7 @@ impl MatmulKernels {
                     super::entry(4, io.step_params),
                 ],
             });
-            let units = rows as u64 * w.blocks_per_row as u64 * units_per_block as u64;
-            let units = u32::try_from(units).map_err(|_| {
-                GpuError::InvalidArgument(format!("matrix '{}' is too large", w.name))
-            })?;
+            let units = decode_units(w, rows).ok_or_else(|| too_large(w))?;
             decodes.push(Decode {
                 group,
                 units,
@@ -941,9 +925,8 @@ impl MatmulKernels {
         w: &GpuMatrix,
         part: &MatrixPart,
         dequant: &wgpu::ComputePipeline,
-        units_per_block: u32,
     ) -> Result<Option<wgpu::Buffer>, GpuError> {
-        if w.ty == GgmlType::F16 && w.row_words * 2 == w.cols {
+        if dense_f16(w) {
             return Ok(Some(part.buffer.clone()));
         }
         let bytes = part.rows as u64 * w.cols as u64 * 2;
@@ -954,8 +937,7 @@ impl MatmulKernels {
         if let Some(b) = scratch.resident.get(&part.buffer) {
             return Ok(Some(b.clone()));
         }
-        let units = part.rows as u64 * w.blocks_per_row as u64 * units_per_block as u64;
-        let Ok(units) = u32::try_from(units) else {
+        let Some(units) = decode_units(w, part.rows as u32) else {
             return Ok(None);
         };
         let copy = ctx.create_buffer_checked(
@@ -1007,6 +989,24 @@ pub(super) fn whole_blocks(w: &GpuMatrix) -> bool {
     format_wgsl(w.ty)
         .and_then(|f| crate::matvec::wgsl_const(f, "BLOCK_ELEMS"))
         .is_some_and(|b| w.blocks_per_row * b as usize == w.cols)
+}
+
+/// Whether `w`'s rows are plain f16 values the product can read as they are.
+fn dense_f16(w: &GpuMatrix) -> bool {
+    w.ty == GgmlType::F16 && w.row_words * 2 == w.cols
+}
+
+/// Threads of the weight decode (`matmul_coop_dequant.wgsl`, one per decode unit) for `rows`
+/// rows of `w`; None past what a u32 counts.
+fn decode_units(w: &GpuMatrix, rows: u32) -> Option<u32> {
+    let per_block = format_wgsl(w.ty)
+        .and_then(|f| crate::matvec::wgsl_const(f, "UNITS"))
+        .unwrap_or(1);
+    u32::try_from(rows as u64 * w.blocks_per_row as u64 * per_block as u64).ok()
+}
+
+fn too_large(w: &GpuMatrix) -> GpuError {
+    GpuError::InvalidArgument(format!("matrix '{}' is too large", w.name))
 }
 
 /// `buf`, replaced by a larger buffer if it holds fewer than `bytes` (None for 0 bytes).
