@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 use gguf::GgufFile;
 use rwkv_gpu::{
     ConvertCall, Epilogue, GetRowsCall, GpuContext, GpuMatrix, MatmulCall, MatmulKernels,
-    MatvecCall, MatvecInput, MatvecJob, MatvecKernels, Q8Format, Q8Input, QuantizeCall, TokensCall,
-    X16Input,
+    MatvecCall, MatvecInput, MatvecJob, MatvecKernels, Q8Format, Q8Input, QuantizeCall, StackItem,
+    StackedF16, TokensCall, X16Input,
 };
 use rwkv_model::{Rwkv7Config, Rwkv7Spec};
 
@@ -468,6 +468,15 @@ pub const COOP_STACK_ENV: &str = "WEB_RWKV_COOP_STACK";
 /// token (a batch of decoding sequences) runs the WKV-7 kernel in three parts (prep, scan,
 /// post) instead of the one-token kernel.
 pub const WKV_SPLIT_FROM_ENV: &str = "WEB_RWKV_WKV_SPLIT_FROM";
+
+/// Each LoRA's values in a row of the hidden vectors start at a multiple of this, so that a
+/// stacked product's row tiles (64 rows) hold one LoRA's rows (`LayerWeights::lora1_stack`).
+pub const LORA_ALIGN: usize = 64;
+
+/// A LoRA rank padded to [`LORA_ALIGN`].
+fn lora_padded(rank: usize) -> u32 {
+    rank.next_multiple_of(LORA_ALIGN) as u32
+}
 
 /// Whether each layer's first LoRA products run beside its r/k/v products, which they do
 /// not wait for (`WEB_RWKV_LORA_BESIDE=0`: after them, for measurements). wgpu puts a
@@ -999,20 +1008,23 @@ impl Builder<'_> {
     ) -> Result<()> {
         let kind = weight_kind(&w.name);
         let x_offset = xb * x.rows * x.cols;
-        self.matmul_group(x, y, &[(w, x_offset, y_offset, y_stride, epilogue)], kind)
+        let item = (w, x_offset, y_offset, y_stride, epilogue);
+        self.matmul_group(x, y, &[item], kind, None)
     }
 
     /// Appends products that read the same activation `x` and write the same buffer `y`,
     /// each `(W, x offset, y offset, y stride, epilogue)`: `y[y offset + t * y stride..]
     /// (op)= W x[x offset + t * x.cols..]` (W's columns may be fewer than `x.cols`: part of
     /// a row), as one op: in one-token steps their matvecs share dispatches where they can,
-    /// and none waits for another.
+    /// and none waits for another; in steps on tensor cores one stacked product where they
+    /// qualify (see [`Builder::stacked`]; `source`: the F16 rows of all the items, stacked).
     fn matmul_group(
         &mut self,
         x: Act,
         y: (&'static str, &wgpu::Buffer),
         items: &[(&GpuMatrix, u32, u32, u32, Epilogue)],
         kind: String,
+        source: Option<&StackedF16>,
     ) -> Result<()> {
         let (y_name, y) = y;
         let (step, grid) = if x.out {
@@ -1108,7 +1120,7 @@ impl Builder<'_> {
                 None => singles.push((single_mode, single_x, vec![job])),
             }
         }
-        let stacked = self.stacked(x, y, items, &calls, &shared_x16, step)?;
+        let stacked = self.stacked(x, y, items, &calls, &shared_x16, step, source)?;
         let mut quantize = Vec::new();
         let mut prepared = Vec::new();
         for (mode, single_x, jobs) in &singles {
@@ -1154,8 +1166,10 @@ impl Builder<'_> {
 
     /// The products `items` (prepared as `calls`) as one stacked tensor-core product, where
     /// they qualify ([`MatmulKernels::prepare_stacked`]): all read the same shared f16 copy
-    /// (`shared_x16`, one entry per item), whole blocks of `x`, and write consecutive blocks
-    /// of `y` with one epilogue and stride. `WEB_RWKV_COOP_STACK=0` turns it off.
+    /// (`shared_x16`, one entry per item), whole blocks of `x`, and write `y` with one
+    /// stride; from `source`'s rows if given, else each decoded every step.
+    /// `WEB_RWKV_COOP_STACK=0` turns it off.
+    #[allow(clippy::too_many_arguments)]
     fn stacked(
         &self,
         x: Act,
@@ -1164,20 +1178,26 @@ impl Builder<'_> {
         calls: &[MatmulCall],
         shared_x16: &[wgpu::Buffer],
         step: &wgpu::Buffer,
+        source: Option<&StackedF16>,
     ) -> Result<Option<Box<rwkv_gpu::StackedCall>>> {
-        let Some(&(_, _, _, y_stride, epilogue)) = items.first() else {
+        let Some(&(_, _, _, y_stride, _)) = items.first() else {
             return Ok(None);
         };
         let same_x16 =
             shared_x16.len() == items.len() && shared_x16.windows(2).all(|p| p[0] == p[1]);
-        let uniform = items
-            .iter()
-            .all(|&(_, _, _, s, e)| s == y_stride && e == epilogue);
-        if !same_x16 || !uniform || !rwkv_gpu::env_on(COOP_STACK_ENV) {
+        let one_stride = items.iter().all(|&(_, _, _, s, _)| s == y_stride);
+        if !same_x16 || !one_stride || !rwkv_gpu::env_on(COOP_STACK_ENV) {
             return Ok(None);
         }
-        let stack: Vec<(&GpuMatrix, u32, u32)> =
-            items.iter().map(|&(w, xo, yo, _, _)| (w, xo, yo)).collect();
+        let stack: Vec<StackItem> = items
+            .iter()
+            .map(|&(w, x_offset, y_offset, _, epilogue)| StackItem {
+                w,
+                x_offset,
+                y_offset,
+                epilogue,
+            })
+            .collect();
         let call_refs: Vec<&MatmulCall> = calls.iter().collect();
         let x16 = X16Input {
             buf: &shared_x16[0],
@@ -1193,8 +1213,8 @@ impl Builder<'_> {
             x.buf,
             y,
             y_stride,
-            epilogue,
             step,
+            source,
         )?;
         Ok(stacked.map(Box::new))
     }
@@ -1442,19 +1462,20 @@ impl Engine {
         let ffn_in = storage(&ctx, "ffn lerp", f32s(r * d))?;
         let rkv = storage(&ctx, "rkv", f32s(3 * r * d))?;
         // LoRA hidden vectors, [rows][n_hidden]: a row holds decay, iclr, gate and value
-        // residual one after the other (from hidden_starts), so that one rounding pass
-        // covers all four for the second products.
+        // residual one after the other (from hidden_starts, each rank padded to LORA_ALIGN
+        // values), so that one rounding pass covers all four for the second products and
+        // one stacked product can write all four (see `LayerWeights::lora1_stack`).
         let ranks = [c.decay_lora, c.iclr_lora, c.gate_lora, c.value_lora];
-        let n_hidden = ranks.iter().sum::<usize>();
-        if n_hidden > 1024 {
+        if ranks.iter().sum::<usize>() > 1024 {
             return Err(EngineError::Unsupported(format!(
                 "LoRA ranks {ranks:?} add up to more than the WKV kernel's 1024"
             )));
         }
         let mut hidden_starts = [0u32; 4];
         for k in 1..4 {
-            hidden_starts[k] = hidden_starts[k - 1] + ranks[k - 1] as u32;
+            hidden_starts[k] = hidden_starts[k - 1] + lora_padded(ranks[k - 1]);
         }
+        let n_hidden = (hidden_starts[3] + lora_padded(ranks[3])) as usize;
         // One per layer where the LoRA products run beside the r/k/v products (see
         // `lora_beside`): a buffer's first use in a command buffer needs no barrier inside
         // it, where writing a buffer that an earlier dispatch read does.
@@ -1658,6 +1679,7 @@ impl Engine {
                 ("rkv", &rkv),
                 &rkv_items,
                 "time_mix_rkv".into(),
+                None,
             )?;
             if let Some(touch_at) = touch_at {
                 // Only for steps whose r/k/v matvecs did not bind it (one-token steps and
@@ -1679,6 +1701,7 @@ impl Engine {
                 ("hidden", hidden),
                 &lora_items,
                 "time_mix_lora".into(),
+                lw.lora1_stack.as_ref(),
             )?;
             // The second ones: in steps of at least lora2_from rows, matrix products into
             // lora_sums, as one op (with the rounding of `hidden` it needs); in the others
@@ -1699,6 +1722,7 @@ impl Engine {
                     ("lora_sums", sums),
                     &items,
                     "time_mix_lora2".into(),
+                    None,
                 )?;
                 b.by_rows(start, lora2_from, true);
             }
@@ -1731,6 +1755,7 @@ impl Engine {
                     out_mode,
                     round_hidden: (lw.lora2_f16 && options.llama_cpp_rounding) as u32,
                     hidden_stride: n_hidden as u32,
+                    hidden_starts,
                 },
             );
             let n_head = c.n_head as u32;
@@ -2030,10 +2055,10 @@ impl Engine {
         self.weights.gpu_bytes(&self.config)
     }
 
-    /// Bytes of weights a step reads at most: all of them, less the second copy of the
-    /// second LoRA matrices (a step reads one of the two).
+    /// Bytes of weights a step reads at most: all of them, less the second copies of LoRA
+    /// matrices (a step reads one of the two; see `ModelWeights::second_copy_bytes`).
     pub fn weight_bytes_read(&self) -> u64 {
-        self.weight_bytes() - self.weights.lora2_copy_bytes()
+        self.weight_bytes() - self.weights.second_copy_bytes()
     }
 
     /// Bytes of everything the engine holds on the GPU: weights, states, activations.

@@ -2,7 +2,7 @@
 //! ([`GpuMatrix`]); the small per-channel vectors are decoded to f32 and packed.
 
 use gguf::{GgufFile, TensorInfo};
-use rwkv_gpu::{GpuContext, GpuMatrix};
+use rwkv_gpu::{GpuContext, GpuMatrix, StackedF16};
 use rwkv_model::{Rwkv7Config, Rwkv7Spec};
 
 use crate::error::{EngineError, Result};
@@ -47,6 +47,11 @@ pub struct LayerWeights {
     pub g1: GpuMatrix,
     /// Value-residual LoRA; absent in the first layer.
     pub v1: Option<GpuMatrix>,
+    /// The first LoRA matrices (w1, a1, g1, then v1 where present) stacked in one F16 matrix,
+    /// each padded to [`crate::engine::LORA_ALIGN`] rows, for the one tensor-core product
+    /// that computes all four in steps of many tokens; None without cooperative matrices,
+    /// where they are not all F16, or with `WEB_RWKV_COOP_STACK=0`.
+    pub lora1_stack: Option<StackedF16>,
     pub ffn_key: GpuMatrix,
     pub ffn_value: GpuMatrix,
 }
@@ -110,6 +115,12 @@ impl ModelWeights {
                 .flatten()
                 .collect();
                 let (lora2, lora2_f16, lora2_offsets, lora2_ranks) = up.lora2(&second, c.n_embd)?;
+                let first: Vec<&TensorInfo> = [Some(&l.w1), Some(&l.a1), Some(&l.g1)]
+                    .into_iter()
+                    .chain([l.v.as_ref().map(|v| &v.1)])
+                    .flatten()
+                    .collect();
+                let lora1_stack = up.lora1_stack(&first)?;
                 Ok(LayerWeights {
                     att_norm_w: up.f32_buffer(&l.att_norm.0)?,
                     att_norm_b: up.f32_buffer(&l.att_norm.1)?,
@@ -134,6 +145,7 @@ impl ModelWeights {
                     a1: up.matrix(&l.a1)?,
                     g1: up.matrix(&l.g1)?,
                     v1: l.v.as_ref().map(|v| up.matrix(&v.1)).transpose()?,
+                    lora1_stack,
                     ffn_key: up.matrix(&l.ffn_key)?,
                     ffn_value: up.matrix(&l.ffn_value)?,
                 })
@@ -150,10 +162,10 @@ impl ModelWeights {
         })
     }
 
-    /// Bytes of all weights on the GPU.
-    /// Bytes of the second LoRA matrices kept twice (transposed for the WKV kernels, as
-    /// matrices for steps of many tokens): a step reads one copy or the other.
-    pub fn lora2_copy_bytes(&self) -> u64 {
+    /// Bytes of the LoRA matrices kept twice: the second ones (transposed for the WKV
+    /// kernels, as matrices for steps of many tokens) and the first ones' stacked copy
+    /// ([`LayerWeights::lora1_stack`]). A step reads one copy or the other.
+    pub fn second_copy_bytes(&self) -> u64 {
         self.layers
             .iter()
             .map(|l| {
@@ -162,10 +174,12 @@ impl ModelWeights {
                     .chain(&l.v2)
                     .map(GpuMatrix::gpu_bytes)
                     .sum::<u64>()
+                    + l.lora1_stack.as_ref().map_or(0, |s| s.matrix.gpu_bytes())
             })
             .sum()
     }
 
+    /// Bytes of all weights on the GPU.
     pub fn gpu_bytes(&self, config: &Rwkv7Config) -> u64 {
         let vec_bytes = (config.n_embd * 4) as u64;
         let per_layer_vecs = vec_bytes * (4 + 6 + 1 + 8);
@@ -194,6 +208,7 @@ impl ModelWeights {
                     .map(GpuMatrix::gpu_bytes)
                     .sum::<u64>();
             total += l.lora2.size();
+            total += l.lora1_stack.as_ref().map_or(0, |s| s.matrix.gpu_bytes());
         }
         total
     }
@@ -267,6 +282,33 @@ impl Uploader<'_> {
         };
         let buffer = self.ctx.create_storage_buffer("lora2", &bytes)?;
         Ok((buffer, f16, offsets, ranks))
+    }
+
+    /// The first LoRA matrices `ts` stacked in one F16 matrix (see
+    /// [`LayerWeights::lora1_stack`]), where the device multiplies on tensor cores and all
+    /// are F16 rows of one width.
+    fn lora1_stack(&self, ts: &[&TensorInfo]) -> Result<Option<StackedF16>> {
+        let width = ts.first().map(|t| t.row_len());
+        let stackable = self.ctx.coop_subgroup_size().is_some()
+            && rwkv_gpu::env_on(crate::engine::COOP_STACK_ENV)
+            && ts
+                .iter()
+                .all(|t| t.ty == gguf::GgmlType::F16 && Some(t.row_len()) == width);
+        let (true, Some(cols)) = (stackable, width) else {
+            return Ok(None);
+        };
+        let mats: Vec<(&[u8], usize)> = ts
+            .iter()
+            .map(|t| (self.file.tensor_bytes(t), t.n_rows() as usize))
+            .collect();
+        let name = format!("{} (stacked first LoRAs)", ts[0].name);
+        Ok(Some(StackedF16::upload(
+            self.ctx,
+            &name,
+            cols as usize,
+            &mats,
+            crate::engine::LORA_ALIGN,
+        )?))
     }
 
     fn matrix(&mut self, t: &TensorInfo) -> Result<GpuMatrix> {

@@ -649,7 +649,8 @@ fn kernels_build_with_and_without_subgroups() {
 #[test]
 fn weight_bytes_read_count_each_weight_once() {
     // The second LoRA matrices are on the GPU twice (transposed for the WKV kernels, as
-    // matrices for long steps); what a step reads counts them once, so it comes to about
+    // matrices for long steps), and the first ones too where the device has tensor cores
+    // (stacked for one product); what a step reads counts them once, so it comes to about
     // the file's tensor bytes (the per-channel vectors are stored as f32 either way; here
     // read is 0.4% under them, held 1.5% over).
     let file = support::fixture("mini-f16.gguf");

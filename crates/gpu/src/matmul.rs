@@ -19,7 +19,7 @@ use gguf::GgmlType;
 use crate::context::GpuContext;
 use crate::env::{env_parse, env_set};
 use crate::error::GpuError;
-use crate::weights::{GpuFormat, GpuMatrix};
+use crate::weights::{GpuFormat, GpuMatrix, StackedF16};
 
 mod coop;
 
@@ -336,11 +336,15 @@ struct Params {
     /// The tensor-core product: parts the columns are split into (0 or 1: not split; see
     /// `matmul_coop_sum.wgsl`).
     k_split: u32,
-    /// The tensor-core product of a stack of matrices (see `quant/params.wgsl`): rows per
-    /// matrix (0: no stack), the input block of each (8 bits each), elements per block.
-    stack_rows: u32,
+    /// The tensor-core product of a stack of matrices (see `quant/params.wgsl`): the input
+    /// block of each (8 bits each), elements per block, the epilogue of each (4 bits each),
+    /// the matrices' row ends (0 first: no stack; the last and unused ones `u32::MAX`), and
+    /// what is added (wrapping) to each matrix's output index.
     stack_in: u32,
     stack_block: u32,
+    stack_epilogues: u32,
+    stack_ends: [u32; 4],
+    stack_shift: [u32; 4],
 }
 
 struct PartCall {
@@ -375,6 +379,17 @@ pub struct MatmulCall {
 /// and writing one output, taken as one tensor-core product in steps of `from` tokens or
 /// more (see [`MatmulKernels::prepare_stacked`]); the matrices' own [`MatmulCall`]s serve
 /// the smaller steps.
+/// One matrix of a stacked product ([`MatmulKernels::prepare_stacked`]): its inputs from
+/// `x_offset` (a whole block of the shared f16 copy), its outputs from `y_offset`, and what
+/// is done with its sums.
+#[derive(Clone, Copy)]
+pub struct StackItem<'a> {
+    pub w: &'a GpuMatrix,
+    pub x_offset: u32,
+    pub y_offset: u32,
+    pub epilogue: Epilogue,
+}
+
 pub struct StackedCall {
     coop: CoopCall,
     from: u32,
@@ -769,27 +784,30 @@ impl MatmulKernels {
     }
 
     /// The stacked form of `calls` (prepared with [`MatmulKernels::prepare_shared`] for the
-    /// matrices `items`, `(w, x_offset, y_offset)`, reading the shared f16 copy `x16` and
-    /// writing `y`): one weight decode per matrix into its rows of the f16 scratch, then a
-    /// single product and sum instead of one of each per matrix. Matrix g reads input block
-    /// `x_offset / block` and writes `y_offset(0) + g * block`. None where they do not
-    /// qualify (every call on the tensor-core path from the same step size, 2 to 4 matrices
-    /// of one quantized type and shape, decoded every step; see `prepare_coop_stacked`).
+    /// matrices of `items`, reading the shared f16 copy `x16` and writing `y` with stride
+    /// `y_stride`): a single product and sum instead of one of each per matrix. Its f16 rows
+    /// are `source`'s, or without one each matrix's, decoded every step into its rows of the
+    /// f16 scratch. Matrix g reads input block `x_offset / block` and writes from
+    /// `y_offset`, with its own epilogue. None where they do not qualify (every call on the
+    /// tensor-core path from the same step size, 2 to 4 matrices; see
+    /// `prepare_coop_stacked`).
     #[allow(clippy::too_many_arguments)]
     pub fn prepare_stacked(
         &self,
         ctx: &GpuContext,
         calls: &[&MatmulCall],
-        items: &[(&GpuMatrix, u32, u32)],
+        items: &[StackItem<'_>],
         block: u32,
         x16: X16Input<'_>,
         x: &wgpu::Buffer,
         y: &wgpu::Buffer,
         y_stride: u32,
-        epilogue: Epilogue,
         step_params: &wgpu::Buffer,
+        source: Option<&StackedF16>,
     ) -> Result<Option<StackedCall>, GpuError> {
-        let (Some(first), Some(subgroup)) = (calls.first(), ctx.coop_subgroup_size()) else {
+        let (Some(first), Some(item), Some(subgroup)) =
+            (calls.first(), items.first(), ctx.coop_subgroup_size())
+        else {
             return Ok(None);
         };
         let same_path = calls.len() == items.len()
@@ -806,14 +824,14 @@ impl MatmulKernels {
             x_offset: 0,
             x_stride: x16.stride,
             y,
-            y_offset: items[0].2,
+            y_offset: item.y_offset,
             y_stride,
             step_params,
             max_tokens: first.max_tokens,
             x16: Some(x16),
         };
         Ok(self
-            .prepare_coop_stacked(ctx, items, block, &io, epilogue, subgroup)?
+            .prepare_coop_stacked(ctx, items, block, &io, subgroup, source)?
             .map(|coop| StackedCall {
                 coop,
                 from: first.coop_from,

@@ -19,11 +19,12 @@
 // probe: see the loop); EPILOGUE; N_TOKENS_WORD. Grid: x (and y) over row groups of BM, z
 // over token groups of BN times the column parts.
 //
-// A stack (P.stack_rows = R > 0; matmul/coop.rs's prepare_coop_stacked): the slice's rows are
-// those of several matrices, R each, one after the other in W16; matrix g = row / R reads
-// block P.stack_in[g] (8 bits each) of the input, at P.in_offset + that * P.stack_block, and
-// writes block g of the output, at P.out_offset + g * P.stack_block (R is a multiple of BM,
-// so a workgroup's rows are one matrix's).
+// A stack (P.stack_ends.x > 0; matmul/coop.rs's prepare_coop_stacked): the slice's rows are
+// those of several matrices, one after the other in W16; matrix g = stack_matrix(row) (rows
+// up to P.stack_ends[g]) reads block P.stack_in[g] (8 bits each) of the input, at
+// P.in_offset + that * P.stack_block, writes its rows at P.stack_shift[g] + row (plus the
+// token's stride), and has its own epilogue (stack_epilogue). Every matrix starts at a
+// multiple of BM, so a workgroup's rows are one matrix's.
 //
 // Split columns (P.k_split = S > 1, for grids too small to fill the GPU: a 2560-row matrix
 // at 64 tokens is 40 workgroups, each walking every column): z = S x the token groups, and
@@ -125,11 +126,12 @@ fn main(
     let part = select(wg.z / token_groups, lin / (token_groups * row_groups), tf);
     let t0 = select(wg.z % token_groups, lin % token_groups, tf) * BN;
     let first_row = select(wg.y * nwg.x + wg.x, (lin / token_groups) % row_groups, tf) * BM;
-    // In a stack (P.stack_rows > 0), the rows are those of matrix g of the stack, which
-    // reads block stack_in[g] of the input and writes block g of the output.
-    let g = select(0u, first_row / max(P.stack_rows, 1u), P.stack_rows != 0u);
-    let x_base = P.in_offset + ((P.stack_in >> (8u * min(g, 3u))) & 0xffu) * P.stack_block;
-    let out_base = P.out_offset + g * P.stack_block + P.row_start - g * P.stack_rows;
+    // In a stack, the rows are those of matrix g, which reads block stack_in[g] of the
+    // input and writes from stack_shift[g] (both 0 outside a stack).
+    let g = stack_matrix(first_row);
+    let x_base = P.in_offset + ((P.stack_in >> (8u * g)) & 0xffu) * P.stack_block;
+    let out_base = P.out_offset + P.row_start + P.stack_shift[g];
+    let epilogue = stack_epilogue(g, EPILOGUE);
     // No early return for workgroups past the ends: every cooperative operation must be
     // in uniform control flow. They compute and write nothing.
     let n_here = select(0u, min(BN, n_tok - t0), t0 < n_tok);
@@ -197,7 +199,7 @@ fn main(
                     Y[((t0 + t) * ks + part) * P.rows + row] = sh_c[base + e];
                 } else {
                     let i = out_base + (t0 + t) * P.out_stride + row;
-                    Y[i] = epilogue_of(EPILOGUE, sh_c[base + e], i);
+                    Y[i] = epilogue_of(epilogue, sh_c[base + e], i);
                 }
             }
         }

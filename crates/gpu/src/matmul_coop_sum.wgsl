@@ -24,9 +24,8 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     for (var part = 0u; part < ks; part++) {
         s += PART[first + part * P.rows];
     }
-    // (A stack's matrix g writes block g of the output: see matmul_coop.wgsl.)
-    let g = select(0u, row / max(P.stack_rows, 1u), P.stack_rows != 0u);
-    let i = P.out_offset + g * P.stack_block + t * P.out_stride + P.row_start + row
-        - g * P.stack_rows;
-    Y[i] = epilogue_of(EPILOGUE, s, i);
+    // (A stack's matrix g writes from stack_shift[g]: see matmul_coop.wgsl.)
+    let g = stack_matrix(row);
+    let i = P.out_offset + P.row_start + P.stack_shift[g] + t * P.out_stride + row;
+    Y[i] = epilogue_of(stack_epilogue(g, EPILOGUE), s, i);
 }

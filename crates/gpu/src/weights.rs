@@ -302,3 +302,50 @@ mod tests {
         assert_eq!(out, want);
     }
 }
+
+/// The rows of several F16 matrices of one width in one dense F16 matrix, for a stacked
+/// tensor-core product to read as they are ([`crate::MatmulKernels::prepare_stacked`]):
+/// matrix g's rows from row `starts[g]`, each matrix's rows padded with zero rows to a
+/// multiple of the alignment (so that a product's row tile holds one matrix's rows).
+#[derive(Debug)]
+pub struct StackedF16 {
+    pub matrix: GpuMatrix,
+    pub starts: Vec<u32>,
+}
+
+impl StackedF16 {
+    /// Uploads `mats` (raw F16 bytes, `rows x cols` values each, row-major) one after the
+    /// other, each padded to a multiple of `align` rows.
+    pub fn upload(
+        ctx: &GpuContext,
+        name: &str,
+        cols: usize,
+        mats: &[(&[u8], usize)],
+        align: usize,
+    ) -> Result<StackedF16, GpuError> {
+        let row_bytes = cols * 2;
+        let align = align.max(1);
+        let mut bytes = Vec::new();
+        let mut starts = Vec::with_capacity(mats.len());
+        for &(m, rows) in mats {
+            if m.len() != rows * row_bytes {
+                return Err(GpuError::InvalidArgument(format!(
+                    "{name}: {} bytes for {rows} F16 rows of {cols} values",
+                    m.len()
+                )));
+            }
+            let start = bytes.len() / row_bytes;
+            starts.push(u32::try_from(start).map_err(|_| {
+                GpuError::InvalidArgument(format!("{name}: too many rows to stack"))
+            })?);
+            bytes.extend_from_slice(m);
+            bytes.resize(
+                rows.next_multiple_of(align) * row_bytes + start * row_bytes,
+                0,
+            );
+        }
+        let rows = bytes.len() / row_bytes.max(1);
+        let matrix = GpuMatrix::upload(ctx, name, GgmlType::F16, rows, cols, &bytes)?;
+        Ok(StackedF16 { matrix, starts })
+    }
+}

@@ -9,8 +9,8 @@ mod support;
 
 use gguf::GgmlType;
 use rwkv_gpu::{
-    ContextOptions, CoopSplit, Epilogue, GpuContext, GpuError, GpuMatrix, MatmulKernels, TileShape,
-    X16Input, STEP_N_TOKENS_OFFSET, TILED_FROM_TOKENS,
+    ContextOptions, CoopSplit, Epilogue, GpuContext, GpuError, GpuMatrix, MatmulKernels, StackItem,
+    StackedF16, TileShape, X16Input, STEP_N_TOKENS_OFFSET, TILED_FROM_TOKENS,
 };
 use support::{Rng, TestMatrix};
 
@@ -772,7 +772,12 @@ fn stacked_case(kernels: &MatmulKernels) {
         .iter()
         .zip([0u32, 2, 3])
         .enumerate()
-        .map(|(k, (w, xb))| (w, xb * block, k as u32 * block))
+        .map(|(k, (w, xb))| StackItem {
+            w,
+            x_offset: xb * block,
+            y_offset: k as u32 * block,
+            epilogue: Epilogue::Store,
+        })
         .collect();
     let y_len = 3 * block as usize;
     let mut outs = Vec::new();
@@ -783,7 +788,8 @@ fn stacked_case(kernels: &MatmulKernels) {
             .unwrap();
         let calls: Vec<_> = items
             .iter()
-            .map(|&(w, x_offset, y_offset)| {
+            .map(|it| {
+                let (w, x_offset, y_offset) = (it.w, it.x_offset, it.y_offset);
                 let x16_in = X16Input {
                     buf: &x16,
                     offset: x_offset,
@@ -809,7 +815,6 @@ fn stacked_case(kernels: &MatmulKernels) {
             .collect();
         let stack = stacked.then(|| {
             let refs: Vec<_> = calls.iter().collect();
-            let plain: Vec<_> = items.iter().map(|&(w, xo, yo)| (w, xo, yo)).collect();
             let x16_in = X16Input {
                 buf: &x16,
                 offset: 0,
@@ -817,16 +822,7 @@ fn stacked_case(kernels: &MatmulKernels) {
             };
             kernels
                 .prepare_stacked(
-                    &g.ctx,
-                    &refs,
-                    &plain,
-                    block,
-                    x16_in,
-                    &x_buf,
-                    &y,
-                    cols,
-                    Epilogue::Store,
-                    &step,
+                    &g.ctx, &refs, &items, block, x16_in, &x_buf, &y, cols, &step, None,
                 )
                 .unwrap()
                 .expect("three Q4_K matrices of one shape stack")
@@ -858,6 +854,173 @@ fn stacked_case(kernels: &MatmulKernels) {
             differ, 0,
             "case {k}: the stacked product differs in {differ} values"
         );
+    }
+}
+
+#[test]
+fn stacked_f16_rows_match_separate_products() {
+    // The first LoRA products of a layer: four F16 matrices of 24, 40, 64 and 8 rows reading
+    // blocks 1, 4, 5 and 3 of a 6-block activation's shared f16 copy, each with its own
+    // epilogue (Add reads the output), writing their rows of one output whose layout pads
+    // each to 64 rows; once as four products and once as one product over a stacked F16
+    // copy (rows padded with zeros): the same bits in every matrix's rows, unsplit and with
+    // every product split over its columns.
+    let g = gpu();
+    let kernels = |max_parts| {
+        MatmulKernels::new(&g.ctx)
+            .expect("kernels")
+            .with_tiled_min_rows(0)
+            .with_coop_from(16)
+            .with_coop_split(CoopSplit {
+                max_parts,
+                min_chunks: 1,
+                target_groups: 1 << 20,
+            })
+    };
+    let (rows, cols) = (MAX_TOKENS, 256u32);
+    let shapes = [
+        (24usize, 1u32, Epilogue::Tanh),
+        (40, 4, Epilogue::Add),
+        (64, 5, Epilogue::Sigmoid),
+        (8, 3, Epilogue::Store),
+    ];
+    let ms: Vec<TestMatrix> = shapes
+        .iter()
+        .enumerate()
+        .map(|(k, &(r, _, _))| {
+            TestMatrix::synthetic(GgmlType::F16, r, cols as usize, 40 + k as u64)
+        })
+        .collect();
+    let ws: Vec<_> = ms.iter().map(|m| m.upload(&g.ctx, u64::MAX)).collect();
+    let mats: Vec<(&[u8], usize)> = ms.iter().map(|m| (&m.bytes[..], m.rows)).collect();
+    let source = StackedF16::upload(&g.ctx, "stack", cols as usize, &mats, 64).unwrap();
+    assert_eq!(source.starts, [0, 64, 128, 192]);
+    assert_eq!(source.matrix.rows, 256);
+    let y_stride = 256u32;
+    let block = rows * cols;
+    let mut rng = Rng(17);
+    let x: Vec<f32> = (0..6 * block).map(|_| rng.nonzero()).collect();
+    let x_buf = g.ctx.create_storage_buffer("x", &f32_bytes(&x)).unwrap();
+    let y0: Vec<f32> = (0..rows * y_stride).map(|_| rng.nonzero()).collect();
+    for max_parts in [1, 16] {
+        let kernels = kernels(max_parts);
+        let x16 = g
+            .ctx
+            .create_storage_buffer(
+                "x16",
+                &vec![0u8; kernels.shared_x16_bytes(6, rows, cols) as usize],
+            )
+            .unwrap();
+        let step = step_buffer(0);
+        let Some(convert) = kernels
+            .prepare_convert(&g.ctx, &x_buf, &x16, 6, rows, cols, &step)
+            .unwrap()
+        else {
+            assert!(g.ctx.coop_subgroup_size().is_none());
+            eprintln!("no cooperative matrices: nothing to stack");
+            return;
+        };
+        let items: Vec<StackItem> = ws
+            .iter()
+            .zip(&shapes)
+            .zip(&source.starts)
+            .map(|((w, &(_, xb, epilogue)), &start)| StackItem {
+                w,
+                x_offset: xb * block,
+                y_offset: start,
+                epilogue,
+            })
+            .collect();
+        let mut outs = Vec::new();
+        for stacked in [false, true] {
+            let y = g.ctx.create_storage_buffer("y", &f32_bytes(&y0)).unwrap();
+            let calls: Vec<_> = items
+                .iter()
+                .map(|it| {
+                    let x16_in = X16Input {
+                        buf: &x16,
+                        offset: it.x_offset,
+                        stride: cols,
+                    };
+                    kernels
+                        .prepare_shared(
+                            &g.ctx,
+                            it.w,
+                            &x_buf,
+                            it.x_offset,
+                            cols,
+                            &y,
+                            it.y_offset,
+                            y_stride,
+                            it.epilogue,
+                            &step,
+                            rows,
+                            Some(x16_in),
+                        )
+                        .unwrap()
+                })
+                .collect();
+            let stack = stacked.then(|| {
+                let refs: Vec<_> = calls.iter().collect();
+                let x16_in = X16Input {
+                    buf: &x16,
+                    offset: 0,
+                    stride: cols,
+                };
+                kernels
+                    .prepare_stacked(
+                        &g.ctx,
+                        &refs,
+                        &items,
+                        block,
+                        x16_in,
+                        &x_buf,
+                        &y,
+                        y_stride,
+                        &step,
+                        Some(&source),
+                    )
+                    .unwrap()
+                    .expect("four F16 matrices stack from their stacked copy")
+            });
+            let n = 37;
+            set_tokens(&step, n);
+            run(|pass| {
+                convert.record(pass, n);
+                match &stack {
+                    Some(s) => s.record(pass, n),
+                    None => calls.iter().for_each(|c| c.record(pass, n)),
+                }
+            });
+            outs.push(g.ctx.read_buffer_f32(&y, 0, y0.len()).unwrap());
+        }
+        let (a, b) = (&outs[0], &outs[1]);
+        let mut checked = 0;
+        for t in 0..37usize {
+            for (&(r, _, _), &start) in shapes.iter().zip(&source.starts) {
+                for row in 0..r {
+                    let i = t * y_stride as usize + start as usize + row;
+                    assert_eq!(
+                        a[i].to_bits(),
+                        b[i].to_bits(),
+                        "{max_parts} parts: token {t}, row {row} from {start}: {} against {}",
+                        a[i],
+                        b[i]
+                    );
+                    assert_ne!(
+                        a[i],
+                        y0[i],
+                        "token {t}, row {} was not written",
+                        start as usize + row
+                    );
+                    checked += 1;
+                }
+            }
+        }
+        assert_eq!(checked, 37 * 136);
+        // Tokens past the step's are not written.
+        assert_eq!(a[37 * y_stride as usize..], y0[37 * y_stride as usize..]);
+        assert_eq!(b[37 * y_stride as usize..], y0[37 * y_stride as usize..]);
     }
 }
 

@@ -87,6 +87,8 @@ pub struct Wkv7Params {
     pub out_mode: u32,
     pub round_hidden: u32,
     pub hidden_stride: u32,
+    /// Where each LoRA's values start in a row of `hidden` (decay, iclr, gate, value).
+    pub hidden_starts: [u32; 4],
 }
 
 /// Compiled pipelines of the model's own kernels.

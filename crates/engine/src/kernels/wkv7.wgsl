@@ -54,8 +54,10 @@ struct Params {
     out_mode: u32,
     // 1: hidden values are rounded to f16 as ggml does for an F16 product.
     round_hidden: u32,
-    // Values per row of `hidden` (the model's four ranks added up).
+    // Values per row of `hidden`, and where each LoRA's start in a row (each rank padded:
+    // see the engine's LORA_ALIGN).
     hidden_stride: u32,
+    hidden_starts: vec4<u32>,
 }
 
 // Per-layer vectors, each `dim` long, in this order.
@@ -74,7 +76,7 @@ const LN_B: u32 = 7u;
 // [3][rows][dim]: receptance, key, value projections.
 @group(0) @binding(3) var<storage, read> rkv: array<f32>;
 // LoRA hidden vectors, [rows][hidden_stride]: each row holds decay (after tanh), iclr, gate
-// (after sigmoid) and value residual one after the other.
+// (after sigmoid) and value residual one after the other, from p.hidden_starts.
 @group(0) @binding(4) var<storage, read> hidden: array<f32>;
 // Transposed second LoRA weights, [rank][dim] each (f16 pairs or f32).
 @group(0) @binding(5) var<storage, read> lora_w: array<u32>;
@@ -293,7 +295,8 @@ fn token_inputs(t: u32, row: u32, idx: u32, cv: ChannelVecs, vec_mode: bool) -> 
     let rk = p.ranks;
     let has_v = rk.w != 0u;
     let n_hidden = rk.x + rk.y + rk.z + rk.w;
-    // Start of each LoRA's hidden values in sh_hidden (and in the token's row of `hidden`).
+    // Start of each LoRA's hidden values in sh_hidden (packed; in the token's row of
+    // `hidden` they start at p.hidden_starts).
     let hb = vec4<u32>(0u, rk.x, rk.x + rk.y, rk.x + rk.y + rk.z);
     // Where the weights of channels (2 pr, 2 pr + 1) of this head start in each LoRA.
     let wb = p.weight_offsets + vec4<u32>(head * HEAD_SIZE + 2u * pr);
@@ -301,7 +304,8 @@ fn token_inputs(t: u32, row: u32, idx: u32, cv: ChannelVecs, vec_mode: bool) -> 
 
     // 1. The token's hidden vectors, rounded for the F16 products.
     for (var h = t; h < n_hidden; h += WG) {
-        let v = hidden[row * p.hidden_stride + h];
+        let lora = u32(h >= hb.y) + u32(h >= hb.z) + u32(h >= hb.w);
+        let v = hidden[row * p.hidden_stride + p.hidden_starts[lora] + h - hb[lora]];
         sh_hidden[h] = select(v, round_f16(v), p.round_hidden == 1u);
     }
     let r = rkv[idx];

@@ -10,11 +10,11 @@ use gguf::GgmlType;
 
 use super::{
     format_wgsl, params_buffer, poisoned, split_grid, Epilogue, Kernel, MatmulKernels, Params,
-    TILED_FROM_TOKENS,
+    StackItem, TILED_FROM_TOKENS,
 };
 use crate::context::GpuContext;
 use crate::error::GpuError;
-use crate::weights::{GpuMatrix, MatrixPart};
+use crate::weights::{GpuMatrix, MatrixPart, StackedF16};
 
 /// The tensor-core path (`matmul_coop*.wgsl`): the most bytes of f16 weight rows decoded at
 /// a time (larger matrices are multiplied in slices of rows, so the scratch stays small).
@@ -628,136 +628,154 @@ impl MatmulKernels {
 
     /// The tensor-core path for a stack of matrices read from one shared f16 input copy
     /// (`io.x16`) and written to one output, as a single product (see `quant/params.wgsl`'s
-    /// stack fields): each matrix `(w, x_offset, y_offset)` is decoded into its own rows of
-    /// the f16 scratch, then one product (and one sum of its split parts) covers them all,
-    /// instead of a decode, a product and a sum per matrix. Matrix g reads input block
-    /// `x_offset / block` and writes output `y_offset`, which must be `y_offset(0) + g *
-    /// block` (`block` elements). None where the stack does not qualify: 2 to 4 matrices of
-    /// one type and shape, one part each, rows in whole workgroup tiles, decoded every step
-    /// (not F16 weights nor resident copies), all fitting the scratch.
+    /// stack fields) instead of a product and a sum per matrix. Its f16 rows are `source`'s
+    /// (matrix g's from `source.starts[g]`), or each matrix decoded every step into its own
+    /// rows of the f16 scratch. Matrix g reads input block `x_offset / block` and writes
+    /// from `y_offset`, with its own epilogue. None where the stack does not qualify: 2 to 4
+    /// matrices of one width reading whole input blocks, each matrix's rows starting at a
+    /// multiple of the product's row tile; decoded, of one type and shape, one part each,
+    /// not F16 weights nor resident copies, all fitting the scratch; from `source`, the
+    /// rows between two matrices' (its padding, computed too) landing between their
+    /// outputs.
     pub(super) fn prepare_coop_stacked(
         &self,
         ctx: &GpuContext,
-        items: &[(&GpuMatrix, u32, u32)],
+        items: &[StackItem<'_>],
         block: u32,
         io: &CoopIo<'_>,
-        epilogue: Epilogue,
         subgroup: u32,
+        source: Option<&StackedF16>,
     ) -> Result<Option<CoopCall>, GpuError> {
-        let (Some(&(w0, _, y0)), Some(shared)) = (items.first(), io.x16) else {
+        let (Some(first), Some(shared)) = (items.first(), io.x16) else {
             return Ok(None);
         };
+        let w0 = first.w;
         let shape = self.coop_shape.for_cols(w0.cols);
-        let (bm, rows, cols) = (shape.rows(), w0.rows as u32, w0.cols as u32);
-        let stack_bytes = items.len() as u64 * rows as u64 * cols as u64 * 2;
-        let cap = self.coop_scratch_bytes.min(ctx.max_binding_bytes());
-        // Each matrix is decoded into its rows of the scratch, bound from there (its decode
-        // writes rows 0.. of its binding), so those rows must start at a binding offset.
-        let matrix_bytes = rows as u64 * cols as u64 * 2;
-        let offset_alignment = ctx.device.limits().min_storage_buffer_offset_alignment as u64;
-        let fits = (2..=4).contains(&items.len())
+        let (bm, cols) = (shape.rows(), w0.cols as u32);
+        let inputs_fit = (2..=4).contains(&items.len())
             && block > 0
-            && rows.is_multiple_of(bm)
-            && matrix_bytes.is_multiple_of(offset_alignment)
-            && !dense_f16(w0)
-            && !self.coop_f16_weights
-            && stack_bytes <= cap
-            && items.iter().enumerate().all(|(g, &(w, x, y))| {
-                w.ty == w0.ty
-                    && (w.rows, w.cols) == (w0.rows, w0.cols)
-                    && w.parts.len() == 1
-                    && x.is_multiple_of(block)
-                    && x / block < 256
-                    && y == y0 + g as u32 * block
+            && items.iter().all(|it| {
+                it.w.cols == w0.cols
+                    && it.x_offset.is_multiple_of(block)
+                    && it.x_offset / block < 256
             });
-        if !fits {
+        if !inputs_fit {
             return Ok(None);
         }
+        // Where each matrix's rows start in the product's f16 rows, and how many those are.
+        let (starts, stack_rows) = match source {
+            Some(s) => {
+                let m = &s.matrix;
+                let ends = s.starts.iter().skip(1).copied().chain([m.rows as u32]);
+                let fits = dense_f16(m)
+                    && m.parts.len() == 1
+                    && m.cols == w0.cols
+                    && s.starts.len() == items.len()
+                    && s.starts[0] == 0
+                    && s.starts.iter().all(|r| r.is_multiple_of(bm))
+                    && items
+                        .iter()
+                        .zip(s.starts.iter().zip(ends))
+                        .all(|(it, (&a, b))| {
+                            a as usize + it.w.rows <= b as usize
+                                && it.y_offset.wrapping_sub(first.y_offset) == a
+                        });
+                if !fits {
+                    return Ok(None);
+                }
+                (s.starts.clone(), m.rows as u32)
+            }
+            None => {
+                let rows = w0.rows as u32;
+                let matrix_bytes = rows as u64 * cols as u64 * 2;
+                let offset_alignment =
+                    ctx.device.limits().min_storage_buffer_offset_alignment as u64;
+                let cap = self.coop_scratch_bytes.min(ctx.max_binding_bytes());
+                // Each matrix is decoded into its rows of the scratch, bound from there (its
+                // decode writes rows 0.. of its binding), so those rows must start at a
+                // binding offset.
+                let fits = rows.is_multiple_of(bm)
+                    && matrix_bytes.is_multiple_of(offset_alignment)
+                    && !dense_f16(w0)
+                    && !self.coop_f16_weights
+                    && items.len() as u64 * matrix_bytes <= cap
+                    && items.iter().all(|it| {
+                        it.w.ty == w0.ty
+                            && (it.w.rows, it.w.cols) == (w0.rows, w0.cols)
+                            && it.w.parts.len() == 1
+                    });
+                if !fits {
+                    return Ok(None);
+                }
+                let starts = (0..items.len() as u32).map(|g| g * rows).collect();
+                (starts, items.len() as u32 * rows)
+            }
+        };
         let split = self.coop_split;
         let candidates = split.candidates(cols / shape.k);
-        let stack_rows = items.len() as u32 * rows;
         let part_bytes = part_scratch_bytes(ctx, &candidates, io.max_tokens, stack_rows);
+        let decoded_bytes = match source {
+            Some(_) => 0,
+            None => stack_rows as u64 * cols as u64 * 2,
+        };
         let (w16, part_scratch) = {
             let mut scratch = self.coop_scratch.lock().map_err(poisoned)?;
             let grow = |buf: &mut Option<wgpu::Buffer>, bytes: u64, label: &str| {
                 grow_scratch(ctx, buf, bytes, label)
             };
             (
-                grow(&mut scratch.w16, stack_bytes, "rwkv-gpu coop weights f16")?,
+                grow(&mut scratch.w16, decoded_bytes, "rwkv-gpu coop weights f16")?,
                 grow(&mut scratch.part, part_bytes, "rwkv-gpu coop partial sums")?,
             )
         };
-        let Some(w16) = w16 else {
-            return Ok(None);
+        let (src, decodes) = match (source, w16) {
+            (Some(s), _) => (s.matrix.parts[0].buffer.clone(), Vec::new()),
+            (None, Some(w16)) => {
+                let decodes = items
+                    .iter()
+                    .zip(&starts)
+                    .map(|(it, &start)| self.stack_decode(ctx, it.w, &w16, start, io))
+                    .collect::<Result<Vec<_>, _>>()?;
+                (w16, decodes)
+            }
+            (None, None) => return Ok(None),
         };
-        let mut decodes = Vec::new();
-        for (g, &(w, _, _)) in items.iter().enumerate() {
-            let part = &w.parts[0];
-            let params = params_buffer(
-                ctx,
-                &Params {
-                    rows,
-                    cols,
-                    blocks_per_row: w.blocks_per_row as u32,
-                    row_words: w.row_words as u32,
-                    scale_base: part.scale_base as u32,
-                    max_tokens: io.max_tokens,
-                    ..Params::default()
-                },
-            )?;
-            let target = wgpu::BufferBinding {
-                buffer: &w16,
-                offset: g as u64 * matrix_bytes,
-                size: wgpu::BufferSize::new(matrix_bytes),
-            };
-            let group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
-                label: Some(&w.name),
-                layout: &self.layout,
-                entries: &[
-                    super::entry(0, &part.buffer),
-                    super::entry(1, &params),
-                    super::entry(2, io.x),
-                    wgpu::BindGroupEntry {
-                        binding: 3,
-                        resource: wgpu::BindingResource::Buffer(target),
-                    },
-                    super::entry(4, io.step_params),
-                ],
-            });
-            let units = decode_units(w, rows).ok_or_else(|| too_large(w))?;
-            decodes.push(Decode {
-                group,
-                units,
-                _params: Some(params),
-            });
+        let mut stack_ends = [u32::MAX; 4];
+        let mut stack_shift = [0u32; 4];
+        let mut stack_in = 0u32;
+        let mut stack_epilogues = 0u32;
+        for (g, it) in items.iter().enumerate() {
+            if let Some(&next) = starts.get(g + 1) {
+                stack_ends[g] = next;
+            }
+            stack_shift[g] = it.y_offset.wrapping_sub(starts[g]);
+            stack_in |= (it.x_offset / block) << (8 * g);
+            stack_epilogues |= it.epilogue.id() << (4 * g);
         }
-        let stack_in = items
-            .iter()
-            .enumerate()
-            .fold(0u32, |acc, (g, &(_, x, _))| acc | (x / block) << (8 * g));
         let product_params = Params {
             rows: stack_rows,
             cols,
             in_offset: 0,
             in_stride: shared.stride,
-            out_offset: y0,
             out_stride: io.y_stride,
             max_tokens: io.max_tokens,
-            stack_rows: rows,
             stack_in,
             stack_block: block,
+            stack_epilogues,
+            stack_ends,
+            stack_shift,
             ..Params::default()
         };
         let params = params_buffer(ctx, &product_params)?;
         let x16 = shared.buf;
         let label = &w0.name;
-        let product_group = self.bind_group(ctx, label, [&w16, &params, x16, io.y, io.step_params]);
+        let product_group = self.bind_group(ctx, label, [&src, &params, x16, io.y, io.step_params]);
         let splits = self.split_calls(
             ctx,
             label,
             &product_params,
             &candidates,
-            [&w16, x16, io.y, io.step_params],
+            [&src, x16, io.y, io.step_params],
             part_scratch.as_ref(),
         )?;
         let slices = vec![CoopSlice {
@@ -770,13 +788,75 @@ impl MatmulKernels {
         // Every matrix's input offset must allow the staging unit.
         let staged = items
             .iter()
-            .fold(shape, |s, &(_, x, _)| s.for_input(x, shared.stride));
+            .fold(shape, |s, it| s.for_input(it.x_offset, shared.stride));
         // (The stack's grid is split by the same target as one matrix's: scaling the target
         // with the stack split 512-token prompts and lost 1-2% there and at 256 sequences.)
+        // The epilogues are the stack's own (the pipeline's is not used).
         self.coop_call(
-            ctx, w0.ty, None, shape, staged, slices, split, part_bytes, epilogue, subgroup,
+            ctx,
+            w0.ty,
+            None,
+            shape,
+            staged,
+            slices,
+            split,
+            part_bytes,
+            Epilogue::Store,
+            subgroup,
         )
         .map(Some)
+    }
+
+    /// The decode of matrix `w` of a stack into its rows of the f16 scratch `w16`, from row
+    /// `start` (bound from there: its decode writes rows 0.. of its binding).
+    fn stack_decode(
+        &self,
+        ctx: &GpuContext,
+        w: &GpuMatrix,
+        w16: &wgpu::Buffer,
+        start: u32,
+        io: &CoopIo<'_>,
+    ) -> Result<Decode, GpuError> {
+        let part = &w.parts[0];
+        let (rows, cols) = (w.rows as u32, w.cols as u32);
+        let matrix_bytes = rows as u64 * cols as u64 * 2;
+        let params = params_buffer(
+            ctx,
+            &Params {
+                rows,
+                cols,
+                blocks_per_row: w.blocks_per_row as u32,
+                row_words: w.row_words as u32,
+                scale_base: part.scale_base as u32,
+                max_tokens: io.max_tokens,
+                ..Params::default()
+            },
+        )?;
+        let target = wgpu::BufferBinding {
+            buffer: w16,
+            offset: start as u64 * cols as u64 * 2,
+            size: wgpu::BufferSize::new(matrix_bytes),
+        };
+        let group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(&w.name),
+            layout: &self.layout,
+            entries: &[
+                super::entry(0, &part.buffer),
+                super::entry(1, &params),
+                super::entry(2, io.x),
+                wgpu::BindGroupEntry {
+                    binding: 3,
+                    resource: wgpu::BindingResource::Buffer(target),
+                },
+                super::entry(4, io.step_params),
+            ],
+        });
+        let units = decode_units(w, rows).ok_or_else(|| too_large(w))?;
+        Ok(Decode {
+            group,
+            units,
+            _params: Some(params),
+        })
     }
 
     /// The split forms of a product with parameters `base`, one per part count of

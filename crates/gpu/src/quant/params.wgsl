@@ -16,12 +16,26 @@ struct Params {
     max_tokens: u32,     // the count read from the step buffer is clamped to this
     first_row: u32,      // tensor-core weight decode: the slice's first row in the part
     k_split: u32,        // tensor-core product: parts of the columns (0 or 1: not split)
-    // Tensor-core product of a stack of matrices (matmul_coop.wgsl): rows per matrix (0: no
-    // stack), each matrix's input block (8 bits each), and the elements per block (matrix g
-    // reads block stack_in[g] of the input and writes block g of the output).
-    stack_rows: u32,
+    // Tensor-core product of a stack of matrices (matmul_coop.wgsl): each matrix's input
+    // block (8 bits each), the elements per block, and each matrix's epilogue (4 bits each);
+    // the row where each matrix ends (x = 0: no stack; the last one and unused ones
+    // 0xffffffff), and what is added (wrapping) to matrix g's output index.
     stack_in: u32,
     stack_block: u32,
+    stack_epilogues: u32,
+    stack_ends: vec4<u32>,
+    stack_shift: vec4<u32>,
 }
 
 @group(0) @binding(1) var<uniform> P: Params;
+
+// The matrix of a stack that row `row` of the product belongs to (0 outside a stack).
+fn stack_matrix(row: u32) -> u32 {
+    let e = P.stack_ends;
+    return select(0u, u32(row >= e.x) + u32(row >= e.y) + u32(row >= e.z), e.x != 0u);
+}
+
+// The epilogue of matrix g of a stack, else `kind` (the pipeline's).
+fn stack_epilogue(g: u32, kind: u32) -> u32 {
+    return select(kind, (P.stack_epilogues >> (4u * g)) & 0xfu, P.stack_ends.x != 0u);
+}
