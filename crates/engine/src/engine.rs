@@ -473,6 +473,14 @@ pub const WKV_SPLIT_FROM_ENV: &str = "WEB_RWKV_WKV_SPLIT_FROM";
 /// stacked product's row tiles (64 rows) hold one LoRA's rows (`LayerWeights::lora1_stack`).
 pub const LORA_ALIGN: usize = 64;
 
+fn gcd(a: u32, b: u32) -> u32 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
 /// A LoRA rank padded to [`LORA_ALIGN`].
 fn lora_padded(rank: usize) -> u32 {
     rank.next_multiple_of(LORA_ALIGN) as u32
@@ -1166,8 +1174,8 @@ impl Builder<'_> {
 
     /// The products `items` (prepared as `calls`) as one stacked tensor-core product, where
     /// they qualify ([`MatmulKernels::prepare_stacked`]): all read the same shared f16 copy
-    /// (`shared_x16`, one entry per item), whole blocks of `x`, and write `y` with one
-    /// stride; from `source`'s rows if given, else each decoded every step.
+    /// (`shared_x16`, one entry per item) and write `y` with one stride; from `source`'s
+    /// rows if given, else each decoded every step.
     /// `WEB_RWKV_COOP_STACK=0` turns it off.
     #[allow(clippy::too_many_arguments)]
     fn stacked(
@@ -1204,17 +1212,13 @@ impl Builder<'_> {
             offset: 0,
             stride: x.cols,
         };
+        // The input's blocks: whole blocks of x, or parts of a row where the items read
+        // those (the second LoRA products, each its part of a hidden row).
+        let block = stack
+            .iter()
+            .fold(x.rows * x.cols, |b, it| gcd(b, it.x_offset));
         let stacked = self.matmul.prepare_stacked(
-            self.ctx,
-            &call_refs,
-            &stack,
-            x.rows * x.cols,
-            x16,
-            x.buf,
-            y,
-            y_stride,
-            step,
-            source,
+            self.ctx, &call_refs, &stack, block, x16, x.buf, y, y_stride, step, source,
         )?;
         Ok(stacked.map(Box::new))
     }
@@ -1722,7 +1726,7 @@ impl Engine {
                     ("lora_sums", sums),
                     &items,
                     "time_mix_lora2".into(),
-                    None,
+                    lw.lora2_stack.as_ref(),
                 )?;
                 b.by_rows(start, lora2_from, true);
             }

@@ -52,6 +52,9 @@ pub struct LayerWeights {
     /// that computes all four in steps of many tokens; None without cooperative matrices,
     /// where they are not all F16, or with `WEB_RWKV_COOP_STACK=0`.
     pub lora1_stack: Option<StackedF16>,
+    /// The second LoRA matrices (w2, a2, g2, then v2) stacked the same way (their widths, the
+    /// ranks, padded too), for one product in steps of many tokens.
+    pub lora2_stack: Option<StackedF16>,
     pub ffn_key: GpuMatrix,
     pub ffn_value: GpuMatrix,
 }
@@ -120,7 +123,8 @@ impl ModelWeights {
                     .chain([l.v.as_ref().map(|v| &v.1)])
                     .flatten()
                     .collect();
-                let lora1_stack = up.lora1_stack(&first)?;
+                let lora1_stack = up.stack(&first)?;
+                let lora2_stack = up.stack(&second)?;
                 Ok(LayerWeights {
                     att_norm_w: up.f32_buffer(&l.att_norm.0)?,
                     att_norm_b: up.f32_buffer(&l.att_norm.1)?,
@@ -146,6 +150,7 @@ impl ModelWeights {
                     g1: up.matrix(&l.g1)?,
                     v1: l.v.as_ref().map(|v| up.matrix(&v.1)).transpose()?,
                     lora1_stack,
+                    lora2_stack,
                     ffn_key: up.matrix(&l.ffn_key)?,
                     ffn_value: up.matrix(&l.ffn_value)?,
                 })
@@ -163,8 +168,9 @@ impl ModelWeights {
     }
 
     /// Bytes of the LoRA matrices kept twice: the second ones (transposed for the WKV
-    /// kernels, as matrices for steps of many tokens) and the first ones' stacked copy
-    /// ([`LayerWeights::lora1_stack`]). A step reads one copy or the other.
+    /// kernels, as matrices for steps of many tokens) and the stacked copies
+    /// ([`LayerWeights::lora1_stack`], [`LayerWeights::lora2_stack`]). A step reads one copy
+    /// or another.
     pub fn second_copy_bytes(&self) -> u64 {
         self.layers
             .iter()
@@ -174,7 +180,8 @@ impl ModelWeights {
                     .chain(&l.v2)
                     .map(GpuMatrix::gpu_bytes)
                     .sum::<u64>()
-                    + l.lora1_stack.as_ref().map_or(0, |s| s.matrix.gpu_bytes())
+                    + l.lora1_stack.as_ref().map_or(0, StackedF16::gpu_bytes)
+                    + l.lora2_stack.as_ref().map_or(0, StackedF16::gpu_bytes)
             })
             .sum()
     }
@@ -208,7 +215,11 @@ impl ModelWeights {
                     .map(GpuMatrix::gpu_bytes)
                     .sum::<u64>();
             total += l.lora2.size();
-            total += l.lora1_stack.as_ref().map_or(0, |s| s.matrix.gpu_bytes());
+            total += [&l.lora1_stack, &l.lora2_stack]
+                .into_iter()
+                .flatten()
+                .map(StackedF16::gpu_bytes)
+                .sum::<u64>();
         }
         total
     }
@@ -284,28 +295,26 @@ impl Uploader<'_> {
         Ok((buffer, f16, offsets, ranks))
     }
 
-    /// The first LoRA matrices `ts` stacked in one F16 matrix (see
-    /// [`LayerWeights::lora1_stack`]), where the device multiplies on tensor cores and all
-    /// are F16 rows of one width.
-    fn lora1_stack(&self, ts: &[&TensorInfo]) -> Result<Option<StackedF16>> {
-        let width = ts.first().map(|t| t.row_len());
+    /// The LoRA matrices `ts` stacked in one F16 buffer (see [`LayerWeights::lora1_stack`]),
+    /// where the device multiplies on tensor cores and all are F16.
+    fn stack(&self, ts: &[&TensorInfo]) -> Result<Option<StackedF16>> {
         let stackable = self.ctx.coop_subgroup_size().is_some()
             && rwkv_gpu::env_on(crate::engine::COOP_STACK_ENV)
-            && ts
-                .iter()
-                .all(|t| t.ty == gguf::GgmlType::F16 && Some(t.row_len()) == width);
-        let (true, Some(cols)) = (stackable, width) else {
+            && ts.iter().all(|t| t.ty == gguf::GgmlType::F16);
+        let Some(first) = ts.first().filter(|_| stackable) else {
             return Ok(None);
         };
-        let mats: Vec<(&[u8], usize)> = ts
+        let mats: Vec<(&[u8], usize, usize)> = ts
             .iter()
-            .map(|t| (self.file.tensor_bytes(t), t.n_rows() as usize))
+            .map(|t| {
+                let (rows, cols) = (t.n_rows() as usize, t.row_len() as usize);
+                (self.file.tensor_bytes(t), rows, cols)
+            })
             .collect();
-        let name = format!("{} (stacked first LoRAs)", ts[0].name);
+        let name = format!("{} (stacked)", first.name);
         Ok(Some(StackedF16::upload(
             self.ctx,
             &name,
-            cols as usize,
             &mats,
             crate::engine::LORA_ALIGN,
         )?))

@@ -338,13 +338,17 @@ struct Params {
     k_split: u32,
     /// The tensor-core product of a stack of matrices (see `quant/params.wgsl`): the input
     /// block of each (8 bits each), elements per block, the epilogue of each (4 bits each),
-    /// the matrices' row ends (0 first: no stack; the last and unused ones `u32::MAX`), and
-    /// what is added (wrapping) to each matrix's output index.
+    /// the matrices' row ends (0 first: no stack; the last and unused ones `u32::MAX`), what
+    /// is added (wrapping) to each matrix's output index, and each matrix's rows written,
+    /// columns, and first f16 element in the weights.
     stack_in: u32,
     stack_block: u32,
     stack_epilogues: u32,
     stack_ends: [u32; 4],
     stack_shift: [u32; 4],
+    stack_rows: [u32; 4],
+    stack_cols: [u32; 4],
+    stack_base: [u32; 4],
 }
 
 struct PartCall {

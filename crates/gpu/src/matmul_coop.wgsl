@@ -20,11 +20,12 @@
 // over token groups of BN times the column parts.
 //
 // A stack (P.stack_ends.x > 0; matmul/coop.rs's prepare_coop_stacked): the slice's rows are
-// those of several matrices, one after the other in W16; matrix g = stack_matrix(row) (rows
-// up to P.stack_ends[g]) reads block P.stack_in[g] (8 bits each) of the input, at
-// P.in_offset + that * P.stack_block, writes its rows at P.stack_shift[g] + row (plus the
-// token's stride), and has its own epilogue (stack_epilogue). Every matrix starts at a
-// multiple of BM, so a workgroup's rows are one matrix's.
+// those of several matrices; matrix g = stack_matrix(row) (rows up to P.stack_ends[g]) has
+// P.stack_cols[g] columns, its f16 rows from element P.stack_base[g] of W16, reads block
+// P.stack_in[g] (8 bits each) of the input, at P.in_offset + that * P.stack_block, writes
+// its first P.stack_rows[g] rows at P.stack_shift[g] + row (plus the token's stride), and
+// has its own epilogue (stack_epilogue). Every matrix starts at a multiple of BM, so a
+// workgroup's rows are one matrix's.
 //
 // Split columns (P.k_split = S > 1, for grids too small to fill the GPU: a 2560-row matrix
 // at 64 tokens is 40 workgroups, each walking every column): z = S x the token groups, and
@@ -76,13 +77,14 @@ var<workgroup> sh_n: vec4<u32>;
 var<private> pa: array<Unit, A_PT>;
 var<private> pb: array<Unit, B_PT>;
 
-// The units of the chunk at column k0 of rows a_row0.. of W16 and of tokens b_row0.. of the
-// input at x_base (elements).
-fn fetch(li: u32, a_row0: u32, b_row0: u32, k0: u32, x_base: u32) {
-    let ld = P.cols / UNIT;
+// The units of the chunk at column k0 of the rows of `cols` values from element w_base of W16
+// and of tokens b_row0.. of the input at x_base (elements).
+fn fetch(li: u32, w_base: u32, cols: u32, b_row0: u32, k0: u32, x_base: u32) {
+    let ld = cols / UNIT;
+    let w0 = w_base / UNIT + k0 / UNIT;
     for (var j = 0u; j < A_PT; j++) {
         let u = li + j * WG_SIZE;
-        pa[j] = W16[(a_row0 + u / ROW_UNITS) * ld + k0 / UNIT + u % ROW_UNITS];
+        pa[j] = W16[w0 + (u / ROW_UNITS) * ld + u % ROW_UNITS];
     }
     let x0 = x_base / UNIT + k0 / UNIT;
     for (var j = 0u; j < B_PT; j++) {
@@ -129,6 +131,9 @@ fn main(
     // In a stack, the rows are those of matrix g, which reads block stack_in[g] of the
     // input and writes from stack_shift[g] (both 0 outside a stack).
     let g = stack_matrix(first_row);
+    let stacked = P.stack_ends.x != 0u;
+    let cols = select(P.cols, P.stack_cols[g], stacked);
+    let w_base = select(first_row * P.cols, P.stack_base[g] + (first_row - stack_start(g)) * cols, stacked);
     let x_base = P.in_offset + ((P.stack_in >> (8u * g)) & 0xffu) * P.stack_block;
     let out_base = P.out_offset + P.row_start + P.stack_shift[g];
     let epilogue = stack_epilogue(g, EPILOGUE);
@@ -142,9 +147,9 @@ fn main(
     var c10 = coop_mat16x16<f32, C>();
     var c11 = coop_mat16x16<f32, C>();
     // This workgroup's column chunks (all of them unless split).
-    let per_part = (P.cols / BK + ks - 1u) / ks;
+    let per_part = (cols / BK + ks - 1u) / ks;
     let c_begin = part * per_part;
-    let c_end = min(P.cols / BK, c_begin + per_part);
+    let c_end = min(cols / BK, c_begin + per_part);
     // PROBE (timing only, results wrong): 1 no staging, 2 no products, 3 products only
     // (fragments loaded once).
     var fa0 = coopLoadT<coop_mat16x16<f16, A>>(&sh_a[r0 * SU], SU);
@@ -152,7 +157,7 @@ fn main(
     var fb0 = coopLoad<coop_mat16x16<f16, B>>(&sh_b[tb * SU], SU);
     var fb1 = coopLoad<coop_mat16x16<f16, B>>(&sh_b[(tb + 16u) * SU], SU);
     if ((PROBE == 0u || PROBE == 2u) && c_begin < c_end) {
-        fetch(li, first_row, t0, c_begin * BK, x_base);
+        fetch(li, w_base, cols, t0, c_begin * BK, x_base);
     }
     for (var chunk = c_begin; chunk < c_end; chunk++) {
         if (PROBE == 0u || PROBE == 2u) {
@@ -160,7 +165,7 @@ fn main(
         }
         workgroupBarrier();
         if ((PROBE == 0u || PROBE == 2u) && chunk + 1u < c_end) {
-            fetch(li, first_row, t0, (chunk + 1u) * BK, x_base);
+            fetch(li, w_base, cols, t0, (chunk + 1u) * BK, x_base);
         }
         if (PROBE != 2u) {
             for (var k = 0u; k < BK; k += 16u) {
@@ -194,7 +199,7 @@ fn main(
         for (var e = lane; e < 256u; e += SG) {
             let row = first_row + r0 + 16u * (q / 2u) + e % 16u;
             let t = tb + 16u * (q % 2u) + e / 16u;
-            if (row < P.rows && t < n_here) {
+            if (row < P.rows && t < n_here && stack_writes(g, row)) {
                 if (ks > 1u) {
                     Y[((t0 + t) * ks + part) * P.rows + row] = sh_c[base + e];
                 } else {

@@ -26,6 +26,9 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
     // (A stack's matrix g writes from stack_shift[g]: see matmul_coop.wgsl.)
     let g = stack_matrix(row);
+    if (!stack_writes(g, row)) {
+        return;
+    }
     let i = P.out_offset + P.row_start + P.stack_shift[g] + t * P.out_stride + row;
     Y[i] = epilogue_of(stack_epilogue(g, EPILOGUE), s, i);
 }

@@ -303,49 +303,76 @@ mod tests {
     }
 }
 
-/// The rows of several F16 matrices of one width in one dense F16 matrix, for a stacked
-/// tensor-core product to read as they are ([`crate::MatmulKernels::prepare_stacked`]):
-/// matrix g's rows from row `starts[g]`, each matrix's rows padded with zero rows to a
-/// multiple of the alignment (so that a product's row tile holds one matrix's rows).
+/// Several F16 matrices in one buffer, for a stacked tensor-core product to read as they are
+/// ([`crate::MatmulKernels::prepare_stacked`]) instead of one product per matrix. Matrix g
+/// is `rows[g]` rows of `cols[g]` values from f16 element `bases[g]`, its rows and its width
+/// padded with zeros to multiples of the alignment (so that a product's row tile holds one
+/// matrix's rows and its column chunks divide every width); in the product's rows it starts
+/// at row `starts[g]`.
 #[derive(Debug)]
 pub struct StackedF16 {
-    pub matrix: GpuMatrix,
+    pub buffer: wgpu::Buffer,
     pub starts: Vec<u32>,
+    pub rows: Vec<u32>,
+    pub cols: Vec<u32>,
+    pub bases: Vec<u32>,
 }
 
 impl StackedF16 {
-    /// Uploads `mats` (raw F16 bytes, `rows x cols` values each, row-major) one after the
-    /// other, each padded to a multiple of `align` rows.
+    /// Uploads `mats` (raw F16 bytes of `rows x cols` values each, row-major: `(bytes, rows,
+    /// cols)`) one after the other, each padded to multiples of `align` rows and columns.
     pub fn upload(
         ctx: &GpuContext,
         name: &str,
-        cols: usize,
-        mats: &[(&[u8], usize)],
+        mats: &[(&[u8], usize, usize)],
         align: usize,
     ) -> Result<StackedF16, GpuError> {
-        let row_bytes = cols * 2;
-        let align = align.max(1);
-        let mut bytes = Vec::new();
-        let mut starts = Vec::with_capacity(mats.len());
-        for &(m, rows) in mats {
-            if m.len() != rows * row_bytes {
+        let align = align.max(2);
+        let too_many = || GpuError::InvalidArgument(format!("{name}: too large to stack"));
+        let mut halves: Vec<u16> = Vec::new();
+        let (mut starts, mut row_counts, mut widths, mut bases) = (vec![], vec![], vec![], vec![]);
+        let mut row = 0usize;
+        for &(m, rows, cols) in mats {
+            if m.len() != rows * cols * 2 || rows == 0 || cols == 0 {
                 return Err(GpuError::InvalidArgument(format!(
                     "{name}: {} bytes for {rows} F16 rows of {cols} values",
                     m.len()
                 )));
             }
-            let start = bytes.len() / row_bytes;
-            starts.push(u32::try_from(start).map_err(|_| {
-                GpuError::InvalidArgument(format!("{name}: too many rows to stack"))
-            })?);
-            bytes.extend_from_slice(m);
-            bytes.resize(
-                rows.next_multiple_of(align) * row_bytes + start * row_bytes,
-                0,
-            );
+            let (padded_rows, width) = (rows.next_multiple_of(align), cols.next_multiple_of(align));
+            let values: Vec<u16> = bytemuck::pod_collect_to_vec(m);
+            starts.push(u32::try_from(row).map_err(|_| too_many())?);
+            bases.push(u32::try_from(halves.len()).map_err(|_| too_many())?);
+            row_counts.push(u32::try_from(rows).map_err(|_| too_many())?);
+            widths.push(u32::try_from(width).map_err(|_| too_many())?);
+            for r in 0..padded_rows {
+                let row_values = values.get(r * cols..(r + 1) * cols).unwrap_or(&[]);
+                halves.extend_from_slice(row_values);
+                halves.resize(halves.len() + width - row_values.len(), 0);
+            }
+            row += padded_rows;
         }
-        let rows = bytes.len() / row_bytes.max(1);
-        let matrix = GpuMatrix::upload(ctx, name, GgmlType::F16, rows, cols, &bytes)?;
-        Ok(StackedF16 { matrix, starts })
+        u32::try_from(halves.len()).map_err(|_| too_many())?;
+        Ok(StackedF16 {
+            buffer: ctx.create_storage_buffer(name, bytemuck::cast_slice(&halves))?,
+            starts,
+            rows: row_counts,
+            cols: widths,
+            bases,
+        })
+    }
+
+    /// Rows of the product over the stack (every matrix's padded rows).
+    pub fn product_rows(&self) -> u32 {
+        let last = self.rows.len().saturating_sub(1);
+        match (self.starts.get(last), self.rows.get(last)) {
+            (Some(&s), Some(&r)) => s + r,
+            _ => 0,
+        }
+    }
+
+    /// Bytes on the GPU.
+    pub fn gpu_bytes(&self) -> u64 {
+        self.buffer.size()
     }
 }

@@ -628,15 +628,15 @@ impl MatmulKernels {
 
     /// The tensor-core path for a stack of matrices read from one shared f16 input copy
     /// (`io.x16`) and written to one output, as a single product (see `quant/params.wgsl`'s
-    /// stack fields) instead of a product and a sum per matrix. Its f16 rows are `source`'s
-    /// (matrix g's from `source.starts[g]`), or each matrix decoded every step into its own
-    /// rows of the f16 scratch. Matrix g reads input block `x_offset / block` and writes
-    /// from `y_offset`, with its own epilogue. None where the stack does not qualify: 2 to 4
-    /// matrices of one width reading whole input blocks, each matrix's rows starting at a
-    /// multiple of the product's row tile; decoded, of one type and shape, one part each,
-    /// not F16 weights nor resident copies, all fitting the scratch; from `source`, the
-    /// rows between two matrices' (its padding, computed too) landing between their
-    /// outputs.
+    /// stack fields) instead of a product and a sum per matrix. Its f16 rows are `source`'s,
+    /// or each matrix decoded every step into its own rows of the f16 scratch. Matrix g
+    /// reads input block `x_offset / block` and writes its rows from `y_offset`, with its
+    /// own epilogue. None where the stack does not qualify: 2 to 4 matrices reading whole
+    /// input blocks; from `source`, every matrix starting at a multiple of the product's row
+    /// tile, its width a multiple of its column chunk, the inputs it reads (its width from
+    /// its offset) inside the f16 copy; decoded, matrices of one type and shape whose rows
+    /// fill whole row tiles, one part each, not F16 weights nor resident copies, all fitting
+    /// the scratch.
     pub(super) fn prepare_coop_stacked(
         &self,
         ctx: &GpuContext,
@@ -650,43 +650,60 @@ impl MatmulKernels {
             return Ok(None);
         };
         let w0 = first.w;
-        let shape = self.coop_shape.for_cols(w0.cols);
-        let (bm, cols) = (shape.rows(), w0.cols as u32);
         let inputs_fit = (2..=4).contains(&items.len())
             && block > 0
-            && items.iter().all(|it| {
-                it.w.cols == w0.cols
-                    && it.x_offset.is_multiple_of(block)
-                    && it.x_offset / block < 256
-            });
+            && items
+                .iter()
+                .all(|it| it.x_offset.is_multiple_of(block) && it.x_offset / block < 256);
         if !inputs_fit {
             return Ok(None);
         }
-        // Where each matrix's rows start in the product's f16 rows, and how many those are.
-        let (starts, stack_rows) = match source {
+        // The product's shape (column chunks dividing every matrix's width); per matrix its
+        // first row in the product's rows, its rows written, its width and its first f16
+        // element in the product's weights; the product's rows.
+        let (shape, layout, stack_rows) = match source {
             Some(s) => {
-                let m = &s.matrix;
-                let ends = s.starts.iter().skip(1).copied().chain([m.rows as u32]);
-                let fits = dense_f16(m)
-                    && m.parts.len() == 1
-                    && m.cols == w0.cols
-                    && s.starts.len() == items.len()
+                let n = items.len();
+                let shape = s
+                    .cols
+                    .iter()
+                    .fold(self.coop_shape, |sh, &c| sh.for_cols(c as usize));
+                let (bm, bn) = (shape.rows(), shape.tokens());
+                let few_k = shape.for_few_tokens().k;
+                let ends = s.starts.iter().skip(1).copied().chain([u32::MAX]);
+                let x16_elems = shared.buf.size() / 2;
+                let last_token = io.max_tokens.next_multiple_of(bn) as u64 - 1;
+                let fits = [s.rows.len(), s.cols.len(), s.bases.len(), s.starts.len()] == [n; 4]
                     && s.starts[0] == 0
-                    && s.starts.iter().all(|r| r.is_multiple_of(bm))
-                    && items
+                    && s.gpu_bytes() <= ctx.max_binding_bytes()
+                    && items.iter().enumerate().all(|(g, it)| {
+                        let (start, cols) = (s.starts[g], s.cols[g]);
+                        start.is_multiple_of(bm)
+                            && cols.is_multiple_of(shape.k)
+                            && cols.is_multiple_of(few_k)
+                            && it.w.rows == s.rows[g] as usize
+                            && it.w.cols <= cols as usize
+                            // The inputs the product reads for its last token group.
+                            && it.x_offset as u64 + last_token * shared.stride as u64
+                                + cols as u64
+                                <= x16_elems
+                    })
+                    && s.starts
                         .iter()
-                        .zip(s.starts.iter().zip(ends))
-                        .all(|(it, (&a, b))| {
-                            a as usize + it.w.rows <= b as usize
-                                && it.y_offset.wrapping_sub(first.y_offset) == a
-                        });
+                        .zip(&s.rows)
+                        .zip(ends)
+                        .all(|((&a, &r), b)| a + r <= b);
                 if !fits {
                     return Ok(None);
                 }
-                (s.starts.clone(), m.rows as u32)
+                let layout: Vec<[u32; 4]> = (0..n)
+                    .map(|g| [s.starts[g], s.rows[g], s.cols[g], s.bases[g]])
+                    .collect();
+                (shape, layout, s.product_rows())
             }
             None => {
-                let rows = w0.rows as u32;
+                let shape = self.coop_shape.for_cols(w0.cols);
+                let (rows, cols) = (w0.rows as u32, w0.cols as u32);
                 let matrix_bytes = rows as u64 * cols as u64 * 2;
                 let offset_alignment =
                     ctx.device.limits().min_storage_buffer_offset_alignment as u64;
@@ -694,7 +711,7 @@ impl MatmulKernels {
                 // Each matrix is decoded into its rows of the scratch, bound from there (its
                 // decode writes rows 0.. of its binding), so those rows must start at a
                 // binding offset.
-                let fits = rows.is_multiple_of(bm)
+                let fits = rows.is_multiple_of(shape.rows())
                     && matrix_bytes.is_multiple_of(offset_alignment)
                     && !dense_f16(w0)
                     && !self.coop_f16_weights
@@ -707,10 +724,13 @@ impl MatmulKernels {
                 if !fits {
                     return Ok(None);
                 }
-                let starts = (0..items.len() as u32).map(|g| g * rows).collect();
-                (starts, items.len() as u32 * rows)
+                let layout = (0..items.len() as u32)
+                    .map(|g| [g * rows, rows, cols, g * rows * cols])
+                    .collect();
+                (shape, layout, items.len() as u32 * rows)
             }
         };
+        let cols = layout.iter().map(|l| l[2]).max().unwrap_or(0);
         let split = self.coop_split;
         let candidates = split.candidates(cols / shape.k);
         let part_bytes = part_scratch_bytes(ctx, &candidates, io.max_tokens, stack_rows);
@@ -729,26 +749,28 @@ impl MatmulKernels {
             )
         };
         let (src, decodes) = match (source, w16) {
-            (Some(s), _) => (s.matrix.parts[0].buffer.clone(), Vec::new()),
+            (Some(s), _) => (s.buffer.clone(), Vec::new()),
             (None, Some(w16)) => {
                 let decodes = items
                     .iter()
-                    .zip(&starts)
-                    .map(|(it, &start)| self.stack_decode(ctx, it.w, &w16, start, io))
+                    .zip(&layout)
+                    .map(|(it, l)| self.stack_decode(ctx, it.w, &w16, l[0], io))
                     .collect::<Result<Vec<_>, _>>()?;
                 (w16, decodes)
             }
             (None, None) => return Ok(None),
         };
         let mut stack_ends = [u32::MAX; 4];
-        let mut stack_shift = [0u32; 4];
+        let (mut stack_shift, mut stack_rows_of) = ([0u32; 4], [0u32; 4]);
+        let (mut stack_cols, mut stack_base) = ([0u32; 4], [0u32; 4]);
         let mut stack_in = 0u32;
         let mut stack_epilogues = 0u32;
-        for (g, it) in items.iter().enumerate() {
-            if let Some(&next) = starts.get(g + 1) {
-                stack_ends[g] = next;
+        for (g, (it, &[start, rows, cols, base])) in items.iter().zip(&layout).enumerate() {
+            if let Some(next) = layout.get(g + 1) {
+                stack_ends[g] = next[0];
             }
-            stack_shift[g] = it.y_offset.wrapping_sub(starts[g]);
+            stack_shift[g] = it.y_offset.wrapping_sub(start);
+            (stack_rows_of[g], stack_cols[g], stack_base[g]) = (rows, cols, base);
             stack_in |= (it.x_offset / block) << (8 * g);
             stack_epilogues |= it.epilogue.id() << (4 * g);
         }
@@ -764,6 +786,9 @@ impl MatmulKernels {
             stack_epilogues,
             stack_ends,
             stack_shift,
+            stack_rows: stack_rows_of,
+            stack_cols,
+            stack_base,
             ..Params::default()
         };
         let params = params_buffer(ctx, &product_params)?;

@@ -19,12 +19,17 @@ struct Params {
     // Tensor-core product of a stack of matrices (matmul_coop.wgsl): each matrix's input
     // block (8 bits each), the elements per block, and each matrix's epilogue (4 bits each);
     // the row where each matrix ends (x = 0: no stack; the last one and unused ones
-    // 0xffffffff), and what is added (wrapping) to matrix g's output index.
+    // 0xffffffff), what is added (wrapping) to matrix g's output index, its rows written
+    // (the rest of its row range is padding, computed and not written), its columns (a
+    // multiple of the column chunk) and where its f16 rows start in W16 (row-major).
     stack_in: u32,
     stack_block: u32,
     stack_epilogues: u32,
     stack_ends: vec4<u32>,
     stack_shift: vec4<u32>,
+    stack_rows: vec4<u32>,
+    stack_cols: vec4<u32>,
+    stack_base: vec4<u32>,
 }
 
 @group(0) @binding(1) var<uniform> P: Params;
@@ -38,4 +43,15 @@ fn stack_matrix(row: u32) -> u32 {
 // The epilogue of matrix g of a stack, else `kind` (the pipeline's).
 fn stack_epilogue(g: u32, kind: u32) -> u32 {
     return select(kind, (P.stack_epilogues >> (4u * g)) & 0xfu, P.stack_ends.x != 0u);
+}
+
+// The first row of matrix g of a stack (0 outside one).
+fn stack_start(g: u32) -> u32 {
+    return select(0u, P.stack_ends[max(g, 1u) - 1u], g > 0u);
+}
+
+// Whether row `row` of the product is written: outside a stack every row (below P.rows, the
+// caller's test), in a stack those of its matrix's rows (not its padding).
+fn stack_writes(g: u32, row: u32) -> bool {
+    return P.stack_ends.x == 0u || row - stack_start(g) < P.stack_rows[g];
 }
