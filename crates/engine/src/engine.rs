@@ -1152,7 +1152,10 @@ impl Builder<'_> {
                 *from = (*from).min(direct + 1);
             }
         }
+        // The stacked product may take tensor cores from fewer tokens than its matrices.
+        let stack_from = stacked.as_ref().map_or(u32::MAX, |s| s.from());
         for (at, f) in converts {
+            let f = f.min(stack_from);
             if let Op::Convert { from, .. } = &mut self.ops[at] {
                 *from = (*from).min(f.max(direct + 1));
             }

@@ -402,6 +402,11 @@ pub struct StackedCall {
 }
 
 impl StackedCall {
+    /// Tokens from which a step takes the stacked product (see [`Self::takes`]).
+    pub fn from(&self) -> u32 {
+        self.from
+    }
+
     /// Whether a step of `n_tokens` tokens takes the stacked product.
     pub fn takes(&self, n_tokens: u32) -> bool {
         n_tokens.min(self.max_tokens) >= self.from
@@ -792,9 +797,9 @@ impl MatmulKernels {
     /// `y_stride`): a single product and sum instead of one of each per matrix. Its f16 rows
     /// are `source`'s, or without one each matrix's, decoded every step into its rows of the
     /// f16 scratch. Matrix g reads input block `x_offset / block` and writes from
-    /// `y_offset`, with its own epilogue. None where they do not qualify (every call on the
-    /// tensor-core path from the same step size, 2 to 4 matrices; see
-    /// `prepare_coop_stacked`).
+    /// `y_offset`, with its own epilogue. From the step size where tall matrices take tensor
+    /// cores (short ones alone take them later). None where they do not qualify (every call
+    /// with a tensor-core path, 2 to 4 matrices; see `prepare_coop_stacked`).
     #[allow(clippy::too_many_arguments)]
     pub fn prepare_stacked(
         &self,
@@ -815,11 +820,9 @@ impl MatmulKernels {
             return Ok(None);
         };
         let same_path = calls.len() == items.len()
-            && calls.iter().all(|c| {
-                c.coop.is_some()
-                    && c.coop_from == first.coop_from
-                    && c.max_tokens == first.max_tokens
-            });
+            && calls
+                .iter()
+                .all(|c| c.coop.is_some() && c.max_tokens == first.max_tokens);
         if !same_path {
             return Ok(None);
         }
@@ -838,7 +841,10 @@ impl MatmulKernels {
             .prepare_coop_stacked(ctx, items, block, &io, subgroup, source)?
             .map(|coop| StackedCall {
                 coop,
-                from: first.coop_from,
+                // From where tall matrices take tensor cores, short ones too: the separate
+                // short products wait for more tokens because each would be a product and a
+                // sum of a few workgroups (see COOP_SHORT_FROM_TOKENS), and a stack is one.
+                from: self.coop_from,
                 max_groups: first.max_groups,
                 max_tokens: first.max_tokens,
             }))
