@@ -469,6 +469,22 @@ pub const COOP_STACK_ENV: &str = "WEB_RWKV_COOP_STACK";
 /// post) instead of the one-token kernel.
 pub const WKV_SPLIT_FROM_ENV: &str = "WEB_RWKV_WKV_SPLIT_FROM";
 
+/// Environment variable turning off the f16 copies written by the rounding ops (`0`: a
+/// conversion op after each, as before; for measurements).
+pub const ROUND_X16_ENV: &str = "WEB_RWKV_ROUND_X16";
+
+/// A rounding op of the step being built (see [`Builder::round_to_x16`]): its output, its
+/// input, its index in the ops, the activation's rows (per block) and columns, and the
+/// rounding mode. (Rounding ops of logits rows are not listed.)
+struct RoundWriter {
+    out: wgpu::Buffer,
+    input: wgpu::Buffer,
+    at: usize,
+    rows: u32,
+    cols: u32,
+    mode: u32,
+}
+
 /// Each LoRA's values in a row of the hidden vectors start at a multiple of this, so that a
 /// stacked product's row tiles (64 rows) hold one LoRA's rows (`LayerWeights::lora1_stack`).
 pub const LORA_ALIGN: usize = 64;
@@ -700,6 +716,11 @@ struct Builder<'a> {
     /// The fresh copies that a rounding op (skipped in one-token steps) made, with the op's
     /// index in `ops`.
     rounded_by_op: Vec<(&'static str, u32, usize)>,
+    /// The rounding ops whose output is current (latest first not implied): what
+    /// [`Builder::round_to_x16`] needs to make one write an f16 copy too.
+    round_writers: Vec<RoundWriter>,
+    /// Whether rounding ops write the f16 copies the products read ([`ROUND_X16_ENV`]).
+    fuse_round_x16: bool,
     /// Bound where a kernel's optional output is not used.
     dummy: wgpu::Buffer,
     /// Whether the tensor-core products of an activation share one f16 copy of it
@@ -748,6 +769,7 @@ impl Builder<'_> {
         // f16 copy.
         self.fresh.clear();
         self.rounded_by_op.clear();
+        self.round_writers.clear();
         self.converted.clear();
         self.q8_fresh.clear();
         self.ops.push(Op::Kernel(
@@ -820,6 +842,8 @@ impl Builder<'_> {
                 block_stride: x.rows * x.cols,
                 mode,
                 count_out: x.out as u32,
+                write_x16: 0,
+                _pad: [0; 3],
             },
         );
         let tiles = x.cols.div_ceil(256);
@@ -834,7 +858,7 @@ impl Builder<'_> {
             &self.ctx.device,
             pipeline,
             label,
-            &[&params, self.step, x.buf, &out],
+            &[&params, self.step, x.buf, &out, &self.dummy],
         );
         // The 8-bit roundings start out needed by no step: each product that reads them
         // lowers `from` to the steps it needs them in (matmul_group).
@@ -854,7 +878,53 @@ impl Builder<'_> {
         if !every_step {
             self.rounded_by_op.push((x.name, mode, self.ops.len() - 1));
         }
+        self.round_writers.retain(|w| w.out != out);
+        if !x.out {
+            self.round_writers.push(RoundWriter {
+                out: out.clone(),
+                input: x.buf.clone(),
+                at: self.ops.len() - 1,
+                rows: x.rows,
+                cols: x.cols,
+                mode,
+            });
+        }
         Ok(out)
+    }
+
+    /// Makes the rounding op that wrote `input` (if the latest writer of it is one) write the
+    /// f16 copy `x16` too, instead of a conversion of its own after it; returns the op's
+    /// index.
+    fn round_to_x16(&mut self, input: &wgpu::Buffer, x16: &wgpu::Buffer) -> Option<usize> {
+        let w = self.round_writers.iter().find(|w| w.out == *input)?;
+        if !w.cols.is_multiple_of(2) {
+            return None;
+        }
+        let params = uniform(
+            &self.ctx.device,
+            "round params",
+            &RoundParams {
+                cols: w.cols,
+                block_stride: w.rows * w.cols,
+                mode: w.mode,
+                count_out: 0,
+                write_x16: 1,
+                _pad: [0; 3],
+            },
+        );
+        let pipeline = &self.kernels.round_activations;
+        let bind_group = bind(
+            &self.ctx.device,
+            pipeline,
+            "round_activations",
+            &[&params, self.step, &w.input, &w.out, x16],
+        );
+        let at = w.at;
+        match &mut self.ops[at] {
+            Op::Round { launch, .. } => launch.bind_group = bind_group,
+            _ => return None,
+        }
+        Some(at)
     }
 
     /// The buffer holding `x` rounded with `mode` (0: `x` itself), allocated on first use.
@@ -894,6 +964,12 @@ impl Builder<'_> {
         };
         if let Some(&(_, at)) = self.converted.iter().find(|(b, _)| b == input) {
             return Ok(Some((x16, at)));
+        }
+        if self.fuse_round_x16 {
+            if let Some(at) = self.round_to_x16(input, &x16) {
+                self.converted.push((input.clone(), at));
+                return Ok(Some((x16, at)));
+            }
         }
         let Some(call) = self
             .matmul
@@ -1532,6 +1608,8 @@ impl Engine {
             rounded: Vec::new(),
             fresh: Vec::new(),
             rounded_by_op: Vec::new(),
+            round_writers: Vec::new(),
+            fuse_round_x16: rwkv_gpu::env_on(ROUND_X16_ENV),
             dummy: storage(&ctx, "unused output", 16)?,
             share_x16: rwkv_gpu::env_on(SHARED_X16_ENV),
             x16: Vec::new(),

@@ -72,6 +72,9 @@ pub struct RoundParams {
     pub block_stride: u32,
     pub mode: u32,
     pub count_out: u32,
+    /// 1: also write the rounded values as f16 pairs (the tensor-core products' input copy).
+    pub write_x16: u32,
+    pub _pad: [u32; 3],
 }
 
 #[repr(C)]

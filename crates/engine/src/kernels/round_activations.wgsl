@@ -3,7 +3,10 @@
 // prepended.)
 // Rounds activation rows the way ggml's CPU backend does before a matrix product, so that the
 // GPU reproduces llama.cpp's numbers: f16 or bf16 per value, or Q8_0 / Q8_K blocks (values
-// snapped to an 8-bit grid per block of 32 / 256). Writes the rounded f32 values.
+// snapped to an 8-bit grid per block of 32 / 256). Writes the rounded f32 values, and where
+// the tensor-core products read them (p.write_x16) their f16 copy too, in the same layout
+// (what rwkv-gpu's matmul_coop_x.wgsl would write for the step's rows; one dispatch instead
+// of two).
 // One workgroup per (row, block of rows and tile of 256 columns); rows are
 // [block][max_rows][cols]. Q8_K rows are whole blocks of 256, Q8_0 rows of 32.
 
@@ -15,14 +18,21 @@ struct Params {
     mode: u32,
     // 0: count rows with step.n_rows, 1: with step.n_out.
     count_out: u32,
+    // 1: also write x16 (cols is even).
+    write_x16: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<uniform> step: Step;
 @group(0) @binding(2) var<storage, read> input: array<f32>;
 @group(0) @binding(3) var<storage, read_write> output: array<f32>;
+// The f16 copy, pairs of values per word (a small unused buffer unless p.write_x16).
+@group(0) @binding(4) var<storage, read_write> x16: array<u32>;
 
 const WG: u32 = 256u;
+const F16_MAX: f32 = 65504.0;
+
+var<workgroup> sh_rounded: array<f32, WG>;
 
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, lane: Lane) {
@@ -36,22 +46,30 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, lane: Lane) {
     let tile = wg.y % tiles;
     let base = (wg.y / tiles) * p.block_stride + wg.x * p.cols + tile * WG;
     let n = min(WG, p.cols - tile * WG);
+    var r = 0.0;
     if p.mode == 1u || p.mode == 2u {
         if tid < n {
             let v = input[base + tid];
-            output[base + tid] = select(round_bf16(v), round_f16(v), p.mode == 1u);
+            r = select(round_bf16(v), round_f16(v), p.mode == 1u);
         }
-        return;
-    }
-    if p.mode == 3u {
+    } else if p.mode == 3u {
         // Q8_0: blocks of 32 threads, one value each (threads past the row carry 0).
         let v = select(0.0, input[base + min(tid, n - 1u)], tid < n);
-        let r = round_q8_0(tid, v);
-        if tid < n {
-            output[base + tid] = r;
-        }
-        return;
+        r = round_q8_0(tid, v);
+    } else {
+        // Q8_K: one block of 256, one value per thread.
+        r = round_q8_k(lane, input[base + tid]);
     }
-    // Q8_K: one block of 256, one value per thread.
-    output[base + tid] = round_q8_k(lane, input[base + tid]);
+    if tid < n {
+        output[base + tid] = r;
+    }
+    if p.write_x16 == 1u {
+        sh_rounded[tid] = r;
+        workgroupBarrier();
+        let c = 2u * tid;
+        if c < n {
+            let h = clamp(vec2<f32>(sh_rounded[c], sh_rounded[c + 1u]), vec2<f32>(-F16_MAX), vec2<f32>(F16_MAX));
+            x16[(base + c) / 2u] = pack2x16float(h);
+        }
+    }
 }
