@@ -469,8 +469,8 @@ pub const COOP_STACK_ENV: &str = "WEB_RWKV_COOP_STACK";
 /// post) instead of the one-token kernel.
 pub const WKV_SPLIT_FROM_ENV: &str = "WEB_RWKV_WKV_SPLIT_FROM";
 
-/// Environment variable turning off the f16 copies written by the rounding ops (`0`: a
-/// conversion op after each, as before; for measurements).
+/// Environment variable turning off the f16 copies written by the rounding ops and token
+/// mixes (`0`: a conversion op after each, as before; for measurements).
 pub const ROUND_X16_ENV: &str = "WEB_RWKV_ROUND_X16";
 
 /// A rounding op of the step being built (see [`Builder::round_to_x16`]): its output, its
@@ -483,6 +483,18 @@ struct RoundWriter {
     rows: u32,
     cols: u32,
     mode: u32,
+}
+
+/// A token mix of the step being built (see [`Builder::mix_to_x16`]): its two ops (steps of
+/// a few rows, longer steps), label, parameters and buffers (bindings 0-12), its targets (a,
+/// and b where it has its own buffer) and the f16 copies it writes of them.
+struct MixWriter {
+    at: [usize; 2],
+    label: &'static str,
+    params: TokenMixParams,
+    buffers: Vec<wgpu::Buffer>,
+    targets: [Option<wgpu::Buffer>; 2],
+    x16: [Option<wgpu::Buffer>; 2],
 }
 
 /// Each LoRA's values in a row of the hidden vectors start at a multiple of this, so that a
@@ -719,7 +731,10 @@ struct Builder<'a> {
     /// The rounding ops whose output is current (latest first not implied): what
     /// [`Builder::round_to_x16`] needs to make one write an f16 copy too.
     round_writers: Vec<RoundWriter>,
-    /// Whether rounding ops write the f16 copies the products read ([`ROUND_X16_ENV`]).
+    /// The token mixes whose targets are current (see [`Builder::mix_to_x16`]).
+    mix_writers: Vec<MixWriter>,
+    /// Whether rounding ops and token mixes write the f16 copies the products read
+    /// ([`ROUND_X16_ENV`]).
     fuse_round_x16: bool,
     /// Bound where a kernel's optional output is not used.
     dummy: wgpu::Buffer,
@@ -770,6 +785,7 @@ impl Builder<'_> {
         self.fresh.clear();
         self.rounded_by_op.clear();
         self.round_writers.clear();
+        self.mix_writers.clear();
         self.converted.clear();
         self.q8_fresh.clear();
         self.ops.push(Op::Kernel(
@@ -966,7 +982,11 @@ impl Builder<'_> {
             return Ok(Some((x16, at)));
         }
         if self.fuse_round_x16 {
-            if let Some(at) = self.round_to_x16(input, &x16) {
+            let writer = match self.round_to_x16(input, &x16) {
+                Some(at) => Some(at),
+                None => self.mix_to_x16(input, &x16),
+            };
+            if let Some(at) = writer {
                 self.converted.push((input.clone(), at));
                 return Ok(Some((x16, at)));
             }
@@ -984,6 +1004,42 @@ impl Builder<'_> {
         let at = self.ops.len() - 1;
         self.converted.push((input.clone(), at));
         Ok(Some((x16, at)))
+    }
+
+    /// Makes the token mix that wrote `input` (one of its targets, if it is the latest
+    /// writer of it) write the f16 copy `x16` too, in every step of several rows, instead of
+    /// a conversion after it; returns the index of its op for long steps.
+    fn mix_to_x16(&mut self, input: &wgpu::Buffer, x16: &wgpu::Buffer) -> Option<usize> {
+        let w = self
+            .mix_writers
+            .iter_mut()
+            .find(|w| w.targets.iter().any(|t| t.as_ref() == Some(input)))?;
+        let k = w.targets.iter().position(|t| t.as_ref() == Some(input))?;
+        w.x16[k] = Some(x16.clone());
+        w.params.x16 |= 1 << k;
+        let params = uniform(&self.ctx.device, w.label, &w.params);
+        let mut buffers: Vec<&wgpu::Buffer> = w.buffers.iter().collect();
+        buffers[0] = &params;
+        for (j, copy) in w.x16.iter().enumerate() {
+            if let Some(copy) = copy {
+                buffers[11 + j] = copy;
+            }
+        }
+        let kernels = self.kernels;
+        for (at, pipeline) in
+            w.at.into_iter()
+                .zip([&kernels.token_mix_few, &kernels.token_mix])
+        {
+            let group = bind(&self.ctx.device, pipeline, w.label, &buffers);
+            match &mut self.ops[at] {
+                Op::ByRows { op, .. } => match op.as_mut() {
+                    Op::Kernel(launch, _) => launch.bind_group = group,
+                    _ => return None,
+                },
+                _ => return None,
+            }
+        }
+        Some(w.at[1])
     }
 
     /// Rounding mode for the activations a weight reads (0: plain f32).
@@ -1055,16 +1111,38 @@ impl Builder<'_> {
         let params = uniform(&self.ctx.device, label, &p);
         let step = self.step;
         let xq_buf = xq.as_ref().map_or(&self.dummy, |q| &q.buffer).clone();
+        let dummy = self.dummy.clone();
         let buffers = [
-            &params, step, x, norm.0, norm.1, mu, state, rows, &buf_a, &buf_b, &xq_buf,
+            &params, step, x, norm.0, norm.1, mu, state, rows, &buf_a, &buf_b, &xq_buf, &dummy,
+            &dummy,
         ];
         let grid = Grid::MixTiles(p.dim.div_ceil(256), p.n_mix);
         // Two pipelines of one shader: steps of up to MIX_SPLIT_ROWS rows and longer ones.
         let kernels = self.kernels;
-        for (pipeline, few) in [(&kernels.token_mix_few, true), (&kernels.token_mix, false)] {
+        let mut at = [0usize; 2];
+        for (k, (pipeline, few)) in [(&kernels.token_mix_few, true), (&kernels.token_mix, false)]
+            .into_iter()
+            .enumerate()
+        {
             let start = self.ops.len();
             self.kernel(label, pipeline, &buffers, grid);
             self.by_rows(start, MIX_SPLIT_ROWS + 1, !few);
+            at[k] = start;
+        }
+        // The tensor-core products reading a target may have this kernel write their f16
+        // copy of it (see `Builder::mix_to_x16`).
+        if out.cols.is_multiple_of(2) {
+            self.mix_writers.push(MixWriter {
+                at,
+                label,
+                params: p,
+                buffers: buffers.map(|b| b.clone()).to_vec(),
+                targets: [
+                    Some(buf_a.clone()),
+                    (buf_b != self.dummy).then(|| buf_b.clone()),
+                ],
+                x16: [None, None],
+            });
         }
         for m in [ma, mb] {
             if m != 0 {
@@ -1609,6 +1687,7 @@ impl Engine {
             fresh: Vec::new(),
             rounded_by_op: Vec::new(),
             round_writers: Vec::new(),
+            mix_writers: Vec::new(),
             fuse_round_x16: rwkv_gpu::env_on(ROUND_X16_ENV),
             dummy: storage(&ctx, "unused output", 16)?,
             share_x16: rwkv_gpu::env_on(SHARED_X16_ENV),
@@ -1660,6 +1739,8 @@ impl Engine {
             xq_bs: 0,
             mode_a: [[255; 4]; 2],
             mode_b: [[255; 4]; 2],
+            x16: 0,
+            _pad: [0; 3],
         };
         let embed = matmul.prepare_get_rows(
             &ctx,

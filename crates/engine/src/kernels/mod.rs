@@ -63,6 +63,10 @@ pub struct TokenMixParams {
     pub xq_bs: u32,
     pub mode_a: [[u32; 4]; 2],
     pub mode_b: [[u32; 4]; 2],
+    /// Bits: 1 also writes target a as f16 pairs to binding 11, 2 target b to binding 12
+    /// (the tensor-core products' input copies).
+    pub x16: u32,
+    pub _pad: [u32; 3],
 }
 
 #[repr(C)]

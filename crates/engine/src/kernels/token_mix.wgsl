@@ -33,6 +33,10 @@ struct Params {
     // Rounding of target a / b per mix: 0 f32, 1 f16, 2 bf16, 3 Q8_0, 4 Q8_K, 255 none.
     mode_a: array<vec4<u32>, 2>,
     mode_b: array<vec4<u32>, 2>,
+    // Bits: 1 target a, 2 target b also written as f16 pairs to x16_a / x16_b (the
+    // tensor-core products' input copies, same layout; the dim is even), in steps of
+    // several rows.
+    x16: u32,
 }
 
 const TILE: u32 = 256u;
@@ -48,6 +52,30 @@ const TILE: u32 = 256u;
 @group(0) @binding(8) var<storage, read_write> out_a: array<f32>;
 @group(0) @binding(9) var<storage, read_write> out_b: array<f32>;
 @group(0) @binding(10) var<storage, read_write> xq: array<u32>;
+@group(0) @binding(11) var<storage, read_write> x16_a: array<u32>;
+@group(0) @binding(12) var<storage, read_write> x16_b: array<u32>;
+
+const F16_MAX: f32 = 65504.0;
+// A tile's values, paired up for the f16 copies.
+var<workgroup> sh_pair: array<f32, TILE>;
+
+// Pairs of the tile's values r (this thread's; all threads call this together) as f16, from
+// f16 index o0 (even) of copy `which` (1: x16_a, 2: x16_b), for the first n values.
+fn store_x16(lane: Lane, r: f32, o0: u32, n: u32, which: u32) {
+    workgroupBarrier();
+    sh_pair[lane.tid] = r;
+    workgroupBarrier();
+    let c = 2u * lane.tid;
+    if c < n {
+        let h = clamp(vec2<f32>(sh_pair[c], sh_pair[c + 1u]), vec2<f32>(-F16_MAX), vec2<f32>(F16_MAX));
+        let w = pack2x16float(h);
+        if which == 1u {
+            x16_a[(o0 + c) / 2u] = w;
+        } else {
+            x16_b[(o0 + c) / 2u] = w;
+        }
+    }
+}
 
 fn xq_store(i: u32, w: u32) {
     xq[i] = w;
@@ -176,10 +204,16 @@ fn mix_tile(lane: Lane, t: u32, info: Row, st: vec2<f32>, pst: vec2<f32>, tile: 
         let v = select(0.0, sx * mu[m * p.dim + cc] + xn, in_row);
         let o = m * p.mix_stride + t * p.dim + c;
         let ma = mode_of(p.mode_a, m);
+        // The tile's first value and count, for the f16 copies.
+        let o0 = m * p.mix_stride + t * p.dim + tile * TILE;
+        let n = min(TILE, p.dim - tile * TILE);
         if ma != 255u {
             let r = rounded_for(lane, v, ma, several);
             if in_row {
                 out_a[o] = r;
+            }
+            if several && (p.x16 & 1u) != 0u {
+                store_x16(lane, r, o0, n, 1u);
             }
             if few && step.n_rows <= p.q8k {
                 let blk = (m * p.q8k + t) * (p.dim / TILE) + tile;
@@ -195,6 +229,9 @@ fn mix_tile(lane: Lane, t: u32, info: Row, st: vec2<f32>, pst: vec2<f32>, tile: 
             let r = rounded_for(lane, v, mb, several);
             if in_row {
                 out_b[o] = r;
+            }
+            if several && (p.x16 & 2u) != 0u {
+                store_x16(lane, r, o0, n, 2u);
             }
         }
     }
