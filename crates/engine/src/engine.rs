@@ -850,18 +850,7 @@ impl Builder<'_> {
         if self.fresh.contains(&(x.name, mode)) {
             return Ok(out);
         }
-        let params = uniform(
-            &self.ctx.device,
-            "round params",
-            &RoundParams {
-                cols: x.cols,
-                block_stride: x.rows * x.cols,
-                mode,
-                count_out: x.out as u32,
-                write_x16: 0,
-                _pad: [0; 3],
-            },
-        );
+        let params = self.round_params(x.rows, x.cols, mode, x.out, false);
         let tiles = x.cols.div_ceil(256);
         let grid = if x.out {
             Grid::OutTiles(tiles)
@@ -908,6 +897,21 @@ impl Builder<'_> {
         Ok(out)
     }
 
+    /// The parameters of a rounding op over rows of `cols` values (`rows` per block) with
+    /// `mode`, counting the step's logits rows (`out`) or its token rows, writing the f16
+    /// copy too or not (round_activations.wgsl).
+    fn round_params(&self, rows: u32, cols: u32, mode: u32, out: bool, x16: bool) -> wgpu::Buffer {
+        let params = RoundParams {
+            cols,
+            block_stride: rows * cols,
+            mode,
+            count_out: out as u32,
+            write_x16: x16 as u32,
+            _pad: [0; 3],
+        };
+        uniform(&self.ctx.device, "round params", &params)
+    }
+
     /// Makes the rounding op that wrote `input` (if the latest writer of it is one) write the
     /// f16 copy `x16` too, instead of a conversion of its own after it; returns the op's
     /// index.
@@ -916,18 +920,7 @@ impl Builder<'_> {
         if !w.cols.is_multiple_of(2) {
             return None;
         }
-        let params = uniform(
-            &self.ctx.device,
-            "round params",
-            &RoundParams {
-                cols: w.cols,
-                block_stride: w.rows * w.cols,
-                mode: w.mode,
-                count_out: 0,
-                write_x16: 1,
-                _pad: [0; 3],
-            },
-        );
+        let params = self.round_params(w.rows, w.cols, w.mode, false, true);
         let pipeline = &self.kernels.round_activations;
         let bind_group = bind(
             &self.ctx.device,

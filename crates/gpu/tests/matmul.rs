@@ -714,146 +714,61 @@ fn tensor_core_products_from_a_shared_f16_copy() {
     }
 }
 
-#[test]
-fn stacked_tensor_core_products_match_separate_ones() {
-    // The r/k/v products of a layer: three matrices reading blocks 0, 2 and 3 of a 4-block
-    // activation's shared f16 copy and writing blocks 0, 1, 2 of the output, once as three
-    // products and once stacked (one decode each, one product, one sum): the same bits; with
-    // the default kernels and with every product split over its columns (the sum kernel).
-    // (Not the shared test kernels: their f16 scratch holds 64 rows, too few for a stack.)
-    let g = gpu();
-    let kernels = || {
-        MatmulKernels::new(&g.ctx)
-            .expect("kernels")
-            .with_tiled_min_rows(0)
-            .with_coop_from(16)
-    };
-    let plain = kernels();
-    let split = kernels().with_coop_split(CoopSplit {
-        max_parts: 16,
+/// Kernels for the stacked-product tests (not the shared test kernels: their f16 scratch
+/// holds 64 rows, too few for a stack), splitting products as `split` says.
+fn stack_kernels(split: CoopSplit) -> MatmulKernels {
+    MatmulKernels::new(&gpu().ctx)
+        .expect("kernels")
+        .with_tiled_min_rows(0)
+        .with_coop_from(16)
+        .with_coop_split(split)
+}
+
+/// Every product split over its columns as far as it goes.
+fn split_all(max_parts: u32) -> CoopSplit {
+    CoopSplit {
+        max_parts,
         min_chunks: 1,
         target_groups: 1 << 20,
-    });
-    for kernels in [&plain, &split] {
-        stacked_case(kernels);
     }
 }
 
-fn stacked_case(kernels: &MatmulKernels) {
-    let g = gpu();
+#[test]
+fn stacked_tensor_core_products_match_separate_ones() {
+    // The r/k/v products of a layer: three Q4_K matrices reading blocks 0, 2 and 3 of a
+    // 4-block activation's shared f16 copy and writing blocks 0, 1, 2 of the output, once as
+    // three products and once stacked (one decode each, one product, one sum): the same bits;
+    // with the default kernels and with every product split over its columns (the sum
+    // kernel). 16 and 37 tokens: one token group (the few-token chunks; 16 split over
+    // columns), 70: two.
     let names = ["receptance", "key", "value"].map(|n| format!("blk.0.time_mix_{n}.weight"));
     let ms: Vec<TestMatrix> = names
         .iter()
         .map(|n| TestMatrix::from_fixture("mini-q4_k_m.gguf", n, GgmlType::Q4_K))
         .collect();
-    let ws: Vec<_> = ms.iter().map(|m| m.upload(&g.ctx, u64::MAX)).collect();
-    let (rows, cols) = (MAX_TOKENS, ms[0].cols as u32);
+    let cols = ms[0].cols as u32;
     assert_eq!(ms[0].rows as u32, cols);
-    let block = rows * cols;
-    let mut rng = Rng(91);
-    let x: Vec<f32> = (0..4 * block).map(|_| rng.nonzero()).collect();
-    let x_buf = g.ctx.create_storage_buffer("x", &f32_bytes(&x)).unwrap();
-    let x16_bytes = kernels.shared_x16_bytes(4, rows, cols) as usize;
-    let x16 = g
-        .ctx
-        .create_storage_buffer("x16", &vec![0u8; x16_bytes])
-        .unwrap();
-    let step = step_buffer(0);
-    let Some(convert) = g
-        .kernels
-        .prepare_convert(&g.ctx, &x_buf, &x16, 4, rows, cols, &step)
-        .unwrap()
-    else {
-        assert!(g.ctx.coop_subgroup_size().is_none());
-        eprintln!("no cooperative matrices: nothing to stack");
-        return;
+    let block = MAX_TOKENS * cols;
+    let case = StackCase {
+        ms,
+        layout: (0..3)
+            .zip([0, 2, 3])
+            .map(|(k, xb)| (xb, k * block, Epilogue::Store))
+            .collect(),
+        block,
+        x_cols: cols,
+        blocks: 4,
+        y_stride: cols,
+        y_len: 3 * block,
+        source: false,
     };
-    let items: Vec<_> = ws
-        .iter()
-        .zip([0u32, 2, 3])
-        .enumerate()
-        .map(|(k, (w, xb))| StackItem {
-            w,
-            x_offset: xb * block,
-            y_offset: k as u32 * block,
-            epilogue: Epilogue::Store,
-        })
-        .collect();
-    let y_len = 3 * block as usize;
-    let mut outs = Vec::new();
-    for stacked in [false, true] {
-        let y = g
-            .ctx
-            .create_storage_buffer("y", &vec![0u8; y_len * 4])
-            .unwrap();
-        let calls: Vec<_> = items
-            .iter()
-            .map(|it| {
-                let (w, x_offset, y_offset) = (it.w, it.x_offset, it.y_offset);
-                let x16_in = X16Input {
-                    buf: &x16,
-                    offset: x_offset,
-                    stride: cols,
-                };
-                kernels
-                    .prepare_shared(
-                        &g.ctx,
-                        w,
-                        &x_buf,
-                        x_offset,
-                        cols,
-                        &y,
-                        y_offset,
-                        cols,
-                        Epilogue::Store,
-                        &step,
-                        rows,
-                        Some(x16_in),
-                    )
-                    .unwrap()
-            })
-            .collect();
-        let stack = stacked.then(|| {
-            let refs: Vec<_> = calls.iter().collect();
-            let x16_in = X16Input {
-                buf: &x16,
-                offset: 0,
-                stride: cols,
-            };
-            kernels
-                .prepare_stacked(
-                    &g.ctx, &refs, &items, block, x16_in, &x_buf, &y, cols, &step, None,
-                )
-                .unwrap()
-                .expect("three Q4_K matrices of one shape stack")
-        });
-        // 16 and 37: one token group (the few-token chunks; 16 split over columns), 70: two.
+    for kernels in [
+        stack_kernels(CoopSplit::DEFAULT),
+        stack_kernels(split_all(16)),
+    ] {
         for n in [16, 37, 70] {
-            set_tokens(&step, n);
-            run(|pass| {
-                convert.record(pass, n);
-                match &stack {
-                    Some(s) => {
-                        assert!(s.takes(n));
-                        s.record(pass, n);
-                    }
-                    None => calls.iter().for_each(|c| c.record(pass, n)),
-                }
-            });
-            outs.push(g.ctx.read_buffer_f32(&y, 0, y_len).unwrap());
+            case.check(&kernels, n, true);
         }
-    }
-    assert!(outs[2].iter().all(|v| v.is_finite()) && outs[2].iter().any(|v| *v != 0.0));
-    for (k, (a, b)) in outs[..3].iter().zip(&outs[3..]).enumerate() {
-        let differ = a
-            .iter()
-            .zip(b)
-            .filter(|(a, b)| a.to_bits() != b.to_bits())
-            .count();
-        assert_eq!(
-            differ, 0,
-            "case {k}: the stacked product differs in {differ} values"
-        );
     }
 }
 
@@ -862,19 +777,28 @@ fn stacked_f16_rows_match_separate_products() {
     // The first LoRA products of a layer: four F16 matrices of 24, 40, 64 and 8 rows of 256
     // values reading blocks 1, 4, 5 and 3 of a 6-block activation, each with its own
     // epilogue (Add reads the output), writing their rows of one output whose rows pad each
-    // to 64.
+    // to 64; once as four products and once as one over their stacked copy.
+    let synthetic = |shapes: &[(usize, usize)]| -> Vec<TestMatrix> {
+        shapes
+            .iter()
+            .enumerate()
+            .map(|(k, &(r, c))| TestMatrix::synthetic(GgmlType::F16, r, c, 40 + k as u64))
+            .collect()
+    };
     let first = StackCase {
-        mats: vec![
-            (24, 256, 1, 0, Epilogue::Tanh),
-            (40, 256, 4, 64, Epilogue::Add),
-            (64, 256, 5, 128, Epilogue::Sigmoid),
-            (8, 256, 3, 192, Epilogue::Store),
+        ms: synthetic(&[(24, 256), (40, 256), (64, 256), (8, 256)]),
+        layout: vec![
+            (1, 0, Epilogue::Tanh),
+            (4, 64, Epilogue::Add),
+            (5, 128, Epilogue::Sigmoid),
+            (3, 192, Epilogue::Store),
         ],
         block: MAX_TOKENS * 256,
         x_cols: 256,
         blocks: 6,
         y_stride: 256,
         y_len: MAX_TOKENS * 256,
+        source: true,
     };
     // The second ones: four matrices of 128 rows of 32, 96, 64 and 160 values (padded to
     // 64, 128, 64, 192 in the stack), reading their parts of one 448-value row per token
@@ -883,67 +807,66 @@ fn stacked_f16_rows_match_separate_products() {
     let rows = 128;
     let block = MAX_TOKENS * rows;
     let second = StackCase {
-        mats: vec![
-            (rows, 32, 0, 0, Epilogue::Store),
-            (rows, 96, 1, block, Epilogue::Store),
-            (rows, 64, 3, 2 * block, Epilogue::Store),
-            (rows, 160, 4, 3 * block, Epilogue::Store),
+        ms: synthetic(&[(128, 32), (128, 96), (128, 64), (128, 160)]),
+        layout: vec![
+            (0, 0, Epilogue::Store),
+            (1, block, Epilogue::Store),
+            (3, 2 * block, Epilogue::Store),
+            (4, 3 * block, Epilogue::Store),
         ],
         block: 64,
         x_cols: 448,
         blocks: 1,
         y_stride: rows,
         y_len: 4 * block,
+        source: true,
     };
     for max_parts in [1, 16] {
-        first.check(max_parts, true);
+        let kernels = stack_kernels(split_all(max_parts));
+        first.check(&kernels, 37, true);
         // Split, the second case's products split their narrower columns differently.
-        second.check(max_parts, max_parts == 1);
+        second.check(&kernels, 37, max_parts == 1);
     }
 }
 
-/// A stacked product over F16 matrices `(rows, cols, input block, y_offset, epilogue)`
-/// reading a `blocks x [MAX_TOKENS][x_cols]` activation in blocks of `block` values and
-/// writing `y_len` values with `y_stride`, against one product per matrix.
+/// A stacked product over `ms` (matrix k: input block `layout[k].0`, its outputs from
+/// `layout[k].1`, epilogue `layout[k].2`) reading a `blocks x [MAX_TOKENS][x_cols]`
+/// activation in blocks of `block` values and writing `y_len` values with `y_stride`,
+/// against one product per matrix: from a stacked F16 copy of the matrices (`source`) or
+/// decoding each.
 struct StackCase {
-    mats: Vec<(u32, u32, u32, u32, Epilogue)>,
+    ms: Vec<TestMatrix>,
+    layout: Vec<(u32, u32, Epilogue)>,
     block: u32,
     x_cols: u32,
     blocks: u32,
     y_stride: u32,
     y_len: u32,
+    source: bool,
 }
 
 impl StackCase {
-    fn check(&self, max_parts: u32, bit_exact: bool) {
+    /// Runs both for a step of `n` tokens; the outputs must agree bit for bit
+    /// (`bit_exact`) or within 1e-5, and each must write exactly the matrices' rows of the
+    /// step's tokens.
+    fn check(&self, kernels: &MatmulKernels, n: u32, bit_exact: bool) {
         let g = gpu();
-        let kernels = MatmulKernels::new(&g.ctx)
-            .expect("kernels")
-            .with_tiled_min_rows(0)
-            .with_coop_from(16)
-            .with_coop_split(CoopSplit {
-                max_parts,
-                min_chunks: 1,
-                target_groups: 1 << 20,
-            });
-        let ms: Vec<TestMatrix> = self
-            .mats
-            .iter()
-            .enumerate()
-            .map(|(k, &(r, c, ..))| {
-                TestMatrix::synthetic(GgmlType::F16, r as usize, c as usize, 40 + k as u64)
-            })
-            .collect();
-        let ws: Vec<_> = ms.iter().map(|m| m.upload(&g.ctx, u64::MAX)).collect();
-        let mats: Vec<(&[u8], usize, usize)> =
-            ms.iter().map(|m| (&m.bytes[..], m.rows, m.cols)).collect();
-        let source = StackedF16::upload(&g.ctx, "stack", &mats, 64).unwrap();
-        let mut row = 0;
-        for (k, &(r, c, ..)) in self.mats.iter().enumerate() {
-            assert_eq!(source.starts[k], row);
-            assert_eq!(source.cols[k], c.next_multiple_of(64));
-            row += r.next_multiple_of(64);
-        }
+        let ws: Vec<_> = self.ms.iter().map(|m| m.upload(&g.ctx, u64::MAX)).collect();
+        let source = self.source.then(|| {
+            let mats: Vec<(&[u8], usize, usize)> = self
+                .ms
+                .iter()
+                .map(|m| (&m.bytes[..], m.rows, m.cols))
+                .collect();
+            let source = StackedF16::upload(&g.ctx, "stack", &mats, 64).unwrap();
+            let mut row = 0;
+            for (k, m) in self.ms.iter().enumerate() {
+                assert_eq!(source.starts[k], row);
+                assert_eq!(source.cols[k] as usize, m.cols.next_multiple_of(64));
+                row += m.rows.next_multiple_of(64) as u32;
+            }
+            source
+        });
         let (rows, x_cols) = (MAX_TOKENS, self.x_cols);
         let mut rng = Rng(17);
         let x: Vec<f32> = (0..self.blocks * rows * x_cols)
@@ -967,15 +890,14 @@ impl StackCase {
         };
         let items: Vec<StackItem> = ws
             .iter()
-            .zip(&self.mats)
-            .map(|(w, &(_, _, xb, y_offset, epilogue))| StackItem {
+            .zip(&self.layout)
+            .map(|(w, &(xb, y_offset, epilogue))| StackItem {
                 w,
                 x_offset: xb * self.block,
                 y_offset,
                 epilogue,
             })
             .collect();
-        let n = 37;
         let mut outs = Vec::new();
         for stacked in [false, true] {
             let y = g.ctx.create_storage_buffer("y", &f32_bytes(&y0)).unwrap();
@@ -1023,16 +945,19 @@ impl StackCase {
                         &y,
                         self.y_stride,
                         &step,
-                        Some(&source),
+                        source.as_ref(),
                     )
                     .unwrap()
-                    .expect("F16 matrices stack from their stacked copy")
+                    .expect("the matrices stack")
             });
             set_tokens(&step, n);
             run(|pass| {
                 convert.record(pass, n);
                 match &stack {
-                    Some(s) => s.record(pass, n),
+                    Some(s) => {
+                        assert!(s.takes(n));
+                        s.record(pass, n);
+                    }
                     None => calls.iter().for_each(|c| c.record(pass, n)),
                 }
             });
@@ -1047,11 +972,12 @@ impl StackCase {
             } else {
                 (a - b).abs() <= 1e-5 * (1.0 + a.abs())
             };
-            assert!(same, "{max_parts} parts: value {i}: {a} against {b}");
+            assert!(same, "{n} tokens: value {i}: {a} against {b}");
+            assert!(b.is_finite(), "{n} tokens: value {i} is {b}");
             written += (a != y) as u32;
         }
-        let rows_written: u32 = self.mats.iter().map(|m| m.0).sum();
-        assert_eq!(written, n * rows_written, "{max_parts} parts");
+        let rows_written: u32 = self.ms.iter().map(|m| m.rows as u32).sum();
+        assert_eq!(written, n * rows_written, "{n} tokens");
     }
 }
 
