@@ -829,6 +829,34 @@ fn stacked_f16_rows_match_separate_products() {
     }
 }
 
+#[test]
+fn stacked_f16_copies_pad_and_check_their_input() {
+    // Rows and widths padded to the alignment with zeros, matrix after matrix; a byte count
+    // that does not match the shape, or an empty matrix, is an error, not a panic.
+    let g = gpu();
+    let a: Vec<u8> = (1..=2 * 3 * 2).map(|b| b as u8).collect(); // 2 rows x 3 values
+    let b: Vec<u8> = vec![7; 5 * 2 * 2]; // 5 rows x 2 values
+    let s = StackedF16::upload(&g.ctx, "stack", &[(&a, 2, 3), (&b, 5, 2)], 4).unwrap();
+    assert_eq!((s.starts.clone(), s.rows.clone()), (vec![0, 4], vec![2, 5]));
+    assert_eq!((s.cols.clone(), s.bases.clone()), (vec![4, 4], vec![0, 16]));
+    assert_eq!(s.product_rows(), 9);
+    let bytes = g.ctx.read_buffer_bytes(&s.buffer, 0, 48 * 2).unwrap();
+    let halves: Vec<u16> = bytemuck::pod_collect_to_vec(&bytes);
+    // Matrix 0: its rows padded to 4 values, then two zero rows.
+    assert_eq!(
+        &halves[..8],
+        &[0x0201, 0x0403, 0x0605, 0, 0x0807, 0x0a09, 0x0c0b, 0]
+    );
+    assert!(halves[8..16].iter().all(|&h| h == 0));
+    // Matrix 1 from value 16: rows of two values, padded to 4; 8 rows (5, padded).
+    assert_eq!(&halves[16..20], &[0x0707, 0x0707, 0, 0]);
+    assert!(halves[16 + 5 * 4..].iter().all(|&h| h == 0));
+    for bad in [[(&a[..10], 2, 3)], [(&a[..0], 0, 3)]] {
+        let err = StackedF16::upload(&g.ctx, "stack", &bad, 4).unwrap_err();
+        assert!(err.to_string().contains("stack"), "{err}");
+    }
+}
+
 /// A stacked product over `ms` (matrix k: input block `layout[k].0`, its outputs from
 /// `layout[k].1`, epilogue `layout[k].2`) reading a `blocks x [MAX_TOKENS][x_cols]`
 /// activation in blocks of `block` values and writing `y_len` values with `y_stride`,
