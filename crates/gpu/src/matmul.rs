@@ -41,6 +41,10 @@ const GET_ROWS_WG_SIZE: u32 = 64;
 /// Tokens per workgroup of the batched matmul (each decoded weight is used this many times).
 const TOKENS_PER_WG: u32 = 8;
 
+/// Environment variable overriding the tensor-core path's f16 weight scratch, in MiB (see
+/// [`MatmulKernels::with_coop_scratch_bytes`]; for measurements).
+pub const COOP_SCRATCH_MB_ENV: &str = "WEB_RWKV_COOP_SCRATCH_MB";
+
 /// The tiled matrix-matrix kernel (`matmul_tiled.wgsl`): columns per decoded weight tile
 /// (its workgroup shape is a [`TileShape`]), and the token count from which it replaces the
 /// row kernel.
@@ -587,7 +591,8 @@ impl MatmulKernels {
             tiled_min_rows: TILED_MIN_ROWS,
             tile: TileShape::for_limits(&ctx.limits),
             coop_scratch: Mutex::new(CoopScratch::default()),
-            coop_scratch_bytes: COOP_SCRATCH_BYTES,
+            coop_scratch_bytes: env_parse::<u64>(COOP_SCRATCH_MB_ENV)
+                .map_or(COOP_SCRATCH_BYTES, |mb| mb.max(1) << 20),
             coop_shape: CoopShape::from_env(),
             coop_split: CoopSplit::from_env(),
             coop_f16_weights: env_set(COOP_F16_WEIGHTS_ENV),
