@@ -466,8 +466,14 @@ pub const COOP_STACK_ENV: &str = "WEB_RWKV_COOP_STACK";
 
 /// Environment variable: the number of rows from which a step whose chunks all have one
 /// token (a batch of decoding sequences) runs the WKV-7 kernel in three parts (prep, scan,
-/// post) instead of the one-token kernel.
+/// post) instead of the one-token kernel (default [`WKV_SPLIT_FROM`]).
 pub const WKV_SPLIT_FROM_ENV: &str = "WEB_RWKV_WKV_SPLIT_FROM";
+
+/// Rows from which a batch of one-token chunks takes the three-part WKV-7 path: the steps
+/// whose second LoRA products are matrix products ([`LORA2_FROM`]). On an H200 (2.9B
+/// Q4_K_M) batch 32 / 64 / 256 +1% / +1.8% / +1.5% against the one-token kernel (there one
+/// workgroup per head and sequence walks the head's 64 state rows).
+pub const WKV_SPLIT_FROM: u32 = LORA2_FROM;
 
 /// Environment variable turning off the f16 copies written by the rounding ops and token
 /// mixes (`0`: a conversion op after each, as before; for measurements).
@@ -547,7 +553,7 @@ fn skipped_ops() -> &'static [String] {
 
 fn wkv_split_from() -> u32 {
     static FROM: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
-    *FROM.get_or_init(|| rwkv_gpu::env_parse(WKV_SPLIT_FROM_ENV).unwrap_or(u32::MAX))
+    *FROM.get_or_init(|| rwkv_gpu::env_parse(WKV_SPLIT_FROM_ENV).unwrap_or(WKV_SPLIT_FROM))
 }
 
 /// What the GPU needs to know about a step's rows: token ids, token-shift sources, chunks and

@@ -286,6 +286,49 @@ fn a_batch_equals_separate_runs() {
 }
 
 #[test]
+fn a_batch_of_many_one_token_sequences_matches_separate_runs() {
+    // 20 sequences advancing one token per step together: from 17 rows such a step runs
+    // WKV-7 in three parts (prep, scan, post) and the second LoRA products as matrix
+    // products; each sequence must get what its own one-token steps give.
+    let file = synthetic(2, 256, 200, 5);
+    let n = 20;
+    let options = |slots| EngineOptions {
+        max_slots: slots,
+        max_rows: 64,
+        max_out: 64,
+        llama_cpp_rounding: false,
+        ..EngineOptions::default()
+    };
+    let seqs: Vec<Vec<u32>> = (0..n).map(|i| sequence(3, 200, 11 * i as u32)).collect();
+    let mut e = engine(&file, options(n));
+    let mut batched = vec![Vec::new(); n];
+    for t in 0..3 {
+        let inputs: Vec<SlotInput> = seqs
+            .iter()
+            .enumerate()
+            .map(|(i, s)| last(i, &s[t..t + 1]))
+            .collect();
+        for (i, mut out) in e.step(&inputs).unwrap().into_iter().enumerate() {
+            batched[i].push(out.remove(0));
+        }
+    }
+    // The batch may take the tensor-core path, which rounds its inputs to f16.
+    let tol = if context().coop_subgroup_size().is_some() {
+        2e-3
+    } else {
+        1e-5
+    };
+    for (i, s) in seqs.iter().enumerate() {
+        let mut alone = engine(&file, options(1));
+        let logits: Vec<Vec<f32>> = s
+            .iter()
+            .map(|&tok| alone.step(&[last(0, &[tok])]).unwrap().remove(0).remove(0))
+            .collect();
+        assert_close(&batched[i], &logits, tol, &format!("sequence {i}"));
+    }
+}
+
+#[test]
 fn chunked_prefill_matches_token_by_token() {
     let file = synthetic(2, 256, 200, 5);
     let tokens = sequence(70, 200, 9);
