@@ -300,18 +300,7 @@ fn a_batch_of_many_one_token_sequences_matches_separate_runs() {
         ..EngineOptions::default()
     };
     let seqs: Vec<Vec<u32>> = (0..n).map(|i| sequence(3, 200, 11 * i as u32)).collect();
-    let mut e = engine(&file, options(n));
-    let mut batched = vec![Vec::new(); n];
-    for t in 0..3 {
-        let inputs: Vec<SlotInput> = seqs
-            .iter()
-            .enumerate()
-            .map(|(i, s)| last(i, &s[t..t + 1]))
-            .collect();
-        for (i, mut out) in e.step(&inputs).unwrap().into_iter().enumerate() {
-            batched[i].push(out.remove(0));
-        }
-    }
+    let batched = batch_steps(&mut engine(&file, options(n)), &seqs);
     // The batch may take the tensor-core path, which rounds its inputs to f16.
     let tol = if context().coop_subgroup_size().is_some() {
         2e-3
@@ -601,6 +590,23 @@ fn a_step_mixing_one_token_and_longer_chunks_matches_separate_runs() {
     assert_close(&got[2], &want[2], 1e-5, "slot 2 (one token)");
 }
 
+/// The logits of sequences `seqs` (sequence i in slot i, all of one length) advancing one
+/// token per step together: per sequence, per token.
+fn batch_steps(e: &mut Engine, seqs: &[Vec<u32>]) -> Vec<Vec<Vec<f32>>> {
+    let mut batched = vec![Vec::new(); seqs.len()];
+    for t in 0..seqs.first().map_or(0, Vec::len) {
+        let inputs: Vec<SlotInput> = seqs
+            .iter()
+            .enumerate()
+            .map(|(i, s)| last(i, &s[t..t + 1]))
+            .collect();
+        for (i, mut out) in e.step(&inputs).unwrap().into_iter().enumerate() {
+            batched[i].push(out.remove(0));
+        }
+    }
+    batched
+}
+
 fn last(slot: usize, tokens: &[u32]) -> SlotInput<'_> {
     SlotInput {
         slot,
@@ -822,22 +828,7 @@ fn few_token_steps_match_one_token_steps(persistent: bool) {
             let seqs: Vec<Vec<u32>> = (0..batch)
                 .map(|i| sequence(3, vocab, 7 * i as u32 + batch as u32))
                 .collect();
-            let mut e = engine(&file, options(batch));
-            let mut batched = vec![Vec::new(); batch];
-            for t in 0..3 {
-                let inputs: Vec<SlotInput> = seqs
-                    .iter()
-                    .enumerate()
-                    .map(|(i, s)| SlotInput {
-                        slot: i,
-                        tokens: &s[t..t + 1],
-                        logits: Logits::Last,
-                    })
-                    .collect();
-                for (i, mut out) in e.step(&inputs).unwrap().into_iter().enumerate() {
-                    batched[i].push(out.remove(0));
-                }
-            }
+            let batched = batch_steps(&mut engine(&file, options(batch)), &seqs);
             // Each sequence alone in its own slot of another engine.
             let mut one = engine(&file, options(batch));
             for (i, s) in seqs.iter().enumerate() {
