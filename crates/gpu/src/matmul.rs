@@ -383,10 +383,6 @@ pub struct MatmulCall {
     max_tokens: u32,
 }
 
-/// Products of several matrices of one type and shape, reading one shared f16 input copy
-/// and writing one output, taken as one tensor-core product in steps of `from` tokens or
-/// more (see [`MatmulKernels::prepare_stacked`]); the matrices' own [`MatmulCall`]s serve
-/// the smaller steps.
 /// One matrix of a stacked product ([`MatmulKernels::prepare_stacked`]): its inputs from
 /// `x_offset` (a whole block of the shared f16 copy), its outputs from `y_offset`, and what
 /// is done with its sums.
@@ -398,6 +394,10 @@ pub struct StackItem<'a> {
     pub epilogue: Epilogue,
 }
 
+/// Products of several matrices reading one shared f16 input copy and writing one output,
+/// taken as one tensor-core product in steps of `from` tokens or more (see
+/// [`MatmulKernels::prepare_stacked`]); the matrices' own [`MatmulCall`]s serve the smaller
+/// steps.
 pub struct StackedCall {
     coop: CoopCall,
     from: u32,

@@ -10,7 +10,7 @@ use std::time::Instant;
 mod support;
 
 use gguf::GgmlType;
-use rwkv_gpu::{ContextOptions, Epilogue, GpuContext, GpuMatrix, MatmulKernels};
+use rwkv_gpu::{ContextOptions, Epilogue, GpuContext, GpuMatrix, MatmulCall, MatmulKernels};
 use support::{synthetic_bytes, Rng};
 
 /// A product's input (`max_tokens` rows of `cols` values), output and step buffers.
@@ -31,6 +31,33 @@ fn io_buffers(
         .unwrap();
     let step = ctx.create_storage_buffer("step", &[0u8; 16]).unwrap();
     (x_buf, y_buf, step)
+}
+
+/// `w` times the tokens' inputs in `x` into `y` (both packed: `w.cols` and `w.rows` values
+/// per token), stored, for up to `max_tokens` tokens (the count in `step`).
+fn prepare_plain(
+    kernels: &MatmulKernels,
+    ctx: &GpuContext,
+    w: &GpuMatrix,
+    (x, y, step): (&wgpu::Buffer, &wgpu::Buffer, &wgpu::Buffer),
+    max_tokens: u32,
+) -> MatmulCall {
+    let (rows, cols) = (w.rows as u32, w.cols as u32);
+    kernels
+        .prepare(
+            ctx,
+            w,
+            x,
+            0,
+            cols,
+            y,
+            0,
+            rows,
+            Epilogue::Store,
+            step,
+            max_tokens,
+        )
+        .unwrap()
 }
 
 /// Records `record(pass, i)` for i in 0..k into one compute pass, submits it and waits (the
@@ -82,23 +109,7 @@ fn matmul_throughput() {
             }
             let calls: Vec<_> = mats
                 .iter()
-                .map(|w| {
-                    kernels
-                        .prepare(
-                            &ctx,
-                            w,
-                            &x_buf,
-                            0,
-                            cols as u32,
-                            &y_buf,
-                            0,
-                            rows as u32,
-                            Epilogue::Store,
-                            &step,
-                            max_tokens,
-                        )
-                        .unwrap()
-                })
+                .map(|w| prepare_plain(&kernels, &ctx, w, (&x_buf, &y_buf, &step), max_tokens))
                 .collect();
             let mut line = format!(
                 "{ty:>5} {rows:>6}x{cols:<6} {:>8.1} MiB x{copies:<3}",
@@ -139,21 +150,7 @@ fn coop_product_throughput() {
         let (x_buf, y_buf, step) = io_buffers(&ctx, rows, cols, max_tokens);
         let bytes = synthetic_bytes(GgmlType::F16, rows * cols, &mut rng);
         let w = GpuMatrix::upload(&ctx, "w", GgmlType::F16, rows, cols, &bytes).unwrap();
-        let call = kernels
-            .prepare(
-                &ctx,
-                &w,
-                &x_buf,
-                0,
-                cols as u32,
-                &y_buf,
-                0,
-                rows as u32,
-                Epilogue::Store,
-                &step,
-                max_tokens,
-            )
-            .unwrap();
+        let call = prepare_plain(&kernels, &ctx, &w, (&x_buf, &y_buf, &step), max_tokens);
         let mut line = format!("F16 {rows:>6}x{cols:<6}");
         for n in [512u32, 2048] {
             ctx.queue.write_buffer(&step, 0, &n.to_le_bytes());

@@ -467,8 +467,7 @@ impl MatmulKernels {
             Some(_) => 0,
             None => io.max_tokens.next_multiple_of(bn) as u64 * w.cols as u64 * 2,
         };
-        let split = self.coop_split;
-        let candidates = split.candidates(cols / shape.k);
+        let candidates = self.coop_split.candidates(cols / shape.k);
         let most_rows = w16_rows.max(rows_of(false));
         let part_bytes = part_scratch_bytes(ctx, &candidates, io.max_tokens, most_rows);
         let (w16, x16, part_scratch) = {
@@ -571,9 +570,8 @@ impl MatmulKernels {
             }
         }
         let staged = shape.for_input(x16_at.0, x16_at.1);
-        let split = self.coop_split;
         self.coop_call(
-            ctx, w.ty, convert, shape, staged, slices, split, part_bytes, epilogue, subgroup,
+            ctx, w.ty, convert, shape, staged, slices, part_bytes, epilogue, subgroup,
         )
     }
 
@@ -588,7 +586,6 @@ impl MatmulKernels {
         shape: CoopShape,
         staged: CoopShape,
         slices: Vec<CoopSlice>,
-        split: CoopSplit,
         part_bytes: u64,
         epilogue: Epilogue,
         subgroup: u32,
@@ -621,7 +618,7 @@ impl MatmulKernels {
             sum: self.pipeline(ctx, f16_key, Kernel::CoopSum { epilogue })?,
             shape,
             slices,
-            split,
+            split: self.coop_split,
             part_bytes,
         })
     }
@@ -731,8 +728,7 @@ impl MatmulKernels {
             }
         };
         let cols = layout.iter().map(|l| l[2]).max().unwrap_or(0);
-        let split = self.coop_split;
-        let candidates = split.candidates(cols / shape.k);
+        let candidates = self.coop_split.candidates(cols / shape.k);
         let part_bytes = part_scratch_bytes(ctx, &candidates, io.max_tokens, stack_rows);
         let decoded_bytes = match source {
             Some(_) => 0,
@@ -824,7 +820,6 @@ impl MatmulKernels {
             shape,
             staged,
             slices,
-            split,
             part_bytes,
             Epilogue::Store,
             subgroup,
@@ -845,18 +840,7 @@ impl MatmulKernels {
         let part = &w.parts[0];
         let (rows, cols) = (w.rows as u32, w.cols as u32);
         let matrix_bytes = rows as u64 * cols as u64 * 2;
-        let params = params_buffer(
-            ctx,
-            &Params {
-                rows,
-                cols,
-                blocks_per_row: w.blocks_per_row as u32,
-                row_words: w.row_words as u32,
-                scale_base: part.scale_base as u32,
-                max_tokens: io.max_tokens,
-                ..Params::default()
-            },
-        )?;
+        let params = params_buffer(ctx, &decode_params(w, part))?;
         let target = wgpu::BufferBinding {
             buffer: w16,
             offset: start as u64 * cols as u64 * 2,
@@ -1051,17 +1035,7 @@ impl MatmulKernels {
             wgpu::BufferUsages::STORAGE,
             None,
         )?;
-        let params = params_buffer(
-            ctx,
-            &Params {
-                rows: part.rows as u32,
-                cols: w.cols as u32,
-                blocks_per_row: w.blocks_per_row as u32,
-                row_words: w.row_words as u32,
-                scale_base: part.scale_base as u32,
-                ..Params::default()
-            },
-        )?;
+        let params = params_buffer(ctx, &decode_params(w, part))?;
         // Bindings 2 and 4 are unused by the decode; the weights fill them.
         let b = &part.buffer;
         let group = self.bind_group(ctx, &w.name, [b, &params, b, &copy, b]);
@@ -1108,6 +1082,19 @@ fn decode_units(w: &GpuMatrix, rows: u32) -> Option<u32> {
         .and_then(|f| crate::matvec::wgsl_const(f, "UNITS"))
         .unwrap_or(1);
     u32::try_from(rows as u64 * w.blocks_per_row as u64 * per_block as u64).ok()
+}
+
+/// The parameters of the weight decode (`matmul_coop_dequant.wgsl`) of all of `part`'s rows
+/// of `w`, from its first.
+fn decode_params(w: &GpuMatrix, part: &MatrixPart) -> Params {
+    Params {
+        rows: part.rows as u32,
+        cols: w.cols as u32,
+        blocks_per_row: w.blocks_per_row as u32,
+        row_words: w.row_words as u32,
+        scale_base: part.scale_base as u32,
+        ..Params::default()
+    }
 }
 
 fn too_large(w: &GpuMatrix) -> GpuError {
