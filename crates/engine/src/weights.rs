@@ -47,7 +47,7 @@ pub struct LayerWeights {
     pub g1: GpuMatrix,
     /// Value-residual LoRA; absent in the first layer.
     pub v1: Option<GpuMatrix>,
-    /// The first LoRA matrices (w1, a1, g1, then v1 where present) stacked in one F16 matrix,
+    /// The first LoRA matrices (w1, a1, g1, then v1 where present) stacked in one F16 buffer,
     /// each padded to [`crate::engine::LORA_ALIGN`] rows, for the one tensor-core product
     /// that computes all four in steps of many tokens; None without cooperative matrices,
     /// where they are not all F16, or with `WEB_RWKV_COOP_STACK=0`.
