@@ -39,6 +39,16 @@
 // Subgroup s owns rows 32 * (s % 2) .. + 32 and tokens 32 * (s / 2) .. + 32: four 16 x 16
 // accumulators. P.cols is a multiple of BK. Rows past P.rows (stale scratch rows, read
 // but never written out) and tokens past n (zeros) are computed and not written.
+//
+// This kernel is built without naga's bounds checks on Vulkan (shader.rs: they cost it
+// 13-15%), so every index into its workgroup and private arrays is in range by
+// construction: a staged unit u < A_PT * WG_SIZE <= BM * ROW_UNITS goes to row u /
+// ROW_UNITS < BM, unit u % ROW_UNITS < ROW_UNITS < SU of sh_a (B_PT, BN, sh_b alike); the
+// cooperative loads read rows r0 .. r0 + 31 <= BM - 1 (r0 = 32 (sg % SGR), BM = 32 SGR) and
+// tb .. tb + 31 <= BN - 1, units ka .. ka + 16 / UNIT - 1 <= ROW_UNITS - 1; sh_c's index is
+// sg * 256 + e with e < 256 and sg < SGR * SGC (WG_SIZE = SGR * SGC * SG, and the host runs
+// this kernel only where the subgroup size is fixed at SG); pa and pb by j < A_PT, B_PT.
+// Storage-buffer indices are guarded by the driver's robust buffer access there.
 
 enable f16;
 enable wgpu_cooperative_matrix;

@@ -8,6 +8,14 @@
 // workgroup memory first and then written out 16 bytes per thread, coalesced (a unit's own
 // values are scattered over its block, so writing them directly cost a memory transaction
 // per value).
+//
+// For the block formats (not f32, f16, bf16) this kernel is built without naga's bounds
+// checks on Vulkan (shader.rs), so its `tile` indices are in range by construction: UNITS
+// divides 256, so a workgroup's 256 units are whole blocks; every value a unit emits lies in
+// its own block, at most 256 * UNIT_VALUES values from the workgroup's first, and emit4's
+// pair index i / 2 + 1 stays below TILE_VALUES / 2 (i is a multiple of 4); the write-out
+// reads tile[4 q + 3] with q < n_values / 8 <= TILE_VALUES / 8. (emit1, the float formats'
+// partial blocks, keeps the checks.)
 
 @group(0) @binding(3) var<storage, read_write> W16: array<vec4<u32>>;
 

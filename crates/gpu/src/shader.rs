@@ -7,16 +7,58 @@
 //! buffer accesses, which keep a wrong index from reaching memory outside a binding, stay
 //! on. [`SHADER_CHECKS_ENV`] overrides this for measurements: `all` (wgpu's default), `bounds`
 //! (ours), `none`.
+//!
+//! One kernel goes further: the tensor-core product (matmul_coop.wgsl) is built without
+//! bounds checks on Vulkan ([`Checks::Unchecked`]), where they cost it 13-15% of a prompt's
+//! time on an H200 (BENCHMARKS.md, 2026-11-30 session 5). That is sound because (1) every
+//! index into its workgroup and private arrays is in range by construction (the shader's
+//! comments say why, with the tile constants the host checks), and (2) on Vulkan wgpu
+//! enables the driver's robust buffer access, so even a wrong storage-buffer index cannot
+//! reach outside a binding (with robustBufferAccess2, which wgpu prefers, naga emits no
+//! buffer checks there in any case). Other backends keep the checks.
 
 use crate::error::GpuError;
 
 /// Environment variable choosing the shader runtime checks (`all`, `bounds`, `none`).
 pub const SHADER_CHECKS_ENV: &str = "WEB_RWKV_SHADER_CHECKS";
 
-fn runtime_checks() -> wgpu::ShaderRuntimeChecks {
+/// Measurement knob: pipelines whose label starts with one of these comma-separated
+/// prefixes get no runtime checks at all (to find which kernels the checks slow).
+pub const SHADER_UNCHECKED_ENV: &str = "WEB_RWKV_SHADER_UNCHECKED";
+
+/// The runtime checks a kernel asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Checks {
+    /// Bounds checks on, loop and division guards off (see the module comment).
+    Bounds,
+    /// No checks, for a kernel whose indices are in range by construction, on a backend
+    /// that guards buffer accesses itself ([`Checks::unchecked_on`]).
+    Unchecked,
+}
+
+impl Checks {
+    /// [`Checks::Unchecked`] where the backend guards storage-buffer accesses itself
+    /// (Vulkan: wgpu enables robust buffer access), else [`Checks::Bounds`].
+    pub(crate) fn unchecked_on(backend: wgpu::Backend) -> Checks {
+        if backend == wgpu::Backend::Vulkan {
+            Checks::Unchecked
+        } else {
+            Checks::Bounds
+        }
+    }
+}
+
+fn runtime_checks(label: &str, wanted: Checks) -> wgpu::ShaderRuntimeChecks {
     let mut checks = wgpu::ShaderRuntimeChecks::checked();
+    let unchecked = std::env::var(SHADER_UNCHECKED_ENV).is_ok_and(|list| {
+        list.split(',')
+            .any(|prefix| !prefix.is_empty() && label.starts_with(prefix))
+    });
     match std::env::var(SHADER_CHECKS_ENV).as_deref() {
         Ok("all") => {}
+        _ if unchecked || wanted == Checks::Unchecked => {
+            checks = wgpu::ShaderRuntimeChecks::unchecked()
+        }
         Ok("none") => checks = wgpu::ShaderRuntimeChecks::unchecked(),
         _ => {
             checks.force_loop_bounding = false;
@@ -29,6 +71,15 @@ fn runtime_checks() -> wgpu::ShaderRuntimeChecks {
 /// Compiles WGSL `source`. Validation errors surface through the device's error scopes as
 /// with `wgpu::Device::create_shader_module`.
 pub fn shader_module(device: &wgpu::Device, label: &str, source: &str) -> wgpu::ShaderModule {
+    shader_module_with(device, label, source, Checks::Bounds)
+}
+
+fn shader_module_with(
+    device: &wgpu::Device,
+    label: &str,
+    source: &str,
+    checks: Checks,
+) -> wgpu::ShaderModule {
     let desc = wgpu::ShaderModuleDescriptor {
         label: Some(label),
         source: wgpu::ShaderSource::Wgsl(source.into()),
@@ -36,8 +87,10 @@ pub fn shader_module(device: &wgpu::Device, label: &str, source: &str) -> wgpu::
     // SAFETY: the relaxed checks are sound for this crate's and the engine's kernels: every
     // loop has a bound fixed by constants or validated dimensions, and no divisor is zero
     // (see the module comment). Buffer bounds checks stay on unless a developer asks for
-    // `none` when measuring.
-    unsafe { device.create_shader_module_trusted(desc, runtime_checks()) }
+    // `none` when measuring. `Checks::Unchecked` comes only from `Checks::unchecked_on`, for
+    // kernels whose indices are in range by construction, on a backend that bounds buffer
+    // accesses itself (see the module comment).
+    unsafe { device.create_shader_module_trusted(desc, runtime_checks(label, checks)) }
 }
 
 /// Compiles `source` and builds its compute pipeline (entry point `main`; `layout` `None`
@@ -48,8 +101,19 @@ pub(crate) fn compute_pipeline(
     source: &str,
     layout: Option<&wgpu::PipelineLayout>,
 ) -> Result<wgpu::ComputePipeline, GpuError> {
+    compute_pipeline_with(device, label, source, layout, Checks::Bounds)
+}
+
+/// [`compute_pipeline`] with the runtime checks `checks`.
+pub(crate) fn compute_pipeline_with(
+    device: &wgpu::Device,
+    label: &str,
+    source: &str,
+    layout: Option<&wgpu::PipelineLayout>,
+    checks: Checks,
+) -> Result<wgpu::ComputePipeline, GpuError> {
     let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
-    let module = shader_module(device, label, source);
+    let module = shader_module_with(device, label, source, checks);
     let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
         label: Some(label),
         layout,

@@ -46,7 +46,8 @@ pub struct CoopShape {
 /// Steps of at most this many tokens take [`CoopShape::for_few_tokens`].
 pub(super) const COOP_FEW_TOKENS: u32 = 64;
 
-/// Environment variable turning [`CoopShape::for_few_tokens`] off (`0`; for measurements).
+/// Environment variable turning [`CoopShape::for_few_tokens`]'s 32-column chunks on (`1`;
+/// for measurements).
 pub const COOP_FEW_K_ENV: &str = "WEB_RWKV_COOP_FEW_K";
 
 /// Environment variable choosing the tensor-core product's workgroup order (`rows`: row
@@ -105,13 +106,14 @@ impl CoopShape {
         CoopShape { unit, ..self }
     }
 
-    /// The shape for steps of at most [`COOP_FEW_TOKENS`] tokens: chunks of 32 columns
-    /// instead of 64 (on an H200, 2.9B Q4_K_M: batch 64 +5%, batch 256 and prompts slower;
-    /// the smaller staging registers let four workgroups share an SM instead of three).
-    /// `WEB_RWKV_COOP_FEW_K=0` keeps the shape.
+    /// The shape for steps of at most [`COOP_FEW_TOKENS`] tokens: this shape, or with
+    /// `WEB_RWKV_COOP_FEW_K=1` chunks of 32 columns instead of 64. The 32-column chunks
+    /// were 3-5% faster at batch 32-64 (2.9B Q4_K_M on an H200) while the product kept
+    /// naga's bounds checks; without them (shader.rs) the 64-column chunks are 9% faster
+    /// there, so the narrow chunks are only a knob now.
     pub(super) fn for_few_tokens(self) -> CoopShape {
-        let off = std::env::var(COOP_FEW_K_ENV).as_deref() == Ok("0");
-        if self.k == 64 && !off {
+        let on = std::env::var(COOP_FEW_K_ENV).as_deref() == Ok("1");
+        if self.k == 64 && on {
             CoopShape { k: 32, ..self }
         } else {
             self
@@ -1248,18 +1250,8 @@ mod tests {
         // 3 x 1 subgroups of 64 (192 threads): the 32-token tile's 512 pairs do not split.
         assert!(!CoopShape::parse("3x1x32").unwrap().splits_evenly(64));
         assert_eq!(CoopShape::DEFAULT.for_cols(96).k, 32);
-        // Few-token steps: 32-column chunks, the rest of the shape (so grid and splits) kept.
-        let few = CoopShape::DEFAULT.for_few_tokens();
-        assert_eq!(
-            few,
-            CoopShape {
-                k: 32,
-                ..CoopShape::DEFAULT
-            }
-        );
-        assert_eq!(few.rows(), CoopShape::DEFAULT.rows());
-        assert_eq!(few.tokens(), CoopShape::DEFAULT.tokens());
-        assert_eq!(few.for_few_tokens(), few);
+        // Few-token steps keep the shape unless WEB_RWKV_COOP_FEW_K=1 (not set in tests).
+        assert_eq!(CoopShape::DEFAULT.for_few_tokens(), CoopShape::DEFAULT);
         // Quads where the input allows, else pairs.
         assert_eq!(CoopShape::DEFAULT.for_input(2560, 2560).unit, 4);
         assert_eq!(CoopShape::DEFAULT.for_input(2562, 2560).unit, 2);
