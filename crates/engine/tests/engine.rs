@@ -349,6 +349,36 @@ fn chunked_prefill_matches_token_by_token() {
         assert_close(&all, &one_by_one, 1e-5, &format!("chunk {chunk}"));
         assert!(e.last_times().gpu_steps as usize >= tokens.len().div_ceil(chunk.min(8)));
     }
+    // Only the last logits: steps of up to 64 (or 37) tokens, so the WKV scan walks long
+    // chunks and carries the state across steps (the tokens after the prompt read it back).
+    for chunk in [64, 37] {
+        let mut e = engine(&file, options(chunk));
+        let (prompt, rest) = tokens.split_at(60);
+        let last = e
+            .step(&[SlotInput {
+                slot: 0,
+                tokens: prompt,
+                logits: Logits::Last,
+            }])
+            .unwrap();
+        let mut got = vec![last[0][0].clone()];
+        for t in rest {
+            let out = e
+                .step(&[SlotInput {
+                    slot: 0,
+                    tokens: std::slice::from_ref(t),
+                    logits: Logits::Last,
+                }])
+                .unwrap();
+            got.push(out[0][0].clone());
+        }
+        assert_close(
+            &got,
+            &one_by_one[59..],
+            1e-5,
+            &format!("last logits, chunk {chunk}"),
+        );
+    }
 }
 
 #[test]
