@@ -351,6 +351,13 @@ fn chunked_prefill_matches_token_by_token() {
     }
     // Only the last logits: steps of up to 64 (or 37) tokens, so the WKV scan walks long
     // chunks and carries the state across steps (the tokens after the prompt read it back).
+    // Such steps take the tensor-core path where the device has one, which rounds the
+    // products' inputs to f16 (1.7e-4 on an H200).
+    let tol = if context().coop_subgroup_size().is_some() {
+        2e-3
+    } else {
+        1e-5
+    };
     for chunk in [64, 37] {
         let mut e = engine(&file, options(chunk));
         let (prompt, rest) = tokens.split_at(60);
@@ -375,7 +382,7 @@ fn chunked_prefill_matches_token_by_token() {
         assert_close(
             &got,
             &one_by_one[59..],
-            1e-5,
+            tol,
             &format!("last logits, chunk {chunk}"),
         );
     }
