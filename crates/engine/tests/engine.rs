@@ -36,6 +36,18 @@ fn all_logits(engine: &mut Engine, tokens: &[u32]) -> Vec<Vec<f32>> {
     out.into_iter().next().unwrap()
 }
 
+/// The last logits of one step of `tokens` on slot 0.
+fn last_logits(engine: &mut Engine, tokens: &[u32]) -> Vec<f32> {
+    let out = engine
+        .step(&[SlotInput {
+            slot: 0,
+            tokens,
+            logits: Logits::Last,
+        }])
+        .unwrap();
+    out[0][0].clone()
+}
+
 const FIXTURES: [&str; 12] = [
     "mini-f16",
     "mini-bf16",
@@ -331,16 +343,7 @@ fn chunked_prefill_matches_token_by_token() {
     let mut e = engine(&file, options(64));
     let one_by_one: Vec<Vec<f32>> = tokens
         .iter()
-        .map(|t| {
-            let out = e
-                .step(&[SlotInput {
-                    slot: 0,
-                    tokens: std::slice::from_ref(t),
-                    logits: Logits::Last,
-                }])
-                .unwrap();
-            out[0][0].clone()
-        })
+        .map(|t| last_logits(&mut e, std::slice::from_ref(t)))
         .collect();
     for chunk in [1, 7, 64] {
         let mut e = engine(&file, options(chunk));
@@ -361,23 +364,9 @@ fn chunked_prefill_matches_token_by_token() {
     for chunk in [64, 37] {
         let mut e = engine(&file, options(chunk));
         let (prompt, rest) = tokens.split_at(60);
-        let last = e
-            .step(&[SlotInput {
-                slot: 0,
-                tokens: prompt,
-                logits: Logits::Last,
-            }])
-            .unwrap();
-        let mut got = vec![last[0][0].clone()];
+        let mut got = vec![last_logits(&mut e, prompt)];
         for t in rest {
-            let out = e
-                .step(&[SlotInput {
-                    slot: 0,
-                    tokens: std::slice::from_ref(t),
-                    logits: Logits::Last,
-                }])
-                .unwrap();
-            got.push(out[0][0].clone());
+            got.push(last_logits(&mut e, std::slice::from_ref(t)));
         }
         assert_close(
             &got,
