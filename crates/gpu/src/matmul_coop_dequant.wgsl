@@ -14,8 +14,8 @@
 // divides 256, so a workgroup's 256 units are whole blocks; every value a unit emits lies in
 // its own block, at most 256 * UNIT_VALUES values from the workgroup's first, and emit4's
 // pair index i / 2 + 1 stays below TILE_VALUES / 2 (i is a multiple of 4); the write-out
-// reads tile[4 q + 3] with q < n_values / 8 <= TILE_VALUES / 8. (emit1, the float formats'
-// partial blocks, keeps the checks.)
+// reads tile[4 q + 3] with q < n_values / 8 <= TILE_VALUES / 8. (emit1 serves only the
+// float formats' partial blocks, and the float formats keep the checks.)
 
 @group(0) @binding(3) var<storage, read_write> W16: array<vec4<u32>>;
 

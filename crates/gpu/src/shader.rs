@@ -8,14 +8,15 @@
 //! on. [`SHADER_CHECKS_ENV`] overrides this for measurements: `all` (wgpu's default), `bounds`
 //! (ours), `none`.
 //!
-//! One kernel goes further: the tensor-core product (matmul_coop.wgsl) is built without
-//! bounds checks on Vulkan ([`Checks::Unchecked`]), where they cost it 13-15% of a prompt's
-//! time on an H200 (BENCHMARKS.md, 2026-11-30 session 5). That is sound because (1) every
-//! index into its workgroup and private arrays is in range by construction (the shader's
-//! comments say why, with the tile constants the host checks), and (2) on Vulkan wgpu
-//! enables the driver's robust buffer access, so even a wrong storage-buffer index cannot
-//! reach outside a binding (with robustBufferAccess2, which wgpu prefers, naga emits no
-//! buffer checks there in any case). Other backends keep the checks.
+//! Two kernels go further: the tensor-core product (matmul_coop.wgsl) and its weight decode
+//! for the block formats (matmul_coop_dequant.wgsl) are built without bounds checks on
+//! Vulkan ([`Checks::Unchecked`]), where the checks cost prompts 13-15% and batches of 32-256
+//! sequences 11-14% on an H200 (BENCHMARKS.md, 2026-11-30 session 5). That is sound because
+//! (1) every index into their workgroup and private arrays is in range by construction (each
+//! shader's header says why, from its tile constants and what the host guarantees), and (2)
+//! on Vulkan wgpu enables the driver's robust buffer access, so even a wrong storage-buffer
+//! index cannot reach outside a binding (with robustBufferAccess2, which wgpu prefers, naga
+//! emits no buffer checks there in any case). Other backends and kernels keep the checks.
 
 use crate::error::GpuError;
 
