@@ -205,17 +205,23 @@ fn generated_model_of_other_shape_matches_cpu_reference() {
     let ours = all_logits(&mut long, &tokens);
     assert_eq!(long.last_times().gpu_steps, 1);
     // (A device with tensor cores multiplies such a step's inputs rounded to f16.)
-    let tol = if context().coop_subgroup_size().is_some() {
-        2e-3
-    } else {
-        1e-4
-    };
+    let tol = tensor_core_tolerance(1e-4);
     for pos in [0, 1, 2, 511, 1022, 1023] {
         let err = relative_error(&ours[pos], &expected[pos]);
         assert!(
             err <= tol,
             "one step: position {pos}: relative error {err:e}"
         );
+    }
+}
+
+/// The tolerance for logits of steps that may take the tensor-core path: 2e-3 where the
+/// device has one (it multiplies inputs rounded to f16), else `exact`.
+fn tensor_core_tolerance(exact: f64) -> f64 {
+    if context().coop_subgroup_size().is_some() {
+        2e-3
+    } else {
+        exact
     }
 }
 
@@ -256,11 +262,7 @@ fn a_batch_equals_separate_runs() {
     let batched = e.step(&inputs).unwrap();
     // The batch's 38 tokens may take the tensor-core path, which rounds its inputs to f16
     // (the separate prompts are too short for it); the states it leaves differ as much.
-    let tol = if context().coop_subgroup_size().is_some() {
-        2e-3
-    } else {
-        1e-5
-    };
+    let tol = tensor_core_tolerance(1e-5);
     for (i, (b, s)) in batched.iter().zip(&separate).enumerate() {
         assert_close(b, s, tol, &format!("prompt {i}"));
     }
@@ -314,11 +316,7 @@ fn a_batch_of_many_one_token_sequences_matches_separate_runs() {
     let seqs: Vec<Vec<u32>> = (0..n).map(|i| sequence(3, 200, 11 * i as u32)).collect();
     let batched = batch_steps(&mut engine(&file, options(n)), &seqs);
     // The batch may take the tensor-core path, which rounds its inputs to f16.
-    let tol = if context().coop_subgroup_size().is_some() {
-        2e-3
-    } else {
-        1e-5
-    };
+    let tol = tensor_core_tolerance(1e-5);
     for (i, s) in seqs.iter().enumerate() {
         let mut alone = engine(&file, options(1));
         let logits: Vec<Vec<f32>> = s
@@ -356,11 +354,7 @@ fn chunked_prefill_matches_token_by_token() {
     // chunks and carries the state across steps (the tokens after the prompt read it back).
     // Such steps take the tensor-core path where the device has one, which rounds the
     // products' inputs to f16 (1.7e-4 on an H200).
-    let tol = if context().coop_subgroup_size().is_some() {
-        2e-3
-    } else {
-        1e-5
-    };
+    let tol = tensor_core_tolerance(1e-5);
     for chunk in [64, 37] {
         let mut e = engine(&file, options(chunk));
         let (prompt, rest) = tokens.split_at(60);
@@ -689,10 +683,10 @@ fn lora_second_products_as_matrix_products_match_the_wkv_kernel() {
         // 4e-4 here. The tensor-core path (from 16 tokens where the device has it) rounds the
         // products' inputs to f16. Leaving out any one of the four products moved some
         // output by 8e-3 to 9e-2 (measured on lavapipe).
-        let tol = if rounding || context().coop_subgroup_size().is_some() {
+        let tol = if rounding {
             2e-3
         } else {
-            1e-5
+            tensor_core_tolerance(1e-5)
         };
         let exact = run(0);
         for lora2_from in [1, 4] {
