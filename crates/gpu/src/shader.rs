@@ -24,7 +24,8 @@ use crate::error::GpuError;
 pub const SHADER_CHECKS_ENV: &str = "WEB_RWKV_SHADER_CHECKS";
 
 /// Measurement knob: pipelines whose label starts with one of these comma-separated
-/// prefixes get no runtime checks at all (to find which kernels the checks slow).
+/// prefixes get no runtime checks at all (to find which kernels the checks slow), unless
+/// [`SHADER_CHECKS_ENV`] is `all`.
 pub const SHADER_UNCHECKED_ENV: &str = "WEB_RWKV_SHADER_UNCHECKED";
 
 /// The runtime checks a kernel asks for.
