@@ -1,10 +1,27 @@
-// ggml's 8-bit block roundings of activations (quantized and decoded back to f32), for
-// token_mix.wgsl and round_activations.wgsl: each thread of a 256-thread workgroup rounds one
-// value; every thread calls these together, in uniform control flow. (The Lane struct and
-// argmax_abs_256 come from reduce_subgroup.wgsl or reduce_tree.wgsl.)
+// ggml's 8-bit block roundings of activations (quantized and decoded back to f32), and the
+// f16 pairs of the tensor-core products' input copies, for token_mix.wgsl and
+// round_activations.wgsl: each thread of a 256-thread workgroup rounds one value; every
+// thread calls these together, in uniform control flow. (The Lane struct and argmax_abs_256
+// come from reduce_subgroup.wgsl or reduce_tree.wgsl.)
 
 var<workgroup> block_abs: array<f32, 256>;
 var<workgroup> block_vals: array<f32, 256>;
+
+const F16_MAX: f32 = 65504.0;
+// A tile's values, paired up for the f16 copies.
+var<workgroup> pair_vals: array<f32, 256>;
+
+// The values of threads 2 tid and 2 tid + 1 as an f16 pair (clamped to f16's finite range),
+// for the thread that writes word tid of a tile's f16 copy (tid < 128; the others get an
+// unused pair). The first barrier lets the previous call's reads finish.
+fn f16_pair(tid: u32, v: f32) -> u32 {
+    workgroupBarrier();
+    pair_vals[tid] = v;
+    workgroupBarrier();
+    let c = min(2u * tid, 254u);
+    let h = clamp(vec2<f32>(pair_vals[c], pair_vals[c + 1u]), vec2<f32>(-F16_MAX), vec2<f32>(F16_MAX));
+    return pack2x16float(h);
+}
 
 // The largest |v| of each block of 32 consecutive threads (Q8_0's blocks): one barrier, then
 // every thread reads its block's 32 values (the maximum is exact in any order).

@@ -30,9 +30,6 @@ struct Params {
 @group(0) @binding(4) var<storage, read_write> x16: array<u32>;
 
 const WG: u32 = 256u;
-const F16_MAX: f32 = 65504.0;
-
-var<workgroup> sh_rounded: array<f32, WG>;
 
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, lane: Lane) {
@@ -64,12 +61,10 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, lane: Lane) {
         output[base + tid] = r;
     }
     if p.write_x16 == 1u {
-        sh_rounded[tid] = r;
-        workgroupBarrier();
+        let w = f16_pair(tid, r);
         let c = 2u * tid;
         if c < n {
-            let h = clamp(vec2<f32>(sh_rounded[c], sh_rounded[c + 1u]), vec2<f32>(-F16_MAX), vec2<f32>(F16_MAX));
-            x16[(base + c) / 2u] = pack2x16float(h);
+            x16[(base + c) / 2u] = w;
         }
     }
 }

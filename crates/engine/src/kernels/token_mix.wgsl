@@ -55,20 +55,12 @@ const TILE: u32 = 256u;
 @group(0) @binding(11) var<storage, read_write> x16_a: array<u32>;
 @group(0) @binding(12) var<storage, read_write> x16_b: array<u32>;
 
-const F16_MAX: f32 = 65504.0;
-// A tile's values, paired up for the f16 copies.
-var<workgroup> sh_pair: array<f32, TILE>;
-
 // Pairs of the tile's values r (this thread's; all threads call this together) as f16, from
 // f16 index o0 (even) of copy `which` (1: x16_a, 2: x16_b), for the first n values.
 fn store_x16(lane: Lane, r: f32, o0: u32, n: u32, which: u32) {
-    workgroupBarrier();
-    sh_pair[lane.tid] = r;
-    workgroupBarrier();
+    let w = f16_pair(lane.tid, r);
     let c = 2u * lane.tid;
     if c < n {
-        let h = clamp(vec2<f32>(sh_pair[c], sh_pair[c + 1u]), vec2<f32>(-F16_MAX), vec2<f32>(F16_MAX));
-        let w = pack2x16float(h);
         if which == 1u {
             x16_a[(o0 + c) / 2u] = w;
         } else {
