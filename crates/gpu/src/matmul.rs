@@ -25,13 +25,13 @@ use crate::weights::{GpuFormat, GpuMatrix, StackedF16};
 mod coop;
 
 use coop::{
-    whole_blocks, CoopCall, CoopIo, CoopScratch, COOP_FROM_TOKENS, COOP_SCRATCH_BYTES,
-    COOP_SHORT_FROM_TOKENS,
+    whole_blocks, CoopCall, CoopIo, CoopScratch, COOP_FROM_TOKENS, COOP_FUSED_TOKENS,
+    COOP_SCRATCH_BYTES, COOP_SHORT_FROM_TOKENS,
 };
 pub use coop::{
     ConvertCall, CoopShape, CoopSplit, X16Input, COOP_F16_WEIGHTS_ENV, COOP_FEW_K_ENV,
-    COOP_FROM_ENV, COOP_ORDER_ENV, COOP_PROBE_ENV, COOP_SHAPE_ENV, COOP_SHORT_FROM_ENV,
-    COOP_SPLIT_ENV, COOP_UNIT_ENV,
+    COOP_FROM_ENV, COOP_FUSED_ENV, COOP_ORDER_ENV, COOP_PROBE_ENV, COOP_SHAPE_ENV,
+    COOP_SHORT_FROM_ENV, COOP_SPLIT_ENV, COOP_UNIT_ENV,
 };
 
 /// Byte offset of the token count (`u32`) in the `step_params` buffer.
@@ -201,6 +201,8 @@ const MATMUL_X1_WGSL: &str = include_str!("matmul_x1.wgsl");
 const MATMUL_X4_WGSL: &str = include_str!("matmul_x4.wgsl");
 const MATMUL_TILED_WGSL: &str = include_str!("matmul_tiled.wgsl");
 const MATMUL_COOP_WGSL: &str = include_str!("matmul_coop.wgsl");
+const MATMUL_COOP_A16_WGSL: &str = include_str!("matmul_coop_a16.wgsl");
+const MATMUL_COOP_AQ4_K_WGSL: &str = include_str!("matmul_coop_aq4_k.wgsl");
 const MATMUL_COOP_DEQUANT_WGSL: &str = include_str!("matmul_coop_dequant.wgsl");
 const MATMUL_COOP_X_WGSL: &str = include_str!("matmul_coop_x.wgsl");
 const MATMUL_COOP_SUM_WGSL: &str = include_str!("matmul_coop_sum.wgsl");
@@ -289,6 +291,16 @@ enum Kernel {
         subgroup: u32,
         shape: CoopShape,
     },
+    /// [`Kernel::Coop`] decoding its weight tiles from the blocks of the type it is keyed
+    /// by as it stages them (types with a file in [`coop_fused_wgsl`]).
+    /// With `stack`, a decoded stack's product: each matrix's blocks in their own binding
+    /// (0, then [`STACK_WEIGHT_BINDINGS`]), in the layout of [`MatmulKernels::bind_stack`].
+    CoopFused {
+        epilogue: Epilogue,
+        subgroup: u32,
+        shape: CoopShape,
+        stack: bool,
+    },
     /// Weight rows decoded to f16 for [`Kernel::Coop`].
     CoopDequant,
     /// Inputs converted to f16 for [`Kernel::Coop`].
@@ -304,6 +316,9 @@ enum Kernel {
 pub struct MatmulKernels {
     layout: wgpu::BindGroupLayout,
     pipeline_layout: wgpu::PipelineLayout,
+    /// The layout with the weights of a stack's other matrices ([`STACK_WEIGHT_BINDINGS`]).
+    stack_layout: wgpu::BindGroupLayout,
+    stack_pipeline_layout: wgpu::PipelineLayout,
     cache: Mutex<HashMap<(GgmlType, Kernel), Arc<wgpu::ComputePipeline>>>,
     tiled_min_rows: usize,
     tile: TileShape,
@@ -319,6 +334,9 @@ pub struct MatmulKernels {
     coop_f16_weights: bool,
     /// [`COOP_SHORT_FROM_TOKENS`], or [`COOP_SHORT_FROM_ENV`].
     coop_short_from: u32,
+    /// Steps of at most this many tokens decode quantized weights inside the tensor-core
+    /// product ([`COOP_FUSED_TOKENS`], or [`COOP_FUSED_ENV`]; 0: never).
+    coop_fused_upto: u32,
 }
 
 /// The uniform parameters of one part (mirrors `Params` in quant/params.wgsl).
@@ -402,6 +420,9 @@ pub struct StackItem<'a> {
 pub struct StackedCall {
     coop: CoopCall,
     from: u32,
+    /// Steps of at most this many tokens take the separate products instead: each decodes
+    /// its weights as it stages them, which the decoded stack does not.
+    separate_upto: u32,
     max_groups: u32,
     max_tokens: u32,
 }
@@ -414,7 +435,8 @@ impl StackedCall {
 
     /// Whether a step of `n_tokens` tokens takes the stacked product.
     pub fn takes(&self, n_tokens: u32) -> bool {
-        n_tokens.min(self.max_tokens) >= self.from
+        let n = n_tokens.min(self.max_tokens);
+        n >= self.from && n > self.separate_upto
     }
 
     /// Records the stacked product for a step of `n_tokens` tokens (one it [`Self::takes`]).
@@ -557,37 +579,46 @@ fn params_buffer(ctx: &GpuContext, params: &Params) -> Result<wgpu::Buffer, GpuE
 
 impl MatmulKernels {
     pub fn new(ctx: &GpuContext) -> Result<Self, GpuError> {
-        let layout = ctx
-            .device
-            .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-                label: Some("rwkv-gpu matmul"),
-                entries: &[
-                    storage_entry(0, true),
-                    wgpu::BindGroupLayoutEntry {
-                        binding: 1,
-                        visibility: wgpu::ShaderStages::COMPUTE,
-                        ty: wgpu::BindingType::Buffer {
-                            ty: wgpu::BufferBindingType::Uniform,
-                            has_dynamic_offset: false,
-                            min_binding_size: None,
-                        },
-                        count: None,
-                    },
-                    storage_entry(2, true),
-                    storage_entry(3, false),
-                    storage_entry(4, true),
-                ],
-            });
-        let pipeline_layout = ctx
-            .device
-            .create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-                label: Some("rwkv-gpu matmul"),
-                bind_group_layouts: &[Some(&layout)],
-                immediate_size: 0,
-            });
+        let mut entries = vec![
+            storage_entry(0, true),
+            wgpu::BindGroupLayoutEntry {
+                binding: 1,
+                visibility: wgpu::ShaderStages::COMPUTE,
+                ty: wgpu::BindingType::Buffer {
+                    ty: wgpu::BufferBindingType::Uniform,
+                    has_dynamic_offset: false,
+                    min_binding_size: None,
+                },
+                count: None,
+            },
+            storage_entry(2, true),
+            storage_entry(3, false),
+            storage_entry(4, true),
+        ];
+        let layouts = |label: &str, entries: &[wgpu::BindGroupLayoutEntry]| {
+            let layout = ctx
+                .device
+                .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                    label: Some(label),
+                    entries,
+                });
+            let pipeline = ctx
+                .device
+                .create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                    label: Some(label),
+                    bind_group_layouts: &[Some(&layout)],
+                    immediate_size: 0,
+                });
+            (layout, pipeline)
+        };
+        let (layout, pipeline_layout) = layouts("rwkv-gpu matmul", &entries);
+        entries.extend(STACK_WEIGHT_BINDINGS.map(|b| storage_entry(b, true)));
+        let (stack_layout, stack_pipeline_layout) = layouts("rwkv-gpu matmul stack", &entries);
         Ok(MatmulKernels {
             layout,
             pipeline_layout,
+            stack_layout,
+            stack_pipeline_layout,
             cache: Mutex::new(HashMap::new()),
             tiled_min_rows: TILED_MIN_ROWS,
             tile: TileShape::for_limits(&ctx.limits),
@@ -602,6 +633,7 @@ impl MatmulKernels {
             coop_from: env_parse::<u32>(COOP_FROM_ENV)
                 .unwrap_or(COOP_FROM_TOKENS)
                 .max(TILED_FROM_TOKENS),
+            coop_fused_upto: env_parse::<u32>(COOP_FUSED_ENV).unwrap_or(COOP_FUSED_TOKENS),
         })
     }
 
@@ -643,6 +675,14 @@ impl MatmulKernels {
         self
     }
 
+    /// Decode quantized weights inside the tensor-core product, instead of into an f16 copy
+    /// before it, in steps of at most `tokens` tokens (default [`COOP_FUSED_TOKENS`], or
+    /// [`COOP_FUSED_ENV`]; 0 never), for the types that have such a kernel.
+    pub fn with_coop_fused(mut self, tokens: u32) -> Self {
+        self.coop_fused_upto = tokens;
+        self
+    }
+
     /// Bytes the tensor-core path holds on the GPU: its scratch buffers and f16 weights.
     pub fn coop_bytes(&self) -> u64 {
         self.coop_scratch.lock().map_or(0, |s| s.bytes())
@@ -681,6 +721,9 @@ impl MatmulKernels {
                 if shape.prefetch { " prefetch" } else { "" }
             ),
             Kernel::Coop { epilogue, .. } => format!("matmul_coop {epilogue:?}"),
+            Kernel::CoopFused {
+                epilogue, stack, ..
+            } => format!("matmul_coop_fused {ty} {epilogue:?} stack={stack}"),
             Kernel::CoopDequant => format!("matmul_coop_dequant {ty}"),
             Kernel::CoopX => "matmul_coop_x".to_string(),
             Kernel::CoopSum { epilogue } => format!("matmul_coop_sum {epilogue:?}"),
@@ -695,7 +738,7 @@ impl MatmulKernels {
         // are in range by construction (see their WGSL); together their bounds checks cost
         // prompts 13-15% and batches of 32-256 sequences 11-14% (shader.rs).
         let in_range = match kernel {
-            Kernel::Coop { .. } => true,
+            Kernel::Coop { .. } | Kernel::CoopFused { .. } => true,
             Kernel::CoopDequant => !matches!(ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16),
             _ => false,
         };
@@ -704,11 +747,15 @@ impl MatmulKernels {
         } else {
             Checks::Bounds
         };
+        let layout = match kernel {
+            Kernel::CoopFused { stack: true, .. } => &self.stack_pipeline_layout,
+            _ => &self.pipeline_layout,
+        };
         let pipeline = crate::shader::compute_pipeline_with(
             &ctx.device,
             &label,
             &source,
-            Some(&self.pipeline_layout),
+            Some(layout),
             checks,
         )?;
         let pipeline = Arc::new(pipeline);
@@ -731,6 +778,27 @@ impl MatmulKernels {
         ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some(label),
             layout: &self.layout,
+            entries: &entries,
+        })
+    }
+
+    /// A bind group of the stack layout: `buffers` as for [`Self::bind_group`], and the
+    /// blocks of a stack's other matrices at [`STACK_WEIGHT_BINDINGS`] (the first matrix's
+    /// where the stack has fewer).
+    fn bind_stack(
+        &self,
+        ctx: &GpuContext,
+        label: &str,
+        buffers: [&wgpu::Buffer; 5],
+        others: &[&wgpu::Buffer],
+    ) -> wgpu::BindGroup {
+        let mut entries: Vec<_> = (0u32..).zip(buffers).map(|(i, b)| entry(i, b)).collect();
+        for (k, binding) in STACK_WEIGHT_BINDINGS.into_iter().enumerate() {
+            entries.push(entry(binding, others.get(k).copied().unwrap_or(buffers[0])));
+        }
+        ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(label),
+            layout: &self.stack_layout,
             entries: &entries,
         })
     }
@@ -857,9 +925,23 @@ impl MatmulKernels {
             max_tokens: first.max_tokens,
             x16: Some(x16),
         };
+        // Where every product decodes as it stages (from the stack's first step on) and the
+        // stack does not, the separate products are faster than the stack's decodes.
+        let separate = calls
+            .iter()
+            .map(|c| match (&c.coop, source) {
+                (Some(coop), None) if c.coop_from <= self.coop_from => coop.fused_upto(),
+                _ => 0,
+            })
+            .min()
+            .unwrap_or(0);
         Ok(self
             .prepare_coop_stacked(ctx, items, block, &io, subgroup, source)?
             .map(|coop| StackedCall {
+                separate_upto: match coop.fused_upto() {
+                    0 => separate,
+                    _ => 0,
+                },
                 coop,
                 // From where tall matrices take tensor cores, short ones too: the separate
                 // short products wait for more tokens because each would be a product and a
@@ -1092,6 +1174,44 @@ pub fn coop_kernel_wgsl(shape: CoopShape, subgroup: u32) -> String {
     compose(GgmlType::F16, kernel, format)
 }
 
+/// The weight side of [`Kernel::CoopFused`] for blocks of type `ty`: its `fetch_a` and
+/// `stage_a` decode the product's weight tiles as they stage them (BK a multiple of 64,
+/// staging unit 4, whole rows of 16-byte aligned blocks). None for the other types.
+pub(super) fn coop_fused_wgsl(ty: GgmlType) -> Option<&'static str> {
+    match ty {
+        GgmlType::Q4_K => Some(MATMUL_COOP_AQ4_K_WGSL),
+        _ => None,
+    }
+}
+
+/// Where a stack's matrices after the first bind their blocks in [`Kernel::CoopFused`].
+pub(super) const STACK_WEIGHT_BINDINGS: [u32; 3] = [5, 6, 7];
+
+/// The weight bindings of [`Kernel::CoopFused`] and `wq(g, i)`, vec4 i of matrix g's blocks:
+/// one binding, or with `stack` one per matrix of a stack.
+fn stack_weights_wgsl(stack: bool) -> String {
+    let mut out = String::from(
+        "// (generated by matmul.rs) The weights' blocks, one binding per matrix of a stack.\n\
+         @group(0) @binding(0) var<storage, read> WQ0: array<vec4<u32>>;\n",
+    );
+    if !stack {
+        out += "fn wq(g: u32, i: u32) -> vec4<u32> {\n    return WQ0[i];\n}\n";
+        return out;
+    }
+    for (k, b) in STACK_WEIGHT_BINDINGS.into_iter().enumerate() {
+        out += &format!(
+            "@group(0) @binding({b}) var<storage, read> WQ{}: array<vec4<u32>>;\n",
+            k + 1
+        );
+    }
+    out += "fn wq(g: u32, i: u32) -> vec4<u32> {\n    switch g {\n";
+    for k in 1..=STACK_WEIGHT_BINDINGS.len() {
+        out += &format!("        case {k}u: {{ return WQ{k}[i]; }}\n");
+    }
+    out += "        default: { return WQ0[i]; }\n    }\n}\n";
+    out
+}
+
 /// Header constants + common helpers + format decoders + kernel body.
 fn compose(ty: GgmlType, kernel: Kernel, format: &str) -> String {
     let (body, input, tokens, epilogue, rpw, tpr) = match kernel {
@@ -1141,7 +1261,21 @@ fn compose(ty: GgmlType, kernel: Kernel, format: &str) -> String {
             epilogue,
             subgroup,
             shape,
+        }
+        | Kernel::CoopFused {
+            epilogue,
+            subgroup,
+            shape,
+            ..
         } => {
+            let weights = match kernel {
+                Kernel::CoopFused { stack, .. } => format!(
+                    "{}\n{}",
+                    stack_weights_wgsl(stack),
+                    coop_fused_wgsl(ty).unwrap_or("")
+                ),
+                _ => MATMUL_COOP_A16_WGSL.to_string(),
+            };
             let header = format!(
                 "// {kernel:?} (generated by rwkv-gpu matmul.rs)\n\
                  const SG: u32 = {subgroup}u;\n\
@@ -1170,7 +1304,13 @@ fn compose(ty: GgmlType, kernel: Kernel, format: &str) -> String {
                 epilogue.id(),
                 STEP_N_TOKENS_OFFSET / 4
             );
-            return enables_first(&[&header, PARAMS_WGSL, EPILOGUE_WGSL, MATMUL_COOP_WGSL]);
+            return enables_first(&[
+                &header,
+                PARAMS_WGSL,
+                EPILOGUE_WGSL,
+                MATMUL_COOP_WGSL,
+                &weights,
+            ]);
         }
         Kernel::CoopDequant => {
             let header = format!("// {ty} {kernel:?} (generated by rwkv-gpu matmul.rs)\n");
@@ -1345,6 +1485,26 @@ mod tests {
             }
         }
         kernels.extend(types.iter().map(|&ty| (ty, Kernel::CoopDequant)));
+        // The products that decode as they stage, for every type that has one.
+        for &ty in types.iter().filter(|&&ty| coop_fused_wgsl(ty).is_some()) {
+            for subgroup in [32, 64] {
+                for shape in ["2x2x64", "2x2x128", "4x2x64", "2x4x64", "1x1x64"] {
+                    let shape = CoopShape::parse(shape).unwrap();
+                    let epilogue = Epilogue::Add;
+                    for stack in [false, true] {
+                        kernels.push((
+                            ty,
+                            Kernel::CoopFused {
+                                epilogue,
+                                subgroup,
+                                shape,
+                                stack,
+                            },
+                        ));
+                    }
+                }
+            }
+        }
         for (ty, kernel) in kernels {
             let source = compose(ty, kernel, format_wgsl(ty).unwrap());
             let module = naga::front::wgsl::parse_str(&source)

@@ -53,7 +53,6 @@
 enable f16;
 enable wgpu_cooperative_matrix;
 
-@group(0) @binding(0) var<storage, read> W16: array<Unit>;
 @group(0) @binding(2) var<storage, read> X16: array<Unit>;
 @group(0) @binding(3) var<storage, read_write> Y: array<f32>;
 @group(0) @binding(4) var<storage, read> STEP: array<u32>;
@@ -66,7 +65,6 @@ const SK: u32 = BK + 8u;
 const SU: u32 = SK / UNIT;
 // Units per staged row, and per thread of one staged tile.
 const ROW_UNITS: u32 = BK / UNIT;
-const A_PT: u32 = BM * ROW_UNITS / WG_SIZE;
 const B_PT: u32 = BN * ROW_UNITS / WG_SIZE;
 
 // Every workgroup variable is a multiple of 16 bytes long: cooperative loads and stores
@@ -84,18 +82,14 @@ var<workgroup> sh_n: vec4<u32>;
 // units of a row, so their stores fall in consecutive banks (when a 16-byte piece was
 // stored as eight f16 values, they shared 8 of the 32 banks, and the staging was most of
 // the product's time on an H200).
-var<private> pa: array<Unit, A_PT>;
+// (The weight side, `fetch_a` and `stage_a`, is in the weight source's file.)
 var<private> pb: array<Unit, B_PT>;
 
-// The units of the chunk at column k0 of the rows of `cols` values from element w_base of W16
-// and of tokens b_row0.. of the input at x_base (elements).
-fn fetch(li: u32, w_base: u32, cols: u32, b_row0: u32, k0: u32, x_base: u32) {
-    let ld = cols / UNIT;
-    let w0 = w_base / UNIT + k0 / UNIT;
-    for (var j = 0u; j < A_PT; j++) {
-        let u = li + j * WG_SIZE;
-        pa[j] = W16[w0 + (u / ROW_UNITS) * ld + u % ROW_UNITS];
-    }
+// The weight tile of the chunk at column k0 (rows first_row.. of the slice, of `cols` values
+// from element w_base of the f16 rows) and the tokens b_row0.. of the input at x_base
+// (elements).
+fn fetch(li: u32, first_row: u32, w_base: u32, cols: u32, b_row0: u32, k0: u32, x_base: u32) {
+    fetch_a(li, first_row, w_base, cols, k0);
     let x0 = x_base / UNIT + k0 / UNIT;
     for (var j = 0u; j < B_PT; j++) {
         let u = li + j * WG_SIZE;
@@ -103,11 +97,8 @@ fn fetch(li: u32, w_base: u32, cols: u32, b_row0: u32, k0: u32, x_base: u32) {
     }
 }
 
-fn stage(li: u32) {
-    for (var j = 0u; j < A_PT; j++) {
-        let u = li + j * WG_SIZE;
-        sh_a[(u / ROW_UNITS) * SU + u % ROW_UNITS] = pa[j];
-    }
+fn stage(li: u32, k0: u32) {
+    stage_a(li, k0);
     for (var j = 0u; j < B_PT; j++) {
         let u = li + j * WG_SIZE;
         sh_b[(u / ROW_UNITS) * SU + u % ROW_UNITS] = pb[j];
@@ -167,15 +158,15 @@ fn main(
     var fb0 = coopLoad<coop_mat16x16<f16, B>>(&sh_b[tb * SU], SU);
     var fb1 = coopLoad<coop_mat16x16<f16, B>>(&sh_b[(tb + 16u) * SU], SU);
     if ((PROBE == 0u || PROBE == 2u) && c_begin < c_end) {
-        fetch(li, w_base, cols, t0, c_begin * BK, x_base);
+        fetch(li, first_row, w_base, cols, t0, c_begin * BK, x_base);
     }
     for (var chunk = c_begin; chunk < c_end; chunk++) {
         if (PROBE == 0u || PROBE == 2u) {
-            stage(li);
+            stage(li, chunk * BK);
         }
         workgroupBarrier();
         if ((PROBE == 0u || PROBE == 2u) && chunk + 1u < c_end) {
-            fetch(li, w_base, cols, t0, (chunk + 1u) * BK, x_base);
+            fetch(li, first_row, w_base, cols, t0, (chunk + 1u) * BK, x_base);
         }
         if (PROBE != 2u) {
             for (var k = 0u; k < BK; k += 16u) {

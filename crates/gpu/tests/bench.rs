@@ -132,9 +132,10 @@ fn matmul_throughput() {
     }
 }
 
-/// The tensor-core product alone on F16 weights of the 2.9B model's shapes at prompt-sized
-/// steps, in TFLOPS (ignored by default; run with `--ignored --nocapture` on a GPU with
-/// cooperative matrices; the shape and probe knobs of `matmul/coop.rs` apply).
+/// The tensor-core product alone on F16 and Q4_K weights (with their decode) of the 2.9B
+/// model's shapes at a 64-sequence step and prompt-sized steps, in TFLOPS (ignored by
+/// default; run with `--ignored --nocapture` on a GPU with cooperative matrices; the shape,
+/// probe and fused-decode knobs of `matmul/coop.rs` apply).
 #[test]
 #[ignore = "benchmark: run with --ignored --nocapture on a real GPU"]
 fn coop_product_throughput() {
@@ -146,13 +147,17 @@ fn coop_product_throughput() {
     let kernels = MatmulKernels::new(&ctx).unwrap();
     let mut rng = Rng(0x2545_F491_4F6C_DD1D);
     let max_tokens = 2048u32;
-    for (rows, cols) in [(2560usize, 10240usize), (10240, 2560), (2560, 2560)] {
+    let types = [GgmlType::F16, GgmlType::Q4_K];
+    for ((rows, cols), ty) in [(2560usize, 10240usize), (10240, 2560), (2560, 2560)]
+        .into_iter()
+        .flat_map(|s| types.map(|t| (s, t)))
+    {
         let (x_buf, y_buf, step) = io_buffers(&ctx, rows, cols, max_tokens);
-        let bytes = synthetic_bytes(GgmlType::F16, rows * cols, &mut rng);
-        let w = GpuMatrix::upload(&ctx, "w", GgmlType::F16, rows, cols, &bytes).unwrap();
+        let bytes = synthetic_bytes(ty, rows * cols, &mut rng);
+        let w = GpuMatrix::upload(&ctx, "w", ty, rows, cols, &bytes).unwrap();
         let call = prepare_plain(&kernels, &ctx, &w, (&x_buf, &y_buf, &step), max_tokens);
-        let mut line = format!("F16 {rows:>6}x{cols:<6}");
-        for n in [512u32, 2048] {
+        let mut line = format!("{ty:>4} {rows:>6}x{cols:<6}");
+        for n in [64u32, 512, 2048] {
             ctx.queue.write_buffer(&step, 0, &n.to_le_bytes());
             let run = |k: usize| run_in_one_pass(&ctx, k, |pass, _| call.record(pass, n));
             run(4);

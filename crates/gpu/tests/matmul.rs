@@ -593,6 +593,86 @@ fn tensor_core_products_split_over_columns() {
     }
 }
 
+/// Runs `kernels`' product of `w` (`m`'s matrix) for `n` tokens of the inputs `x` (`m.cols`
+/// values per token) and returns the outputs (`m.rows` per token), with the dispatch count.
+fn product_at(
+    kernels: &MatmulKernels,
+    m: &TestMatrix,
+    w: &GpuMatrix,
+    x: &[f32],
+    n: u32,
+) -> (Vec<f32>, usize) {
+    let g = gpu();
+    let x = g.ctx.create_storage_buffer("x", &f32_bytes(x)).unwrap();
+    let y_len = m.rows * MAX_TOKENS as usize;
+    let y = g
+        .ctx
+        .create_storage_buffer("y", &vec![0u8; y_len * 4])
+        .unwrap();
+    let step = step_buffer(n);
+    let (xs, ys) = (m.cols as u32, m.rows as u32);
+    let e = Epilogue::Store;
+    let call = kernels
+        .prepare(&g.ctx, w, &x, 0, xs, &y, 0, ys, e, &step, MAX_TOKENS)
+        .unwrap();
+    run(|pass| call.record(pass, n));
+    let out = g.ctx.read_buffer_f32(&y, 0, m.rows * n as usize).unwrap();
+    (out, call.n_dispatches(n))
+}
+
+#[test]
+fn tensor_core_products_decoding_as_they_stage_match_the_f16_copy() {
+    let g = gpu();
+    if g.ctx.coop_subgroup_size().is_none() {
+        eprintln!("no cooperative matrices: no tensor-core products here");
+        return;
+    }
+    // Q4_K weights decoded inside the product (steps of up to 64 tokens) against the same
+    // product reading the f16 copy decoded before it: the same f16 values and the same
+    // products, so the same bits; whole and in slices of 64 rows, split over columns or not.
+    // 70 tokens (two token groups) take the copy either way.
+    let kernels = |fused: u32, scratch: u64, max_parts: u32| {
+        MatmulKernels::new(&g.ctx)
+            .expect("kernels")
+            .with_tiled_min_rows(0)
+            .with_coop_from(16)
+            .with_coop_scratch_bytes(scratch)
+            .with_coop_fused(fused)
+            .with_coop_split(CoopSplit {
+                max_parts,
+                min_chunks: 1,
+                target_groups: 1 << 20,
+            })
+    };
+    let tensors = ["blk.0.channel_mix_key.weight", FFN_VALUE];
+    let mut rng = Rng(0x5EED_F00D);
+    for (i, tensor) in tensors.into_iter().enumerate() {
+        let m = TestMatrix::from_fixture("mini-q4_k_m.gguf", tensor, GgmlType::Q4_K);
+        let w = m.upload(&g.ctx, u64::MAX);
+        let x: Vec<f32> = (0..m.cols * MAX_TOKENS as usize)
+            .map(|_| rng.nonzero())
+            .collect();
+        for (scratch, max_parts) in [(64 << 20, 1), (4096, 1), (4096, 16)] {
+            let fused = kernels(64, scratch, max_parts);
+            let copy = kernels(0, scratch, max_parts);
+            for n in [16, 37, 64, 70] {
+                let what = format!("{tensor} n={n} scratch={scratch} parts={max_parts}");
+                let (a, da) = product_at(&fused, &m, &w, &x, n);
+                let (b, db) = product_at(&copy, &m, &w, &x, n);
+                // The fused product records no weight decodes.
+                match n <= 64 {
+                    true => assert!(da < db, "{what}: {da} dispatches, {db} with the copy"),
+                    false => assert_eq!(da, db, "{what}"),
+                }
+                let differ = a.iter().zip(&b).filter(|(p, q)| p.to_bits() != q.to_bits());
+                assert_eq!(differ.count(), 0, "{what}: outputs differ");
+            }
+        }
+        // And against the CPU, as every product is.
+        check_matmul_with(&kernels(64, 4096, 16), &m, &w, &[Epilogue::Add], i == 0, 90);
+    }
+}
+
 #[test]
 fn tensor_core_products_from_resident_f16_weights() {
     let g = gpu();
@@ -716,12 +796,15 @@ fn tensor_core_products_from_a_shared_f16_copy() {
 
 /// Kernels for the stacked-product tests (not the shared test kernels: their f16 scratch
 /// holds 64 rows, too few for a stack), splitting products as `split` says.
+/// The kernels of the stack tests: products split by `split`, none decoding its weights as
+/// it stages them (so that the decoded stack runs in steps of one token group too).
 fn stack_kernels(split: CoopSplit) -> MatmulKernels {
     MatmulKernels::new(&gpu().ctx)
         .expect("kernels")
         .with_tiled_min_rows(0)
         .with_coop_from(16)
         .with_coop_split(split)
+        .with_coop_fused(0)
 }
 
 /// Every product split over its columns as far as it goes.
@@ -767,7 +850,23 @@ fn stacked_tensor_core_products_match_separate_ones() {
         stack_kernels(split_all(16)),
     ] {
         for n in [16, 37, 70] {
-            case.check(&kernels, n, true);
+            assert_ne!(case.check(&kernels, n, true), Some(0), "{n} tokens");
+        }
+    }
+    // In steps of up to 64 tokens the stack decodes its weights as it stages them (each
+    // matrix's blocks in their own binding): no decode dispatches, the same bits.
+    for split in [CoopSplit::DEFAULT, split_all(16)] {
+        let copy = stack_kernels(split);
+        let fused = stack_kernels(split).with_coop_fused(64);
+        for n in [16, 37, 70] {
+            let (a, b) = (case.check(&copy, n, true), case.check(&fused, n, true));
+            if let (Some(a), Some(b)) = (a, b) {
+                assert!(b > 0, "{n} tokens: not stacked");
+                match n <= 64 {
+                    true => assert_eq!(b + 3, a, "{n} tokens: {b} dispatches, {a} decoded"),
+                    false => assert_eq!(b, a, "{n} tokens"),
+                }
+            }
         }
     }
 }
@@ -823,9 +922,9 @@ fn stacked_f16_rows_match_separate_products() {
     };
     for max_parts in [1, 16] {
         let kernels = stack_kernels(split_all(max_parts));
-        first.check(&kernels, 37, true);
+        assert_ne!(first.check(&kernels, 37, true), Some(0));
         // Split, the second case's products split their narrower columns differently.
-        second.check(&kernels, 37, max_parts == 1);
+        assert_ne!(second.check(&kernels, 37, max_parts == 1), Some(0));
     }
 }
 
@@ -876,8 +975,9 @@ struct StackCase {
 impl StackCase {
     /// Runs both for a step of `n` tokens; the outputs must agree bit for bit
     /// (`bit_exact`) or within 1e-5, and each must write exactly the matrices' rows of the
-    /// step's tokens.
-    fn check(&self, kernels: &MatmulKernels, n: u32, bit_exact: bool) {
+    /// step's tokens. Returns the stacked product's dispatches if the step took it, else 0
+    /// (it recorded the separate products); None without cooperative matrices (nothing ran).
+    fn check(&self, kernels: &MatmulKernels, n: u32, bit_exact: bool) -> Option<usize> {
         let g = gpu();
         let ws: Vec<_> = self.ms.iter().map(|m| m.upload(&g.ctx, u64::MAX)).collect();
         let source = self.source.then(|| {
@@ -914,7 +1014,7 @@ impl StackCase {
         else {
             assert!(g.ctx.coop_subgroup_size().is_none());
             eprintln!("no cooperative matrices: nothing to stack");
-            return;
+            return None;
         };
         let items: Vec<StackItem> = ws
             .iter()
@@ -927,6 +1027,7 @@ impl StackCase {
             })
             .collect();
         let mut outs = Vec::new();
+        let mut took = 0;
         for stacked in [false, true] {
             let y = g.ctx.create_storage_buffer("y", &f32_bytes(&y0)).unwrap();
             let calls: Vec<_> = items
@@ -982,11 +1083,11 @@ impl StackCase {
             run(|pass| {
                 convert.record(pass, n);
                 match &stack {
-                    Some(s) => {
-                        assert!(s.takes(n));
+                    Some(s) if s.takes(n) => {
+                        took = s.n_dispatches(n);
                         s.record(pass, n);
                     }
-                    None => calls.iter().for_each(|c| c.record(pass, n)),
+                    _ => calls.iter().for_each(|c| c.record(pass, n)),
                 }
             });
             outs.push(g.ctx.read_buffer_f32(&y, 0, y0.len()).unwrap());
@@ -1006,6 +1107,7 @@ impl StackCase {
         }
         let rows_written: u32 = self.ms.iter().map(|m| m.rows as u32).sum();
         assert_eq!(written, n * rows_written, "{n} tokens");
+        Some(took)
     }
 }
 

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use gguf::GgmlType;
 
 use super::{
-    format_wgsl, params_buffer, poisoned, split_grid, Epilogue, Kernel, MatmulKernels, Params,
-    StackItem, TILED_FROM_TOKENS,
+    coop_fused_wgsl, format_wgsl, params_buffer, poisoned, split_grid, Epilogue, Kernel,
+    MatmulKernels, Params, StackItem, STACK_WEIGHT_BINDINGS, TILED_FROM_TOKENS,
 };
 use crate::context::GpuContext;
 use crate::error::GpuError;
@@ -276,6 +276,14 @@ pub(super) const COOP_FROM_TOKENS: u32 = TILED_FROM_TOKENS;
 /// products could be split over their columns; from 64 since, batch 256 6,074 -> 6,401
 /// tok/s, while from 16 batch 16 lost 2.5%).
 pub(super) const COOP_SHORT_FROM_TOKENS: u32 = 64;
+/// Steps of at most this many tokens decode the weights of the types that allow it inside
+/// the product ([`Kernel::CoopFused`]), where each weight is multiplied by one or two token
+/// groups per step: the f16 copy's write and read (4 bytes per weight) cost more there than
+/// decoding in the staging. On an H200 with 2.9B Q4_K_M: batch 32 2,205 -> 3,000 tok/s, 64
+/// 4,090 -> 5,507, 128 6,197 -> 7,134.
+pub(super) const COOP_FUSED_TOKENS: u32 = 128;
+/// Environment variable overriding [`COOP_FUSED_TOKENS`] (0: never; for measurements).
+pub const COOP_FUSED_ENV: &str = "WEB_RWKV_COOP_FUSED";
 /// Environment variable overriding [`COOP_SHORT_FROM_TOKENS`] (for measurements).
 pub const COOP_SHORT_FROM_ENV: &str = "WEB_RWKV_COOP_SHORT_FROM";
 /// Environment variable overriding [`COOP_FROM_TOKENS`] (for measurements).
@@ -320,6 +328,10 @@ pub(super) struct CoopCall {
     product_few: Option<Arc<wgpu::ComputePipeline>>,
     /// Adds the parts of a split product (with the epilogue).
     sum: Arc<wgpu::ComputePipeline>,
+    /// The product decoding the weights as it stages them, for steps of at most
+    /// `fused_upto` tokens (slices with a [`Fused`] form).
+    fused: Option<Arc<wgpu::ComputePipeline>>,
+    fused_upto: u32,
     shape: CoopShape,
     slices: Vec<CoopSlice>,
     split: CoopSplit,
@@ -383,7 +395,15 @@ struct CoopSlice {
     rows: u32,
     /// The product split over columns, one entry per part count.
     splits: Vec<SplitCall>,
+    /// The slice's product reading its quantized rows (see [`CoopCall::fused`]).
+    fused: Option<Fused>,
     _params: wgpu::Buffer,
+}
+
+/// A slice's product bound to its weight part's blocks instead of the f16 scratch.
+struct Fused {
+    product_group: wgpu::BindGroup,
+    splits: Vec<SplitCall>,
 }
 
 /// One weight decode into the f16 scratch, with its decode units (one thread each).
@@ -502,6 +522,15 @@ impl MatmulKernels {
             }
             (None, None) => return Err(GpuError::InvalidArgument("empty matrix".into())),
         };
+        let staged = shape.for_input(x16_at.0, x16_at.1);
+        // Decoded slices also get the product that decodes as it stages, where the type has
+        // one and the tiles suit it (whole 64-value groups per chunk, quads, 16-byte rows).
+        let fused = self.coop_fused_upto > 0
+            && coop_fused_wgsl(w.ty).is_some()
+            && staged.unit == 4
+            && shape.k.is_multiple_of(64)
+            && w.row_words.is_multiple_of(4)
+            && whole_blocks(w);
         // One slice of `rows` rows from `first` of `part`, multiplied from `src` (f16 rows
         // from the slice's first; decoded there first if `decode`).
         let slice = |part: &MatrixPart, first: u32, rows: u32, src: &wgpu::Buffer, decode: bool| {
@@ -546,12 +575,36 @@ impl MatmulKernels {
                 &candidates,
                 [src, &x16, io.y, io.step_params],
                 part_scratch.as_ref(),
+                None,
             )?;
+            let fused = match decode && fused {
+                true => {
+                    let blocks = &part.buffer;
+                    Some(Fused {
+                        product_group: self.bind_group(
+                            ctx,
+                            &w.name,
+                            [blocks, &params, &x16, io.y, io.step_params],
+                        ),
+                        splits: self.split_calls(
+                            ctx,
+                            &w.name,
+                            &slice_params,
+                            &candidates,
+                            [blocks, &x16, io.y, io.step_params],
+                            part_scratch.as_ref(),
+                            None,
+                        )?,
+                    })
+                }
+                false => None,
+            };
             Ok::<_, GpuError>(CoopSlice {
                 decodes,
                 product_group,
                 rows,
                 splits,
+                fused,
                 _params: params,
             })
         };
@@ -571,14 +624,23 @@ impl MatmulKernels {
                 first += rows;
             }
         }
-        let staged = shape.for_input(x16_at.0, x16_at.1);
         self.coop_call(
-            ctx, w.ty, convert, shape, staged, slices, part_bytes, epilogue, subgroup,
+            ctx,
+            w.ty,
+            convert,
+            shape,
+            staged,
+            slices,
+            part_bytes,
+            epilogue,
+            subgroup,
+            fused.then_some(false),
         )
     }
 
     /// A [`CoopCall`] of prepared slices: the pipelines of weight type `ty`'s decode, the
-    /// product for `staged` (its staging unit settled; and for few-token steps), the sum.
+    /// product for `staged` (its staging unit settled; and for few-token steps), the sum,
+    /// and with `fused` the product decoding `ty`'s blocks itself (of a stack if true).
     #[allow(clippy::too_many_arguments)]
     fn coop_call(
         &self,
@@ -591,6 +653,7 @@ impl MatmulKernels {
         part_bytes: u64,
         epilogue: Epilogue,
         subgroup: u32,
+        fused: Option<bool>,
     ) -> Result<CoopCall, GpuError> {
         let f16_key = GgmlType::F16;
         let product = |shape| {
@@ -612,8 +675,23 @@ impl MatmulKernels {
         } else {
             None
         };
+        let fused = match fused {
+            Some(stack) => Some(self.pipeline(
+                ctx,
+                ty,
+                Kernel::CoopFused {
+                    epilogue,
+                    subgroup,
+                    shape: staged,
+                    stack,
+                },
+            )?),
+            None => None,
+        };
         Ok(CoopCall {
             convert,
+            fused,
+            fused_upto: self.coop_fused_upto,
             dequant: self.pipeline(ctx, ty, Kernel::CoopDequant)?,
             product: product(staged)?,
             product_few,
@@ -775,6 +853,9 @@ impl MatmulKernels {
         let product_params = Params {
             rows: stack_rows,
             cols,
+            // (Read by the product that decodes as it stages: the matrices share both.)
+            blocks_per_row: w0.blocks_per_row as u32,
+            row_words: w0.row_words as u32,
             in_offset: 0,
             in_stride: shared.stride,
             out_stride: io.y_stride,
@@ -800,18 +881,56 @@ impl MatmulKernels {
             &candidates,
             [&src, x16, io.y, io.step_params],
             part_scratch.as_ref(),
+            None,
         )?;
+        // Every matrix's input offset must allow the staging unit.
+        let staged = items
+            .iter()
+            .fold(shape, |s, it| s.for_input(it.x_offset, shared.stride));
+        // A decoded stack also gets the product that decodes as it stages, each matrix's
+        // blocks in their own binding, where the type has one and the tiles suit it.
+        let fused = source.is_none()
+            && self.coop_fused_upto > 0
+            && coop_fused_wgsl(w0.ty).is_some()
+            && staged.unit == 4
+            && shape.k.is_multiple_of(64)
+            && w0.row_words.is_multiple_of(4)
+            && whole_blocks(w0)
+            && items.len() <= 1 + STACK_WEIGHT_BINDINGS.len();
+        let fused = match fused {
+            true => {
+                let blocks: Vec<&wgpu::Buffer> =
+                    items.iter().map(|it| &it.w.parts[0].buffer).collect();
+                let (first, others) = (blocks[0], &blocks[1..]);
+                Some(Fused {
+                    product_group: self.bind_stack(
+                        ctx,
+                        label,
+                        [first, &params, x16, io.y, io.step_params],
+                        others,
+                    ),
+                    splits: self.split_calls(
+                        ctx,
+                        label,
+                        &product_params,
+                        &candidates,
+                        [first, x16, io.y, io.step_params],
+                        part_scratch.as_ref(),
+                        Some(others),
+                    )?,
+                })
+            }
+            false => None,
+        };
+        let stack_fused = fused.is_some().then_some(true);
         let slices = vec![CoopSlice {
             decodes,
             product_group,
             rows: stack_rows,
             splits,
+            fused,
             _params: params,
         }];
-        // Every matrix's input offset must allow the staging unit.
-        let staged = items
-            .iter()
-            .fold(shape, |s, it| s.for_input(it.x_offset, shared.stride));
         // (The stack's grid is split by the same target as one matrix's: scaling the target
         // with the stack split 512-token prompts and lost 1-2% there and at 256 sequences.)
         // The epilogues are the stack's own (the pipeline's is not used).
@@ -825,6 +944,7 @@ impl MatmulKernels {
             part_bytes,
             Epilogue::Store,
             subgroup,
+            stack_fused,
         )
         .map(Some)
     }
@@ -873,6 +993,7 @@ impl MatmulKernels {
     /// The split forms of a product with parameters `base`, one per part count of
     /// `candidates`: the product into the partial sums `part_buf` and their sum into `y`
     /// (`[src, x16, y, step]`: its f16 weights, f16 inputs, output and step parameters).
+    #[allow(clippy::too_many_arguments)]
     fn split_calls(
         &self,
         ctx: &GpuContext,
@@ -881,6 +1002,7 @@ impl MatmulKernels {
         candidates: &[u32],
         [src, x16, y, step]: [&wgpu::Buffer; 4],
         part_buf: Option<&wgpu::Buffer>,
+        stack: Option<&[&wgpu::Buffer]>,
     ) -> Result<Vec<SplitCall>, GpuError> {
         let Some(part_buf) = part_buf else {
             return Ok(Vec::new());
@@ -895,9 +1017,14 @@ impl MatmulKernels {
                         ..*base
                     },
                 )?;
+                let product = [src, &params, x16, part_buf, step];
+                let product_group = match stack {
+                    Some(others) => self.bind_stack(ctx, label, product, others),
+                    None => self.bind_group(ctx, label, product),
+                };
                 Ok(SplitCall {
                     parts,
-                    product_group: self.bind_group(ctx, label, [src, &params, x16, part_buf, step]),
+                    product_group,
                     // Binding 0 is unused by the sum.
                     sum_group: self.bind_group(ctx, label, [src, &params, part_buf, y, step]),
                     _params: params,
@@ -1146,18 +1273,27 @@ impl CoopCall {
             convert.record(pass, n, bn);
         }
         for slice in &self.slices {
-            for decode in &slice.decodes {
-                pass.set_pipeline(&self.dequant);
-                pass.set_bind_group(0, &decode.group, &[]);
-                let (x, y) = split_grid(decode.units.div_ceil(256), max_groups);
-                pass.dispatch_workgroups(x, y, 1);
-            }
-            match &self.product_few {
-                Some(few) if n <= COOP_FEW_TOKENS => pass.set_pipeline(few),
-                _ => pass.set_pipeline(&self.product),
-            }
+            let (group, splits) = match self.fused_for(slice, n) {
+                Some((pipeline, fused)) => {
+                    pass.set_pipeline(pipeline);
+                    (&fused.product_group, &fused.splits)
+                }
+                None => {
+                    for decode in &slice.decodes {
+                        pass.set_pipeline(&self.dequant);
+                        pass.set_bind_group(0, &decode.group, &[]);
+                        let (x, y) = split_grid(decode.units.div_ceil(256), max_groups);
+                        pass.dispatch_workgroups(x, y, 1);
+                    }
+                    match &self.product_few {
+                        Some(few) if n <= COOP_FEW_TOKENS => pass.set_pipeline(few),
+                        _ => pass.set_pipeline(&self.product),
+                    }
+                    (&slice.product_group, &slice.splits)
+                }
+            };
             let (x, y) = split_grid(slice.rows.div_ceil(bm), max_groups);
-            match self.split_for(slice, n, max_groups) {
+            match self.split_for(slice.rows, splits, n, max_groups) {
                 Some(split) => {
                     pass.set_bind_group(0, &split.product_group, &[]);
                     pass.dispatch_workgroups(x, y, token_groups * split.parts);
@@ -1166,38 +1302,68 @@ impl CoopCall {
                     pass.dispatch_workgroups(slice.rows.div_ceil(256), n, 1);
                 }
                 None => {
-                    pass.set_bind_group(0, &slice.product_group, &[]);
+                    pass.set_bind_group(0, group, &[]);
                     pass.dispatch_workgroups(x, y, token_groups);
                 }
             }
         }
     }
 
-    /// The split of `slice`'s product for `n` tokens, if its grid is small: the most parts
-    /// that keep the grid within the target, the grid dimensions and the scratch.
+    /// Steps of up to this many tokens take the product that decodes as it stages in every
+    /// slice (0: none do).
+    pub(super) fn fused_upto(&self) -> u32 {
+        let all = self.slices.iter().all(|s| s.fused.is_some());
+        match (&self.fused, all) {
+            (Some(_), true) => self.fused_upto,
+            _ => 0,
+        }
+    }
+
+    /// The fused product and `slice`'s bindings for it, where a step of `n` tokens takes it.
+    fn fused_for<'a>(
+        &'a self,
+        slice: &'a CoopSlice,
+        n: u32,
+    ) -> Option<(&'a wgpu::ComputePipeline, &'a Fused)> {
+        match (&self.fused, &slice.fused) {
+            (Some(p), Some(f)) if n <= self.fused_upto => Some((p, f)),
+            _ => None,
+        }
+    }
+
+    /// The split of a slice's product (`rows` rows, split forms `splits`) for `n` tokens, if
+    /// its grid is small: the most parts that keep the grid within the target, the grid
+    /// dimensions and the scratch.
     fn split_for<'a>(
         &self,
-        slice: &'a CoopSlice,
+        rows: u32,
+        splits: &'a [SplitCall],
         n: u32,
         max_groups: u32,
     ) -> Option<&'a SplitCall> {
-        let groups = slice.rows.div_ceil(self.shape.rows()) * n.div_ceil(self.shape.tokens());
+        let groups = rows.div_ceil(self.shape.rows()) * n.div_ceil(self.shape.tokens());
         if groups >= self.split.target_groups || n > max_groups {
             return None;
         }
         let want = self.split.target_groups.div_ceil(groups);
         let fits = |s: &&SplitCall| {
-            s.parts as u64 * n as u64 * slice.rows as u64 * 4 <= self.part_bytes
+            s.parts as u64 * n as u64 * rows as u64 * 4 <= self.part_bytes
                 && n.div_ceil(self.shape.tokens()) * s.parts <= max_groups
         };
-        let mut fitting = slice.splits.iter().filter(fits);
+        let mut fitting = splits.iter().filter(fits);
         let first = fitting.next()?;
         Some(fitting.fold(first, |best, s| if s.parts <= want { s } else { best }))
     }
 
     pub(super) fn n_dispatches(&self, n: u32, max_groups: u32) -> usize {
-        let split = |s: &CoopSlice| self.split_for(s, n, max_groups).is_some() as usize;
-        let decode = |s: &CoopSlice| s.decodes.len();
+        let split = |s: &CoopSlice| {
+            let splits = self.fused_for(s, n).map_or(&s.splits, |(_, f)| &f.splits);
+            self.split_for(s.rows, splits, n, max_groups).is_some() as usize
+        };
+        let decode = |s: &CoopSlice| match self.fused_for(s, n) {
+            Some(_) => 0,
+            None => s.decodes.len(),
+        };
         let convert = self.convert.is_some() as usize;
         convert
             + self
