@@ -627,10 +627,11 @@ fn tensor_core_products_decoding_as_they_stage_match_the_f16_copy() {
         eprintln!("no cooperative matrices: no tensor-core products here");
         return;
     }
-    // Q4_K weights decoded inside the product (steps of up to 64 tokens) against the same
+    // Weights decoded inside the product (steps of up to 64 tokens here) against the same
     // product reading the f16 copy decoded before it: the same f16 values and the same
     // products, so the same bits; whole and in slices of 64 rows, split over columns or not.
-    // 70 tokens (two token groups) take the copy either way.
+    // 70 tokens (two token groups) take the copy either way. Every type that has the fused
+    // decode.
     let kernels = |fused: u32, scratch: u64, max_parts: u32| {
         MatmulKernels::new(&g.ctx)
             .expect("kernels")
@@ -644,10 +645,16 @@ fn tensor_core_products_decoding_as_they_stage_match_the_f16_copy() {
                 target_groups: 1 << 20,
             })
     };
-    let tensors = ["blk.0.channel_mix_key.weight", FFN_VALUE];
+    let key = "blk.0.channel_mix_key.weight";
+    let cases = [
+        ("mini-q4_k_m.gguf", key, GgmlType::Q4_K),
+        ("mini-q4_k_m.gguf", FFN_VALUE, GgmlType::Q4_K),
+        ("mini-q6_k.gguf", key, GgmlType::Q6_K),
+        ("mini-q8_0.gguf", FFN_VALUE, GgmlType::Q8_0),
+    ];
     let mut rng = Rng(0x5EED_F00D);
-    for (i, tensor) in tensors.into_iter().enumerate() {
-        let m = TestMatrix::from_fixture("mini-q4_k_m.gguf", tensor, GgmlType::Q4_K);
+    for (i, (file, tensor, ty)) in cases.into_iter().enumerate() {
+        let m = TestMatrix::from_fixture(file, tensor, ty);
         let w = m.upload(&g.ctx, u64::MAX);
         let x: Vec<f32> = (0..m.cols * MAX_TOKENS as usize)
             .map(|_| rng.nonzero())
@@ -656,7 +663,7 @@ fn tensor_core_products_decoding_as_they_stage_match_the_f16_copy() {
             let fused = kernels(64, scratch, max_parts);
             let copy = kernels(0, scratch, max_parts);
             for n in [16, 37, 64, 70] {
-                let what = format!("{tensor} n={n} scratch={scratch} parts={max_parts}");
+                let what = format!("{ty} {tensor} n={n} scratch={scratch} parts={max_parts}");
                 let (a, da) = product_at(&fused, &m, &w, &x, n);
                 let (b, db) = product_at(&copy, &m, &w, &x, n);
                 // The fused product records no weight decodes.
@@ -669,7 +676,14 @@ fn tensor_core_products_decoding_as_they_stage_match_the_f16_copy() {
             }
         }
         // And against the CPU, as every product is.
-        check_matmul_with(&kernels(64, 4096, 16), &m, &w, &[Epilogue::Add], i == 0, 90);
+        check_matmul_with(
+            &kernels(64, 4096, 16),
+            &m,
+            &w,
+            &[Epilogue::Add],
+            i == 0,
+            90 + i as u64,
+        );
     }
 }
 
@@ -680,12 +694,14 @@ fn tensor_core_products_from_resident_f16_weights() {
         eprintln!("no cooperative matrices: resident f16 weights are not used here");
         return;
     }
+    // (Against the products that decode into the f16 copy every call.)
     let kernels = |resident| {
         MatmulKernels::new(&g.ctx)
             .expect("kernels")
             .with_tiled_min_rows(0)
             .with_coop_from(16)
             .with_coop_f16_weights(resident)
+            .with_coop_fused(0)
     };
     let (resident, decoded) = (kernels(true), kernels(false));
     let cases = [
@@ -823,11 +839,23 @@ fn stacked_tensor_core_products_match_separate_ones() {
     // three products and once stacked (one decode each, one product, one sum): the same bits;
     // with the default kernels and with every product split over its columns (the sum
     // kernel). 16 and 37 tokens: one token group (the few-token chunks; 16 split over
-    // columns), 70: two.
+    // columns), 70: two. Q4_K, and the other types whose blocks the product can decode as
+    // it stages them.
+    let types = [
+        ("mini-q4_k_m.gguf", GgmlType::Q4_K),
+        ("mini-q6_k.gguf", GgmlType::Q6_K),
+        ("mini-q8_0.gguf", GgmlType::Q8_0),
+    ];
+    for (file, ty) in types {
+        check_stacked_rkv(file, ty);
+    }
+}
+
+fn check_stacked_rkv(file: &str, ty: GgmlType) {
     let names = ["receptance", "key", "value"].map(|n| format!("blk.0.time_mix_{n}.weight"));
     let ms: Vec<TestMatrix> = names
         .iter()
-        .map(|n| TestMatrix::from_fixture("mini-q4_k_m.gguf", n, GgmlType::Q4_K))
+        .map(|n| TestMatrix::from_fixture(file, n, ty))
         .collect();
     let cols = ms[0].cols as u32;
     assert_eq!(ms[0].rows as u32, cols);
@@ -850,7 +878,7 @@ fn stacked_tensor_core_products_match_separate_ones() {
         stack_kernels(split_all(16)),
     ] {
         for n in [16, 37, 70] {
-            assert_ne!(case.check(&kernels, n, true), Some(0), "{n} tokens");
+            assert_ne!(case.check(&kernels, n, true), Some(0), "{ty} {n} tokens");
         }
     }
     // In steps of up to 64 tokens the stack decodes its weights as it stages them (each
@@ -861,10 +889,10 @@ fn stacked_tensor_core_products_match_separate_ones() {
         for n in [16, 37, 70] {
             let (a, b) = (case.check(&copy, n, true), case.check(&fused, n, true));
             if let (Some(a), Some(b)) = (a, b) {
-                assert!(b > 0, "{n} tokens: not stacked");
+                assert!(b > 0, "{ty} {n} tokens: not stacked");
                 match n <= 64 {
-                    true => assert_eq!(b + 3, a, "{n} tokens: {b} dispatches, {a} decoded"),
-                    false => assert_eq!(b, a, "{n} tokens"),
+                    true => assert_eq!(b + 3, a, "{ty} {n} tokens: {b} dispatches, {a} decoded"),
+                    false => assert_eq!(b, a, "{ty} {n} tokens"),
                 }
             }
         }

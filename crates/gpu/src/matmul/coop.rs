@@ -280,8 +280,8 @@ pub(super) const COOP_SHORT_FROM_TOKENS: u32 = 64;
 /// the product ([`Kernel::CoopFused`]), where each weight is multiplied by one or two token
 /// groups per step: the f16 copy's write and read (4 bytes per weight) cost more there than
 /// decoding in the staging. On an H200 with 2.9B Q4_K_M: batch 32 2,205 -> 3,000 tok/s, 64
-/// 4,090 -> 5,507, 128 6,197 -> 7,134.
-pub(super) const COOP_FUSED_TOKENS: u32 = 128;
+/// 4,090 -> 5,507, 128 6,197 -> 7,134, 256 +1%; prompts of 512 tokens -9%.
+pub(super) const COOP_FUSED_TOKENS: u32 = 256;
 /// Environment variable overriding [`COOP_FUSED_TOKENS`] (0: never; for measurements).
 pub const COOP_FUSED_ENV: &str = "WEB_RWKV_COOP_FUSED";
 /// Environment variable overriding [`COOP_SHORT_FROM_TOKENS`] (for measurements).
@@ -691,7 +691,7 @@ impl MatmulKernels {
         Ok(CoopCall {
             convert,
             fused,
-            fused_upto: self.coop_fused_upto,
+            fused_upto: coop_fused_wgsl(ty).map_or(0, |f| f.1.min(self.coop_fused_upto)),
             dequant: self.pipeline(ctx, ty, Kernel::CoopDequant)?,
             product: product(staged)?,
             product_few,
@@ -856,6 +856,7 @@ impl MatmulKernels {
             // (Read by the product that decodes as it stages: the matrices share both.)
             blocks_per_row: w0.blocks_per_row as u32,
             row_words: w0.row_words as u32,
+            scale_base: w0.parts[0].scale_base as u32,
             in_offset: 0,
             in_stride: shared.stride,
             out_stride: io.y_stride,
@@ -1273,10 +1274,10 @@ impl CoopCall {
             convert.record(pass, n, bn);
         }
         for slice in &self.slices {
-            let (group, splits) = match self.fused_for(slice, n) {
+            let group = match self.fused_for(slice, n) {
                 Some((pipeline, fused)) => {
                     pass.set_pipeline(pipeline);
-                    (&fused.product_group, &fused.splits)
+                    &fused.product_group
                 }
                 None => {
                     for decode in &slice.decodes {
@@ -1289,11 +1290,11 @@ impl CoopCall {
                         Some(few) if n <= COOP_FEW_TOKENS => pass.set_pipeline(few),
                         _ => pass.set_pipeline(&self.product),
                     }
-                    (&slice.product_group, &slice.splits)
+                    &slice.product_group
                 }
             };
             let (x, y) = split_grid(slice.rows.div_ceil(bm), max_groups);
-            match self.split_for(slice.rows, splits, n, max_groups) {
+            match self.split_for(slice, n, max_groups) {
                 Some(split) => {
                     pass.set_bind_group(0, &split.product_group, &[]);
                     pass.dispatch_workgroups(x, y, token_groups * split.parts);
@@ -1331,21 +1332,30 @@ impl CoopCall {
         }
     }
 
-    /// The split of a slice's product (`rows` rows, split forms `splits`) for `n` tokens, if
-    /// its grid is small: the most parts that keep the grid within the target, the grid
-    /// dimensions and the scratch.
+    /// The split of `slice`'s product (the fused one where the step takes it) for `n`
+    /// tokens, if its grid is small: the most parts that keep the grid within the target,
+    /// the grid dimensions and the scratch. A fused product of one token group aims at half
+    /// the target: its parts are shorter (on an H200 with 2.9B Q4_K_M, 256 workgroups
+    /// instead of 512: batch 32 +3.6%, 64 +2.5%; for every product, prompts lost 6.5%).
     fn split_for<'a>(
-        &self,
-        rows: u32,
-        splits: &'a [SplitCall],
+        &'a self,
+        slice: &'a CoopSlice,
         n: u32,
         max_groups: u32,
     ) -> Option<&'a SplitCall> {
+        let rows = slice.rows;
+        let (splits, target) = match self.fused_for(slice, n) {
+            Some((_, f)) if n <= self.shape.tokens() => {
+                (&f.splits, (self.split.target_groups / 2).max(1))
+            }
+            Some((_, f)) => (&f.splits, self.split.target_groups),
+            None => (&slice.splits, self.split.target_groups),
+        };
         let groups = rows.div_ceil(self.shape.rows()) * n.div_ceil(self.shape.tokens());
-        if groups >= self.split.target_groups || n > max_groups {
+        if groups >= target || n > max_groups {
             return None;
         }
-        let want = self.split.target_groups.div_ceil(groups);
+        let want = target.div_ceil(groups);
         let fits = |s: &&SplitCall| {
             s.parts as u64 * n as u64 * rows as u64 * 4 <= self.part_bytes
                 && n.div_ceil(self.shape.tokens()) * s.parts <= max_groups
@@ -1356,10 +1366,7 @@ impl CoopCall {
     }
 
     pub(super) fn n_dispatches(&self, n: u32, max_groups: u32) -> usize {
-        let split = |s: &CoopSlice| {
-            let splits = self.fused_for(s, n).map_or(&s.splits, |(_, f)| &f.splits);
-            self.split_for(s.rows, splits, n, max_groups).is_some() as usize
-        };
+        let split = |s: &CoopSlice| self.split_for(s, n, max_groups).is_some() as usize;
         let decode = |s: &CoopSlice| match self.fused_for(s, n) {
             Some(_) => 0,
             None => s.decodes.len(),
