@@ -1334,9 +1334,10 @@ impl CoopCall {
 
     /// The split of `slice`'s product (the fused one where the step takes it) for `n`
     /// tokens, if its grid is small: the most parts that keep the grid within the target,
-    /// the grid dimensions and the scratch. A fused product of one token group aims at half
-    /// the target: its parts are shorter (on an H200 with 2.9B Q4_K_M, 256 workgroups
-    /// instead of 512: batch 32 +3.6%, 64 +2.5%; for every product, prompts lost 6.5%).
+    /// the grid dimensions and the scratch. A fused product of one token group aims at a
+    /// quarter of the target: fewer, longer parts, and fewer partial sums to add (on an H200
+    /// with 2.9B Q4_K_M, 256 workgroups instead of 512: batch 32 +3.6%, 64 +2.5%; 128
+    /// instead of 256: batch 32 +4%, 64 +3%; for every product, prompts lost 6.5%).
     fn split_for<'a>(
         &'a self,
         slice: &'a CoopSlice,
@@ -1346,7 +1347,7 @@ impl CoopCall {
         let rows = slice.rows;
         let (splits, target) = match self.fused_for(slice, n) {
             Some((_, f)) if n <= self.shape.tokens() => {
-                (&f.splits, (self.split.target_groups / 2).max(1))
+                (&f.splits, (self.split.target_groups / 4).max(1))
             }
             Some((_, f)) => (&f.splits, self.split.target_groups),
             None => (&slice.splits, self.split.target_groups),
