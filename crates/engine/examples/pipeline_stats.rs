@@ -49,7 +49,7 @@ fn kernels() -> Vec<(String, String)> {
     ));
     out.push((
         "wkv7 scan, 8 lanes".into(),
-        rwkv_engine::kernels::wkv7_scan_wgsl(8, 64),
+        rwkv_engine::kernels::wkv7_scan_wgsl(8, 64, 2),
     ));
     let mix = rwkv_engine::kernels::token_mix_wgsl(true);
     out.push((

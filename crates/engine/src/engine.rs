@@ -175,10 +175,12 @@ pub(crate) enum Grid {
     ChunkHeads(u32),
     /// `ChunkHeads`, only in steps where every chunk has one token (else none).
     SingleChunkHeads(u32),
-    /// `ChunkHeads`, only in steps with a chunk of several tokens (else none).
-    LongChunkHeads(u32),
     /// `RowBlocks`, only in steps with a chunk of several tokens (else none).
     LongChunkRows(u32),
+    /// `ChunkHeads`, only in steps that take the chunk path (a chunk of several tokens, or
+    /// [`wkv_split_from`] rows), and of those only in the ones whose chunks all have one
+    /// token (`true`: batch steps) or only in the others.
+    ScanHeads(u32, bool),
     /// One per token row and group of column tiles (`tiles` of them, [`mix_tiles_per_wg`]
     /// a group), or in steps of up to [`MIX_SPLIT_ROWS`] rows one per row, tile and mix
     /// (`(tiles, mixes)`).
@@ -395,7 +397,7 @@ impl Op {
                 Grid::Out => launch.record(pass, out, 1),
                 Grid::ChunkHeads(groups) => launch.record(pass, chunks, groups),
                 _ if !runs(*grid, rows, chunks) => {}
-                Grid::SingleChunkHeads(groups) | Grid::LongChunkHeads(groups) => {
+                Grid::SingleChunkHeads(groups) | Grid::ScanHeads(groups, _) => {
                     launch.record(pass, chunks, groups)
                 }
                 Grid::LongChunkRows(n) => launch.record(pass, rows, n),
@@ -451,7 +453,8 @@ fn runs(grid: Grid, rows: u32, chunks: u32) -> bool {
     let long = rows > chunks || rows >= wkv_split_from();
     match grid {
         Grid::SingleChunkHeads(_) => !long,
-        Grid::LongChunkHeads(_) | Grid::LongChunkRows(_) => long,
+        Grid::LongChunkRows(_) => long,
+        Grid::ScanHeads(_, single) => long && (rows == chunks) == single,
         _ => true,
     }
 }
@@ -2014,19 +2017,23 @@ impl Engine {
                     );
                     b.by_rows(start, lora2_from, true);
                 }
-                b.kernel(
-                    "wkv7_scan",
-                    &wc.scan,
-                    &[
-                        &wkv_params,
-                        &scratch.step,
-                        &scratch.chunks,
-                        &wkv_scan,
-                        &st.wkv,
-                        &wkv_post,
-                    ],
-                    Grid::LongChunkHeads(n_head * wc.workgroups_per_head),
-                );
+                // Two scans: one for steps of one-token chunks (batches), one for the others
+                // (see `Wkv7Chunk::scan_single`).
+                for (scan, single) in [(&wc.scan, false), (&wc.scan_single, true)] {
+                    b.kernel(
+                        "wkv7_scan",
+                        scan,
+                        &[
+                            &wkv_params,
+                            &scratch.step,
+                            &scratch.chunks,
+                            &wkv_scan,
+                            &st.wkv,
+                            &wkv_post,
+                        ],
+                        Grid::ScanHeads(n_head * wc.workgroups_per_head, single),
+                    );
+                }
                 b.kernel_at(
                     "wkv7_post",
                     &wc.post,

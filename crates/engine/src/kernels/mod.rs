@@ -126,6 +126,9 @@ pub struct Wkv7Chunk {
     pub prep_f32: wgpu::ComputePipeline,
     pub prep_pre: wgpu::ComputePipeline,
     pub scan: wgpu::ComputePipeline,
+    /// The scan for steps whose chunks all have one token (batches): one token's loads in
+    /// flight ([`SCAN_DEPTH_SINGLE`]) instead of [`scan_depth`].
+    pub scan_single: wgpu::ComputePipeline,
     pub post: wgpu::ComputePipeline,
     pub lanes: u32,
     /// Workgroups of the scan per head ([`scan_threads`]).
@@ -200,13 +203,17 @@ impl Kernels {
         let (wkv_f16, wkv_f32) = (wkv(true), wkv(false));
         let wkv7_chunk = scan_lanes.map(|lanes| {
             let threads = scan_threads(lanes);
-            let scan =
-                rwkv_gpu::shader_module(device, "wkv7_scan", &wkv7_scan_wgsl(lanes, threads));
+            let scan_module = |depth| {
+                let source = wkv7_scan_wgsl(lanes, threads, depth);
+                rwkv_gpu::shader_module(device, "wkv7_scan", &source)
+            };
+            let (scan, scan_single) = (scan_module(scan_depth()), scan_module(SCAN_DEPTH_SINGLE));
             Wkv7Chunk {
                 prep: pipeline_at(device, "wkv7_prep", &wkv_f16, "prep"),
                 prep_f32: pipeline_at(device, "wkv7_prep", &wkv_f32, "prep"),
                 prep_pre: pipeline_at(device, "wkv7_prep", &wkv_f16, "prep_pre"),
                 scan: pipeline_at(device, "wkv7_scan", &scan, "main"),
+                scan_single: pipeline_at(device, "wkv7_scan", &scan_single, "main"),
                 post: pipeline_at(device, "wkv7_post", &wkv_f16, "post"),
                 lanes,
                 workgroups_per_head: scan_workgroups_per_head(lanes, threads),
@@ -257,13 +264,14 @@ pub fn wkv7_wgsl(lora_ranks: [u32; 4], f16: bool) -> String {
     )
 }
 
-/// The WKV scan's source (wkv7_scan.wgsl) for `lanes` lanes per state row and workgroups
-/// of `threads` threads (a power of two from `lanes` to 64 `lanes`).
-pub fn wkv7_scan_wgsl(lanes: u32, threads: u32) -> String {
+/// The WKV scan's source (wkv7_scan.wgsl) for `lanes` lanes per state row, workgroups of
+/// `threads` threads (a power of two from `lanes` to 64 `lanes`) and `depth` tokens' loads in
+/// flight (1 to 8).
+pub fn wkv7_scan_wgsl(lanes: u32, threads: u32, depth: u32) -> String {
     format!(
         "const SCAN_WG: u32 = {threads}u;\nconst WGS_PER_HEAD: u32 = {}u;\n",
         scan_workgroups_per_head(lanes, threads)
-    ) + &scan_wgsl(lanes, scan_depth())
+    ) + &scan_wgsl(lanes, depth)
         + STEP_WGSL
         + include_str!("wkv7_scan.wgsl")
 }
@@ -308,9 +316,15 @@ fn wkv_probe() -> u32 {
     rwkv_gpu::env_parse("WEB_RWKV_WKV_PROBE").unwrap_or(0)
 }
 
+/// Tokens' loads the scan of one-token chunks (batch steps) keeps in flight: there is no next
+/// token, and the second set of registers costs occupancy (on an H200, 2.9B Q4_K_M: depth 1
+/// against 2, the scan of a 256-sequence step 5.31 -> 4.21 ms, batch 64 / 256 +2.8% / +4%).
+const SCAN_DEPTH_SINGLE: u32 = 1;
+
 /// Tokens whose values the WKV scan has in flight (`WEB_RWKV_SCAN_DEPTH`, 1 to 8; default
 /// 2): see [`scan_wgsl`]. On an H200 (2.9B, prefill of 2048 tokens) 2 and 3 measured 1-3%
-/// faster than 1 and 4 about even; 6 and 8 ran out of registers (prefill at a third).
+/// faster than 1 and 4 about even; 6 and 8 ran out of registers (prefill at a third); a
+/// prompt of 512 tokens lost 3% with 1.
 fn scan_depth() -> u32 {
     rwkv_gpu::env_parse::<u32>("WEB_RWKV_SCAN_DEPTH")
         .filter(|d| (1..=8).contains(d))
