@@ -202,6 +202,7 @@ const MATMUL_X4_WGSL: &str = include_str!("matmul_x4.wgsl");
 const MATMUL_TILED_WGSL: &str = include_str!("matmul_tiled.wgsl");
 const MATMUL_COOP_WGSL: &str = include_str!("matmul_coop.wgsl");
 const MATMUL_COOP_A16_WGSL: &str = include_str!("matmul_coop_a16.wgsl");
+const MATMUL_COOP_AQ_WGSL: &str = include_str!("matmul_coop_aq.wgsl");
 const MATMUL_COOP_AQ4_K_WGSL: &str = include_str!("matmul_coop_aq4_k.wgsl");
 const MATMUL_COOP_AQ6_K_WGSL: &str = include_str!("matmul_coop_aq6_k.wgsl");
 const MATMUL_COOP_AQ8_0_WGSL: &str = include_str!("matmul_coop_aq8_0.wgsl");
@@ -1277,7 +1278,7 @@ fn compose(ty: GgmlType, kernel: Kernel, format: &str) -> String {
         } => {
             let weights = match kernel {
                 Kernel::CoopFused { stack, .. } => format!(
-                    "{}\n{}",
+                    "{}\n{MATMUL_COOP_AQ_WGSL}\n{}",
                     stack_weights_wgsl(stack),
                     coop_fused_wgsl(ty).map_or("", |f| f.0)
                 ),

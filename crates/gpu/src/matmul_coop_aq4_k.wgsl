@@ -1,5 +1,6 @@
 // The tensor-core product's weight tiles decoded from Q4_K blocks as they are staged
-// (matmul_coop.wgsl's `fetch_a` and `stage_a`), instead of read from an f16 copy that
+// (`fetch_unit` and `stage_unit`, which matmul_coop_aq.wgsl's `fetch_a` and `stage_a` call
+// for matmul_coop.wgsl), instead of read from an f16 copy that
 // matmul_coop_dequant.wgsl wrote just before: for steps of one token group, where each
 // weight is multiplied once per step and the copy's write and read cost more than the
 // decode. Same values as that decode (quant/q4_k.wgsl's expression in f32, rounded to the
@@ -17,34 +18,21 @@
 // load with its block's first 16 bytes (d, dmin, scales).
 //
 // In range by construction (built unchecked, see the product's header): qa and ha by
-// j < A_QT; a unit u < QU = BM * BK / 32 goes to row u / (BK / 32) < BM and writes units
+// j < A_QT (matmul_coop_aq.wgsl's loops); a unit u < QU = BM * BK / 32 goes to row u / (BK / 32) < BM and writes units
 // col / 4 + k and col / 4 + 8 + k (k < 4) of its row, with col = 64 group + 16 g, so at most
 // (BK - 64 + 16 + 32) / 4 + 3 < ROW_UNITS < SU. Rows past the slice (a partial last tile)
 // or past a stacked matrix's rows (its padding) read its last row instead.
-
-const QU: u32 = BM * BK / 32u;
-const A_QT: u32 = (QU + WG_SIZE - 1u) / WG_SIZE;
-const F16_MAX: f32 = 65504.0;
 
 // This thread's code bytes and their block's first 16 bytes, for the next chunk.
 var<private> qa: array<vec4<u32>, A_QT>;
 var<private> ha: array<vec4<u32>, A_QT>;
 
-fn fetch_a(li: u32, first_row: u32, w_base: u32, cols: u32, k0: u32) {
-    // The workgroup's rows are one matrix's (g), from its row first_row - start.
-    let g = stack_matrix(first_row);
-    let stacked = P.stack_ends.x != 0u;
-    let last = select(P.rows, P.stack_rows[g], stacked) - 1u;
-    let first = P.first_row + first_row - stack_start(g);
-    for (var j = 0u; j < A_QT; j++) {
-        let u = li + j * WG_SIZE;
-        let r = min(first + u / (BK / 32u), P.first_row + last);
-        let col = k0 + 64u * ((u % (BK / 32u)) / 2u);
-        // Block col / 256 of the row (36 words, 9 vec4), its group (col % 256) / 64.
-        let block = (r * P.row_words) / 4u + (col / 256u) * 9u;
-        ha[j] = wq(g, block);
-        qa[j] = wq(g, block + 1u + 2u * ((col % 256u) / 64u) + u % 2u);
-    }
+fn fetch_unit(j: u32, g: u32, r: u32, u: u32, k0: u32) {
+    let col = k0 + 64u * ((u % (BK / 32u)) / 2u);
+    // Block col / 256 of the row (36 words, 9 vec4), its group (col % 256) / 64.
+    let block = (r * P.row_words) / 4u + (col / 256u) * 9u;
+    ha[j] = wq(g, block);
+    qa[j] = wq(g, block + 1u + 2u * ((col % 256u) / 64u) + u % 2u);
 }
 
 // Byte k < 12 of the scales (words y, z, w of the block's first 16 bytes).
@@ -63,36 +51,25 @@ fn q4k_scale_min(h: vec4<u32>, j: u32) -> vec2<f32> {
     return vec2<f32>(f32(sc), f32(m));
 }
 
-// Four values as an f16 quad, clamped to its finite range as matmul_coop_dequant.wgsl
-// clamps them (both round to nearest).
-fn q4k_quad(v: vec4<f32>) -> Unit {
-    return Unit(clamp(v, vec4<f32>(-F16_MAX), vec4<f32>(F16_MAX)));
-}
-
-fn stage_a(li: u32, k0: u32) {
-    for (var j = 0u; j < A_QT; j++) {
-        let u = li + j * WG_SIZE;
-        if (u < QU) {
-            let grp = (u % (BK / 32u)) / 2u;
-            let g = u % 2u;
-            let c = ((k0 + 64u * grp) % 256u) / 64u;
-            let h = ha[j];
-            let q = qa[j];
-            let dm = unpack2x16float(h.x);
-            let sm1 = q4k_scale_min(h, 2u * c);
-            let sm2 = q4k_scale_min(h, 2u * c + 1u);
-            let d1 = dm.x * sm1.x;
-            let m1 = dm.y * sm1.y;
-            let d2 = dm.x * sm2.x;
-            let m2 = dm.y * sm2.y;
-            let base = (u / (BK / 32u)) * SU + (64u * grp + 16u * g) / 4u;
-            for (var k = 0u; k < 4u; k++) {
-                let w = vec4<u32>(q[k]);
-                let lo = (w >> vec4<u32>(0u, 8u, 16u, 24u)) & vec4<u32>(15u);
-                let hi = (w >> vec4<u32>(4u, 12u, 20u, 28u)) & vec4<u32>(15u);
-                sh_a[base + k] = q4k_quad(d1 * vec4<f32>(lo) - m1);
-                sh_a[base + 8u + k] = q4k_quad(d2 * vec4<f32>(hi) - m2);
-            }
-        }
+fn stage_unit(j: u32, u: u32, k0: u32) {
+    let grp = (u % (BK / 32u)) / 2u;
+    let g = u % 2u;
+    let c = ((k0 + 64u * grp) % 256u) / 64u;
+    let h = ha[j];
+    let q = qa[j];
+    let dm = unpack2x16float(h.x);
+    let sm1 = q4k_scale_min(h, 2u * c);
+    let sm2 = q4k_scale_min(h, 2u * c + 1u);
+    let d1 = dm.x * sm1.x;
+    let m1 = dm.y * sm1.y;
+    let d2 = dm.x * sm2.x;
+    let m2 = dm.y * sm2.y;
+    let base = (u / (BK / 32u)) * SU + (64u * grp + 16u * g) / 4u;
+    for (var k = 0u; k < 4u; k++) {
+        let w = vec4<u32>(q[k]);
+        let lo = (w >> vec4<u32>(0u, 8u, 16u, 24u)) & vec4<u32>(15u);
+        let hi = (w >> vec4<u32>(4u, 12u, 20u, 28u)) & vec4<u32>(15u);
+        sh_a[base + k] = fused_quad(d1 * vec4<f32>(lo) - m1);
+        sh_a[base + 8u + k] = fused_quad(d2 * vec4<f32>(hi) - m2);
     }
 }

@@ -1,7 +1,7 @@
 // The tensor-core product's weight tiles decoded from Q6_K blocks as they are staged
-// (matmul_coop.wgsl's `fetch_a` and `stage_a`; see matmul_coop_aq4_k.wgsl for why and for
-// `wq`). Same values as matmul_coop_dequant.wgsl's decode (quant/q6_k.wgsl's expression in
-// f32, rounded to the nearest f16).
+// (`fetch_unit` and `stage_unit`; see matmul_coop_aq4_k.wgsl for why, and for `wq`). Same
+// values as matmul_coop_dequant.wgsl's decode (quant/q6_k.wgsl's expression in f32, rounded
+// to the nearest f16).
 //
 // Q6_K is repacked at upload: per row, blocks of 52 words (ql 128 bytes, qh 64, 16 signed
 // scale bytes), and the f16 d of every block in the side array from word P.scale_base.
@@ -18,10 +18,6 @@
 // col / 4 + 8 + k (k < 4), col = 64 group + 16 g, at most (BK - 64 + 16 + 32) / 4 + 3 <
 // ROW_UNITS < SU. Rows past the slice or a stacked matrix's rows read its last row instead.
 
-const QU: u32 = BM * BK / 32u;
-const A_QT: u32 = (QU + WG_SIZE - 1u) / WG_SIZE;
-const F16_MAX: f32 = 65504.0;
-
 // This thread's ql bytes at l and l + 32, qh bytes, the block's scales and d.
 var<private> la: array<vec4<u32>, A_QT>;
 var<private> lb: array<vec4<u32>, A_QT>;
@@ -29,30 +25,19 @@ var<private> ha: array<vec4<u32>, A_QT>;
 var<private> sa: array<vec4<u32>, A_QT>;
 var<private> da: array<f32, A_QT>;
 
-fn fetch_a(li: u32, first_row: u32, w_base: u32, cols: u32, k0: u32) {
-    let g = stack_matrix(first_row);
-    let stacked = P.stack_ends.x != 0u;
-    let last = select(P.rows, P.stack_rows[g], stacked) - 1u;
-    let first = P.first_row + first_row - stack_start(g);
-    for (var j = 0u; j < A_QT; j++) {
-        let u = li + j * WG_SIZE;
-        let r = min(first + u / (BK / 32u), P.first_row + last);
-        let col = k0 + 64u * ((u % (BK / 32u)) / 2u);
-        let blk = col / 256u;
-        let n = (col % 256u) / 128u;
-        // Block blk of the row (52 words, 13 vec4): ql at vec4 4 n + g (+ 2 for l + 32),
-        // qh at 8 + 2 n + g, the scales at 12.
-        let b = (r * P.row_words) / 4u + 13u * blk;
-        let h = u % 2u;
-        la[j] = wq(g, b + 4u * n + h);
-        lb[j] = wq(g, b + 4u * n + 2u + h);
-        ha[j] = wq(g, b + 8u + 2u * n + h);
-        sa[j] = wq(g, b + 12u);
-        let i = r * P.blocks_per_row + blk;
-        let word = P.scale_base + i / 2u;
-        let dh = unpack2x16float(wq(g, word / 4u)[word % 4u]);
-        da[j] = select(dh.x, dh.y, (i & 1u) == 1u);
-    }
+fn fetch_unit(j: u32, g: u32, r: u32, u: u32, k0: u32) {
+    let col = k0 + 64u * ((u % (BK / 32u)) / 2u);
+    let blk = col / 256u;
+    let n = (col % 256u) / 128u;
+    // Block blk of the row (52 words, 13 vec4): ql at vec4 4 n + g (+ 2 for l + 32),
+    // qh at 8 + 2 n + g, the scales at 12.
+    let b = (r * P.row_words) / 4u + 13u * blk;
+    let h = u % 2u;
+    la[j] = wq(g, b + 4u * n + h);
+    lb[j] = wq(g, b + 4u * n + 2u + h);
+    ha[j] = wq(g, b + 8u + 2u * n + h);
+    sa[j] = wq(g, b + 12u);
+    da[j] = fused_side_d(g, r, blk);
 }
 
 // Signed scale byte s < 16 of a block's scales.
@@ -61,34 +46,29 @@ fn q6k_scale(sc: vec4<u32>, s: u32) -> f32 {
     return f32(bitcast<i32>(w << (24u - 8u * (s % 4u))) >> 24u);
 }
 
-fn stage_a(li: u32, k0: u32) {
-    for (var j = 0u; j < A_QT; j++) {
-        let u = li + j * WG_SIZE;
-        if (u < QU) {
-            let grp = (u % (BK / 32u)) / 2u;
-            let h = u % 2u;
-            let o = (k0 + 64u * grp) % 256u;
-            let n = o / 128u;
-            // Quarters p and p + 1: the low nibbles and qh bits 0-3 (p = 0), or the high
-            // nibbles and qh bits 4-7 (p = 2).
-            let p = 2u * ((o % 128u) / 64u);
-            let s = 8u * n + h + 2u * p;
-            let d1 = da[j] * q6k_scale(sa[j], s);
-            let d2 = da[j] * q6k_scale(sa[j], s + 2u);
-            let shift = vec4<u32>(4u * (p / 2u));
-            let base = (u / (BK / 32u)) * SU + (64u * grp + 16u * h) / 4u;
-            let m = vec4<u32>(3u);
-            for (var k = 0u; k < 4u; k++) {
-                let wa = vec4<u32>(la[j][k]) >> vec4<u32>(0u, 8u, 16u, 24u);
-                let wb = vec4<u32>(lb[j][k]) >> vec4<u32>(0u, 8u, 16u, 24u);
-                let hb = (vec4<u32>(ha[j][k]) >> vec4<u32>(0u, 8u, 16u, 24u)) & vec4<u32>(0xffu);
-                let q1 = vec4<i32>(((wa >> shift) & vec4<u32>(15u)) | (((hb >> vec4<u32>(2u * p)) & m) << vec4<u32>(4u))) - vec4<i32>(32);
-                let q2 = vec4<i32>(((wb >> shift) & vec4<u32>(15u)) | (((hb >> vec4<u32>(2u * p + 2u)) & m) << vec4<u32>(4u))) - vec4<i32>(32);
-                let v1 = d1 * vec4<f32>(q1);
-                let v2 = d2 * vec4<f32>(q2);
-                sh_a[base + k] = Unit(clamp(v1, vec4<f32>(-F16_MAX), vec4<f32>(F16_MAX)));
-                sh_a[base + 8u + k] = Unit(clamp(v2, vec4<f32>(-F16_MAX), vec4<f32>(F16_MAX)));
-            }
-        }
+fn stage_unit(j: u32, u: u32, k0: u32) {
+    let grp = (u % (BK / 32u)) / 2u;
+    let h = u % 2u;
+    let o = (k0 + 64u * grp) % 256u;
+    let n = o / 128u;
+    // Quarters p and p + 1: the low nibbles and qh bits 0-3 (p = 0), or the high
+    // nibbles and qh bits 4-7 (p = 2).
+    let p = 2u * ((o % 128u) / 64u);
+    let s = 8u * n + h + 2u * p;
+    let d1 = da[j] * q6k_scale(sa[j], s);
+    let d2 = da[j] * q6k_scale(sa[j], s + 2u);
+    let shift = vec4<u32>(4u * (p / 2u));
+    let base = (u / (BK / 32u)) * SU + (64u * grp + 16u * h) / 4u;
+    let m = vec4<u32>(3u);
+    for (var k = 0u; k < 4u; k++) {
+        let wa = vec4<u32>(la[j][k]) >> vec4<u32>(0u, 8u, 16u, 24u);
+        let wb = vec4<u32>(lb[j][k]) >> vec4<u32>(0u, 8u, 16u, 24u);
+        let hb = (vec4<u32>(ha[j][k]) >> vec4<u32>(0u, 8u, 16u, 24u)) & vec4<u32>(0xffu);
+        let q1 = vec4<i32>(((wa >> shift) & vec4<u32>(15u)) | (((hb >> vec4<u32>(2u * p)) & m) << vec4<u32>(4u))) - vec4<i32>(32);
+        let q2 = vec4<i32>(((wb >> shift) & vec4<u32>(15u)) | (((hb >> vec4<u32>(2u * p + 2u)) & m) << vec4<u32>(4u))) - vec4<i32>(32);
+        let v1 = d1 * vec4<f32>(q1);
+        let v2 = d2 * vec4<f32>(q2);
+        sh_a[base + k] = fused_quad(v1);
+        sh_a[base + 8u + k] = fused_quad(v2);
     }
 }
