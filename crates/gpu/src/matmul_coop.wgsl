@@ -4,12 +4,14 @@
 // P.max_tokens). Used for prompts and batches where the device offers cooperative matrices;
 // matmul_tiled.wgsl is the portable kernel with the same contract.
 //
-// Its inputs are f16 copies: W16, a slice of the weight rows decoded by
-// matmul_coop_dequant.wgsl just before it (row-major, P.cols values per row), resident copies
-// or F16 weights themselves, and X16, the tokens' inputs converted by matmul_coop_x.wgsl
-// (token t's values at P.in_offset + t * P.in_stride, in f16; both multiples of UNIT),
-// either the product's own copy made just before it or an activation's copy several
-// products share.
+// Its weights come from the weight side composed after this file (its `fetch_a` and
+// `stage_a`): matmul_coop_a16.wgsl reads f16 rows, W16 (a slice of the weight rows decoded
+// by matmul_coop_dequant.wgsl just before it, row-major, P.cols values per row, resident
+// copies or F16 weights themselves); matmul_coop_aq.wgsl with a type's decoder
+// (matmul_coop_aq4_k.wgsl, ...) decodes the weights' blocks as it stages them. Its inputs
+// are X16, the tokens' inputs converted by matmul_coop_x.wgsl (token t's values at
+// P.in_offset + t * P.in_stride, in f16; both multiples of UNIT), either the product's own
+// copy made just before it or an activation's copy several products share.
 //
 // Header constants (from matmul.rs): SG = the subgroup size; SGR x SGC subgroups per
 // workgroup (WG_SIZE = SGR * SGC * SG), each owning 32 rows x 32 tokens (four 16 x 16
@@ -33,8 +35,8 @@
 // its raw sums to Y = the partial-sum scratch, [token][part][row] (row < P.rows of the
 // slice), and matmul_coop_sum.wgsl adds the parts in order and applies the epilogue.
 //
-// Per chunk of BK columns the workgroup copies a BM x BK tile of W16 and a BN x BK tile of
-// X16 into workgroup memory (loads of UNIT values, coalesced along the rows), the
+// Per chunk of BK columns the workgroup copies a BM x BK tile of the weights and a BN x BK
+// tile of X16 into workgroup memory (loads of UNIT values, coalesced along the rows), the
 // next chunk's loads issued before the current chunk's products so that they overlap.
 // Subgroup s owns rows 32 * (s % 2) .. + 32 and tokens 32 * (s / 2) .. + 32: four 16 x 16
 // accumulators. P.cols is a multiple of BK. Rows past P.rows (stale scratch rows, read
@@ -42,12 +44,12 @@
 //
 // This kernel is built without naga's bounds checks on Vulkan (shader.rs: they cost it
 // 13-15%), so every index into its workgroup and private arrays is in range by
-// construction: a staged unit u < A_PT * WG_SIZE <= BM * ROW_UNITS goes to row u /
-// ROW_UNITS < BM, unit u % ROW_UNITS < ROW_UNITS < SU of sh_a (B_PT, BN, sh_b alike); the
-// cooperative loads read rows r0 .. r0 + 31 <= BM - 1 (r0 = 32 (sg % SGR), BM = 32 SGR) and
+// construction (the weight side's files say why for sh_a and their registers): a staged
+// input unit u < B_PT * WG_SIZE <= BN * ROW_UNITS goes to row u / ROW_UNITS < BN, unit
+// u % ROW_UNITS < ROW_UNITS < SU of sh_b; the cooperative loads read rows r0 .. r0 + 31 <= BM - 1 (r0 = 32 (sg % SGR), BM = 32 SGR) and
 // tb .. tb + 31 <= BN - 1, units ka .. ka + 16 / UNIT - 1 <= ROW_UNITS - 1; sh_c's index is
 // sg * 256 + e with e < 256 and sg < SGR * SGC (WG_SIZE = SGR * SGC * SG, and the host runs
-// this kernel only where the subgroup size is fixed at SG); pa and pb by j < A_PT, B_PT.
+// this kernel only where the subgroup size is fixed at SG); pb by j < B_PT.
 // Storage-buffer indices are guarded by the driver's robust buffer access there.
 
 enable f16;
