@@ -1583,7 +1583,7 @@ impl Engine {
         if options.f16_weights {
             matmul = matmul.with_coop_f16_weights(true);
         }
-        let matvec = MatvecKernels::new();
+        let matvec = MatvecKernels::for_context(&ctx);
         let dev = &ctx.device;
 
         let (d, r, s) = (

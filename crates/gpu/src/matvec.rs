@@ -74,8 +74,14 @@ impl Q8Format {
 pub const MAX_TOKENS: u32 = 16;
 
 /// The default of [`MatvecKernels::max_tokens`]. Measured on an H200, 2.9B Q4_K_M, steps of
-/// 16 sequences: 15.3 ms with the direct kernel against 19.2 with the tensor cores.
+/// 16 sequences: 15.3 ms with the direct kernel against 19.2 with the tensor cores (before
+/// the tensor-core product decoded quantized blocks itself; see [`DIRECT_TOKENS_COOP`]).
 pub const DIRECT_TOKENS: u32 = 16;
+
+/// [`DIRECT_TOKENS`] on a device with the tensor-core path ([`MatvecKernels::for_context`]):
+/// steps of 16 tokens take the tensor cores, the fewest they take (on an H200, 2.9B Q4_K_M,
+/// batch 16 1,529-1,548 -> 1,603-1,624 tok/s; batch 15 on the direct kernel reads 1,280).
+pub const DIRECT_TOKENS_COOP: u32 = 15;
 
 /// The most tokens of a step F16 weights take the direct kernel for: every token reads 32
 /// bytes of f32 input per 16 bytes of weights from the caches. On an H200 (2.9B F16), steps
@@ -444,6 +450,20 @@ impl Default for MatvecKernels {
 
 impl MatvecKernels {
     pub fn new() -> Self {
+        Self::with_direct_tokens(DIRECT_TOKENS)
+    }
+
+    /// The kernels for `ctx`'s device: the direct kernel up to [`DIRECT_TOKENS_COOP`] tokens
+    /// where the device has the tensor-core path, else up to [`DIRECT_TOKENS`] (either way
+    /// unless [`DIRECT_TOKENS_ENV`] says otherwise).
+    pub fn for_context(ctx: &GpuContext) -> Self {
+        match ctx.coop_subgroup_size() {
+            Some(_) => Self::with_direct_tokens(DIRECT_TOKENS_COOP),
+            None => Self::new(),
+        }
+    }
+
+    fn with_direct_tokens(direct: u32) -> Self {
         MatvecKernels {
             cache: Mutex::new(HashMap::new()),
             quantize: Mutex::new(None),
@@ -451,13 +471,14 @@ impl MatvecKernels {
             q8k_input: env_on(Q8K_INPUT_ENV),
             direct_f16: env_on(DIRECT_F16_ENV),
             max_tokens: env_parse(DIRECT_TOKENS_ENV)
-                .unwrap_or(DIRECT_TOKENS)
+                .unwrap_or(direct)
                 .min(MAX_TOKENS),
         }
     }
 
     /// The most tokens of a step callers should give [`MatvecKernels::prepare_tokens`] where
-    /// it applies ([`DIRECT_TOKENS`] unless [`DIRECT_TOKENS_ENV`] says otherwise; 1: none).
+    /// it applies ([`DIRECT_TOKENS`], or [`DIRECT_TOKENS_COOP`] for the kernels of a device
+    /// with tensor cores, unless [`DIRECT_TOKENS_ENV`] says otherwise; 1: none).
     pub fn max_tokens(&self) -> u32 {
         self.max_tokens.max(1)
     }
