@@ -9,8 +9,9 @@ mod support;
 
 use gguf::GgmlType;
 use rwkv_gpu::{
-    ContextOptions, CoopSplit, Epilogue, GpuContext, GpuError, GpuMatrix, MatmulKernels, StackItem,
-    StackedF16, TileShape, X16Input, STEP_N_TOKENS_OFFSET, TILED_FROM_TOKENS,
+    ContextOptions, CoopSplit, Epilogue, GpuContext, GpuError, GpuMatrix, MatmulCall,
+    MatmulKernels, StackItem, StackedF16, TileShape, X16Input, STEP_N_TOKENS_OFFSET,
+    TILED_FROM_TOKENS,
 };
 use support::{Rng, TestMatrix};
 
@@ -528,6 +529,39 @@ fn other_tile_shapes_give_the_same_products() {
     }
 }
 
+/// The test GPU where it has cooperative matrices; else None, saying that `what` cannot
+/// run here (CI's lavapipe has none; the device runs require them).
+fn with_tensor_cores(what: &str) -> Option<&'static Gpu> {
+    let g = gpu();
+    if g.ctx.coop_subgroup_size().is_none() {
+        eprintln!("no cooperative matrices: {what}");
+        return None;
+    }
+    Some(g)
+}
+
+/// A call of `kernels` on `w` (`m`'s matrix) over packed inputs `x` (`m.cols` values per
+/// token, MAX_TOKENS tokens) and outputs (`m.rows` per token), with `e`, for steps of `n`
+/// tokens: the call, its output buffer and its step buffer.
+fn packed_call(
+    kernels: &MatmulKernels,
+    (m, w): (&TestMatrix, &GpuMatrix),
+    x: &[f32],
+    e: Epilogue,
+    n: u32,
+) -> (MatmulCall, wgpu::Buffer, wgpu::Buffer) {
+    let g = gpu();
+    let x = g.ctx.create_storage_buffer("x", &f32_bytes(x)).unwrap();
+    let y_bytes = vec![0u8; m.rows * MAX_TOKENS as usize * 4];
+    let y = g.ctx.create_storage_buffer("y", &y_bytes).unwrap();
+    let step = step_buffer(n);
+    let (xs, ys) = (m.cols as u32, m.rows as u32);
+    let call = kernels
+        .prepare(&g.ctx, w, &x, 0, xs, &y, 0, ys, e, &step, MAX_TOKENS)
+        .unwrap();
+    (call, y, step)
+}
+
 /// Dispatches a call of `kernels` on `w` (inputs and outputs of MAX_TOKENS tokens) records
 /// for `n` tokens.
 fn dispatches_at(
@@ -537,25 +571,15 @@ fn dispatches_at(
     e: Epilogue,
     n: u32,
 ) -> usize {
-    let g = gpu();
-    let t = MAX_TOKENS as usize;
-    let x = g.ctx.create_storage_buffer("x", &vec![0u8; m.cols * t * 4]);
-    let y = g.ctx.create_storage_buffer("y", &vec![0u8; m.rows * t * 4]);
-    let (x, y, step) = (x.unwrap(), y.unwrap(), step_buffer(0));
-    let (xs, ys) = (m.cols as u32, m.rows as u32);
-    kernels
-        .prepare(&g.ctx, w, &x, 0, xs, &y, 0, ys, e, &step, MAX_TOKENS)
-        .unwrap()
-        .n_dispatches(n)
+    let x = vec![0f32; m.cols * MAX_TOKENS as usize];
+    packed_call(kernels, (m, w), &x, e, n).0.n_dispatches(n)
 }
 
 #[test]
 fn tensor_core_products_split_over_columns() {
-    let g = gpu();
-    if g.ctx.coop_subgroup_size().is_none() {
-        eprintln!("no cooperative matrices: the split product cannot run here");
+    let Some(g) = with_tensor_cores("the split product cannot run here") else {
         return;
-    }
+    };
     // Every call split as far as its columns allow (down to one 64-column chunk per part),
     // in 64-row slices; and the same kernels unsplit, to check that the split path ran.
     let kernels = |max_parts| {
@@ -602,31 +626,20 @@ fn product_at(
     x: &[f32],
     n: u32,
 ) -> (Vec<f32>, usize) {
-    let g = gpu();
-    let x = g.ctx.create_storage_buffer("x", &f32_bytes(x)).unwrap();
-    let y_len = m.rows * MAX_TOKENS as usize;
-    let y = g
-        .ctx
-        .create_storage_buffer("y", &vec![0u8; y_len * 4])
-        .unwrap();
-    let step = step_buffer(n);
-    let (xs, ys) = (m.cols as u32, m.rows as u32);
-    let e = Epilogue::Store;
-    let call = kernels
-        .prepare(&g.ctx, w, &x, 0, xs, &y, 0, ys, e, &step, MAX_TOKENS)
-        .unwrap();
+    let (call, y, _step) = packed_call(kernels, (m, w), x, Epilogue::Store, n);
     run(|pass| call.record(pass, n));
-    let out = g.ctx.read_buffer_f32(&y, 0, m.rows * n as usize).unwrap();
+    let out = gpu()
+        .ctx
+        .read_buffer_f32(&y, 0, m.rows * n as usize)
+        .unwrap();
     (out, call.n_dispatches(n))
 }
 
 #[test]
 fn tensor_core_products_decoding_as_they_stage_match_the_f16_copy() {
-    let g = gpu();
-    if g.ctx.coop_subgroup_size().is_none() {
-        eprintln!("no cooperative matrices: no tensor-core products here");
+    let Some(g) = with_tensor_cores("no tensor-core products here") else {
         return;
-    }
+    };
     // Weights decoded inside the product (steps of up to 64 tokens here) against the same
     // product reading the f16 copy decoded before it: the same f16 values and the same
     // products, so the same bits; whole and in slices of 64 rows, split over columns or not.
@@ -689,11 +702,9 @@ fn tensor_core_products_decoding_as_they_stage_match_the_f16_copy() {
 
 #[test]
 fn tensor_core_products_from_resident_f16_weights() {
-    let g = gpu();
-    if g.ctx.coop_subgroup_size().is_none() {
-        eprintln!("no cooperative matrices: resident f16 weights are not used here");
+    let Some(g) = with_tensor_cores("resident f16 weights are not used here") else {
         return;
-    }
+    };
     // (Against the products that decode into the f16 copy every call.)
     let kernels = |resident| {
         MatmulKernels::new(&g.ctx)

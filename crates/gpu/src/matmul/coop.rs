@@ -523,14 +523,8 @@ impl MatmulKernels {
             (None, None) => return Err(GpuError::InvalidArgument("empty matrix".into())),
         };
         let staged = shape.for_input(x16_at.0, x16_at.1);
-        // Decoded slices also get the product that decodes as it stages, where the type has
-        // one and the tiles suit it (whole 64-value groups per chunk, quads, 16-byte rows).
-        let fused = self.coop_fused_upto > 0
-            && coop_fused_wgsl(w.ty).is_some()
-            && staged.unit == 4
-            && shape.k.is_multiple_of(64)
-            && w.row_words.is_multiple_of(4)
-            && whole_blocks(w);
+        // Decoded slices also get the product that decodes as it stages, where it applies.
+        let fused = self.fuses(w, staged);
         // One slice of `rows` rows from `first` of `part`, multiplied from `src` (f16 rows
         // from the slice's first; decoded there first if `decode`).
         let slice = |part: &MatrixPart, first: u32, rows: u32, src: &wgpu::Buffer, decode: bool| {
@@ -889,14 +883,9 @@ impl MatmulKernels {
             .iter()
             .fold(shape, |s, it| s.for_input(it.x_offset, shared.stride));
         // A decoded stack also gets the product that decodes as it stages, each matrix's
-        // blocks in their own binding, where the type has one and the tiles suit it.
+        // blocks in their own binding, where it applies.
         let fused = source.is_none()
-            && self.coop_fused_upto > 0
-            && coop_fused_wgsl(w0.ty).is_some()
-            && staged.unit == 4
-            && shape.k.is_multiple_of(64)
-            && w0.row_words.is_multiple_of(4)
-            && whole_blocks(w0)
+            && self.fuses(w0, staged)
             && items.len() <= 1 + STACK_WEIGHT_BINDINGS.len();
         let fused = match fused {
             true => {
@@ -948,6 +937,19 @@ impl MatmulKernels {
             stack_fused,
         )
         .map(Some)
+    }
+
+    /// Whether the product of `w` with tiles `staged` can decode `w`'s blocks as it stages
+    /// them ([`Kernel::CoopFused`]): a type that has such a decoder, the decode not turned
+    /// off, and tiles that suit it (whole 64-value groups per chunk, f16 quads, rows of whole
+    /// 16-byte aligned blocks).
+    fn fuses(&self, w: &GpuMatrix, staged: CoopShape) -> bool {
+        self.coop_fused_upto > 0
+            && coop_fused_wgsl(w.ty).is_some()
+            && staged.unit == 4
+            && staged.k.is_multiple_of(64)
+            && w.row_words.is_multiple_of(4)
+            && whole_blocks(w)
     }
 
     /// The decode of matrix `w` of a stack into its rows of the f16 scratch `w16`, from row
