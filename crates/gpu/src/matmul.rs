@@ -423,9 +423,6 @@ pub struct StackItem<'a> {
 pub struct StackedCall {
     coop: CoopCall,
     from: u32,
-    /// Steps of at most this many tokens take the separate products instead: each decodes
-    /// its weights as it stages them, which the decoded stack does not.
-    separate_upto: u32,
     max_groups: u32,
     max_tokens: u32,
 }
@@ -438,8 +435,7 @@ impl StackedCall {
 
     /// Whether a step of `n_tokens` tokens takes the stacked product.
     pub fn takes(&self, n_tokens: u32) -> bool {
-        let n = n_tokens.min(self.max_tokens);
-        n >= self.from && n > self.separate_upto
+        n_tokens.min(self.max_tokens) >= self.from
     }
 
     /// Records the stacked product for a step of `n_tokens` tokens (one it [`Self::takes`]).
@@ -928,23 +924,9 @@ impl MatmulKernels {
             max_tokens: first.max_tokens,
             x16: Some(x16),
         };
-        // Where every product decodes as it stages (from the stack's first step on) and the
-        // stack does not, the separate products are faster than the stack's decodes.
-        let separate = calls
-            .iter()
-            .map(|c| match (&c.coop, source) {
-                (Some(coop), None) if c.coop_from <= self.coop_from => coop.fused_upto(),
-                _ => 0,
-            })
-            .min()
-            .unwrap_or(0);
         Ok(self
             .prepare_coop_stacked(ctx, items, block, &io, subgroup, source)?
             .map(|coop| StackedCall {
-                separate_upto: match coop.fused_upto() {
-                    0 => separate,
-                    _ => 0,
-                },
                 coop,
                 // From where tall matrices take tensor cores, short ones too: the separate
                 // short products wait for more tokens because each would be a product and a

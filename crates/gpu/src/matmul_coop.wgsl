@@ -46,10 +46,11 @@
 // 13-15%), so every index into its workgroup and private arrays is in range by
 // construction (the weight side's files say why for sh_a and their registers): a staged
 // input unit u < B_PT * WG_SIZE <= BN * ROW_UNITS goes to row u / ROW_UNITS < BN, unit
-// u % ROW_UNITS < ROW_UNITS < SU of sh_b; the cooperative loads read rows r0 .. r0 + 31 <= BM - 1 (r0 = 32 (sg % SGR), BM = 32 SGR) and
-// tb .. tb + 31 <= BN - 1, units ka .. ka + 16 / UNIT - 1 <= ROW_UNITS - 1; sh_c's index is
-// sg * 256 + e with e < 256 and sg < SGR * SGC (WG_SIZE = SGR * SGC * SG, and the host runs
-// this kernel only where the subgroup size is fixed at SG); pb by j < B_PT.
+// u % ROW_UNITS < ROW_UNITS < SU of sh_b; the cooperative loads read rows r0 .. r0 + 31 <=
+// BM - 1 (r0 = 32 (sg % SGR), BM = 32 SGR) and tb .. tb + 31 <= BN - 1, units ka .. ka +
+// 16 / UNIT - 1 <= ROW_UNITS - 1; sh_c's index is sg * 256 + e with e < 256 and sg < SGR *
+// SGC (WG_SIZE = SGR * SGC * SG, and the host runs this kernel only where the subgroup size
+// is fixed at SG); pb by j < B_PT.
 // Storage-buffer indices are guarded by the driver's robust buffer access there.
 
 enable f16;
@@ -80,11 +81,11 @@ var<workgroup> sh_c: array<f32, SGR * SGC * 256u>;
 // The token count, made provably uniform for the cooperative operations.
 var<workgroup> sh_n: vec4<u32>;
 
-// The units this thread copies for the next chunk: consecutive threads take consecutive
-// units of a row, so their stores fall in consecutive banks (when a 16-byte piece was
-// stored as eight f16 values, they shared 8 of the 32 banks, and the staging was most of
-// the product's time on an H200).
-// (The weight side, `fetch_a` and `stage_a`, is in the weight source's file.)
+// The input units this thread copies for the next chunk: consecutive threads take
+// consecutive units of a row, so their stores fall in consecutive banks (when a 16-byte
+// piece was stored as eight f16 values, they shared 8 of the 32 banks, and the staging was
+// most of the product's time on an H200). The weight side (`fetch_a`, `stage_a` and their
+// registers) is in the weight source's file.
 var<private> pb: array<Unit, B_PT>;
 
 // The weight tile of the chunk at column k0 (rows first_row.. of the slice, of `cols` values

@@ -18,10 +18,11 @@
 // load with its block's first 16 bytes (d, dmin, scales).
 //
 // In range by construction (built unchecked, see the product's header): qa and ha by
-// j < A_QT (matmul_coop_aq.wgsl's loops); a unit u < QU = BM * BK / 32 goes to row u / (BK / 32) < BM and writes units
-// col / 4 + k and col / 4 + 8 + k (k < 4) of its row, with col = 64 group + 16 g, so at most
-// (BK - 64 + 16 + 32) / 4 + 3 < ROW_UNITS < SU. Rows past the slice (a partial last tile)
-// or past a stacked matrix's rows (its padding) read its last row instead.
+// j < A_QT (matmul_coop_aq.wgsl's loops); a unit u < QU = BM * BK / 32 goes to row
+// u / (BK / 32) < BM and writes units col / 4 + k and col / 4 + 8 + k (k < 4) of its row,
+// with col = 64 group + 16 g, so at most (BK - 64 + 16 + 32) / 4 + 3 < ROW_UNITS < SU. Rows
+// past the slice (a partial last tile) or past a stacked matrix's rows (its padding) read its
+// last row instead.
 
 // This thread's code bytes and their block's first 16 bytes, for the next chunk.
 var<private> qa: array<vec4<u32>, A_QT>;

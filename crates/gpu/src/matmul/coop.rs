@@ -1312,16 +1312,6 @@ impl CoopCall {
         }
     }
 
-    /// Steps of up to this many tokens take the product that decodes as it stages in every
-    /// slice (0: none do).
-    pub(super) fn fused_upto(&self) -> u32 {
-        let all = self.slices.iter().all(|s| s.fused.is_some());
-        match (&self.fused, all) {
-            (Some(_), true) => self.fused_upto,
-            _ => 0,
-        }
-    }
-
     /// The fused product and `slice`'s bindings for it, where a step of `n` tokens takes it.
     fn fused_for<'a>(
         &'a self,
