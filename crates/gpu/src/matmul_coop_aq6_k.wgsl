@@ -46,6 +46,20 @@ fn q6k_scale(sc: vec4<u32>, s: u32) -> f32 {
     return f32(bitcast<i32>(w << (24u - 8u * (s % 4u))) >> 24u);
 }
 
+// The codes (minus 32) of four values of quarters p and p + 1: ql words wa (l) and wb
+// (l + 32), qh word hq, shift 4 (p / 2) selecting the nibbles.
+fn q6k_codes(wa: u32, wb: u32, hq: u32, p: u32, shift: vec4<u32>) -> array<vec4<f32>, 2> {
+    let m = vec4<u32>(3u);
+    let ba = vec4<u32>(wa) >> vec4<u32>(0u, 8u, 16u, 24u);
+    let bb = vec4<u32>(wb) >> vec4<u32>(0u, 8u, 16u, 24u);
+    let hb = (vec4<u32>(hq) >> vec4<u32>(0u, 8u, 16u, 24u)) & vec4<u32>(0xffu);
+    let h1 = ((hb >> vec4<u32>(2u * p)) & m) << vec4<u32>(4u);
+    let h2 = ((hb >> vec4<u32>(2u * p + 2u)) & m) << vec4<u32>(4u);
+    let q1 = vec4<i32>(((ba >> shift) & vec4<u32>(15u)) | h1) - vec4<i32>(32);
+    let q2 = vec4<i32>(((bb >> shift) & vec4<u32>(15u)) | h2) - vec4<i32>(32);
+    return array<vec4<f32>, 2>(vec4<f32>(q1), vec4<f32>(q2));
+}
+
 fn stage_unit(j: u32, u: u32, k0: u32) {
     let grp = (u % (BK / 32u)) / 2u;
     let h = u % 2u;
@@ -59,16 +73,18 @@ fn stage_unit(j: u32, u: u32, k0: u32) {
     let d2 = da[j] * q6k_scale(sa[j], s + 2u);
     let shift = vec4<u32>(4u * (p / 2u));
     let base = (u / (BK / 32u)) * SU + (64u * grp + 16u * h) / 4u;
-    let m = vec4<u32>(3u);
+    // (Codes -32..31: values at most 32 |d|.)
+    if fused_wide(32.0 * max(abs(d1), abs(d2))) {
+        for (var k = 0u; k < 4u; k++) {
+            let q = q6k_codes(la[j][k], lb[j][k], ha[j][k], p, shift);
+            sh_a[base + k] = fused_quad(d1 * q[0]);
+            sh_a[base + 8u + k] = fused_quad(d2 * q[1]);
+        }
+        return;
+    }
     for (var k = 0u; k < 4u; k++) {
-        let wa = vec4<u32>(la[j][k]) >> vec4<u32>(0u, 8u, 16u, 24u);
-        let wb = vec4<u32>(lb[j][k]) >> vec4<u32>(0u, 8u, 16u, 24u);
-        let hb = (vec4<u32>(ha[j][k]) >> vec4<u32>(0u, 8u, 16u, 24u)) & vec4<u32>(0xffu);
-        let q1 = vec4<i32>(((wa >> shift) & vec4<u32>(15u)) | (((hb >> vec4<u32>(2u * p)) & m) << vec4<u32>(4u))) - vec4<i32>(32);
-        let q2 = vec4<i32>(((wb >> shift) & vec4<u32>(15u)) | (((hb >> vec4<u32>(2u * p + 2u)) & m) << vec4<u32>(4u))) - vec4<i32>(32);
-        let v1 = d1 * vec4<f32>(q1);
-        let v2 = d2 * vec4<f32>(q2);
-        sh_a[base + k] = fused_quad(v1);
-        sh_a[base + 8u + k] = fused_quad(v2);
+        let q = q6k_codes(la[j][k], lb[j][k], ha[j][k], p, shift);
+        sh_a[base + k] = Unit(d1 * q[0]);
+        sh_a[base + 8u + k] = Unit(d2 * q[1]);
     }
 }

@@ -26,17 +26,25 @@ fn fetch_unit(j: u32, g: u32, r: u32, u: u32, k0: u32) {
     da[j] = fused_side_d(g, r, blk);
 }
 
-// Four signed bytes times d, as an f16 quad.
-fn q8_0_quad(w: u32, d: f32) -> Unit {
+// Four signed bytes times d.
+fn q8_0_values(w: u32, d: f32) -> vec4<f32> {
     let b = bitcast<vec4<i32>>(vec4<u32>(w) << vec4<u32>(24u, 16u, 8u, 0u)) >> vec4<u32>(24u);
-    return fused_quad(vec4<f32>(b) * d);
+    return vec4<f32>(b) * d;
 }
 
 fn stage_unit(j: u32, u: u32, k0: u32) {
     let base = (u / (BK / 32u)) * SU + 8u * (u % (BK / 32u));
     let d = da[j];
+    // (Codes -128..127: values at most 128 |d|.)
+    if fused_wide(128.0 * abs(d)) {
+        for (var k = 0u; k < 4u; k++) {
+            sh_a[base + k] = fused_quad(q8_0_values(qa[j][k], d));
+            sh_a[base + 4u + k] = fused_quad(q8_0_values(qb[j][k], d));
+        }
+        return;
+    }
     for (var k = 0u; k < 4u; k++) {
-        sh_a[base + k] = q8_0_quad(qa[j][k], d);
-        sh_a[base + 4u + k] = q8_0_quad(qb[j][k], d);
+        sh_a[base + k] = Unit(q8_0_values(qa[j][k], d));
+        sh_a[base + 4u + k] = Unit(q8_0_values(qb[j][k], d));
     }
 }
