@@ -84,6 +84,10 @@ pub struct Args {
     /// Add GPU time per operation kind for one decode token (timestamp queries).
     #[arg(long)]
     pub profile: bool,
+    /// With --profile: also list the first N ops of each profiled step in the order they
+    /// ran (e.g. a layer's ops, with the activation each rounding op rounds).
+    #[arg(long, default_value_t = 0)]
+    pub profile_sequence: usize,
 }
 
 #[derive(Serialize, Clone, Debug)]
@@ -188,6 +192,9 @@ pub struct ProfileReport {
     pub total_us: f64,
     /// Largest first.
     pub ops: Vec<ProfileOp>,
+    /// The first --profile-sequence ops in the order they ran.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sequence: Vec<ProfileOp>,
 }
 
 /// Everything one run measures; `--json` prints it as one object.
@@ -539,18 +546,20 @@ pub fn run(args: &Args) -> Result<Report> {
         });
     }
 
-    let report = |p: rwkv_engine::Profile, tokens: usize| ProfileReport {
-        tokens,
-        total_us: p.total.as_secs_f64() * 1e6,
-        ops: p
-            .ops
-            .into_iter()
+    let profile_ops = |ops: Vec<(String, usize, std::time::Duration)>| -> Vec<ProfileOp> {
+        ops.into_iter()
             .map(|(kind, dispatches, d)| ProfileOp {
                 kind,
                 dispatches,
                 us: d.as_secs_f64() * 1e6,
             })
-            .collect(),
+            .collect()
+    };
+    let report = |p: rwkv_engine::Profile, tokens: usize| ProfileReport {
+        tokens,
+        total_us: p.total.as_secs_f64() * 1e6,
+        ops: profile_ops(p.ops),
+        sequence: profile_ops(p.sequence.into_iter().take(args.profile_sequence).collect()),
     };
     let (profile, profile_error) = if args.profile {
         match engine.profile_step(&[SlotInput {
@@ -718,37 +727,26 @@ pub fn text(r: &Report) -> String {
             w = 3usize.saturating_sub(b.batch.to_string().len()) + 1,
         );
     }
-    if let Some(p) = &r.profile {
-        let _ = writeln!(
-            s,
-            "profile (us of GPU time per decode token, {:.1} us in ops):",
-            p.total_us
-        );
-        for op in &p.ops {
-            let _ = writeln!(
-                s,
-                "  {:<28} {:>4} ops {:>10.1} us {:>5.1}%",
-                op.kind,
-                op.dispatches,
-                op.us,
-                100.0 * op.us / p.total_us.max(1e-9)
-            );
-        }
-    }
-    let step_profiles = [
-        (&r.prefill_profile, "token prefill chunk"),
-        (&r.batch_profile, "sequence decode step"),
+    // (The decode token's profile, then one step's of a prompt chunk and of a batch.)
+    let profiles = [
+        (&r.profile, None),
+        (&r.prefill_profile, Some("token prefill chunk")),
+        (&r.batch_profile, Some("sequence decode step")),
     ];
-    for (p, what) in step_profiles
+    for (p, what) in profiles
         .iter()
         .filter_map(|(p, w)| p.as_ref().map(|p| (p, w)))
     {
+        let what = match what {
+            None => "per decode token".to_string(),
+            Some(w) => format!("for one {}-{w}", p.tokens),
+        };
         let _ = writeln!(
             s,
-            "profile (us of GPU time for one {}-{what}, {:.1} us in ops):",
-            p.tokens, p.total_us
+            "profile (us of GPU time {what}, {:.1} us in ops):",
+            p.total_us
         );
-        for op in &p.ops {
+        let line = |s: &mut String, op: &ProfileOp| {
             let _ = writeln!(
                 s,
                 "  {:<28} {:>4} ops {:>10.1} us {:>5.1}%",
@@ -757,6 +755,11 @@ pub fn text(r: &Report) -> String {
                 op.us,
                 100.0 * op.us / p.total_us.max(1e-9)
             );
+        };
+        p.ops.iter().for_each(|op| line(&mut s, op));
+        if !p.sequence.is_empty() {
+            let _ = writeln!(s, "  in order, its first {} ops:", p.sequence.len());
+            p.sequence.iter().for_each(|op| line(&mut s, op));
         }
     }
     if let Some(e) = &r.profile_error {

@@ -134,6 +134,8 @@ fn bench_reports_every_measurement_on_a_fixture() {
             "3",
             "--json",
             "--profile",
+            "--profile-sequence",
+            "1000",
         ],
     );
     let r = bench::run(&a).unwrap();
@@ -181,6 +183,23 @@ fn bench_reports_every_measurement_on_a_fixture() {
                 "largest first"
             );
             assert!(p.ops.iter().any(|o| o.kind.contains("wkv")));
+            // In order, the same ops (every op of the step: fewer than 1000).
+            let in_order: usize = p.sequence.iter().map(|o| o.dispatches).sum();
+            assert_eq!(in_order, r.ops_per_step);
+            assert_eq!(p.sequence[0].kind, "embedding");
+            assert!(p.sequence.len() >= p.ops.len());
+            // A prompt chunk's too, each op of a kind its summary lists (rounding ops with
+            // the activation they round added).
+            let chunk = r
+                .prefill_profile
+                .as_ref()
+                .expect("a prompt chunk's profile");
+            let count = |ops: &[bench::ProfileOp]| ops.iter().map(|o| o.dispatches).sum::<usize>();
+            assert_eq!(count(&chunk.sequence), count(&chunk.ops));
+            for op in &chunk.sequence {
+                let kind = op.kind.split(' ').next().unwrap_or_default();
+                assert!(chunk.ops.iter().any(|o| o.kind == kind), "{}", op.kind);
+            }
         }
         // An adapter without timestamp queries says so instead of failing.
         (None, Some(e)) => assert!(!r.adapter.timestamps, "{e}"),

@@ -219,6 +219,8 @@ pub(crate) enum Op {
         grid: Grid,
         every_step: bool,
         from: u32,
+        /// The activation it rounds (for profiles).
+        of: &'static str,
     },
     /// Matrix products over the step's rows (or, with `Grid::Out`, its logits rows) that
     /// read the same activation and write the same buffer, with the kind of weight they
@@ -263,6 +265,16 @@ impl Op {
             Op::Kernel(launch, _) | Op::Round { launch, .. } => launch.label,
             Op::Matmul { kind, .. } => kind,
             Op::ByRows { op, .. } => op.kind(),
+        }
+    }
+
+    /// The op's kind with what it works on where that tells ops of a kind apart (the
+    /// activation a rounding op rounds), for profiles that list a step's ops in order.
+    pub(crate) fn detail(&self) -> String {
+        match self {
+            Op::Round { launch, of, .. } => format!("{} {of}", launch.label),
+            Op::ByRows { op, .. } => op.detail(),
+            _ => self.kind().to_string(),
         }
     }
 
@@ -886,6 +898,7 @@ impl Builder<'_> {
             grid,
             every_step,
             from: if every_step { 2 } else { u32::MAX },
+            of: x.name,
         });
         self.converted.retain(|(b, _)| *b != out);
         self.fresh.push((x.name, mode));

@@ -21,6 +21,9 @@ pub struct Profile {
     pub ops: Vec<(String, usize, Duration)>,
     /// Sum of all op times.
     pub total: Duration,
+    /// The step's ops in the order they ran (those that dispatched anything): what each is
+    /// ([`Op::detail`](crate::engine::Op)), its dispatches and its time.
+    pub sequence: Vec<(String, usize, Duration)>,
 }
 
 impl Engine {
@@ -107,6 +110,7 @@ impl Engine {
         let period = self.ctx.queue.get_timestamp_period() as f64;
 
         let mut by_kind: BTreeMap<String, (usize, f64)> = BTreeMap::new();
+        let mut sequence = Vec::new();
         for (i, op) in self.ops.iter().enumerate() {
             let (start, end) = if in_pass {
                 (stamps[i], stamps[i + 1])
@@ -123,6 +127,7 @@ impl Engine {
             let e = by_kind.entry(op.kind().to_string()).or_default();
             e.0 += dispatches;
             e.1 += ns;
+            sequence.push((op.detail(), dispatches, Duration::from_nanos(ns as u64)));
         }
         let mut ops: Vec<(String, usize, Duration)> = by_kind
             .into_iter()
@@ -130,6 +135,10 @@ impl Engine {
             .collect();
         ops.sort_by_key(|o| std::cmp::Reverse(o.2));
         let total = ops.iter().map(|o| o.2).sum();
-        Ok(Profile { ops, total })
+        Ok(Profile {
+            ops,
+            total,
+            sequence,
+        })
     }
 }
