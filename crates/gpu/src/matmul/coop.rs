@@ -195,8 +195,8 @@ impl CoopShape {
 /// When the tensor-core product splits its columns into parts (see `matmul_coop.wgsl`): a
 /// small grid (a 2560-row matrix at 64 tokens is 40 workgroups of 64 x 64, each walking
 /// every column chunk in turn) leaves most of the GPU idle, so a call whose grid has fewer
-/// than `target_groups` workgroups is split into up to `max_parts` parts (2, 4, 8 or 16) of
-/// at least `min_chunks` column chunks each, and a second kernel adds the parts.
+/// than `target_groups` workgroups is split into up to `max_parts` parts (2, 3, 4, 6, 8, 12 or
+/// 16) of at least `min_chunks` column chunks each, and a second kernel adds the parts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CoopSplit {
     pub max_parts: u32,
@@ -212,8 +212,9 @@ pub const COOP_F16_WEIGHTS_ENV: &str = "WEB_RWKV_COOP_F16_WEIGHTS";
 /// `MAXxTARGET` (most parts, target workgroups; 1 turns splitting off).
 pub const COOP_SPLIT_ENV: &str = "WEB_RWKV_COOP_SPLIT";
 
-/// The part counts a split may use.
-const SPLIT_PARTS: [u32; 4] = [2, 4, 8, 16];
+/// The part counts a split may use (3, 6 and 12 too: on an H200 with 2.9B Q4_K_M, batch 128
+/// 7,513-7,543 -> 7,835-7,850 tok/s, its 2560-row products in 6 parts instead of 4).
+const SPLIT_PARTS: [u32; 7] = [2, 3, 4, 6, 8, 12, 16];
 
 /// Bytes of the shared partial-sum scratch, at most ([token][part][row] f32 sums).
 const COOP_PART_BYTES: u64 = 32 << 20;
@@ -1326,10 +1327,14 @@ impl CoopCall {
 
     /// The split of `slice`'s product (the fused one where the step takes it) for `n`
     /// tokens, if its grid is small: the most parts that keep the grid within the target,
-    /// the grid dimensions and the scratch. A fused product of one token group aims at a
-    /// quarter of the target: fewer, longer parts, and fewer partial sums to add (on an H200
-    /// with 2.9B Q4_K_M, 256 workgroups instead of 512: batch 32 +3.6%, 64 +2.5%; 128
-    /// instead of 256: batch 32 +4%, 64 +3%; for every product, prompts lost 6.5%).
+    /// the grid dimensions and the scratch (rounded up to the next part count allowed).
+    /// A fused product of one token group takes the most parts whose whole grid stays
+    /// within half the target, none if two parts do not: two workgroups per SM of an
+    /// H100/H200 (132 SMs), every one resident from the start. (On an H200 with 2.9B
+    /// Q4_K_M, batch 24 / 32 / 64 2,633-2,641 / 3,389-3,401 / 6,212-6,224 -> 2,750-2,781 /
+    /// 3,568-3,581 / 6,563-6,618 tok/s against the earlier rule, which aimed at a quarter
+    /// of the target rounding the parts up; grids of at most 132 or 396 workgroups lost
+    /// 9-12%.)
     fn split_for<'a>(
         &'a self,
         slice: &'a CoopSlice,
@@ -1337,22 +1342,32 @@ impl CoopCall {
         max_groups: u32,
     ) -> Option<&'a SplitCall> {
         let rows = slice.rows;
-        let (splits, target) = match self.fused_for(slice, n) {
-            Some((_, f)) if n <= self.shape.tokens() => {
-                (&f.splits, (self.split.target_groups / 4).max(1))
-            }
-            Some((_, f)) => (&f.splits, self.split.target_groups),
-            None => (&slice.splits, self.split.target_groups),
-        };
         let groups = rows.div_ceil(self.shape.rows()) * n.div_ceil(self.shape.tokens());
-        if groups >= target || n > max_groups {
+        let target = self.split.target_groups;
+        if n > max_groups {
             return None;
         }
-        let want = target.div_ceil(groups);
         let fits = |s: &&SplitCall| {
             s.parts as u64 * n as u64 * rows as u64 * 4 <= self.part_bytes
                 && n.div_ceil(self.shape.tokens()) * s.parts <= max_groups
         };
+        let splits = match self.fused_for(slice, n) {
+            Some((_, f)) if n <= self.shape.tokens() => {
+                let cap = (target / 2).max(1);
+                return f
+                    .splits
+                    .iter()
+                    .filter(fits)
+                    .filter(|s| groups * s.parts <= cap)
+                    .max_by_key(|s| s.parts);
+            }
+            Some((_, f)) => &f.splits,
+            None => &slice.splits,
+        };
+        if groups >= target {
+            return None;
+        }
+        let want = target.div_ceil(groups);
         let mut fitting = splits.iter().filter(fits);
         let first = fitting.next()?;
         Some(fitting.fold(first, |best, s| if s.parts <= want { s } else { best }))
@@ -1387,12 +1402,13 @@ mod tests {
             assert_eq!(CoopSplit::parse(bad), None, "{bad}");
         }
         let d = CoopSplit::DEFAULT;
-        // 2560 columns in chunks of 64: 40 chunks, 4 or more per part.
-        assert_eq!(d.candidates(40), vec![2, 4, 8]);
+        // 2560 columns in chunks of 64: 40 chunks, 4 or more per part (12 parts of 4 chunks
+        // would leave the last ones empty: 10).
+        assert_eq!(d.candidates(40), vec![2, 3, 4, 6, 8, 10]);
         // 160 chunks (10240 columns): every count.
-        assert_eq!(d.candidates(160), vec![2, 4, 8, 16]);
+        assert_eq!(d.candidates(160), vec![2, 3, 4, 6, 8, 12, 16]);
         // 10 chunks in 4 parts would be 3 + 3 + 3 + 1: fewer chunks than the minimum.
-        assert_eq!(d.candidates(10), vec![2]);
+        assert_eq!(d.candidates(10), vec![2, 3]);
         assert!(d.candidates(6).is_empty());
         // With one chunk per part allowed, 6 chunks in "8" parts are 6 parts of one.
         let all = CoopSplit { min_chunks: 1, ..d };
