@@ -1328,13 +1328,16 @@ impl CoopCall {
     /// The split of `slice`'s product (the fused one where the step takes it) for `n`
     /// tokens, if its grid is small: the most parts that keep the grid within the target,
     /// the grid dimensions and the scratch (rounded up to the next part count allowed).
-    /// A fused product of one token group takes the most parts whose whole grid stays
-    /// within half the target, none if two parts do not: two workgroups per SM of an
-    /// H100/H200 (132 SMs), every one resident from the start. (On an H200 with 2.9B
-    /// Q4_K_M, batch 24 / 32 / 64 2,633-2,641 / 3,389-3,401 / 6,212-6,224 -> 2,750-2,781 /
-    /// 3,568-3,581 / 6,563-6,618 tok/s against the earlier rule, which aimed at a quarter
-    /// of the target rounding the parts up; grids of at most 132 or 396 workgroups lost
-    /// 9-12%.)
+    /// A fused product (steps of at most 256 tokens) takes the most parts whose whole grid
+    /// stays within half the target times half its token groups (at least one half), none
+    /// if two parts do not fit: two workgroups per SM of an H100/H200 (132 SMs) for up to
+    /// three token groups, four for four. On an H200 with 2.9B Q4_K_M, against the earlier
+    /// rule (a quarter of the target for one token group, the whole target for more, the
+    /// parts rounded up): batch 24 / 32 / 64 2,633-2,641 / 3,389-3,401 / 6,212-6,224 ->
+    /// 2,750-2,781 / 3,568-3,581 / 6,563-6,618 tok/s (grids of at most 132 or 396
+    /// workgroups: -9-12%); batch 96 / 128 / 192 / 256 6,152-6,185 / 7,795-7,813 /
+    /// 8,748-8,811 / 9,133-9,191 -> 6,428-6,527 / 8,080-8,153 / 9,005-9,024 with 264
+    /// workgroups, and 9,637-9,643 at 256 with 528 (264 there: 8,813-8,840).
     fn split_for<'a>(
         &'a self,
         slice: &'a CoopSlice,
@@ -1351,24 +1354,21 @@ impl CoopCall {
             s.parts as u64 * n as u64 * rows as u64 * 4 <= self.part_bytes
                 && n.div_ceil(self.shape.tokens()) * s.parts <= max_groups
         };
-        let splits = match self.fused_for(slice, n) {
-            Some((_, f)) if n <= self.shape.tokens() => {
-                let cap = (target / 2).max(1);
-                return f
-                    .splits
-                    .iter()
-                    .filter(fits)
-                    .filter(|s| groups * s.parts <= cap)
-                    .max_by_key(|s| s.parts);
-            }
-            Some((_, f)) => &f.splits,
-            None => &slice.splits,
-        };
+        if let Some((_, fused)) = self.fused_for(slice, n) {
+            let token_groups = n.div_ceil(self.shape.tokens());
+            let cap = (target / 2).max(1) * (token_groups / 2).max(1);
+            return fused
+                .splits
+                .iter()
+                .filter(fits)
+                .filter(|s| groups * s.parts <= cap)
+                .max_by_key(|s| s.parts);
+        }
         if groups >= target {
             return None;
         }
         let want = target.div_ceil(groups);
-        let mut fitting = splits.iter().filter(fits);
+        let mut fitting = slice.splits.iter().filter(fits);
         let first = fitting.next()?;
         Some(fitting.fold(first, |best, s| if s.parts <= want { s } else { best }))
     }
