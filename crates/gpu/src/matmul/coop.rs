@@ -277,6 +277,9 @@ pub(super) const COOP_FROM_TOKENS: u32 = TILED_FROM_TOKENS;
 /// products could be split over their columns; from 64 since, batch 256 6,074 -> 6,401
 /// tok/s, while from 16 batch 16 lost 2.5%).
 pub(super) const COOP_SHORT_FROM_TOKENS: u32 = 64;
+/// Steps of at most this many tokens split the tensor-core products by the fit rule of
+/// [`CoopCall::split_for`] (longer ones: prompts, whose grids fill the GPU anyway).
+pub(super) const COOP_FIT_TOKENS: u32 = 256;
 /// Steps of at most this many tokens decode the weights of the types that allow it inside
 /// the product ([`Kernel::CoopFused`]), where each weight is multiplied by one or two token
 /// groups per step: the f16 copy's write and read (4 bytes per weight) cost more there than
@@ -1328,16 +1331,20 @@ impl CoopCall {
     /// The split of `slice`'s product (the fused one where the step takes it) for `n`
     /// tokens, if its grid is small: the most parts that keep the grid within the target,
     /// the grid dimensions and the scratch (rounded up to the next part count allowed).
-    /// A fused product (steps of at most 256 tokens) takes the most parts whose whole grid
-    /// stays within half the target times half its token groups (at least one half), none
-    /// if two parts do not fit: two workgroups per SM of an H100/H200 (132 SMs) for up to
-    /// three token groups, four for four. On an H200 with 2.9B Q4_K_M, against the earlier
-    /// rule (a quarter of the target for one token group, the whole target for more, the
-    /// parts rounded up): batch 24 / 32 / 64 2,633-2,641 / 3,389-3,401 / 6,212-6,224 ->
-    /// 2,750-2,781 / 3,568-3,581 / 6,563-6,618 tok/s (grids of at most 132 or 396
-    /// workgroups: -9-12%); batch 96 / 128 / 192 / 256 6,152-6,185 / 7,795-7,813 /
-    /// 8,748-8,811 / 9,133-9,191 -> 6,428-6,527 / 8,080-8,153 / 9,005-9,024 with 264
-    /// workgroups, and 9,637-9,643 at 256 with 528 (264 there: 8,813-8,840).
+    /// In steps of at most [`COOP_FIT_TOKENS`] tokens a product takes the most parts whose
+    /// whole grid stays within half the target times half its token groups (at least one
+    /// half), none if two parts do not fit: two workgroups per SM of an H100/H200 (132 SMs)
+    /// for up to three token groups, four for four. On an H200 with 2.9B Q4_K_M (products
+    /// decoding as they stage), against the earlier rule (for those, a quarter of the target
+    /// for one token group, the whole target for more, the parts rounded up): batch 24 / 32
+    /// / 64 2,633-2,641 / 3,389-3,401 / 6,212-6,224 -> 2,750-2,781 / 3,568-3,581 /
+    /// 6,563-6,618 tok/s (grids of at most 132 or 396 workgroups: -9-12%); batch 96 / 128 /
+    /// 192 / 256 6,152-6,185 / 7,795-7,813 / 8,748-8,811 / 9,133-9,191 -> 6,428-6,527 /
+    /// 8,080-8,153 / 9,005-9,024 with 264 workgroups, and 9,637-9,643 at 256 with 528 (264
+    /// there: 8,813-8,840). 2.9B F16 (f16 rows, the whole target before): batch 16 / 32 /
+    /// 64 / 128 / 256 1,677-1,684 / 3,196-3,206 / 5,896-5,912 / 8,443-8,454 /
+    /// 10,395-10,451 -> 1,874-1,885 / 3,664-3,672 / 6,658-6,675 / 8,883-8,953 /
+    /// 10,911-11,017.
     fn split_for<'a>(
         &'a self,
         slice: &'a CoopSlice,
@@ -1354,11 +1361,14 @@ impl CoopCall {
             s.parts as u64 * n as u64 * rows as u64 * 4 <= self.part_bytes
                 && n.div_ceil(self.shape.tokens()) * s.parts <= max_groups
         };
-        if let Some((_, fused)) = self.fused_for(slice, n) {
+        let splits = match self.fused_for(slice, n) {
+            Some((_, fused)) => &fused.splits,
+            None => &slice.splits,
+        };
+        if n <= COOP_FIT_TOKENS {
             let token_groups = n.div_ceil(self.shape.tokens());
             let cap = (target / 2).max(1) * (token_groups / 2).max(1);
-            return fused
-                .splits
+            return splits
                 .iter()
                 .filter(fits)
                 .filter(|s| groups * s.parts <= cap)
@@ -1368,7 +1378,7 @@ impl CoopCall {
             return None;
         }
         let want = target.div_ceil(groups);
-        let mut fitting = slice.splits.iter().filter(fits);
+        let mut fitting = splits.iter().filter(fits);
         let first = fitting.next()?;
         Some(fitting.fold(first, |best, s| if s.parts <= want { s } else { best }))
     }
