@@ -194,9 +194,11 @@ impl CoopShape {
 
 /// When the tensor-core product splits its columns into parts (see `matmul_coop.wgsl`): a
 /// small grid (a 2560-row matrix at 64 tokens is 40 workgroups of 64 x 64, each walking
-/// every column chunk in turn) leaves most of the GPU idle, so a call whose grid has fewer
-/// than `target_groups` workgroups is split into up to `max_parts` parts (2, 3, 4, 6, 8, 12 or
-/// 16) of at least `min_chunks` column chunks each, and a second kernel adds the parts.
+/// every column chunk in turn) leaves most of the GPU idle, so a call is split into up to
+/// `max_parts` parts (2, 3, 4, 6, 8, 12 or 16) of at least `min_chunks` column chunks each,
+/// and a second kernel adds the parts: in steps of up to 256 tokens into the most parts that
+/// keep its grid within `target_groups` / 2 times half its token groups, in longer ones when
+/// its grid has fewer than `target_groups` workgroups (see `CoopCall::split_for`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CoopSplit {
     pub max_parts: u32,
