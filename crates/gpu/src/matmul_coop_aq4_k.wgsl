@@ -66,22 +66,27 @@ fn stage_unit(j: u32, u: u32, k0: u32) {
     let d2 = dm.x * sm2.x;
     let m2 = dm.y * sm2.y;
     let base = (u / (BK / 32u)) * SU + (64u * grp + 16u * g) / 4u;
+    let sc = vec4<f32>(d1, m1, d2, m2);
     // (Codes 0..15: values at most 15 |d| + |m|.)
     if fused_wide(15.0 * max(abs(d1), abs(d2)) + max(abs(m1), abs(m2))) {
         for (var k = 0u; k < 4u; k++) {
-            let w = vec4<u32>(q[k]);
-            let lo = (w >> vec4<u32>(0u, 8u, 16u, 24u)) & vec4<u32>(15u);
-            let hi = (w >> vec4<u32>(4u, 12u, 20u, 28u)) & vec4<u32>(15u);
-            sh_a[base + k] = fused_quad(d1 * vec4<f32>(lo) - m1);
-            sh_a[base + 8u + k] = fused_quad(d2 * vec4<f32>(hi) - m2);
+            let v = q4k_values(q[k], sc);
+            sh_a[base + k] = fused_quad(v[0]);
+            sh_a[base + 8u + k] = fused_quad(v[1]);
         }
         return;
     }
     for (var k = 0u; k < 4u; k++) {
-        let w = vec4<u32>(q[k]);
-        let lo = (w >> vec4<u32>(0u, 8u, 16u, 24u)) & vec4<u32>(15u);
-        let hi = (w >> vec4<u32>(4u, 12u, 20u, 28u)) & vec4<u32>(15u);
-        sh_a[base + k] = Unit(d1 * vec4<f32>(lo) - m1);
-        sh_a[base + 8u + k] = Unit(d2 * vec4<f32>(hi) - m2);
+        let v = q4k_values(q[k], sc);
+        sh_a[base + k] = Unit(v[0]);
+        sh_a[base + 8u + k] = Unit(v[1]);
     }
+}
+
+// The values of code word w's low nibbles (scale sc.x, min sc.y) and high nibbles (sc.z,
+// sc.w).
+fn q4k_values(w: u32, sc: vec4<f32>) -> array<vec4<f32>, 2> {
+    let lo = (vec4<u32>(w) >> vec4<u32>(0u, 8u, 16u, 24u)) & vec4<u32>(15u);
+    let hi = (vec4<u32>(w) >> vec4<u32>(4u, 12u, 20u, 28u)) & vec4<u32>(15u);
+    return array<vec4<f32>, 2>(sc.x * vec4<f32>(lo) - sc.y, sc.z * vec4<f32>(hi) - sc.w);
 }
