@@ -1203,11 +1203,15 @@ impl MatmulKernels {
 /// The fit rule of [`CoopCall::split_for`]: of the part counts `parts`, the most that keep a
 /// grid of `groups` workgroups (`token_groups` of them along the tokens) within half the
 /// `target` times half its token groups (at least one half); None if none does.
-fn fit_parts(parts: &[u32], groups: u32, token_groups: u32, target: u32) -> Option<u32> {
+fn fit_parts(
+    parts: impl IntoIterator<Item = u32>,
+    groups: u32,
+    token_groups: u32,
+    target: u32,
+) -> Option<u32> {
     let cap = (target / 2).max(1) as u64 * (token_groups / 2).max(1) as u64;
     parts
-        .iter()
-        .copied()
+        .into_iter()
         .filter(|&p| groups as u64 * p as u64 <= cap)
         .max()
 }
@@ -1380,8 +1384,8 @@ impl CoopCall {
             None => &slice.splits,
         };
         if n <= COOP_FIT_TOKENS {
-            let fitting: Vec<u32> = splits.iter().filter(fits).map(|s| s.parts).collect();
-            let parts = fit_parts(&fitting, groups, n.div_ceil(self.shape.tokens()), target)?;
+            let fitting = splits.iter().filter(fits).map(|s| s.parts);
+            let parts = fit_parts(fitting, groups, n.div_ceil(self.shape.tokens()), target)?;
             return splits.iter().find(|s| s.parts == parts);
         }
         if groups >= target {
@@ -1441,17 +1445,17 @@ mod tests {
         let parts = [2, 3, 4, 6, 8, 10];
         // One token group (batch 64) of a 2560-row product, 40 workgroups: 6 parts (240 of
         // 256); the r/k/v stack (120): 2; a 10240-row product (160): none.
-        assert_eq!(fit_parts(&parts, 40, 1, 512), Some(6));
-        assert_eq!(fit_parts(&parts, 120, 1, 512), Some(2));
-        assert_eq!(fit_parts(&parts, 160, 1, 512), None);
+        assert_eq!(fit_parts(parts, 40, 1, 512), Some(6));
+        assert_eq!(fit_parts(parts, 120, 1, 512), Some(2));
+        assert_eq!(fit_parts(parts, 160, 1, 512), None);
         // Two and three token groups keep the cap of one; four double it.
-        assert_eq!(fit_parts(&parts, 80, 2, 512), Some(3));
-        assert_eq!(fit_parts(&parts, 120, 3, 512), Some(2));
-        assert_eq!(fit_parts(&parts, 160, 4, 512), Some(3));
+        assert_eq!(fit_parts(parts, 80, 2, 512), Some(3));
+        assert_eq!(fit_parts(parts, 120, 3, 512), Some(2));
+        assert_eq!(fit_parts(parts, 160, 4, 512), Some(3));
         // A tiny matrix takes the most parts allowed; none offered, none taken.
-        assert_eq!(fit_parts(&parts, 5, 1, 512), Some(10));
-        assert_eq!(fit_parts(&[], 5, 1, 512), None);
-        assert_eq!(fit_parts(&parts, u32::MAX, 4, u32::MAX), None);
+        assert_eq!(fit_parts(parts, 5, 1, 512), Some(10));
+        assert_eq!(fit_parts([], 5, 1, 512), None);
+        assert_eq!(fit_parts(parts, u32::MAX, 4, u32::MAX), None);
     }
 
     #[test]
