@@ -2297,7 +2297,10 @@ impl Engine {
     }
 
     /// Runs the tokens of every input through the model, updating each slot's state, and
-    /// returns, per input, the logits it asked for (one row per wanted position).
+    /// returns, per input, the logits it asked for (one row per wanted position). Where no
+    /// input wants logits it returns once the work is submitted, without waiting for the
+    /// GPU: the next step, and anything that reads results back, runs after it (so a long
+    /// prompt's chunks follow each other with no idle GPU in between).
     pub fn step(&mut self, inputs: &[SlotInput]) -> Result<Vec<Vec<Vec<f32>>>> {
         self.run_step(inputs, false)
     }
@@ -2499,11 +2502,14 @@ impl Engine {
             let data = map_read(&self.ctx, &self.scratch.readback, out_bytes)?;
             let values: &[f32] = bytemuck::cast_slice(&data);
             result.extend(values.chunks_exact(vocab as usize).map(<[f32]>::to_vec));
-        } else {
-            self.ctx
-                .device
-                .poll(wgpu::PollType::wait_indefinitely())
-                .map_err(|e| EngineError::Gpu(rwkv_gpu::GpuError::Readback(e.to_string())))?;
+        }
+        // A step with nothing to read back is not waited for: the queue runs the next
+        // submission (and its table uploads) after it, and every read-back waits for the
+        // GPU. So the GPU goes on from one such step to the next (a long prompt's chunks)
+        // without idling while the CPU learns that it finished. (A poll that does not block
+        // lets wgpu release what finished steps held.)
+        if result.is_empty() && out_bytes == 0 {
+            let _ = self.ctx.device.poll(wgpu::PollType::Poll);
         }
         let t5 = Instant::now();
 
