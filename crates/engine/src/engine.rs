@@ -121,6 +121,17 @@ pub struct StageTimes {
     pub gpu_steps: u32,
 }
 
+/// A GPU step submitted and not yet read back (`Engine::submit_gpu_step`): its logits rows,
+/// the bytes of logits to read, or the sampler's read-back buffer and sampling number.
+pub(crate) struct Submitted {
+    n_out: u32,
+    out_bytes: u64,
+    pub(crate) readback: Option<(usize, u64)>,
+    submitted_at: Instant,
+    /// The queue's index of the submission.
+    index: wgpu::SubmissionIndex,
+}
+
 /// What a step's recorded commands depend on: its row, logits-row and chunk counts, and
 /// whether the GPU sampler runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -671,13 +682,18 @@ pub struct Engine {
     pub(crate) ops: Vec<Op>,
     /// Kept alive for the bind groups that reference them.
     _buffers: Vec<wgpu::Buffer>,
-    last_times: StageTimes,
+    pub(crate) last_times: StageTimes,
     /// Commands recorded ahead for a step of the given shape (see `Engine::gpu_step`).
     prerecorded: Option<(StepShape, wgpu::CommandBuffer)>,
     /// The GPU sampler bound to the logits buffer, made on first use (`sample.rs`).
     pub(crate) sampler: Option<crate::sample::GpuSampler>,
     /// See [`Engine::persistent_grids`].
     persistent_grids: Vec<u32>,
+    /// Sampling submissions so far: the number of the latest, and per read-back buffer of
+    /// the sampler the number of the submission that copies its ids there (see
+    /// [`SampleTicket`]).
+    pub(crate) sample_seq: u64,
+    pub(crate) readback_seq: [u64; 2],
 }
 
 /// A storage buffer that can also be copied to and from, checked against the device's limits.
@@ -701,18 +717,41 @@ fn step_buffer(ctx: &GpuContext, label: &str) -> Result<wgpu::Buffer> {
 
 /// Waits for the GPU and returns the first `len` bytes of a MAP_READ buffer.
 pub(crate) fn map_read(ctx: &GpuContext, buffer: &wgpu::Buffer, len: u64) -> Result<Vec<u8>> {
+    map_read_after(ctx, buffer, len, None)
+}
+
+/// [`map_read`] of what submission `after` wrote: waits for that submission only, not for
+/// later ones (a chained step submitted since runs on), where it is given.
+pub(crate) fn map_read_after(
+    ctx: &GpuContext,
+    buffer: &wgpu::Buffer,
+    len: u64,
+    after: Option<wgpu::SubmissionIndex>,
+) -> Result<Vec<u8>> {
     let slice = buffer.slice(..len);
     let (tx, rx) = std::sync::mpsc::channel();
     slice.map_async(wgpu::MapMode::Read, move |r| {
         let _ = tx.send(r);
     });
     let failed = |e: String| EngineError::Gpu(rwkv_gpu::GpuError::Readback(e));
+    let wait = |index| wgpu::PollType::Wait {
+        submission_index: index,
+        timeout: None,
+    };
     ctx.device
-        .poll(wgpu::PollType::wait_indefinitely())
+        .poll(wait(after))
         .map_err(|e| failed(e.to_string()))?;
-    rx.recv()
-        .map_err(|e| failed(e.to_string()))?
-        .map_err(|e| failed(e.to_string()))?;
+    let mapped = match rx.try_recv() {
+        Ok(r) => r,
+        // (Not mapped yet: a later submission also used the buffer. Wait for them all.)
+        Err(_) => {
+            ctx.device
+                .poll(wait(None))
+                .map_err(|e| failed(e.to_string()))?;
+            rx.recv().map_err(|e| failed(e.to_string()))?
+        }
+    };
+    mapped.map_err(|e| failed(e.to_string()))?;
     let data = slice
         .get_mapped_range()
         .map_err(|e| failed(format!("{e:?}")))?
@@ -2228,6 +2267,8 @@ impl Engine {
             prerecorded: None,
             sampler: None,
             persistent_grids,
+            sample_seq: 0,
+            readback_seq: [0; 2],
         })
     }
 
@@ -2401,9 +2442,8 @@ impl Engine {
                 s.record(&mut pass, shape.n_out);
             }
         }
-        if let Some(s) = sampler {
-            s.copy_ids(&mut encoder, shape.n_out);
-        }
+        // (The sampled ids are copied out by the step's own trailing commands: see
+        // `submit_gpu_step`.)
         let out_bytes = shape.out_bytes(self.config.vocab_size as u64);
         if out_bytes > 0 {
             encoder.copy_buffer_to_buffer(
@@ -2442,6 +2482,32 @@ impl Engine {
         times: &mut StageTimes,
         sample: bool,
     ) -> Result<Vec<Vec<f32>>> {
+        let submitted = self.submit_gpu_step(inputs, plan, times, sample, false)?;
+        self.finish_submitted(submitted, times)
+    }
+
+    /// The first stages of [`Engine::gpu_step`], up to the submission (and the next step's
+    /// commands recorded ahead). With `chained`, the step's token table is overwritten on
+    /// the GPU by the ids the latest sampling step kept (its rows in the same order).
+    /// [`Engine::submit_gpu_step`] of a sampling step (for `sample.rs`'s submitted steps).
+    pub(crate) fn submit_step(
+        &mut self,
+        inputs: &[SlotInput],
+        plan: &[(usize, usize, usize)],
+        times: &mut StageTimes,
+        chained: bool,
+    ) -> Result<Submitted> {
+        self.submit_gpu_step(inputs, plan, times, true, chained)
+    }
+
+    fn submit_gpu_step(
+        &mut self,
+        inputs: &[SlotInput],
+        plan: &[(usize, usize, usize)],
+        times: &mut StageTimes,
+        sample: bool,
+        chained: bool,
+    ) -> Result<Submitted> {
         // input
         let t0 = Instant::now();
         let tables = StepTables::build(inputs, plan, &self.halves);
@@ -2476,12 +2542,41 @@ impl Engine {
             Some((ahead, commands)) if ahead == shape => commands,
             _ => self.record_step(shape),
         };
+        // Around the recorded commands: before them, a chained step's tokens from the ids
+        // kept on the GPU; after them, a sampling step's ids copied to a read-back buffer
+        // (the two used in turn) and kept for a chained step.
+        let mut readback = None;
+        let mut before = None;
+        let mut after = None;
+        if let Some(s) = sampler.filter(|_| step.n_out > 0) {
+            let device = &self.ctx.device;
+            if chained {
+                let mut encoder = device.create_command_encoder(&Default::default());
+                s.feed_kept_ids(&mut encoder, &self.scratch.tokens, step.n_rows);
+                before = Some(encoder.finish());
+            }
+            self.sample_seq += 1;
+            let which = (self.sample_seq % 2) as usize;
+            self.readback_seq[which] = self.sample_seq;
+            let mut encoder = device.create_command_encoder(&Default::default());
+            s.copy_ids(&mut encoder, step.n_out, which);
+            s.keep_ids(&mut encoder, step.n_out);
+            after = Some(encoder.finish());
+            readback = Some((which, self.sample_seq));
+        } else if chained {
+            return Err(EngineError::Invalid(
+                "a chained step must sample (Logits::Last for every slot)".into(),
+            ));
+        }
         let vocab = self.config.vocab_size as u64;
         let out_bytes = shape.out_bytes(vocab);
         let t3 = Instant::now();
 
         // submit
-        self.ctx.queue.submit([commands]);
+        let index = self
+            .ctx
+            .queue
+            .submit(before.into_iter().chain([commands]).chain(after));
         for chunk in &tables.chunks {
             self.halves[chunk.slot as usize] ^= 1;
         }
@@ -2493,33 +2588,55 @@ impl Engine {
         self.prerecorded = Some((shape, self.record_step(shape)));
         let t4b = Instant::now();
 
-        // back
-        let mut result = Vec::with_capacity(out_rows.len());
-        if let Some(s) = sampler.filter(|_| step.n_out > 0) {
-            let ids = s.read_ids(step.n_out)?;
-            result.extend(ids.into_iter().map(|id| vec![f32::from_bits(id)]));
-        } else if out_bytes > 0 {
-            let data = map_read(&self.ctx, &self.scratch.readback, out_bytes)?;
-            let values: &[f32] = bytemuck::cast_slice(&data);
-            result.extend(values.chunks_exact(vocab as usize).map(<[f32]>::to_vec));
-        }
-        // A step with nothing to read back is not waited for: the queue runs the next
-        // submission (and its table uploads) after it, and every read-back waits for the
-        // GPU. So the GPU goes on from one such step to the next (a long prompt's chunks)
-        // without idling while the CPU learns that it finished. (A poll that does not block
-        // lets wgpu release what finished steps held.)
-        if result.is_empty() && out_bytes == 0 {
-            let _ = self.ctx.device.poll(wgpu::PollType::Poll);
-        }
-        let t5 = Instant::now();
-
         times.input += t1 - t0;
         times.load += t2 - t1;
         times.dispatch += t3 - t2;
         times.submit += t4 - t3;
         times.prerecord += t4b - t4;
-        times.back += t5 - t4;
         times.gpu_steps += 1;
+        Ok(Submitted {
+            n_out: step.n_out,
+            out_bytes,
+            readback,
+            submitted_at: t4,
+            index,
+        })
+    }
+
+    /// The last stage of [`Engine::gpu_step`]: the wanted rows read back (waiting for the
+    /// GPU), or nothing to wait for.
+    pub(crate) fn finish_submitted(
+        &self,
+        s: Submitted,
+        times: &mut StageTimes,
+    ) -> Result<Vec<Vec<f32>>> {
+        let vocab = self.config.vocab_size;
+        let mut result = Vec::with_capacity(s.n_out as usize);
+        if let Some((which, _)) = s.readback {
+            let sampler = self
+                .sampler
+                .as_ref()
+                .ok_or_else(|| EngineError::Invalid("no sampler".into()))?;
+            let ids = sampler.read_ids_after(s.n_out, which, s.index)?;
+            result.extend(ids.into_iter().map(|id| vec![f32::from_bits(id)]));
+        } else if s.out_bytes > 0 {
+            let data = map_read_after(
+                &self.ctx,
+                &self.scratch.readback,
+                s.out_bytes,
+                Some(s.index),
+            )?;
+            let values: &[f32] = bytemuck::cast_slice(&data);
+            result.extend(values.chunks_exact(vocab).map(<[f32]>::to_vec));
+        } else {
+            // A step with nothing to read back is not waited for: the queue runs the next
+            // submission (and its table uploads) after it, and every read-back waits for
+            // the GPU. So the GPU goes on from one such step to the next (a long prompt's
+            // chunks) without idling while the CPU learns that it finished. (A poll that
+            // does not block lets wgpu release what finished steps held.)
+            let _ = self.ctx.device.poll(wgpu::PollType::Poll);
+        }
+        times.back += s.submitted_at.elapsed();
         Ok(result)
     }
 }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use rwkv_gpu::GpuContext;
 use rwkv_sampler::SamplingParams;
 
-use crate::engine::{map_read, Engine, Logits, SlotInput};
+use crate::engine::{map_read, map_read_after, Engine, Logits, SlotInput, StageTimes, Submitted};
 use crate::error::{EngineError, Result};
 use crate::kernels::{bind, pipeline, Launch};
 
@@ -32,7 +32,13 @@ pub struct GpuSampler {
     counters: wgpu::Buffer,
     /// Per row: the slot in, the sampled token out.
     io: wgpu::Buffer,
-    readback: wgpu::Buffer,
+    /// Two read-back buffers of sampled ids, used in turn, so that a step's ids can be read
+    /// while the next step (submitted before, see [`Engine::submit_sample_chained`]) runs.
+    readback: [wgpu::Buffer; 2],
+    /// The latest sampled ids kept on the GPU for a chained step to feed (its token table is
+    /// uploaded before the step runs, so the ids are copied here first: the next step's
+    /// upload of the rows' slots overwrites `io`).
+    chain: wgpu::Buffer,
     launch: Launch,
     /// Kept alive for the bind group: info, table, weights.
     _buffers: Vec<wgpu::Buffer>,
@@ -105,12 +111,16 @@ impl GpuSampler {
         let counters = storage(&ctx, "sample counters", s * 4, None)?;
         let io = storage(&ctx, "sample io", r * 4, None)?;
         let weights = storage(&ctx, "sample weights", r * v * 4, None)?;
-        let readback = ctx.create_buffer_checked(
-            "sampled ids",
-            r * 4,
-            wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            None,
-        )?;
+        let readback_buffer = || {
+            ctx.create_buffer_checked(
+                "sampled ids",
+                r * 4,
+                wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                None,
+            )
+        };
+        let readback = [readback_buffer()?, readback_buffer()?];
+        let chain = storage(&ctx, "sampled ids to feed", r * 4, None)?;
         let pipeline = pipeline(&ctx.device, "sample", include_str!("kernels/sample.wgsl"));
         let bind_group = bind(
             &ctx.device,
@@ -138,6 +148,7 @@ impl GpuSampler {
             counters,
             io,
             readback,
+            chain,
             launch: Launch {
                 label: "sample",
                 pipeline,
@@ -251,9 +262,9 @@ impl GpuSampler {
             let mut pass = encoder.begin_compute_pass(&Default::default());
             self.record(&mut pass, n);
         }
-        self.copy_ids(&mut encoder, n);
+        self.copy_ids(&mut encoder, n, 0);
         self.ctx.queue.submit([encoder.finish()]);
-        self.read_ids(n)
+        self.read_ids(n, 0)
     }
 
     /// Writes which slot each logits row of the next launch belongs to.
@@ -270,21 +281,69 @@ impl GpuSampler {
         self.launch.record(pass, rows, 1);
     }
 
-    /// Copies the sampled ids of `rows` rows to the readback buffer.
-    pub(crate) fn copy_ids(&self, encoder: &mut wgpu::CommandEncoder, rows: u32) {
+    /// Copies the sampled ids of `rows` rows to read-back buffer `which` (0 or 1).
+    pub(crate) fn copy_ids(&self, encoder: &mut wgpu::CommandEncoder, rows: u32, which: usize) {
         if rows > 0 {
-            encoder.copy_buffer_to_buffer(&self.io, 0, &self.readback, 0, rows as u64 * 4);
+            encoder.copy_buffer_to_buffer(&self.io, 0, &self.readback[which], 0, rows as u64 * 4);
         }
     }
 
-    /// Waits for the GPU and returns the sampled ids of `rows` rows.
-    pub(crate) fn read_ids(&self, rows: u32) -> Result<Vec<u32>> {
+    /// Keeps the sampled ids of `rows` rows on the GPU for a chained step to feed.
+    pub(crate) fn keep_ids(&self, encoder: &mut wgpu::CommandEncoder, rows: u32) {
+        if rows > 0 {
+            encoder.copy_buffer_to_buffer(&self.io, 0, &self.chain, 0, rows as u64 * 4);
+        }
+    }
+
+    /// Copies the kept ids (see [`GpuSampler::keep_ids`]) of `rows` rows to `tokens`.
+    pub(crate) fn feed_kept_ids(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        tokens: &wgpu::Buffer,
+        rows: u32,
+    ) {
+        if rows > 0 {
+            encoder.copy_buffer_to_buffer(&self.chain, 0, tokens, 0, rows as u64 * 4);
+        }
+    }
+
+    /// Waits for the GPU and returns the sampled ids of `rows` rows from read-back buffer
+    /// `which`.
+    pub(crate) fn read_ids(&self, rows: u32, which: usize) -> Result<Vec<u32>> {
         if rows == 0 {
             return Ok(Vec::new());
         }
-        let data = map_read(&self.ctx, &self.readback, rows as u64 * 4)?;
+        let data = map_read(&self.ctx, &self.readback[which], rows as u64 * 4)?;
         Ok(bytemuck::pod_collect_to_vec(&data))
     }
+
+    /// [`GpuSampler::read_ids`] of the ids submission `after` copied, waiting for it only.
+    pub(crate) fn read_ids_after(
+        &self,
+        rows: u32,
+        which: usize,
+        after: wgpu::SubmissionIndex,
+    ) -> Result<Vec<u32>> {
+        if rows == 0 {
+            return Ok(Vec::new());
+        }
+        let data = map_read_after(
+            &self.ctx,
+            &self.readback[which],
+            rows as u64 * 4,
+            Some(after),
+        )?;
+        Ok(bytemuck::pod_collect_to_vec(&data))
+    }
+}
+
+/// A sampling step submitted and not yet read ([`Engine::submit_sample`],
+/// [`Engine::submit_sample_chained`]): read it with [`Engine::wait_sampled`].
+pub struct SampleTicket {
+    slots: Vec<usize>,
+    which: usize,
+    seq: u64,
+    submitted: Submitted,
 }
 
 impl Engine {
@@ -313,6 +372,93 @@ impl Engine {
     /// Zeroes a slot's penalty counts and step counter (the seed's draws start over).
     pub fn reset_sampling(&mut self, slot: usize) -> Result<()> {
         self.sampler()?.reset(slot)
+    }
+
+    /// Submits one step of the inputs like [`Engine::step_sample`] and returns without
+    /// waiting: [`Engine::wait_sampled`] reads the sampled tokens. Every input wants
+    /// [`Logits::Last`] and the inputs fit one GPU step (at most `max_rows` tokens and
+    /// `max_out` inputs). With [`Engine::submit_sample_chained`], the next step can be
+    /// submitted before this one's tokens are read, so the GPU never waits for the CPU
+    /// between tokens.
+    pub fn submit_sample(&mut self, inputs: &[SlotInput]) -> Result<SampleTicket> {
+        self.sampler()?;
+        self.check_inputs(inputs)?;
+        let rows: usize = inputs.iter().map(|i| i.tokens.len()).sum();
+        if inputs
+            .iter()
+            .any(|i| i.logits != Logits::Last || i.tokens.is_empty())
+        {
+            return Err(EngineError::Invalid(
+                "a submitted sampling step wants the last logits of every input".into(),
+            ));
+        }
+        if rows > self.options.max_rows || inputs.len() > self.options.max_out {
+            return Err(EngineError::Invalid(format!(
+                "{rows} tokens of {} inputs do not fit one step ({} rows, {} logits rows)",
+                inputs.len(),
+                self.options.max_rows,
+                self.options.max_out
+            )));
+        }
+        self.submit_ticket(inputs, false)
+    }
+
+    /// Submits the next decode step of the slots of `after` (a ticket not yet read): each
+    /// feeds the token the GPU sampled for it in that step, which the CPU has not seen yet,
+    /// and samples the next. Returns without waiting. `after` must be the latest sampling
+    /// step. A caller that then stops (an end of text in `after`'s tokens) has fed one token
+    /// more, and sampled one more, than it keeps.
+    pub fn submit_sample_chained(&mut self, after: &SampleTicket) -> Result<SampleTicket> {
+        if after.seq != self.sample_seq {
+            return Err(EngineError::Invalid(
+                "a chained step follows the latest sampling step".into(),
+            ));
+        }
+        let placeholder = [0u32];
+        let inputs: Vec<SlotInput> = after
+            .slots
+            .iter()
+            .map(|&slot| SlotInput {
+                slot,
+                tokens: &placeholder,
+                logits: Logits::Last,
+            })
+            .collect();
+        self.submit_ticket(&inputs, true)
+    }
+
+    /// Waits for the step of `ticket` and returns its sampled tokens, one per input in
+    /// order. Errors if two later sampling steps were submitted before it was read (its
+    /// read-back buffer was reused).
+    pub fn wait_sampled(&mut self, ticket: SampleTicket) -> Result<Vec<u32>> {
+        if self.readback_seq[ticket.which] != ticket.seq {
+            return Err(EngineError::Invalid(
+                "the step was read too late: two later sampling steps reused its buffer".into(),
+            ));
+        }
+        let mut times = StageTimes::default();
+        let rows = self.finish_submitted(ticket.submitted, &mut times)?;
+        Ok(rows.iter().map(|r| r[0].to_bits()).collect())
+    }
+
+    fn submit_ticket(&mut self, inputs: &[SlotInput], chained: bool) -> Result<SampleTicket> {
+        let plan: Vec<(usize, usize, usize)> = inputs
+            .iter()
+            .enumerate()
+            .map(|(i, input)| (i, 0, input.tokens.len()))
+            .collect();
+        let mut times = StageTimes::default();
+        let submitted = self.submit_step(inputs, &plan, &mut times, chained)?;
+        let (which, seq) = submitted
+            .readback
+            .ok_or_else(|| EngineError::Invalid("the step sampled nothing".into()))?;
+        self.last_times = times;
+        Ok(SampleTicket {
+            slots: inputs.iter().map(|i| i.slot).collect(),
+            which,
+            seq,
+            submitted,
+        })
     }
 
     /// Runs the inputs like [`Engine::step`] and, for each input with [`Logits::Last`],

@@ -343,3 +343,108 @@ fn step_sample_samples_the_engine_logits() {
     assert!(out[0].is_none() && out[1].is_some(), "{out:?}");
     assert!(engine.set_sampling(2, &SamplingParams::default()).is_err());
 }
+
+fn last_of(slot: usize, tokens: &[u32]) -> SlotInput<'_> {
+    SlotInput {
+        slot,
+        tokens,
+        logits: Logits::Last,
+    }
+}
+
+/// Decoding with chained steps (each submitted before the previous one's token is read, the
+/// token fed from the GPU) picks the tokens that `step_sample` picks one step at a time:
+/// slots 0 and 1 decode together with `step_sample`, slots 2 and 3 together with chained
+/// steps (two rows per step both ways, so the same kernels). Tickets read out of turn are
+/// refused.
+#[test]
+fn chained_sampling_steps_decode_what_step_sample_decodes() {
+    let file = fixture("mini-q4_k_m.gguf");
+    let options = EngineOptions {
+        max_slots: 4,
+        max_rows: 16,
+        max_out: 4,
+        llama_cpp_rounding: true,
+        ..EngineOptions::default()
+    };
+    let mut engine = Engine::load(context(), &file, options, &mut |_, _| {}).unwrap();
+    let prompt: Vec<u32> = (0..9).map(|i| 500 + i * 53 % 1500).collect();
+    let steps = 10;
+    for (name, params) in [
+        ("greedy", SamplingParams::greedy()),
+        (
+            "sampled with penalties",
+            SamplingParams {
+                temperature: 0.9,
+                top_p: 0.9,
+                presence_penalty: 0.4,
+                frequency_penalty: 0.4,
+                penalty_decay: 0.9,
+                seed: 7,
+                ..SamplingParams::default()
+            },
+        ),
+    ] {
+        for slot in 0..4 {
+            engine.reset(slot).unwrap();
+            engine.set_sampling(slot, &params).unwrap();
+            engine.reset_sampling(slot).unwrap();
+        }
+        let both = |engine: &mut Engine, slot: usize, tokens: [&[u32]; 2]| {
+            let out = engine
+                .step_sample(&[last_of(slot, tokens[0]), last_of(slot + 1, tokens[1])])
+                .unwrap();
+            [out[0].unwrap(), out[1].unwrap()]
+        };
+        let mut want = vec![both(&mut engine, 0, [&prompt, &prompt])];
+        for _ in 0..steps {
+            let [a, b] = want[want.len() - 1];
+            want.push(both(&mut engine, 0, [&[a], &[b]]));
+        }
+        let mut got = vec![both(&mut engine, 2, [&prompt, &prompt])];
+        let [a, b] = got[0];
+        let mut ticket = engine
+            .submit_sample(&[last_of(2, &[a]), last_of(3, &[b])])
+            .unwrap();
+        for n in 0..steps {
+            let following = (n + 1 < steps).then(|| engine.submit_sample_chained(&ticket).unwrap());
+            let ids = engine.wait_sampled(ticket).unwrap();
+            got.push([ids[0], ids[1]]);
+            match following {
+                Some(t) => ticket = t,
+                None => break,
+            }
+        }
+        assert_eq!(got, want, "{name}");
+        for slot in 0..2 {
+            let counts = engine.sampler().unwrap().counts(slot).unwrap();
+            assert_eq!(
+                engine.sampler().unwrap().counts(slot + 2).unwrap(),
+                counts,
+                "{name}: counts"
+            );
+        }
+    }
+    // A chained step follows the latest sampling step only; a ticket whose read-back buffer
+    // two later steps reused is refused.
+    let a = engine
+        .submit_sample(&[SlotInput {
+            slot: 0,
+            tokens: &[1],
+            logits: Logits::Last,
+        }])
+        .unwrap();
+    let b = engine.submit_sample_chained(&a).unwrap();
+    assert!(engine.submit_sample_chained(&a).is_err());
+    let c = engine.submit_sample_chained(&b).unwrap();
+    assert!(engine.wait_sampled(a).is_err());
+    engine.wait_sampled(b).unwrap();
+    engine.wait_sampled(c).unwrap();
+    assert!(engine
+        .submit_sample(&[SlotInput {
+            slot: 0,
+            tokens: &[1],
+            logits: Logits::None,
+        }])
+        .is_err());
+}
