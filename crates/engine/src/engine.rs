@@ -133,13 +133,17 @@ pub(crate) struct Submitted {
 }
 
 /// What a step's recorded commands depend on: its row, logits-row and chunk counts, and
-/// whether the GPU sampler runs.
+/// whether the GPU sampler runs; for a sampling step, the read-back buffer its ids go to
+/// (the sampler's two in turn) and whether its tokens are the ids the sampling step before
+/// kept on the GPU (a chained step).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct StepShape {
     n_rows: u32,
     n_out: u32,
     n_chunks: u32,
     sample: bool,
+    readback: usize,
+    chained: bool,
 }
 
 impl StepShape {
@@ -2426,6 +2430,11 @@ impl Engine {
             .create_command_encoder(&wgpu::CommandEncoderDescriptor {
                 label: Some("step"),
             });
+        // A chained step's tokens: the ids the sampling step before kept on the GPU (its
+        // rows in the same order; the token table's upload ran before this copy).
+        if let Some(s) = sampler.filter(|_| shape.chained) {
+            s.feed_kept_ids(&mut encoder, &self.scratch.tokens, shape.n_rows);
+        }
         {
             let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
                 label: Some("step"),
@@ -2442,8 +2451,11 @@ impl Engine {
                 s.record(&mut pass, shape.n_out);
             }
         }
-        // (The sampled ids are copied out by the step's own trailing commands: see
-        // `submit_gpu_step`.)
+        // The sampled ids, to their read-back buffer and kept for a chained step after.
+        if let Some(s) = sampler.filter(|_| shape.n_out > 0) {
+            s.copy_ids(&mut encoder, shape.n_out, shape.readback);
+            s.keep_ids(&mut encoder, shape.n_out);
+        }
         let out_bytes = shape.out_bytes(self.config.vocab_size as u64);
         if out_bytes > 0 {
             encoder.copy_buffer_to_buffer(
@@ -2530,6 +2542,20 @@ impl Engine {
         }
         let t2 = Instant::now();
 
+        // A sampling step's ids go to the sampler's read-back buffers in turn.
+        let samples = sampler.is_some() && step.n_out > 0;
+        if chained && !samples {
+            return Err(EngineError::Invalid(
+                "a chained step must sample (Logits::Last for every slot)".into(),
+            ));
+        }
+        let readback = samples.then(|| {
+            self.sample_seq += 1;
+            let which = (self.sample_seq % 2) as usize;
+            self.readback_seq[which] = self.sample_seq;
+            (which, self.sample_seq)
+        });
+
         // dispatch (commands recorded ahead, during the previous step, when its shape was
         // this one's)
         let shape = StepShape {
@@ -2537,46 +2563,19 @@ impl Engine {
             n_out: step.n_out,
             n_chunks: step.n_chunks,
             sample: sampler.is_some(),
+            readback: readback.map_or(0, |r| r.0),
+            chained,
         };
         let commands = match self.prerecorded.take() {
             Some((ahead, commands)) if ahead == shape => commands,
             _ => self.record_step(shape),
         };
-        // Around the recorded commands: before them, a chained step's tokens from the ids
-        // kept on the GPU; after them, a sampling step's ids copied to a read-back buffer
-        // (the two used in turn) and kept for a chained step.
-        let mut readback = None;
-        let mut before = None;
-        let mut after = None;
-        if let Some(s) = sampler.filter(|_| step.n_out > 0) {
-            let device = &self.ctx.device;
-            if chained {
-                let mut encoder = device.create_command_encoder(&Default::default());
-                s.feed_kept_ids(&mut encoder, &self.scratch.tokens, step.n_rows);
-                before = Some(encoder.finish());
-            }
-            self.sample_seq += 1;
-            let which = (self.sample_seq % 2) as usize;
-            self.readback_seq[which] = self.sample_seq;
-            let mut encoder = device.create_command_encoder(&Default::default());
-            s.copy_ids(&mut encoder, step.n_out, which);
-            s.keep_ids(&mut encoder, step.n_out);
-            after = Some(encoder.finish());
-            readback = Some((which, self.sample_seq));
-        } else if chained {
-            return Err(EngineError::Invalid(
-                "a chained step must sample (Logits::Last for every slot)".into(),
-            ));
-        }
         let vocab = self.config.vocab_size as u64;
         let out_bytes = shape.out_bytes(vocab);
         let t3 = Instant::now();
 
         // submit
-        let index = self
-            .ctx
-            .queue
-            .submit(before.into_iter().chain([commands]).chain(after));
+        let index = self.ctx.queue.submit([commands]);
         for chunk in &tables.chunks {
             self.halves[chunk.slot as usize] ^= 1;
         }
@@ -2584,8 +2583,16 @@ impl Engine {
 
         // While the GPU runs, record the next step as if it had this shape (the next token
         // of the same sequences, the common case in a decode loop): the commands depend only
-        // on the shape, the tables are uploaded at submission.
-        self.prerecorded = Some((shape, self.record_step(shape)));
+        // on the shape, the tables are uploaded at submission. (A sampling step's ids go to
+        // the other read-back buffer.)
+        let next = StepShape {
+            readback: match readback {
+                Some(_) => (self.sample_seq as usize + 1) % 2,
+                None => 0,
+            },
+            ..shape
+        };
+        self.prerecorded = Some((next, self.record_step(next)));
         let t4b = Instant::now();
 
         times.input += t1 - t0;
