@@ -115,8 +115,8 @@ pub struct Generated {
 ///
 /// Without `feed_last` (the state is not kept afterwards) each step is submitted before the
 /// previous one's token is read, the token fed from the GPU ([`Engine::submit_sample_chained`]):
-/// the GPU never waits for the CPU between tokens (on an H200, 2.9B Q4_K_M decodes at 389-393
-/// tok/s that way against 325-335 one step at a time). A stop is then seen one step late,
+/// the GPU never waits for the CPU between tokens (on an H200, 2.9B Q4_K_M decodes at 366-372
+/// tok/s that way against 320-335 one step at a time). A stop is then seen one step late,
 /// so the slot has fed one token more than it kept; with `feed_last` (chat, which keeps
 /// the state) the steps run one at a time.
 pub fn generate(
@@ -127,14 +127,14 @@ pub fn generate(
     g: &Generation,
     out: &mut dyn FnMut(&str) -> Result<()>,
 ) -> Result<Generated> {
-    if !g.feed_last {
-        return generate_chained(engine, tokenizer, slot, first, g, out);
-    }
+    let chained = !g.feed_last;
     let mut decoder = tokenizer.stream_decoder();
     let mut stops = StopMatcher::new(g.stop.clone());
     let mut next = first;
     let mut tokens = Vec::new();
     let mut decode = Duration::ZERO;
+    // Chained: the submitted step that feeds `next` (and samples the token after it).
+    let mut pending: Option<SampleTicket> = None;
     let stop = loop {
         if g.interrupt.load(Ordering::Relaxed) {
             break StopReason::Interrupted;
@@ -156,6 +156,7 @@ pub fn generate(
                 advance(engine, slot, &[next])?;
                 decode += t.elapsed();
             }
+            finish_pending(engine, pending.take(), &mut decode)?;
             if let Some(hit) = hit {
                 return Ok(Generated {
                     tokens,
@@ -167,79 +168,17 @@ pub fn generate(
             break StopReason::MaxTokens;
         }
         let t = Instant::now();
-        next = feed(engine, slot, &[next])?;
-        decode += t.elapsed();
-    };
-    let mut rest = stops.finish();
-    rest.push_str(&decoder.finish());
-    out(&rest)?;
-    Ok(Generated {
-        tokens,
-        decode,
-        stop,
-        after_stop: String::new(),
-    })
-}
-
-/// [`generate`] without `feed_last`, each step submitted before the previous one's token is
-/// read (see there).
-fn generate_chained(
-    engine: &mut Engine,
-    tokenizer: &Tokenizer,
-    slot: usize,
-    first: u32,
-    g: &Generation,
-    out: &mut dyn FnMut(&str) -> Result<()>,
-) -> Result<Generated> {
-    let mut decoder = tokenizer.stream_decoder();
-    let mut stops = StopMatcher::new(g.stop.clone());
-    let mut next = first;
-    let mut tokens = Vec::new();
-    let mut decode = Duration::ZERO;
-    // The submitted step that feeds `next` (and samples the token after it), if any.
-    let mut pending: Option<SampleTicket> = None;
-    let stop = loop {
-        if g.interrupt.load(Ordering::Relaxed) {
-            break StopReason::Interrupted;
-        }
-        if tokens.len() >= g.max_tokens {
-            break StopReason::MaxTokens;
-        }
-        if next == END_OF_TEXT {
-            break StopReason::EndOfText;
-        }
-        tokens.push(next);
-        let (text, hit) = stops.push(&decoder.push(next)?);
-        out(&text)?;
-        if let Some(hit) = hit {
-            finish_pending(engine, pending, &mut decode)?;
-            return Ok(Generated {
-                tokens,
-                decode,
-                stop: StopReason::StopString(hit.stop),
-                after_stop: hit.after,
-            });
-        }
-        if tokens.len() >= g.max_tokens {
-            break StopReason::MaxTokens;
-        }
-        let t = Instant::now();
-        let current = match pending.take() {
-            Some(ticket) => ticket,
-            None => engine.submit_sample(&[SlotInput {
+        next = match chained {
+            // The token after the one this step samples is wanted unless that one is the
+            // last allowed.
+            true => chained_next(
+                engine,
                 slot,
-                tokens: &[next],
-                logits: Logits::Last,
-            }])?,
-        };
-        // The step after feeds the token `current` samples: wanted unless that token is
-        // the last one allowed.
-        if tokens.len() + 1 < g.max_tokens {
-            pending = Some(engine.submit_sample_chained(&current)?);
-        }
-        next = match engine.wait_sampled(current)?.first() {
-            Some(&t) => t,
-            None => bail!("the engine returned no sampled token"),
+                next,
+                &mut pending,
+                tokens.len() + 1 < g.max_tokens,
+            )?,
+            false => feed(engine, slot, &[next])?,
         };
         decode += t.elapsed();
     };
@@ -253,6 +192,33 @@ fn generate_chained(
         stop,
         after_stop: String::new(),
     })
+}
+
+/// The token sampled after `next` with chained steps (see [`generate`]): the step feeding
+/// `next` is `pending`'s, or submitted now; with `more`, the step after it is submitted
+/// (into `pending`) before this one's token is read.
+fn chained_next(
+    engine: &mut Engine,
+    slot: usize,
+    next: u32,
+    pending: &mut Option<SampleTicket>,
+    more: bool,
+) -> Result<u32> {
+    let current = match pending.take() {
+        Some(ticket) => ticket,
+        None => engine.submit_sample(&[SlotInput {
+            slot,
+            tokens: &[next],
+            logits: Logits::Last,
+        }])?,
+    };
+    if more {
+        *pending = Some(engine.submit_sample_chained(&current)?);
+    }
+    match engine.wait_sampled(current)?.first() {
+        Some(&t) => Ok(t),
+        None => bail!("the engine returned no sampled token"),
+    }
 }
 
 /// Lets a step submitted past the stop finish (its token is not kept).

@@ -278,21 +278,7 @@ fn step_sample_samples_the_engine_logits() {
     };
     let mut engine = Engine::load(context(), &file, options, &mut |_, _| {}).unwrap();
     let prompt: Vec<u32> = (0..40).map(|i| 300 + i * 37 % 2000).collect();
-    for (name, params) in [
-        ("greedy", SamplingParams::greedy()),
-        (
-            "sampled with penalties",
-            SamplingParams {
-                temperature: 0.9,
-                top_p: 0.9,
-                presence_penalty: 0.4,
-                frequency_penalty: 0.4,
-                penalty_decay: 0.9,
-                seed: 99,
-                ..SamplingParams::default()
-            },
-        ),
-    ] {
+    for (name, params) in sampling_cases(99) {
         engine.reset(0).unwrap();
         engine.reset(1).unwrap();
         engine.set_sampling(1, &params).unwrap();
@@ -344,6 +330,25 @@ fn step_sample_samples_the_engine_logits() {
     assert!(engine.set_sampling(2, &SamplingParams::default()).is_err());
 }
 
+/// Greedy, and sampled with penalties from `seed`.
+fn sampling_cases(seed: u64) -> [(&'static str, SamplingParams); 2] {
+    [
+        ("greedy", SamplingParams::greedy()),
+        (
+            "sampled with penalties",
+            SamplingParams {
+                temperature: 0.9,
+                top_p: 0.9,
+                presence_penalty: 0.4,
+                frequency_penalty: 0.4,
+                penalty_decay: 0.9,
+                seed,
+                ..SamplingParams::default()
+            },
+        ),
+    ]
+}
+
 fn last_of(slot: usize, tokens: &[u32]) -> SlotInput<'_> {
     SlotInput {
         slot,
@@ -370,21 +375,7 @@ fn chained_sampling_steps_decode_what_step_sample_decodes() {
     let mut engine = Engine::load(context(), &file, options, &mut |_, _| {}).unwrap();
     let prompt: Vec<u32> = (0..9).map(|i| 500 + i * 53 % 1500).collect();
     let steps = 10;
-    for (name, params) in [
-        ("greedy", SamplingParams::greedy()),
-        (
-            "sampled with penalties",
-            SamplingParams {
-                temperature: 0.9,
-                top_p: 0.9,
-                presence_penalty: 0.4,
-                frequency_penalty: 0.4,
-                penalty_decay: 0.9,
-                seed: 7,
-                ..SamplingParams::default()
-            },
-        ),
-    ] {
+    for (name, params) in sampling_cases(7) {
         for slot in 0..4 {
             engine.reset(slot).unwrap();
             engine.set_sampling(slot, &params).unwrap();
