@@ -719,18 +719,13 @@ fn step_buffer(ctx: &GpuContext, label: &str) -> Result<wgpu::Buffer> {
     )?)
 }
 
-/// Waits for the GPU and returns the first `len` bytes of a MAP_READ buffer.
-pub(crate) fn map_read(ctx: &GpuContext, buffer: &wgpu::Buffer, len: u64) -> Result<Vec<u8>> {
-    map_read_after(ctx, buffer, len, None)
-}
-
-/// [`map_read`] of what submission `after` wrote: waits for that submission only, not for
-/// later ones (a chained step submitted since runs on), where it is given.
-pub(crate) fn map_read_after(
+/// Waits for submission `after` and returns the first `len` bytes of a MAP_READ buffer it
+/// wrote: later submissions (a chained step submitted since) run on.
+pub(crate) fn map_read(
     ctx: &GpuContext,
     buffer: &wgpu::Buffer,
     len: u64,
-    after: Option<wgpu::SubmissionIndex>,
+    after: wgpu::SubmissionIndex,
 ) -> Result<Vec<u8>> {
     let slice = buffer.slice(..len);
     let (tx, rx) = std::sync::mpsc::channel();
@@ -743,7 +738,7 @@ pub(crate) fn map_read_after(
         timeout: None,
     };
     ctx.device
-        .poll(wait(after))
+        .poll(wait(Some(after)))
         .map_err(|e| failed(e.to_string()))?;
     let mapped = match rx.try_recv() {
         Ok(r) => r,
@@ -2498,9 +2493,6 @@ impl Engine {
         self.finish_submitted(submitted, times)
     }
 
-    /// The first stages of [`Engine::gpu_step`], up to the submission (and the next step's
-    /// commands recorded ahead). With `chained`, the step's token table is overwritten on
-    /// the GPU by the ids the latest sampling step kept (its rows in the same order).
     /// [`Engine::submit_gpu_step`] of a sampling step (for `sample.rs`'s submitted steps).
     pub(crate) fn submit_step(
         &mut self,
@@ -2512,6 +2504,9 @@ impl Engine {
         self.submit_gpu_step(inputs, plan, times, true, chained)
     }
 
+    /// The first stages of [`Engine::gpu_step`], up to the submission (and the next step's
+    /// commands recorded ahead). With `chained`, the step's token table is overwritten on
+    /// the GPU by the ids the latest sampling step kept (its rows in the same order).
     fn submit_gpu_step(
         &mut self,
         inputs: &[SlotInput],
@@ -2624,15 +2619,10 @@ impl Engine {
                 .sampler
                 .as_ref()
                 .ok_or_else(|| EngineError::Invalid("no sampler".into()))?;
-            let ids = sampler.read_ids_after(s.n_out, which, s.index)?;
+            let ids = sampler.read_ids(s.n_out, which, s.index)?;
             result.extend(ids.into_iter().map(|id| vec![f32::from_bits(id)]));
         } else if s.out_bytes > 0 {
-            let data = map_read_after(
-                &self.ctx,
-                &self.scratch.readback,
-                s.out_bytes,
-                Some(s.index),
-            )?;
+            let data = map_read(&self.ctx, &self.scratch.readback, s.out_bytes, s.index)?;
             let values: &[f32] = bytemuck::cast_slice(&data);
             result.extend(values.chunks_exact(vocab).map(<[f32]>::to_vec));
         } else {

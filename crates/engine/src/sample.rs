@@ -11,7 +11,7 @@ use std::sync::Arc;
 use rwkv_gpu::GpuContext;
 use rwkv_sampler::SamplingParams;
 
-use crate::engine::{map_read, map_read_after, Engine, Logits, SlotInput, StageTimes, Submitted};
+use crate::engine::{map_read, Engine, Logits, SlotInput, StageTimes, Submitted};
 use crate::error::{EngineError, Result};
 use crate::kernels::{bind, pipeline, Launch};
 
@@ -263,8 +263,8 @@ impl GpuSampler {
             self.record(&mut pass, n);
         }
         self.copy_ids(&mut encoder, n, 0);
-        self.ctx.queue.submit([encoder.finish()]);
-        self.read_ids(n, 0)
+        let index = self.ctx.queue.submit([encoder.finish()]);
+        self.read_ids(n, 0, index)
     }
 
     /// Writes which slot each logits row of the next launch belongs to.
@@ -307,18 +307,9 @@ impl GpuSampler {
         }
     }
 
-    /// Waits for the GPU and returns the sampled ids of `rows` rows from read-back buffer
-    /// `which`.
-    pub(crate) fn read_ids(&self, rows: u32, which: usize) -> Result<Vec<u32>> {
-        if rows == 0 {
-            return Ok(Vec::new());
-        }
-        let data = map_read(&self.ctx, &self.readback[which], rows as u64 * 4)?;
-        Ok(bytemuck::pod_collect_to_vec(&data))
-    }
-
-    /// [`GpuSampler::read_ids`] of the ids submission `after` copied, waiting for it only.
-    pub(crate) fn read_ids_after(
+    /// Waits for submission `after` and returns the sampled ids of `rows` rows it copied to
+    /// read-back buffer `which`.
+    pub(crate) fn read_ids(
         &self,
         rows: u32,
         which: usize,
@@ -327,12 +318,7 @@ impl GpuSampler {
         if rows == 0 {
             return Ok(Vec::new());
         }
-        let data = map_read_after(
-            &self.ctx,
-            &self.readback[which],
-            rows as u64 * 4,
-            Some(after),
-        )?;
+        let data = map_read(&self.ctx, &self.readback[which], rows as u64 * 4, after)?;
         Ok(bytemuck::pod_collect_to_vec(&data))
     }
 }
@@ -438,6 +424,8 @@ impl Engine {
         }
         let mut times = StageTimes::default();
         let rows = self.finish_submitted(ticket.submitted, &mut times)?;
+        // (The latest step's stages: the read of the last ticket follows its submission.)
+        self.last_times.back = times.back;
         Ok(rows.iter().map(|r| r[0].to_bits()).collect())
     }
 
