@@ -134,8 +134,8 @@ pub(crate) struct Submitted {
 
 /// What a step's recorded commands depend on: its row, logits-row and chunk counts, and
 /// whether the GPU sampler runs; for a sampling step, the read-back buffer its ids go to
-/// (the sampler's two in turn) and whether its tokens are the ids the sampling step before
-/// kept on the GPU (a chained step).
+/// (the sampler's two in turn); whether some of its tokens are ids the sampling step before
+/// kept on the GPU (a chained step, which starts with the dispatch that feeds them).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct StepShape {
     n_rows: u32,
@@ -2350,6 +2350,12 @@ impl Engine {
         &self.scratch.logits
     }
 
+    /// The step uniform and the token table (a chained step's first dispatch, which the
+    /// sampler owns, rewrites the table).
+    pub(crate) fn step_and_tokens(&self) -> (&wgpu::Buffer, &wgpu::Buffer) {
+        (&self.scratch.step, &self.scratch.tokens)
+    }
+
     /// [`Engine::step`]; with `sample`, the sampler (which must exist) picks a token from
     /// every wanted logits row in the same submission, and each returned row is that token
     /// id alone (as `f32::from_bits`): only the ids are read back.
@@ -2425,16 +2431,16 @@ impl Engine {
             .create_command_encoder(&wgpu::CommandEncoderDescriptor {
                 label: Some("step"),
             });
-        // A chained step's tokens: the ids the sampling step before kept on the GPU (its
-        // rows in the same order; the token table's upload ran before this copy).
-        if let Some(s) = sampler.filter(|_| shape.chained) {
-            s.feed_kept_ids(&mut encoder, &self.scratch.tokens, shape.n_rows);
-        }
         {
             let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
                 label: Some("step"),
                 timestamp_writes: None,
             });
+            // A chained step's rows marked in the token table take the ids the sampling step
+            // before kept on the GPU.
+            if let Some(s) = sampler.filter(|_| shape.chained) {
+                s.record_feed(&mut pass);
+            }
             let skip = skipped_ops();
             for op in &self.ops {
                 if skip.iter().any(|k| k == op.kind()) {
@@ -2489,7 +2495,7 @@ impl Engine {
         times: &mut StageTimes,
         sample: bool,
     ) -> Result<Vec<Vec<f32>>> {
-        let submitted = self.submit_gpu_step(inputs, plan, times, sample, false)?;
+        let submitted = self.submit_gpu_step(inputs, plan, times, sample, &[])?;
         self.finish_submitted(submitted, times)
     }
 
@@ -2499,25 +2505,35 @@ impl Engine {
         inputs: &[SlotInput],
         plan: &[(usize, usize, usize)],
         times: &mut StageTimes,
-        chained: bool,
+        sampled: &[Option<u32>],
     ) -> Result<Submitted> {
-        self.submit_gpu_step(inputs, plan, times, true, chained)
+        self.submit_gpu_step(inputs, plan, times, true, sampled)
     }
 
     /// The first stages of [`Engine::gpu_step`], up to the submission (and the next step's
-    /// commands recorded ahead). With `chained`, the step's token table is overwritten on
-    /// the GPU by the ids the latest sampling step kept (its rows in the same order).
+    /// commands recorded ahead). `sampled[i]`, where given and `Some(k)`, makes input `i`
+    /// (planned whole, one token) feed the id that the latest sampling step sampled from its
+    /// logits row `k`, read on the GPU (a chained step); its tokens are a placeholder.
     fn submit_gpu_step(
         &mut self,
         inputs: &[SlotInput],
         plan: &[(usize, usize, usize)],
         times: &mut StageTimes,
         sample: bool,
-        chained: bool,
+        sampled: &[Option<u32>],
     ) -> Result<Submitted> {
         // input
         let t0 = Instant::now();
-        let tables = StepTables::build(inputs, plan, &self.halves);
+        let mut tables = StepTables::build(inputs, plan, &self.halves);
+        let mut chained = false;
+        let mut first_row = 0;
+        for &(i, _, len) in plan {
+            if let Some(k) = sampled.get(i).copied().flatten() {
+                tables.tokens[first_row] = crate::kernels::SAMPLED_TOKEN | k;
+                chained = true;
+            }
+            first_row += len;
+        }
         let t1 = Instant::now();
 
         // load
@@ -2539,9 +2555,9 @@ impl Engine {
 
         // A sampling step's ids go to the sampler's read-back buffers in turn.
         let samples = sampler.is_some() && step.n_out > 0;
-        if chained && !samples {
+        if chained && sampler.is_none() {
             return Err(EngineError::Invalid(
-                "a chained step must sample (Logits::Last for every slot)".into(),
+                "a step feeding sampled ids runs with the sampler".into(),
             ));
         }
         let readback = samples.then(|| {

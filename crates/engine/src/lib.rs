@@ -18,4 +18,4 @@ pub use error::{EngineError, Result};
 pub use persistent::{layer_tail_wgsl, PERSISTENT_ENV, PERSISTENT_WGS_ENV};
 pub use profile::Profile;
 pub use rwkv_sampler::{CpuSampler, SamplingParams};
-pub use sample::{GpuSampler, SampleTicket};
+pub use sample::{GpuSampler, SampleTicket, StepInput, StepTokens};

@@ -40,6 +40,9 @@ pub struct GpuSampler {
     /// upload of the rows' slots overwrites `io`).
     chain: wgpu::Buffer,
     launch: Launch,
+    /// The chained steps' first dispatch (feed_sampled.wgsl), bound to an engine's step
+    /// uniform and token table ([`GpuSampler::bind_feed`]).
+    feed: Option<Launch>,
     /// Kept alive for the bind group: info, table, weights.
     _buffers: Vec<wgpu::Buffer>,
 }
@@ -154,6 +157,7 @@ impl GpuSampler {
                 pipeline,
                 bind_group,
             },
+            feed: None,
             _buffers: vec![info_uniform, table, weights],
         })
     }
@@ -295,15 +299,33 @@ impl GpuSampler {
         }
     }
 
-    /// Copies the kept ids (see [`GpuSampler::keep_ids`]) of `rows` rows to `tokens`.
-    pub(crate) fn feed_kept_ids(
-        &self,
-        encoder: &mut wgpu::CommandEncoder,
-        tokens: &wgpu::Buffer,
-        rows: u32,
-    ) {
-        if rows > 0 {
-            encoder.copy_buffer_to_buffer(&self.chain, 0, tokens, 0, rows as u64 * 4);
+    /// Binds the dispatch that feeds kept ids (see [`GpuSampler::keep_ids`]) into the rows of
+    /// `tokens` marked [`SAMPLED_TOKEN`](crate::kernels::SAMPLED_TOKEN) `| k` (k: the kept
+    /// row), over the rows `step` counts.
+    pub(crate) fn bind_feed(&mut self, step: &wgpu::Buffer, tokens: &wgpu::Buffer) {
+        let device = &self.ctx.device;
+        let pipeline = pipeline(
+            device,
+            "feed sampled",
+            include_str!("kernels/feed_sampled.wgsl"),
+        );
+        let bind_group = bind(
+            device,
+            &pipeline,
+            "feed sampled",
+            &[step, tokens, &self.chain],
+        );
+        self.feed = Some(Launch {
+            label: "feed sampled",
+            pipeline,
+            bind_group,
+        });
+    }
+
+    /// Records the feed of kept ids (bound by [`GpuSampler::bind_feed`]).
+    pub(crate) fn record_feed(&self, pass: &mut wgpu::ComputePass<'_>) {
+        if let Some(feed) = &self.feed {
+            feed.record(pass, 1, 1);
         }
     }
 
@@ -323,13 +345,39 @@ impl GpuSampler {
     }
 }
 
-/// A sampling step submitted and not yet read ([`Engine::submit_sample`],
-/// [`Engine::submit_sample_chained`]): read it with [`Engine::wait_sampled`].
+/// Where an input's tokens come from in [`Engine::submit_sample_step`].
+#[derive(Clone, Copy, Debug)]
+pub enum StepTokens<'a> {
+    /// Tokens known on the CPU (at least one).
+    Known(&'a [u32]),
+    /// One token: the one the GPU sampled for this slot in the step the submission follows,
+    /// which the CPU has not read yet.
+    Sampled,
+}
+
+/// What one slot feeds into a submitted sampling step ([`Engine::submit_sample_step`]).
+#[derive(Clone, Copy, Debug)]
+pub struct StepInput<'a> {
+    pub slot: usize,
+    pub tokens: StepTokens<'a>,
+    /// [`Logits::Last`] samples a token after the input, [`Logits::None`] only feeds it.
+    pub logits: Logits,
+}
+
+/// A sampling step submitted and not yet read ([`Engine::submit_sample_step`] and its
+/// shorthands): read it with [`Engine::wait_sampled`].
 pub struct SampleTicket {
-    slots: Vec<usize>,
-    which: usize,
-    seq: u64,
+    /// The slot of each sampled token, in input order.
+    sampled: Vec<usize>,
     submitted: Submitted,
+}
+
+impl SampleTicket {
+    /// The slots the step samples a token for, in input order (what
+    /// [`Engine::wait_sampled`] returns one token for each of).
+    pub fn sampled_slots(&self) -> &[usize] {
+        &self.sampled
+    }
 }
 
 impl Engine {
@@ -337,13 +385,15 @@ impl Engine {
     /// the default [`SamplingParams`], zero counts and counters).
     pub fn sampler(&mut self) -> Result<&mut GpuSampler> {
         if self.sampler.is_none() {
-            let sampler = GpuSampler::with_logits(
+            let mut sampler = GpuSampler::with_logits(
                 self.ctx.clone(),
                 self.config.vocab_size,
                 self.options.max_slots,
                 self.options.max_out,
                 self.logits_buffer().clone(),
             )?;
+            let (step, tokens) = self.step_and_tokens();
+            sampler.bind_feed(step, tokens);
             self.sampler = Some(sampler);
         }
         Ok(self.sampler.as_mut().expect("created above"))
@@ -362,91 +412,150 @@ impl Engine {
 
     /// Submits one step of the inputs like [`Engine::step_sample`] and returns without
     /// waiting: [`Engine::wait_sampled`] reads the sampled tokens. Every input wants
-    /// [`Logits::Last`] and the inputs fit one GPU step (at most `max_rows` tokens and
-    /// `max_out` inputs). With [`Engine::submit_sample_chained`], the next step can be
-    /// submitted before this one's tokens are read, so the GPU never waits for the CPU
-    /// between tokens.
+    /// [`Logits::Last`]. The general form is [`Engine::submit_sample_step`].
     pub fn submit_sample(&mut self, inputs: &[SlotInput]) -> Result<SampleTicket> {
-        self.sampler()?;
-        self.check_inputs(inputs)?;
-        let rows: usize = inputs.iter().map(|i| i.tokens.len()).sum();
-        if inputs
-            .iter()
-            .any(|i| i.logits != Logits::Last || i.tokens.is_empty())
-        {
+        if inputs.iter().any(|i| i.logits != Logits::Last) {
             return Err(EngineError::Invalid(
                 "a submitted sampling step wants the last logits of every input".into(),
             ));
         }
-        if rows > self.options.max_rows || inputs.len() > self.options.max_out {
-            return Err(EngineError::Invalid(format!(
-                "{rows} tokens of {} inputs do not fit one step ({} rows, {} logits rows)",
-                inputs.len(),
-                self.options.max_rows,
-                self.options.max_out
-            )));
-        }
-        self.submit_ticket(inputs, false)
-    }
-
-    /// Submits the next decode step of the slots of `after` (a ticket not yet read): each
-    /// feeds the token the GPU sampled for it in that step, which the CPU has not seen yet,
-    /// and samples the next. Returns without waiting. `after` must be the latest sampling
-    /// step. A caller that then stops (an end of text in `after`'s tokens) has fed one token
-    /// more, and sampled one more, than it keeps.
-    pub fn submit_sample_chained(&mut self, after: &SampleTicket) -> Result<SampleTicket> {
-        if after.seq != self.sample_seq {
-            return Err(EngineError::Invalid(
-                "a chained step follows the latest sampling step".into(),
-            ));
-        }
-        let placeholder = [0u32];
-        let inputs: Vec<SlotInput> = after
-            .slots
+        let inputs: Vec<StepInput> = inputs
             .iter()
-            .map(|&slot| SlotInput {
-                slot,
-                tokens: &placeholder,
+            .map(|i| StepInput {
+                slot: i.slot,
+                tokens: StepTokens::Known(i.tokens),
                 logits: Logits::Last,
             })
             .collect();
-        self.submit_ticket(&inputs, true)
+        self.submit_sample_step(&inputs, None)
     }
 
-    /// Waits for the step of `ticket` and returns its sampled tokens, one per input in
-    /// order. Errors if two later sampling steps were submitted before it was read (its
-    /// read-back buffer was reused).
+    /// Submits the next decode step of the slots `after` sampled for (a ticket not yet
+    /// read): each feeds the token the GPU sampled for it in that step and samples the next.
+    /// Returns without waiting. See [`Engine::submit_sample_step`].
+    pub fn submit_sample_chained(&mut self, after: &SampleTicket) -> Result<SampleTicket> {
+        let inputs: Vec<StepInput> = after
+            .sampled
+            .iter()
+            .map(|&slot| StepInput {
+                slot,
+                tokens: StepTokens::Sampled,
+                logits: Logits::Last,
+            })
+            .collect();
+        self.submit_sample_step(&inputs, Some(after))
+    }
+
+    /// Submits one step of the inputs and returns without waiting: [`Engine::wait_sampled`]
+    /// reads the tokens sampled for the inputs that want [`Logits::Last`]. The inputs must
+    /// fit one GPU step (at most `max_rows` tokens and `max_out` sampled tokens).
+    ///
+    /// Inputs with [`StepTokens::Sampled`] feed the token sampled for their slot in `after`,
+    /// a step not read yet, which must be the latest submitted step that sampled anything:
+    /// the next step is submitted before the previous one's tokens are read, so the GPU
+    /// never waits for the CPU between tokens. A caller that then sees a stop in `after`'s
+    /// tokens has fed one token more (and sampled one more, with its penalty counts) than
+    /// it keeps.
+    pub fn submit_sample_step(
+        &mut self,
+        inputs: &[StepInput],
+        after: Option<&SampleTicket>,
+    ) -> Result<SampleTicket> {
+        self.sampler()?;
+        let placeholder = [0u32];
+        let mut sources = Vec::with_capacity(inputs.len());
+        let mut slot_inputs = Vec::with_capacity(inputs.len());
+        for input in inputs {
+            if input.logits == Logits::All {
+                return Err(EngineError::Invalid(
+                    "a submitted sampling step samples after the last token only".into(),
+                ));
+            }
+            let tokens = match input.tokens {
+                StepTokens::Known([]) => {
+                    return Err(EngineError::Invalid(format!(
+                        "no tokens for slot {}",
+                        input.slot
+                    )))
+                }
+                StepTokens::Known(tokens) => {
+                    sources.push(None);
+                    tokens
+                }
+                StepTokens::Sampled => {
+                    let after = after.ok_or_else(|| {
+                        EngineError::Invalid(
+                            "a sampled token needs the step that samples it".into(),
+                        )
+                    })?;
+                    let row = after.sampled.iter().position(|&s| s == input.slot);
+                    let row = row.ok_or_else(|| {
+                        EngineError::Invalid(format!(
+                            "slot {} samples nothing in the step this one follows",
+                            input.slot
+                        ))
+                    })?;
+                    sources.push(Some(row as u32));
+                    &placeholder[..]
+                }
+            };
+            slot_inputs.push(SlotInput {
+                slot: input.slot,
+                tokens,
+                logits: input.logits,
+            });
+        }
+        if sources.iter().any(Option::is_some) {
+            let latest = after.and_then(|a| a.submitted.readback).map(|(_, seq)| seq);
+            if latest != Some(self.sample_seq) {
+                return Err(EngineError::Invalid(
+                    "a chained step follows the latest sampling step".into(),
+                ));
+            }
+        }
+        self.check_inputs(&slot_inputs)?;
+        let rows: usize = slot_inputs.iter().map(|i| i.tokens.len()).sum();
+        let outs = inputs.iter().filter(|i| i.logits == Logits::Last).count();
+        if rows > self.options.max_rows || outs > self.options.max_out {
+            return Err(EngineError::Invalid(format!(
+                "{rows} tokens sampling {outs} do not fit one step ({} rows, {} logits rows)",
+                self.options.max_rows, self.options.max_out
+            )));
+        }
+        let plan: Vec<(usize, usize, usize)> = slot_inputs
+            .iter()
+            .enumerate()
+            .map(|(i, input)| (i, 0, input.tokens.len()))
+            .collect();
+        let mut times = StageTimes::default();
+        let submitted = self.submit_step(&slot_inputs, &plan, &mut times, &sources)?;
+        self.last_times = times;
+        Ok(SampleTicket {
+            sampled: inputs
+                .iter()
+                .filter(|i| i.logits == Logits::Last)
+                .map(|i| i.slot)
+                .collect(),
+            submitted,
+        })
+    }
+
+    /// Waits for the step of `ticket` and returns its sampled tokens, one per input that
+    /// wants [`Logits::Last`], in order. Errors if two later sampling steps were submitted
+    /// before it was read (its read-back buffer was reused).
     pub fn wait_sampled(&mut self, ticket: SampleTicket) -> Result<Vec<u32>> {
-        if self.readback_seq[ticket.which] != ticket.seq {
-            return Err(EngineError::Invalid(
-                "the step was read too late: two later sampling steps reused its buffer".into(),
-            ));
+        if let Some((which, seq)) = ticket.submitted.readback {
+            if self.readback_seq[which] != seq {
+                return Err(EngineError::Invalid(
+                    "the step was read too late: two later sampling steps reused its buffer".into(),
+                ));
+            }
         }
         let mut times = StageTimes::default();
         let rows = self.finish_submitted(ticket.submitted, &mut times)?;
         // (The latest step's stages: the read of the last ticket follows its submission.)
         self.last_times.back = times.back;
         Ok(rows.iter().map(|r| r[0].to_bits()).collect())
-    }
-
-    fn submit_ticket(&mut self, inputs: &[SlotInput], chained: bool) -> Result<SampleTicket> {
-        let plan: Vec<(usize, usize, usize)> = inputs
-            .iter()
-            .enumerate()
-            .map(|(i, input)| (i, 0, input.tokens.len()))
-            .collect();
-        let mut times = StageTimes::default();
-        let submitted = self.submit_step(inputs, &plan, &mut times, chained)?;
-        let (which, seq) = submitted
-            .readback
-            .ok_or_else(|| EngineError::Invalid("the step sampled nothing".into()))?;
-        self.last_times = times;
-        Ok(SampleTicket {
-            slots: inputs.iter().map(|i| i.slot).collect(),
-            which,
-            seq,
-            submitted,
-        })
     }
 
     /// Runs the inputs like [`Engine::step`] and, for each input with [`Logits::Last`],

@@ -439,3 +439,151 @@ fn chained_sampling_steps_decode_what_step_sample_decodes() {
         }])
         .is_err());
 }
+
+/// A slot's part of a step in [`mixed_schedule`]: its tokens (`None`: the token sampled for
+/// it in the step before) and whether it samples after them.
+type Part = (usize, Option<Vec<u32>>, bool);
+
+/// A server's steps: prompts joining (one read in two chunks), decoding slots in changing
+/// order, one leaving, one feeding its token without sampling. Slots 0-2 of the schedule.
+fn mixed_schedule() -> Vec<Vec<Part>> {
+    let prompt = |n: u32, from: u32| -> Option<Vec<u32>> {
+        Some((0..n).map(|i| from + i * 37 % 900).collect())
+    };
+    vec![
+        vec![(0, prompt(9, 300), true), (2, prompt(5, 700), true)],
+        vec![(0, None, true), (2, None, true), (1, prompt(6, 100), false)],
+        vec![(2, None, true), (0, None, true), (1, prompt(3, 900), true)],
+        vec![(1, None, true), (0, None, true)],
+        vec![(0, None, true), (1, None, true)],
+        vec![(1, None, false), (0, None, true)],
+        vec![(0, None, true)],
+    ]
+}
+
+/// `Engine::submit_sample_step` with each step submitted before the previous one's tokens
+/// are read (the sampled tokens fed on the GPU, rows in any order, prompt chunks and
+/// feed-only rows beside them) picks what `step_sample` picks over the same steps with the
+/// tokens read in between, and leaves the same states and penalty counts. Bad chains are
+/// refused.
+#[test]
+fn mixed_chained_steps_decode_what_step_sample_decodes() {
+    use rwkv_engine::{StepInput, StepTokens};
+    let file = fixture("mini-q4_k_m.gguf");
+    let options = EngineOptions {
+        max_slots: 6,
+        max_rows: 24,
+        max_out: 6,
+        llama_cpp_rounding: true,
+        ..EngineOptions::default()
+    };
+    let mut engine = Engine::load(context(), &file, options, &mut |_, _| {}).unwrap();
+    let schedule = mixed_schedule();
+    let logits = |sample: bool| if sample { Logits::Last } else { Logits::None };
+    for (name, params) in sampling_cases(11) {
+        for slot in 0..6 {
+            engine.reset(slot).unwrap();
+            engine.set_sampling(slot, &params).unwrap();
+            engine.reset_sampling(slot).unwrap();
+        }
+        // Slots 0-2, one step at a time, the tokens read between steps.
+        let mut last = [0u32; 3];
+        let mut want: Vec<Vec<(usize, u32)>> = Vec::new();
+        for step in &schedule {
+            let fed: Vec<Vec<u32>> = step
+                .iter()
+                .map(|(s, tokens, _)| tokens.clone().unwrap_or(vec![last[*s]]))
+                .collect();
+            let inputs: Vec<SlotInput> = step
+                .iter()
+                .zip(&fed)
+                .map(|((s, _, sample), tokens)| SlotInput {
+                    slot: *s,
+                    tokens,
+                    logits: logits(*sample),
+                })
+                .collect();
+            let out = engine.step_sample(&inputs).unwrap();
+            let mut sampled = Vec::new();
+            for ((s, _, _), t) in step.iter().zip(out) {
+                if let Some(t) = t {
+                    last[*s] = t;
+                    sampled.push((*s, t));
+                }
+            }
+            want.push(sampled);
+        }
+        // Slots 3-5, each step submitted before the previous one is read.
+        let mut got: Vec<Vec<(usize, u32)>> = Vec::new();
+        let mut pending: Option<rwkv_engine::SampleTicket> = None;
+        for step in &schedule {
+            let inputs: Vec<StepInput> = step
+                .iter()
+                .map(|(s, tokens, sample)| StepInput {
+                    slot: s + 3,
+                    tokens: match tokens {
+                        Some(t) => StepTokens::Known(t),
+                        None => StepTokens::Sampled,
+                    },
+                    logits: logits(*sample),
+                })
+                .collect();
+            let ticket = engine
+                .submit_sample_step(&inputs, pending.as_ref())
+                .unwrap();
+            if let Some(before) = pending.replace(ticket) {
+                let slots = before.sampled_slots().to_vec();
+                let ids = engine.wait_sampled(before).unwrap();
+                got.push(slots.iter().map(|s| s - 3).zip(ids).collect());
+            }
+        }
+        let before = pending.take().unwrap();
+        let slots = before.sampled_slots().to_vec();
+        let ids = engine.wait_sampled(before).unwrap();
+        got.push(slots.iter().map(|s| s - 3).zip(ids).collect());
+        assert_eq!(got, want, "{name}");
+        for slot in 0..3 {
+            assert_eq!(
+                engine.read_state(slot + 3).unwrap(),
+                engine.read_state(slot).unwrap(),
+                "{name}: state of slot {slot}"
+            );
+            let counts = engine.sampler().unwrap().counts(slot).unwrap();
+            assert_eq!(
+                engine.sampler().unwrap().counts(slot + 3).unwrap(),
+                counts,
+                "{name}: counts of slot {slot}"
+            );
+        }
+    }
+
+    // Refused: a sampled token with no step before, or for a slot that step did not sample
+    // for, or after a step that is no longer the latest to sample; every token's logits.
+    let sampled = |slot: usize| StepInput {
+        slot,
+        tokens: StepTokens::Sampled,
+        logits: Logits::Last,
+    };
+    assert!(engine.submit_sample_step(&[sampled(0)], None).is_err());
+    let a = engine
+        .submit_sample_step(
+            &[StepInput {
+                slot: 0,
+                tokens: StepTokens::Known(&[5]),
+                logits: Logits::Last,
+            }],
+            None,
+        )
+        .unwrap();
+    assert!(engine.submit_sample_step(&[sampled(1)], Some(&a)).is_err());
+    let all = StepInput {
+        slot: 1,
+        tokens: StepTokens::Known(&[5, 6]),
+        logits: Logits::All,
+    };
+    assert!(engine.submit_sample_step(&[all], None).is_err());
+    let b = engine.submit_sample_step(&[sampled(0)], Some(&a)).unwrap();
+    assert!(engine.submit_sample_step(&[sampled(0)], Some(&a)).is_err());
+    engine.wait_sampled(a).unwrap();
+    engine.wait_sampled(b).unwrap();
+}

@@ -27,6 +27,10 @@ pub struct RowInfo {
 
 pub const NO_PREV: u32 = u32::MAX;
 
+/// A token-table entry `SAMPLED_TOKEN | k`: the row feeds the id sampled from logits row `k`
+/// of the sampling step before, read on the GPU (feed_sampled.wgsl).
+pub const SAMPLED_TOKEN: u32 = 1 << 31;
+
 /// Consecutive rows of one sequence within a step.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
