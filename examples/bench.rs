@@ -161,9 +161,11 @@ pub struct Decode {
     /// One-token steps submitted back to back with nothing read back in between: the GPU's
     /// own rate, which the decode above (chained steps, each token read) should match.
     pub gpu_bound_tok_s: f64,
-    /// Decode one step at a time (each submitted once the previous token is read, as
-    /// `chat` and the server do).
+    /// Decode one step at a time (each submitted once the previous token is read).
     pub unchained_tok_s: f64,
+    /// Chained decode with a checkpoint of the slot before each step, as `chat` does (it
+    /// keeps the state, so a stop seen one step late is undone).
+    pub checkpointed_tok_s: f64,
 }
 
 #[derive(Serialize, Clone, Debug)]
@@ -512,6 +514,30 @@ pub fn run(args: &Args) -> Result<Report> {
     let decode_s = decode_start.elapsed().as_secs_f64();
     let times = engine.last_times();
     let gpu_bound_tok_s = gpu_bound_decode(&mut engine, next, latencies.len())?;
+    let checkpointed_tok_s = {
+        let n = latencies.len().max(2);
+        let t = Instant::now();
+        let mut ticket = engine.submit_sample(&[SlotInput {
+            slot: 0,
+            tokens: &[next],
+            logits: Logits::Last,
+        }])?;
+        for i in 0..n {
+            let following = match i + 1 == n {
+                true => None,
+                false => {
+                    engine.checkpoint(0)?;
+                    Some(engine.submit_sample_chained(&ticket)?)
+                }
+            };
+            next = engine.wait_sampled(ticket)?[0];
+            match following {
+                Some(f) => ticket = f,
+                None => break,
+            }
+        }
+        n as f64 / t.elapsed().as_secs_f64()
+    };
     let unchained_tok_s = {
         let n = latencies.len().max(2);
         let t = Instant::now();
@@ -550,29 +576,37 @@ pub fn run(args: &Args) -> Result<Report> {
         floor_fraction: decode_tok_s / floor_tok_s,
         gpu_bound_tok_s,
         unchained_tok_s,
+        checkpointed_tok_s,
     };
 
     let profile_input = next;
 
-    // Decode at batch B: every sequence advances one token per step.
+    // Decode at batch B: every sequence advances one token per step, each step submitted
+    // before the previous one's tokens are read, as the server's scheduler does; a step's
+    // time is the time between two reads.
     let mut batches = Vec::new();
     for &b in &args.batch {
         let steps = args.batch_steps.unwrap_or(args.tokens).max(1);
-        let mut tokens = batch_tokens(b, vocab);
-        let mut step = |tokens: &mut Vec<u32>| -> Result<()> {
-            *tokens = sampled(engine.step_sample(&one_token_each(tokens))?)?;
-            Ok(())
-        };
+        let tokens = batch_tokens(b, vocab);
         // One untimed step at this size first.
-        step(&mut tokens)?;
+        let first = engine.submit_sample(&one_token_each(&tokens))?;
+        let mut ticket = engine.submit_sample_chained(&first)?;
+        engine.wait_sampled(first)?;
         let mut step_times = Vec::with_capacity(steps);
         let start = Instant::now();
-        for _ in 0..steps {
-            let t = Instant::now();
-            step(&mut tokens)?;
+        let mut t = start;
+        for n in 0..steps {
+            let last = n + 1 == steps || out_of_time(start, args.max_seconds);
+            let following = match last {
+                true => None,
+                false => Some(engine.submit_sample_chained(&ticket)?),
+            };
+            engine.wait_sampled(ticket)?;
             step_times.push(t.elapsed());
-            if out_of_time(start, args.max_seconds) {
-                break;
+            t = Instant::now();
+            match following {
+                Some(f) => ticket = f,
+                None => break,
             }
         }
         let s = start.elapsed().as_secs_f64();
@@ -748,8 +782,8 @@ pub fn text(r: &Report) -> String {
     );
     let _ = writeln!(
         s,
-        "  one step at a time (each submitted once the token before is read): {:.1} tok/s; no token read until the last: {:.1} tok/s",
-        d.unchained_tok_s, d.gpu_bound_tok_s
+        "  one step at a time (each submitted once the token before is read): {:.1} tok/s; no token read until the last: {:.1} tok/s; chained with a checkpoint per step (as chat): {:.1} tok/s",
+        d.unchained_tok_s, d.gpu_bound_tok_s, d.checkpointed_tok_s
     );
     let st = &d.stage_ms;
     let _ = writeln!(

@@ -84,6 +84,9 @@ fn check_common(r: &Report) {
     positive(d.tok_s, "decode tok/s");
     assert!(d.ms_p50 <= d.ms_p90 && d.ms_p90 <= d.ms_p99 && d.ms_p99 <= d.ms_max);
     positive(d.ms_p50, "p50");
+    positive(d.unchained_tok_s, "unchained decode tok/s");
+    positive(d.gpu_bound_tok_s, "GPU-bound decode tok/s");
+    positive(d.checkpointed_tok_s, "checkpointed decode tok/s");
     assert!(d.bytes_per_token > 0 && d.bytes_per_token <= r.weight_bytes);
     let floor = r.bandwidth_bytes_s / d.bytes_per_token as f64;
     assert!((d.floor_tok_s / floor - 1.0).abs() < 1e-9);

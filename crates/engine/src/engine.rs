@@ -698,6 +698,8 @@ pub struct Engine {
     /// [`SampleTicket`]).
     pub(crate) sample_seq: u64,
     pub(crate) readback_seq: [u64; 2],
+    /// See [`Engine::checkpoint`], made on first use.
+    pub(crate) checkpoint: Option<crate::state::Checkpoint>,
 }
 
 /// A storage buffer that can also be copied to and from, checked against the device's limits.
@@ -2268,6 +2270,7 @@ impl Engine {
             persistent_grids,
             sample_seq: 0,
             readback_seq: [0; 2],
+            checkpoint: None,
         })
     }
 

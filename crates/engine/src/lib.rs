@@ -19,3 +19,4 @@ pub use persistent::{layer_tail_wgsl, PERSISTENT_ENV, PERSISTENT_WGS_ENV};
 pub use profile::Profile;
 pub use rwkv_sampler::{CpuSampler, SamplingParams};
 pub use sample::{GpuSampler, SampleTicket, StepInput, StepTokens};
+pub use state::Rollback;

@@ -40,6 +40,8 @@ pub struct GpuSampler {
     /// upload of the rows' slots overwrites `io`).
     chain: wgpu::Buffer,
     launch: Launch,
+    /// A slot's penalty counts and step counter kept by [`GpuSampler::record_checkpoint`].
+    checkpoint: Option<[wgpu::Buffer; 2]>,
     /// The chained steps' first dispatch (feed_sampled.wgsl), bound to an engine's step
     /// uniform and token table ([`GpuSampler::bind_feed`]).
     feed: Option<Launch>,
@@ -158,6 +160,7 @@ impl GpuSampler {
                 bind_group,
             },
             feed: None,
+            checkpoint: None,
             _buffers: vec![info_uniform, table, weights],
         })
     }
@@ -209,6 +212,47 @@ impl GpuSampler {
         let mut encoder = self.ctx.device.create_command_encoder(&Default::default());
         encoder.clear_buffer(&self.counts, slot as u64 * v, Some(v));
         self.ctx.queue.submit([encoder.finish()]);
+        Ok(())
+    }
+
+    /// Records a copy of a slot's penalty counts and step counter (see
+    /// [`Engine::checkpoint`]).
+    pub(crate) fn record_checkpoint(
+        &mut self,
+        encoder: &mut wgpu::CommandEncoder,
+        slot: usize,
+    ) -> Result<()> {
+        self.check_slot(slot)?;
+        let v = self.vocab as u64 * 4;
+        if self.checkpoint.is_none() {
+            let usage = wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST;
+            let counts = self
+                .ctx
+                .create_buffer_checked("checkpoint counts", v, usage, None)?;
+            let counter = self
+                .ctx
+                .create_buffer_checked("checkpoint counter", 4, usage, None)?;
+            self.checkpoint = Some([counts, counter]);
+        }
+        let [counts, counter] = self.checkpoint.as_ref().expect("made above");
+        encoder.copy_buffer_to_buffer(&self.counts, slot as u64 * v, counts, 0, v);
+        encoder.copy_buffer_to_buffer(&self.counters, slot as u64 * 4, counter, 0, 4);
+        Ok(())
+    }
+
+    /// Records the copy back of what [`GpuSampler::record_checkpoint`] kept, into `slot`.
+    pub(crate) fn record_rollback(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        slot: usize,
+    ) -> Result<()> {
+        self.check_slot(slot)?;
+        let Some([counts, counter]) = &self.checkpoint else {
+            return Err(EngineError::Invalid("no sampling checkpoint".into()));
+        };
+        let v = self.vocab as u64 * 4;
+        encoder.copy_buffer_to_buffer(counts, 0, &self.counts, slot as u64 * v, v);
+        encoder.copy_buffer_to_buffer(counter, 0, &self.counters, slot as u64 * 4, 4);
         Ok(())
     }
 

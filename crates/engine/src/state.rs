@@ -1,4 +1,5 @@
-//! State control: read a slot's state back, write it, reset it, copy one slot to another.
+//! State control: read a slot's state back, write it, reset it, copy one slot to another,
+//! keep a checkpoint of it on the GPU and roll back to it.
 //! States live on the GPU per layer as `[slots][n_embd]` shift vectors and
 //! `[slots][heads][64][64]` WKV matrices; only these calls move them to or from the CPU.
 
@@ -6,6 +7,23 @@ use rwkv_model::{LayerState, State};
 
 use crate::engine::Engine;
 use crate::error::{EngineError, Result};
+
+/// A copy of one slot's state kept on the GPU ([`Engine::checkpoint`]).
+pub(crate) struct Checkpoint {
+    slot: usize,
+    /// Per layer: the two shift vectors and the WKV state, each in its own buffer so that
+    /// the copies to and from them need no barriers between them.
+    layers: Vec<[wgpu::Buffer; 3]>,
+}
+
+/// What [`Engine::rollback`] puts back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rollback {
+    /// The slot's state and its sampling counters (penalty counts, step counter).
+    All,
+    /// Only the sampling counters: the state keeps what was fed since.
+    Sampling,
+}
 
 impl Engine {
     fn check_slot(&self, slot: usize) -> Result<()> {
@@ -110,6 +128,70 @@ impl Engine {
                 .write_buffer(&l.wkv, wo, bytemuck::cast_slice(&s.wkv));
         }
         self.ctx.queue.submit([]);
+        Ok(())
+    }
+
+    /// Keeps a copy of `slot`'s state and sampling counters on the GPU, as they are after
+    /// every step submitted so far: the copy runs in queue order, without waiting for the
+    /// GPU. [`Engine::rollback`] puts it back. One checkpoint per engine; a new one replaces
+    /// the last. Chained steps use it to undo a step that a stop seen late makes one too
+    /// many (`chat` keeps its state between turns).
+    pub fn checkpoint(&mut self, slot: usize) -> Result<()> {
+        self.check_slot(slot)?;
+        self.sampler()?;
+        let ((so, sl), (wo, wl)) = self.slot_ranges(slot);
+        if self.checkpoint.is_none() {
+            let usage = wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST;
+            let buffer =
+                |label: &str, len: u64| self.ctx.create_buffer_checked(label, len, usage, None);
+            let layers = (0..self.states.len())
+                .map(|_| {
+                    Ok([
+                        buffer("checkpoint att shift", sl)?,
+                        buffer("checkpoint ffn shift", sl)?,
+                        buffer("checkpoint wkv", wl)?,
+                    ])
+                })
+                .collect::<Result<Vec<_>>>()?;
+            self.checkpoint = Some(Checkpoint { slot, layers });
+        }
+        let mut encoder = self.ctx.device.create_command_encoder(&Default::default());
+        let checkpoint = self.checkpoint.as_mut().expect("made above");
+        checkpoint.slot = slot;
+        for (l, [att, ffn, wkv]) in self.states.iter().zip(&checkpoint.layers) {
+            encoder.copy_buffer_to_buffer(&l.att_shift, so, att, 0, sl);
+            encoder.copy_buffer_to_buffer(&l.ffn_shift, so, ffn, 0, sl);
+            encoder.copy_buffer_to_buffer(&l.wkv, wo, wkv, 0, wl);
+        }
+        let sampler = self.sampler.as_mut().expect("made above");
+        sampler.record_checkpoint(&mut encoder, slot)?;
+        self.ctx.queue.submit([encoder.finish()]);
+        Ok(())
+    }
+
+    /// Puts the latest [`Engine::checkpoint`] back into its slot, after every step submitted
+    /// so far (in queue order, without waiting): the state and the sampling counters, or
+    /// only the counters.
+    pub fn rollback(&mut self, what: Rollback) -> Result<()> {
+        let Some(checkpoint) = &self.checkpoint else {
+            return Err(EngineError::Invalid("no checkpoint to roll back to".into()));
+        };
+        let slot = checkpoint.slot;
+        let ((so, sl), (wo, wl)) = self.slot_ranges(slot);
+        let mut encoder = self.ctx.device.create_command_encoder(&Default::default());
+        if what == Rollback::All {
+            for (l, [att, ffn, wkv]) in self.states.iter().zip(&checkpoint.layers) {
+                encoder.copy_buffer_to_buffer(att, 0, &l.att_shift, so, sl);
+                encoder.copy_buffer_to_buffer(ffn, 0, &l.ffn_shift, so, sl);
+                encoder.copy_buffer_to_buffer(wkv, 0, &l.wkv, wo, wl);
+            }
+        }
+        let sampler = self
+            .sampler
+            .as_ref()
+            .expect("a checkpoint makes the sampler");
+        sampler.record_rollback(&mut encoder, slot)?;
+        self.ctx.queue.submit([encoder.finish()]);
         Ok(())
     }
 }

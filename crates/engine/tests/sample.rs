@@ -543,9 +543,8 @@ fn mixed_chained_steps_decode_what_step_sample_decodes() {
         got.push(slots.iter().map(|s| s - 3).zip(ids).collect());
         assert_eq!(got, want, "{name}");
         for slot in 0..3 {
-            assert_eq!(
-                engine.read_state(slot + 3).unwrap(),
-                engine.read_state(slot).unwrap(),
+            assert!(
+                engine.read_state(slot + 3).unwrap() == engine.read_state(slot).unwrap(),
                 "{name}: state of slot {slot}"
             );
             let counts = engine.sampler().unwrap().counts(slot).unwrap();
@@ -586,4 +585,65 @@ fn mixed_chained_steps_decode_what_step_sample_decodes() {
     assert!(engine.submit_sample_step(&[sampled(0)], Some(&a)).is_err());
     engine.wait_sampled(a).unwrap();
     engine.wait_sampled(b).unwrap();
+}
+
+/// `Engine::checkpoint` between chained steps keeps the slot's state and sampling counters
+/// as the steps before left them, and `rollback` puts them back: all of it (the step after
+/// undone) or only the counters (its token kept fed, its draw undone). Slot 1 builds the
+/// same states one step at a time.
+#[test]
+fn checkpoint_and_rollback_undo_a_chained_step() {
+    use rwkv_engine::Rollback;
+    let file = fixture("mini-q4_k_m.gguf");
+    let options = EngineOptions {
+        max_slots: 2,
+        max_rows: 16,
+        max_out: 2,
+        llama_cpp_rounding: true,
+        ..EngineOptions::default()
+    };
+    let mut engine = Engine::load(context(), &file, options, &mut |_, _| {}).unwrap();
+    assert!(engine.rollback(Rollback::All).is_err());
+    let prompt: Vec<u32> = (0..7).map(|i| 200 + i * 61 % 1500).collect();
+    let params = &sampling_cases(5)[1].1;
+    for what in [Rollback::All, Rollback::Sampling] {
+        for slot in 0..2 {
+            engine.reset(slot).unwrap();
+            engine.set_sampling(slot, params).unwrap();
+            engine.reset_sampling(slot).unwrap();
+        }
+        let one = |engine: &mut Engine, slot: usize, tokens: &[u32]| {
+            engine.step_sample(&[last_of(slot, tokens)]).unwrap()[0].unwrap()
+        };
+        let t0 = one(&mut engine, 0, &prompt);
+        assert_eq!(one(&mut engine, 1, &prompt), t0);
+        // Slot 0: a step, the checkpoint, a chained step, then the rollback.
+        let a = engine.submit_sample(&[last_of(0, &[t0])]).unwrap();
+        engine.checkpoint(0).unwrap();
+        let b = engine.submit_sample_chained(&a).unwrap();
+        let t1 = engine.wait_sampled(a).unwrap()[0];
+        engine.wait_sampled(b).unwrap();
+        engine.rollback(what).unwrap();
+        // Slot 1: the step, and with `Sampling` the next token fed without a draw.
+        assert_eq!(one(&mut engine, 1, &[t0]), t1);
+        if what == Rollback::Sampling {
+            engine
+                .step(&[SlotInput {
+                    slot: 1,
+                    tokens: &[t1],
+                    logits: Logits::None,
+                }])
+                .unwrap();
+        }
+        assert!(
+            engine.read_state(0).unwrap() == engine.read_state(1).unwrap(),
+            "{what:?}: state"
+        );
+        let sampler = engine.sampler().unwrap();
+        assert_eq!(sampler.counts(0).unwrap(), sampler.counts(1).unwrap());
+        assert_eq!(sampler.counter(0).unwrap(), sampler.counter(1).unwrap());
+        // The draw after is the same too.
+        let next = one(&mut engine, 0, &[t1]);
+        assert_eq!(one(&mut engine, 1, &[t1]), next, "{what:?}: next draw");
+    }
 }

@@ -7,6 +7,13 @@
 //! A request that arrives joins at the next step if a slot is free, and a finished or
 //! cancelled one (its client went away) frees its slot at once.
 //!
+//! Steps are chained: each is submitted before the tokens of the step before are read, and a
+//! slot that decodes feeds the token the GPU sampled for it there (the engine's
+//! [`StepTokens::Sampled`]), so the GPU never waits for the CPU between steps. The CPU reads
+//! a step's tokens (text, stop strings, limits) while the next one runs; a request that ends
+//! there has had one more token fed and sampled in the step already running, which is thrown
+//! away with its slot's state (a new request resets the slot first).
+//!
 //! Prompts are checked against the [`PrefixCache`] when they start: the state after the
 //! longest cached prefix is written into the slot and only the rest is read. Prompt chunks end
 //! at the request's cache points (e.g. the end of a system prompt), where the state is read
@@ -22,7 +29,9 @@ use std::time::Instant;
 
 use anyhow::Context;
 use gguf::GgufFile;
-use rwkv_engine::{Engine, EngineOptions, Logits, SamplingParams, SlotInput};
+use rwkv_engine::{
+    Engine, EngineOptions, Logits, SampleTicket, SamplingParams, StepInput, StepTokens,
+};
 use rwkv_gpu::{ContextOptions, GpuContext};
 use rwkv_tokenizer::{StreamDecoder, Tokenizer};
 use tokio::sync::mpsc::UnboundedSender;
@@ -162,6 +171,8 @@ pub fn spawn(
                         cache,
                         metrics,
                         options,
+                        steps: 0,
+                        last_read: Instant::now(),
                     }
                     .run(&tokenizer, job_rx);
                 }
@@ -183,8 +194,12 @@ struct Running<'t> {
     fed: usize,
     /// Cache points still ahead (ascending).
     points: VecDeque<usize>,
-    /// The token to feed next, once the prompt is read.
+    /// The token to feed next, once the prompt is read, when the CPU knows it (see
+    /// `sampled_in`).
     next: Option<u32>,
+    /// The step (by number) whose sampled token this request feeds next, while that step's
+    /// tokens are not read yet: the next step feeds it from the GPU.
+    sampled_in: Option<u64>,
     decoder: StreamDecoder<'t>,
     stops: StopMatcher,
     generated: usize,
@@ -220,12 +235,31 @@ struct Scheduler {
     cache: PrefixCache,
     metrics: Arc<Metrics>,
     options: SchedulerOptions,
+    /// Steps submitted so far (the latest one's number).
+    steps: u64,
+    /// When the latest step's tokens were read.
+    last_read: Instant,
 }
 
 /// What a slot does in a step.
 enum Part {
     Prefill(usize),
+    /// The token the CPU knows.
     Decode,
+    /// The token sampled for it in the step before (not read yet).
+    Chained,
+}
+
+/// A submitted step whose tokens are not read yet.
+struct InFlight {
+    number: u64,
+    ticket: SampleTicket,
+    /// The request (slot and arrival number) of each token the step samples, in order. A
+    /// request may have left its slot, even to a new one, by the time the step is read.
+    sampled: Vec<(usize, u64)>,
+    /// Every request in the step (the ones that fail with it if it fails).
+    parts: Vec<(usize, u64)>,
+    submitted: Instant,
 }
 
 impl Scheduler {
@@ -233,9 +267,10 @@ impl Scheduler {
         let mut pending: VecDeque<Job> = VecDeque::new();
         let mut slots: Vec<Option<Running<'t>>> = (0..self.options.slots).map(|_| None).collect();
         let mut seq = 0u64;
+        let mut in_flight: Option<InFlight> = None;
         loop {
             // Intake: block only when there is nothing to do.
-            if pending.is_empty() && slots.iter().all(Option::is_none) {
+            if pending.is_empty() && slots.iter().all(Option::is_none) && in_flight.is_none() {
                 match jobs.recv() {
                     Ok(job) => pending.push_back(job),
                     Err(_) => return,
@@ -269,9 +304,16 @@ impl Scheduler {
                 slots[slot] = self.start(job, slot, seq, tokenizer);
             }
 
-            if slots.iter().any(Option::is_some) {
-                self.step(&mut slots);
+            // The next step goes to the GPU before the tokens of the one running are read.
+            let latest = in_flight.as_ref().map(|f| f.number);
+            let next = match slots.iter().any(Option::is_some) {
+                true => self.submit(&mut slots, latest, in_flight.as_ref().map(|f| &f.ticket)),
+                false => None,
+            };
+            if let Some(step) = in_flight.take() {
+                self.read(&mut slots, step);
             }
+            in_flight = next;
         }
     }
 
@@ -335,6 +377,7 @@ impl Scheduler {
             fed,
             points,
             next: None,
+            sampled_in: None,
             decoder: tokenizer.stream_decoder(),
             generated: 0,
             cached: fed,
@@ -359,17 +402,29 @@ impl Scheduler {
         self.metrics.finished(how);
     }
 
-    /// One engine step over every busy slot.
-    fn step(&mut self, slots: &mut [Option<Running<'_>>]) {
+    /// Plans and submits one engine step over every busy slot; `latest` is the step in flight
+    /// (its number and ticket), whose sampled tokens the step feeds where a slot decodes.
+    /// Returns the step, or `None` if it failed (its requests then ended with the error).
+    fn submit(
+        &mut self,
+        slots: &mut [Option<Running<'_>>],
+        latest: Option<u64>,
+        after: Option<&SampleTicket>,
+    ) -> Option<InFlight> {
         // Decoding slots feed their next token; prompts share the prefill budget in order of
         // arrival.
         let mut parts: Vec<(usize, Part)> = Vec::new();
         let mut prefilling: Vec<&Running> = Vec::new();
         for (slot, r) in slots.iter().enumerate() {
             let Some(r) = r else { continue };
-            if r.next.is_some() {
+            if r.sampled_in.is_some() && r.sampled_in == latest {
+                // Its token in flight ends it if it is the last one allowed.
+                if r.generated + 1 < r.job.max_tokens {
+                    parts.push((slot, Part::Chained));
+                }
+            } else if r.next.is_some() {
                 parts.push((slot, Part::Decode));
-            } else {
+            } else if r.sampled_in.is_none() {
                 prefilling.push(r);
             }
         }
@@ -390,43 +445,51 @@ impl Scheduler {
                 parts.push((slot, Part::Prefill(take)));
             }
         }
-        let inputs: Vec<SlotInput> = parts
+        if parts.is_empty() {
+            return None;
+        }
+        let inputs: Vec<StepInput> = parts
             .iter()
             .map(|(slot, part)| {
                 let r = slots[*slot].as_ref().expect("busy slot");
-                match *part {
-                    Part::Decode => SlotInput {
-                        slot: *slot,
-                        tokens: std::slice::from_ref(r.next.as_ref().expect("decoding")),
-                        logits: Logits::Last,
-                    },
+                let (tokens, logits) = match *part {
+                    Part::Chained => (StepTokens::Sampled, Logits::Last),
+                    Part::Decode => (
+                        StepTokens::Known(std::slice::from_ref(r.next.as_ref().expect("known"))),
+                        Logits::Last,
+                    ),
                     Part::Prefill(n) => {
                         let end = r.fed + n;
-                        SlotInput {
-                            slot: *slot,
-                            tokens: &r.job.prompt[r.fed..end],
-                            logits: if end == r.job.prompt.len() {
-                                Logits::Last
-                            } else {
-                                Logits::None
-                            },
-                        }
+                        let logits = match end == r.job.prompt.len() {
+                            true => Logits::Last,
+                            false => Logits::None,
+                        };
+                        (StepTokens::Known(&r.job.prompt[r.fed..end]), logits)
                     }
+                };
+                StepInput {
+                    slot: *slot,
+                    tokens,
+                    logits,
                 }
             })
             .collect();
+        let sampled_slots: Vec<usize> = inputs
+            .iter()
+            .filter(|i| i.logits == Logits::Last)
+            .map(|i| i.slot)
+            .collect();
 
         let m = self.metrics.clone();
-        let t = Instant::now();
-        let result = self.engine.step_sample(&inputs);
-        m.step_seconds.observe(t.elapsed());
+        let result = self.engine.submit_sample_step(&inputs, after);
+        let submitted = Instant::now();
         m.steps.fetch_add(1, Relaxed);
         m.step_slots.fetch_add(inputs.len() as u64, Relaxed);
         m.step_max_slots.fetch_max(inputs.len(), Relaxed);
         drop(inputs);
-
-        let tokens = match result {
-            Ok(tokens) => tokens,
+        let seq_of = |slot: usize| slots[slot].as_ref().expect("busy slot").seq;
+        let ticket = match result {
+            Ok(ticket) => ticket,
             Err(e) => {
                 // Every request in the failed step ends with the error; the others go on.
                 for (slot, _) in &parts {
@@ -435,28 +498,83 @@ impl Scheduler {
                         self.free_slot(Finish::Error);
                     }
                 }
+                return None;
+            }
+        };
+        self.steps += 1;
+        let number = self.steps;
+        let step = InFlight {
+            number,
+            sampled: sampled_slots.iter().map(|&s| (s, seq_of(s))).collect(),
+            parts: parts.iter().map(|(s, _)| (*s, seq_of(*s))).collect(),
+            ticket,
+            submitted,
+        };
+
+        for (slot, part) in parts {
+            let r = slots[slot].as_mut().expect("busy slot");
+            match part {
+                Part::Prefill(n) => {
+                    m.prefill_tokens.fetch_add(n as u64, Relaxed);
+                    r.fed += n;
+                    if r.fed == r.job.prompt.len() {
+                        r.sampled_in = Some(number);
+                    }
+                    // The state at a cache point is read before any later step changes it.
+                    if r.points.front() == Some(&r.fed) {
+                        r.points.pop_front();
+                        let prefix = r.job.prompt[..r.fed].to_vec();
+                        self.cache_state(slot, &prefix);
+                    }
+                }
+                Part::Decode | Part::Chained => {
+                    r.next = None;
+                    r.sampled_in = Some(number);
+                }
+            }
+        }
+        Some(step)
+    }
+
+    /// Waits for a step's tokens and hands them to their requests (text out, stops, limits).
+    /// Requests that left since it was submitted are skipped.
+    fn read(&mut self, slots: &mut [Option<Running<'_>>], step: InFlight) {
+        let m = self.metrics.clone();
+        let is_current = |slots: &[Option<Running<'_>>], slot: usize, seq: u64| {
+            slots[slot].as_ref().is_some_and(|r| r.seq == seq)
+        };
+        let tokens = match self.engine.wait_sampled(step.ticket) {
+            Ok(tokens) => tokens,
+            Err(e) => {
+                // Every request in the failed step ends with the error; the others go on.
+                for &(slot, seq) in &step.parts {
+                    if is_current(slots, slot, seq) {
+                        let r = slots[slot].take().expect("busy slot");
+                        let _ = r.job.events.send(Event::Error(format!("engine: {e}")));
+                        self.free_slot(Finish::Error);
+                    }
+                }
                 return;
             }
         };
+        // A step's time: from its submission, or from when the step before it was read if
+        // it was submitted before that (its GPU work starts once that one's ends).
+        let now = Instant::now();
+        m.step_seconds
+            .observe(now - step.submitted.max(self.last_read));
+        self.last_read = now;
 
-        for ((slot, part), token) in parts.into_iter().zip(tokens) {
-            let r = slots[slot].as_mut().expect("busy slot");
-            if let Part::Prefill(n) = part {
-                m.prefill_tokens.fetch_add(n as u64, Relaxed);
-                r.fed += n;
-                if r.points.front() == Some(&r.fed) {
-                    r.points.pop_front();
-                    self.cache_state(slot, &r.job.prompt[..r.fed]);
-                }
-                if r.fed < r.job.prompt.len() {
-                    continue;
-                }
+        for (&(slot, seq), token) in step.sampled.iter().zip(tokens) {
+            if !is_current(slots, slot, seq) {
+                continue;
             }
-            r.next = None;
-            let outcome = match token {
-                Some(token) => self.take_token(r, token),
-                None => Err("the engine returned no token".to_string()),
-            };
+            let r = slots[slot].as_mut().expect("busy slot");
+            if r.sampled_in == Some(step.number) {
+                // Not fed by a later step: the CPU feeds it.
+                r.sampled_in = None;
+                r.next = Some(token);
+            }
+            let outcome = self.take_token(r, token);
             match outcome {
                 Ok(None) => {}
                 Ok(Some(reason)) => {
@@ -497,7 +615,7 @@ impl Scheduler {
     }
 
     /// Handles a sampled token: text out, stop strings, limits. `Some(reason)`: the request
-    /// is done; `None`: the token is fed next step.
+    /// is done; `None`: it goes on (the token is fed next).
     fn take_token(&self, r: &mut Running, token: u32) -> Result<Option<FinishReason>, String> {
         let m = &self.metrics;
         if r.generated == 0 {
@@ -518,7 +636,6 @@ impl Scheduler {
                 return Ok(Some(FinishReason::Stop));
             }
             if r.generated < r.job.max_tokens {
-                r.next = Some(token);
                 return Ok(None);
             }
         }
