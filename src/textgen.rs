@@ -333,7 +333,7 @@ mod tests {
             };
             assert!(want_stop, "{name}: {:?}", got.stop);
             let k = got.tokens.len();
-            assert!(k >= 1 && k < 12, "{name}: {k} tokens, {:?}", got.stop);
+            assert!((1..12).contains(&k), "{name}: {k} tokens, {:?}", got.stop);
             // Slot 1: the prompt, then each shown token with a draw; at a stop string the
             // last one without.
             let mut t = feed(&mut engine, 1, &prompt).unwrap();

@@ -144,6 +144,8 @@ struct StepShape {
     sample: bool,
     readback: usize,
     chained: bool,
+    /// The slot of a checkpoint taken at the start of the step (see [`Engine::checkpoint`]).
+    checkpoint: Option<u32>,
 }
 
 impl StepShape {
@@ -676,7 +678,7 @@ pub struct Engine {
     pub options: EngineOptions,
     weights: ModelWeights,
     /// Bytes of every buffer the engine allocated besides the weights.
-    buffer_bytes: u64,
+    pub(crate) buffer_bytes: u64,
     /// Per slot, the half of the double-buffered shift states that holds its current state;
     /// flipped after every GPU step the slot takes part in.
     pub(crate) halves: Vec<u32>,
@@ -2434,11 +2436,17 @@ impl Engine {
             .create_command_encoder(&wgpu::CommandEncoderDescriptor {
                 label: Some("step"),
             });
+        if let Some(slot) = shape.checkpoint {
+            self.record_checkpoint_counters(&mut encoder, slot as usize);
+        }
         {
             let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
                 label: Some("step"),
                 timestamp_writes: None,
             });
+            if shape.checkpoint.is_some() {
+                self.record_checkpoint_state(&mut pass);
+            }
             // A chained step's rows marked in the token table take the ids the sampling step
             // before kept on the GPU.
             if let Some(s) = sampler.filter(|_| shape.chained) {
@@ -2557,8 +2565,9 @@ impl Engine {
         let t2 = Instant::now();
 
         // A sampling step's ids go to the sampler's read-back buffers in turn.
-        let samples = sampler.is_some() && step.n_out > 0;
-        if chained && sampler.is_none() {
+        let sampling = sampler.is_some();
+        let samples = sampling && step.n_out > 0;
+        if chained && !sampling {
             return Err(EngineError::Invalid(
                 "a step feeding sampled ids runs with the sampler".into(),
             ));
@@ -2572,13 +2581,15 @@ impl Engine {
 
         // dispatch (commands recorded ahead, during the previous step, when its shape was
         // this one's)
+        let checkpoint = self.take_checkpoint_request();
         let shape = StepShape {
             n_rows: step.n_rows,
             n_out: step.n_out,
             n_chunks: step.n_chunks,
-            sample: sampler.is_some(),
+            sample: sampling,
             readback: readback.map_or(0, |r| r.0),
             chained,
+            checkpoint,
         };
         let commands = match self.prerecorded.take() {
             Some((ahead, commands)) if ahead == shape => commands,

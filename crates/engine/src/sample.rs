@@ -215,17 +215,11 @@ impl GpuSampler {
         Ok(())
     }
 
-    /// Records a copy of a slot's penalty counts and step counter (see
-    /// [`Engine::checkpoint`]).
-    pub(crate) fn record_checkpoint(
-        &mut self,
-        encoder: &mut wgpu::CommandEncoder,
-        slot: usize,
-    ) -> Result<()> {
-        self.check_slot(slot)?;
-        let v = self.vocab as u64 * 4;
+    /// Makes the buffers [`GpuSampler::record_checkpoint`] copies to, once.
+    pub(crate) fn make_checkpoint(&mut self) -> Result<()> {
         if self.checkpoint.is_none() {
             let usage = wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST;
+            let v = self.vocab as u64 * 4;
             let counts = self
                 .ctx
                 .create_buffer_checked("checkpoint counts", v, usage, None)?;
@@ -234,10 +228,18 @@ impl GpuSampler {
                 .create_buffer_checked("checkpoint counter", 4, usage, None)?;
             self.checkpoint = Some([counts, counter]);
         }
-        let [counts, counter] = self.checkpoint.as_ref().expect("made above");
+        Ok(())
+    }
+
+    /// Records a copy of a slot's penalty counts and step counter (see
+    /// [`Engine::checkpoint`]; nothing before [`GpuSampler::make_checkpoint`]).
+    pub(crate) fn record_checkpoint(&self, encoder: &mut wgpu::CommandEncoder, slot: usize) {
+        let Some([counts, counter]) = &self.checkpoint else {
+            return;
+        };
+        let v = self.vocab as u64 * 4;
         encoder.copy_buffer_to_buffer(&self.counts, slot as u64 * v, counts, 0, v);
         encoder.copy_buffer_to_buffer(&self.counters, slot as u64 * 4, counter, 0, 4);
-        Ok(())
     }
 
     /// Records the copy back of what [`GpuSampler::record_checkpoint`] kept, into `slot`.

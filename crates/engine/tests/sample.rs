@@ -604,6 +604,9 @@ fn checkpoint_and_rollback_undo_a_chained_step() {
     };
     let mut engine = Engine::load(context(), &file, options, &mut |_, _| {}).unwrap();
     assert!(engine.rollback(Rollback::All).is_err());
+    // A checkpoint no step has taken yet: nothing to undo.
+    engine.checkpoint(0).unwrap();
+    engine.rollback(Rollback::All).unwrap();
     let prompt: Vec<u32> = (0..7).map(|i| 200 + i * 61 % 1500).collect();
     let params = &sampling_cases(5)[1].1;
     for what in [Rollback::All, Rollback::Sampling] {
