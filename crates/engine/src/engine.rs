@@ -59,6 +59,11 @@ pub struct EngineOptions {
     /// Off by default: on an H200 it measured within a few % of the six dispatches (see
     /// BENCHMARKS.md). The default reads [`PERSISTENT_ENV`] (`1`: on).
     pub persistent: bool,
+    /// The channel mix's key product rounds its output for the value product itself where
+    /// that rounding is to f16 (F16 weights with `llama_cpp_rounding`), instead of a rounding
+    /// dispatch after it: one dispatch fewer per layer, the same results bit for bit. Off
+    /// only to check that.
+    pub round_in_epilogues: bool,
 }
 
 impl Default for EngineOptions {
@@ -71,6 +76,7 @@ impl Default for EngineOptions {
             lora2_from: rwkv_gpu::env_parse(LORA2_FROM_ENV).unwrap_or(LORA2_FROM),
             f16_weights: false,
             persistent: rwkv_gpu::env_parse::<u32>(PERSISTENT_ENV) == Some(1),
+            round_in_epilogues: true,
         }
     }
 }
@@ -700,6 +706,8 @@ pub struct Engine {
     /// [`SampleTicket`]).
     pub(crate) sample_seq: u64,
     pub(crate) readback_seq: [u64; 2],
+    /// The bytes last written to each step table (see `Engine::upload_tables`).
+    uploaded_tables: std::cell::RefCell<[Vec<u8>; 6]>,
     /// See [`Engine::checkpoint`], made on first use.
     pub(crate) checkpoint: Option<crate::state::Checkpoint>,
 }
@@ -885,6 +893,21 @@ impl Builder<'_> {
             at_least,
             op: Box::new(op),
         }));
+    }
+
+    /// Whether products with `w` read their input rounded to f16 (what
+    /// [`Epilogue::ReluSquareF16`] writes).
+    fn rounds_to_f16(&self, w: &GpuMatrix) -> bool {
+        self.mode_for(w) == 1
+    }
+
+    /// Takes activation `name` in `buf`, which the product just appended wrote already
+    /// rounded to f16, as its f16-rounded copy: products that read that copy read `buf`,
+    /// with no rounding op.
+    fn rounded_in_place(&mut self, name: &'static str, buf: &wgpu::Buffer) {
+        self.rounded.retain(|(n, m, _)| !(*n == name && *m == 1));
+        self.rounded.push((name, 1, buf.clone()));
+        self.fresh.push((name, 1));
     }
 
     /// The buffer a product with a weight of type `ty` reads `x` from: `x` itself, or a copy
@@ -2127,6 +2150,9 @@ impl Engine {
                 &[Some(&lw.ffn_key)],
                 &[None],
             )?;
+            // Where the value product rounds its input to f16, the key product's epilogue
+            // does it (no rounding dispatch in between).
+            let key_rounds = options.round_in_epilogues && b.rounds_to_f16(&lw.ffn_value);
             b.matmul(
                 &lw.ffn_key,
                 view(&ffn_in_a, rows),
@@ -2134,8 +2160,14 @@ impl Engine {
                 ("ffn_k", &ffn_k),
                 0,
                 rows,
-                Epilogue::ReluSquare,
+                match key_rounds {
+                    true => Epilogue::ReluSquareF16,
+                    false => Epilogue::ReluSquare,
+                },
             )?;
+            if key_rounds {
+                b.rounded_in_place("ffn_k", &ffn_k);
+            }
             b.matmul(
                 &lw.ffn_value,
                 view(&ffn_k_a, rows),
@@ -2273,6 +2305,7 @@ impl Engine {
             sample_seq: 0,
             readback_seq: [0; 2],
             checkpoint: None,
+            uploaded_tables: Default::default(),
         })
     }
 
@@ -2463,10 +2496,10 @@ impl Engine {
                 s.record(&mut pass, shape.n_out);
             }
         }
-        // The sampled ids, to their read-back buffer and kept for a chained step after.
+        // The sampled ids, to their read-back buffer (they stay where the sampler wrote them
+        // for a chained step after).
         if let Some(s) = sampler.filter(|_| shape.n_out > 0) {
             s.copy_ids(&mut encoder, shape.n_out, shape.readback);
-            s.keep_ids(&mut encoder, shape.n_out);
         }
         let out_bytes = shape.out_bytes(self.config.vocab_size as u64);
         if out_bytes > 0 {
@@ -2481,20 +2514,34 @@ impl Engine {
         encoder.finish()
     }
 
-    /// Writes a step's tables to the GPU (the "load" stage).
-    pub(crate) fn upload_tables(&self, t: &StepTables) {
+    /// Writes a step's tables to the GPU (the "load" stage), those that changed since they
+    /// were last written: each write is a copy command before the step, and a decode loop's
+    /// tables are mostly the same from step to step. `chained`: the step's first dispatch
+    /// rewrites the token table (feed_sampled.wgsl), so it is written next time whatever.
+    pub(crate) fn upload_tables(&self, t: &StepTables, chained: bool) {
         let head_step = StepUniform {
             n_rows: t.step.n_out,
             ..t.step
         };
-        let q = &self.ctx.queue;
-        q.write_buffer(&self.scratch.step, 0, bytemuck::bytes_of(&t.step));
-        q.write_buffer(&self.scratch.head_step, 0, bytemuck::bytes_of(&head_step));
-        q.write_buffer(&self.scratch.tokens, 0, bytemuck::cast_slice(&t.tokens));
-        q.write_buffer(&self.scratch.rows, 0, bytemuck::cast_slice(&t.rows));
-        q.write_buffer(&self.scratch.chunks, 0, bytemuck::cast_slice(&t.chunks));
-        if !t.out_rows.is_empty() {
-            q.write_buffer(&self.scratch.out_rows, 0, bytemuck::cast_slice(&t.out_rows));
+        let s = &self.scratch;
+        let tables: [(&wgpu::Buffer, &[u8]); 6] = [
+            (&s.step, bytemuck::bytes_of(&t.step)),
+            (&s.head_step, bytemuck::bytes_of(&head_step)),
+            (&s.tokens, bytemuck::cast_slice(&t.tokens)),
+            (&s.rows, bytemuck::cast_slice(&t.rows)),
+            (&s.chunks, bytemuck::cast_slice(&t.chunks)),
+            (&s.out_rows, bytemuck::cast_slice(&t.out_rows)),
+        ];
+        let mut uploaded = self.uploaded_tables.borrow_mut();
+        for ((buffer, bytes), last) in tables.into_iter().zip(uploaded.iter_mut()) {
+            if !bytes.is_empty() && !last.starts_with(bytes) {
+                self.ctx.queue.write_buffer(buffer, 0, bytes);
+                last.clear();
+                last.extend_from_slice(bytes);
+            }
+        }
+        if chained {
+            uploaded[2].clear();
         }
     }
 
@@ -2548,7 +2595,7 @@ impl Engine {
         let t1 = Instant::now();
 
         // load
-        self.upload_tables(&tables);
+        self.upload_tables(&tables, chained);
         let (step, out_rows) = (tables.step, &tables.out_rows);
         let sampler = match (sample, &self.sampler) {
             (true, Some(s)) => Some(s),

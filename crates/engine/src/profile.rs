@@ -50,7 +50,7 @@ impl Engine {
                 self.options.max_rows, self.options.max_out
             )));
         }
-        self.upload_tables(&tables);
+        self.upload_tables(&tables, false);
 
         let device = &self.ctx.device;
         let in_pass = self

@@ -30,15 +30,16 @@ pub struct GpuSampler {
     params: wgpu::Buffer,
     counts: wgpu::Buffer,
     counters: wgpu::Buffer,
-    /// Per row: the slot in, the sampled token out.
-    io: wgpu::Buffer,
+    /// Per row: the slot (uploaded by [`GpuSampler::load_rows`] when it changes).
+    slots: wgpu::Buffer,
+    /// The slots last uploaded to `slots`.
+    uploaded: std::cell::RefCell<Vec<u32>>,
     /// Two read-back buffers of sampled ids, used in turn, so that a step's ids can be read
     /// while the next step (submitted before, see [`Engine::submit_sample_chained`]) runs.
     readback: [wgpu::Buffer; 2],
-    /// The latest sampled ids kept on the GPU for a chained step to feed (its token table is
-    /// uploaded before the step runs, so the ids are copied here first: the next step's
-    /// upload of the rows' slots overwrites `io`).
-    chain: wgpu::Buffer,
+    /// Per row: the sampled token, where it stays for a chained step to feed (the next
+    /// step's first dispatch reads it before its own sampling writes it again).
+    ids: wgpu::Buffer,
     launch: Launch,
     /// A slot's penalty counts and step counter kept by [`GpuSampler::record_checkpoint`].
     checkpoint: Option<[wgpu::Buffer; 2]>,
@@ -114,7 +115,8 @@ impl GpuSampler {
         )?;
         let counts = storage(&ctx, "penalty counts", s * v * 4, None)?;
         let counters = storage(&ctx, "sample counters", s * 4, None)?;
-        let io = storage(&ctx, "sample io", r * 4, None)?;
+        let slots = storage(&ctx, "sample slots", r * 4, None)?;
+        let ids = storage(&ctx, "sampled ids", r * 4, None)?;
         let weights = storage(&ctx, "sample weights", r * v * 4, None)?;
         let readback_buffer = || {
             ctx.create_buffer_checked(
@@ -125,7 +127,6 @@ impl GpuSampler {
             )
         };
         let readback = [readback_buffer()?, readback_buffer()?];
-        let chain = storage(&ctx, "sampled ids to feed", r * 4, None)?;
         let pipeline = pipeline(&ctx.device, "sample", include_str!("kernels/sample.wgsl"));
         let bind_group = bind(
             &ctx.device,
@@ -138,8 +139,9 @@ impl GpuSampler {
                 &table,
                 &counts,
                 &counters,
-                &io,
+                &slots,
                 &weights,
+                &ids,
             ],
         );
         Ok(GpuSampler {
@@ -151,9 +153,10 @@ impl GpuSampler {
             params,
             counts,
             counters,
-            io,
+            slots,
+            uploaded: Default::default(),
+            ids,
             readback,
-            chain,
             launch: Launch {
                 label: "sample",
                 pipeline,
@@ -317,12 +320,16 @@ impl GpuSampler {
         self.read_ids(n, 0, index)
     }
 
-    /// Writes which slot each logits row of the next launch belongs to.
+    /// Writes which slot each logits row of the next launch belongs to (if that changed:
+    /// each upload is a copy command on the GPU).
     pub(crate) fn load_rows(&self, slots: &[u32]) {
-        if !slots.is_empty() {
+        let mut uploaded = self.uploaded.borrow_mut();
+        if !slots.is_empty() && !uploaded.starts_with(slots) {
             self.ctx
                 .queue
-                .write_buffer(&self.io, 0, bytemuck::cast_slice(slots));
+                .write_buffer(&self.slots, 0, bytemuck::cast_slice(slots));
+            uploaded.clear();
+            uploaded.extend_from_slice(slots);
         }
     }
 
@@ -334,18 +341,11 @@ impl GpuSampler {
     /// Copies the sampled ids of `rows` rows to read-back buffer `which` (0 or 1).
     pub(crate) fn copy_ids(&self, encoder: &mut wgpu::CommandEncoder, rows: u32, which: usize) {
         if rows > 0 {
-            encoder.copy_buffer_to_buffer(&self.io, 0, &self.readback[which], 0, rows as u64 * 4);
+            encoder.copy_buffer_to_buffer(&self.ids, 0, &self.readback[which], 0, rows as u64 * 4);
         }
     }
 
-    /// Keeps the sampled ids of `rows` rows on the GPU for a chained step to feed.
-    pub(crate) fn keep_ids(&self, encoder: &mut wgpu::CommandEncoder, rows: u32) {
-        if rows > 0 {
-            encoder.copy_buffer_to_buffer(&self.io, 0, &self.chain, 0, rows as u64 * 4);
-        }
-    }
-
-    /// Binds the dispatch that feeds kept ids (see [`GpuSampler::keep_ids`]) into the rows of
+    /// Binds the dispatch that feeds the latest sampled ids into the rows of
     /// `tokens` marked [`SAMPLED_TOKEN`](crate::kernels::SAMPLED_TOKEN) `| k` (k: the kept
     /// row), over the rows `step` counts.
     pub(crate) fn bind_feed(&mut self, step: &wgpu::Buffer, tokens: &wgpu::Buffer) {
@@ -359,7 +359,7 @@ impl GpuSampler {
             device,
             &pipeline,
             "feed sampled",
-            &[step, tokens, &self.chain],
+            &[step, tokens, &self.ids],
         );
         self.feed = Some(Launch {
             label: "feed sampled",
@@ -368,7 +368,7 @@ impl GpuSampler {
         });
     }
 
-    /// Records the feed of kept ids (bound by [`GpuSampler::bind_feed`]).
+    /// Records the feed of the latest sampled ids (bound by [`GpuSampler::bind_feed`]).
     pub(crate) fn record_feed(&self, pass: &mut wgpu::ComputePass<'_>) {
         if let Some(feed) = &self.feed {
             feed.record(pass, 1, 1);

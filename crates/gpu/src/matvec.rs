@@ -112,7 +112,11 @@ pub const DIRECT_F16_ENV: &str = "WEB_RWKV_DIRECT_F16";
 pub const DIRECT_TOKENS_ENV: &str = "WEB_RWKV_DIRECT_TOKENS";
 
 /// The WGSL rounding helpers (`round_f16`, `round_bf16`), shared with the engine's kernels.
-pub const ROUNDING_WGSL: &str = include_str!("rounding.wgsl");
+pub const ROUNDING_WGSL: &str = concat!(
+    include_str!("round_f16.wgsl"),
+    "\n",
+    include_str!("rounding.wgsl")
+);
 
 const MATVEC_WGSL: &str = include_str!("matvec.wgsl");
 /// The jobs of a matvec dispatch (uniform binding 0), shared by the staging kernels and the
@@ -244,6 +248,7 @@ fn epilogue_id(e: Epilogue) -> u32 {
         Epilogue::ReluSquare => 2,
         Epilogue::Tanh => 3,
         Epilogue::Sigmoid => 4,
+        Epilogue::ReluSquareF16 => 5,
     }
 }
 

@@ -1,7 +1,7 @@
 // The first dispatch of a chained step (see `Engine::submit_sample_step`): rows whose token
 // is not known on the CPU feed the id that the sampling step before sampled for their
 // sequence. Their entry in the token table is `SAMPLED | k`, k being the logits row of that
-// step; the sampler kept its ids (`GpuSampler::keep_ids`). One workgroup walks the rows.
+// step, whose ids stay in the sampler's `ids` buffer. One workgroup walks the rows.
 
 struct Step {
     n_rows: u32,

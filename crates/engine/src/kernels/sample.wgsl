@@ -5,8 +5,9 @@
 // maximum and one conversion; integers from the weights on (64-bit sums as vec2<u32>, low
 // word first), so neither exp nor the order of summation can make the two disagree.
 //
-// Each row reads its slot from io[row] and writes the sampled token id there; the slot's
-// penalty counts and step counter are updated in place.
+// Each row reads its slot from slots[row] and writes the sampled token id to ids[row] (where a
+// chained step's first dispatch reads it, feed_sampled.wgsl); the slot's penalty counts and
+// step counter are updated in place.
 
 struct Info {
     vocab: u32,
@@ -38,8 +39,9 @@ struct Params {
 @group(0) @binding(3) var<storage, read> table: array<u32>;          // rwkv_sampler::exp_table()
 @group(0) @binding(4) var<storage, read_write> counts: array<f32>;   // [slots][vocab]
 @group(0) @binding(5) var<storage, read_write> counters: array<u32>; // [slots]
-@group(0) @binding(6) var<storage, read_write> io: array<u32>;       // [rows]: slot in, token out
+@group(0) @binding(6) var<storage, read> slots: array<u32>;          // [rows]
 @group(0) @binding(7) var<storage, read_write> weights: array<u32>;  // [rows][vocab]
+@group(0) @binding(8) var<storage, read_write> ids: array<u32>;      // [rows]
 
 const WG: u32 = 256u;
 const MIN_LOG2: f32 = -2621440.0; // -40 * 2^16
@@ -179,7 +181,7 @@ fn bisect(tid: u32, base: u32, vocab: u32, need: vec2<u32>, mass: bool) -> u32 {
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
     let row = wg.x;
     let vocab = info.vocab;
-    let slot = broadcast(tid, io[row]);
+    let slot = broadcast(tid, slots[row]);
     let p = params[slot];
     zero = p.zero;
     let lbase = row * vocab;
@@ -300,6 +302,6 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
     }
     if tid == 0u {
         counters[slot] = counters[slot] + 1u;
-        io[row] = chosen;
+        ids[row] = chosen;
     }
 }
