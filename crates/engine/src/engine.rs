@@ -60,9 +60,9 @@ pub struct EngineOptions {
     /// BENCHMARKS.md). The default reads [`PERSISTENT_ENV`] (`1`: on).
     pub persistent: bool,
     /// The channel mix's key product rounds its output for the value product itself where
-    /// that rounding is to f16 (F16 weights with `llama_cpp_rounding`), instead of a rounding
-    /// dispatch after it: one dispatch fewer per layer, the same results bit for bit. Off
-    /// only to check that.
+    /// that rounding is to f16 or bf16 (F16 or BF16 weights with `llama_cpp_rounding`),
+    /// instead of a rounding dispatch after it: one dispatch fewer per layer, the same
+    /// results bit for bit. Off only to check that.
     pub round_in_epilogues: bool,
 }
 
@@ -895,19 +895,13 @@ impl Builder<'_> {
         }));
     }
 
-    /// Whether products with `w` read their input rounded to f16 (what
-    /// [`Epilogue::ReluSquareF16`] writes).
-    fn rounds_to_f16(&self, w: &GpuMatrix) -> bool {
-        self.mode_for(w) == 1
-    }
-
     /// Takes activation `name` in `buf`, which the product just appended wrote already
-    /// rounded to f16, as its f16-rounded copy: products that read that copy read `buf`,
-    /// with no rounding op.
-    fn rounded_in_place(&mut self, name: &'static str, buf: &wgpu::Buffer) {
-        self.rounded.retain(|(n, m, _)| !(*n == name && *m == 1));
-        self.rounded.push((name, 1, buf.clone()));
-        self.fresh.push((name, 1));
+    /// rounded with `mode` (f16 or bf16), as its rounded copy: products that read that copy
+    /// read `buf`, with no rounding op.
+    fn rounded_in_place(&mut self, name: &'static str, mode: u32, buf: &wgpu::Buffer) {
+        self.rounded.retain(|(n, m, _)| !(*n == name && *m == mode));
+        self.rounded.push((name, mode, buf.clone()));
+        self.fresh.push((name, mode));
     }
 
     /// The buffer a product with a weight of type `ty` reads `x` from: `x` itself, or a copy
@@ -2150,9 +2144,14 @@ impl Engine {
                 &[Some(&lw.ffn_key)],
                 &[None],
             )?;
-            // Where the value product rounds its input to f16, the key product's epilogue
-            // does it (no rounding dispatch in between).
-            let key_rounds = options.round_in_epilogues && b.rounds_to_f16(&lw.ffn_value);
+            // Where the value product rounds its input to f16 or bf16, the key product's
+            // epilogue does it (no rounding dispatch in between).
+            let value_mode = b.mode_for(&lw.ffn_value);
+            let key_epilogue = match value_mode {
+                1 if options.round_in_epilogues => Epilogue::ReluSquareF16,
+                2 if options.round_in_epilogues => Epilogue::ReluSquareBf16,
+                _ => Epilogue::ReluSquare,
+            };
             b.matmul(
                 &lw.ffn_key,
                 view(&ffn_in_a, rows),
@@ -2160,13 +2159,10 @@ impl Engine {
                 ("ffn_k", &ffn_k),
                 0,
                 rows,
-                match key_rounds {
-                    true => Epilogue::ReluSquareF16,
-                    false => Epilogue::ReluSquare,
-                },
+                key_epilogue,
             )?;
-            if key_rounds {
-                b.rounded_in_place("ffn_k", &ffn_k);
+            if key_epilogue != Epilogue::ReluSquare {
+                b.rounded_in_place("ffn_k", value_mode, &ffn_k);
             }
             b.matmul(
                 &lw.ffn_value,

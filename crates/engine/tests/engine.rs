@@ -871,14 +871,20 @@ fn few_token_steps_match_one_token_steps(persistent: bool) {
     }
 }
 
-/// F16 weights with llama.cpp's roundings: the channel mix's key product rounds its output to
-/// f16 in its epilogue (`EngineOptions::round_in_epilogues`) instead of a rounding dispatch
-/// after it, and every step shape gives the same logits bit for bit either way: one token,
-/// a few tokens (the direct matvec for several), a chunk on the matrix kernels, and a batch
-/// of one-token sequences.
+/// F16 and BF16 weights with llama.cpp's roundings: the channel mix's key product rounds its
+/// output to f16 or bf16 in its epilogue (`EngineOptions::round_in_epilogues`) instead of a
+/// rounding dispatch after it, and every step shape gives the same logits bit for bit either
+/// way: one token, a few tokens (the direct matvec for several), a chunk on the matrix
+/// kernels, and a batch of one-token sequences.
 #[test]
-fn f16_rounding_in_the_key_epilogue_changes_no_bit() {
-    let file = GgufFile::open(fixtures().join("mini-f16.gguf")).unwrap();
+fn half_rounding_in_the_key_epilogue_changes_no_bit() {
+    for name in ["mini-f16", "mini-bf16"] {
+        half_rounding_in_the_key_epilogue(name);
+    }
+}
+
+fn half_rounding_in_the_key_epilogue(name: &str) {
+    let file = GgufFile::open(fixtures().join(format!("{name}.gguf"))).unwrap();
     let options = |fused| EngineOptions {
         max_slots: 4,
         max_rows: 64,
@@ -888,7 +894,7 @@ fn f16_rounding_in_the_key_epilogue_changes_no_bit() {
         ..EngineOptions::default()
     };
     let (mut fused, mut apart) = (engine(&file, options(true)), engine(&file, options(false)));
-    assert!(fused.ops_per_step() < apart.ops_per_step());
+    assert!(fused.ops_per_step() < apart.ops_per_step(), "{name}");
     let prompt = sequence(40, 4096, 3);
     let run = |e: &mut Engine| -> Vec<Vec<Vec<f32>>> {
         let mut out = Vec::new();
@@ -904,7 +910,7 @@ fn f16_rounding_in_the_key_epilogue_changes_no_bit() {
     for (i, (x, y)) in a.iter().zip(&b).enumerate() {
         for (j, (u, v)) in x.iter().zip(y).enumerate() {
             let same = u.iter().zip(v).all(|(p, q)| p.to_bits() == q.to_bits());
-            assert!(same, "part {i}, row {j}: logits differ");
+            assert!(same, "{name}: part {i}, row {j}: logits differ");
         }
     }
 }

@@ -195,11 +195,11 @@ const PARAMS_WGSL: &str = include_str!("quant/params.wgsl");
 /// Helpers every weight format's decoder uses (shared with the matvec kernels).
 pub(crate) const COMMON_WGSL: &str = include_str!("quant/common.wgsl");
 /// `epilogue_of`, what a matrix kernel does with its sums (shared with the matvec kernels,
-/// which have `round_f16` from [`crate::ROUNDING_WGSL`]).
+/// which have its roundings from [`crate::ROUNDING_WGSL`]).
 pub(crate) const EPILOGUE_WGSL: &str = include_str!("epilogue.wgsl");
-/// [`EPILOGUE_WGSL`] with the `round_f16` it calls, for the matrix kernels.
+/// [`EPILOGUE_WGSL`] with the roundings it calls, for the matrix kernels.
 const EPILOGUE_ROUND_WGSL: &str = concat!(
-    include_str!("round_f16.wgsl"),
+    include_str!("round_half.wgsl"),
     "\n",
     include_str!("epilogue.wgsl")
 );
@@ -262,16 +262,19 @@ pub enum Epilogue {
     /// `y = max(r, 0)^2` rounded to the nearest f16 (as ggml rounds the input of a product
     /// with F16 weights: the next product reads `y` as it is)
     ReluSquareF16,
+    /// The same rounded to bf16 (for BF16 weights)
+    ReluSquareBf16,
 }
 
 impl Epilogue {
-    pub const ALL: [Epilogue; 6] = [
+    pub const ALL: [Epilogue; 7] = [
         Epilogue::Store,
         Epilogue::Add,
         Epilogue::ReluSquare,
         Epilogue::Tanh,
         Epilogue::Sigmoid,
         Epilogue::ReluSquareF16,
+        Epilogue::ReluSquareBf16,
     ];
 
     fn id(self) -> u32 {
@@ -282,6 +285,7 @@ impl Epilogue {
             Epilogue::Tanh => 3,
             Epilogue::Sigmoid => 4,
             Epilogue::ReluSquareF16 => 5,
+            Epilogue::ReluSquareBf16 => 6,
         }
     }
 }

@@ -111,9 +111,10 @@ pub const DIRECT_F16_ENV: &str = "WEB_RWKV_DIRECT_F16";
 /// matvec ([`MatvecKernels::max_tokens`]; 0 or 1: none; at most [`MAX_TOKENS`]).
 pub const DIRECT_TOKENS_ENV: &str = "WEB_RWKV_DIRECT_TOKENS";
 
-/// The WGSL rounding helpers (`round_f16`, `round_bf16`), shared with the engine's kernels.
+/// The WGSL rounding helpers (`round_f16`, `round_bf16`, the 8-bit blocks'), shared with the
+/// engine's kernels.
 pub const ROUNDING_WGSL: &str = concat!(
-    include_str!("round_f16.wgsl"),
+    include_str!("round_half.wgsl"),
     "\n",
     include_str!("rounding.wgsl")
 );
@@ -249,6 +250,7 @@ fn epilogue_id(e: Epilogue) -> u32 {
         Epilogue::Tanh => 3,
         Epilogue::Sigmoid => 4,
         Epilogue::ReluSquareF16 => 5,
+        Epilogue::ReluSquareBf16 => 6,
     }
 }
 

@@ -1,15 +1,6 @@
 // Rounding of activations as ggml's CPU backend does before a matrix product (shared by the
 // kernels that write or read matrix inputs: the matvec kernels here and the engine's kernels).
-// ROUNDING_WGSL puts round_f16.wgsl (round_f16) first.
-
-fn round_bf16(x: f32) -> f32 {
-    let u = bitcast<u32>(x);
-    if (u & 0x7fffffffu) > 0x7f800000u {
-        return bitcast<f32>(((u >> 16u) | 64u) << 16u);
-    }
-    return bitcast<f32>(((u + (0x7fffu + ((u >> 16u) & 1u))) >> 16u) << 16u);
-}
-
+// ROUNDING_WGSL puts round_half.wgsl (round_f16, round_bf16) first.
 
 // a / b as IEEE division rounds it. GPU divisions may be off by an ulp (Vulkan allows 2.5),
 // which puts a rounding of iscale * x that ggml's CPU code makes on the other side (an 8-bit

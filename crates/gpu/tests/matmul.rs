@@ -98,6 +98,10 @@ fn apply(e: Epilogue, r: f64, y0: f64) -> (f64, f64) {
             half::f16::from_f64(r.max(0.0).powi(2)).to_f64(),
             2.0 * r.max(0.0),
         ),
+        Epilogue::ReluSquareBf16 => (
+            half::bf16::from_f64(r.max(0.0).powi(2)).to_f64(),
+            2.0 * r.max(0.0),
+        ),
         Epilogue::Sigmoid => {
             let s = 1.0 / (1.0 + (-r).exp());
             (s, s * (1.0 - s))

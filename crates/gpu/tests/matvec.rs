@@ -86,6 +86,7 @@ fn apply(e: Epilogue, r: f64, y0: f64) -> f64 {
         Epilogue::ReluSquare => r.max(0.0).powi(2),
         Epilogue::Tanh => r.tanh(),
         Epilogue::ReluSquareF16 => f16::from_f64(r.max(0.0).powi(2)).to_f64(),
+        Epilogue::ReluSquareBf16 => bf16::from_f64(r.max(0.0).powi(2)).to_f64(),
         Epilogue::Sigmoid => 1.0 / (1.0 + (-r).exp()),
     }
 }

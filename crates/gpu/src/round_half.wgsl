@@ -1,5 +1,5 @@
-// ggml's rounding of an activation to f16 (before a product with F16 weights), shared by
-// rounding.wgsl's users and the matrix kernels' epilogues (epilogue.wgsl).
+// ggml's rounding of an activation to f16 or bf16 (before a product with F16 or BF16
+// weights), shared by rounding.wgsl's users and the matrix kernels' epilogues (epilogue.wgsl).
 
 // f32 -> nearest f16 (ties to even) -> f32, done with integer arithmetic so the result does
 // not depend on how a driver rounds conversions.
@@ -27,4 +27,13 @@ fn round_f16(x: f32) -> f32 {
         r = bitcast<f32>(0x7f800000u);
     }
     return bitcast<f32>(sign | bitcast<u32>(r));
+}
+
+// f32 -> nearest bf16 (ties to even; NaN stays NaN) -> f32, as ggml does.
+fn round_bf16(x: f32) -> f32 {
+    let u = bitcast<u32>(x);
+    if (u & 0x7fffffffu) > 0x7f800000u {
+        return bitcast<f32>(((u >> 16u) | 64u) << 16u);
+    }
+    return bitcast<f32>(((u + (0x7fffu + ((u >> 16u) & 1u))) >> 16u) << 16u);
 }
