@@ -268,6 +268,7 @@ impl Scheduler {
         let mut slots: Vec<Option<Running<'t>>> = (0..self.options.slots).map(|_| None).collect();
         let mut seq = 0u64;
         let mut in_flight: Option<InFlight> = None;
+        let unchained = rwkv_gpu::env_set("WEB_RWKV_SERVE_UNCHAINED");
         loop {
             // Intake: block only when there is nothing to do.
             if pending.is_empty() && slots.iter().all(Option::is_none) && in_flight.is_none() {
@@ -314,6 +315,13 @@ impl Scheduler {
                 self.read(&mut slots, step);
             }
             in_flight = next;
+            // (`WEB_RWKV_SERVE_UNCHAINED=1`: each step read before the next is submitted, as
+            // before chained steps; for measurements, and a fallback.)
+            if unchained {
+                if let Some(step) = in_flight.take() {
+                    self.read(&mut slots, step);
+                }
+            }
         }
     }
 
