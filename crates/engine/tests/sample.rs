@@ -268,15 +268,7 @@ fn bad_sampler_calls_are_errors() {
 /// with `step_sample` (ids back). Prefill chunks split over several GPU steps too.
 #[test]
 fn step_sample_samples_the_engine_logits() {
-    let file = fixture("mini-q4_k_m.gguf");
-    let options = EngineOptions {
-        max_slots: 2,
-        max_rows: 16,
-        max_out: 2,
-        llama_cpp_rounding: true,
-        ..EngineOptions::default()
-    };
-    let mut engine = Engine::load(context(), &file, options, &mut |_, _| {}).unwrap();
+    let mut engine = mini_engine(2, 16);
     let prompt: Vec<u32> = (0..40).map(|i| 300 + i * 37 % 2000).collect();
     for (name, params) in sampling_cases(99) {
         engine.reset(0).unwrap();
@@ -330,6 +322,25 @@ fn step_sample_samples_the_engine_logits() {
     assert!(engine.set_sampling(2, &SamplingParams::default()).is_err());
 }
 
+/// The tiny Q4_K_M fixture with llama.cpp's roundings, `slots` slots (each may want logits)
+/// and steps of up to `rows` rows.
+fn mini_engine(slots: usize, rows: usize) -> Engine {
+    let options = EngineOptions {
+        max_slots: slots,
+        max_rows: rows,
+        max_out: slots,
+        llama_cpp_rounding: true,
+        ..EngineOptions::default()
+    };
+    Engine::load(
+        context(),
+        &fixture("mini-q4_k_m.gguf"),
+        options,
+        &mut |_, _| {},
+    )
+    .unwrap()
+}
+
 /// Greedy, and sampled with penalties from `seed`.
 fn sampling_cases(seed: u64) -> [(&'static str, SamplingParams); 2] {
     [
@@ -364,15 +375,7 @@ fn last_of(slot: usize, tokens: &[u32]) -> SlotInput<'_> {
 /// refused.
 #[test]
 fn chained_sampling_steps_decode_what_step_sample_decodes() {
-    let file = fixture("mini-q4_k_m.gguf");
-    let options = EngineOptions {
-        max_slots: 4,
-        max_rows: 16,
-        max_out: 4,
-        llama_cpp_rounding: true,
-        ..EngineOptions::default()
-    };
-    let mut engine = Engine::load(context(), &file, options, &mut |_, _| {}).unwrap();
+    let mut engine = mini_engine(4, 16);
     let prompt: Vec<u32> = (0..9).map(|i| 500 + i * 53 % 1500).collect();
     let steps = 10;
     for (name, params) in sampling_cases(7) {
@@ -469,15 +472,7 @@ fn mixed_schedule() -> Vec<Vec<Part>> {
 #[test]
 fn mixed_chained_steps_decode_what_step_sample_decodes() {
     use rwkv_engine::{StepInput, StepTokens};
-    let file = fixture("mini-q4_k_m.gguf");
-    let options = EngineOptions {
-        max_slots: 6,
-        max_rows: 24,
-        max_out: 6,
-        llama_cpp_rounding: true,
-        ..EngineOptions::default()
-    };
-    let mut engine = Engine::load(context(), &file, options, &mut |_, _| {}).unwrap();
+    let mut engine = mini_engine(6, 24);
     let schedule = mixed_schedule();
     let logits = |sample: bool| if sample { Logits::Last } else { Logits::None };
     for (name, params) in sampling_cases(11) {
@@ -594,15 +589,7 @@ fn mixed_chained_steps_decode_what_step_sample_decodes() {
 #[test]
 fn checkpoint_and_rollback_undo_a_chained_step() {
     use rwkv_engine::Rollback;
-    let file = fixture("mini-q4_k_m.gguf");
-    let options = EngineOptions {
-        max_slots: 2,
-        max_rows: 16,
-        max_out: 2,
-        llama_cpp_rounding: true,
-        ..EngineOptions::default()
-    };
-    let mut engine = Engine::load(context(), &file, options, &mut |_, _| {}).unwrap();
+    let mut engine = mini_engine(2, 16);
     assert!(engine.rollback(Rollback::All).is_err());
     // A checkpoint no step has taken yet: nothing to undo.
     engine.checkpoint(0).unwrap();
