@@ -267,7 +267,7 @@ impl Metrics {
         self.step_seconds.render(
             &mut o,
             "rwkv_step_seconds",
-            "Wall time of one engine step (all slots, prefill chunks and decode).",
+            "Wall time of one engine step (all slots, prefill chunks and decode), from its submission or, when it was submitted while the step before ran, from that step's end.",
         );
         self.ttft_seconds.render(
             &mut o,
