@@ -108,7 +108,7 @@ enum Command {
         model: PathBuf,
         ids: String,
     },
-    /// Write the logits after every position as little-endian f32 [n_tokens][n_vocab].
+    /// Write the logits after every position as little-endian f32, one row of n_vocab values per position.
     Logits {
         #[arg(long)]
         model: PathBuf,

@@ -22,7 +22,7 @@ pub struct Profile {
     /// Sum of all op times.
     pub total: Duration,
     /// The step's ops in the order they ran (those that dispatched anything): what each is
-    /// ([`Op::detail`](crate::engine::Op)), its dispatches and its time.
+    /// (`Op::detail`), its dispatches and its time.
     pub sequence: Vec<(String, usize, Duration)>,
 }
 

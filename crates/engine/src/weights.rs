@@ -15,18 +15,18 @@ pub struct LayerWeights {
     pub att_norm_b: wgpu::Buffer,
     pub ffn_norm_w: wgpu::Buffer,
     pub ffn_norm_b: wgpu::Buffer,
-    /// Time-mix lerps [6][dim]: r, w, k, v, a, g.
+    /// Time-mix lerps \[6\]\[dim\]: r, w, k, v, a, g.
     pub lerp: wgpu::Buffer,
-    /// Channel-mix lerp [dim].
+    /// Channel-mix lerp \[dim\].
     pub ffn_lerp: wgpu::Buffer,
-    /// [8][dim] in [`VEC_ORDER`].
+    /// \[8\]\[dim\] in `VEC_ORDER`.
     pub vecs: wgpu::Buffer,
     pub receptance: GpuMatrix,
     pub key: GpuMatrix,
     pub value: GpuMatrix,
     pub output: GpuMatrix,
     pub w1: GpuMatrix,
-    /// Second LoRA matrices (decay, iclr, gate, value residual), transposed to [rank][dim]
+    /// Second LoRA matrices (decay, iclr, gate, value residual), transposed to \[rank\]\[dim\]
     /// and packed one after the other, f16 pairs when all four are F16 (else f32), for the
     /// WKV kernel that applies them per head. Load-time repacking: the WKV kernel reads them
     /// coalesced, one channel per thread.
@@ -36,7 +36,7 @@ pub struct LayerWeights {
     /// first layer, which has none).
     pub lora2_offsets: [u32; 4],
     pub lora2_ranks: [u32; 4],
-    /// The same second LoRA matrices as stored ([dim] rows of [rank] values), for the
+    /// The same second LoRA matrices as stored (\[dim\] rows of \[rank\] values), for the
     /// matrix kernels that compute them for steps of many tokens (decay, iclr, gate, value
     /// residual; no value residual in the first layer).
     pub w2: GpuMatrix,
@@ -48,7 +48,7 @@ pub struct LayerWeights {
     /// Value-residual LoRA; absent in the first layer.
     pub v1: Option<GpuMatrix>,
     /// The first LoRA matrices (w1, a1, g1, then v1 where present) stacked in one F16 buffer,
-    /// each padded to [`crate::engine::LORA_ALIGN`] rows, for the one tensor-core product
+    /// each padded to `crate::engine::LORA_ALIGN` rows, for the one tensor-core product
     /// that computes all four in steps of many tokens; None without cooperative matrices,
     /// where they are not all F16, or with `WEB_RWKV_COOP_STACK=0`.
     pub lora1_stack: Option<StackedF16>,

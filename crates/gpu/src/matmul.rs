@@ -691,7 +691,7 @@ impl MatmulKernels {
     }
 
     /// Decode quantized weights inside the tensor-core product, instead of into an f16 copy
-    /// before it, in steps of at most `tokens` tokens (default [`COOP_FUSED_TOKENS`], or
+    /// before it, in steps of at most `tokens` tokens (default `COOP_FUSED_TOKENS`, or
     /// [`COOP_FUSED_ENV`]; 0 never), for the types that have such a kernel.
     pub fn with_coop_fused(mut self, tokens: u32) -> Self {
         self.coop_fused_upto = tokens;
@@ -1089,8 +1089,9 @@ impl MatmulKernels {
         })
     }
 
-    /// Prepare a row lookup: `out[out_offset + t * out_stride ..][..cols] = W[ids[ids_offset
-    /// + t]]` decoded to f32 (bit-identical to ggml's `dequantize_row_*`), for t < n_tokens
+    /// Prepare a row lookup:
+    /// `out[out_offset + t * out_stride ..][..cols] = W[ids[ids_offset + t]]`
+    /// decoded to f32 (bit-identical to ggml's `dequantize_row_*`), for t < n_tokens
     /// (read from `step_params` as for [`MatmulKernels::prepare`]). Ids past the matrix's
     /// rows write nothing. `ids` holds u32.
     #[allow(clippy::too_many_arguments)]

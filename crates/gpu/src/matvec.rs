@@ -386,7 +386,7 @@ pub struct MatvecCall {
 impl MatvecCall {
     /// Whether every dispatch binds the read-only `also` buffer it was prepared with
     /// (the `also` of `prepare`, `prepare_q8`, `prepare_tokens`): the direct kernel does (binding
-    /// [`ALSO_READ_BINDING`], never read), so wgpu moves that buffer to the read-only state
+    /// `ALSO_READ_BINDING`, never read), so wgpu moves that buffer to the read-only state
     /// at the first dispatch's barrier and a later dispatch that only reads it needs none.
     pub fn binds_also(&self) -> bool {
         self.dispatches.iter().all(|d| d.binds_also)
@@ -460,9 +460,9 @@ impl MatvecKernels {
         Self::with_direct_tokens(DIRECT_TOKENS)
     }
 
-    /// The kernels for `ctx`'s device: the direct kernel up to [`DIRECT_TOKENS_COOP`] tokens
-    /// where the device has the tensor-core path, else up to [`DIRECT_TOKENS`] (either way
-    /// unless [`DIRECT_TOKENS_ENV`] says otherwise).
+    /// The kernels for `ctx`'s device: the direct kernel up to `DIRECT_TOKENS_COOP` tokens
+    /// where the device has the tensor-core path, else up to `DIRECT_TOKENS` (either way
+    /// unless `DIRECT_TOKENS_ENV` says otherwise).
     pub fn for_context(ctx: &GpuContext) -> Self {
         match ctx.coop_subgroup_size() {
             Some(_) => Self::with_direct_tokens(DIRECT_TOKENS_COOP),
@@ -484,8 +484,8 @@ impl MatvecKernels {
     }
 
     /// The most tokens of a step callers should give [`MatvecKernels::prepare_tokens`] where
-    /// it applies ([`DIRECT_TOKENS`], or [`DIRECT_TOKENS_COOP`] for the kernels of a device
-    /// with tensor cores, unless [`DIRECT_TOKENS_ENV`] says otherwise; 1: none).
+    /// it applies (`DIRECT_TOKENS`, or `DIRECT_TOKENS_COOP` for the kernels of a device
+    /// with tensor cores, unless `DIRECT_TOKENS_ENV` says otherwise; 1: none).
     pub fn max_tokens(&self) -> u32 {
         self.max_tokens.max(1)
     }
@@ -562,7 +562,7 @@ impl MatvecKernels {
     }
 
     /// The most tokens of a step callers should give [`MatvecKernels::prepare_tokens`] for
-    /// `w`: [`MatvecKernels::max_tokens`], at most [`DIRECT_TOKENS_F16`] for F16.
+    /// `w`: [`MatvecKernels::max_tokens`], at most `DIRECT_TOKENS_F16` for F16.
     pub fn max_tokens_for(&self, w: &GpuMatrix) -> u32 {
         match w.ty {
             GgmlType::F16 => self.max_tokens().min(DIRECT_TOKENS_F16),

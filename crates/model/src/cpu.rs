@@ -304,7 +304,7 @@ impl CpuModel {
 
     /// Runs a sequence of tokens; returns the logits after every position. With
     /// [`Precision::LlamaCpp`] the tokens are computed as llama.cpp computes one batch of
-    /// them (in micro-batches of [`ggml_cpu::UBATCH`]), whose kernels differ from those of
+    /// them (in micro-batches of `ggml_cpu::UBATCH`), whose kernels differ from those of
     /// single-token decoding.
     pub fn forward_sequence(&self, tokens: &[u32], state: &mut State) -> Result<Vec<Vec<f32>>> {
         let mut out = Vec::with_capacity(tokens.len());

@@ -2,7 +2,7 @@
 //!
 //! RWKV's whole history is its state: per layer, the two token-shift vectors and one
 //! `head_size × head_size` WKV matrix per head. A state file is safetensors with, per layer
-//! `i`, the f32 tensors `blk.i.att_shift` [n_embd], `blk.i.ffn_shift` [n_embd] and
+//! `i`, the f32 tensors `blk.i.att_shift` \[n_embd\], `blk.i.ffn_shift` \[n_embd\] and
 //! `blk.i.wkv` [n_head, head_size, head_size], and metadata naming the model's shape so a
 //! state is never loaded into a model it does not fit.
 

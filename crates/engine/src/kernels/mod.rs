@@ -131,11 +131,11 @@ pub struct Wkv7Chunk {
     pub prep_pre: wgpu::ComputePipeline,
     pub scan: wgpu::ComputePipeline,
     /// The scan for steps whose chunks all have one token (batches): one token's loads in
-    /// flight ([`SCAN_DEPTH_SINGLE`]) instead of [`scan_depth`].
+    /// flight (`SCAN_DEPTH_SINGLE`) instead of `scan_depth`.
     pub scan_single: wgpu::ComputePipeline,
     pub post: wgpu::ComputePipeline,
     pub lanes: u32,
-    /// Workgroups of the scan per head ([`scan_threads`]).
+    /// Workgroups of the scan per head (`scan_threads`).
     pub workgroups_per_head: u32,
 }
 

@@ -36,7 +36,7 @@ pub struct CoopShape {
     /// A timing probe instead of the products (0: none; see [`COOP_PROBE_ENV`]).
     pub probe: u32,
     /// f16 values per staging load and store (4 or 2; the most the inputs' alignment
-    /// allows, see [`CoopShape::for_input`]). Not 8: naga types a cooperative load by the
+    /// allows, see `CoopShape::for_input`). Not 8: naga types a cooperative load by the
     /// scalar its pointer points to, so the staged arrays hold f16 vectors, at most 4 wide.
     pub unit: u32,
     /// Workgroups numbered with the token groups varying fastest (1) or the row groups (0).
@@ -46,7 +46,7 @@ pub struct CoopShape {
 /// Steps of at most this many tokens take [`CoopShape::for_few_tokens`].
 pub(super) const COOP_FEW_TOKENS: u32 = 64;
 
-/// Environment variable turning [`CoopShape::for_few_tokens`]'s 32-column chunks on (`1`;
+/// Environment variable turning `CoopShape::for_few_tokens`'s 32-column chunks on (`1`;
 /// for measurements).
 pub const COOP_FEW_K_ENV: &str = "WEB_RWKV_COOP_FEW_K";
 
@@ -288,11 +288,11 @@ pub(super) const COOP_FIT_TOKENS: u32 = 256;
 /// decoding in the staging. On an H200 with 2.9B Q4_K_M: batch 32 2,205 -> 3,000 tok/s, 64
 /// 4,090 -> 5,507, 128 6,197 -> 7,134, 256 +1%; prompts of 512 tokens -9%.
 pub(super) const COOP_FUSED_TOKENS: u32 = 256;
-/// Environment variable overriding [`COOP_FUSED_TOKENS`] (0: never; for measurements).
+/// Environment variable overriding `COOP_FUSED_TOKENS` (0: never; for measurements).
 pub const COOP_FUSED_ENV: &str = "WEB_RWKV_COOP_FUSED";
-/// Environment variable overriding [`COOP_SHORT_FROM_TOKENS`] (for measurements).
+/// Environment variable overriding `COOP_SHORT_FROM_TOKENS` (for measurements).
 pub const COOP_SHORT_FROM_ENV: &str = "WEB_RWKV_COOP_SHORT_FROM";
-/// Environment variable overriding [`COOP_FROM_TOKENS`] (for measurements).
+/// Environment variable overriding `COOP_FROM_TOKENS` (for measurements).
 pub const COOP_FROM_ENV: &str = "WEB_RWKV_COOP_FROM";
 
 /// Scratch buffers of the tensor-core path: weight rows (`w16`, at most
