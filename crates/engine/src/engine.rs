@@ -742,6 +742,34 @@ fn step_buffer(ctx: &GpuContext, label: &str) -> Result<wgpu::Buffer> {
     )?)
 }
 
+/// Waits for submission `index`, or for every submission.
+pub(crate) fn wait_gpu(ctx: &GpuContext, index: Option<wgpu::SubmissionIndex>) -> Result<()> {
+    let wait = wgpu::PollType::Wait {
+        submission_index: index,
+        timeout: None,
+    };
+    ctx.device
+        .poll(wait)
+        .map(|_| ())
+        .map_err(|e| EngineError::Gpu(rwkv_gpu::GpuError::Readback(e.to_string())))
+}
+
+/// Writes `bytes` to the start of `buffer` unless `last` (what was last written there)
+/// starts with them already: each write is a copy command before the next submission, and
+/// a decode loop's tables are mostly the same from step to step. Empty `bytes` write nothing.
+pub(crate) fn write_changed(
+    ctx: &GpuContext,
+    buffer: &wgpu::Buffer,
+    bytes: &[u8],
+    last: &mut Vec<u8>,
+) {
+    if !bytes.is_empty() && !last.starts_with(bytes) {
+        ctx.queue.write_buffer(buffer, 0, bytes);
+        last.clear();
+        last.extend_from_slice(bytes);
+    }
+}
+
 /// Waits for submission `after` and returns the first `len` bytes of a MAP_READ buffer it
 /// wrote: later submissions (a chained step submitted since) run on.
 pub(crate) fn map_read(
@@ -756,20 +784,12 @@ pub(crate) fn map_read(
         let _ = tx.send(r);
     });
     let failed = |e: String| EngineError::Gpu(rwkv_gpu::GpuError::Readback(e));
-    let wait = |index| wgpu::PollType::Wait {
-        submission_index: index,
-        timeout: None,
-    };
-    ctx.device
-        .poll(wait(Some(after)))
-        .map_err(|e| failed(e.to_string()))?;
+    wait_gpu(ctx, Some(after))?;
     let mapped = match rx.try_recv() {
         Ok(r) => r,
         // (Not mapped yet: a later submission also used the buffer. Wait for them all.)
         Err(_) => {
-            ctx.device
-                .poll(wait(None))
-                .map_err(|e| failed(e.to_string()))?;
+            wait_gpu(ctx, None)?;
             rx.recv().map_err(|e| failed(e.to_string()))?
         }
     };
@@ -2523,8 +2543,7 @@ impl Engine {
     }
 
     /// Writes a step's tables to the GPU (the "load" stage), those that changed since they
-    /// were last written: each write is a copy command before the step, and a decode loop's
-    /// tables are mostly the same from step to step. `chained`: the step's first dispatch
+    /// were last written ([`write_changed`]). `chained`: the step's first dispatch
     /// rewrites the token table (feed_sampled.wgsl), so it is written next time whatever.
     pub(crate) fn upload_tables(&self, t: &StepTables, chained: bool) {
         let head_step = StepUniform {
@@ -2542,11 +2561,7 @@ impl Engine {
         ];
         let mut uploaded = self.uploaded_tables.borrow_mut();
         for ((buffer, bytes), last) in tables.into_iter().zip(uploaded.iter_mut()) {
-            if !bytes.is_empty() && !last.starts_with(bytes) {
-                self.ctx.queue.write_buffer(buffer, 0, bytes);
-                last.clear();
-                last.extend_from_slice(bytes);
-            }
+            write_changed(&self.ctx, buffer, bytes, last);
         }
         if chained {
             uploaded[2].clear();
@@ -2565,22 +2580,11 @@ impl Engine {
         self.finish_submitted(submitted, times)
     }
 
-    /// [`Engine::submit_gpu_step`] of a sampling step (for `sample.rs`'s submitted steps).
-    pub(crate) fn submit_step(
-        &mut self,
-        inputs: &[SlotInput],
-        plan: &[(usize, usize, usize)],
-        times: &mut StageTimes,
-        sampled: &[Option<u32>],
-    ) -> Result<Submitted> {
-        self.submit_gpu_step(inputs, plan, times, true, sampled)
-    }
-
     /// The first stages of [`Engine::gpu_step`], up to the submission (and the next step's
     /// commands recorded ahead). `sampled[i]`, where given and `Some(k)`, makes input `i`
     /// (planned whole, one token) feed the id that the latest sampling step sampled from its
     /// logits row `k`, read on the GPU (a chained step); its tokens are a placeholder.
-    fn submit_gpu_step(
+    pub(crate) fn submit_gpu_step(
         &mut self,
         inputs: &[SlotInput],
         plan: &[(usize, usize, usize)],
@@ -2711,15 +2715,7 @@ impl Engine {
             let reads = self.sampled_reads.get() + 1;
             self.sampled_reads.set(reads);
             if reads.is_multiple_of(DRAIN_EVERY) {
-                let wait = wgpu::PollType::Wait {
-                    submission_index: None,
-                    timeout: None,
-                };
-                let failed = |e: String| EngineError::Gpu(rwkv_gpu::GpuError::Readback(e));
-                self.ctx
-                    .device
-                    .poll(wait)
-                    .map_err(|e| failed(e.to_string()))?;
+                wait_gpu(&self.ctx, None)?;
             }
         } else if s.out_bytes > 0 {
             let data = map_read(&self.ctx, &self.scratch.readback, s.out_bytes, s.index)?;

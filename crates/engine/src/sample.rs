@@ -11,9 +11,9 @@ use std::sync::Arc;
 use rwkv_gpu::GpuContext;
 use rwkv_sampler::SamplingParams;
 
-use crate::engine::{map_read, Engine, Logits, SlotInput, StageTimes, Submitted};
+use crate::engine::{map_read, write_changed, Engine, Logits, SlotInput, StageTimes, Submitted};
 use crate::error::{EngineError, Result};
-use crate::kernels::{bind, pipeline, Launch};
+use crate::kernels::{bind, pipeline, Kernels, Launch};
 
 /// Bytes of one slot's parameters (`Params` in the kernel, `Prepared::words`).
 const PARAMS_BYTES: u64 = 48;
@@ -32,8 +32,8 @@ pub struct GpuSampler {
     counters: wgpu::Buffer,
     /// Per row: the slot (uploaded by [`GpuSampler::load_rows`] when it changes).
     slots: wgpu::Buffer,
-    /// The slots last uploaded to `slots`.
-    uploaded: std::cell::RefCell<Vec<u32>>,
+    /// The bytes last written to `slots` (see [`write_changed`]).
+    uploaded: std::cell::RefCell<Vec<u8>>,
     /// Two read-back buffers of sampled ids, used in turn, so that a step's ids can be read
     /// while the next step (submitted before, see [`Engine::submit_sample_chained`]) runs.
     readback: [wgpu::Buffer; 2],
@@ -323,14 +323,13 @@ impl GpuSampler {
     /// Writes which slot each logits row of the next launch belongs to (if that changed:
     /// each upload is a copy command on the GPU).
     pub(crate) fn load_rows(&self, slots: &[u32]) {
-        let mut uploaded = self.uploaded.borrow_mut();
-        if !slots.is_empty() && !uploaded.starts_with(slots) {
-            self.ctx
-                .queue
-                .write_buffer(&self.slots, 0, bytemuck::cast_slice(slots));
-            uploaded.clear();
-            uploaded.extend_from_slice(slots);
-        }
+        let bytes = bytemuck::cast_slice(slots);
+        write_changed(
+            &self.ctx,
+            &self.slots,
+            bytes,
+            &mut self.uploaded.borrow_mut(),
+        );
     }
 
     /// Records the kernel over the first `rows` logits rows.
@@ -350,11 +349,7 @@ impl GpuSampler {
     /// row), over the rows `step` counts.
     pub(crate) fn bind_feed(&mut self, step: &wgpu::Buffer, tokens: &wgpu::Buffer) {
         let device = &self.ctx.device;
-        let pipeline = pipeline(
-            device,
-            "feed sampled",
-            include_str!("kernels/feed_sampled.wgsl"),
-        );
+        let pipeline = pipeline(device, "feed sampled", &Kernels::feed_sampled_wgsl());
         let bind_group = bind(
             device,
             &pipeline,
@@ -574,7 +569,7 @@ impl Engine {
             .map(|(i, input)| (i, 0, input.tokens.len()))
             .collect();
         let mut times = StageTimes::default();
-        let submitted = self.submit_step(&slot_inputs, &plan, &mut times, &sources)?;
+        let submitted = self.submit_gpu_step(&slot_inputs, &plan, &mut times, true, &sources)?;
         self.last_times = times;
         Ok(SampleTicket {
             sampled: inputs

@@ -2,19 +2,12 @@
 // is not known on the CPU feed the id that the sampling step before sampled for their
 // sequence. Their entry in the token table is `SAMPLED | k`, k being the logits row of that
 // step, whose ids stay in the sampler's `ids` buffer. One workgroup walks the rows.
-
-struct Step {
-    n_rows: u32,
-    n_chunks: u32,
-    n_out: u32,
-    _pad: u32,
-}
+// Composed (Kernels::feed_sampled_wgsl) after step.wgsl and the constant SAMPLED
+// (kernels::SAMPLED_TOKEN).
 
 @group(0) @binding(0) var<uniform> STEP: Step;
 @group(0) @binding(1) var<storage, read_write> TOKENS: array<u32>;
 @group(0) @binding(2) var<storage, read> KEPT: array<u32>;
-
-const SAMPLED: u32 = 0x80000000u;
 
 @compute @workgroup_size(64)
 fn main(@builtin(local_invocation_index) li: u32) {

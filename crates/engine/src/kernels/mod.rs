@@ -182,6 +182,15 @@ impl Kernels {
         STEP_WGSL
     }
 
+    /// The chained steps' first dispatch (feed_sampled.wgsl), with step.wgsl and
+    /// [`SAMPLED_TOKEN`].
+    pub fn feed_sampled_wgsl() -> String {
+        format!(
+            "const SAMPLED: u32 = {SAMPLED_TOKEN}u;\n{STEP_WGSL}{}",
+            include_str!("feed_sampled.wgsl")
+        )
+    }
+
     /// The 256-thread reductions (Lane, argmax_abs_256, sum_256): with subgroup operations
     /// where the device has them.
     pub fn reduce_wgsl(subgroups: bool) -> &'static str {
