@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use clap::Parser;
 use gguf::GgufFile;
-use rwkv_engine::{Engine, EngineOptions, Logits, SlotInput};
+use rwkv_engine::{Engine, EngineOptions, Logits, SampleTicket, SlotInput};
 use rwkv_gpu::{ContextOptions, GpuContext};
 use rwkv_tokenizer::Tokenizer;
 use serde::Serialize;
@@ -315,6 +315,36 @@ fn gpu_bound_decode(engine: &mut Engine, token: u32, tokens: usize) -> Result<f6
     Ok(tokens as f64 / t.elapsed().as_secs_f64())
 }
 
+/// Chained decode steps, as `generate` and the server run them: `first` is submitted and not
+/// read; each later step (`steps` in all, fewer once `stop` says so) is submitted before the
+/// one before it is read, after `before_each` (e.g. a checkpoint). `read` gets each step's
+/// sampled tokens as they are read.
+fn chained_steps(
+    engine: &mut Engine,
+    first: SampleTicket,
+    steps: usize,
+    mut stop: impl FnMut() -> bool,
+    mut before_each: impl FnMut(&mut Engine) -> Result<()>,
+    mut read: impl FnMut(&[u32]),
+) -> Result<()> {
+    let mut ticket = first;
+    for n in 0..steps {
+        let following = match n + 1 == steps || stop() {
+            true => None,
+            false => {
+                before_each(engine)?;
+                Some(engine.submit_sample_chained(&ticket)?)
+            }
+        };
+        read(&engine.wait_sampled(ticket)?);
+        match following {
+            Some(f) => ticket = f,
+            None => break,
+        }
+    }
+    Ok(())
+}
+
 fn out_of_time(start: Instant, limit: Option<f64>) -> bool {
     limit.is_some_and(|s| start.elapsed().as_secs_f64() >= s)
 }
@@ -491,51 +521,43 @@ pub fn run(args: &Args) -> Result<Report> {
     // is the time between two read tokens.
     let mut latencies = Vec::with_capacity(args.tokens);
     let decode_start = Instant::now();
-    let mut ticket = engine.submit_sample(&[SlotInput {
+    let first = engine.submit_sample(&[SlotInput {
         slot: 0,
         tokens: &[next],
         logits: Logits::Last,
     }])?;
     let mut t = Instant::now();
-    for n in 0..args.tokens {
-        let last = n + 1 == args.tokens || out_of_time(decode_start, args.max_seconds);
-        let following = match last {
-            true => None,
-            false => Some(engine.submit_sample_chained(&ticket)?),
-        };
-        next = engine.wait_sampled(ticket)?[0];
-        latencies.push(t.elapsed());
-        t = Instant::now();
-        match following {
-            Some(f) => ticket = f,
-            None => break,
-        }
-    }
+    chained_steps(
+        &mut engine,
+        first,
+        args.tokens,
+        || out_of_time(decode_start, args.max_seconds),
+        |_| Ok(()),
+        |ids| {
+            next = ids[0];
+            latencies.push(t.elapsed());
+            t = Instant::now();
+        },
+    )?;
     let decode_s = decode_start.elapsed().as_secs_f64();
     let times = engine.last_times();
     let gpu_bound_tok_s = gpu_bound_decode(&mut engine, next, latencies.len())?;
     let checkpointed_tok_s = {
         let n = latencies.len().max(2);
         let t = Instant::now();
-        let mut ticket = engine.submit_sample(&[SlotInput {
+        let first = engine.submit_sample(&[SlotInput {
             slot: 0,
             tokens: &[next],
             logits: Logits::Last,
         }])?;
-        for i in 0..n {
-            let following = match i + 1 == n {
-                true => None,
-                false => {
-                    engine.checkpoint(0)?;
-                    Some(engine.submit_sample_chained(&ticket)?)
-                }
-            };
-            next = engine.wait_sampled(ticket)?[0];
-            match following {
-                Some(f) => ticket = f,
-                None => break,
-            }
-        }
+        chained_steps(
+            &mut engine,
+            first,
+            n,
+            || false,
+            |e| Ok(e.checkpoint(0)?),
+            |ids| next = ids[0],
+        )?;
         n as f64 / t.elapsed().as_secs_f64()
     };
     let unchained_tok_s = {
@@ -588,27 +610,24 @@ pub fn run(args: &Args) -> Result<Report> {
     for &b in &args.batch {
         let steps = args.batch_steps.unwrap_or(args.tokens).max(1);
         let tokens = batch_tokens(b, vocab);
-        // One untimed step at this size first.
-        let first = engine.submit_sample(&one_token_each(&tokens))?;
-        let mut ticket = engine.submit_sample_chained(&first)?;
-        engine.wait_sampled(first)?;
+        // One untimed step at this size first (its tokens are fed by the first timed one).
+        let warm_up = engine.submit_sample(&one_token_each(&tokens))?;
+        let first = engine.submit_sample_chained(&warm_up)?;
+        engine.wait_sampled(warm_up)?;
         let mut step_times = Vec::with_capacity(steps);
         let start = Instant::now();
         let mut t = start;
-        for n in 0..steps {
-            let last = n + 1 == steps || out_of_time(start, args.max_seconds);
-            let following = match last {
-                true => None,
-                false => Some(engine.submit_sample_chained(&ticket)?),
-            };
-            engine.wait_sampled(ticket)?;
-            step_times.push(t.elapsed());
-            t = Instant::now();
-            match following {
-                Some(f) => ticket = f,
-                None => break,
-            }
-        }
+        chained_steps(
+            &mut engine,
+            first,
+            steps,
+            || out_of_time(start, args.max_seconds),
+            |_| Ok(()),
+            |_| {
+                step_times.push(t.elapsed());
+                t = Instant::now();
+            },
+        )?;
         let s = start.elapsed().as_secs_f64();
         step_times.sort();
         let done = step_times.len();

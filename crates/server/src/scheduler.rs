@@ -250,6 +250,11 @@ enum Part {
     Chained,
 }
 
+/// Whether request `seq` is still in `slot`.
+fn is_current(slots: &[Option<Running<'_>>], slot: usize, seq: u64) -> bool {
+    slots[slot].as_ref().is_some_and(|r| r.seq == seq)
+}
+
 /// A submitted step whose tokens are not read yet.
 struct InFlight {
     number: u64,
@@ -306,9 +311,8 @@ impl Scheduler {
             }
 
             // The next step goes to the GPU before the tokens of the one running are read.
-            let latest = in_flight.as_ref().map(|f| f.number);
             let next = match slots.iter().any(Option::is_some) {
-                true => self.submit(&mut slots, latest, in_flight.as_ref().map(|f| &f.ticket)),
+                true => self.submit(&mut slots, in_flight.as_ref()),
                 false => None,
             };
             if let Some(step) = in_flight.take() {
@@ -410,15 +414,15 @@ impl Scheduler {
         self.metrics.finished(how);
     }
 
-    /// Plans and submits one engine step over every busy slot; `latest` is the step in flight
-    /// (its number and ticket), whose sampled tokens the step feeds where a slot decodes.
-    /// Returns the step, or `None` if it failed (its requests then ended with the error).
+    /// Plans and submits one engine step over every busy slot; `before` is the step in
+    /// flight, whose sampled tokens the step feeds where a slot decodes. Returns the step, or
+    /// `None` if it failed (its requests then ended with the error).
     fn submit(
         &mut self,
         slots: &mut [Option<Running<'_>>],
-        latest: Option<u64>,
-        after: Option<&SampleTicket>,
+        before: Option<&InFlight>,
     ) -> Option<InFlight> {
+        let latest = before.map(|f| f.number);
         // Decoding slots feed their next token; prompts share the prefill budget in order of
         // arrival.
         let mut parts: Vec<(usize, Part)> = Vec::new();
@@ -489,23 +493,20 @@ impl Scheduler {
             .collect();
 
         let m = self.metrics.clone();
-        let result = self.engine.submit_sample_step(&inputs, after);
+        let result = self
+            .engine
+            .submit_sample_step(&inputs, before.map(|f| &f.ticket));
         let submitted = Instant::now();
         m.steps.fetch_add(1, Relaxed);
         m.step_slots.fetch_add(inputs.len() as u64, Relaxed);
         m.step_max_slots.fetch_max(inputs.len(), Relaxed);
         drop(inputs);
         let seq_of = |slot: usize| slots[slot].as_ref().expect("busy slot").seq;
+        let requests: Vec<(usize, u64)> = parts.iter().map(|(s, _)| (*s, seq_of(*s))).collect();
         let ticket = match result {
             Ok(ticket) => ticket,
             Err(e) => {
-                // Every request in the failed step ends with the error; the others go on.
-                for (slot, _) in &parts {
-                    if let Some(r) = slots[*slot].take() {
-                        let _ = r.job.events.send(Event::Error(format!("engine: {e}")));
-                        self.free_slot(Finish::Error);
-                    }
-                }
+                self.fail_requests(slots, &requests, &e);
                 return None;
             }
         };
@@ -514,7 +515,7 @@ impl Scheduler {
         let step = InFlight {
             number,
             sampled: sampled_slots.iter().map(|&s| (s, seq_of(s))).collect(),
-            parts: parts.iter().map(|(s, _)| (*s, seq_of(*s))).collect(),
+            parts: requests,
             ticket,
             submitted,
         };
@@ -544,24 +545,31 @@ impl Scheduler {
         Some(step)
     }
 
+    /// Ends the `requests` (slot, arrival number) still in their slots with the engine's
+    /// error `e`: every request of a failed step; the others go on.
+    fn fail_requests(
+        &self,
+        slots: &mut [Option<Running<'_>>],
+        requests: &[(usize, u64)],
+        e: &dyn std::fmt::Display,
+    ) {
+        for &(slot, seq) in requests {
+            if is_current(slots, slot, seq) {
+                let r = slots[slot].take().expect("busy slot");
+                let _ = r.job.events.send(Event::Error(format!("engine: {e}")));
+                self.free_slot(Finish::Error);
+            }
+        }
+    }
+
     /// Waits for a step's tokens and hands them to their requests (text out, stops, limits).
     /// Requests that left since it was submitted are skipped.
     fn read(&mut self, slots: &mut [Option<Running<'_>>], step: InFlight) {
         let m = self.metrics.clone();
-        let is_current = |slots: &[Option<Running<'_>>], slot: usize, seq: u64| {
-            slots[slot].as_ref().is_some_and(|r| r.seq == seq)
-        };
         let tokens = match self.engine.wait_sampled(step.ticket) {
             Ok(tokens) => tokens,
             Err(e) => {
-                // Every request in the failed step ends with the error; the others go on.
-                for &(slot, seq) in &step.parts {
-                    if is_current(slots, slot, seq) {
-                        let r = slots[slot].take().expect("busy slot");
-                        let _ = r.job.events.send(Event::Error(format!("engine: {e}")));
-                        self.free_slot(Finish::Error);
-                    }
-                }
+                self.fail_requests(slots, &step.parts, &e);
                 return;
             }
         };
