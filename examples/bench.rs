@@ -88,6 +88,9 @@ pub struct Args {
     /// ran (e.g. a layer's ops, with the activation each rounding op rounds).
     #[arg(long, default_value_t = 0)]
     pub profile_sequence: usize,
+    /// With --profile: tokens of the profiled prompt chunk (at most --chunk).
+    #[arg(long, default_value_t = 512)]
+    pub profile_chunk: usize,
 }
 
 #[derive(Serialize, Clone, Debug)]
@@ -687,7 +690,7 @@ pub fn run(args: &Args) -> Result<Report> {
     };
     // One prefill chunk, profiled on a fresh state: where prompt time goes.
     let prefill_profile = if args.profile && profile.is_some() {
-        let n = args.chunk.clamp(1, 512);
+        let n = args.profile_chunk.clamp(1, args.chunk.max(1));
         let tokens = synthetic_prompt(n, vocab);
         engine.reset(0)?;
         engine
