@@ -372,6 +372,60 @@ fn chunked_prefill_matches_token_by_token() {
 }
 
 #[test]
+fn long_steps_match_short_ones() {
+    // Steps of 512 rows or more round Q8_K inputs with eight blocks per workgroup
+    // (round_activations.wgsl): a 600-token prompt in one step against the same prompt in
+    // steps of 64, with llama.cpp's roundings (Q4_K products: Q8_K inputs; F16 LoRAs: f16)
+    // and without, then a few tokens after it. Where an ulp moves an 8-bit code, logits
+    // move by up to ~1e-2 (as in one_token_steps_match_the_cpu_reference), which happens
+    // here only where the long step's products take tensor cores and the short ones not;
+    // otherwise they agree to f32 rounding.
+    let file = support::fixture("mini-q4_k_m.gguf");
+    let tokens = sequence(603, 4096, 17);
+    let (prompt, rest) = tokens.split_at(600);
+    for rounding in [false, true] {
+        let run = |max_rows: usize| {
+            let mut e = engine(
+                &file,
+                EngineOptions {
+                    max_slots: 1,
+                    max_rows,
+                    max_out: 1,
+                    llama_cpp_rounding: rounding,
+                    ..EngineOptions::default()
+                },
+            );
+            let mut got = vec![last_logits(&mut e, prompt)];
+            assert_eq!(
+                e.last_times().gpu_steps as usize,
+                600usize.div_ceil(max_rows)
+            );
+            for t in rest {
+                got.push(last_logits(&mut e, std::slice::from_ref(t)));
+            }
+            got
+        };
+        let (long, short) = (run(640), run(64));
+        let tol = tensor_core_tolerance(1e-5);
+        let errors: Vec<f64> = long
+            .iter()
+            .zip(&short)
+            .map(|(a, b)| relative_error(a, b))
+            .collect();
+        eprintln!("rounding {rounding}: relative errors {errors:?}");
+        let close = errors.iter().filter(|&&e| e <= tol).count();
+        let worst = errors.iter().fold(0.0f64, |a, &b| a.max(b));
+        if rounding && context().coop_subgroup_size().is_some() {
+            // The long step's products take the tensor cores (f16 inputs), the short ones
+            // may not: later layers' 8-bit codes can differ.
+            assert!(close * 2 >= errors.len() && worst < 2e-2, "{errors:?}");
+        } else {
+            assert!(worst <= tol, "{errors:?}");
+        }
+    }
+}
+
+#[test]
 fn state_save_load_and_slot_control() {
     let file = synthetic(2, 256, 200, 11);
     let (a, b) = (sequence(9, 200, 1), sequence(6, 200, 2));
