@@ -94,27 +94,6 @@ pub const LORA2_FROM: u32 = 17;
 /// measurements (0, or more than a step's rows: never).
 pub const LORA2_FROM_ENV: &str = "WEB_RWKV_LORA2_FROM";
 
-/// Rows from which a step's Q8_K rounding ops round eight blocks per workgroup
-/// (round_activations.wgsl). On an H200 (2.9B Q4_K_M): a 2048-token prompt's roundings 7.6
-/// → 6.3 ms (prefill +1.4-2.7%), 512 tokens +0.7%, but batch 64 -1.8% (a step of 64 rows
-/// has too few workgroups then) and batch 256 par.
-const ROUND_WIDE_ROWS: u32 = 512;
-
-/// Environment variable setting [`ROUND_WIDE_ROWS`] (0: never), for measurements.
-pub const ROUND_WIDE_ENV: &str = "WEB_RWKV_ROUND_WIDE_ROWS";
-
-/// The `wide_from` of a rounding op with `mode` over rows of `cols` values (Q8_K rows of
-/// whole blocks only; 0: never).
-fn round_wide_from(mode: u32, cols: u32) -> u32 {
-    static ROWS: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
-    let rows = *ROWS.get_or_init(|| rwkv_gpu::env_parse(ROUND_WIDE_ENV).unwrap_or(ROUND_WIDE_ROWS));
-    if mode == rwkv_gpu::ROUND_Q8_K && cols.is_multiple_of(256) {
-        rows
-    } else {
-        0
-    }
-}
-
 /// Which logits a slot wants back from a step.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Logits {
@@ -211,23 +190,15 @@ pub(crate) struct LayerState {
 pub(crate) enum Grid {
     /// One per token row.
     Rows,
-    /// A rounding op's: one per token row (or wanted logits row, `out`) and tile of 256
-    /// columns of each of `blocks` blocks; a workgroup per group of eight tiles instead in
-    /// steps of `wide_from` rows or more (0: never; round_activations.wgsl's Q8_K path).
-    RoundTiles {
-        blocks: u32,
-        tiles: u32,
-        out: bool,
-        wide_from: u32,
-    },
+    /// One per token row of each of `n` blocks.
+    RowBlocks(u32),
     /// One per wanted logits row.
     Out,
     /// One per chunk and group of heads.
     ChunkHeads(u32),
     /// `ChunkHeads`, only in steps where every chunk has one token (else none).
     SingleChunkHeads(u32),
-    /// One per token row of each of `n` blocks, only in steps with a chunk of several tokens
-    /// (else none).
+    /// `RowBlocks`, only in steps with a chunk of several tokens (else none).
     LongChunkRows(u32),
     /// `ChunkHeads`, only in steps that take the chunk path (a chunk of several tokens, or
     /// [`wkv_split_from`] rows), and of those only in the ones whose chunks all have one
@@ -237,6 +208,8 @@ pub(crate) enum Grid {
     /// a group), or in steps of up to [`MIX_SPLIT_ROWS`] rows one per row, tile and mix
     /// (`(tiles, mixes)`).
     MixTiles(u32, u32),
+    /// One per wanted logits row and tile of columns.
+    OutTiles(u32),
     /// A fixed number (a persistent kernel's grid).
     Fixed(u32),
 }
@@ -455,20 +428,7 @@ impl Op {
             Op::Round { .. } if !self.round_runs(rows, out) => {}
             Op::Kernel(launch, grid) | Op::Round { launch, grid, .. } => match *grid {
                 Grid::Rows => launch.record(pass, rows, 1),
-                Grid::RoundTiles {
-                    blocks,
-                    tiles,
-                    out: o,
-                    wide_from,
-                } => {
-                    let n = if o { out } else { rows };
-                    let wide = wide_from != 0 && n >= wide_from;
-                    launch.record(
-                        pass,
-                        n,
-                        blocks * if wide { tiles.div_ceil(8) } else { tiles },
-                    )
-                }
+                Grid::RowBlocks(n) => launch.record(pass, rows, n),
                 Grid::Out => launch.record(pass, out, 1),
                 Grid::ChunkHeads(groups) => launch.record(pass, chunks, groups),
                 _ if !runs(*grid, rows, chunks) => {}
@@ -482,6 +442,7 @@ impl Op {
                 Grid::MixTiles(n, _) => {
                     launch.record(pass, rows, n.div_ceil(mix_tiles_per_wg(rows, n)))
                 }
+                Grid::OutTiles(n) => launch.record(pass, out, n),
                 Grid::Fixed(n) => launch.record(pass, n, 1),
             },
         }
@@ -515,7 +476,7 @@ const MIX_WORKGROUPS: u32 = 1024;
 /// How many rows an op over `grid` covers: the step's token rows or its logits rows.
 fn count(grid: Grid, rows: u32, out: u32) -> u32 {
     match grid {
-        Grid::Out | Grid::RoundTiles { out: true, .. } => out,
+        Grid::Out | Grid::OutTiles(_) => out,
         _ => rows,
     }
 }
@@ -1001,11 +962,11 @@ impl Builder<'_> {
             return Ok(out);
         }
         let params = self.round_params(x.rows, x.cols, mode, x.out, false);
-        let grid = Grid::RoundTiles {
-            blocks: if x.out { 1 } else { x.blocks },
-            tiles: x.cols.div_ceil(256),
-            out: x.out,
-            wide_from: round_wide_from(mode, x.cols),
+        let tiles = x.cols.div_ceil(256);
+        let grid = if x.out {
+            Grid::OutTiles(tiles)
+        } else {
+            Grid::RowBlocks(x.blocks * tiles)
         };
         let pipeline = &self.kernels.round_activations;
         let label = "round_activations";
@@ -1058,8 +1019,7 @@ impl Builder<'_> {
             mode,
             count_out: out as u32,
             write_x16: x16 as u32,
-            wide_from: round_wide_from(mode, cols),
-            _pad: [0; 2],
+            _pad: [0; 3],
         };
         uniform(&self.ctx.device, "round params", &params)
     }

@@ -1,6 +1,6 @@
 //! The activation-rounding kernel (round_activations.wgsl) against ggml's Q8_K rounding on
-//! the CPU: one block per workgroup and eight per workgroup (the path of long steps), with
-//! and without subgroup operations, with the f16 copies the tensor-core products read.
+//! the CPU, with and without subgroup operations, with the f16 copies the tensor-core
+//! products read.
 
 mod support;
 
@@ -43,10 +43,9 @@ impl Rng {
 fn q8k_rounding_matches_ggml() {
     // Every value gets ggml's 8-bit code (the decoded value within an ulp or two of the CPU's:
     // the GPU's quotients may differ by an ulp; a code off by one would be 1/127 of the
-    // block's largest value off), and the four kernel variants give the same bits.
+    // block's largest value off), and the kernel's two variants give the same bits.
     let ctx = context();
-    // 11 tiles of 256 (eight-tile groups: one whole, one of three), two blocks of rows with
-    // room for 6 rows each, 5 rows in the step.
+    // 11 tiles of 256, two blocks of rows with room for 6 rows each, 5 rows in the step.
     let (cols, max_rows, rows, blocks) = (256 * 11, 6u32, 5u32, 2u32);
     let block_stride = max_rows * cols;
     let mut rng = Rng(0x9e3779b97f4a7c15);
@@ -91,85 +90,76 @@ fn q8k_rounding_matches_ggml() {
     let mut first: Option<Vec<f32>> = None;
     for subgroups in [false, ctx.has_subgroups()] {
         let kernels = Kernels::new(&ctx.device, [32, 32, 32, 32], None, subgroups);
-        // wide_from 0: a workgroup per tile; 1 (at most the step's rows): per eight tiles.
-        for wide_from in [0u32, 1] {
-            let params = uniform(
-                &ctx.device,
-                "round params",
-                &RoundParams {
-                    cols,
-                    block_stride,
-                    mode: rwkv_gpu::ROUND_Q8_K,
-                    count_out: 0,
-                    write_x16: 1,
-                    wide_from,
-                    _pad: [0; 2],
-                },
-            );
-            let zeros = vec![0u8; x.len() * 4];
-            let output = ctx.create_storage_buffer("out", &zeros).unwrap();
-            let x16 = ctx
-                .create_storage_buffer("x16", &zeros[..x.len() * 2])
-                .unwrap();
-            let group = bind(
-                &ctx.device,
-                &kernels.round_activations,
-                "round",
-                &[&params, &step, &input, &output, &x16],
-            );
-            let per_block = if wide_from == 0 {
-                tiles
-            } else {
-                tiles.div_ceil(8)
-            };
-            let mut enc = ctx.device.create_command_encoder(&Default::default());
-            {
-                let mut pass = enc.begin_compute_pass(&Default::default());
-                pass.set_pipeline(&kernels.round_activations);
-                pass.set_bind_group(0, &group, &[]);
-                pass.dispatch_workgroups(rows, blocks * per_block, 1);
-            }
-            ctx.queue.submit([enc.finish()]);
-            let got = ctx.read_buffer_f32(&output, 0, x.len()).unwrap();
-            let halves = ctx.read_buffer_bytes(&x16, 0, x.len() as u64 * 2).unwrap();
-            let what = format!("subgroups {subgroups}, wide_from {wide_from}");
-            for b in 0..blocks {
-                for r in 0..max_rows {
-                    let at = (b * block_stride + r * cols) as usize;
-                    for c in 0..cols as usize {
-                        let i = at + c;
-                        // Rows past the step's are left alone.
-                        let (w, h) = if r < rows {
-                            (want[i], f16::from_f32(want[i]))
+        let params = uniform(
+            &ctx.device,
+            "round params",
+            &RoundParams {
+                cols,
+                block_stride,
+                mode: rwkv_gpu::ROUND_Q8_K,
+                count_out: 0,
+                write_x16: 1,
+                _pad: [0; 3],
+            },
+        );
+        let zeros = vec![0u8; x.len() * 4];
+        let output = ctx.create_storage_buffer("out", &zeros).unwrap();
+        let x16 = ctx
+            .create_storage_buffer("x16", &zeros[..x.len() * 2])
+            .unwrap();
+        let group = bind(
+            &ctx.device,
+            &kernels.round_activations,
+            "round",
+            &[&params, &step, &input, &output, &x16],
+        );
+        let mut enc = ctx.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = enc.begin_compute_pass(&Default::default());
+            pass.set_pipeline(&kernels.round_activations);
+            pass.set_bind_group(0, &group, &[]);
+            pass.dispatch_workgroups(rows, blocks * tiles, 1);
+        }
+        ctx.queue.submit([enc.finish()]);
+        let got = ctx.read_buffer_f32(&output, 0, x.len()).unwrap();
+        let halves = ctx.read_buffer_bytes(&x16, 0, x.len() as u64 * 2).unwrap();
+        let what = format!("subgroups {subgroups}");
+        for b in 0..blocks {
+            for r in 0..max_rows {
+                let at = (b * block_stride + r * cols) as usize;
+                for c in 0..cols as usize {
+                    let i = at + c;
+                    // Rows past the step's are left alone.
+                    let (w, h) = if r < rows {
+                        (want[i], f16::from_f32(want[i]))
+                    } else {
+                        (0.0, f16::ZERO)
+                    };
+                    assert!(
+                        (got[i] - w).abs() <= w.abs() * 1e-6,
+                        "{what}: block {b} row {r} column {c}: {} against {w}",
+                        got[i]
+                    );
+                    let g16 = f16::from_le_bytes([halves[2 * i], halves[2 * i + 1]]);
+                    assert_eq!(
+                        g16,
+                        // (Clamped to f16's finite range, as the kernels do.)
+                        if r < rows {
+                            f16::from_f32(got[i].clamp(-65504.0, 65504.0))
                         } else {
-                            (0.0, f16::ZERO)
-                        };
-                        assert!(
-                            (got[i] - w).abs() <= w.abs() * 1e-6,
-                            "{what}: block {b} row {r} column {c}: {} against {w}",
-                            got[i]
-                        );
-                        let g16 = f16::from_le_bytes([halves[2 * i], halves[2 * i + 1]]);
-                        assert_eq!(
-                            g16,
-                            // (Clamped to f16's finite range, as the kernels do.)
-                            if r < rows {
-                                f16::from_f32(got[i].clamp(-65504.0, 65504.0))
-                            } else {
-                                h
-                            },
-                            "{what}: f16 copy, block {b} row {r} column {c}"
-                        );
-                    }
+                            h
+                        },
+                        "{what}: f16 copy, block {b} row {r} column {c}"
+                    );
                 }
             }
-            match &first {
-                None => first = Some(got),
-                Some(f) => assert!(
-                    f.iter().zip(&got).all(|(a, b)| a.to_bits() == b.to_bits()),
-                    "{what}: not the bits of the first variant"
-                ),
-            }
+        }
+        match &first {
+            None => first = Some(got),
+            Some(f) => assert!(
+                f.iter().zip(&got).all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{what}: not the bits of the first variant"
+            ),
         }
     }
 }

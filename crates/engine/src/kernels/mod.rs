@@ -82,10 +82,7 @@ pub struct RoundParams {
     pub count_out: u32,
     /// 1: also write the rounded values as f16 pairs (the tensor-core products' input copy).
     pub write_x16: u32,
-    /// Q8_K: rows (counted as `count_out` says) from which a workgroup rounds eight blocks
-    /// (the grid has a workgroup per group of eight tiles then); 0: never.
-    pub wide_from: u32,
-    pub _pad: [u32; 2],
+    pub _pad: [u32; 3],
 }
 
 #[repr(C)]
@@ -236,18 +233,6 @@ impl Kernels {
             }
         });
         let token_mix = rwkv_gpu::shader_module(device, "token_mix", &token_mix_wgsl(subgroups));
-        let round = rwkv_gpu::shader_module(
-            device,
-            "round_activations",
-            &[
-                rwkv_gpu::ROUNDING_WGSL,
-                STEP_WGSL,
-                reduce,
-                include_str!("q8_blocks.wgsl"),
-                include_str!("round_activations.wgsl"),
-            ]
-            .concat(),
-        );
         Kernels {
             layer_norm: pipeline(
                 device,
@@ -260,7 +245,18 @@ impl Kernels {
             wkv7_f32: pipeline_at(device, "wkv7", &wkv_f32, "main"),
             wkv7_pre: pipeline_at(device, "wkv7", &wkv_f16, "main_pre"),
             wkv7_chunk,
-            round_activations: pipeline_at(device, "round_activations", &round, "main"),
+            round_activations: pipeline(
+                device,
+                "round_activations",
+                &[
+                    rwkv_gpu::ROUNDING_WGSL,
+                    STEP_WGSL,
+                    reduce,
+                    include_str!("q8_blocks.wgsl"),
+                    include_str!("round_activations.wgsl"),
+                ]
+                .concat(),
+            ),
             touch: pipeline(device, "touch", include_str!("touch.wgsl")),
         }
     }
