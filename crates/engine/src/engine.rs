@@ -94,6 +94,26 @@ pub const LORA2_FROM: u32 = 17;
 /// measurements (0, or more than a step's rows: never).
 pub const LORA2_FROM_ENV: &str = "WEB_RWKV_LORA2_FROM";
 
+/// Rows from which a step's Q8_K rounding ops round eight blocks per workgroup
+/// (round_activations.wgsl's `main_q8k`, its own pipeline) instead of one: they are
+/// latency-bound, and the wide kernel overlaps eight blocks' chains, but in short steps it
+/// has too few workgroups. On an H200 (2.9B Q4_K_M, one 2048-token step) the roundings took
+/// 7.6 ms with one block per workgroup and 6.3 with eight; batch 64 lost 1.8% with eight.
+const ROUND_WIDE_ROWS: u32 = 512;
+
+/// Environment variable setting [`ROUND_WIDE_ROWS`] (0: never), for measurements.
+pub const ROUND_WIDE_ENV: &str = "WEB_RWKV_ROUND_WIDE_ROWS";
+
+/// [`ROUND_WIDE_ROWS`], or what [`ROUND_WIDE_ENV`] says (`u32::MAX` for 0: never).
+fn round_wide_rows() -> u32 {
+    static ROWS: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *ROWS.get_or_init(|| match rwkv_gpu::env_parse::<u32>(ROUND_WIDE_ENV) {
+        Some(0) => u32::MAX,
+        Some(r) => r,
+        None => ROUND_WIDE_ROWS,
+    })
+}
+
 /// Which logits a slot wants back from a step.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Logits {
@@ -244,6 +264,9 @@ pub(crate) enum Op {
         from: u32,
         /// The activation it rounds (for profiles).
         of: &'static str,
+        /// Q8_K roundings: the launch of `main_q8k` (eight blocks per workgroup), taken in
+        /// steps of at least [`ROUND_WIDE_ROWS`] rows, with its workgroups per row.
+        wide: Option<(Launch, u32)>,
     },
     /// Matrix products over the step's rows (or, with `Grid::Out`, its logits rows) that
     /// read the same activation and write the same buffer, with the kind of weight they
@@ -426,6 +449,13 @@ impl Op {
                 },
             },
             Op::Round { .. } if !self.round_runs(rows, out) => {}
+            Op::Round {
+                wide: Some((launch, groups)),
+                grid,
+                ..
+            } if count(*grid, rows, out) >= round_wide_rows() => {
+                launch.record(pass, count(*grid, rows, out), *groups)
+            }
             Op::Kernel(launch, grid) | Op::Round { launch, grid, .. } => match *grid {
                 Grid::Rows => launch.record(pass, rows, 1),
                 Grid::RowBlocks(n) => launch.record(pass, rows, n),
@@ -970,12 +1000,9 @@ impl Builder<'_> {
         };
         let pipeline = &self.kernels.round_activations;
         let label = "round_activations";
-        let bind_group = bind(
-            &self.ctx.device,
-            pipeline,
-            label,
-            &[&params, self.step, x.buf, &out, &self.dummy],
-        );
+        let buffers = [&params, self.step, x.buf, &out, &self.dummy];
+        let bind_group = bind(&self.ctx.device, pipeline, label, &buffers);
+        let wide = self.wide_round(mode, x, &buffers);
         // The 8-bit roundings start out needed by no step: each product that reads them
         // lowers `from` to the steps it needs them in (matmul_group).
         let every_step = every_step_rounding(mode);
@@ -989,6 +1016,7 @@ impl Builder<'_> {
             every_step,
             from: if every_step { 2 } else { u32::MAX },
             of: x.name,
+            wide,
         });
         self.converted.retain(|(b, _)| *b != out);
         self.fresh.push((x.name, mode));
@@ -1007,6 +1035,24 @@ impl Builder<'_> {
             });
         }
         Ok(out)
+    }
+
+    /// The `main_q8k` launch of a rounding op with `mode` over `x` bound to `buffers`, with
+    /// its workgroups per row: Q8_K rows of whole blocks only.
+    fn wide_round(&self, mode: u32, x: Act, buffers: &[&wgpu::Buffer]) -> Option<(Launch, u32)> {
+        let wide = mode == rwkv_gpu::ROUND_Q8_K
+            && x.cols.is_multiple_of(256)
+            && round_wide_rows() != u32::MAX;
+        wide.then(|| {
+            let pipeline = &self.kernels.round_q8k;
+            let launch = Launch {
+                label: "round_activations",
+                pipeline: pipeline.clone(),
+                bind_group: bind(&self.ctx.device, pipeline, "round_activations", buffers),
+            };
+            let blocks = if x.out { 1 } else { x.blocks };
+            (launch, blocks * (x.cols / 256).div_ceil(8))
+        })
     }
 
     /// The parameters of a rounding op over rows of `cols` values (`rows` per block) with
@@ -1034,15 +1080,27 @@ impl Builder<'_> {
         }
         let params = self.round_params(w.rows, w.cols, w.mode, false, true);
         let pipeline = &self.kernels.round_activations;
-        let bind_group = bind(
-            &self.ctx.device,
-            pipeline,
-            "round_activations",
-            &[&params, self.step, &w.input, &w.out, x16],
-        );
+        let buffers = [&params, self.step, &w.input, &w.out, x16];
+        let bind_group = bind(&self.ctx.device, pipeline, "round_activations", &buffers);
         let at = w.at;
+        let wide_group = match &self.ops[at] {
+            Op::Round {
+                wide: Some((l, _)), ..
+            } => Some(bind(
+                &self.ctx.device,
+                &l.pipeline,
+                "round_activations",
+                &buffers,
+            )),
+            _ => None,
+        };
         match &mut self.ops[at] {
-            Op::Round { launch, .. } => launch.bind_group = bind_group,
+            Op::Round { launch, wide, .. } => {
+                launch.bind_group = bind_group;
+                if let (Some((l, _)), Some(g)) = (wide.as_mut(), wide_group) {
+                    l.bind_group = g;
+                }
+            }
             _ => return None,
         }
         Some(at)

@@ -1,6 +1,7 @@
-//! The activation-rounding kernel (round_activations.wgsl) against ggml's Q8_K rounding on
-//! the CPU, with and without subgroup operations, with the f16 copies the tensor-core
-//! products read.
+//! The activation-rounding kernels (round_activations.wgsl) against ggml's Q8_K rounding on
+//! the CPU: one block per workgroup (with and without subgroup operations) and eight per
+//! workgroup (`main_q8k`, for long steps), with the f16 copies the tensor-core products
+//! read.
 
 mod support;
 
@@ -43,9 +44,10 @@ impl Rng {
 fn q8k_rounding_matches_ggml() {
     // Every value gets ggml's 8-bit code (the decoded value within an ulp or two of the CPU's:
     // the GPU's quotients may differ by an ulp; a code off by one would be 1/127 of the
-    // block's largest value off), and the kernel's two variants give the same bits.
+    // block's largest value off), and the kernels' three variants give the same bits.
     let ctx = context();
-    // 11 tiles of 256, two blocks of rows with room for 6 rows each, 5 rows in the step.
+    // 11 tiles of 256 (eight-tile groups for main_q8k: one whole, one of three), two blocks of
+    // rows with room for 6 rows each, 5 rows in the step.
     let (cols, max_rows, rows, blocks) = (256 * 11, 6u32, 5u32, 2u32);
     let block_stride = max_rows * cols;
     let mut rng = Rng(0x9e3779b97f4a7c15);
@@ -88,8 +90,13 @@ fn q8k_rounding_matches_ggml() {
     );
     let tiles = cols / 256;
     let mut first: Option<Vec<f32>> = None;
-    for subgroups in [false, ctx.has_subgroups()] {
+    let variants = [(false, false), (ctx.has_subgroups(), false), (false, true)];
+    for (subgroups, wide) in variants {
         let kernels = Kernels::new(&ctx.device, [32, 32, 32, 32], None, subgroups);
+        let (pipeline, per_block) = match wide {
+            false => (&kernels.round_activations, tiles),
+            true => (&kernels.round_q8k, tiles.div_ceil(8)),
+        };
         let params = uniform(
             &ctx.device,
             "round params",
@@ -109,21 +116,21 @@ fn q8k_rounding_matches_ggml() {
             .unwrap();
         let group = bind(
             &ctx.device,
-            &kernels.round_activations,
+            pipeline,
             "round",
             &[&params, &step, &input, &output, &x16],
         );
         let mut enc = ctx.device.create_command_encoder(&Default::default());
         {
             let mut pass = enc.begin_compute_pass(&Default::default());
-            pass.set_pipeline(&kernels.round_activations);
+            pass.set_pipeline(pipeline);
             pass.set_bind_group(0, &group, &[]);
-            pass.dispatch_workgroups(rows, blocks * tiles, 1);
+            pass.dispatch_workgroups(rows, blocks * per_block, 1);
         }
         ctx.queue.submit([enc.finish()]);
         let got = ctx.read_buffer_f32(&output, 0, x.len()).unwrap();
         let halves = ctx.read_buffer_bytes(&x16, 0, x.len() as u64 * 2).unwrap();
-        let what = format!("subgroups {subgroups}");
+        let what = format!("subgroups {subgroups}, eight blocks per workgroup {wide}");
         for b in 0..blocks {
             for r in 0..max_rows {
                 let at = (b * block_stride + r * cols) as usize;

@@ -117,6 +117,9 @@ pub struct Kernels {
     /// The WKV path for steps with chunks of several tokens; `None`: `wkv7` runs them.
     pub wkv7_chunk: Option<Wkv7Chunk>,
     pub round_activations: wgpu::ComputePipeline,
+    /// round_activations.wgsl's Q8_K rounding with eight blocks per workgroup (`main_q8k`),
+    /// for long steps.
+    pub round_q8k: wgpu::ComputePipeline,
     /// A dispatch that only binds a buffer read-only (touch.wgsl).
     pub touch: wgpu::ComputePipeline,
 }
@@ -233,6 +236,18 @@ impl Kernels {
             }
         });
         let token_mix = rwkv_gpu::shader_module(device, "token_mix", &token_mix_wgsl(subgroups));
+        let round = rwkv_gpu::shader_module(
+            device,
+            "round_activations",
+            &[
+                rwkv_gpu::ROUNDING_WGSL,
+                STEP_WGSL,
+                reduce,
+                include_str!("q8_blocks.wgsl"),
+                include_str!("round_activations.wgsl"),
+            ]
+            .concat(),
+        );
         Kernels {
             layer_norm: pipeline(
                 device,
@@ -245,18 +260,8 @@ impl Kernels {
             wkv7_f32: pipeline_at(device, "wkv7", &wkv_f32, "main"),
             wkv7_pre: pipeline_at(device, "wkv7", &wkv_f16, "main_pre"),
             wkv7_chunk,
-            round_activations: pipeline(
-                device,
-                "round_activations",
-                &[
-                    rwkv_gpu::ROUNDING_WGSL,
-                    STEP_WGSL,
-                    reduce,
-                    include_str!("q8_blocks.wgsl"),
-                    include_str!("round_activations.wgsl"),
-                ]
-                .concat(),
-            ),
+            round_activations: pipeline_at(device, "round_activations", &round, "main"),
+            round_q8k: pipeline_at(device, "round_activations", &round, "main_q8k"),
             touch: pipeline(device, "touch", include_str!("touch.wgsl")),
         }
     }

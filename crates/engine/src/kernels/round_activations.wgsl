@@ -68,3 +68,66 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, lane: Lane) {
         }
     }
 }
+
+// `main_q8k`: Q8_K rounding with eight blocks per workgroup, for long steps (the engine's
+// ROUND_WIDE_ROWS). Thread t rounds eight consecutive values of tile 8 g + t / 32 of row
+// wg.x (g = the workgroup's group of eight tiles), so a block's maximum is one search over
+// 32 partial maxima after a single barrier, instead of a workgroup-wide search (and its
+// barriers) per block: rounding is latency-bound, and eight blocks' chains overlap. The same
+// results as `main`'s mode 4. Its own entry point, so that `main` keeps its registers and
+// workgroup memory. Grid: (rows, blocks of rows x groups of eight tiles).
+
+// Per thread: the largest |v| of its eight values, its index in the block, and the value.
+var<workgroup> q8k_part: array<vec3<f32>, 256>;
+
+@compute @workgroup_size(256)
+fn main_q8k(@builtin(workgroup_id) wg: vec3<u32>, lane: Lane) {
+    let tid = lane.tid;
+    let count = select(step.n_rows, step.n_out, p.count_out == 1u);
+    if wg.x >= count {
+        return;
+    }
+    let tiles = p.cols / WG;
+    let groups = (tiles + 7u) / 8u;
+    let tile = (wg.y % groups) * 8u + tid / 32u;
+    let live = tile < tiles;
+    let first = (tid % 32u) * 8u;
+    let base = (wg.y / groups) * p.block_stride + wg.x * p.cols + min(tile, tiles - 1u) * WG
+        + first;
+    var v: array<f32, 8>;
+    var best = vec3<f32>(0.0, f32(first), 0.0);
+    for (var j = 0u; j < 8u; j++) {
+        v[j] = input[base + j];
+        // The first of the largest, as ggml's sequential search finds it.
+        if abs(v[j]) > best.x {
+            best = vec3<f32>(abs(v[j]), f32(first + j), v[j]);
+        }
+    }
+    q8k_part[tid] = best;
+    workgroupBarrier();
+    // The block's 32 partials come in index order: the first of the largest wins.
+    let b0 = tid / 32u * 32u;
+    var m = q8k_part[b0];
+    for (var k = 1u; k < 32u; k++) {
+        let q = q8k_part[b0 + k];
+        if q.x > m.x {
+            m = q;
+        }
+    }
+    if !live {
+        return;
+    }
+    let iscale = q8k_iscale(m.z);
+    let d = q8k_scale(iscale);
+    var r: array<f32, 8>;
+    for (var j = 0u; j < 8u; j++) {
+        r[j] = q8k_code(iscale, v[j]) * d;
+        output[base + j] = r[j];
+    }
+    if p.write_x16 == 1u {
+        for (var j = 0u; j < 8u; j += 2u) {
+            let h = clamp(vec2<f32>(r[j], r[j + 1u]), vec2<f32>(-F16_MAX), vec2<f32>(F16_MAX));
+            x16[(base + j) / 2u] = pack2x16float(h);
+        }
+    }
+}
