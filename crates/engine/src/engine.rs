@@ -1543,6 +1543,28 @@ impl Builder<'_> {
         Ok(stacked.map(Box::new))
     }
 
+    /// The Q8_0 copy of `src` (the WKV kernels' output, laid out as `x`) that the output
+    /// projection `w`'s matvecs read, for the WKV kernels to write: None where they read
+    /// none (see [`Builder::q8_input_format`]).
+    fn wkv_q8_copy(
+        &mut self,
+        src: &wgpu::Buffer,
+        x: Act,
+        w: &GpuMatrix,
+    ) -> Result<Option<Arc<Q8Input>>> {
+        let job = MatvecJob::new(w, 0, 0, Epilogue::Add);
+        if self.q8_input_format(x, rwkv_gpu::ROUND_Q8_0, &[job]) != Some(Q8Format::Zero) {
+            return Ok(None);
+        }
+        // (Its own quantization, which the WKV kernels make needless, is left out.)
+        Ok(Some(self.q8_copy(
+            src,
+            x,
+            Q8Format::Zero,
+            &mut Vec::new(),
+        )?))
+    }
+
     /// Rows per block of an activation's 8-bit copy: the most rows of the steps whose products
     /// take the direct matvecs (`MatvecKernels::max_tokens`, at most `x.rows`).
     fn q8_rows(&self, x: Act) -> u32 {
@@ -2062,6 +2084,17 @@ impl Engine {
                 m => m,
             };
             let att_in = b.rounded_buffer(view(&att_a, rows), out_mode)?;
+            // With Q8_0 rounding the kernel also writes the output projection's 8-bit copy
+            // for the steps whose matvecs read one (no quantization dispatch after it).
+            let att_q8 = match out_mode {
+                rwkv_gpu::ROUND_Q8_0 => b.wkv_q8_copy(&att_in, view(&att_a, rows), &lw.output)?,
+                _ => None,
+            };
+            let (q8_rows, xq_d) = att_q8
+                .as_ref()
+                .map_or((0, 0), |q| (b.q8_rows(view(&att_a, rows)), q.d_base()));
+            let dummy = b.dummy.clone();
+            let att_xq = att_q8.as_ref().map_or(&dummy, |q| &q.buffer);
             let [rw, ra, rg, rv] = lora_ranks;
             let want = [rw, ra, rg, if lw.v1.is_some() { rv } else { 0 }];
             if lw.lora2_ranks != want {
@@ -2085,6 +2118,9 @@ impl Engine {
                     round_hidden: (lw.lora2_f16 && options.llama_cpp_rounding) as u32,
                     hidden_stride: n_hidden as u32,
                     hidden_starts,
+                    q8_rows,
+                    xq_d,
+                    _pad: [0; 2],
                 },
             );
             let n_head = c.n_head as u32;
@@ -2094,7 +2130,7 @@ impl Engine {
                 Grid::ChunkHeads(n_head)
             };
             let start = b.ops.len();
-            b.kernel(
+            b.kernel_at(
                 "wkv7",
                 if lw.lora2_f16 {
                     &kernels.wkv7
@@ -2102,16 +2138,17 @@ impl Engine {
                     &kernels.wkv7_f32
                 },
                 &[
-                    &wkv_params,
-                    &scratch.step,
-                    &scratch.chunks,
-                    &rkv,
-                    hidden,
-                    &lw.lora2,
-                    &v_first,
-                    &st.wkv,
-                    &lw.vecs,
-                    &att_in,
+                    (0, &wkv_params),
+                    (1, &scratch.step),
+                    (2, &scratch.chunks),
+                    (3, &rkv),
+                    (4, hidden),
+                    (5, &lw.lora2),
+                    (6, &v_first),
+                    (7, &st.wkv),
+                    (8, &lw.vecs),
+                    (9, &att_in),
+                    (13, att_xq),
                 ],
                 main_grid,
             );
@@ -2131,6 +2168,7 @@ impl Engine {
                         (8, &lw.vecs),
                         (9, &att_in),
                         (12, sums),
+                        (13, att_xq),
                     ],
                     main_grid,
                 );
@@ -2204,12 +2242,16 @@ impl Engine {
                         (8, &lw.vecs),
                         (9, &att_in),
                         (11, &wkv_post),
+                        (13, att_xq),
                     ],
                     Grid::LongChunkRows(n_head),
                 );
             }
             if out_mode != 0 {
                 b.fresh.push(("att_out", out_mode));
+            }
+            if att_q8.is_some() {
+                b.q8_fresh.push((att_in.clone(), Q8Format::Zero));
             }
             let tail_start = b.ops.len();
             b.matmul(

@@ -863,6 +863,69 @@ fn one_token_steps_match_the_cpu_reference(persistent: bool) {
 }
 
 #[test]
+fn q8_0_outputs_written_by_the_wkv_kernels_match_one_token_steps() {
+    // With Q8_0 or Q4_0 output projections, the WKV kernels also write the projection's
+    // 8-bit input (codes and scales) for steps of up to 16 rows: `main` in steps of
+    // one-token chunks, `post` after the scan in steps with a longer chunk. A 6-token chunk
+    // (the scan's path) against the same tokens one step each (`main`'s), and a step of two
+    // one-token chunks against their own steps.
+    for name in ["mini-q8_0", "mini-q4_0"] {
+        let file = support::fixture(&format!("{name}.gguf"));
+        let tokens = read_json_ids(fixtures().join(format!("expected/{name}.tokens.json")));
+        let options = EngineOptions {
+            max_slots: 2,
+            max_rows: 16,
+            max_out: 2,
+            llama_cpp_rounding: true,
+            ..EngineOptions::default()
+        };
+        let mut e = engine(&file, options.clone());
+        let mut one_by_one = Vec::new();
+        for t in &tokens[..6] {
+            one_by_one = last_logits(&mut e, std::slice::from_ref(t));
+        }
+        let mut e = engine(&file, options.clone());
+        let chunk = last_logits(&mut e, &tokens[..6]);
+        let err = relative_error(&chunk, &one_by_one);
+        assert!(err < 1e-5, "{name}: 6-token chunk: relative error {err:e}");
+        // Two sequences side by side (slot 1 one token behind).
+        let mut e = engine(&file, options);
+        let mut want = Vec::new();
+        for t in &tokens[6..9] {
+            want.push(last_logits(&mut e, std::slice::from_ref(t)));
+        }
+        e.reset(0).unwrap();
+        for (k, t) in tokens[6..9].iter().enumerate() {
+            let mut inputs = vec![SlotInput {
+                slot: 0,
+                tokens: std::slice::from_ref(t),
+                logits: Logits::Last,
+            }];
+            if k > 0 {
+                inputs.push(SlotInput {
+                    slot: 1,
+                    tokens: &tokens[6 + k - 1..6 + k],
+                    logits: Logits::Last,
+                });
+            }
+            let out = e.step(&inputs).unwrap();
+            let err = relative_error(&out[0][0], &want[k]);
+            assert!(
+                err < 1e-5,
+                "{name}: slot 0 token {k}: relative error {err:e}"
+            );
+            if k > 0 {
+                let err = relative_error(&out[1][0], &want[k - 1]);
+                assert!(
+                    err < 1e-5,
+                    "{name}: slot 1 token {k}: relative error {err:e}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
 fn few_token_steps_with_llama_cpp_rounding_match_one_token_steps() {
     few_token_steps_match_one_token_steps(false);
 }

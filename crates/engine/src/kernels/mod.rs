@@ -100,6 +100,12 @@ pub struct Wkv7Params {
     pub hidden_stride: u32,
     /// Where each LoRA's values start in a row of `hidden` (decay, iclr, gate, value).
     pub hidden_starts: [u32; 4],
+    /// Q8_0 output (`out_mode` 3): the rows of the output projection's 8-bit copy
+    /// (rwkv-gpu's `Q8Input`, binding 13) the kernel also writes (0: none), and the word of
+    /// its first scale.
+    pub q8_rows: u32,
+    pub xq_d: u32,
+    pub _pad: [u32; 2],
 }
 
 /// Compiled pipelines of the model's own kernels.

@@ -58,6 +58,11 @@ struct Params {
     // see the engine's LORA_ALIGN).
     hidden_stride: u32,
     hidden_starts: vec4<u32>,
+    // Q8_0 output (out_mode 3): rows (0: none) of `xq` that the steps' first rows also go
+    // to as rwkv-gpu's Q8Input (the output projection's 8-bit copy, read by steps of up to
+    // that many rows), and the word of its first scale.
+    q8_rows: u32,
+    xq_d: u32,
 }
 
 // Per-layer vectors, each `dim` long, in this order.
@@ -92,6 +97,8 @@ const LN_B: u32 = 7u;
 // The second LoRA products for `main_pre` and `prep_pre`, raw sums in blocks of
 // block_stride: [4][rows][dim], decay, iclr, gate, value residual.
 @group(0) @binding(12) var<storage, read> lora_sums: array<f32>;
+// The output's Q8_0 copy (see p.q8_rows): codes four per word, then the blocks' scales.
+@group(0) @binding(13) var<storage, read_write> xq: array<u32>;
 
 // Blocks of scan_in (wkv7_scan.wgsl reads them in this order).
 const SCAN_W: u32 = 0u;
@@ -127,6 +134,8 @@ var<workgroup> sh_r: array<vec4<f32>, 16>;
 var<workgroup> sh_s1: array<vec4<f32>, 16>;
 var<workgroup> sh_s2: array<vec4<f32>, 16>;
 var<workgroup> sh_o: array<f32, HEAD_SIZE>;
+// The head's Q8_0 codes, for `xq`.
+var<workgroup> sh_q: array<i32, HEAD_SIZE>;
 
 fn vec_at(which: u32, c: u32) -> f32 {
     return vecs[which * p.dim + c];
@@ -353,10 +362,11 @@ fn token_inputs_pre(i: u32, idx: u32, cv: ChannelVecs) -> TokenInputs {
     return finish_inputs(i, true, idx, cv, r, k, v, vf, sums);
 }
 
-// Steps 4-5 for channel i of the head: the group norm of y over the head, then the bonus
-// (vb = v * the head's r.k bonus) and the gate, rounded for the output projection. sh_s1
+// Steps 4-5 for channel i of the head at token `row`: the group norm of y over the head,
+// then the bonus (vb = v * the head's r.k bonus) and the gate, rounded for the output
+// projection (Q8_0: also written to xq as codes and scales where row < p.q8_rows). sh_s1
 // must hold the head's y (written, then a barrier); called in uniform control flow.
-fn head_output(y: f32, vb: f32, gate: f32, c: u32, i: u32, owner: bool) -> f32 {
+fn head_output(y: f32, vb: f32, gate: f32, c: u32, i: u32, owner: bool, row: u32) -> f32 {
     let mean = tree_s1() / f32(HEAD_SIZE);
     let d = y - mean;
     workgroupBarrier();
@@ -385,7 +395,27 @@ fn head_output(y: f32, vb: f32, gate: f32, c: u32, i: u32, owner: bool) -> f32 {
                 amax = max(amax, abs(sh_o[b0 + j]));
             }
             let dq = q8_0_scale(amax);
-            out = round(out * q8_0_inverse(dq)) * round_f16(dq);
+            let code = round(out * q8_0_inverse(dq));
+            out = code * round_f16(dq);
+            if row < p.q8_rows {
+                // The codes as rwkv-gpu's quantize_q8.wgsl packs them (q8_pack.wgsl), the
+                // scale as the f32 of its f16 rounding.
+                if owner {
+                    sh_q[i] = i32(code);
+                }
+                workgroupBarrier();
+                let v0 = row * p.dim + c - i;
+                if owner && i < HEAD_SIZE / 4u {
+                    var word = 0u;
+                    for (var e = 0u; e < 4u; e++) {
+                        word |= (bitcast<u32>(sh_q[4u * i + e]) & 0xffu) << (8u * e);
+                    }
+                    xq[v0 / 4u + i] = word;
+                }
+                if owner && i % 32u == 0u {
+                    xq[p.xq_d + (v0 + i) / 32u] = bitcast<u32>(round_f16(dq));
+                }
+            }
         }
         default: {}
     }
@@ -394,7 +424,7 @@ fn head_output(y: f32, vb: f32, gate: f32, c: u32, i: u32, owner: bool) -> f32 {
 
 // Steps 3-5 of one token in a chunk walker (`main`, `main_pre`): the state update and
 // read-out by the row owners, the head's output into output[idx]. Uniform control flow.
-fn chunk_token(x: TokenInputs, idx: u32, c: u32, i: u32, owner: bool, r_k: f32) {
+fn chunk_token(x: TokenInputs, row: u32, idx: u32, c: u32, i: u32, owner: bool, r_k: f32) {
     if owner {
         let q = i / 4u;
         let e = i % 4u;
@@ -423,7 +453,7 @@ fn chunk_token(x: TokenInputs, idx: u32, c: u32, i: u32, owner: bool, r_k: f32) 
     let bonus = tree_s2();
     var out = y;
     if (WKV_PROBE & 4u) == 0u {
-        out = head_output(y, x.v * bonus, x.gate, c, i, owner);
+        out = head_output(y, x.v * bonus, x.gate, c, i, owner, row);
     }
     if owner {
         output[idx] = out;
@@ -462,7 +492,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
     for (var n = 0u; n < chunk.n_rows; n++) {
         let row = chunk.first_row + n;
         let idx = row * p.dim + c;
-        chunk_token(token_inputs(t, row, idx, cv, vec_mode), idx, c, i, owner, r_k);
+        chunk_token(token_inputs(t, row, idx, cv, vec_mode), row, idx, c, i, owner, r_k);
     }
 
     if keep_state {
@@ -484,8 +514,9 @@ fn main_pre(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_inde
     let cv = channel_vecs(c);
     let r_k = vec_at(R_K, c);
     for (var n = 0u; n < chunk.n_rows; n++) {
-        let idx = (chunk.first_row + n) * p.dim + c;
-        chunk_token(token_inputs_pre(i, idx, cv), idx, c, i, true, r_k);
+        let row = chunk.first_row + n;
+        let idx = row * p.dim + c;
+        chunk_token(token_inputs_pre(i, idx, cv), row, idx, c, i, true, r_k);
     }
     state_store(sbase);
 }
@@ -563,6 +594,6 @@ fn post(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) i
     sh_s1[i / 4u][i % 4u] = y;
     workgroupBarrier();
     let out = head_output(y, post_in[pb + POST_VB * HEAD_SIZE], post_in[pb + POST_GATE * HEAD_SIZE],
-        c, i, true);
+        c, i, true, row);
     output[row * p.dim + c] = out;
 }
