@@ -2129,6 +2129,26 @@ impl Engine {
             } else {
                 Grid::ChunkHeads(n_head)
             };
+            // wkv7.wgsl's bindings; each entry point binds those it uses.
+            let wkv_bindings: [(u32, &wgpu::Buffer); 14] = [
+                (0, &wkv_params),
+                (1, &scratch.step),
+                (2, &scratch.chunks),
+                (3, &rkv),
+                (4, hidden),
+                (5, &lw.lora2),
+                (6, &v_first),
+                (7, &st.wkv),
+                (8, &lw.vecs),
+                (9, &att_in),
+                (10, &wkv_scan),
+                (11, &wkv_post),
+                (12, lora_sums.as_ref().unwrap_or(&dummy)),
+                (13, att_xq),
+            ];
+            let wkv = |at: &[u32]| -> Vec<(u32, &wgpu::Buffer)> {
+                at.iter().map(|&i| wkv_bindings[i as usize]).collect()
+            };
             let start = b.ops.len();
             b.kernel_at(
                 "wkv7",
@@ -2137,39 +2157,16 @@ impl Engine {
                 } else {
                     &kernels.wkv7_f32
                 },
-                &[
-                    (0, &wkv_params),
-                    (1, &scratch.step),
-                    (2, &scratch.chunks),
-                    (3, &rkv),
-                    (4, hidden),
-                    (5, &lw.lora2),
-                    (6, &v_first),
-                    (7, &st.wkv),
-                    (8, &lw.vecs),
-                    (9, &att_in),
-                    (13, att_xq),
-                ],
+                &wkv(&[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 13]),
                 main_grid,
             );
-            if let Some(sums) = &lora_sums {
+            if lora_sums.is_some() {
                 b.by_rows(start, lora2_from, false);
                 let start = b.ops.len();
                 b.kernel_at(
                     "wkv7",
                     &kernels.wkv7_pre,
-                    &[
-                        (0, &wkv_params),
-                        (1, &scratch.step),
-                        (2, &scratch.chunks),
-                        (3, &rkv),
-                        (6, &v_first),
-                        (7, &st.wkv),
-                        (8, &lw.vecs),
-                        (9, &att_in),
-                        (12, sums),
-                        (13, att_xq),
-                    ],
+                    &wkv(&[0, 1, 2, 3, 6, 7, 8, 9, 12, 13]),
                     main_grid,
                 );
                 b.by_rows(start, lora2_from, true);
@@ -2182,36 +2179,16 @@ impl Engine {
                 b.kernel_at(
                     "wkv7_prep",
                     if lw.lora2_f16 { &wc.prep } else { &wc.prep_f32 },
-                    &[
-                        (0, &wkv_params),
-                        (1, &scratch.step),
-                        (2, &scratch.chunks),
-                        (3, &rkv),
-                        (4, hidden),
-                        (5, &lw.lora2),
-                        (6, &v_first),
-                        (8, &lw.vecs),
-                        (10, &wkv_scan),
-                        (11, &wkv_post),
-                    ],
+                    &wkv(&[0, 1, 2, 3, 4, 5, 6, 8, 10, 11]),
                     Grid::LongChunkRows(n_head),
                 );
-                if let Some(sums) = &lora_sums {
+                if lora_sums.is_some() {
                     b.by_rows(start, lora2_from, false);
                     let start = b.ops.len();
                     b.kernel_at(
                         "wkv7_prep",
                         &wc.prep_pre,
-                        &[
-                            (0, &wkv_params),
-                            (1, &scratch.step),
-                            (3, &rkv),
-                            (6, &v_first),
-                            (8, &lw.vecs),
-                            (10, &wkv_scan),
-                            (11, &wkv_post),
-                            (12, sums),
-                        ],
+                        &wkv(&[0, 1, 3, 6, 8, 10, 11, 12]),
                         Grid::LongChunkRows(n_head),
                     );
                     b.by_rows(start, lora2_from, true);
@@ -2236,14 +2213,7 @@ impl Engine {
                 b.kernel_at(
                     "wkv7_post",
                     &wc.post,
-                    &[
-                        (0, &wkv_params),
-                        (1, &scratch.step),
-                        (8, &lw.vecs),
-                        (9, &att_in),
-                        (11, &wkv_post),
-                        (13, att_xq),
-                    ],
+                    &wkv(&[0, 1, 8, 9, 11, 13]),
                     Grid::LongChunkRows(n_head),
                 );
             }

@@ -5,29 +5,11 @@
 
 mod support;
 
+use gguf::GgmlType;
 use half::f16;
 use rwkv_engine::kernels::{bind, uniform, Kernels, RoundParams, StepUniform};
+use rwkv_model::round_activation;
 use support::context;
-
-/// ggml's quantize_row_q8_K of one block, decoded back to f32 (IEEE quotients).
-fn q8k_round(block: &[f32]) -> Vec<f32> {
-    let (mut amax, mut max) = (0.0f32, 0.0f32);
-    for &v in block {
-        if v.abs() > amax {
-            amax = v.abs();
-            max = v;
-        }
-    }
-    if max == 0.0 {
-        return vec![0.0; block.len()];
-    }
-    let iscale = -127.0 / max;
-    let d = 1.0 / iscale;
-    block
-        .iter()
-        .map(|&v| (iscale * v).round_ties_even().min(127.0) * d)
-        .collect()
-}
 
 struct Rng(u64);
 
@@ -70,8 +52,8 @@ fn q8k_rounding_matches_ggml() {
             let at = (b * block_stride + r * cols) as usize;
             for chunk in 0..cols as usize / 256 {
                 let s = at + chunk * 256;
-                let rounded = q8k_round(&x[s..s + 256]);
-                want[s..s + 256].copy_from_slice(&rounded);
+                // (ggml's Q8_K blocks, as the CPU reference rounds for K-quant weights.)
+                round_activation(GgmlType::Q4_K, &mut want[s..s + 256]);
             }
         }
     }

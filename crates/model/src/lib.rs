@@ -11,6 +11,9 @@ pub mod synth;
 
 pub use cpu::{CpuModel, Precision};
 pub use error::{ModelError, Result};
+/// ggml's rounding of an activation row for a weight type (f16, bf16, Q8_0, Q8_K), as the
+/// CPU reference applies it.
+pub use ggml_cpu::round_activation;
 pub use spec::{Rwkv7Config, Rwkv7Spec, Rwkv7Tensors};
 pub use state::{LayerState, State};
 

@@ -31,11 +31,15 @@ struct Params {
 
 const WG: u32 = 256u;
 
+// The rows of the step this op rounds: its token rows or its logits rows.
+fn row_count() -> u32 {
+    return select(step.n_rows, step.n_out, p.count_out == 1u);
+}
+
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, lane: Lane) {
     let tid = lane.tid;
-    let count = select(step.n_rows, step.n_out, p.count_out == 1u);
-    if wg.x >= count {
+    if wg.x >= row_count() {
         return;
     }
     // wg.y = block * tiles + tile: 256 columns of one row of one block.
@@ -82,11 +86,10 @@ var<workgroup> q8k_part: array<vec3<f32>, 256>;
 
 @compute @workgroup_size(256)
 fn main_q8k(@builtin(workgroup_id) wg: vec3<u32>, lane: Lane) {
-    let tid = lane.tid;
-    let count = select(step.n_rows, step.n_out, p.count_out == 1u);
-    if wg.x >= count {
+    if wg.x >= row_count() {
         return;
     }
+    let tid = lane.tid;
     let tiles = p.cols / WG;
     let groups = (tiles + 7u) / 8u;
     let tile = (wg.y % groups) * 8u + tid / 32u;
