@@ -127,7 +127,12 @@ impl GpuSampler {
             )
         };
         let readback = [readback_buffer()?, readback_buffer()?];
-        let pipeline = pipeline(&ctx.device, "sample", include_str!("kernels/sample.wgsl"));
+        let source = format!(
+            "const WG: u32 = {}u;\n{}",
+            sample_workgroup(&ctx.limits),
+            include_str!("kernels/sample.wgsl")
+        );
+        let pipeline = pipeline(&ctx.device, "sample", &source);
         let bind_group = bind(
             &ctx.device,
             &pipeline,
@@ -622,3 +627,29 @@ impl Engine {
             .collect())
     }
 }
+
+/// Invocations per sampling workgroup (one per logits row): the most the device allows up to
+/// 1024, as a power of two, with room for the reductions' 16 bytes per invocation of
+/// workgroup memory. A row is one workgroup's work, whose passes over the vocabulary (the
+/// maximum, the weights, each of top-k's and top-p's 32 bisection steps, the counts' decay)
+/// each take vocab / WG loads per invocation in sequence: at batch 1 the sampler is latency-
+/// bound. `WEB_RWKV_SAMPLE_WG` sets it (a power of two from 128), for measurements. (On
+/// lavapipe, workgroups of 32 and 64 invocations pick other tokens than the CPU for the
+/// World vocabulary; 128 to 1024 pass the sampler tests.)
+fn sample_workgroup(limits: &wgpu::Limits) -> u32 {
+    let cap = limits
+        .max_compute_invocations_per_workgroup
+        .min(limits.max_compute_workgroup_size_x)
+        .min(limits.max_compute_workgroup_storage_size / 32);
+    let wanted = rwkv_gpu::env_parse::<u32>(SAMPLE_WG_ENV)
+        .filter(|w| w.is_power_of_two() && *w >= 128)
+        .unwrap_or(1024);
+    let mut wg = 32;
+    while wg * 2 <= wanted.min(cap) {
+        wg *= 2;
+    }
+    wg
+}
+
+/// Environment variable setting [`sample_workgroup`]'s size, for measurements.
+pub const SAMPLE_WG_ENV: &str = "WEB_RWKV_SAMPLE_WG";

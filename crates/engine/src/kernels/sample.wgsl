@@ -1,4 +1,5 @@
-// Sampling, one workgroup per logits row. The algorithm is the one specified at the top of
+// Sampling, one workgroup of WG invocations (a power of two, prepended by sample.rs) per
+// logits row. The algorithm is the one specified at the top of
 // the rwkv-sampler crate (crates/sampler/src/lib.rs), step for step, and rwkv_sampler's CPU
 // sampler picks the same token for the same logits, counts, parameters and step counter:
 // floats only in single +, -, * operations (products are kept from being fused into FMAs), a
@@ -43,7 +44,6 @@ struct Params {
 @group(0) @binding(7) var<storage, read_write> weights: array<u32>;  // [rows][vocab]
 @group(0) @binding(8) var<storage, read_write> ids: array<u32>;      // [rows]
 
-const WG: u32 = 256u;
 const MIN_LOG2: f32 = -2621440.0; // -40 * 2^16
 const ONE: u32 = 0x80000000u;
 const COUNT_FLOOR_BITS: u32 = 0x1f800000u; // 2^-64
@@ -177,7 +177,7 @@ fn bisect(tid: u32, base: u32, vocab: u32, need: vec2<u32>, mass: bool) -> u32 {
     return lo;
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
     let row = wg.x;
     let vocab = info.vocab;
