@@ -633,9 +633,10 @@ impl Engine {
 /// workgroup memory. A row is one workgroup's work, whose passes over the vocabulary (the
 /// maximum, the weights, each of top-k's and top-p's 32 bisection steps, the counts' decay)
 /// each take vocab / WG loads per invocation in sequence: at batch 1 the sampler is latency-
-/// bound. `WEB_RWKV_SAMPLE_WG` sets it (a power of two from 128), for measurements. (On
-/// lavapipe, workgroups of 32 and 64 invocations pick other tokens than the CPU for the
-/// World vocabulary; 128 to 1024 pass the sampler tests.)
+/// bound. `WEB_RWKV_SAMPLE_WG` sets it (a power of two from 128), for measurements. (On an
+/// H200 the sampler tests pass with 32 to 1024 invocations; on lavapipe workgroups of 32
+/// and 64 pick other tokens than the CPU for the World vocabulary, 128 to 1024 pass, so
+/// fewer than 128 are not offered.)
 fn sample_workgroup(limits: &wgpu::Limits) -> u32 {
     let cap = limits
         .max_compute_invocations_per_workgroup
