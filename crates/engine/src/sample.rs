@@ -629,8 +629,8 @@ impl Engine {
 }
 
 /// Invocations per sampling workgroup (one per logits row): the most the device allows up to
-/// 1024, as a power of two, with room for the reductions' 16 bytes per invocation of
-/// workgroup memory. A row is one workgroup's work, whose passes over the vocabulary (the
+/// 1024, as a power of two, with twice the reductions' 16 bytes per invocation of workgroup
+/// memory to spare. A row is one workgroup's work, whose passes over the vocabulary (the
 /// maximum, the weights, each of top-k's and top-p's 32 bisection steps, the counts' decay)
 /// each take vocab / WG loads per invocation in sequence: at batch 1 the sampler is latency-
 /// bound. `WEB_RWKV_SAMPLE_WG` sets it (a power of two from 128), for measurements. (On an

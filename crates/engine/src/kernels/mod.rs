@@ -280,10 +280,11 @@ pub fn wkv7_wgsl(lora_ranks: [u32; 4], f16: bool) -> String {
     format!(
         "const R_W: u32 = {rw}u;\nconst R_A: u32 = {ra}u;\nconst R_G: u32 = {rg}u;\n\
          const R_V: u32 = {rv}u;\nconst LORA_F16: bool = {f16};\n\
-         const WKV_PROBE: u32 = {}u;\n{}{}{}",
+         const WKV_PROBE: u32 = {}u;\n{}{}{}{}",
         wkv_probe(),
         lora_lanes_wgsl(lora_ranks, wkv_load_group()) + &state_wgsl(),
         rwkv_gpu::ROUNDING_WGSL,
+        rwkv_gpu::Q8_PACK_WGSL,
         [STEP_WGSL, include_str!("wkv7.wgsl")].concat()
     )
 }

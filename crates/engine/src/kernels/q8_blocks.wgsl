@@ -19,8 +19,12 @@ fn f16_pair(tid: u32, v: f32) -> u32 {
     pair_vals[tid] = v;
     workgroupBarrier();
     let c = min(2u * tid, 254u);
-    let h = clamp(vec2<f32>(pair_vals[c], pair_vals[c + 1u]), vec2<f32>(-F16_MAX), vec2<f32>(F16_MAX));
-    return pack2x16float(h);
+    return pack_f16_pair(vec2<f32>(pair_vals[c], pair_vals[c + 1u]));
+}
+
+// Two values as one word of f16s (the first in the low half), clamped to f16's finite range.
+fn pack_f16_pair(v: vec2<f32>) -> u32 {
+    return pack2x16float(clamp(v, vec2<f32>(-F16_MAX), vec2<f32>(F16_MAX)));
 }
 
 // The largest |v| of each block of 32 consecutive threads (Q8_0's blocks): one barrier, then

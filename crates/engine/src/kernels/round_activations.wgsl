@@ -129,8 +129,7 @@ fn main_q8k(@builtin(workgroup_id) wg: vec3<u32>, lane: Lane) {
     }
     if p.write_x16 == 1u {
         for (var j = 0u; j < 8u; j += 2u) {
-            let h = clamp(vec2<f32>(r[j], r[j + 1u]), vec2<f32>(-F16_MAX), vec2<f32>(F16_MAX));
-            x16[(base + j) / 2u] = pack2x16float(h);
+            x16[(base + j) / 2u] = pack_f16_pair(vec2<f32>(r[j], r[j + 1u]));
         }
     }
 }

@@ -1,6 +1,6 @@
-// (rwkv-gpu's rounding.wgsl, the generated lora_lanes and a header with the LoRA ranks R_W,
-// R_A, R_G, R_V and LORA_F16, whether the LoRA weights are f16 pairs, and WKV_PROBE (see
-// kernels/mod.rs), and step.wgsl, the Step and Chunk structs, are prepended.)
+// (rwkv-gpu's rounding.wgsl and q8_pack.wgsl, the generated lora_lanes and a header with the
+// LoRA ranks R_W, R_A, R_G, R_V and LORA_F16, whether the LoRA weights are f16 pairs, and
+// WKV_PROBE (see kernels/mod.rs), and step.wgsl, the Step and Chunk structs, are prepended.)
 // The RWKV-7 attention core. Entry points:
 //  - `main`: one workgroup per (chunk, head) walks the chunk's tokens in order, doing steps
 //    1-5 below per token. Used when every chunk of a step has one token (decode).
@@ -134,8 +134,6 @@ var<workgroup> sh_r: array<vec4<f32>, 16>;
 var<workgroup> sh_s1: array<vec4<f32>, 16>;
 var<workgroup> sh_s2: array<vec4<f32>, 16>;
 var<workgroup> sh_o: array<f32, HEAD_SIZE>;
-// The head's Q8_0 codes, for `xq`.
-var<workgroup> sh_q: array<i32, HEAD_SIZE>;
 
 fn vec_at(which: u32, c: u32) -> f32 {
     return vecs[which * p.dim + c];
@@ -398,19 +396,15 @@ fn head_output(y: f32, vb: f32, gate: f32, c: u32, i: u32, owner: bool, row: u32
             let code = round(out * q8_0_inverse(dq));
             out = code * round_f16(dq);
             if row < p.q8_rows {
-                // The codes as rwkv-gpu's quantize_q8.wgsl packs them (q8_pack.wgsl), the
-                // scale as the f32 of its f16 rounding.
+                // The codes packed as rwkv-gpu's quantize_q8.wgsl packs them (q8_pack.wgsl's
+                // q8_codes and q8_word), the scale as the f32 of its f16 rounding.
                 if owner {
-                    sh_q[i] = i32(code);
+                    q8_codes[i] = i32(code);
                 }
                 workgroupBarrier();
                 let v0 = row * p.dim + c - i;
                 if owner && i < HEAD_SIZE / 4u {
-                    var word = 0u;
-                    for (var e = 0u; e < 4u; e++) {
-                        word |= (bitcast<u32>(sh_q[4u * i + e]) & 0xffu) << (8u * e);
-                    }
-                    xq[v0 / 4u + i] = word;
+                    xq[v0 / 4u + i] = q8_word(i);
                 }
                 if owner && i % 32u == 0u {
                     xq[p.xq_d + (v0 + i) / 32u] = bitcast<u32>(round_f16(dq));
