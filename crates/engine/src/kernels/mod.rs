@@ -539,10 +539,7 @@ fn scan_wgsl(lanes: u32, depth: u32) -> String {
         );
     }
     s.push_str("    }\n}\n");
-    // The sums across a row's lanes: one f32 (the split form) or four (the single reduction).
-    let split = scan_split_sums();
-    let ty = if split { "f32" } else { "vec4<f32>" };
-    let _ = writeln!(s, "fn lane_sum(x: {ty}) -> {ty} {{\n    var s = x;");
+    s.push_str("fn lane_sum(x: f32) -> f32 {\n    var s = x;\n");
     let mut m = 1;
     while m < lanes {
         let _ = writeln!(
@@ -551,54 +548,22 @@ fn scan_wgsl(lanes: u32, depth: u32) -> String {
         );
         m *= 2;
     }
-    s.push_str("    return s;\n}\n");
+    s.push_str("    return s;\n}\nfn scan_token(x: Tok) -> f32 {\n    var sa = 0.0;\n");
     let comps = ["x", "y", "z", "w"];
-    if split {
-        s.push_str("fn scan_token(x: Tok) -> f32 {\n    var sa = 0.0;\n");
-        for q in 0..parts {
-            for c in comps {
-                let _ = writeln!(s, "    sa += x.a{q}.{c} * S{q}.{c};");
-            }
-        }
-        s.push_str("    sa = lane_sum(sa);\n    var y = 0.0;\n");
-        for q in 0..parts {
-            let _ = writeln!(s, "    S{q} = S{q} * x.w{q} + x.v * x.k{q} + sa * x.b{q};");
-            for c in comps {
-                let _ = writeln!(s, "    y += S{q}.{c} * x.r{q}.{c};");
-            }
-        }
-        s.push_str("    return lane_sum(y);\n}\n");
-        return s;
-    }
-    // One reduction per token: with S the state before the update,
-    //   y = sum_j S'[j] r[j] = sum_j S[j] (w[j] r[j]) + sa (b . r) + v (k . r),
-    // so the four sums (sa, the first term, b . r, k . r) all read values known when the
-    // token's loads arrive and cross the lanes together (vec4 shuffles), and the next
-    // token's chain waits for one set of shuffles, not two.
-    s.push_str("fn scan_token(x: Tok) -> f32 {\n    var sums = vec4<f32>(0.0);\n");
     for q in 0..parts {
-        let _ = writeln!(s, "    let wr{q} = x.w{q} * x.r{q};");
         for c in comps {
-            let _ = writeln!(
-                s,
-                "    sums += vec4<f32>(x.a{q}.{c}, wr{q}.{c}, x.b{q}.{c}, x.k{q}.{c}) * \
-                 vec4<f32>(S{q}.{c}, S{q}.{c}, x.r{q}.{c}, x.r{q}.{c});"
-            );
+            let _ = writeln!(s, "    sa += x.a{q}.{c} * S{q}.{c};");
         }
     }
-    s.push_str("    sums = lane_sum(sums);\n");
+    s.push_str("    sa = lane_sum(sa);\n    var y = 0.0;\n");
     for q in 0..parts {
-        let _ = writeln!(s, "    S{q} = S{q} * x.w{q} + x.v * x.k{q} + sums.x * x.b{q};");
+        let _ = writeln!(s, "    S{q} = S{q} * x.w{q} + x.v * x.k{q} + sa * x.b{q};");
+        for c in comps {
+            let _ = writeln!(s, "    y += S{q}.{c} * x.r{q}.{c};");
+        }
     }
-    s.push_str("    return sums.y + sums.x * sums.z + x.v * sums.w;\n}\n");
+    s.push_str("    return lane_sum(y);\n}\n");
     s
-}
-
-/// `WEB_RWKV_SCAN_SUMS=2`: the WKV scan reduces each token's two sums one after the other
-/// (sa, then y from the updated state), as it did before the single reduction; for
-/// measurements.
-fn scan_split_sums() -> bool {
-    rwkv_gpu::env_parse::<u32>("WEB_RWKV_SCAN_SUMS") == Some(2)
 }
 
 /// A compute pipeline for entry point `entry` of `module`, the layout derived from it.

@@ -13,8 +13,6 @@
 // while it works on this one.
 //   sa = sum_j -kk[j] S[i][j];  S[i][j] = S[i][j] w[j] + v[i] k[j] + sa (kk[j] a[j])
 //   y[i] = sum_j S[i][j] r[j]
-// (y taken from the state before the update: sum_j S[i][j] w[j] r[j] + sa (kk a . r)
-// + v[i] (k . r), so one reduction per token serves both sums; kernels/mod.rs's scan_wgsl.)
 
 const HEAD_SIZE: u32 = 64u;
 // The per-token record of a head in scan_in, in vec4s: blocks w, k, -kk, kk * a, r, v.
