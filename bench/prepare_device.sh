@@ -2,7 +2,7 @@
 # Prepares, on the development machine, what a GPU-machine run needs in the git-ignored
 # folder .dev (carry it, and .gl, with the device tool; 64 MiB in all):
 #   .dev/web-rwkv-gguf, .dev/bench        stripped release binaries (synth, serve; the bench)
-#   .dev/tests/{matmul,matvec,engine,rounding}  stripped GPU test binaries (fixtures baked in by path)
+#   .dev/tests/{matmul,matvec,engine,rounding,sample}  stripped GPU test binaries (fixtures baked in by path)
 #   .dev/fixtures/                        the fixtures those tests read (a subset: see FIXTURES)
 #   .dev/vocab-q4_k_m.gguf                the tokenizer the synthetic models copy
 # and the Vulkan loader packages in .gl if they are missing. Then, on the GPU machine:
@@ -21,7 +21,7 @@ for t in matmul matvec; do
         python3 -c 'import json,sys; print([j["executable"] for j in map(json.loads, sys.stdin) if j.get("executable")][-1])')
     strip -o ".dev/tests/$t" "$exe"
 done
-for t in engine rounding; do
+for t in engine rounding sample; do
     exe=$(cargo test --release -p rwkv-engine --test "$t" --no-run --message-format=json 2>/dev/null |
         python3 -c 'import json,sys; print([j["executable"] for j in map(json.loads, sys.stdin) if j.get("executable")][-1])')
     strip -o ".dev/tests/$t" "$exe"

@@ -48,8 +48,12 @@ fn kernels() -> Vec<(String, String)> {
         rwkv_engine::kernels::wkv7_wgsl(ranks, true),
     ));
     out.push((
-        "wkv7 scan, 8 lanes".into(),
-        rwkv_engine::kernels::wkv7_scan_wgsl(8, 64, 2),
+        "wkv7 scan, 16 lanes".into(),
+        rwkv_engine::kernels::wkv7_scan_wgsl(16, 64, 2, 1),
+    ));
+    out.push((
+        "wkv7 scan of one-token chunks, 16 lanes, 4 rows".into(),
+        rwkv_engine::kernels::wkv7_scan_wgsl(16, 64, 1, 4),
     ));
     let mix = rwkv_engine::kernels::token_mix_wgsl(true);
     out.push((

@@ -2195,7 +2195,11 @@ impl Engine {
                 }
                 // Two scans: one for steps of one-token chunks (batches), one for the others
                 // (see `Wkv7Chunk::scan_single`).
-                for (scan, single) in [(&wc.scan, false), (&wc.scan_single, true)] {
+                let scans = [
+                    (&wc.scan, false, wc.workgroups_per_head),
+                    (&wc.scan_single, true, wc.workgroups_per_head_single),
+                ];
+                for (scan, single, per_head) in scans {
                     b.kernel(
                         "wkv7_scan",
                         scan,
@@ -2207,7 +2211,7 @@ impl Engine {
                             &st.wkv,
                             &wkv_post,
                         ],
-                        Grid::ScanHeads(n_head * wc.workgroups_per_head, single),
+                        Grid::ScanHeads(n_head * per_head, single),
                     );
                 }
                 b.kernel_at(

@@ -140,12 +140,14 @@ pub struct Wkv7Chunk {
     pub prep_pre: wgpu::ComputePipeline,
     pub scan: wgpu::ComputePipeline,
     /// The scan for steps whose chunks all have one token (batches): one token's loads in
-    /// flight (`SCAN_DEPTH_SINGLE`) instead of `scan_depth`.
+    /// flight (`SCAN_DEPTH_SINGLE`) instead of `scan_depth`, and [`scan_rows`]'s rows per
+    /// lane group.
     pub scan_single: wgpu::ComputePipeline,
     pub post: wgpu::ComputePipeline,
     pub lanes: u32,
-    /// Workgroups of the scan per head (`scan_threads`).
+    /// Workgroups of the scan per head (`scan_threads`), and of `scan_single`.
     pub workgroups_per_head: u32,
+    pub workgroups_per_head_single: u32,
 }
 
 /// Environment variable for the lanes per state row of the chunk path's WKV scan (1, 2,
@@ -224,12 +226,14 @@ impl Kernels {
         let wkv = |f16: bool| rwkv_gpu::shader_module(device, "wkv7", &wkv7_wgsl(lora_ranks, f16));
         let (wkv_f16, wkv_f32) = (wkv(true), wkv(false));
         let wkv7_chunk = scan_lanes.map(|lanes| {
-            let threads = scan_threads(lanes);
-            let scan_module = |depth| {
-                let source = wkv7_scan_wgsl(lanes, threads, depth);
+            let [rows, rows_single] = scan_rows();
+            let threads = |rows| scan_threads(lanes).min(64 * lanes / rows);
+            let scan_module = |depth, rows| {
+                let source = wkv7_scan_wgsl(lanes, threads(rows), depth, rows);
                 rwkv_gpu::shader_module(device, "wkv7_scan", &source)
             };
-            let (scan, scan_single) = (scan_module(scan_depth()), scan_module(SCAN_DEPTH_SINGLE));
+            let scan = scan_module(scan_depth(), rows);
+            let scan_single = scan_module(SCAN_DEPTH_SINGLE, rows_single);
             Wkv7Chunk {
                 prep: pipeline_at(device, "wkv7_prep", &wkv_f16, "prep"),
                 prep_f32: pipeline_at(device, "wkv7_prep", &wkv_f32, "prep"),
@@ -238,7 +242,12 @@ impl Kernels {
                 scan_single: pipeline_at(device, "wkv7_scan", &scan_single, "main"),
                 post: pipeline_at(device, "wkv7_post", &wkv_f16, "post"),
                 lanes,
-                workgroups_per_head: scan_workgroups_per_head(lanes, threads),
+                workgroups_per_head: scan_workgroups_per_head(lanes, threads(rows), rows),
+                workgroups_per_head_single: scan_workgroups_per_head(
+                    lanes,
+                    threads(rows_single),
+                    rows_single,
+                ),
             }
         });
         let token_mix = rwkv_gpu::shader_module(device, "token_mix", &token_mix_wgsl(subgroups));
@@ -292,19 +301,37 @@ pub fn wkv7_wgsl(lora_ranks: [u32; 4], f16: bool) -> String {
 /// The WKV scan's source (wkv7_scan.wgsl) for `lanes` lanes per state row, workgroups of
 /// `threads` threads (a power of two from `lanes` to 64 `lanes`) and `depth` tokens' loads in
 /// flight (1 to 8).
-pub fn wkv7_scan_wgsl(lanes: u32, threads: u32, depth: u32) -> String {
+pub fn wkv7_scan_wgsl(lanes: u32, threads: u32, depth: u32, rows: u32) -> String {
     format!(
         "const SCAN_WG: u32 = {threads}u;\nconst WGS_PER_HEAD: u32 = {}u;\n",
-        scan_workgroups_per_head(lanes, threads)
-    ) + &scan_wgsl(lanes, depth)
+        scan_workgroups_per_head(lanes, threads, rows)
+    ) + &scan_wgsl(lanes, depth, rows)
         + STEP_WGSL
         + include_str!("wkv7_scan.wgsl")
 }
 
-/// Workgroups of the WKV scan per head: its 64 state rows of `lanes` lanes, `threads` per
-/// workgroup.
-fn scan_workgroups_per_head(lanes: u32, threads: u32) -> u32 {
-    64 * lanes / threads
+/// Workgroups of the WKV scan per head: its 64 state rows of `lanes` lanes, `rows` rows per
+/// lane, `threads` per workgroup.
+fn scan_workgroups_per_head(lanes: u32, threads: u32, rows: u32) -> u32 {
+    (64 * lanes / rows / threads).max(1)
+}
+
+/// State rows per lane group of the WKV scan of prompt chunks and of one-token chunks
+/// (batches): the rows' updates share the lane's per-token loads. `WEB_RWKV_SCAN_ROWS` and
+/// `WEB_RWKV_SCAN_ROWS_SINGLE` (1, 2 or 4) set them, for measurements. On an H200 (2.9B
+/// Q4_K_M): a 2048-token prompt's scan 27.5 / 28.6 / 30.5 ms with 1 / 2 / 4 rows (each
+/// token's chain of updates is longer, the loads were not what bound it), so prompts keep
+/// 1; a 64-sequence step's 1.17 / 1.00 / 0.99 ms, batch 64 / 256 +3% / +3.6% with 4.
+fn scan_rows() -> [u32; 2] {
+    let rows = |var: &str, default| {
+        rwkv_gpu::env_parse::<u32>(var)
+            .filter(|r| [1, 2, 4].contains(r))
+            .unwrap_or(default)
+    };
+    [
+        rows("WEB_RWKV_SCAN_ROWS", 1),
+        rows("WEB_RWKV_SCAN_ROWS_SINGLE", 4),
+    ]
 }
 
 /// Threads per workgroup of the WKV scan for `lanes` lanes per state row
@@ -472,25 +499,53 @@ fn state_wgsl() -> String {
 /// on an H200; with 2 in flight 0.49, and without the loads 0.06). Staging blocks of 8-32
 /// tokens in workgroup memory instead (all threads loading a block at once, the next one in
 /// flight) measured no better (8) or slower (16: 0.66 us; 32).
-fn scan_wgsl(lanes: u32, depth: u32) -> String {
+fn scan_wgsl(lanes: u32, depth: u32, rows: u32) -> String {
     use std::fmt::Write;
     let parts = 16 / lanes;
     let blocks = ["w", "k", "a", "b", "r"];
+    // A value per state row of the lane: f32, vec2 or vec4 (`rows` 1, 2, 4), and one built
+    // from a per-row expression.
+    let ty = match rows {
+        1 => "f32".to_string(),
+        n => format!("vec{n}<f32>"),
+    };
+    let per_row = |f: &dyn Fn(u32) -> String| -> String {
+        let items: Vec<String> = (0..rows).map(f).collect();
+        format!("{ty}({})", items.join(", "))
+    };
+    let row = |r: u32| -> String {
+        if rows == 1 {
+            String::new()
+        } else {
+            format!("[{r}]")
+        }
+    };
     // SCAN_PROBE: measurement bits (`WEB_RWKV_SCAN_PROBE`; results are wrong with any
     // set): 1 leaves out the shuffles, 2 the per-token loads after the first tokens', 4 the
     // stores of y.
     let probe: u32 = rwkv_gpu::env_parse("WEB_RWKV_SCAN_PROBE").unwrap_or(0);
-    let mut s = format!("const LANES: u32 = {lanes}u;\nconst SCAN_PROBE: u32 = {probe}u;\n");
-    for q in 0..parts {
-        let _ = writeln!(s, "var<private> S{q}: vec4<f32>;");
+    let mut s = format!(
+        "const LANES: u32 = {lanes}u;\nconst SCAN_ROWS: u32 = {rows}u;\n\
+         const SCAN_PROBE: u32 = {probe}u;\n"
+    );
+    // Row r's part: S{r}_{q}.
+    for r in 0..rows {
+        for q in 0..parts {
+            let _ = writeln!(s, "var<private> S{r}_{q}: vec4<f32>;");
+        }
     }
+    // Rows i, i + 1.. of the state follow each other (16 vec4s each).
     s.push_str("fn state_load(at: u32) {\n");
-    for q in 0..parts {
-        let _ = writeln!(s, "    S{q} = state[at + {q}u];");
+    for r in 0..rows {
+        for q in 0..parts {
+            let _ = writeln!(s, "    S{r}_{q} = state[at + {}u];", 16 * r + q);
+        }
     }
     s.push_str("}\nfn state_store(at: u32) {\n");
-    for q in 0..parts {
-        let _ = writeln!(s, "    state[at + {q}u] = S{q};");
+    for r in 0..rows {
+        for q in 0..parts {
+            let _ = writeln!(s, "    state[at + {}u] = S{r}_{q};", 16 * r + q);
+        }
     }
     s.push_str("}\nstruct Tok {\n");
     for b in blocks {
@@ -498,7 +553,7 @@ fn scan_wgsl(lanes: u32, depth: u32) -> String {
             let _ = writeln!(s, "    {b}{q}: vec4<f32>,");
         }
     }
-    s.push_str("    v: f32,\n}\n");
+    let _ = writeln!(s, "    v: {ty},\n}}");
     for k in 0..depth {
         let _ = writeln!(s, "var<private> NX{k}: Tok;");
     }
@@ -512,9 +567,18 @@ fn scan_wgsl(lanes: u32, depth: u32) -> String {
             );
         }
     }
-    s.push_str("    x.v = scan_in[at + 80u + i / 4u][i % 4u];\n    return x;\n}\n");
+    // The rows' v lie in one vec4 (i is a multiple of `rows`), read as scalars unless they
+    // fill it: a vec4 value indexed by a run-time component went through memory (a 2048-token
+    // prompt's scan 27.5 -> 47.6 ms on an H200).
+    let v = if rows == 4 {
+        "scan_in[at + 80u + i / 4u]".to_string()
+    } else {
+        per_row(&|r| format!("scan_in[at + 80u + i / 4u][i % 4u + {r}u]"))
+    };
+    let _ = writeln!(s, "    x.v = {v};\n    return x;\n}}");
     // The walk: `rows` tokens, records from `at0` every `stride` vec4s, outputs y from post
-    // word `out0` every `out_stride` (written by lane 0 of the row: `write`).
+    // word `out0` (row i; the lane's other rows follow) every `out_stride` (written by lane
+    // 0 of the row: `write`).
     s.push_str(
         "fn scan_rows(at0: u32, stride: u32, rows: u32, part: u32, i: u32, out0: u32, \
          out_stride: u32, write: bool) {\n",
@@ -527,19 +591,27 @@ fn scan_wgsl(lanes: u32, depth: u32) -> String {
     }
     let _ = writeln!(s, "    for (var n = 0u; n < rows; n += {depth}u) {{");
     for k in 0..depth {
+        let mut stores = String::new();
+        for r in 0..rows {
+            let _ = write!(
+                stores,
+                "                post_in[out0 + {r}u + (n + {k}u) * out_stride] = y{};\n",
+                row(r)
+            );
+        }
         let _ = writeln!(
             s,
             "        if n + {k}u < rows {{\n            let cur = NX{k};\n            \
              if n + {} < rows && (SCAN_PROBE & 2u) == 0u {{\n                \
              NX{k} = fetch(at0 + (n + {}u) * stride, part, i);\n            }}\n            \
-             let y = scan_token(cur);\n            if write && (SCAN_PROBE & 4u) == 0u {{\n                \
-             post_in[out0 + (n + {k}u) * out_stride] = y;\n            }}\n        }}",
+             let y = scan_token(cur);\n            if write && (SCAN_PROBE & 4u) == 0u {{\n\
+             {stores}            }}\n        }}",
             k + depth,
             k + depth
         );
     }
     s.push_str("    }\n}\n");
-    s.push_str("fn lane_sum(x: f32) -> f32 {\n    var s = x;\n");
+    let _ = writeln!(s, "fn lane_sum(x: {ty}) -> {ty} {{\n    var s = x;");
     let mut m = 1;
     while m < lanes {
         let _ = writeln!(
@@ -548,18 +620,36 @@ fn scan_wgsl(lanes: u32, depth: u32) -> String {
         );
         m *= 2;
     }
-    s.push_str("    return s;\n}\nfn scan_token(x: Tok) -> f32 {\n    var sa = 0.0;\n");
+    // Each row's sums run over its columns in order, as with one row per lane.
+    let _ = writeln!(
+        s,
+        "    return s;\n}}\nfn scan_token(x: Tok) -> {ty} {{\n    var sa = {ty}(0.0);"
+    );
     let comps = ["x", "y", "z", "w"];
     for q in 0..parts {
         for c in comps {
-            let _ = writeln!(s, "    sa += x.a{q}.{c} * S{q}.{c};");
+            let _ = writeln!(
+                s,
+                "    sa += x.a{q}.{c} * {};",
+                per_row(&|r| format!("S{r}_{q}.{c}"))
+            );
         }
     }
-    s.push_str("    sa = lane_sum(sa);\n    var y = 0.0;\n");
+    let _ = writeln!(s, "    sa = lane_sum(sa);\n    var y = {ty}(0.0);");
     for q in 0..parts {
-        let _ = writeln!(s, "    S{q} = S{q} * x.w{q} + x.v * x.k{q} + sa * x.b{q};");
+        for r in 0..rows {
+            let (v, a) = (format!("x.v{}", row(r)), format!("sa{}", row(r)));
+            let _ = writeln!(
+                s,
+                "    S{r}_{q} = S{r}_{q} * x.w{q} + {v} * x.k{q} + {a} * x.b{q};"
+            );
+        }
         for c in comps {
-            let _ = writeln!(s, "    y += S{q}.{c} * x.r{q}.{c};");
+            let _ = writeln!(
+                s,
+                "    y += {} * x.r{q}.{c};",
+                per_row(&|r| format!("S{r}_{q}.{c}"))
+            );
         }
     }
     s.push_str("    return lane_sum(y);\n}\n");
@@ -668,15 +758,20 @@ mod tests {
     #[test]
     fn scan_code_has_one_shuffle_per_lane_bit() {
         for (lanes, shuffles) in [(1, 0), (2, 1), (4, 2), (8, 3), (16, 4)] {
-            let code = scan_wgsl(lanes, 3);
-            assert_eq!(
-                code.matches("subgroupShuffleXor").count(),
-                shuffles,
-                "{lanes}"
-            );
-            assert_eq!(code.matches("var<private> S").count(), 16 / lanes as usize);
-            // One fetch per token slot before the walk and one in each unrolled step.
-            assert_eq!(code.matches("= fetch(").count(), 6, "{lanes}");
+            for rows in [1, 2, 4] {
+                let code = scan_wgsl(lanes, 3, rows);
+                assert_eq!(
+                    code.matches("subgroupShuffleXor").count(),
+                    shuffles,
+                    "{lanes}"
+                );
+                let parts = (16 / lanes * rows) as usize;
+                assert_eq!(code.matches("var<private> S").count(), parts);
+                // One fetch per token slot before the walk and one in each unrolled step.
+                assert_eq!(code.matches("= fetch(").count(), 6, "{lanes}");
+                // Each row's y stored in each unrolled step.
+                assert_eq!(code.matches("post_in[").count(), 3 * rows as usize);
+            }
         }
     }
 }

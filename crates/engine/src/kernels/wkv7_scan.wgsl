@@ -1,6 +1,7 @@
-// (A header with LANES, the lanes per state row, SCAN_WG, the threads per workgroup, and
-// WGS_PER_HEAD = 64 LANES / SCAN_WG, the generated row code and step.wgsl, the Step and
-// Chunk structs, are prepended.)
+// (A header with LANES, the lanes per state row, SCAN_ROWS, the consecutive state rows a
+// group of LANES lanes updates, SCAN_WG, the threads per workgroup, and WGS_PER_HEAD = 64
+// LANES / SCAN_ROWS / SCAN_WG, the generated row code and step.wgsl, the Step and Chunk
+// structs, are prepended.)
 // Step 3 of the chunk path of the RWKV-7 attention core (see wkv7.wgsl): the state update
 // and read-out over a chunk's tokens, in order. The 64 rows of a head's state evolve
 // independently, so every row is its own recurrence: LANES lanes own a row, lane l the
@@ -9,8 +10,8 @@
 // row must be an aligned group of one subgroup: LANES is a power of two no larger than the
 // device's smallest subgroup size (1: no subgroup operations, one lane per row). Workgroups
 // of SCAN_WG lanes, WGS_PER_HEAD per head; wkv7_prep wrote the per-token values (shared by
-// the rows of a head, read from cache), each lane keeps the next few tokens' loads in flight
-// while it works on this one.
+// the rows of a head, read from cache; a lane's SCAN_ROWS rows share its loads), each lane
+// keeps the next few tokens' loads in flight while it works on this one.
 //   sa = sum_j -kk[j] S[i][j];  S[i][j] = S[i][j] w[j] + v[i] k[j] + sa (kk[j] a[j])
 //   y[i] = sum_j S[i][j] r[j]
 
@@ -50,8 +51,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
     let chunk = chunks[wg.x];
     let n_head = p.dim / HEAD_SIZE;
     let head = wg.y / WGS_PER_HEAD;
-    // State row i, lane l of it.
-    let i = (wg.y % WGS_PER_HEAD) * (SCAN_WG / LANES) + t / LANES;
+    // State rows i .. i + SCAN_ROWS, lane l of them.
+    let i = ((wg.y % WGS_PER_HEAD) * (SCAN_WG / LANES) + t / LANES) * SCAN_ROWS;
     let l = t % LANES;
     let part = l * (16u / LANES);
     let sbase = ((chunk.slot * n_head + head) * HEAD_SIZE + i) * 16u + part;
