@@ -18,5 +18,5 @@ pub use error::{EngineError, Result};
 pub use persistent::{layer_tail_wgsl, PERSISTENT_ENV, PERSISTENT_WGS_ENV};
 pub use profile::Profile;
 pub use rwkv_sampler::{CpuSampler, SamplingParams};
-pub use sample::{GpuSampler, SampleTicket, StepInput, StepTokens};
+pub use sample::{GpuSampler, SampleTicket, StepInput, StepTokens, SAMPLE_WG_ENV};
 pub use state::Rollback;

@@ -630,18 +630,21 @@ impl Engine {
 
 /// Invocations per sampling workgroup (one per logits row): the most the device allows up to
 /// 1024, as a power of two, with twice the reductions' 16 bytes per invocation of workgroup
-/// memory to spare. A row is one workgroup's work, whose passes over the vocabulary (the
-/// maximum, the weights, each of top-k's and top-p's 32 bisection steps, the counts' decay)
-/// each take vocab / WG loads per invocation in sequence: at batch 1 the sampler is latency-
-/// bound. `WEB_RWKV_SAMPLE_WG` sets it (a power of two from 128), for measurements. (On an
-/// H200 the sampler tests pass with 32 to 1024 invocations; on lavapipe workgroups of 32
-/// and 64 pick other tokens than the CPU for the World vocabulary, 128 to 1024 pass, so
-/// fewer than 128 are not offered.)
+/// memory to spare, and room beside them for the rest ([`FIXED_SHARED_BYTES`]). A row is
+/// one workgroup's work, whose passes over the vocabulary (the maximum, the weights, each of
+/// top-k's and top-p's 4 radix-select passes, the counts' decay) each take vocab / WG loads
+/// per invocation in sequence: at batch 1 the sampler is latency-bound. `WEB_RWKV_SAMPLE_WG`
+/// sets it (a power of two from 128), for measurements. (The sampler tests pass with 128 to
+/// 1024 invocations on the H200 and on lavapipe. Fewer are not offered: with the bisection
+/// that step 4 used before its radix select, lavapipe's workgroups of 32 and 64 picked other
+/// tokens than the CPU for the World vocabulary, where the H200's did not.)
 fn sample_workgroup(limits: &wgpu::Limits) -> u32 {
+    let storage = limits.max_compute_workgroup_storage_size;
     let cap = limits
         .max_compute_invocations_per_workgroup
         .min(limits.max_compute_workgroup_size_x)
-        .min(limits.max_compute_workgroup_storage_size / 32);
+        .min(storage / 32)
+        .min(storage.saturating_sub(FIXED_SHARED_BYTES) / 16);
     let wanted = rwkv_gpu::env_parse::<u32>(SAMPLE_WG_ENV)
         .filter(|w| w.is_power_of_two() && *w >= 128)
         .unwrap_or(1024);
@@ -651,6 +654,12 @@ fn sample_workgroup(limits: &wgpu::Limits) -> u32 {
     }
     wg
 }
+
+/// The kernel's workgroup memory beside the reductions' 16 bytes per invocation: step 4's
+/// radix select (256 bins of two words, as atomics and again as plain words; 16 group sums
+/// of two words; the chosen byte as a vec4), step 5's `Draw` (24 bytes) and the broadcast
+/// word.
+const FIXED_SHARED_BYTES: u32 = 2 * 256 * 8 + 16 * 8 + 16 + 24 + 4;
 
 /// Environment variable setting [`sample_workgroup`]'s size, for measurements.
 pub const SAMPLE_WG_ENV: &str = "WEB_RWKV_SAMPLE_WG";

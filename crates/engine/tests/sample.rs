@@ -141,9 +141,24 @@ fn settings() -> Vec<(&'static str, SamplingParams)> {
 /// Runs `steps` steps on `slots` slots at once (each with its own seed and logits), on the
 /// GPU and on the CPU, and checks tokens, counts and counters agree exactly.
 fn agree(vocab: usize, slots: usize, steps: usize, scale: f32, seed: u64) {
+    let mut logits = |rng: &mut Rng| rng.logits(vocab, scale);
+    agree_on(vocab, slots, steps, seed, &settings(), &mut logits, true);
+}
+
+/// [`agree`] with the given settings and logits; `varied`: check that sampled settings drew
+/// more than one token.
+fn agree_on(
+    vocab: usize,
+    slots: usize,
+    steps: usize,
+    seed: u64,
+    settings: &[(&str, SamplingParams)],
+    new_logits: &mut dyn FnMut(&mut Rng) -> Vec<f32>,
+    varied: bool,
+) {
     let ctx = context();
     let mut gpu = GpuSampler::new(ctx, vocab, slots, slots).unwrap();
-    for (name, params) in settings() {
+    for &(name, params) in settings {
         let mut cpu: Vec<CpuSampler> = Vec::new();
         for s in 0..slots {
             let p = SamplingParams {
@@ -156,11 +171,11 @@ fn agree(vocab: usize, slots: usize, steps: usize, scale: f32, seed: u64) {
         }
         let mut rng = Rng(seed ^ 0x9e37_79b9_7f4a_7c15);
         // Some steps reuse the previous logits so the penalties decide more often.
-        let mut logits: Vec<Vec<f32>> = (0..slots).map(|_| rng.logits(vocab, scale)).collect();
+        let mut logits: Vec<Vec<f32>> = (0..slots).map(|_| new_logits(&mut rng)).collect();
         let mut distinct = std::collections::BTreeSet::new();
         for step in 0..steps {
             if step % 3 != 2 {
-                logits = (0..slots).map(|_| rng.logits(vocab, scale)).collect();
+                logits = (0..slots).map(|_| new_logits(&mut rng)).collect();
             }
             // Slots in a changing order, so rows and slots do not line up.
             let order: Vec<usize> = (0..slots).map(|i| (i + step) % slots).collect();
@@ -186,7 +201,7 @@ fn agree(vocab: usize, slots: usize, steps: usize, scale: f32, seed: u64) {
             );
             assert_eq!(gpu.counter(s).unwrap(), steps as u32, "{name}");
         }
-        if params.temperature > 0.0 && params.top_k != 1 {
+        if varied && params.temperature > 0.0 && params.top_k != 1 {
             assert!(distinct.len() > 1, "{name}: the draws should vary");
         }
     }
@@ -205,6 +220,125 @@ fn gpu_and_cpu_pick_the_same_tokens_model_vocabulary() {
 #[test]
 fn gpu_and_cpu_pick_the_same_tokens_world_vocabulary() {
     agree(65536, 1, 8, 3.0, 3);
+}
+
+/// Step 4's thresholds at their edges, on rows built for them: many weights tied at the
+/// threshold; top-p thresholds inside one byte of the weights shared by most of them (their
+/// masses past 2^32); one weight and the rest 0; top-k 1 with a tied maximum; top-p tiny and
+/// close to 1; vocabularies that are no multiple of the workgroup.
+#[test]
+fn gpu_and_cpu_agree_at_the_threshold_edges() {
+    let d = SamplingParams::default;
+    let settings = [
+        ("top-k 1", SamplingParams { top_k: 1, ..d() }),
+        ("top-k 2", SamplingParams { top_k: 2, ..d() }),
+        ("top-k 7", SamplingParams { top_k: 7, ..d() }),
+        ("top-k 500", SamplingParams { top_k: 500, ..d() }),
+        ("top-p 1e-6", SamplingParams { top_p: 1e-6, ..d() }),
+        ("top-p 0.3", SamplingParams { top_p: 0.3, ..d() }),
+        ("top-p 0.85", SamplingParams { top_p: 0.85, ..d() }),
+        (
+            "top-p 0.999999",
+            SamplingParams {
+                top_p: 0.999_999,
+                ..d()
+            },
+        ),
+        (
+            "T 2, top-k 40, top-p 0.95",
+            SamplingParams {
+                temperature: 2.0,
+                top_k: 40,
+                top_p: 0.95,
+                ..d()
+            },
+        ),
+        (
+            "min-p 0.3, top-p 0.7",
+            SamplingParams {
+                min_p: 0.3,
+                top_p: 0.7,
+                ..d()
+            },
+        ),
+    ];
+    // A few values each held by many tokens, the maximum among them.
+    let ties = |rng: &mut Rng, vocab: usize| -> Vec<f32> {
+        (0..vocab).map(|_| -0.5 * (rng.next() % 6) as f32).collect()
+    };
+    // Most tokens in a narrow band of logits 1, 6 or 9 below the maximum (their weights share
+    // their top bytes, and below about e^-5.5 of the maximum neighbouring weights are less
+    // than 256 apart, so that even t's last byte decides), a few above, a few far below.
+    let band = |rng: &mut Rng, vocab: usize| -> Vec<f32> {
+        let at = [-1.0, -6.0, -9.0][(rng.next() % 3) as usize];
+        let width = [1e-2, 1e-4, 1e-6][(rng.next() % 3) as usize];
+        let mut l: Vec<f32> = (0..vocab)
+            .map(|_| match rng.next() % 16 {
+                0 => -20.0 - 10.0 * rng.unit(),
+                _ => at - width * rng.unit(),
+            })
+            .collect();
+        for _ in 0..3 {
+            l[(rng.next() % vocab as u64) as usize] = -rng.unit();
+        }
+        l[(rng.next() % vocab as u64) as usize] = 0.0;
+        l
+    };
+    // One token; every other weighs 0.
+    let single = |rng: &mut Rng, vocab: usize| -> Vec<f32> {
+        let mut l = vec![-100.0; vocab];
+        l[(rng.next() % vocab as u64) as usize] = 1.0;
+        l
+    };
+    for (n, vocab) in [1, 3, 1000, 5003, 65535].into_iter().enumerate() {
+        let seed = 100 + n as u64;
+        agree_on(vocab, 2, 6, seed, &settings, &mut |r| ties(r, vocab), false);
+        agree_on(vocab, 2, 6, seed, &settings, &mut |r| band(r, vocab), false);
+        agree_on(
+            vocab,
+            1,
+            3,
+            seed,
+            &settings,
+            &mut |r| single(r, vocab),
+            false,
+        );
+    }
+}
+
+/// Draws that land exactly between two tokens: with `vocab` equal logits every weight is 2^31,
+/// and these seeds' first draws are r = 2^30, 2^31 and 3 * 2^30 (found by search), so the
+/// goal is exactly the mass of the first `vocab * r / 2^32` tokens and the token after them
+/// is the pick. For 65,536 tokens that is also where the GPU's runs of step 5 meet, for every
+/// workgroup size; for 65,532, with 1024 invocations, it falls inside a part an invocation
+/// walks.
+#[test]
+fn draws_between_two_tokens_pick_the_later() {
+    let d = SamplingParams::default;
+    for (seed, quarters) in [
+        (2_639_530_354u64, 1),
+        (4_156_638_577, 2),
+        (3_822_128_227, 3),
+    ] {
+        assert_eq!(rwkv_sampler::random(seed, 0), quarters << 30);
+        for vocab in [1000, 65532, 65536] {
+            let mut gpu = GpuSampler::new(context(), vocab, 1, 1).unwrap();
+            let logits = vec![0.5f32; vocab];
+            let cases = [
+                d(),
+                SamplingParams { top_k: 5, ..d() },
+                SamplingParams { top_p: 0.5, ..d() },
+            ];
+            for params in cases {
+                let p = SamplingParams { seed, ..params };
+                gpu.set_params(0, &p).unwrap();
+                gpu.reset(0).unwrap();
+                let want = CpuSampler::new(p).unwrap().sample(&logits);
+                assert_eq!(want as usize, vocab * quarters as usize / 4, "{p:?}");
+                assert_eq!(gpu.sample(&[(0, &logits)]).unwrap(), vec![want], "{p:?}");
+            }
+        }
+    }
 }
 
 #[test]

@@ -5,7 +5,7 @@ use crate::{penalised, random, weight, COUNT_FLOOR};
 
 /// Step 4: the weight threshold of the kept set, from the weights of every token.
 ///
-/// Thresholds are found here by sorting, the GPU finds them by bisection; both give the
+/// Thresholds are found here by sorting, the GPU finds them by radix select; both give the
 /// integer the crate documentation defines.
 pub fn threshold(p: &Prepared, weights: &[u32]) -> u32 {
     let mut t = p.min_w;
@@ -173,6 +173,30 @@ mod tests {
         lo
     }
 
+    /// The GPU's radix select (rwkv-engine's kernels/sample.wgsl), a byte of t per pass from
+    /// the top, `above` the count or mass above the bytes fixed so far (need ≥ 1, as always).
+    fn radix(weights: &[u32], need: u64, mass: bool) -> u32 {
+        let (mut t, mut above) = (0u32, 0u64);
+        for b in 0..4 {
+            let shift = 24 - 8 * b;
+            let fixed = !(u32::MAX >> (8 * b));
+            let mut bins = [0u64; 256];
+            for &w in weights.iter().filter(|&&w| w & fixed == t) {
+                bins[((w >> shift) & 0xff) as usize] += if mass { w as u64 } else { 1 };
+            }
+            let mut s = above;
+            for d in (0..256).rev() {
+                s += bins[d];
+                if s >= need {
+                    t |= (d as u32) << shift;
+                    above = s - bins[d];
+                    break;
+                }
+            }
+        }
+        t
+    }
+
     #[test]
     fn sorted_thresholds_equal_bisection() {
         let mut state = 0x2545_f491_4f6c_dd1du64;
@@ -217,6 +241,15 @@ mod tests {
                 bisect(&w, need, true),
                 "case {case}: top-p"
             );
+            // The GPU's radix select; where even t = 0 keeps too little, 0 as bisection gives.
+            for need in [1, (k as u64).max(1), need, total] {
+                assert_eq!(radix(&w, need, true), bisect(&w, need, true), "case {case}");
+            }
+            for k in [1, (k as u64).clamp(1, n as u64), n as u64] {
+                assert_eq!(radix(&w, k, false), bisect(&w, k, false), "case {case}");
+            }
+            assert_eq!(radix(&w, total + 1, true), 0, "case {case}");
+            assert_eq!(radix(&w, n as u64 + 1, false), 0, "case {case}");
         }
     }
 

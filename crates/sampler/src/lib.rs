@@ -36,7 +36,8 @@
 //!      largest `t` for which `Σ {w_i : w_i ≥ t} ≥ max(1, ⌊S · P / 2^32⌋)` (0 when top-p is 1).
 //!
 //!    Every threshold is an exactly defined integer; the GPU finds top-k and top-p ones by
-//!    bisection over `t` in `[0, 2^31]`, the CPU by sorting (see [`threshold`]).
+//!    radix select over the bytes of `t` in `[0, 2^31]`, the CPU by sorting (see
+//!    [`threshold`]).
 //! 5. **Draw.** `r = random(seed, n)` (a 32-bit counter-based hash, [`random`]); with
 //!    `S_K = Σ {w_i : w_i ≥ t}` and `target = ⌊S_K · r / 2^32⌋ < S_K`, the token is the
 //!    smallest id `i` of the kept set with `Σ {w_j : j ≤ i, w_j ≥ t} > target` (inverse CDF

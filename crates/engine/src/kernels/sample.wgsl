@@ -45,9 +45,13 @@ struct Params {
 @group(0) @binding(8) var<storage, read_write> ids: array<u32>;      // [rows]
 
 const MIN_LOG2: f32 = -2621440.0; // -40 * 2^16
-const ONE: u32 = 0x80000000u;
 const COUNT_FLOOR_BITS: u32 = 0x1f800000u; // 2^-64
 const NONE: u32 = 0xffffffffu;
+// Loads an invocation issues together in the passes over the vocabulary: a loop that uses
+// each load before the next waits out the memory latency once per load.
+const BATCH: u32 = 8u;
+// Invocations that read one run of consecutive ids together in step 5.
+const TEAM: u32 = 32u;
 
 var<workgroup> red64: array<vec2<u32>, WG>;
 var<workgroup> red_f: array<f32, WG>;
@@ -155,26 +159,140 @@ fn weight(x: f32, m: f32, k: f32) -> u32 {
     return (table[(e >> 8u) & 0xffu] * table[256u + (e & 0xffu)]) >> q;
 }
 
-// Step 4: the largest t in [0, 2^31] with (count or mass of {w >= t}) >= need.
-fn bisect(tid: u32, base: u32, vocab: u32, need: vec2<u32>, mass: bool) -> u32 {
-    var lo = 0u;
-    var hi = ONE + 1u;
-    for (var it = 0u; it < 32u; it++) {
-        let mid = lo + (hi - lo) / 2u;
-        var part = vec2<u32>(0u, 0u);
-        for (var i = tid; i < vocab; i += WG) {
-            let w = weights[base + i];
-            if w >= mid {
-                part = add64(part, vec2<u32>(select(1u, w, mass), 0u));
+// Step 4's radix select: one 256-bin histogram of 64-bit sums (counts or masses) per pass,
+// low and high words apart so that atomics can add to them, then copied to plain words,
+// which the scan loads faster.
+var<workgroup> bins_lo: array<atomic<u32>, 256>;
+var<workgroup> bins_hi: array<atomic<u32>, 256>;
+var<workgroup> bins: array<vec2<u32>, 256>;
+var<workgroup> group_sum: array<vec2<u32>, 16>; // bins 16g to 16g + 15
+var<workgroup> choice: vec4<u32>;               // the pass's byte, then its `above`
+
+// Adds v to bin d. Each carry out of the low word is counted into the high one, so the bin
+// holds the exact sum whatever order the invocations add in.
+fn bin_add(d: u32, v: vec2<u32>) {
+    let old = atomicAdd(&bins_lo[d], v.x);
+    let hi = v.y + select(0u, 1u, old + v.x < old);
+    if hi != 0u {
+        atomicAdd(&bins_hi[d], hi);
+    }
+}
+
+fn sub64(a: vec2<u32>, b: vec2<u32>) -> vec2<u32> {
+    return vec2<u32>(a.x - b.x, a.y - b.y - select(0u, 1u, a.x < b.x));
+}
+
+// Step 4: the largest t in [0, 2^31] with F(t) >= need, F(t) the count (or mass) of
+// {w >= t}. Radix select, a byte of t per pass from the top: `above` is F of the weights
+// whose fixed high bytes exceed t's so far (less than need), the histogram sorts those
+// equal to them by their next byte, and the pass takes the largest byte b with
+// above + F(bytes >= b) >= need: the t a bisection over [0, 2^31] finds, in 4 passes over
+// the weights instead of 32. With F(0) < need no byte qualifies and t is 0, as there.
+fn threshold(tid: u32, base: u32, vocab: u32, need: vec2<u32>, mass: bool) -> u32 {
+    var t = 0u;
+    var above = vec2<u32>(0u, 0u);
+    // Cleared here, then by each pass as it copies them out.
+    for (var d = tid; d < 256u; d += WG) {
+        atomicStore(&bins_lo[d], 0u);
+        atomicStore(&bins_hi[d], 0u);
+    }
+    workgroupBarrier();
+    for (var b = 0u; b < 4u; b++) {
+        let shift = 24u - 8u * b;
+        let fixed = ~(0xffffffffu >> (8u * b));
+        // An invocation's weights in a row with the same byte take one atomic add: most
+        // weights share a few small bytes, where the adds would queue. BATCH loads at a time,
+        // all in flight before the adds.
+        var run_d = NONE;
+        var run = vec2<u32>(0u, 0u);
+        for (var i0 = tid; i0 < vocab; i0 += BATCH * WG) {
+            var ws: array<u32, BATCH>;
+            for (var k = 0u; k < BATCH; k++) {
+                ws[k] = weights[base + min(i0 + k * WG, vocab - 1u)];
+            }
+            for (var k = 0u; k < BATCH; k++) {
+                let w = ws[k];
+                if i0 + k * WG < vocab && (w & fixed) == t {
+                    let d = (w >> shift) & 0xffu;
+                    if d != run_d {
+                        if run_d != NONE {
+                            bin_add(run_d, run);
+                        }
+                        run_d = d;
+                        run = vec2<u32>(0u, 0u);
+                    }
+                    run = add64(run, vec2<u32>(select(1u, w, mass), 0u));
+                }
             }
         }
-        if ge64(sum64(tid, part), need) {
-            lo = mid;
-        } else {
-            hi = mid;
+        if run_d != NONE {
+            bin_add(run_d, run);
+        }
+        workgroupBarrier();
+        for (var d = tid; d < 256u; d += WG) {
+            bins[d] = vec2<u32>(atomicExchange(&bins_lo[d], 0u), atomicExchange(&bins_hi[d], 0u));
+        }
+        workgroupBarrier();
+        if tid < 16u {
+            var s = vec2<u32>(0u, 0u);
+            for (var e = 0u; e < 16u; e++) {
+                s = add64(s, bins[tid * 16u + e]);
+            }
+            group_sum[tid] = s;
+        }
+        // Byte 0 unless one qualifies.
+        if tid == 0u {
+            choice = vec4<u32>(0u, above, 0u);
+        }
+        workgroupBarrier();
+        // Byte d's invocation sums the bins from d up (the later groups by their sums; loops
+        // of fixed length, whose loads are in flight together); the largest byte that
+        // qualifies is the one whose next does not.
+        for (var d = tid; d < 256u; d += WG) {
+            let g = d / 16u;
+            var s = above;
+            for (var h = 0u; h < 16u; h++) {
+                s = add64(s, select(vec2<u32>(0u, 0u), group_sum[h], h > g));
+            }
+            for (var e = 0u; e < 16u; e++) {
+                s = add64(s, select(vec2<u32>(0u, 0u), bins[g * 16u + e], g * 16u + e >= d));
+            }
+            let next = sub64(s, bins[d]);
+            if ge64(s, need) && !ge64(next, need) {
+                choice = vec4<u32>(d, next, 0u);
+            }
+        }
+        let c = workgroupUniformLoad(&choice);
+        t |= c.x << shift;
+        above = c.yz;
+    }
+    return t;
+}
+
+// Step 5's run holding the goal, the kept mass of the runs before it, and the goal.
+struct Draw {
+    run: u32,
+    before: vec2<u32>,
+    goal: vec2<u32>,
+}
+
+var<workgroup> draw: Draw;
+
+// Step 5: the kept (>= t) mass of the weights from `first` up to `end`, `stride` apart.
+fn kept_mass(base: u32, first: u32, end: u32, stride: u32, t: u32) -> vec2<u32> {
+    var mass = vec2<u32>(0u, 0u);
+    for (var i0 = first; i0 < end; i0 += BATCH * stride) {
+        var ws: array<u32, BATCH>;
+        for (var k = 0u; k < BATCH; k++) {
+            ws[k] = weights[base + min(i0 + k * stride, end - 1u)];
+        }
+        for (var k = 0u; k < BATCH; k++) {
+            if i0 + k * stride < end && ws[k] >= t {
+                mass = add64(mass, vec2<u32>(ws[k], 0u));
+            }
         }
     }
-    return lo;
+    return mass;
 }
 
 @compute @workgroup_size(WG)
@@ -186,15 +304,24 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
     zero = p.zero;
     let lbase = row * vocab;
     let cbase = slot * vocab;
+    // (Read before invocation 0 advances it at the end.)
+    let counter = counters[slot];
 
     // Steps 1 and 2: the largest penalised logit and the lowest id holding it.
     var best = -3.0e38;
     var best_i = NONE;
-    for (var i = tid; i < vocab; i += WG) {
-        let x = penalised(logits[lbase + i], counts[cbase + i], p);
-        if best_i == NONE || x > best {
-            best = x;
-            best_i = i;
+    for (var i0 = tid; i0 < vocab; i0 += BATCH * WG) {
+        var xs: array<f32, BATCH>;
+        for (var k = 0u; k < BATCH; k++) {
+            let i = min(i0 + k * WG, vocab - 1u);
+            xs[k] = penalised(logits[lbase + i], counts[cbase + i], p);
+        }
+        for (var k = 0u; k < BATCH; k++) {
+            let i = i0 + k * WG;
+            if i < vocab && (best_i == NONE || xs[k] > best) {
+                best = xs[k];
+                best_i = i;
+            }
         }
     }
     red_f[tid] = best;
@@ -219,10 +346,20 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
     if broadcast(tid, p.greedy) == 0u {
         // Step 3: weights, and their total.
         var part = vec2<u32>(0u, 0u);
-        for (var i = tid; i < vocab; i += WG) {
-            let w = weight(penalised(logits[lbase + i], counts[cbase + i], p), m, p.k);
-            weights[lbase + i] = w;
-            part = add64(part, vec2<u32>(w, 0u));
+        for (var i0 = tid; i0 < vocab; i0 += BATCH * WG) {
+            var xs: array<f32, BATCH>;
+            for (var k = 0u; k < BATCH; k++) {
+                let i = min(i0 + k * WG, vocab - 1u);
+                xs[k] = penalised(logits[lbase + i], counts[cbase + i], p);
+            }
+            for (var k = 0u; k < BATCH; k++) {
+                let i = i0 + k * WG;
+                if i < vocab {
+                    let w = weight(xs[k], m, p.k);
+                    weights[lbase + i] = w;
+                    part = add64(part, vec2<u32>(w, 0u));
+                }
+            }
         }
         // The draw below reads weights other invocations wrote.
         storageBarrier();
@@ -232,7 +369,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
         var t = p.min_w;
         let top_k = broadcast(tid, p.top_k);
         if top_k != 0u && top_k < vocab {
-            t = max(t, bisect(tid, lbase, vocab, vec2<u32>(top_k, 0u), false));
+            t = max(t, threshold(tid, lbase, vocab, vec2<u32>(top_k, 0u), false));
         }
         let top_p = broadcast(tid, p.top_p);
         if top_p != 0u {
@@ -240,68 +377,111 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
             if need.x == 0u && need.y == 0u {
                 need = vec2<u32>(1u, 0u);
             }
-            t = max(t, bisect(tid, lbase, vocab, need, true));
+            t = max(t, threshold(tid, lbase, vocab, need, true));
         }
 
-        // Step 5: inverse CDF in id order. Invocation j sums the kept weights of the j-th
-        // run of consecutive ids; invocation 0 finds the run holding the goal and walks it.
-        let run = (vocab + WG - 1u) / WG;
-        let start = min(tid * run, vocab);
-        let end = min(start + run, vocab);
-        var mass = vec2<u32>(0u, 0u);
-        for (var i = start; i < end; i++) {
-            let w = weights[lbase + i];
-            if w >= t {
-                mass = add64(mass, vec2<u32>(w, 0u));
-            }
-        }
-        red64[tid] = mass;
+        // Step 5: inverse CDF in id order, in two levels. Teams of TEAM invocations sum the
+        // kept weights of one run of consecutive ids each (the team's loads side by side);
+        // invocation 0 finds the run holding the goal; then each invocation sums a part of
+        // that run, a scan finds the part holding the goal, and its invocation walks it.
+        let runs = WG / TEAM;
+        let run = (vocab + runs - 1u) / runs;
+        let lane = tid % TEAM;
+        let first = min(tid / TEAM * run, vocab);
+        red64[tid] = kept_mass(lbase, first + lane, min(first + run, vocab), TEAM, t);
         workgroupBarrier();
+        for (var s = TEAM / 2u; s > 0u; s = s / 2u) {
+            if lane < s {
+                red64[tid] = add64(red64[tid], red64[tid + s]);
+            }
+            workgroupBarrier();
+        }
         if tid == 0u {
             var kept = vec2<u32>(0u, 0u);
-            for (var j = 0u; j < WG; j++) {
-                kept = add64(kept, red64[j]);
+            for (var j = 0u; j < runs; j++) {
+                kept = add64(kept, red64[j * TEAM]);
             }
-            let goal = mul_shr32(kept, random(p.seed_lo, p.seed_hi, counters[slot]));
+            let goal = mul_shr32(kept, random(p.seed_lo, p.seed_hi, counter));
             var acc = vec2<u32>(0u, 0u);
             var j = 0u;
-            for (; j < WG - 1u; j++) {
-                let next = add64(acc, red64[j]);
+            for (; j < runs - 1u; j++) {
+                let next = add64(acc, red64[j * TEAM]);
                 if gt64(next, goal) {
                     break;
                 }
                 acc = next;
             }
-            var pick = NONE;
-            for (var i = j * run; i < min(j * run + run, vocab); i++) {
-                let w = weights[lbase + i];
-                if w >= t {
-                    acc = add64(acc, vec2<u32>(w, 0u));
-                    if gt64(acc, goal) {
-                        pick = i;
-                        break;
+            draw = Draw(j, acc, goal);
+            // (The pick if no part held the goal, which cannot be: it is below the total.)
+            shared_u = NONE;
+        }
+        let found = workgroupUniformLoad(&draw);
+        let lo = min(found.run * run, vocab);
+        let hi = min(lo + run, vocab);
+        let part_len = (hi - lo + WG - 1u) / WG;
+        let start = min(lo + tid * part_len, hi);
+        let end = min(start + part_len, hi);
+        let mass = kept_mass(lbase, start, end, 1u, t);
+        // Inclusive prefix sums of the parts' masses.
+        red64[tid] = mass;
+        workgroupBarrier();
+        for (var s = 1u; s < WG; s = s * 2u) {
+            var v = red64[tid];
+            if tid >= s {
+                v = add64(v, red64[tid - s]);
+            }
+            workgroupBarrier();
+            red64[tid] = v;
+            workgroupBarrier();
+        }
+        var acc = add64(found.before, sub64(red64[tid], mass));
+        if !gt64(acc, found.goal) && gt64(add64(found.before, red64[tid]), found.goal) {
+            for (var i0 = start; i0 < end; i0 += BATCH) {
+                var ws: array<u32, BATCH>;
+                for (var k = 0u; k < BATCH; k++) {
+                    ws[k] = weights[lbase + min(i0 + k, end - 1u)];
+                }
+                var pick = NONE;
+                for (var k = 0u; k < BATCH; k++) {
+                    if pick == NONE && i0 + k < end && ws[k] >= t {
+                        acc = add64(acc, vec2<u32>(ws[k], 0u));
+                        if gt64(acc, found.goal) {
+                            pick = i0 + k;
+                        }
                     }
                 }
+                if pick != NONE {
+                    shared_u = pick;
+                    break;
+                }
             }
-            shared_u = pick;
         }
         chosen = workgroupUniformLoad(&shared_u);
     }
 
     // Step 6: decay every count, count the token, advance the step counter.
     let count_floor = bitcast<f32>(COUNT_FLOOR_BITS);
-    for (var i = tid; i < vocab; i += WG) {
-        var c = opaque(counts[cbase + i] * p.decay);
-        if c < count_floor {
-            c = 0.0;
+    for (var i0 = tid; i0 < vocab; i0 += BATCH * WG) {
+        var cs: array<f32, BATCH>;
+        for (var k = 0u; k < BATCH; k++) {
+            cs[k] = counts[cbase + min(i0 + k * WG, vocab - 1u)];
         }
-        if i == chosen {
-            c = c + 1.0;
+        for (var k = 0u; k < BATCH; k++) {
+            let i = i0 + k * WG;
+            var c = opaque(cs[k] * p.decay);
+            if c < count_floor {
+                c = 0.0;
+            }
+            if i == chosen {
+                c = c + 1.0;
+            }
+            if i < vocab {
+                counts[cbase + i] = c;
+            }
         }
-        counts[cbase + i] = c;
     }
     if tid == 0u {
-        counters[slot] = counters[slot] + 1u;
+        counters[slot] = counter + 1u;
         ids[row] = chosen;
     }
 }
