@@ -22,6 +22,7 @@ if [ "${TESTS:-1}" = 1 ]; then
         [ -x .dev/tests/matvec ] && .dev/tests/matvec "${no_fixture[@]}"
         .dev/tests/engine --skip every_fixture
         [ -x .dev/tests/rounding ] && .dev/tests/rounding
+        [ -x .dev/tests/sample ] && .dev/tests/sample
     } 2>&1 | grep -E "^test |test result|panicked|adapter|tensor-core" | tee "$OUT/tests.log"
 fi
 # TILE_SWEEP="32x64x2x2x32 32x128x2x2x16 ..." times prefill and batch 64 of 2.9B Q4_K_M for

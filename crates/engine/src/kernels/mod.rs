@@ -593,9 +593,9 @@ fn scan_wgsl(lanes: u32, depth: u32, rows: u32) -> String {
     for k in 0..depth {
         let mut stores = String::new();
         for r in 0..rows {
-            let _ = write!(
+            let _ = writeln!(
                 stores,
-                "                post_in[out0 + {r}u + (n + {k}u) * out_stride] = y{};\n",
+                "                post_in[out0 + {r}u + (n + {k}u) * out_stride] = y{};",
                 row(r)
             );
         }
