@@ -208,6 +208,47 @@ pub struct ProfileReport {
     pub sequence: Vec<ProfileOp>,
 }
 
+/// The shader modules and compute pipelines the load created (rwkv-gpu's `compile_times`):
+/// on a GPU whose driver has not cached them yet, most of a first start's load.
+#[derive(Serialize, Clone, Debug, Default)]
+pub struct CompileReport {
+    pub count: usize,
+    pub seconds: f64,
+    /// The five slowest, with their seconds.
+    pub slowest: Vec<(String, f64)>,
+    /// By kind (a label's first word: `module`, `matvec`, `matmul_coop_fused`, `wkv7`...):
+    /// count and seconds, the slowest kind first.
+    pub by_kind: Vec<(String, usize, f64)>,
+}
+
+impl CompileReport {
+    fn of(times: &[(String, std::time::Duration)]) -> CompileReport {
+        let mut sorted: Vec<(String, f64)> = times
+            .iter()
+            .map(|(l, d)| (l.clone(), d.as_secs_f64()))
+            .collect();
+        sorted.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let mut by_kind: Vec<(String, usize, f64)> = Vec::new();
+        for (label, t) in &sorted {
+            let kind = label.split_whitespace().next().unwrap_or("").to_string();
+            match by_kind.iter_mut().find(|k| k.0 == kind) {
+                Some(k) => {
+                    k.1 += 1;
+                    k.2 += t;
+                }
+                None => by_kind.push((kind, 1, *t)),
+            }
+        }
+        by_kind.sort_by(|a, b| b.2.total_cmp(&a.2));
+        CompileReport {
+            count: times.len(),
+            seconds: sorted.iter().map(|t| t.1).sum(),
+            slowest: sorted.into_iter().take(5).collect(),
+            by_kind,
+        }
+    }
+}
+
 /// Everything one run measures; `--json` prints it as one object.
 #[derive(Serialize, Clone, Debug)]
 pub struct Report {
@@ -217,6 +258,8 @@ pub struct Report {
     /// Seconds from opening the file to the engine ready on the GPU (device creation apart).
     pub load_s: f64,
     pub context_s: f64,
+    /// Of the load: shader modules and pipelines created, and the seconds they took.
+    pub compile: CompileReport,
     /// Everything the engine holds on the GPU.
     pub gpu_bytes: u64,
     pub weight_bytes: u64,
@@ -382,6 +425,7 @@ pub fn run(args: &Args) -> Result<Report> {
     };
 
     let load_start = Instant::now();
+    let compiled_before = rwkv_gpu::compile_times().len();
     let file = GgufFile::open(&args.model).with_context(|| args.model.display().to_string())?;
     let options = EngineOptions {
         max_slots: max_batch,
@@ -400,6 +444,7 @@ pub fn run(args: &Args) -> Result<Report> {
         .poll(wgpu::PollType::wait_indefinitely())
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let load_s = load_start.elapsed().as_secs_f64();
+    let compile = CompileReport::of(&rwkv_gpu::compile_times()[compiled_before..]);
     let config = engine.config.clone();
     let vocab = config.vocab_size as u32;
     anyhow::ensure!(vocab > 1, "the model's vocabulary is empty");
@@ -711,6 +756,7 @@ pub fn run(args: &Args) -> Result<Report> {
         adapter,
         load_s,
         context_s,
+        compile,
         gpu_bytes: engine.gpu_bytes(),
         weight_bytes: engine.weight_bytes(),
         state_bytes_per_seq,
@@ -764,9 +810,25 @@ pub fn text(r: &Report) -> String {
     );
     let _ = writeln!(
         s,
-        "load:           {:.2} s (device {:.2} s)",
-        r.load_s, r.context_s
+        "load:           {:.2} s (device {:.2} s; {} shader modules and pipelines created in {:.2} s)",
+        r.load_s, r.context_s, r.compile.count, r.compile.seconds
     );
+    if !r.compile.slowest.is_empty() {
+        let slowest: Vec<String> = r
+            .compile
+            .slowest
+            .iter()
+            .map(|(l, t)| format!("{l} {:.0} ms", t * 1e3))
+            .collect();
+        let _ = writeln!(s, "  slowest:      {}", slowest.join(", "));
+        let kinds: Vec<String> = r
+            .compile
+            .by_kind
+            .iter()
+            .map(|(k, n, t)| format!("{k} {n} {:.0} ms", t * 1e3))
+            .collect();
+        let _ = writeln!(s, "  by kind:      {}", kinds.join(", "));
+    }
     let _ = writeln!(
         s,
         "gpu memory:     {:.1} MiB ({:.1} MiB weights)",

@@ -894,7 +894,7 @@ impl Builder<'_> {
     fn kernel(
         &mut self,
         label: &'static str,
-        pipeline: &wgpu::ComputePipeline,
+        pipeline: &rwkv_gpu::Pipeline,
         buffers: &[&wgpu::Buffer],
         grid: Grid,
     ) {
@@ -906,7 +906,7 @@ impl Builder<'_> {
     fn kernel_at(
         &mut self,
         label: &'static str,
-        pipeline: &wgpu::ComputePipeline,
+        pipeline: &rwkv_gpu::Pipeline,
         buffers: &[(u32, &wgpu::Buffer)],
         grid: Grid,
     ) {
@@ -933,7 +933,7 @@ impl Builder<'_> {
     /// Appends a dispatch that binds `buffer` read-only and does nothing (touch.wgsl): wgpu's
     /// barrier for the buffer's move to that state comes here instead of at its next reader.
     /// It writes nothing, so every copy that is current stays current.
-    fn touch(&mut self, buffer: &wgpu::Buffer, pipeline: &wgpu::ComputePipeline) {
+    fn touch(&mut self, buffer: &wgpu::Buffer, pipeline: &rwkv_gpu::Pipeline) {
         let bind_group = bind_at(&self.ctx.device, pipeline, "touch", &[(0, buffer)]);
         self.ops.push(Op::Kernel(
             Launch {
@@ -2388,6 +2388,9 @@ impl Engine {
             + matmul.coop_bytes();
         let max_slots = options.max_slots;
         let persistent_grids = persistent.as_ref().map_or(Vec::new(), |p| p.grids());
+        // The pipelines compile on worker threads while the step is built: the engine is
+        // ready when they are (and a kernel that did not compile is an error here).
+        rwkv_gpu::wait_for_compiles()?;
         Ok(Engine {
             ctx,
             config: c,

@@ -89,7 +89,7 @@ pub(crate) struct PersistentTail {
     /// The output projection's result (added to x with the value's).
     pub y: wgpu::Buffer,
     regions: [XqRegion; 3],
-    pipelines: HashMap<[GgmlType; 3], (wgpu::ComputePipeline, u32)>,
+    pipelines: HashMap<[GgmlType; 3], (rwkv_gpu::Pipeline, u32)>,
     subgroups: bool,
     /// The device's subgroup size where it is fixed (the rows' sums by shuffles).
     subgroup: Option<u32>,
@@ -100,7 +100,7 @@ pub(crate) struct PersistentTail {
 
 /// A layer's tail, ready to bind.
 pub(crate) struct TailLaunch<'a> {
-    pub pipeline: wgpu::ComputePipeline,
+    pub pipeline: rwkv_gpu::Pipeline,
     pub workgroups: u32,
     pub params: TailParams,
     /// The weight buffers, in binding order (output, key, value).
@@ -239,7 +239,7 @@ impl PersistentTail {
         self.pipelines.values().map(|(_, w)| *w).collect()
     }
 
-    fn pipeline(&self, ctx: &GpuContext, types: [GgmlType; 3]) -> Option<wgpu::ComputePipeline> {
+    fn pipeline(&self, ctx: &GpuContext, types: [GgmlType; 3]) -> Option<rwkv_gpu::Pipeline> {
         let source = layer_tail_wgsl(types, self.dim, self.ffn, self.subgroups, self.subgroup)?;
         Some(kernels::pipeline(&ctx.device, "layer_tail", &source))
     }
@@ -286,7 +286,7 @@ fn tail_regions(dim: u32, ffn: u32) -> [XqRegion; 3] {
 /// A bind group of `buffers` at bindings 0, 1, ...
 pub(crate) fn bind(
     ctx: &GpuContext,
-    pipeline: &wgpu::ComputePipeline,
+    pipeline: &rwkv_gpu::Pipeline,
     buffers: &[&wgpu::Buffer],
 ) -> wgpu::BindGroup {
     let at: Vec<(u32, &wgpu::Buffer)> = (0..).zip(buffers.iter().copied()).collect();

@@ -7,6 +7,7 @@ mod error;
 mod grid_sync;
 mod matmul;
 mod matvec;
+mod pipeline;
 mod shader;
 mod weights;
 
@@ -27,5 +28,6 @@ pub use matvec::{
     QuantizeCall, TokensCall, XqRegion, INT_Q8_0_ENV, MAX_BINDINGS, MAX_TOKENS, PERSISTENT_WG_SIZE,
     Q8K_INPUT_ENV, Q8_PACK_WGSL, ROUNDING_WGSL, ROUND_Q8_0, ROUND_Q8_K,
 };
-pub use shader::{shader_module, SHADER_CHECKS_ENV};
+pub use pipeline::{bind_group0_entries, wait_for_compiles, Pipeline};
+pub use shader::{compile_times, record_compile_time, shader_module, SHADER_CHECKS_ENV};
 pub use weights::{GpuMatrix, StackedF16};

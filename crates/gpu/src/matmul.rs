@@ -11,8 +11,9 @@
 //! the `u32` at byte [`STEP_N_TOKENS_OFFSET`], clamped to the call's `max_tokens`. Calls are
 //! therefore built once and recorded every step.
 
+use crate::pipeline::Pipeline;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use gguf::GgmlType;
 
@@ -338,7 +339,7 @@ pub struct MatmulKernels {
     /// The layout with the weights of a stack's other matrices ([`STACK_WEIGHT_BINDINGS`]).
     stack_layout: wgpu::BindGroupLayout,
     stack_pipeline_layout: wgpu::PipelineLayout,
-    cache: Mutex<HashMap<(GgmlType, Kernel), Arc<wgpu::ComputePipeline>>>,
+    cache: Mutex<HashMap<(GgmlType, Kernel), Pipeline>>,
     tiled_min_rows: usize,
     tile: TileShape,
     /// The f16 copies the tensor-core path multiplies (shared by every call; see
@@ -408,11 +409,11 @@ struct PartCall {
 pub struct MatmulCall {
     parts: Vec<PartCall>,
     /// Pipeline for one token, and for batches ([`TOKENS_PER_WG`] tokens per workgroup).
-    single: Arc<wgpu::ComputePipeline>,
-    batched: Arc<wgpu::ComputePipeline>,
+    single: Pipeline,
+    batched: Pipeline,
     /// The kernel for batches of [`TILED_FROM_TOKENS`] or more where the adapter has the
     /// workgroup memory for it, with its rows and tokens per workgroup.
-    tiled: Option<(Arc<wgpu::ComputePipeline>, u32, u32)>,
+    tiled: Option<(Pipeline, u32, u32)>,
     /// The tensor-core path, for batches of `coop_from` tokens or more, where the device
     /// has cooperative matrices.
     coop: Option<CoopCall>,
@@ -470,7 +471,7 @@ impl StackedCall {
 /// A row lookup prepared for one weight matrix and fixed buffers.
 pub struct GetRowsCall {
     parts: Vec<PartCall>,
-    pipeline: Arc<wgpu::ComputePipeline>,
+    pipeline: Pipeline,
     max_tokens: u32,
     max_groups_x: u32,
 }
@@ -714,7 +715,7 @@ impl MatmulKernels {
         ctx: &GpuContext,
         ty: GgmlType,
         kernel: Kernel,
-    ) -> Result<Arc<wgpu::ComputePipeline>, GpuError> {
+    ) -> Result<Pipeline, GpuError> {
         let key = (ty, kernel);
         if let Some(p) = self.cache.lock().map_err(poisoned)?.get(&key) {
             return Ok(p.clone());
@@ -773,7 +774,6 @@ impl MatmulKernels {
             Some(layout),
             checks,
         )?;
-        let pipeline = Arc::new(pipeline);
         self.cache
             .lock()
             .map_err(poisoned)?
@@ -1522,6 +1522,11 @@ mod tests {
             )
             .validate(&module)
             .unwrap_or_else(|e| panic!("{ty} {kernel:?}: {}", e.emit_to_string(&source)));
+            // Their layouts are worked out from the WGSL, so they compile on worker threads.
+            assert!(
+                crate::bind_group0_entries(&source, "main").is_some(),
+                "{ty} {kernel:?}"
+            );
         }
     }
 }

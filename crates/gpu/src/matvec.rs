@@ -23,8 +23,9 @@
 mod direct;
 mod persistent;
 
+use crate::pipeline::Pipeline;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use gguf::GgmlType;
 
@@ -297,9 +298,9 @@ struct Key {
 
 /// Compiled matvec pipelines, created on first use and cached.
 pub struct MatvecKernels {
-    cache: Mutex<HashMap<Key, Arc<wgpu::ComputePipeline>>>,
+    cache: Mutex<HashMap<Key, Pipeline>>,
     /// The Q8_K quantization kernel (direct.rs).
-    quantize: Mutex<Option<Arc<wgpu::ComputePipeline>>>,
+    quantize: Mutex<Option<Pipeline>>,
     int_q8_0: bool,
     q8k_input: bool,
     direct_f16: bool,
@@ -362,7 +363,7 @@ struct JobsUniform {
 }
 
 struct Dispatch {
-    pipeline: Arc<wgpu::ComputePipeline>,
+    pipeline: Pipeline,
     bind_group: wgpu::BindGroup,
     groups: (u32, u32),
     /// Whether the dispatch binds the `also` buffer it was prepared with.
@@ -513,7 +514,7 @@ impl MatvecKernels {
             }
     }
 
-    fn pipeline(&self, ctx: &GpuContext, key: Key) -> Result<Arc<wgpu::ComputePipeline>, GpuError> {
+    fn pipeline(&self, ctx: &GpuContext, key: Key) -> Result<Pipeline, GpuError> {
         let poisoned = |_| GpuError::InvalidArgument("pipeline cache lock poisoned".into());
         if let Some(p) = self.cache.lock().map_err(poisoned)?.get(&key) {
             return Ok(p.clone());
@@ -537,7 +538,6 @@ impl MatvecKernels {
             ty: key.ty,
         })?;
         let pipeline = crate::shader::compute_pipeline(&ctx.device, &label, &source, None)?;
-        let pipeline = Arc::new(pipeline);
         self.cache
             .lock()
             .map_err(poisoned)?
@@ -1064,6 +1064,36 @@ fn compose(key: &Key) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The direct kernels' layouts are worked out from their WGSL (so they compile on worker
+    /// threads), for every type, token count and weight binding count.
+    #[test]
+    fn direct_kernel_layouts_are_worked_out() {
+        for ty in [
+            GgmlType::Q4_K,
+            GgmlType::Q6_K,
+            GgmlType::Q8_0,
+            GgmlType::Q4_0,
+            GgmlType::F16,
+        ] {
+            let (_, input) = direct::direct_unit(ty).unwrap();
+            for (nt, bindings) in [(1, 1), (4, 3), (16, 4)] {
+                let key = Key {
+                    ty,
+                    int: false,
+                    bindings,
+                    tpr: 32,
+                    rpw: 8,
+                    probe: 0,
+                    direct: Some(input),
+                    nt,
+                };
+                let source = compose(&key).unwrap();
+                let entries = crate::bind_group0_entries(&source, "main");
+                assert!(entries.is_some_and(|e| e.len() >= 4), "{key:?}");
+            }
+        }
+    }
 
     #[test]
     fn weight_loads_are_routed() {

@@ -18,7 +18,31 @@
 //! index cannot reach outside a binding (with robustBufferAccess2, which wgpu prefers, naga
 //! emits no buffer checks there in any case). Other backends and kernels keep the checks.
 
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
 use crate::error::GpuError;
+use crate::pipeline::Pipeline;
+
+/// Every shader module and compute pipeline created in this process, in creation order, with
+/// what creating it took (see [`compile_times`]).
+static COMPILE_TIMES: Mutex<Vec<(String, Duration)>> = Mutex::new(Vec::new());
+
+/// Records that creating `label` (a shader module or a compute pipeline) took `elapsed`; for
+/// the kernels built outside this crate.
+pub fn record_compile_time(label: &str, elapsed: Duration) {
+    if let Ok(mut times) = COMPILE_TIMES.lock() {
+        times.push((label.to_string(), elapsed));
+    }
+}
+
+/// The shader modules and compute pipelines created so far in this process (labels, and
+/// `module ` before a module's), with the time each creation took: WGSL parsing and
+/// validation for a module; translation and the driver's compile for a pipeline, which is
+/// most of a first start's load on a GPU whose driver has not cached the kernels yet.
+pub fn compile_times() -> Vec<(String, Duration)> {
+    COMPILE_TIMES.lock().map(|t| t.clone()).unwrap_or_default()
+}
 
 /// Environment variable choosing the shader runtime checks (`all`, `bounds`, `none`).
 pub const SHADER_CHECKS_ENV: &str = "WEB_RWKV_SHADER_CHECKS";
@@ -86,23 +110,28 @@ fn shader_module_with(
         label: Some(label),
         source: wgpu::ShaderSource::Wgsl(source.into()),
     };
+    let start = Instant::now();
     // SAFETY: the relaxed checks are sound for this crate's and the engine's kernels: every
     // loop has a bound fixed by constants or validated dimensions, and no divisor is zero
     // (see the module comment). Buffer bounds checks stay on unless a developer asks for
     // `none` when measuring. `Checks::Unchecked` comes only from `Checks::unchecked_on`, for
     // kernels whose indices are in range by construction, on a backend that bounds buffer
     // accesses itself (see the module comment).
-    unsafe { device.create_shader_module_trusted(desc, runtime_checks(label, checks)) }
+    let module =
+        unsafe { device.create_shader_module_trusted(desc, runtime_checks(label, checks)) };
+    record_compile_time(&format!("module {label}"), start.elapsed());
+    module
 }
 
 /// Compiles `source` and builds its compute pipeline (entry point `main`; `layout` `None`
-/// derives it from the shader), turning a validation error into [`GpuError::Shader`].
+/// works it out from the shader), turning a WGSL error into [`GpuError::Shader`]; the
+/// driver's compile runs on a worker thread ([`Pipeline::compile`]).
 pub(crate) fn compute_pipeline(
     device: &wgpu::Device,
     label: &str,
     source: &str,
     layout: Option<&wgpu::PipelineLayout>,
-) -> Result<wgpu::ComputePipeline, GpuError> {
+) -> Result<Pipeline, GpuError> {
     compute_pipeline_with(device, label, source, layout, Checks::Bounds)
 }
 
@@ -113,22 +142,16 @@ pub(crate) fn compute_pipeline_with(
     source: &str,
     layout: Option<&wgpu::PipelineLayout>,
     checks: Checks,
-) -> Result<wgpu::ComputePipeline, GpuError> {
+) -> Result<Pipeline, GpuError> {
     let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
     let module = shader_module_with(device, label, source, checks);
-    let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-        label: Some(label),
-        layout,
-        module: &module,
-        entry_point: Some("main"),
-        compilation_options: wgpu::PipelineCompilationOptions::default(),
-        cache: None,
-    });
-    match pollster::block_on(scope.pop()) {
-        Some(err) => Err(GpuError::Shader {
+    if let Some(err) = pollster::block_on(scope.pop()) {
+        return Err(GpuError::Shader {
             label: label.to_string(),
             message: err.to_string(),
-        }),
-        None => Ok(pipeline),
+        });
     }
+    Ok(Pipeline::compile(
+        device, label, &module, source, "main", layout,
+    ))
 }

@@ -1,6 +1,7 @@
 //! The RWKV-7-specific compute kernels (WGSL files beside this one) and small helpers to bind
 //! them. The quantized matrix products live in `rwkv-gpu`.
 
+use rwkv_gpu::Pipeline;
 use wgpu::util::DeviceExt;
 
 /// Per-step values every kernel reads from one uniform buffer (see `Step` in the WGSL files).
@@ -110,24 +111,24 @@ pub struct Wkv7Params {
 
 /// Compiled pipelines of the model's own kernels.
 pub struct Kernels {
-    pub layer_norm: wgpu::ComputePipeline,
-    pub token_mix: wgpu::ComputePipeline,
+    pub layer_norm: Pipeline,
+    pub token_mix: Pipeline,
     /// The token mix for steps of up to 16 rows (its `main_few`, which also writes the Q8
     /// copies of its mixes).
-    pub token_mix_few: wgpu::ComputePipeline,
+    pub token_mix_few: Pipeline,
     /// The WKV kernel for f16 LoRA weights, and for f32 ones.
-    pub wkv7: wgpu::ComputePipeline,
-    pub wkv7_f32: wgpu::ComputePipeline,
+    pub wkv7: Pipeline,
+    pub wkv7_f32: Pipeline,
     /// The WKV kernel that reads the second LoRA products (computed by the matrix kernels).
-    pub wkv7_pre: wgpu::ComputePipeline,
+    pub wkv7_pre: Pipeline,
     /// The WKV path for steps with chunks of several tokens; `None`: `wkv7` runs them.
     pub wkv7_chunk: Option<Wkv7Chunk>,
-    pub round_activations: wgpu::ComputePipeline,
+    pub round_activations: Pipeline,
     /// round_activations.wgsl's Q8_K rounding with eight blocks per workgroup (`main_q8k`),
     /// for long steps.
-    pub round_q8k: wgpu::ComputePipeline,
+    pub round_q8k: Pipeline,
     /// A dispatch that only binds a buffer read-only (touch.wgsl).
-    pub touch: wgpu::ComputePipeline,
+    pub touch: Pipeline,
 }
 
 /// The WKV kernels for steps with chunks of several tokens (see wkv7.wgsl): `prep` (f16 or
@@ -135,15 +136,15 @@ pub struct Kernels {
 /// per (token, head), the scan per (chunk, head, part of its rows) with `lanes` lanes per
 /// state row.
 pub struct Wkv7Chunk {
-    pub prep: wgpu::ComputePipeline,
-    pub prep_f32: wgpu::ComputePipeline,
-    pub prep_pre: wgpu::ComputePipeline,
-    pub scan: wgpu::ComputePipeline,
+    pub prep: Pipeline,
+    pub prep_f32: Pipeline,
+    pub prep_pre: Pipeline,
+    pub scan: Pipeline,
     /// The scan for steps whose chunks all have one token (batches): one token's loads in
     /// flight (`SCAN_DEPTH_SINGLE`) instead of `scan_depth`, and [`scan_rows`]'s rows per
     /// lane group.
-    pub scan_single: wgpu::ComputePipeline,
-    pub post: wgpu::ComputePipeline,
+    pub scan_single: Pipeline,
+    pub post: Pipeline,
     pub lanes: u32,
     /// Workgroups of the scan per head (`scan_threads`), and of `scan_single`.
     pub workgroups_per_head: u32,
@@ -222,25 +223,35 @@ impl Kernels {
         scan_lanes: Option<u32>,
         subgroups: bool,
     ) -> Kernels {
-        let reduce = Self::reduce_wgsl(subgroups);
-        let wkv = |f16: bool| rwkv_gpu::shader_module(device, "wkv7", &wkv7_wgsl(lora_ranks, f16));
-        let (wkv_f16, wkv_f32) = (wkv(true), wkv(false));
+        // A module with its source, whose entry points the pipelines below compile (on worker
+        // threads: rwkv-gpu's `Pipeline`, so that they compile side by side).
+        let module = |label: &str, source: String| Module {
+            module: rwkv_gpu::shader_module(device, label, &source),
+            source,
+        };
+        let at = |label: &str, m: &Module, entry: &str| {
+            pipeline_at(device, label, &m.module, &m.source, entry)
+        };
+        let wkv_f16 = module("wkv7", wkv7_wgsl(lora_ranks, true));
+        let wkv_f32 = module("wkv7", wkv7_wgsl(lora_ranks, false));
         let wkv7_chunk = scan_lanes.map(|lanes| {
             let [rows, rows_single] = scan_rows();
             let threads = |rows| scan_threads(lanes).min(64 * lanes / rows);
             let scan_module = |depth, rows| {
-                let source = wkv7_scan_wgsl(lanes, threads(rows), depth, rows);
-                rwkv_gpu::shader_module(device, "wkv7_scan", &source)
+                module(
+                    "wkv7_scan",
+                    wkv7_scan_wgsl(lanes, threads(rows), depth, rows),
+                )
             };
             let scan = scan_module(scan_depth(), rows);
             let scan_single = scan_module(SCAN_DEPTH_SINGLE, rows_single);
             Wkv7Chunk {
-                prep: pipeline_at(device, "wkv7_prep", &wkv_f16, "prep"),
-                prep_f32: pipeline_at(device, "wkv7_prep", &wkv_f32, "prep"),
-                prep_pre: pipeline_at(device, "wkv7_prep", &wkv_f16, "prep_pre"),
-                scan: pipeline_at(device, "wkv7_scan", &scan, "main"),
-                scan_single: pipeline_at(device, "wkv7_scan", &scan_single, "main"),
-                post: pipeline_at(device, "wkv7_post", &wkv_f16, "post"),
+                prep: at("wkv7_prep", &wkv_f16, "prep"),
+                prep_f32: at("wkv7_prep", &wkv_f32, "prep"),
+                prep_pre: at("wkv7_prep", &wkv_f16, "prep_pre"),
+                scan: at("wkv7_scan", &scan, "main"),
+                scan_single: at("wkv7_scan", &scan_single, "main"),
+                post: at("wkv7_post", &wkv_f16, "post"),
                 lanes,
                 workgroups_per_head: scan_workgroups_per_head(lanes, threads(rows), rows),
                 workgroups_per_head_single: scan_workgroups_per_head(
@@ -250,36 +261,49 @@ impl Kernels {
                 ),
             }
         });
-        let token_mix = rwkv_gpu::shader_module(device, "token_mix", &token_mix_wgsl(subgroups));
-        let round = rwkv_gpu::shader_module(
-            device,
-            "round_activations",
-            &[
-                rwkv_gpu::ROUNDING_WGSL,
-                STEP_WGSL,
-                reduce,
-                include_str!("q8_blocks.wgsl"),
-                include_str!("round_activations.wgsl"),
-            ]
-            .concat(),
-        );
+        let token_mix = module("token_mix", token_mix_wgsl(subgroups));
+        let round = module("round_activations", round_activations_wgsl(subgroups));
         Kernels {
-            layer_norm: pipeline(
-                device,
-                "layer_norm",
-                &[STEP_WGSL, reduce, include_str!("layer_norm.wgsl")].concat(),
-            ),
-            token_mix: pipeline_at(device, "token_mix", &token_mix, "main"),
-            token_mix_few: pipeline_at(device, "token_mix", &token_mix, "main_few"),
-            wkv7: pipeline_at(device, "wkv7", &wkv_f16, "main"),
-            wkv7_f32: pipeline_at(device, "wkv7", &wkv_f32, "main"),
-            wkv7_pre: pipeline_at(device, "wkv7", &wkv_f16, "main_pre"),
+            layer_norm: pipeline(device, "layer_norm", &layer_norm_wgsl(subgroups)),
+            token_mix: at("token_mix", &token_mix, "main"),
+            token_mix_few: at("token_mix", &token_mix, "main_few"),
+            wkv7: at("wkv7", &wkv_f16, "main"),
+            wkv7_f32: at("wkv7", &wkv_f32, "main"),
+            wkv7_pre: at("wkv7", &wkv_f16, "main_pre"),
             wkv7_chunk,
-            round_activations: pipeline_at(device, "round_activations", &round, "main"),
-            round_q8k: pipeline_at(device, "round_activations", &round, "main_q8k"),
+            round_activations: at("round_activations", &round, "main"),
+            round_q8k: at("round_activations", &round, "main_q8k"),
             touch: pipeline(device, "touch", include_str!("touch.wgsl")),
         }
     }
+}
+
+/// round_activations.wgsl's source (entry points `main`, `main_q8k`).
+fn round_activations_wgsl(subgroups: bool) -> String {
+    [
+        rwkv_gpu::ROUNDING_WGSL,
+        STEP_WGSL,
+        Kernels::reduce_wgsl(subgroups),
+        include_str!("q8_blocks.wgsl"),
+        include_str!("round_activations.wgsl"),
+    ]
+    .concat()
+}
+
+/// layer_norm.wgsl's source.
+fn layer_norm_wgsl(subgroups: bool) -> String {
+    [
+        STEP_WGSL,
+        Kernels::reduce_wgsl(subgroups),
+        include_str!("layer_norm.wgsl"),
+    ]
+    .concat()
+}
+
+/// A shader module and the WGSL it was made from (for the layouts of its pipelines).
+struct Module {
+    module: wgpu::ShaderModule,
+    source: String,
 }
 
 /// The WKV-7 kernels' source (wkv7.wgsl's entry points) for the model's LoRA ranks (decay,
@@ -656,33 +680,36 @@ fn scan_wgsl(lanes: u32, depth: u32, rows: u32) -> String {
     s
 }
 
-/// A compute pipeline for entry point `entry` of `module`, the layout derived from it.
+/// A compute pipeline for entry point `entry` of `module` (made from `source`), the layout
+/// worked out from what the entry point uses; the driver compiles it on a worker thread
+/// (rwkv-gpu's `Pipeline`).
 pub fn pipeline_at(
     device: &wgpu::Device,
     label: &str,
     module: &wgpu::ShaderModule,
+    source: &str,
     entry: &str,
-) -> wgpu::ComputePipeline {
-    device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-        label: Some(label),
-        layout: None,
+) -> Pipeline {
+    Pipeline::compile(
+        device,
+        &format!("{label} ({entry})"),
         module,
-        entry_point: Some(entry),
-        compilation_options: Default::default(),
-        cache: None,
-    })
+        source,
+        entry,
+        None,
+    )
 }
 
-/// A compute pipeline with the layout derived from the shader.
-pub fn pipeline(device: &wgpu::Device, label: &str, source: &str) -> wgpu::ComputePipeline {
+/// A compute pipeline of `source`'s entry point `main`.
+pub fn pipeline(device: &wgpu::Device, label: &str, source: &str) -> Pipeline {
     let module = rwkv_gpu::shader_module(device, label, source);
-    pipeline_at(device, label, &module, "main")
+    pipeline_at(device, label, &module, source, "main")
 }
 
 /// Binds `buffers` to bindings 0, 1, 2... of group 0, whole buffers.
 pub fn bind(
     device: &wgpu::Device,
-    pipeline: &wgpu::ComputePipeline,
+    pipeline: &Pipeline,
     label: &str,
     buffers: &[&wgpu::Buffer],
 ) -> wgpu::BindGroup {
@@ -694,7 +721,7 @@ pub fn bind(
 /// some of its module's bindings).
 pub fn bind_at(
     device: &wgpu::Device,
-    pipeline: &wgpu::ComputePipeline,
+    pipeline: &Pipeline,
     label: &str,
     buffers: &[(u32, &wgpu::Buffer)],
 ) -> wgpu::BindGroup {
@@ -724,7 +751,7 @@ pub fn uniform<T: bytemuck::Pod>(device: &wgpu::Device, label: &str, value: &T) 
 /// A kernel launch prepared once: pipeline, bind group, and how to size its grid.
 pub struct Launch {
     pub label: &'static str,
-    pub pipeline: wgpu::ComputePipeline,
+    pub pipeline: Pipeline,
     pub bind_group: wgpu::BindGroup,
 }
 
@@ -753,6 +780,39 @@ mod tests {
         assert_eq!(scan_lanes(64, 64), 16);
         assert_eq!(scan_lanes(16, 8), 8);
         assert_eq!(scan_lanes(1, 32), 1);
+    }
+
+    /// Every kernel's layout is worked out from its WGSL, so that it compiles on a worker
+    /// thread (a source this misses compiles on the loading thread, slowly).
+    #[test]
+    fn kernel_layouts_are_worked_out() {
+        let ranks = [96, 96, 320, 64];
+        let mut kernels: Vec<(String, &str)> = Vec::new();
+        for subgroups in [true, false] {
+            kernels.push((token_mix_wgsl(subgroups), "main"));
+            kernels.push((token_mix_wgsl(subgroups), "main_few"));
+            kernels.push((round_activations_wgsl(subgroups), "main"));
+            kernels.push((round_activations_wgsl(subgroups), "main_q8k"));
+            kernels.push((layer_norm_wgsl(subgroups), "main"));
+        }
+        for f16 in [true, false] {
+            for entry in ["main", "main_pre", "prep", "prep_pre", "post"] {
+                kernels.push((wkv7_wgsl(ranks, f16), entry));
+            }
+        }
+        for (lanes, rows) in [(16, 1), (16, 4), (8, 2), (1, 1)] {
+            kernels.push((wkv7_scan_wgsl(lanes, 64, 2, rows), "main"));
+        }
+        kernels.push((include_str!("touch.wgsl").to_string(), "main"));
+        kernels.push((Kernels::feed_sampled_wgsl(), "main"));
+        for (source, entry) in &kernels {
+            let entries = rwkv_gpu::bind_group0_entries(source, entry);
+            assert!(
+                entries.is_some_and(|e| !e.is_empty()),
+                "{entry} of {}",
+                &source[..80]
+            );
+        }
     }
 
     #[test]

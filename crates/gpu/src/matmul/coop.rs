@@ -3,8 +3,8 @@
 //! f16 once, then per slice of weight rows the weights are decoded to an f16 scratch and
 //! multiplied. The shaders are composed in the parent module with the other matrix kernels.
 
+use crate::pipeline::Pipeline;
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use gguf::GgmlType;
 
@@ -327,16 +327,16 @@ impl CoopScratch {
 pub(super) struct CoopCall {
     /// The conversion of this call's inputs to f16 (None: it reads a shared copy).
     convert: Option<Convert>,
-    dequant: Arc<wgpu::ComputePipeline>,
-    product: Arc<wgpu::ComputePipeline>,
+    dequant: Pipeline,
+    product: Pipeline,
     /// The product for steps of at most [`COOP_FEW_TOKENS`] tokens, if another kernel
     /// (see [`CoopShape::for_few_tokens`]).
-    product_few: Option<Arc<wgpu::ComputePipeline>>,
+    product_few: Option<Pipeline>,
     /// Adds the parts of a split product (with the epilogue).
-    sum: Arc<wgpu::ComputePipeline>,
+    sum: Pipeline,
     /// The product decoding the weights as it stages them, for steps of at most
     /// `fused_upto` tokens (slices with a [`Fused`] form).
-    fused: Option<Arc<wgpu::ComputePipeline>>,
+    fused: Option<Pipeline>,
     fused_upto: u32,
     shape: CoopShape,
     slices: Vec<CoopSlice>,
@@ -348,7 +348,7 @@ pub(super) struct CoopCall {
 /// A conversion of inputs to f16 (`matmul_coop_x.wgsl`): `blocks` blocks of up to `rows`
 /// tokens of `cols` values.
 struct Convert {
-    pipeline: Arc<wgpu::ComputePipeline>,
+    pipeline: Pipeline,
     group: wgpu::BindGroup,
     cols: u32,
     rows: u32,

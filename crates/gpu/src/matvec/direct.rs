@@ -12,7 +12,7 @@
 //!
 //! The results equal those of the staging kernels up to f32 summation order.
 
-use std::sync::Arc;
+use crate::pipeline::Pipeline;
 
 use gguf::GgmlType;
 
@@ -195,7 +195,7 @@ struct QuantizeParams {
 /// The quantization of an f32 buffer's first values into a [`Q8Input`], prepared once and
 /// recorded every step.
 pub struct QuantizeCall {
-    pipeline: Arc<wgpu::ComputePipeline>,
+    pipeline: Pipeline,
     bind_group: wgpu::BindGroup,
     /// Blocks per row times segments.
     blocks: u32,
@@ -273,12 +273,8 @@ impl MatvecKernels {
                 None => {
                     let source =
                         format!("{}\n{Q8_PACK_WGSL}\n{QUANTIZE_WGSL}", super::ROUNDING_WGSL);
-                    let p = Arc::new(crate::shader::compute_pipeline(
-                        &ctx.device,
-                        "quantize q8",
-                        &source,
-                        None,
-                    )?);
+                    let p =
+                        crate::shader::compute_pipeline(&ctx.device, "quantize q8", &source, None)?;
                     *slot = Some(p.clone());
                     p
                 }
