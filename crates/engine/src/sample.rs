@@ -149,6 +149,8 @@ impl GpuSampler {
                 &ids,
             ],
         );
+        // (The kernel compiles on a worker thread: ready when the sampler is.)
+        rwkv_gpu::wait_for_compiles()?;
         Ok(GpuSampler {
             ctx,
             vocab,
@@ -440,6 +442,9 @@ impl Engine {
             )?;
             let (step, tokens) = self.step_and_tokens();
             sampler.bind_feed(step, tokens);
+            // Its pipelines compile on worker threads: ready before the first sampled step
+            // (whose time, as the load's, should not hold a compile).
+            rwkv_gpu::wait_for_compiles()?;
             self.sampler = Some(sampler);
         }
         Ok(self.sampler.as_mut().expect("created above"))

@@ -170,6 +170,8 @@ impl Engine {
                 })
                 .collect::<Result<Vec<_>>>()?;
             let kernel = self.checkpoint_kernel(&layers, wl)?;
+            // (Compiled on a worker thread: ready before the step that first records it.)
+            rwkv_gpu::wait_for_compiles()?;
             self.buffer_bytes += (2 * sl + wl) * layers.len() as u64;
             self.checkpoint = Some(Checkpoint {
                 requested: None,
