@@ -666,5 +666,6 @@ fn sample_workgroup(limits: &wgpu::Limits) -> u32 {
 /// word.
 const FIXED_SHARED_BYTES: u32 = 2 * 256 * 8 + 16 * 8 + 16 + 24 + 4;
 
-/// Environment variable setting [`sample_workgroup`]'s size, for measurements.
+/// Environment variable setting the sampler's workgroup size (`sample_workgroup`), for
+/// measurements.
 pub const SAMPLE_WG_ENV: &str = "WEB_RWKV_SAMPLE_WG";

@@ -141,7 +141,7 @@ pub struct Wkv7Chunk {
     pub prep_pre: Pipeline,
     pub scan: Pipeline,
     /// The scan for steps whose chunks all have one token (batches): one token's loads in
-    /// flight (`SCAN_DEPTH_SINGLE`) instead of `scan_depth`, and [`scan_rows`]'s rows per
+    /// flight (`SCAN_DEPTH_SINGLE`) instead of `scan_depth`, and `scan_rows`'s rows per
     /// lane group.
     pub scan_single: Pipeline,
     pub post: Pipeline,
