@@ -18,20 +18,9 @@ use rwkv_gpu::{ContextOptions, GpuContext};
 const VOCAB: usize = 65536;
 const N: u32 = 200;
 
-struct Rng(u64);
-
-/// xorshift64*, for reproducible logits.
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn unit(&mut self) -> f32 {
-        (self.next() >> 40) as f32 / (1u64 << 24) as f32
-    }
-}
+#[path = "../tests/support/rng.rs"]
+mod rng;
+use rng::Rng;
 
 fn main() -> Result<()> {
     let ctx = Arc::new(GpuContext::new(&ContextOptions::default())?);

@@ -8,24 +8,10 @@ use rwkv_engine::{
 };
 
 mod support;
+use support::rng::Rng;
 use support::{context, fixture};
 
-/// xorshift64*, for reproducible logits.
-struct Rng(u64);
-
 impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    /// Uniform in [0, 1).
-    fn unit(&mut self) -> f32 {
-        (self.next() >> 40) as f32 / (1u64 << 24) as f32
-    }
-
     /// Roughly normal logits with standard deviation `scale`, a few of them well above the
     /// rest (like a language model's head), and some exact ties.
     fn logits(&mut self, vocab: usize, scale: f32) -> Vec<f32> {

@@ -148,6 +148,17 @@ fn penalised(l: f32, c: f32, p: Params) -> f32 {
     return l;
 }
 
+// The penalised logits of ids i0, i0 + WG, .. (BATCH of them; ids past the vocabulary read
+// its last one, for the caller to skip), all loads issued before any is used.
+fn penalised_batch(i0: u32, lbase: u32, cbase: u32, vocab: u32, p: Params) -> array<f32, BATCH> {
+    var xs: array<f32, BATCH>;
+    for (var k = 0u; k < BATCH; k++) {
+        let i = min(i0 + k * WG, vocab - 1u);
+        xs[k] = penalised(logits[lbase + i], counts[cbase + i], p);
+    }
+    return xs;
+}
+
 // Step 3: the integer weight.
 fn weight(x: f32, m: f32, k: f32) -> u32 {
     let d = max((x - m) * k, MIN_LOG2);
@@ -311,11 +322,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
     var best = -3.0e38;
     var best_i = NONE;
     for (var i0 = tid; i0 < vocab; i0 += BATCH * WG) {
-        var xs: array<f32, BATCH>;
-        for (var k = 0u; k < BATCH; k++) {
-            let i = min(i0 + k * WG, vocab - 1u);
-            xs[k] = penalised(logits[lbase + i], counts[cbase + i], p);
-        }
+        var xs = penalised_batch(i0, lbase, cbase, vocab, p);
         for (var k = 0u; k < BATCH; k++) {
             let i = i0 + k * WG;
             if i < vocab && (best_i == NONE || xs[k] > best) {
@@ -347,11 +354,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
         // Step 3: weights, and their total.
         var part = vec2<u32>(0u, 0u);
         for (var i0 = tid; i0 < vocab; i0 += BATCH * WG) {
-            var xs: array<f32, BATCH>;
-            for (var k = 0u; k < BATCH; k++) {
-                let i = min(i0 + k * WG, vocab - 1u);
-                xs[k] = penalised(logits[lbase + i], counts[cbase + i], p);
-            }
+            var xs = penalised_batch(i0, lbase, cbase, vocab, p);
             for (var k = 0u; k < BATCH; k++) {
                 let i = i0 + k * WG;
                 if i < vocab {

@@ -2,6 +2,8 @@
 //! the fixtures directory (CI always has it; a missing fixture fails the test).
 #![allow(dead_code)] // each test file uses part of it
 
+pub mod rng;
+
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
