@@ -159,6 +159,16 @@ fn penalised_batch(i0: u32, lbase: u32, cbase: u32, vocab: u32, p: Params) -> ar
     return xs;
 }
 
+// The weights of ids i0, i0 + stride, .. (BATCH of them, ids from `end` on reading id
+// end - 1, for the caller to skip) of the row at `base`, all loads issued before any is used.
+fn weights_batch(base: u32, i0: u32, stride: u32, end: u32) -> array<u32, BATCH> {
+    var ws: array<u32, BATCH>;
+    for (var k = 0u; k < BATCH; k++) {
+        ws[k] = weights[base + min(i0 + k * stride, end - 1u)];
+    }
+    return ws;
+}
+
 // Step 3: the integer weight.
 fn weight(x: f32, m: f32, k: f32) -> u32 {
     let d = max((x - m) * k, MIN_LOG2);
@@ -217,10 +227,7 @@ fn threshold(tid: u32, base: u32, vocab: u32, need: vec2<u32>, mass: bool) -> u3
         var run_d = NONE;
         var run = vec2<u32>(0u, 0u);
         for (var i0 = tid; i0 < vocab; i0 += BATCH * WG) {
-            var ws: array<u32, BATCH>;
-            for (var k = 0u; k < BATCH; k++) {
-                ws[k] = weights[base + min(i0 + k * WG, vocab - 1u)];
-            }
+            var ws = weights_batch(base, i0, WG, vocab);
             for (var k = 0u; k < BATCH; k++) {
                 let w = ws[k];
                 if i0 + k * WG < vocab && (w & fixed) == t {
@@ -293,10 +300,7 @@ var<workgroup> draw: Draw;
 fn kept_mass(base: u32, first: u32, end: u32, stride: u32, t: u32) -> vec2<u32> {
     var mass = vec2<u32>(0u, 0u);
     for (var i0 = first; i0 < end; i0 += BATCH * stride) {
-        var ws: array<u32, BATCH>;
-        for (var k = 0u; k < BATCH; k++) {
-            ws[k] = weights[base + min(i0 + k * stride, end - 1u)];
-        }
+        var ws = weights_batch(base, i0, stride, end);
         for (var k = 0u; k < BATCH; k++) {
             if i0 + k * stride < end && ws[k] >= t {
                 mass = add64(mass, vec2<u32>(ws[k], 0u));
@@ -440,10 +444,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
         var acc = add64(found.before, sub64(red64[tid], mass));
         if !gt64(acc, found.goal) && gt64(add64(found.before, red64[tid]), found.goal) {
             for (var i0 = start; i0 < end; i0 += BATCH) {
-                var ws: array<u32, BATCH>;
-                for (var k = 0u; k < BATCH; k++) {
-                    ws[k] = weights[lbase + min(i0 + k, end - 1u)];
-                }
+                var ws = weights_batch(lbase, i0, 1u, end);
                 var pick = NONE;
                 for (var k = 0u; k < BATCH; k++) {
                     if pick == NONE && i0 + k < end && ws[k] >= t {
