@@ -90,9 +90,9 @@ impl Pipeline {
         match std::thread::Builder::new()
             .name("pipeline compile".into())
             .spawn(move || {
-                let p = job();
-                PENDING.done();
-                p
+                // Counted done even if the driver panics, so that no wait hangs.
+                let _done = PendingDone;
+                job()
             }) {
             Ok(handle) => Pipeline(Arc::new(Inner {
                 layout: group0,
@@ -237,6 +237,15 @@ impl Pending {
         let mut n = self.count.lock().unwrap_or_else(|e| e.into_inner());
         *n = n.saturating_sub(1);
         self.done.notify_all();
+    }
+}
+
+/// Marks a compile finished when dropped.
+struct PendingDone;
+
+impl Drop for PendingDone {
+    fn drop(&mut self) {
+        PENDING.done();
     }
 }
 
