@@ -656,7 +656,16 @@ async fn full_queue_cancellation_and_chunked_prefill() {
     )
     .unwrap();
     let url = server.url();
-    let long = json!({"prompt": "Tell me a long story.", "max_tokens": 100_000, "stream": true});
+    // Greedy, so that the streams cannot end by themselves: sampled with fresh seeds, the
+    // test model's random weights give the end of text some probability at every token,
+    // and a stream that ended before the third request came would leave it no queue to wait
+    // in (seen once in CI). Greedy from this prompt runs 5,000 tokens without one.
+    let long = json!({
+        "prompt": "Tell me a long story.",
+        "max_tokens": 100_000,
+        "stream": true,
+        "temperature": 0
+    });
 
     // Two streams take both slots.
     let mut a = Sse::new(post_raw(&url, "/v1/completions", &long).await);
