@@ -258,7 +258,8 @@ pub struct Report {
     /// Seconds from opening the file to the engine ready on the GPU (device creation apart).
     pub load_s: f64,
     pub context_s: f64,
-    /// Of the load: shader modules and pipelines created, and the seconds they took.
+    /// Of the load: shader modules and pipelines created, and the seconds they took (summed:
+    /// pipelines compile on several threads at once).
     pub compile: CompileReport,
     /// Everything the engine holds on the GPU.
     pub gpu_bytes: u64,
@@ -810,7 +811,7 @@ pub fn text(r: &Report) -> String {
     );
     let _ = writeln!(
         s,
-        "load:           {:.2} s (device {:.2} s; {} shader modules and pipelines created in {:.2} s)",
+        "load:           {:.2} s (device {:.2} s; {} shader modules and pipelines, {:.2} s of compiling summed over threads)",
         r.load_s, r.context_s, r.compile.count, r.compile.seconds
     );
     if !r.compile.slowest.is_empty() {

@@ -29,5 +29,5 @@ pub use matvec::{
     Q8K_INPUT_ENV, Q8_PACK_WGSL, ROUNDING_WGSL, ROUND_Q8_0, ROUND_Q8_K,
 };
 pub use pipeline::{bind_group0_entries, wait_for_compiles, Pipeline};
-pub use shader::{compile_times, record_compile_time, shader_module, SHADER_CHECKS_ENV};
+pub use shader::{compile_times, shader_module, SHADER_CHECKS_ENV};
 pub use weights::{GpuMatrix, StackedF16};

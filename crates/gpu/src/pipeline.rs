@@ -34,11 +34,12 @@ struct Inner {
 }
 
 impl Pipeline {
-    fn ready(pipeline: wgpu::ComputePipeline, layout: Option<wgpu::BindGroupLayout>) -> Self {
+    /// A pipeline compiled on the caller's thread, its layouts the pipeline's own.
+    fn ready(pipeline: wgpu::ComputePipeline) -> Self {
         let compiled = OnceLock::new();
         let _ = compiled.set(pipeline);
         Pipeline(Arc::new(Inner {
-            layout,
+            layout: None,
             compiled,
             pending: Mutex::new(None),
         }))
@@ -74,7 +75,7 @@ impl Pipeline {
                 // Not understood here: the driver derives it, on this thread.
                 None => {
                     let p = create(device, label, module, entry, None);
-                    return Pipeline::ready(p, None);
+                    return Pipeline::ready(p);
                 }
             },
         };
@@ -103,7 +104,7 @@ impl Pipeline {
                 // No thread to be had: compile here (the job was dropped unrun).
                 PENDING.done();
                 let p = create(device, label, module, entry, layout);
-                Pipeline::ready(p, None)
+                Pipeline::ready(p)
             }
         }
     }

@@ -28,9 +28,8 @@ use crate::pipeline::Pipeline;
 /// what creating it took (see [`compile_times`]).
 static COMPILE_TIMES: Mutex<Vec<(String, Duration)>> = Mutex::new(Vec::new());
 
-/// Records that creating `label` (a shader module or a compute pipeline) took `elapsed`; for
-/// the kernels built outside this crate.
-pub fn record_compile_time(label: &str, elapsed: Duration) {
+/// Records that creating `label` (a shader module or a compute pipeline) took `elapsed`.
+pub(crate) fn record_compile_time(label: &str, elapsed: Duration) {
     if let Ok(mut times) = COMPILE_TIMES.lock() {
         times.push((label.to_string(), elapsed));
     }
