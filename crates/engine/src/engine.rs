@@ -46,9 +46,14 @@ pub struct EngineOptions {
     /// f32 activations, which match the CPU reference's exact mode.
     pub llama_cpp_rounding: bool,
     /// GPU steps of at least this many tokens compute the second LoRA products of the time
-    /// mix with the matrix kernels ([`LORA2_FROM`]; 0: never). The default reads
-    /// [`LORA2_FROM_ENV`].
-    pub lora2_from: u32,
+    /// mix with the matrix kernels (0: never). None: the device's default, [`LORA2_FROM`],
+    /// or [`LORA2_FROM_TENSOR_CORES`] where the matrix kernels have tensor cores. The
+    /// default reads [`LORA2_FROM_ENV`].
+    pub lora2_from: Option<u32>,
+    /// Steps of one-token chunks (batches of decoding sequences) of at least this many rows
+    /// run the WKV-7 kernel in three parts, like prompts ([`WKV_SPLIT_FROM`]; 0: never).
+    /// The default reads [`WKV_SPLIT_FROM_ENV`].
+    pub wkv_split_from: u32,
     /// Keep f16 copies of quantized weights for the tensor-core path (steps of many tokens:
     /// prompts and batches), decoded once at load instead of at every such step. Faster
     /// batches for 2 more bytes of GPU memory per weight (5.9 GB for a 2.9B model); no
@@ -73,7 +78,8 @@ impl Default for EngineOptions {
             max_rows: 128,
             max_out: 16,
             llama_cpp_rounding: true,
-            lora2_from: rwkv_gpu::env_parse(LORA2_FROM_ENV).unwrap_or(LORA2_FROM),
+            lora2_from: rwkv_gpu::env_parse(LORA2_FROM_ENV),
+            wkv_split_from: rwkv_gpu::env_parse(WKV_SPLIT_FROM_ENV).unwrap_or(WKV_SPLIT_FROM),
             f16_weights: false,
             persistent: rwkv_gpu::env_parse::<u32>(PERSISTENT_ENV) == Some(1),
             round_in_epilogues: true,
@@ -90,7 +96,14 @@ impl Default for EngineOptions {
 /// ones inside the WKV kernel (1,156 against 1,105-1,112 tok/s).
 pub const LORA2_FROM: u32 = 17;
 
-/// Environment variable overriding [`LORA2_FROM`] in [`EngineOptions::default`], for
+/// [`LORA2_FROM`] where the matrix kernels have tensor cores, which take steps from
+/// [`rwkv_gpu::MatvecKernels::max_tokens`] + 1 = 9 tokens on: the second LoRA products pay
+/// as matrix products wherever the other products do. On an H200 (2.9B Q4_K_M; session 12,
+/// run 2) batch 10 / 12 / 14 / 16 +3.5% / +5.2% / +5.2% / +6.3% against keeping them in the
+/// WKV kernel (and at 12 with the direct matvecs -7%).
+pub const LORA2_FROM_TENSOR_CORES: u32 = 9;
+
+/// Environment variable setting [`EngineOptions::lora2_from`] in its default, for
 /// measurements (0, or more than a step's rows: never).
 pub const LORA2_FROM_ENV: &str = "WEB_RWKV_LORA2_FROM";
 
@@ -216,14 +229,15 @@ pub(crate) enum Grid {
     Out,
     /// One per chunk and group of heads.
     ChunkHeads(u32),
-    /// `ChunkHeads`, only in steps where every chunk has one token (else none).
-    SingleChunkHeads(u32),
-    /// `RowBlocks`, only in steps with a chunk of several tokens (else none).
-    LongChunkRows(u32),
-    /// `ChunkHeads`, only in steps that take the chunk path (a chunk of several tokens, or
-    /// [`wkv_split_from`] rows), and of those only in the ones whose chunks all have one
-    /// token (`true`: batch steps) or only in the others.
-    ScanHeads(u32, bool),
+    /// `ChunkHeads`, only in steps that take the one-token WKV kernel (every chunk has one
+    /// token, and fewer rows than the [`WkvSplit`]; else none).
+    SingleChunkHeads(u32, WkvSplit),
+    /// `RowBlocks`, only in steps that take the chunk path (a chunk of several tokens, or
+    /// as many rows as the [`WkvSplit`]; else none).
+    LongChunkRows(u32, WkvSplit),
+    /// `ChunkHeads`, only in steps that take the chunk path, and of those only in the ones
+    /// whose chunks all have one token (`true`: batch steps) or only in the others.
+    ScanHeads(u32, bool, WkvSplit),
     /// One per token row and group of column tiles (`tiles` of them, [`mix_tiles_per_wg`]
     /// a group), or in steps of up to [`MIX_SPLIT_ROWS`] rows one per row, tile and mix
     /// (`(tiles, mixes)`).
@@ -462,10 +476,10 @@ impl Op {
                 Grid::Out => launch.record(pass, out, 1),
                 Grid::ChunkHeads(groups) => launch.record(pass, chunks, groups),
                 _ if !runs(*grid, rows, chunks) => {}
-                Grid::SingleChunkHeads(groups) | Grid::ScanHeads(groups, _) => {
+                Grid::SingleChunkHeads(groups, _) | Grid::ScanHeads(groups, ..) => {
                     launch.record(pass, chunks, groups)
                 }
-                Grid::LongChunkRows(n) => launch.record(pass, rows, n),
+                Grid::LongChunkRows(n, _) => launch.record(pass, rows, n),
                 Grid::MixTiles(n, mixes) if rows <= MIX_SPLIT_ROWS => {
                     launch.record(pass, rows, n * mixes)
                 }
@@ -511,15 +525,26 @@ fn count(grid: Grid, rows: u32, out: u32) -> u32 {
     }
 }
 
-/// Whether an op over `grid` runs in a step of `rows` rows in `chunks` chunks (each chunk
-/// has at least one row, so `rows > chunks` means some chunk has several). Steps of
-/// one-token chunks take the "long chunk" path too from [`wkv_split_from`] rows on.
+/// Rows from which a step whose chunks all have one token (a batch of decoding sequences)
+/// runs the WKV-7 kernel in three parts (prep, scan, post) like a prompt, instead of the
+/// one-token kernel ([`EngineOptions::wkv_split_from`]; 0: never).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct WkvSplit(pub u32);
+
+impl WkvSplit {
+    /// Whether a step of `rows` rows in `chunks` chunks takes the chunk path (each chunk has
+    /// at least one row, so `rows > chunks` means some chunk has several).
+    fn long(self, rows: u32, chunks: u32) -> bool {
+        rows > chunks || (self.0 != 0 && rows >= self.0)
+    }
+}
+
+/// Whether an op over `grid` runs in a step of `rows` rows in `chunks` chunks.
 fn runs(grid: Grid, rows: u32, chunks: u32) -> bool {
-    let long = rows > chunks || rows >= wkv_split_from();
     match grid {
-        Grid::SingleChunkHeads(_) => !long,
-        Grid::LongChunkRows(_) => long,
-        Grid::ScanHeads(_, single) => long && (rows == chunks) == single,
+        Grid::SingleChunkHeads(_, split) => !split.long(rows, chunks),
+        Grid::LongChunkRows(_, split) => split.long(rows, chunks),
+        Grid::ScanHeads(_, single, split) => split.long(rows, chunks) && (rows == chunks) == single,
         _ => true,
     }
 }
@@ -532,16 +557,16 @@ pub const SHARED_X16_ENV: &str = "WEB_RWKV_SHARED_X16";
 /// products decodes, multiplies and sums on its own; see `Builder::stacked`).
 pub const COOP_STACK_ENV: &str = "WEB_RWKV_COOP_STACK";
 
-/// Environment variable: the number of rows from which a step whose chunks all have one
-/// token (a batch of decoding sequences) runs the WKV-7 kernel in three parts (prep, scan,
-/// post) instead of the one-token kernel (default [`WKV_SPLIT_FROM`]).
+/// Environment variable overriding [`WKV_SPLIT_FROM`] in [`EngineOptions::default`], for
+/// measurements (0: never).
 pub const WKV_SPLIT_FROM_ENV: &str = "WEB_RWKV_WKV_SPLIT_FROM";
 
-/// Rows from which a batch of one-token chunks takes the three-part WKV-7 path: the steps
-/// whose second LoRA products are matrix products ([`LORA2_FROM`]). On an H200 (2.9B
-/// Q4_K_M) batch 32 / 64 / 256 +1% / +1.8% / +1.5% against the one-token kernel (there one
-/// workgroup per head and sequence walks the head's 64 state rows).
-pub const WKV_SPLIT_FROM: u32 = LORA2_FROM;
+/// Rows from which a batch of one-token chunks takes the three-part WKV-7 path, whose scan
+/// spreads the state updates over more workgroups (there one workgroup per head and sequence
+/// walks the head's 64 state rows). On an H200 (2.9B Q4_K_M; session 12, run 2): batch 4 /
+/// 6 / 8 / 12 / 16 +3.5% / +3% / +6.6% / +3.5% / +6.6% against the one-token kernel,
+/// batch 2 / 3 -2% / -1.3%. (17 before, with the second LoRA products' threshold.)
+pub const WKV_SPLIT_FROM: u32 = 4;
 
 /// Environment variable turning off the f16 copies written by the rounding ops and token
 /// mixes (`0`: a conversion op after each, as before; for measurements).
@@ -617,11 +642,6 @@ fn skipped_ops() -> &'static [String] {
             })
             .unwrap_or_default()
     })
-}
-
-fn wkv_split_from() -> u32 {
-    static FROM: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
-    *FROM.get_or_init(|| rwkv_gpu::env_parse(WKV_SPLIT_FROM_ENV).unwrap_or(WKV_SPLIT_FROM))
 }
 
 /// What the GPU needs to know about a step's rows: token ids, token-shift sources, chunks and
@@ -1833,7 +1853,13 @@ impl Engine {
         // Steps of at least lora2_from rows: the second LoRA products' sums, [4][rows][dim]
         // (decay, iclr, gate, value residual), from the matrix kernels. None where no step
         // can have that many rows.
-        let lora2_from = options.lora2_from;
+        let lora2_from = options
+            .lora2_from
+            .unwrap_or(if ctx.coop_subgroup_size().is_some() {
+                LORA2_FROM_TENSOR_CORES
+            } else {
+                LORA2_FROM
+            });
         let lora_sums = if (1..=options.max_rows as u32).contains(&lora2_from) {
             Some(storage(&ctx, "lora sums", f32s(4 * r * d))?)
         } else {
@@ -2124,8 +2150,9 @@ impl Engine {
                 },
             );
             let n_head = c.n_head as u32;
+            let split = WkvSplit(options.wkv_split_from);
             let main_grid = if kernels.wkv7_chunk.is_some() {
-                Grid::SingleChunkHeads(n_head)
+                Grid::SingleChunkHeads(n_head, split)
             } else {
                 Grid::ChunkHeads(n_head)
             };
@@ -2180,7 +2207,7 @@ impl Engine {
                     "wkv7_prep",
                     if lw.lora2_f16 { &wc.prep } else { &wc.prep_f32 },
                     &wkv(&[0, 1, 2, 3, 4, 5, 6, 8, 10, 11]),
-                    Grid::LongChunkRows(n_head),
+                    Grid::LongChunkRows(n_head, split),
                 );
                 if lora_sums.is_some() {
                     b.by_rows(start, lora2_from, false);
@@ -2189,7 +2216,7 @@ impl Engine {
                         "wkv7_prep",
                         &wc.prep_pre,
                         &wkv(&[0, 1, 3, 6, 8, 10, 11, 12]),
-                        Grid::LongChunkRows(n_head),
+                        Grid::LongChunkRows(n_head, split),
                     );
                     b.by_rows(start, lora2_from, true);
                 }
@@ -2211,14 +2238,14 @@ impl Engine {
                             &st.wkv,
                             &wkv_post,
                         ],
-                        Grid::ScanHeads(n_head * per_head, single),
+                        Grid::ScanHeads(n_head * per_head, single, split),
                     );
                 }
                 b.kernel_at(
                     "wkv7_post",
                     &wc.post,
                     &wkv(&[0, 1, 8, 9, 11, 13]),
-                    Grid::LongChunkRows(n_head),
+                    Grid::LongChunkRows(n_head, split),
                 );
             }
             if out_mode != 0 {

@@ -27,7 +27,7 @@ mod coop;
 
 use coop::{
     whole_blocks, CoopCall, CoopIo, CoopScratch, COOP_FROM_TOKENS, COOP_FUSED_TOKENS,
-    COOP_SCRATCH_BYTES, COOP_SHORT_FROM_TOKENS,
+    COOP_MIN_TOKENS, COOP_SCRATCH_BYTES, COOP_SHORT_FROM_TOKENS,
 };
 pub use coop::{
     ConvertCall, CoopShape, CoopSplit, X16Input, COOP_F16_WEIGHTS_ENV, COOP_FEW_K_ENV,
@@ -648,7 +648,7 @@ impl MatmulKernels {
                 .unwrap_or(COOP_SHORT_FROM_TOKENS),
             coop_from: env_parse::<u32>(COOP_FROM_ENV)
                 .unwrap_or(COOP_FROM_TOKENS)
-                .max(TILED_FROM_TOKENS),
+                .max(COOP_MIN_TOKENS),
             coop_fused_upto: env_parse::<u32>(COOP_FUSED_ENV).unwrap_or(COOP_FUSED_TOKENS),
         })
     }
@@ -667,10 +667,11 @@ impl MatmulKernels {
         self
     }
 
-    /// Use the tensor-core path from `tokens` tokens on (default and least
-    /// [`TILED_FROM_TOKENS`], or [`COOP_FROM_ENV`]).
+    /// Use the tensor-core path from `tokens` tokens on (default 5, the first step the
+    /// direct matvec leaves to it on such a device, for tall F16 matrices; other types keep
+    /// the direct matvec up to 8 tokens. Or [`COOP_FROM_ENV`]; at least 2).
     pub fn with_coop_from(mut self, tokens: u32) -> Self {
-        self.coop_from = tokens.max(TILED_FROM_TOKENS);
+        self.coop_from = tokens.max(COOP_MIN_TOKENS);
         self
     }
 
@@ -1043,7 +1044,7 @@ impl MatmulKernels {
         let coop = match ctx.coop_subgroup_size() {
             // The product walks whole chunks of `k` columns of the f16 copies.
             Some(subgroup)
-                // (coop_from is at least TILED_FROM_TOKENS.)
+                // (coop_from is at least COOP_MIN_TOKENS.)
                 if max_tokens >= coop_from
                     && invocations >= shape.subgroups() * subgroup
                     && shape.splits_evenly(subgroup)

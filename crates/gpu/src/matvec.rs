@@ -80,15 +80,29 @@ pub const MAX_TOKENS: u32 = 16;
 pub const DIRECT_TOKENS: u32 = 16;
 
 /// [`DIRECT_TOKENS`] on a device with the tensor-core path ([`MatvecKernels::for_context`]):
-/// steps of 16 tokens take the tensor cores, the fewest they take (on an H200, 2.9B Q4_K_M,
-/// batch 16 1,529-1,548 -> 1,603-1,624 tok/s; batch 15 on the direct kernel reads 1,280).
-pub const DIRECT_TOKENS_COOP: u32 = 15;
+/// steps of 9 tokens or more take the tensor cores. On an H200 (2.9B Q4_K_M; session 12,
+/// run 2) batch 10 / 12 / 14 ran at 1,112 / 1,298 / 1,314 tok/s on the direct kernel and
+/// 1,263 / 1,471-1,475 / 1,697-1,699 on the tensor cores, while batch 8 keeps the direct
+/// kernel (1,338 against 1,039-1,043). (15 before; batch 16 took the tensor cores already.)
+pub const DIRECT_TOKENS_COOP: u32 = 8;
 
 /// The most tokens of a step F16 weights take the direct kernel for: every token reads 32
 /// bytes of f32 input per 16 bytes of weights from the caches. On an H200 (2.9B F16), steps
 /// of 8 sequences take 11.9 ms with it (12.1 with the row kernel), steps of 16 30.0 (13.4
 /// with the tensor cores).
 pub const DIRECT_TOKENS_F16: u32 = 8;
+
+/// [`DIRECT_TOKENS_F16`] for matrices of at least [`F16_TALL_ROWS`] rows on a device with
+/// the tensor-core path, which takes the larger steps (from 5 tokens on, see
+/// `COOP_FROM_TOKENS`). On an H200 (2.9B F16; session 12, run 4): batch 5 / 6 / 8 493-497 /
+/// 583-584 / 737-738 tok/s on the direct kernel, 751-752 / 900-902 / 1,171-1,172 on the
+/// tensor cores; batch 3 / 4 par (472 against 477-481, 613-614 against 601-604).
+pub const DIRECT_TOKENS_F16_COOP: u32 = 4;
+
+/// F16 matrices with fewer rows keep [`DIRECT_TOKENS_F16`] everywhere: the tensor-core path
+/// takes such short matrices (the first LoRA products) only from 64 tokens on, so below
+/// that they would fall to the row kernel.
+pub const F16_TALL_ROWS: usize = 1024;
 
 /// Activation rounding modes of Q8_0 and Q8_K (the integer paths), in the numbering of the
 /// engine's kernels.
@@ -305,6 +319,8 @@ pub struct MatvecKernels {
     q8k_input: bool,
     direct_f16: bool,
     max_tokens: u32,
+    /// The most tokens for F16 matrices of [`F16_TALL_ROWS`] rows or more.
+    f16_tall_tokens: u32,
 }
 
 /// What a matvec reads: f32 values (rounded as the kernel reads them) or values quantized to
@@ -466,13 +482,17 @@ impl MatvecKernels {
     /// unless `DIRECT_TOKENS_ENV` says otherwise).
     pub fn for_context(ctx: &GpuContext) -> Self {
         match ctx.coop_subgroup_size() {
-            Some(_) => Self::with_direct_tokens(DIRECT_TOKENS_COOP),
+            Some(_) => MatvecKernels {
+                f16_tall_tokens: DIRECT_TOKENS_F16_COOP,
+                ..Self::with_direct_tokens(DIRECT_TOKENS_COOP)
+            },
             None => Self::new(),
         }
     }
 
     fn with_direct_tokens(direct: u32) -> Self {
         MatvecKernels {
+            f16_tall_tokens: DIRECT_TOKENS_F16,
             cache: Mutex::new(HashMap::new()),
             quantize: Mutex::new(None),
             int_q8_0: env_on(INT_Q8_0_ENV),
@@ -562,9 +582,12 @@ impl MatvecKernels {
     }
 
     /// The most tokens of a step callers should give [`MatvecKernels::prepare_tokens`] for
-    /// `w`: [`MatvecKernels::max_tokens`], at most `DIRECT_TOKENS_F16` for F16.
+    /// `w`: [`MatvecKernels::max_tokens`], for F16 at most [`DIRECT_TOKENS_F16`] (at most
+    /// [`DIRECT_TOKENS_F16_COOP`] for matrices of [`F16_TALL_ROWS`] rows or more where the
+    /// device has tensor cores).
     pub fn max_tokens_for(&self, w: &GpuMatrix) -> u32 {
         match w.ty {
+            GgmlType::F16 if w.rows >= F16_TALL_ROWS => self.max_tokens().min(self.f16_tall_tokens),
             GgmlType::F16 => self.max_tokens().min(DIRECT_TOKENS_F16),
             _ => self.max_tokens(),
         }

@@ -110,9 +110,10 @@ fn apply(e: Epilogue, r: f64, y0: f64) -> (f64, f64) {
 }
 
 const MAX_TOKENS: u32 = 70;
-// 1: the one-token kernel; 3: the row kernel for batches; 37 and 70: the tiled kernel, with
-// one partial and two token groups.
-const TOKEN_COUNTS: [u32; 4] = [1, 3, 37, 70];
+// 1: the one-token kernel; 3: the row kernel for batches; 5 and 12: the row kernel here and
+// the tensor cores where the device has them (from 5 tokens); 37 and 70: the tiled kernel
+// (or the tensor cores), with one partial and two token groups.
+const TOKEN_COUNTS: [u32; 6] = [1, 3, 5, 12, 37, 70];
 
 /// Compare the GPU matmul with the CPU reference for every n in TOKEN_COUNTS and the given
 /// epilogues, with offsets and strides on both sides and poisoned outputs. `aligned`: x

@@ -10,7 +10,7 @@ use gguf::GgmlType;
 
 use super::{
     coop_fused_wgsl, format_wgsl, params_buffer, poisoned, split_grid, Epilogue, Kernel,
-    MatmulKernels, Params, StackItem, STACK_WEIGHT_BINDINGS, TILED_FROM_TOKENS,
+    MatmulKernels, Params, StackItem, STACK_WEIGHT_BINDINGS,
 };
 use crate::context::GpuContext;
 use crate::error::GpuError;
@@ -270,10 +270,17 @@ impl CoopSplit {
     }
 }
 
-/// Token count from which the tensor-core path replaces the tiled kernel: all of its range
-/// (on an H200, batch 64 of 2.9B Q4_K_M ran at 1,115 tok/s with it and 975 without, though
-/// every step decodes all the weights to f16). [`COOP_FROM_ENV`] raises it.
-pub(super) const COOP_FROM_TOKENS: u32 = TILED_FROM_TOKENS;
+/// Token count from which the tensor-core path takes a product: every step the direct
+/// matvec does not take on such a device (up to [`crate::matvec::DIRECT_TOKENS_COOP`] = 8
+/// tokens for the types it reads, [`crate::matvec::DIRECT_TOKENS_F16_COOP`] = 4 for F16),
+/// the tiled kernel's range included (on an H200, batch 64 of 2.9B Q4_K_M ran at 1,115
+/// tok/s with it and 975 without, though every step then decoded all the weights to f16),
+/// and the few-token steps of the types the direct matvec does not read (row kernel
+/// before). [`COOP_FROM_ENV`] changes it.
+pub(super) const COOP_FROM_TOKENS: u32 = crate::matvec::DIRECT_TOKENS_F16_COOP + 1;
+/// The fewest tokens [`MatmulKernels::with_coop_from`] accepts: the product handles any
+/// count (tokens past a step's are zeros, never written), one token has the matvecs.
+pub(super) const COOP_MIN_TOKENS: u32 = 2;
 /// Token count from which matrices shorter than the tiled kernels' minimum (the LoRA
 /// products) take the tensor-core path (on an H200 with 2.9B Q4_K_M: from 512 before the
 /// products could be split over their columns; from 64 since, batch 256 6,074 -> 6,401
