@@ -104,6 +104,10 @@ pub const DIRECT_TOKENS_F16_COOP: u32 = 4;
 /// that they would fall to the row kernel.
 pub const F16_TALL_ROWS: usize = 1024;
 
+/// Environment variable overriding [`F16_TALL_ROWS`] (for measurements; 0: every F16
+/// matrix).
+pub const F16_TALL_ROWS_ENV: &str = "WEB_RWKV_F16_TALL_ROWS";
+
 /// Activation rounding modes of Q8_0 and Q8_K (the integer paths), in the numbering of the
 /// engine's kernels.
 pub const ROUND_Q8_0: u32 = 3;
@@ -319,8 +323,9 @@ pub struct MatvecKernels {
     q8k_input: bool,
     direct_f16: bool,
     max_tokens: u32,
-    /// The most tokens for F16 matrices of [`F16_TALL_ROWS`] rows or more.
+    /// The most tokens for F16 matrices of `f16_tall_rows` rows or more.
     f16_tall_tokens: u32,
+    f16_tall_rows: usize,
 }
 
 /// What a matvec reads: f32 values (rounded as the kernel reads them) or values quantized to
@@ -493,6 +498,7 @@ impl MatvecKernels {
     fn with_direct_tokens(direct: u32) -> Self {
         MatvecKernels {
             f16_tall_tokens: DIRECT_TOKENS_F16,
+            f16_tall_rows: env_parse(F16_TALL_ROWS_ENV).unwrap_or(F16_TALL_ROWS),
             cache: Mutex::new(HashMap::new()),
             quantize: Mutex::new(None),
             int_q8_0: env_on(INT_Q8_0_ENV),
@@ -587,7 +593,9 @@ impl MatvecKernels {
     /// device has tensor cores).
     pub fn max_tokens_for(&self, w: &GpuMatrix) -> u32 {
         match w.ty {
-            GgmlType::F16 if w.rows >= F16_TALL_ROWS => self.max_tokens().min(self.f16_tall_tokens),
+            GgmlType::F16 if w.rows >= self.f16_tall_rows => {
+                self.max_tokens().min(self.f16_tall_tokens)
+            }
             GgmlType::F16 => self.max_tokens().min(DIRECT_TOKENS_F16),
             _ => self.max_tokens(),
         }
