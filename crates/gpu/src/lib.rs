@@ -25,9 +25,9 @@ pub use matmul::{
 pub use matvec::{
     direct_kernel_wgsl, persistent_format, persistent_phase, persistent_prelude, q8_format_of_mode,
     MatvecCall, MatvecInput, MatvecJob, MatvecKernels, PhaseMatrix, Q8Format, Q8Input,
-    QuantizeCall, TokensCall, XqRegion, DIRECT_TOKENS_F16_COOP, F16_TALL_ROWS_ENV, INT_Q8_0_ENV,
-    MAX_BINDINGS, MAX_TOKENS, PERSISTENT_WG_SIZE, Q8K_INPUT_ENV, Q8_PACK_WGSL, ROUNDING_WGSL,
-    ROUND_Q8_0, ROUND_Q8_K,
+    QuantizeCall, TokensCall, XqRegion, DIRECT_TOKENS_F16, DIRECT_TOKENS_F16_COOP, F16_TALL_ROWS,
+    F16_TALL_ROWS_ENV, INT_Q8_0_ENV, MAX_BINDINGS, MAX_TOKENS, PERSISTENT_WG_SIZE, Q8K_INPUT_ENV,
+    Q8_PACK_WGSL, ROUNDING_WGSL, ROUND_Q8_0, ROUND_Q8_K,
 };
 pub use pipeline::{bind_group0_entries, wait_for_compiles, Pipeline};
 pub use shader::{compile_times, shader_module, SHADER_CHECKS_ENV};
