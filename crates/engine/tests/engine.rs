@@ -946,6 +946,7 @@ fn few_token_steps_match_one_token_steps(persistent: bool) {
     // (The second LoRA products stay in the WKV kernel, as in one-token steps.)
     for name in [
         "mini-q4_k_m",
+        "mini-q5_k_m",
         "mini-f16",
         "mini-q6_k",
         "mini-q8_0",

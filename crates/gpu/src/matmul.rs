@@ -211,7 +211,16 @@ const MATMUL_TILED_WGSL: &str = include_str!("matmul_tiled.wgsl");
 const MATMUL_COOP_WGSL: &str = include_str!("matmul_coop.wgsl");
 const MATMUL_COOP_A16_WGSL: &str = include_str!("matmul_coop_a16.wgsl");
 const MATMUL_COOP_AQ_WGSL: &str = include_str!("matmul_coop_aq.wgsl");
-const MATMUL_COOP_AQ4_K_WGSL: &str = include_str!("matmul_coop_aq4_k.wgsl");
+const MATMUL_COOP_AQ4_K_WGSL: &str = concat!(
+    include_str!("matmul_coop_k_scales.wgsl"),
+    "\n",
+    include_str!("matmul_coop_aq4_k.wgsl")
+);
+const MATMUL_COOP_AQ5_K_WGSL: &str = concat!(
+    include_str!("matmul_coop_k_scales.wgsl"),
+    "\n",
+    include_str!("matmul_coop_aq5_k.wgsl")
+);
 const MATMUL_COOP_AQ6_K_WGSL: &str = include_str!("matmul_coop_aq6_k.wgsl");
 const MATMUL_COOP_AQ8_0_WGSL: &str = include_str!("matmul_coop_aq8_0.wgsl");
 const MATMUL_COOP_DEQUANT_WGSL: &str = include_str!("matmul_coop_dequant.wgsl");
@@ -1186,6 +1195,7 @@ pub fn coop_kernel_wgsl(shape: CoopShape, subgroup: u32) -> String {
 pub(super) fn coop_fused_wgsl(ty: GgmlType) -> Option<(&'static str, u32)> {
     match ty {
         GgmlType::Q4_K => Some((MATMUL_COOP_AQ4_K_WGSL, u32::MAX)),
+        GgmlType::Q5_K => Some((MATMUL_COOP_AQ5_K_WGSL, u32::MAX)),
         GgmlType::Q6_K => Some((MATMUL_COOP_AQ6_K_WGSL, u32::MAX)),
         GgmlType::Q8_0 => Some((MATMUL_COOP_AQ8_0_WGSL, coop::COOP_FEW_TOKENS)),
         _ => None,

@@ -36,22 +36,6 @@ fn fetch_unit(j: u32, g: u32, r: u32, u: u32, k0: u32) {
     qa[j] = wq(g, block + 1u + 2u * ((col % 256u) / 64u) + u % 2u);
 }
 
-// Byte k < 12 of the scales (words y, z, w of the block's first 16 bytes).
-fn q4k_scale_byte(h: vec4<u32>, k: u32) -> u32 {
-    let w = select(select(h.y, h.z, k >= 4u), h.w, k >= 8u);
-    return (w >> (8u * (k % 4u))) & 0xffu;
-}
-
-// ggml get_scale_min_k4: (scale, min) pair j.
-fn q4k_scale_min(h: vec4<u32>, j: u32) -> vec2<f32> {
-    if (j < 4u) {
-        return vec2<f32>(f32(q4k_scale_byte(h, j) & 63u), f32(q4k_scale_byte(h, j + 4u) & 63u));
-    }
-    let sc = (q4k_scale_byte(h, j + 4u) & 15u) | ((q4k_scale_byte(h, j - 4u) >> 6u) << 4u);
-    let m = (q4k_scale_byte(h, j + 4u) >> 4u) | ((q4k_scale_byte(h, j) >> 6u) << 4u);
-    return vec2<f32>(f32(sc), f32(m));
-}
-
 fn stage_unit(j: u32, u: u32, k0: u32) {
     let grp = (u % (BK / 32u)) / 2u;
     let g = u % 2u;
@@ -59,8 +43,8 @@ fn stage_unit(j: u32, u: u32, k0: u32) {
     let h = ha[j];
     let q = qa[j];
     let dm = unpack2x16float(h.x);
-    let sm1 = q4k_scale_min(h, 2u * c);
-    let sm2 = q4k_scale_min(h, 2u * c + 1u);
+    let sm1 = k_scale_min(h, 2u * c);
+    let sm2 = k_scale_min(h, 2u * c + 1u);
     let d1 = dm.x * sm1.x;
     let m1 = dm.y * sm1.y;
     let d2 = dm.x * sm2.x;

@@ -1102,6 +1102,7 @@ mod tests {
     fn direct_kernel_layouts_are_worked_out() {
         for ty in [
             GgmlType::Q4_K,
+            GgmlType::Q5_K,
             GgmlType::Q6_K,
             GgmlType::Q8_0,
             GgmlType::Q4_0,

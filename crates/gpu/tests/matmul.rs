@@ -671,6 +671,7 @@ fn tensor_core_products_decoding_as_they_stage_match_the_f16_copy() {
     let cases = [
         ("mini-q4_k_m.gguf", key, GgmlType::Q4_K),
         ("mini-q4_k_m.gguf", FFN_VALUE, GgmlType::Q4_K),
+        ("mini-q5_k_m.gguf", key, GgmlType::Q5_K),
         ("mini-q6_k.gguf", key, GgmlType::Q6_K),
         ("mini-q8_0.gguf", FFN_VALUE, GgmlType::Q8_0),
     ];

@@ -426,27 +426,32 @@ fn rows_longer_than_a_staged_tile() {
 
 #[test]
 fn q8k_input_quantized_once() {
-    // Q4_K and Q6_K matrices reading an input quantized to Q8_K by its own dispatch: fixture
-    // tensors (256- and 1024-wide rows), several in one call with a split one, and long
-    // synthetic rows, against the same reference as the in-kernel rounding.
+    // Q4_K, Q5_K and Q6_K matrices reading an input quantized to Q8_K by its own dispatch:
+    // fixture tensors (256- and 1024-wide rows), several in one call with a split one, and
+    // long synthetic rows, against the same reference as the in-kernel rounding.
     let f = "mini-q4_k_m.gguf";
     let key = "blk.0.channel_mix_key.weight";
     let k = TestMatrix::from_fixture(f, key, fixture_type(f, key));
     let v = TestMatrix::from_fixture(f, FFN_VALUE, fixture_type(f, FFN_VALUE));
     let q6 = TestMatrix::from_fixture("mini-q6_k.gguf", FFN_VALUE, GgmlType::Q6_K);
+    let q5 = TestMatrix::from_fixture("mini-q5_k_m.gguf", FFN_VALUE, GgmlType::Q5_K);
     let ctx = &gpu().ctx;
-    let (wk, wv, wq6) = (
+    let (wk, wv, wq6, wq5) = (
         k.upload(ctx, u64::MAX),
         v.upload(ctx, v.bytes.len() as u64 / 3),
         q6.upload(ctx, u64::MAX),
+        q5.upload(ctx, q5.bytes.len() as u64 / 2),
     );
     assert!(wv.n_parts() > 1);
+    assert!(wq5.n_parts() > 1);
     check_q8k(&[(&k, &wk, 0, 0, Epilogue::ReluSquare)], 40);
+    check_q8k(&[(&q5, &wq5, 0, 0, Epilogue::Tanh)], 48);
     check_q8k(
         &[
             (&v, &wv, 256, 3, Epilogue::Add),
             (&q6, &wq6, 1280, 400, Epilogue::Tanh),
             (&k, &wk, 2304, 700, Epilogue::Sigmoid),
+            (&q5, &wq5, 3328, 1800, Epilogue::Store),
         ],
         41,
     );
@@ -456,6 +461,7 @@ fn q8k_input_quantized_once() {
         (GgmlType::Q4_K, 42),
         (GgmlType::Q6_K, 43),
         (GgmlType::Q4_K, 44),
+        (GgmlType::Q5_K, 45),
     ] {
         let m = TestMatrix::synthetic(ty, 37, 12544, seed);
         let w = m.upload(ctx, u64::MAX);
@@ -501,8 +507,8 @@ fn direct_dispatches_bind_the_also_buffer() {
     let also = ctx.create_storage_buffer("also", &[0u8; 64]).unwrap();
     let y = ctx.create_storage_buffer("y", &[0u8; 1024]).unwrap();
     let q4 = TestMatrix::synthetic(GgmlType::Q4_K, 4, 256, 2);
-    let q5 = TestMatrix::synthetic(GgmlType::Q5_K, 4, 256, 3);
-    let (wq, w5) = (q4.upload(ctx, u64::MAX), q5.upload(ctx, u64::MAX));
+    let q3 = TestMatrix::synthetic(GgmlType::Q3_K, 4, 256, 3);
+    let (wq, w3) = (q4.upload(ctx, u64::MAX), q3.upload(ctx, u64::MAX));
     let job = |w| MatvecJob::new(w, 0, 0, Epilogue::Store);
     let direct = kernels
         .prepare_q8(ctx, &xq, &y, &[job(&wq)], Some(&also))
@@ -524,9 +530,9 @@ fn direct_dispatches_bind_the_also_buffer() {
         )
         .unwrap();
     assert!(tokens.binds_also());
-    // Q5_K has no direct kernel: its staged f32-input matvec cannot bind it.
+    // Q3_K has no direct kernel: its staged f32-input matvec cannot bind it.
     let staged = kernels
-        .prepare(ctx, &x, &y, 0, &[job(&w5)], Some(&also))
+        .prepare(ctx, &x, &y, 0, &[job(&w3)], Some(&also))
         .unwrap();
     assert!(!staged.binds_also());
 }
@@ -565,16 +571,17 @@ fn f16_direct_kernel() {
 #[test]
 fn several_tokens_in_one_call() {
     // prepare_tokens: each weight read once for n tokens (x rows x_stride apart, y rows
-    // y_stride apart), Q4_K/Q6_K from a Q8_K copy of every row, F16 from f32 rows rounded to
-    // f16 as read; every token against the CPU with its own rounded row.
+    // y_stride apart), Q4_K/Q5_K/Q6_K from a Q8_K copy of every row, F16 from f32 rows
+    // rounded to f16 as read; every token against the CPU with its own rounded row.
     let g = gpu();
     let ctx = &g.ctx;
     let f = "mini-q4_k_m.gguf";
     let k = TestMatrix::from_fixture(f, FFN_VALUE, fixture_type(f, FFN_VALUE));
     let q6 = TestMatrix::from_fixture("mini-q6_k.gguf", FFN_VALUE, GgmlType::Q6_K);
+    let q5 = TestMatrix::from_fixture("mini-q5_k_m.gguf", FFN_VALUE, GgmlType::Q5_K);
     let h = TestMatrix::synthetic(GgmlType::F16, 40, 512, 60);
     let max = 16u32;
-    for (m, q8k) in [(&k, true), (&q6, true), (&h, false)] {
+    for (m, q8k) in [(&k, true), (&q6, true), (&q5, true), (&h, false)] {
         let w = m.upload(ctx, m.bytes.len() as u64 / 2);
         let mode = if q8k { 4 } else { 1 };
         let (x_stride, y_stride) = (m.cols as u32 + 256, m.rows as u32 + 3);

@@ -2,7 +2,7 @@
 //! instead of each workgroup staging (and rounding) it in workgroup memory, so there is no
 //! barrier before the final sum, and each row's threads walk consecutive 16-byte units.
 //!
-//! * K-quants (Q4_K, Q6_K) read their input quantized to Q8_K once per step, Q8_0 and Q4_0
+//! * K-quants (Q4_K, Q5_K, Q6_K) read their input quantized to Q8_K once per step, Q8_0 and Q4_0
 //!   to Q8_0 (as ggml's CPU backend quantizes activations for them): a [`Q8Input`] holds an
 //!   f32 input's values as such blocks (codes, scales, and for Q8_K sums per 16), written by
 //!   [`MatvecKernels::prepare_quantize`]'s dispatch (quantize_q8.wgsl) or by any kernel that
@@ -82,6 +82,7 @@ pub(super) enum DirectInput {
 pub(super) fn direct_unit(ty: GgmlType) -> Option<(&'static str, DirectInput)> {
     let (src, input) = match ty {
         GgmlType::Q4_K => (include_str!("q4_k.wgsl"), DirectInput::Q8(Q8Format::K)),
+        GgmlType::Q5_K => (include_str!("q5_k.wgsl"), DirectInput::Q8(Q8Format::K)),
         GgmlType::Q6_K => (include_str!("q6_k.wgsl"), DirectInput::Q8(Q8Format::K)),
         GgmlType::Q8_0 => (include_str!("q8_0.wgsl"), DirectInput::Q8(Q8Format::Zero)),
         GgmlType::Q4_0 => (include_str!("q4_0.wgsl"), DirectInput::Q8(Q8Format::Zero)),

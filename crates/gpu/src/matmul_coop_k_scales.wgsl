@@ -1,0 +1,20 @@
+// The 6-bit scale/min pairs of a K-quant block's 12 scale bytes (Q4_K and Q5_K share their
+// layout), for the tensor-core product's block decoders (matmul_coop_aq4_k.wgsl,
+// matmul_coop_aq5_k.wgsl, each composed after this file). `h` is the block's first 16
+// bytes: d and dmin, then the scale bytes in words y, z, w.
+
+// Byte k < 12 of the scales (words y, z, w of the block's first 16 bytes).
+fn k_scale_byte(h: vec4<u32>, k: u32) -> u32 {
+    let w = select(select(h.y, h.z, k >= 4u), h.w, k >= 8u);
+    return (w >> (8u * (k % 4u))) & 0xffu;
+}
+
+// ggml get_scale_min_k4: (scale, min) pair j.
+fn k_scale_min(h: vec4<u32>, j: u32) -> vec2<f32> {
+    if (j < 4u) {
+        return vec2<f32>(f32(k_scale_byte(h, j) & 63u), f32(k_scale_byte(h, j + 4u) & 63u));
+    }
+    let sc = (k_scale_byte(h, j + 4u) & 15u) | ((k_scale_byte(h, j - 4u) >> 6u) << 4u);
+    let m = (k_scale_byte(h, j + 4u) >> 4u) | ((k_scale_byte(h, j) >> 6u) << 4u);
+    return vec2<f32>(f32(sc), f32(m));
+}
