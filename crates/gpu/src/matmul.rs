@@ -222,6 +222,7 @@ const MATMUL_COOP_AQ5_K_WGSL: &str = concat!(
     include_str!("matmul_coop_aq5_k.wgsl")
 );
 const MATMUL_COOP_AQ6_K_WGSL: &str = include_str!("matmul_coop_aq6_k.wgsl");
+const MATMUL_COOP_AQ4_0_WGSL: &str = include_str!("matmul_coop_aq4_0.wgsl");
 const MATMUL_COOP_AQ8_0_WGSL: &str = include_str!("matmul_coop_aq8_0.wgsl");
 const MATMUL_COOP_DEQUANT_WGSL: &str = include_str!("matmul_coop_dequant.wgsl");
 const MATMUL_COOP_X_WGSL: &str = include_str!("matmul_coop_x.wgsl");
@@ -1191,13 +1192,19 @@ pub fn coop_kernel_wgsl(shape: CoopShape, subgroup: u32) -> String {
 /// as they stage them (BK a multiple of 64, staging unit 4, whole rows of 16-byte aligned
 /// blocks). None for the other types. Q8_0 (twice Q4_K's bytes, a scale per 32 values) pays
 /// only for one token group: on an H200 with 2.9B Q8_0, batch 32 / 64 2,540 / 4,643 ->
-/// 2,717 / 5,077 tok/s, but 128 / 256 6,737 / 9,056 -> 6,297 / 7,640.
+/// 2,717 / 5,077 tok/s, but 128 / 256 6,737 / 9,056 -> 6,297 / 7,640. Q5_K and Q4_0 up to
+/// two token groups: on an H200 (2.9B Q5_K_M / Q4_0; session 12, run 10), batch 16 / 64 /
+/// 128 1,328-1,330 / 4,803-4,804 / 7,246-7,255 -> 1,869-1,872 / 6,544-6,560 / 8,127-8,130
+/// tok/s (Q5_K_M) and 1,367-1,370 / 4,919-4,927 / 7,339-7,353 -> 1,831-1,838 / 6,568-6,601 /
+/// 7,976-7,988 (Q4_0) with the decode in the staging, but batch 256 9,870 -> 9,532-9,537
+/// and 9,924-9,929 -> 9,363-9,379.
 pub(super) fn coop_fused_wgsl(ty: GgmlType) -> Option<(&'static str, u32)> {
     match ty {
         GgmlType::Q4_K => Some((MATMUL_COOP_AQ4_K_WGSL, u32::MAX)),
-        GgmlType::Q5_K => Some((MATMUL_COOP_AQ5_K_WGSL, u32::MAX)),
+        GgmlType::Q5_K => Some((MATMUL_COOP_AQ5_K_WGSL, 2 * coop::COOP_FEW_TOKENS)),
         GgmlType::Q6_K => Some((MATMUL_COOP_AQ6_K_WGSL, u32::MAX)),
         GgmlType::Q8_0 => Some((MATMUL_COOP_AQ8_0_WGSL, coop::COOP_FEW_TOKENS)),
+        GgmlType::Q4_0 => Some((MATMUL_COOP_AQ4_0_WGSL, 2 * coop::COOP_FEW_TOKENS)),
         _ => None,
     }
 }
