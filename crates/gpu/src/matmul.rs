@@ -1197,12 +1197,16 @@ pub fn coop_kernel_wgsl(shape: CoopShape, subgroup: u32) -> String {
 /// 128 1,328-1,330 / 4,803-4,804 / 7,246-7,255 -> 1,869-1,872 / 6,544-6,560 / 8,127-8,130
 /// tok/s (Q5_K_M) and 1,367-1,370 / 4,919-4,927 / 7,339-7,353 -> 1,831-1,838 / 6,568-6,601 /
 /// 7,976-7,988 (Q4_0) with the decode in the staging, but batch 256 9,870 -> 9,532-9,537
-/// and 9,924-9,929 -> 9,363-9,379.
+/// and 9,924-9,929 -> 9,363-9,379. Q6_K likewise (2.9B Q6_K batch 256 8,446-8,454 with the
+/// decode in the staging, 9,182-9,192 with the copy from 129 tokens; 2.9B Q4_K_M, whose
+/// Q6_K matrices are a few, par; run 13); Q4_K keeps it to 256 (Q4_K_M batch 192 / 256 with
+/// the copy from 129 tokens for every type: 9,799-9,834 / 10,304-10,337 -> 8,965-8,975 /
+/// 9,884; run 12).
 pub(super) fn coop_fused_wgsl(ty: GgmlType) -> Option<(&'static str, u32)> {
     match ty {
         GgmlType::Q4_K => Some((MATMUL_COOP_AQ4_K_WGSL, u32::MAX)),
         GgmlType::Q5_K => Some((MATMUL_COOP_AQ5_K_WGSL, 2 * coop::COOP_FEW_TOKENS)),
-        GgmlType::Q6_K => Some((MATMUL_COOP_AQ6_K_WGSL, u32::MAX)),
+        GgmlType::Q6_K => Some((MATMUL_COOP_AQ6_K_WGSL, 2 * coop::COOP_FEW_TOKENS)),
         GgmlType::Q8_0 => Some((MATMUL_COOP_AQ8_0_WGSL, coop::COOP_FEW_TOKENS)),
         GgmlType::Q4_0 => Some((MATMUL_COOP_AQ4_0_WGSL, 2 * coop::COOP_FEW_TOKENS)),
         _ => None,
