@@ -122,8 +122,8 @@ pub const INT_Q8_0_ENV: &str = "WEB_RWKV_INT_Q8_0";
 /// to Q8_K once per step ([`MatvecKernels::q8k_input`]); on by default.
 pub const Q8K_INPUT_ENV: &str = "WEB_RWKV_Q8K_INPUT";
 
-/// Environment variable turning off (`0`) the direct kernel for F16 weights (the staging
-/// float kernel instead); on by default.
+/// Environment variable turning off (`0`) the direct kernel for F16 and BF16 weights (the
+/// staging float kernel instead); on by default.
 pub const DIRECT_F16_ENV: &str = "WEB_RWKV_DIRECT_F16";
 
 /// Environment variable setting the most tokens of a step that callers give the direct
@@ -588,31 +588,31 @@ impl MatvecKernels {
     }
 
     /// The most tokens of a step callers should give [`MatvecKernels::prepare_tokens`] for
-    /// `w`: [`MatvecKernels::max_tokens`], for F16 at most [`DIRECT_TOKENS_F16`] (at most
+    /// `w`: [`MatvecKernels::max_tokens`], for F16 and BF16 at most [`DIRECT_TOKENS_F16`] (at most
     /// [`DIRECT_TOKENS_F16_COOP`] for matrices of [`F16_TALL_ROWS`] rows or more where the
     /// device has tensor cores).
     pub fn max_tokens_for(&self, w: &GpuMatrix) -> u32 {
         match w.ty {
-            GgmlType::F16 if w.rows >= self.f16_tall_rows => {
+            GgmlType::F16 | GgmlType::BF16 if w.rows >= self.f16_tall_rows => {
                 self.max_tokens().min(self.f16_tall_tokens)
             }
-            GgmlType::F16 => self.max_tokens().min(DIRECT_TOKENS_F16),
+            GgmlType::F16 | GgmlType::BF16 => self.max_tokens().min(DIRECT_TOKENS_F16),
             _ => self.max_tokens(),
         }
     }
 
     /// Whether [`MatvecKernels::prepare_tokens`] takes `w` with rounding `mode` (the direct
     /// kernel): Q4_K and Q6_K from a Q8_K [`Q8Input`], Q8_0 and Q4_0 from a Q8_0 one (`q8`:
-    /// rounding modes 4 and 3, input offsets of whole blocks of 256), F16 from f32 values
-    /// rounded to f16 or not, at an input offset of whole vec4s.
+    /// rounding modes 4 and 3, input offsets of whole blocks of 256), F16 and BF16 from f32
+    /// values rounded to f16 or bf16 or not, at an input offset of whole vec4s.
     pub fn supports_tokens(&self, w: &GpuMatrix, q8: bool, mode: u32, x_offset: u32) -> bool {
         if q8 {
             Self::q8_format(w).is_some_and(|f| Some(f) == q8_format_of_mode(mode))
                 && x_offset.is_multiple_of(256)
         } else {
             self.direct_f16
-                && w.ty == GgmlType::F16
-                && mode <= 1
+                && matches!(w.ty, GgmlType::F16 | GgmlType::BF16)
+                && mode <= 2
                 && w.cols.is_multiple_of(8)
                 && x_offset.is_multiple_of(4)
         }
@@ -789,14 +789,14 @@ impl MatvecKernels {
         let ty = batch[0].ty;
         let cols = batch[0].params.cols;
         let mode = batch[0].params.mode;
-        // The direct kernel for 8-bit inputs, and for F16 weights whose rows and inputs
-        // allow whole vec4 reads of x (rounding none or f16).
+        // The direct kernel for 8-bit inputs, and for F16 and BF16 weights whose rows and
+        // inputs allow whole vec4 reads of x (rounding none, f16 or bf16).
         let direct = match input {
             MatvecInput::Q8(q) => Some(DirectInput::Q8(q.format())),
             MatvecInput::F32(_)
                 if self.direct_f16
                     && direct::direct_unit(ty).is_some_and(|(_, i)| i == DirectInput::F32)
-                    && mode <= 1
+                    && mode <= 2
                     && cols.is_multiple_of(8)
                     && batch.iter().all(|p| p.params.x_offset.is_multiple_of(4)) =>
             {
@@ -1107,6 +1107,7 @@ mod tests {
             GgmlType::Q8_0,
             GgmlType::Q4_0,
             GgmlType::F16,
+            GgmlType::BF16,
         ] {
             let (_, input) = direct::direct_unit(ty).unwrap();
             for (nt, bindings) in [(1, 1), (4, 3), (16, 4)] {

@@ -569,10 +569,49 @@ fn f16_direct_kernel() {
 }
 
 #[test]
+fn bf16_direct_kernel() {
+    // BF16 weights take the direct kernel as F16 ones do (x read and rounded to bf16 by every
+    // thread, ggml's rounding of activations for them): a fixture tensor, one split into
+    // parts, long synthetic rows, with and without the rounding, against the CPU.
+    let f = "mini-bf16.gguf";
+    let a = TestMatrix::from_fixture(f, FFN_VALUE, fixture_type(f, FFN_VALUE));
+    assert_eq!(a.ty, GgmlType::BF16);
+    let ctx = &gpu().ctx;
+    let (wa, wp) = (
+        a.upload(ctx, u64::MAX),
+        a.upload(ctx, a.bytes.len() as u64 / 3),
+    );
+    assert!(wp.n_parts() > 1);
+    let long = TestMatrix::synthetic(GgmlType::BF16, 37, 12544, 54);
+    let wl = long.upload(ctx, u64::MAX);
+    // The direct kernel it is: only it binds a buffer to be moved to the read-only state.
+    let (x, y) = (
+        ctx.create_storage_buffer("x", &[0u8; 8192]).unwrap(),
+        ctx.create_storage_buffer("y", &[0u8; 2048]).unwrap(),
+    );
+    let also = ctx.create_storage_buffer("also", &[0u8; 64]).unwrap();
+    let job = MatvecJob::new(&wa, 0, 0, Epilogue::Store);
+    let call = gpu().kernels.prepare(ctx, &x, &y, 2, &[job], Some(&also));
+    assert!(call.unwrap().binds_also());
+    for mode in [0, 2] {
+        check(
+            &[
+                (&a, &wa, 0, 0, Epilogue::Tanh),
+                (&a, &wp, 1028, 300, Epilogue::Add),
+            ],
+            mode,
+            55 + mode as u64,
+        );
+        check(&[(&long, &wl, 4, 2, Epilogue::Store)], mode, 58);
+    }
+}
+
+#[test]
 fn several_tokens_in_one_call() {
     // prepare_tokens: each weight read once for n tokens (x rows x_stride apart, y rows
-    // y_stride apart), Q4_K/Q5_K/Q6_K from a Q8_K copy of every row, F16 from f32 rows
-    // rounded to f16 as read; every token against the CPU with its own rounded row.
+    // y_stride apart), Q4_K/Q5_K/Q6_K from a Q8_K copy of every row, F16 and BF16 from f32
+    // rows rounded to f16 or bf16 as read; every token against the CPU with its own rounded
+    // row.
     let g = gpu();
     let ctx = &g.ctx;
     let f = "mini-q4_k_m.gguf";
@@ -580,10 +619,11 @@ fn several_tokens_in_one_call() {
     let q6 = TestMatrix::from_fixture("mini-q6_k.gguf", FFN_VALUE, GgmlType::Q6_K);
     let q5 = TestMatrix::from_fixture("mini-q5_k_m.gguf", FFN_VALUE, GgmlType::Q5_K);
     let h = TestMatrix::synthetic(GgmlType::F16, 40, 512, 60);
+    let hb = TestMatrix::synthetic(GgmlType::BF16, 40, 512, 62);
     let max = 16u32;
-    for (m, q8k) in [(&k, true), (&q6, true), (&q5, true), (&h, false)] {
+    for (m, mode) in [(&k, 4), (&q6, 4), (&q5, 4), (&h, 1), (&hb, 2)] {
         let w = m.upload(ctx, m.bytes.len() as u64 / 2);
-        let mode = if q8k { 4 } else { 1 };
+        let q8k = mode == 4;
         let (x_stride, y_stride) = (m.cols as u32 + 256, m.rows as u32 + 3);
         let mut rng = Rng(61);
         let x: Vec<f32> = (0..(x_stride * max) as usize)

@@ -31,6 +31,8 @@ use half::f16;
 pub enum FileType {
     F32,
     F16,
+    /// The converter's `--outtype bf16`.
+    BF16,
     Q8_0,
     Q4_0,
     Q4_K_M,
@@ -39,9 +41,10 @@ pub enum FileType {
 }
 
 impl FileType {
-    pub const ALL: [FileType; 7] = [
+    pub const ALL: [FileType; 8] = [
         FileType::F32,
         FileType::F16,
+        FileType::BF16,
         FileType::Q8_0,
         FileType::Q4_0,
         FileType::Q4_K_M,
@@ -54,6 +57,7 @@ impl FileType {
         match self {
             FileType::F32 => "f32",
             FileType::F16 => "f16",
+            FileType::BF16 => "bf16",
             FileType::Q8_0 => "q8_0",
             FileType::Q4_0 => "q4_0",
             FileType::Q4_K_M => "q4_k_m",
@@ -73,6 +77,7 @@ impl FileType {
         match self {
             FileType::F32 => 0,
             FileType::F16 => 1,
+            FileType::BF16 => 32,
             FileType::Q4_0 => 2,
             FileType::Q8_0 => 7,
             FileType::Q4_K_M => 15,
@@ -86,6 +91,7 @@ impl FileType {
         match self {
             FileType::F32 => GgmlType::F32,
             FileType::F16 => GgmlType::F16,
+            FileType::BF16 => GgmlType::BF16,
             FileType::Q8_0 => GgmlType::Q8_0,
             FileType::Q4_0 => GgmlType::Q4_0,
             FileType::Q4_K_M => GgmlType::Q4_K,
@@ -96,7 +102,7 @@ impl FileType {
 
     /// Whether files of this type are made by llama-quantize (else by the converter).
     pub fn is_quantized(self) -> bool {
-        !matches!(self, FileType::F32 | FileType::F16)
+        !matches!(self, FileType::F32 | FileType::F16 | FileType::BF16)
     }
 
     /// The type of a quantizable weight (2-D, not a LoRA matrix) named `name` whose rows hold
@@ -446,11 +452,12 @@ impl SynthOptions {
             ));
             Ok::<(), String>(())
         };
-        // LoRA matrices and lerps are never quantized: F16 (F32 in an F32 file).
-        let lora_type = if ft == FileType::F32 {
-            GgmlType::F32
-        } else {
-            GgmlType::F16
+        // LoRA matrices and lerps are never quantized: F16 (F32 and BF16 in the converter's
+        // F32 and BF16 files).
+        let lora_type = match ft {
+            FileType::F32 => GgmlType::F32,
+            FileType::BF16 => GgmlType::BF16,
+            _ => GgmlType::F16,
         };
         let lora = |out: &mut Vec<SynthTensor>, name: String, cols: u64, rows: u64, gain: f32| {
             let std = gain / (cols as f32).sqrt();
@@ -747,6 +754,11 @@ fn generate(t: &SynthTensor, job: &Job) -> Vec<u8> {
         (Init::Matrix { std }, GgmlType::F16) => {
             for v in out.chunks_exact_mut(2) {
                 v.copy_from_slice(&f16::from_f32(rng.normal_fast(std)).to_le_bytes());
+            }
+        }
+        (Init::Matrix { std }, GgmlType::BF16) => {
+            for v in out.chunks_exact_mut(2) {
+                v.copy_from_slice(&half::bf16::from_f32(rng.normal_fast(std)).to_le_bytes());
             }
         }
         (Init::Matrix { std }, GgmlType::F32) => fill_f32(&mut out, || rng.normal_fast(std)),

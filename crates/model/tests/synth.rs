@@ -344,5 +344,5 @@ fn file_types_parse_and_number_as_llama_cpp() {
     }
     assert_eq!(FileType::from_name("q4_k_s"), None);
     let ids: Vec<u32> = FileType::ALL.iter().map(|t| t.id()).collect();
-    assert_eq!(ids, [0, 1, 7, 2, 15, 17, 18]);
+    assert_eq!(ids, [0, 1, 32, 7, 2, 15, 17, 18]);
 }

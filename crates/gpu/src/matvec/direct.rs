@@ -7,8 +7,8 @@
 //!   f32 input's values as such blocks (codes, scales, and for Q8_K sums per 16), written by
 //!   [`MatvecKernels::prepare_quantize`]'s dispatch (quantize_q8.wgsl) or by any kernel that
 //!   writes the same layout; [`MatvecKernels::prepare_q8`] multiplies by it.
-//! * F16 weights read the f32 input as it is, rounded to f16 as it is read where ggml rounds
-//!   it: [`MatvecKernels::prepare`] takes this kernel for them.
+//! * F16 and BF16 weights read the f32 input as it is, rounded to f16 or bf16 as it is read
+//!   where ggml rounds it: [`MatvecKernels::prepare`] takes this kernel for them.
 //!
 //! The results equal those of the staging kernels up to f32 summation order.
 
@@ -74,7 +74,7 @@ impl Q8Format {
 pub(super) enum DirectInput {
     /// A [`Q8Input`] of this format.
     Q8(Q8Format),
-    /// f32 values, rounded as read per the job's mode (0 none, 1 f16).
+    /// f32 values, rounded as read per the job's mode (0 none, 1 f16, 2 bf16).
     F32,
 }
 
@@ -87,6 +87,7 @@ pub(super) fn direct_unit(ty: GgmlType) -> Option<(&'static str, DirectInput)> {
         GgmlType::Q8_0 => (include_str!("q8_0.wgsl"), DirectInput::Q8(Q8Format::Zero)),
         GgmlType::Q4_0 => (include_str!("q4_0.wgsl"), DirectInput::Q8(Q8Format::Zero)),
         GgmlType::F16 => (include_str!("f16.wgsl"), DirectInput::F32),
+        GgmlType::BF16 => (include_str!("bf16.wgsl"), DirectInput::F32),
         _ => return None,
     };
     Some((src, input))

@@ -46,7 +46,8 @@ impl Rng {
 }
 
 /// Random bytes for `n` values of `ty`, with every f16 scale field a small positive value
-/// (random bytes would give infinities and NaNs in scales) and F16 values in [-0.5, 0.5).
+/// (random bytes would give infinities and NaNs in scales) and F16 and BF16 values in
+/// [-0.5, 0.5).
 pub fn synthetic_bytes(ty: GgmlType, n: usize, rng: &mut Rng) -> Vec<u8> {
     let mut bytes: Vec<u8> = (0..ty.bytes_for(n as u64).unwrap())
         .map(|_| rng.next_u64() as u8)
@@ -64,6 +65,12 @@ pub fn synthetic_bytes(ty: GgmlType, n: usize, rng: &mut Rng) -> Vec<u8> {
         for v in bytes.chunks_exact_mut(2) {
             let x = rng.uniform() / 2.0;
             v.copy_from_slice(&half::f16::from_f32(x).to_le_bytes());
+        }
+    }
+    if ty == GgmlType::BF16 {
+        for v in bytes.chunks_exact_mut(2) {
+            let x = rng.uniform() / 2.0;
+            v.copy_from_slice(&half::bf16::from_f32(x).to_le_bytes());
         }
     }
     for block in bytes.chunks_exact_mut(ty.block_bytes()) {
