@@ -16,7 +16,7 @@ if [ "${TESTS:-1}" = 1 ]; then
     # expected logits of every_fixture_matches_llama_cpp, in the 64 MiB carried); the matvec
     # tests where their binary was carried. RWKV_REQUIRE_COOPMAT=1 makes a device without
     # tensor cores a failure.
-    no_fixture=(--skip bf16 --skip q2_k --skip q3_k --skip q4_1 --skip q5_1 --skip q5_k)
+    no_fixture=(--skip q2_k --skip q3_k --skip q4_1 --skip q5_1)
     {
         .dev/tests/matmul "${no_fixture[@]}"
         [ -x .dev/tests/matvec ] && .dev/tests/matvec "${no_fixture[@]}"

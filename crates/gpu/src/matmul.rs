@@ -223,6 +223,7 @@ const MATMUL_COOP_AQ5_K_WGSL: &str = concat!(
 );
 const MATMUL_COOP_AQ6_K_WGSL: &str = include_str!("matmul_coop_aq6_k.wgsl");
 const MATMUL_COOP_AQ4_0_WGSL: &str = include_str!("matmul_coop_aq4_0.wgsl");
+const MATMUL_COOP_ABF16_WGSL: &str = include_str!("matmul_coop_abf16.wgsl");
 const MATMUL_COOP_AQ8_0_WGSL: &str = include_str!("matmul_coop_aq8_0.wgsl");
 const MATMUL_COOP_DEQUANT_WGSL: &str = include_str!("matmul_coop_dequant.wgsl");
 const MATMUL_COOP_X_WGSL: &str = include_str!("matmul_coop_x.wgsl");
@@ -1201,7 +1202,9 @@ pub fn coop_kernel_wgsl(shape: CoopShape, subgroup: u32) -> String {
 /// decode in the staging, 9,182-9,192 with the copy from 129 tokens; 2.9B Q4_K_M, whose
 /// Q6_K matrices are a few, par; run 13); Q4_K keeps it to 256 (Q4_K_M batch 192 / 256 with
 /// the copy from 129 tokens for every type: 9,799-9,834 / 10,304-10,337 -> 8,965-8,975 /
-/// 9,884; run 12).
+/// 9,884; run 12). BF16 rows, converted to f16 as they are staged, likewise up to 128
+/// (2.9B BF16 batch 8 / 16 / 64 / 128 759-760 / 1,145 / 4,316-4,322 / 6,827-6,828 with the
+/// copy -> 928-929 / 1,328-1,330 / 5,016-5,017 / 6,911-6,922; run 15).
 pub(super) fn coop_fused_wgsl(ty: GgmlType) -> Option<(&'static str, u32)> {
     match ty {
         GgmlType::Q4_K => Some((MATMUL_COOP_AQ4_K_WGSL, u32::MAX)),
@@ -1209,6 +1212,7 @@ pub(super) fn coop_fused_wgsl(ty: GgmlType) -> Option<(&'static str, u32)> {
         GgmlType::Q6_K => Some((MATMUL_COOP_AQ6_K_WGSL, 2 * coop::COOP_FEW_TOKENS)),
         GgmlType::Q8_0 => Some((MATMUL_COOP_AQ8_0_WGSL, coop::COOP_FEW_TOKENS)),
         GgmlType::Q4_0 => Some((MATMUL_COOP_AQ4_0_WGSL, 2 * coop::COOP_FEW_TOKENS)),
+        GgmlType::BF16 => Some((MATMUL_COOP_ABF16_WGSL, 2 * coop::COOP_FEW_TOKENS)),
         _ => None,
     }
 }

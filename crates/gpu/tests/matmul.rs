@@ -675,6 +675,7 @@ fn tensor_core_products_decoding_as_they_stage_match_the_f16_copy() {
         ("mini-q6_k.gguf", key, GgmlType::Q6_K),
         ("mini-q8_0.gguf", FFN_VALUE, GgmlType::Q8_0),
         ("mini-q4_0.gguf", key, GgmlType::Q4_0),
+        ("mini-bf16.gguf", key, GgmlType::BF16),
     ];
     let mut rng = Rng(0x5EED_F00D);
     for (i, (file, tensor, ty)) in cases.into_iter().enumerate() {
