@@ -40,19 +40,11 @@ fn stage_unit(j: u32, u: u32, k0: u32) {
     let grp = (u % (BK / 32u)) / 2u;
     let g = u % 2u;
     let c = ((k0 + 64u * grp) % 256u) / 64u;
-    let h = ha[j];
     let q = qa[j];
-    let dm = unpack2x16float(h.x);
-    let sm1 = k_scale_min(h, 2u * c);
-    let sm2 = k_scale_min(h, 2u * c + 1u);
-    let d1 = dm.x * sm1.x;
-    let m1 = dm.y * sm1.y;
-    let d2 = dm.x * sm2.x;
-    let m2 = dm.y * sm2.y;
+    let sc = k_pairs(ha[j], c);
     let base = (u / (BK / 32u)) * SU + (64u * grp + 16u * g) / 4u;
-    let sc = vec4<f32>(d1, m1, d2, m2);
     // (Codes 0..15: values at most 15 |d| + |m|.)
-    if fused_wide(15.0 * max(abs(d1), abs(d2)) + max(abs(m1), abs(m2))) {
+    if fused_wide(15.0 * max(abs(sc.x), abs(sc.z)) + max(abs(sc.y), abs(sc.w))) {
         for (var k = 0u; k < 4u; k++) {
             let v = q4k_values(q[k], sc);
             sh_a[base + k] = fused_quad(v[0]);

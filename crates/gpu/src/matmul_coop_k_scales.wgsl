@@ -18,3 +18,12 @@ fn k_scale_min(h: vec4<u32>, j: u32) -> vec2<f32> {
     let m = (k_scale_byte(h, j + 4u) >> 4u) | ((k_scale_byte(h, j) >> 6u) << 4u);
     return vec2<f32>(f32(sc), f32(m));
 }
+
+// The scales and mins of chunk c's two sub-blocks (64 values: 2c, 2c + 1), times the block's
+// d and dmin: (d1, m1, d2, m2), each value d * code - m.
+fn k_pairs(h: vec4<u32>, c: u32) -> vec4<f32> {
+    let dm = unpack2x16float(h.x);
+    let sm1 = k_scale_min(h, 2u * c);
+    let sm2 = k_scale_min(h, 2u * c + 1u);
+    return vec4<f32>(dm.x * sm1.x, dm.y * sm1.y, dm.x * sm2.x, dm.y * sm2.y);
+}

@@ -78,16 +78,31 @@ pub(super) enum DirectInput {
     F32,
 }
 
+/// The units of Q4_K and Q5_K, which share their scales and their dot (k_prep.wgsl).
+const Q4_K_UNIT_WGSL: &str = concat!(include_str!("k_prep.wgsl"), "\n", include_str!("q4_k.wgsl"));
+const Q5_K_UNIT_WGSL: &str = concat!(include_str!("k_prep.wgsl"), "\n", include_str!("q5_k.wgsl"));
+/// The units of F16 and BF16 rows, which differ only in how a word widens (half_rows.wgsl).
+const F16_UNIT_WGSL: &str = concat!(
+    include_str!("f16.wgsl"),
+    "\n",
+    include_str!("half_rows.wgsl")
+);
+const BF16_UNIT_WGSL: &str = concat!(
+    include_str!("bf16.wgsl"),
+    "\n",
+    include_str!("half_rows.wgsl")
+);
+
 /// The unit dot of a weight type for the direct kernel, with the input it reads.
 pub(super) fn direct_unit(ty: GgmlType) -> Option<(&'static str, DirectInput)> {
     let (src, input) = match ty {
-        GgmlType::Q4_K => (include_str!("q4_k.wgsl"), DirectInput::Q8(Q8Format::K)),
-        GgmlType::Q5_K => (include_str!("q5_k.wgsl"), DirectInput::Q8(Q8Format::K)),
+        GgmlType::Q4_K => (Q4_K_UNIT_WGSL, DirectInput::Q8(Q8Format::K)),
+        GgmlType::Q5_K => (Q5_K_UNIT_WGSL, DirectInput::Q8(Q8Format::K)),
         GgmlType::Q6_K => (include_str!("q6_k.wgsl"), DirectInput::Q8(Q8Format::K)),
         GgmlType::Q8_0 => (include_str!("q8_0.wgsl"), DirectInput::Q8(Q8Format::Zero)),
         GgmlType::Q4_0 => (include_str!("q4_0.wgsl"), DirectInput::Q8(Q8Format::Zero)),
-        GgmlType::F16 => (include_str!("f16.wgsl"), DirectInput::F32),
-        GgmlType::BF16 => (include_str!("bf16.wgsl"), DirectInput::F32),
+        GgmlType::F16 => (F16_UNIT_WGSL, DirectInput::F32),
+        GgmlType::BF16 => (BF16_UNIT_WGSL, DirectInput::F32),
         _ => return None,
     };
     Some((src, input))

@@ -1,35 +1,5 @@
-// F16 x f32 input for direct.wgsl. A row is blocks of 8 values (one vec4 of two halves per
-// word, lower half first); a block is one unit. f16 -> f32 widening is exact.
+// F16 x f32 input for direct.wgsl (before half_rows.wgsl): f16 -> f32 widening is exact.
 
-const UNITS: u32 = 1u;
-const UNIT_VALUES: u32 = 8u;
-
-struct Unit {
-    a: vec4<f32>,
-    b: vec4<f32>,
-}
-
-fn load_unit(rb: u32, side: u32, blk: u32, s: u32) -> Unit {
-    let w = wl(rb + blk);
-    return Unit(
-        vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y)),
-        vec4<f32>(unpack2x16float(w.z), unpack2x16float(w.w)),
-    );
-}
-
-// A unit with the offset in a token's row of its first input value.
-struct Prep {
-    a: vec4<f32>,
-    b: vec4<f32>,
-    v: u32,
-}
-
-fn prep_unit(d: Unit, blk: u32, s: u32) -> Prep {
-    return Prep(d.a, d.b, blk * 8u);
-}
-
-// The prepared unit's dot with a token's input values (its row starting at x0).
-fn prep_x(p: Prep, x0: u32) -> f32 {
-    let v = x0 + p.v;
-    return dot(p.a, x_values(v)) + dot(p.b, x_values(v + 4u));
+fn widen(w: u32) -> vec2<f32> {
+    return unpack2x16float(w);
 }
