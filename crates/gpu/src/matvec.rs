@@ -587,6 +587,12 @@ impl MatvecKernels {
         Ok(MatvecCall { dispatches })
     }
 
+    /// Whether matrices of type `ty` have the direct matvec, the fast kernel of one-token and
+    /// few-token steps (decoding); the other types take the older staging kernels.
+    pub fn has_direct(ty: GgmlType) -> bool {
+        direct::direct_unit(ty).is_some()
+    }
+
     /// The most tokens of a step callers should give [`MatvecKernels::prepare_tokens`] for
     /// `w`: [`MatvecKernels::max_tokens`], for F16 and BF16 at most [`DIRECT_TOKENS_F16`] (at most
     /// [`DIRECT_TOKENS_F16_COOP`] for matrices of [`F16_TALL_ROWS`] rows or more where the
