@@ -551,19 +551,12 @@ fn info(path: &Path, json: bool) -> Result<()> {
 /// The types of the file's matrices (2-D, not F32, not the embedding table, which is only
 /// gathered) that have no direct matvec, with their counts.
 fn slow_matrix_types(file: &gguf::GgufFile) -> Vec<(gguf::GgmlType, usize)> {
-    let mut counts: Vec<(gguf::GgmlType, usize)> = Vec::new();
-    for t in file.tensors() {
-        let matrix = t.dims.len() == 2 && t.ty != gguf::GgmlType::F32;
-        if !matrix || t.name == "token_embd.weight" || rwkv_gpu::MatvecKernels::has_direct(t.ty) {
-            continue;
-        }
-        match counts.iter_mut().find(|(ty, _)| *ty == t.ty) {
-            Some((_, n)) => *n += 1,
-            None => counts.push((t.ty, 1)),
-        }
-    }
-    counts.sort();
-    counts
+    spec::type_counts(file.tensors().iter().filter(|t| {
+        t.dims.len() == 2
+            && t.ty != gguf::GgmlType::F32
+            && t.name != "token_embd.weight"
+            && !rwkv_gpu::MatvecKernels::has_direct(t.ty)
+    }))
 }
 
 fn tokenize(path: &Path, json: bool, text: &str) -> Result<()> {

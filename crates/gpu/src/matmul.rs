@@ -1206,13 +1206,14 @@ pub fn coop_kernel_wgsl(shape: CoopShape, subgroup: u32) -> String {
 /// (2.9B BF16 batch 8 / 16 / 64 / 128 759-760 / 1,145 / 4,316-4,322 / 6,827-6,828 with the
 /// copy -> 928-929 / 1,328-1,330 / 5,016-5,017 / 6,911-6,922; run 15).
 pub(super) fn coop_fused_wgsl(ty: GgmlType) -> Option<(&'static str, u32)> {
+    let (one_group, two_groups) = (coop::COOP_FEW_TOKENS, 2 * coop::COOP_FEW_TOKENS);
     match ty {
         GgmlType::Q4_K => Some((MATMUL_COOP_AQ4_K_WGSL, u32::MAX)),
-        GgmlType::Q5_K => Some((MATMUL_COOP_AQ5_K_WGSL, 2 * coop::COOP_FEW_TOKENS)),
-        GgmlType::Q6_K => Some((MATMUL_COOP_AQ6_K_WGSL, 2 * coop::COOP_FEW_TOKENS)),
-        GgmlType::Q8_0 => Some((MATMUL_COOP_AQ8_0_WGSL, coop::COOP_FEW_TOKENS)),
-        GgmlType::Q4_0 => Some((MATMUL_COOP_AQ4_0_WGSL, 2 * coop::COOP_FEW_TOKENS)),
-        GgmlType::BF16 => Some((MATMUL_COOP_ABF16_WGSL, 2 * coop::COOP_FEW_TOKENS)),
+        GgmlType::Q5_K => Some((MATMUL_COOP_AQ5_K_WGSL, two_groups)),
+        GgmlType::Q6_K => Some((MATMUL_COOP_AQ6_K_WGSL, two_groups)),
+        GgmlType::Q8_0 => Some((MATMUL_COOP_AQ8_0_WGSL, one_group)),
+        GgmlType::Q4_0 => Some((MATMUL_COOP_AQ4_0_WGSL, two_groups)),
+        GgmlType::BF16 => Some((MATMUL_COOP_ABF16_WGSL, two_groups)),
         _ => None,
     }
 }

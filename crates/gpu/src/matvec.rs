@@ -598,13 +598,23 @@ impl MatvecKernels {
     /// [`DIRECT_TOKENS_F16_COOP`] for matrices of [`F16_TALL_ROWS`] rows or more where the
     /// device has tensor cores).
     pub fn max_tokens_for(&self, w: &GpuMatrix) -> u32 {
-        match w.ty {
-            GgmlType::F16 | GgmlType::BF16 if w.rows >= self.f16_tall_rows => {
+        match direct::direct_unit(w.ty) {
+            Some((_, DirectInput::F32)) if w.rows >= self.f16_tall_rows => {
                 self.max_tokens().min(self.f16_tall_tokens)
             }
-            GgmlType::F16 | GgmlType::BF16 => self.max_tokens().min(DIRECT_TOKENS_F16),
+            Some((_, DirectInput::F32)) => self.max_tokens().min(DIRECT_TOKENS_F16),
             _ => self.max_tokens(),
         }
+    }
+
+    /// Whether the direct kernel reads f32 inputs (rounded with `mode`) for rows of `cols`
+    /// values of type `ty` (F16 and BF16, whole vec4s of x per unit); the input offsets must
+    /// be whole vec4s too.
+    fn direct_f32(&self, ty: GgmlType, mode: u32, cols: usize) -> bool {
+        self.direct_f16
+            && direct::direct_unit(ty).is_some_and(|(_, i)| i == DirectInput::F32)
+            && mode <= 2
+            && cols.is_multiple_of(8)
     }
 
     /// Whether [`MatvecKernels::prepare_tokens`] takes `w` with rounding `mode` (the direct
@@ -616,11 +626,7 @@ impl MatvecKernels {
             Self::q8_format(w).is_some_and(|f| Some(f) == q8_format_of_mode(mode))
                 && x_offset.is_multiple_of(256)
         } else {
-            self.direct_f16
-                && matches!(w.ty, GgmlType::F16 | GgmlType::BF16)
-                && mode <= 2
-                && w.cols.is_multiple_of(8)
-                && x_offset.is_multiple_of(4)
+            self.direct_f32(w.ty, mode, w.cols) && x_offset.is_multiple_of(4)
         }
     }
 
@@ -800,10 +806,7 @@ impl MatvecKernels {
         let direct = match input {
             MatvecInput::Q8(q) => Some(DirectInput::Q8(q.format())),
             MatvecInput::F32(_)
-                if self.direct_f16
-                    && direct::direct_unit(ty).is_some_and(|(_, i)| i == DirectInput::F32)
-                    && mode <= 2
-                    && cols.is_multiple_of(8)
+                if self.direct_f32(ty, mode, cols as usize)
                     && batch.iter().all(|p| p.params.x_offset.is_multiple_of(4)) =>
             {
                 Some(DirectInput::F32)

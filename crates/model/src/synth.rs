@@ -751,14 +751,14 @@ fn generate(t: &SynthTensor, job: &Job) -> Vec<u8> {
     let n = ((job.rows.end - job.rows.start) * t.row_len()) as usize;
     let mut out = vec![0u8; t.ty.bytes_for(n as u64).expect("whole blocks") as usize];
     match (t.init, t.ty) {
-        (Init::Matrix { std }, GgmlType::F16) => {
+        (Init::Matrix { std }, GgmlType::F16 | GgmlType::BF16) => {
+            let encode: fn(f32) -> [u8; 2] = if t.ty == GgmlType::F16 {
+                |x| f16::from_f32(x).to_le_bytes()
+            } else {
+                |x| half::bf16::from_f32(x).to_le_bytes()
+            };
             for v in out.chunks_exact_mut(2) {
-                v.copy_from_slice(&f16::from_f32(rng.normal_fast(std)).to_le_bytes());
-            }
-        }
-        (Init::Matrix { std }, GgmlType::BF16) => {
-            for v in out.chunks_exact_mut(2) {
-                v.copy_from_slice(&half::bf16::from_f32(rng.normal_fast(std)).to_le_bytes());
+                v.copy_from_slice(&encode(rng.normal_fast(std)));
             }
         }
         (Init::Matrix { std }, GgmlType::F32) => fill_f32(&mut out, || rng.normal_fast(std)),

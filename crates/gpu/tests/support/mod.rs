@@ -61,16 +61,14 @@ pub fn synthetic_bytes(ty: GgmlType, n: usize, rng: &mut Rng) -> Vec<u8> {
         GgmlType::Q6_K => &[208],
         _ => &[],
     };
-    if ty == GgmlType::F16 {
+    let half_values: Option<fn(f32) -> [u8; 2]> = match ty {
+        GgmlType::F16 => Some(|x| half::f16::from_f32(x).to_le_bytes()),
+        GgmlType::BF16 => Some(|x| half::bf16::from_f32(x).to_le_bytes()),
+        _ => None,
+    };
+    if let Some(encode) = half_values {
         for v in bytes.chunks_exact_mut(2) {
-            let x = rng.uniform() / 2.0;
-            v.copy_from_slice(&half::f16::from_f32(x).to_le_bytes());
-        }
-    }
-    if ty == GgmlType::BF16 {
-        for v in bytes.chunks_exact_mut(2) {
-            let x = rng.uniform() / 2.0;
-            v.copy_from_slice(&half::bf16::from_f32(x).to_le_bytes());
+            v.copy_from_slice(&encode(rng.uniform() / 2.0));
         }
     }
     for block in bytes.chunks_exact_mut(ty.block_bytes()) {
