@@ -618,7 +618,7 @@ impl MatvecKernels {
     }
 
     /// Whether [`MatvecKernels::prepare_tokens`] takes `w` with rounding `mode` (the direct
-    /// kernel): Q4_K and Q6_K from a Q8_K [`Q8Input`], Q8_0 and Q4_0 from a Q8_0 one (`q8`:
+    /// kernel): the K-quants from a Q8_K [`Q8Input`], the 32-value block types from a Q8_0 one (`q8`:
     /// rounding modes 4 and 3, input offsets of whole blocks of 256), F16 and BF16 from f32
     /// values rounded to f16 or bf16 or not, at an input offset of whole vec4s.
     pub fn supports_tokens(&self, w: &GpuMatrix, q8: bool, mode: u32, x_offset: u32) -> bool {
@@ -666,7 +666,7 @@ impl MatvecKernels {
     }
 
     /// The 8-bit input [`MatvecKernels::prepare_q8`] takes `w` with, if any: Q8_K for Q4_K
-    /// and Q6_K, Q8_0 for Q8_0 and Q4_0 (rows of whole blocks of 256).
+    /// and the other K-quants, Q8_0 for the 32-value block types (rows of whole blocks of 256).
     pub fn q8_format(w: &GpuMatrix) -> Option<Q8Format> {
         Q8Format::of(w.ty).filter(|_| w.cols.is_multiple_of(256))
     }

@@ -426,7 +426,7 @@ fn rows_longer_than_a_staged_tile() {
 
 #[test]
 fn q8k_input_quantized_once() {
-    // Q4_K, Q5_K and Q6_K matrices reading an input quantized to Q8_K by its own dispatch:
+    // K-quant matrices (Q2_K to Q6_K) reading an input quantized to Q8_K by its own dispatch:
     // fixture tensors (256- and 1024-wide rows), several in one call with a split one, and
     // long synthetic rows, against the same reference as the in-kernel rounding.
     let f = "mini-q4_k_m.gguf";
@@ -435,6 +435,8 @@ fn q8k_input_quantized_once() {
     let v = TestMatrix::from_fixture(f, FFN_VALUE, fixture_type(f, FFN_VALUE));
     let q6 = TestMatrix::from_fixture("mini-q6_k.gguf", FFN_VALUE, GgmlType::Q6_K);
     let q5 = TestMatrix::from_fixture("mini-q5_k_m.gguf", FFN_VALUE, GgmlType::Q5_K);
+    let q3 = TestMatrix::from_fixture("mini-q3_k_m.gguf", FFN_VALUE, GgmlType::Q3_K);
+    let q2 = TestMatrix::from_fixture("mini-q2_k.gguf", FFN_VALUE, GgmlType::Q2_K);
     let ctx = &gpu().ctx;
     let (wk, wv, wq6, wq5) = (
         k.upload(ctx, u64::MAX),
@@ -442,16 +444,25 @@ fn q8k_input_quantized_once() {
         q6.upload(ctx, u64::MAX),
         q5.upload(ctx, q5.bytes.len() as u64 / 2),
     );
+    let (wq3, wq2) = (
+        q3.upload(ctx, q3.bytes.len() as u64 / 2),
+        q2.upload(ctx, u64::MAX),
+    );
     assert!(wv.n_parts() > 1);
     assert!(wq5.n_parts() > 1);
+    assert!(wq3.n_parts() > 1);
     check_q8k(&[(&k, &wk, 0, 0, Epilogue::ReluSquare)], 40);
     check_q8k(&[(&q5, &wq5, 0, 0, Epilogue::Tanh)], 48);
+    check_q8k(&[(&q3, &wq3, 0, 0, Epilogue::Add)], 49);
+    check_q8k(&[(&q2, &wq2, 0, 0, Epilogue::Sigmoid)], 50);
     check_q8k(
         &[
             (&v, &wv, 256, 3, Epilogue::Add),
             (&q6, &wq6, 1280, 400, Epilogue::Tanh),
             (&k, &wk, 2304, 700, Epilogue::Sigmoid),
             (&q5, &wq5, 3328, 1800, Epilogue::Store),
+            (&q3, &wq3, 4352, 2100, Epilogue::Tanh),
+            (&q2, &wq2, 5376, 2400, Epilogue::Add),
         ],
         41,
     );
@@ -462,6 +473,8 @@ fn q8k_input_quantized_once() {
         (GgmlType::Q6_K, 43),
         (GgmlType::Q4_K, 44),
         (GgmlType::Q5_K, 45),
+        (GgmlType::Q3_K, 46),
+        (GgmlType::Q2_K, 47),
     ] {
         let m = TestMatrix::synthetic(ty, 37, 12544, seed);
         let w = m.upload(ctx, u64::MAX);
@@ -507,8 +520,7 @@ fn direct_dispatches_bind_the_also_buffer() {
     let also = ctx.create_storage_buffer("also", &[0u8; 64]).unwrap();
     let y = ctx.create_storage_buffer("y", &[0u8; 1024]).unwrap();
     let q4 = TestMatrix::synthetic(GgmlType::Q4_K, 4, 256, 2);
-    let q3 = TestMatrix::synthetic(GgmlType::Q3_K, 4, 256, 3);
-    let (wq, w3) = (q4.upload(ctx, u64::MAX), q3.upload(ctx, u64::MAX));
+    let wq = q4.upload(ctx, u64::MAX);
     let job = |w| MatvecJob::new(w, 0, 0, Epilogue::Store);
     let direct = kernels
         .prepare_q8(ctx, &xq, &y, &[job(&wq)], Some(&also))
@@ -530,9 +542,9 @@ fn direct_dispatches_bind_the_also_buffer() {
         )
         .unwrap();
     assert!(tokens.binds_also());
-    // Q3_K has no direct kernel: its staged f32-input matvec cannot bind it.
+    // Unrounded f32 inputs take the staging kernel for Q4_K, which cannot bind it.
     let staged = kernels
-        .prepare(ctx, &x, &y, 0, &[job(&w3)], Some(&also))
+        .prepare(ctx, &x, &y, 0, &[job(&wq)], Some(&also))
         .unwrap();
     assert!(!staged.binds_also());
 }
@@ -620,10 +632,20 @@ fn several_tokens_in_one_call() {
     let q5 = TestMatrix::from_fixture("mini-q5_k_m.gguf", FFN_VALUE, GgmlType::Q5_K);
     let h = TestMatrix::synthetic(GgmlType::F16, 40, 512, 60);
     let hb = TestMatrix::synthetic(GgmlType::BF16, 40, 512, 62);
+    let q3 = TestMatrix::from_fixture("mini-q3_k_m.gguf", FFN_VALUE, GgmlType::Q3_K);
+    let q51 = TestMatrix::from_fixture("mini-q5_1.gguf", FFN_VALUE, GgmlType::Q5_1);
     let max = 16u32;
-    for (m, mode) in [(&k, 4), (&q6, 4), (&q5, 4), (&h, 1), (&hb, 2)] {
+    for (m, mode) in [
+        (&k, 4),
+        (&q6, 4),
+        (&q5, 4),
+        (&q3, 4),
+        (&q51, 3),
+        (&h, 1),
+        (&hb, 2),
+    ] {
         let w = m.upload(ctx, m.bytes.len() as u64 / 2);
-        let q8k = mode == 4;
+        let q8k = mode >= 3;
         let (x_stride, y_stride) = (m.cols as u32 + 256, m.rows as u32 + 3);
         let mut rng = Rng(61);
         let x: Vec<f32> = (0..(x_stride * max) as usize)
@@ -635,7 +657,8 @@ fn several_tokens_in_one_call() {
         let x_buf = ctx
             .create_storage_buffer("x", bytemuck::cast_slice(&x))
             .unwrap();
-        let xq = Q8Input::new(ctx, "xq", max * m.cols as u32).unwrap();
+        let format = rwkv_gpu::q8_format_of_mode(mode).unwrap_or(Q8Format::K);
+        let xq = Q8Input::with_format(ctx, "xq", format, max * m.cols as u32).unwrap();
         let job = MatvecJob {
             x_stride: if q8k { m.cols as u32 } else { x_stride },
             y_stride,
@@ -721,8 +744,9 @@ fn several_tokens_in_one_call() {
 
 #[test]
 fn q8_0_input_quantized_once() {
-    // Q8_0 and Q4_0 matrices reading an input quantized to Q8_0 by its own dispatch (ggml's
-    // activation rounding for them), several in one call with a split one, and long rows.
+    // Q8_0, Q4_0, Q5_0, Q4_1 and Q5_1 matrices reading an input quantized to Q8_0 by its own
+    // dispatch (ggml's activation rounding for them; for Q4_1 and Q5_1 its Q8_1, the same codes
+    // with their sum), several in one call with split ones, and long rows.
     let ctx = &gpu().ctx;
     let q8 = TestMatrix::from_fixture("mini-q8_0.gguf", FFN_VALUE, GgmlType::Q8_0);
     let q4 = TestMatrix::from_fixture(
@@ -730,19 +754,36 @@ fn q8_0_input_quantized_once() {
         FFN_VALUE,
         fixture_type("mini-q4_0.gguf", FFN_VALUE),
     );
+    let q41 = TestMatrix::from_fixture("mini-q4_1.gguf", FFN_VALUE, GgmlType::Q4_1);
+    let q51 = TestMatrix::from_fixture("mini-q5_1.gguf", FFN_VALUE, GgmlType::Q5_1);
     let (w8, w4) = (
         q8.upload(ctx, q8.bytes.len() as u64 / 3),
         q4.upload(ctx, u64::MAX),
     );
+    let (w41, w51) = (
+        q41.upload(ctx, q41.bytes.len() as u64 / 2),
+        q51.upload(ctx, u64::MAX),
+    );
     assert!(w8.n_parts() > 1);
+    assert!(w41.n_parts() > 1);
+    check_q8_0(&[(&q41, &w41, 0, 0, Epilogue::Sigmoid)], 73);
+    check_q8_0(&[(&q51, &w51, 0, 0, Epilogue::ReluSquare)], 74);
     check_q8_0(
         &[
             (&q8, &w8, 256, 3, Epilogue::Add),
             (&q4, &w4, 1280, 400, Epilogue::Tanh),
+            (&q41, &w41, 2304, 700, Epilogue::Store),
+            (&q51, &w51, 3328, 1000, Epilogue::Add),
         ],
         70,
     );
-    for (ty, seed) in [(GgmlType::Q8_0, 71), (GgmlType::Q4_0, 72)] {
+    for (ty, seed) in [
+        (GgmlType::Q8_0, 71),
+        (GgmlType::Q4_0, 72),
+        (GgmlType::Q5_0, 75),
+        (GgmlType::Q4_1, 76),
+        (GgmlType::Q5_1, 77),
+    ] {
         let m = TestMatrix::synthetic(ty, 37, 12544, seed);
         let w = m.upload(ctx, u64::MAX);
         check_q8_0(&[(&m, &w, 512, 2, Epilogue::Store)], seed);

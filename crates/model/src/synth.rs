@@ -35,18 +35,28 @@ pub enum FileType {
     BF16,
     Q8_0,
     Q4_0,
+    Q4_1,
+    Q5_0,
+    Q5_1,
+    Q2_K,
+    Q3_K_M,
     Q4_K_M,
     Q5_K_M,
     Q6_K,
 }
 
 impl FileType {
-    pub const ALL: [FileType; 8] = [
+    pub const ALL: [FileType; 13] = [
         FileType::F32,
         FileType::F16,
         FileType::BF16,
         FileType::Q8_0,
         FileType::Q4_0,
+        FileType::Q4_1,
+        FileType::Q5_0,
+        FileType::Q5_1,
+        FileType::Q2_K,
+        FileType::Q3_K_M,
         FileType::Q4_K_M,
         FileType::Q5_K_M,
         FileType::Q6_K,
@@ -60,6 +70,11 @@ impl FileType {
             FileType::BF16 => "bf16",
             FileType::Q8_0 => "q8_0",
             FileType::Q4_0 => "q4_0",
+            FileType::Q4_1 => "q4_1",
+            FileType::Q5_0 => "q5_0",
+            FileType::Q5_1 => "q5_1",
+            FileType::Q2_K => "q2_k",
+            FileType::Q3_K_M => "q3_k_m",
             FileType::Q4_K_M => "q4_k_m",
             FileType::Q5_K_M => "q5_k_m",
             FileType::Q6_K => "q6_k",
@@ -79,7 +94,12 @@ impl FileType {
             FileType::F16 => 1,
             FileType::BF16 => 32,
             FileType::Q4_0 => 2,
+            FileType::Q4_1 => 3,
             FileType::Q8_0 => 7,
+            FileType::Q5_0 => 8,
+            FileType::Q5_1 => 9,
+            FileType::Q2_K => 10,
+            FileType::Q3_K_M => 12,
             FileType::Q4_K_M => 15,
             FileType::Q5_K_M => 17,
             FileType::Q6_K => 18,
@@ -94,6 +114,11 @@ impl FileType {
             FileType::BF16 => GgmlType::BF16,
             FileType::Q8_0 => GgmlType::Q8_0,
             FileType::Q4_0 => GgmlType::Q4_0,
+            FileType::Q4_1 => GgmlType::Q4_1,
+            FileType::Q5_0 => GgmlType::Q5_0,
+            FileType::Q5_1 => GgmlType::Q5_1,
+            FileType::Q2_K => GgmlType::Q2_K,
+            FileType::Q3_K_M => GgmlType::Q3_K,
             FileType::Q4_K_M => GgmlType::Q4_K,
             FileType::Q5_K_M => GgmlType::Q5_K,
             FileType::Q6_K => GgmlType::Q6_K,
@@ -809,11 +834,43 @@ fn random_blocks(ty: GgmlType, std: f32, rng: &mut Rng, out: &mut [u8]) {
                 // (q - 16) for q in 0..32: mean square 85.5.
                 b[0..2].copy_from_slice(&h(std / 85.5f32.sqrt() * signed));
             }
-            GgmlType::Q5_1 => {
-                // q * d + m with m = -15.5 d centers q in 0..32.
-                let d = f16::from_f32(std / ms(5).sqrt() * jitter);
+            GgmlType::Q4_1 | GgmlType::Q5_1 => {
+                // q * d + m with m = -7.5 d (-15.5 d) centers q in 0..16 (0..32).
+                let bits = if ty == GgmlType::Q4_1 { 4 } else { 5 };
+                let center = ((1 << bits) as f32 - 1.0) / 2.0;
+                let d = f16::from_f32(std / ms(bits).sqrt() * jitter);
                 b[0..2].copy_from_slice(&d.to_le_bytes());
-                b[2..4].copy_from_slice(&h(-15.5 * d.to_f32()));
+                b[2..4].copy_from_slice(&h(-center * d.to_f32()));
+            }
+            GgmlType::Q2_K => {
+                // y = d * sc * q - dmin * m per 16 values, q in 0..4; sc in 12..=15 (the top
+                // quarter of 4 bits), m = sc and dmin = 1.5 d center every sub-block.
+                const MS_SCALE_4BIT: f32 = 183.5; // uniform on 12..=15
+                let d = f16::from_f32(std / (ms(2) * MS_SCALE_4BIT).sqrt() * jitter);
+                let r = rng.next_u64();
+                for (j, s) in b[0..16].iter_mut().enumerate() {
+                    let sc = 12 + ((r >> (2 * j)) & 3) as u8;
+                    *s = sc | (sc << 4);
+                }
+                b[80..82].copy_from_slice(&d.to_le_bytes());
+                b[82..84].copy_from_slice(&h(1.5 * d.to_f32()));
+            }
+            GgmlType::Q3_K => {
+                // y = d * s * (q - 4) per 16 values, q in 0..8 (off-center like Q4_0's),
+                // s in 24..=31 (the top quarter of the 6-bit scales' -32..=31), stored + 32:
+                // the low 4 bits of scale k in nibble k / 8 of byte k % 8, the top 2 at bit
+                // 2 (k / 4) of byte 8 + k % 4.
+                const MS_SCALE_Q3K: f32 = 761.5; // uniform on 24..=31
+                let d = std / (5.5 * MS_SCALE_Q3K).sqrt() * signed;
+                let r = rng.next_u64();
+                let sc = &mut b[96..108];
+                sc.fill(0);
+                for k in 0..16 {
+                    let v = 32 + 24 + ((r >> (3 * k)) & 7) as u8;
+                    sc[k % 8] |= (v & 15) << (4 * (k / 8));
+                    sc[8 + k % 4] |= (v >> 4) << (2 * (k / 4));
+                }
+                b[108..110].copy_from_slice(&h(d));
             }
             GgmlType::Q4_K | GgmlType::Q5_K => {
                 // y = d * sc * q - dmin * m; dmin = center * d and m ~ sc center every

@@ -70,6 +70,10 @@ fn layout_matches_every_fixture_of_the_same_type() {
         (FileType::F16, "mini-f16"),
         (FileType::Q8_0, "mini-q8_0"),
         (FileType::Q4_0, "mini-q4_0"),
+        (FileType::Q4_1, "mini-q4_1"),
+        (FileType::Q5_1, "mini-q5_1"),
+        (FileType::Q2_K, "mini-q2_k"),
+        (FileType::Q3_K_M, "mini-q3_k_m"),
         (FileType::Q4_K_M, "mini-q4_k_m"),
         (FileType::Q5_K_M, "mini-q5_k_m"),
         (FileType::Q6_K, "mini-q6_k"),
@@ -344,5 +348,5 @@ fn file_types_parse_and_number_as_llama_cpp() {
     }
     assert_eq!(FileType::from_name("q4_k_s"), None);
     let ids: Vec<u32> = FileType::ALL.iter().map(|t| t.id()).collect();
-    assert_eq!(ids, [0, 1, 32, 7, 2, 15, 17, 18]);
+    assert_eq!(ids, [0, 1, 32, 7, 2, 3, 8, 9, 10, 12, 15, 17, 18]);
 }

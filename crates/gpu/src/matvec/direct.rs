@@ -2,8 +2,10 @@
 //! instead of each workgroup staging (and rounding) it in workgroup memory, so there is no
 //! barrier before the final sum, and each row's threads walk consecutive 16-byte units.
 //!
-//! * K-quants (Q4_K, Q5_K, Q6_K) read their input quantized to Q8_K once per step, Q8_0 and Q4_0
-//!   to Q8_0 (as ggml's CPU backend quantizes activations for them): a [`Q8Input`] holds an
+//! * K-quants (Q2_K to Q6_K) read their input quantized to Q8_K once per step, Q8_0, Q4_0,
+//!   Q5_0, Q4_1 and Q5_1 to Q8_0 (as ggml's CPU backend quantizes activations for them; its
+//!   Q8_1 for Q4_1 and Q5_1 is Q8_0's codes and scale with their sum, which those units work
+//!   out): a [`Q8Input`] holds an
 //!   f32 input's values as such blocks (codes, scales, and for Q8_K sums per 16), written by
 //!   [`MatvecKernels::prepare_quantize`]'s dispatch (quantize_q8.wgsl) or by any kernel that
 //!   writes the same layout; [`MatvecKernels::prepare_q8`] multiplies by it.
@@ -38,7 +40,7 @@ pub(super) const INT_DOT_WGSL: &str = include_str!("int_dot.wgsl");
 pub enum Q8Format {
     /// Q8_K: blocks of 256 with an f32 scale and the sums of the codes per 16 (K-quants).
     K,
-    /// Q8_0: blocks of 32 with an f16 scale (Q8_0, Q4_0).
+    /// Q8_0: blocks of 32 with an f16 scale (Q8_0, Q4_0, Q5_0; Q4_1 and Q5_1 for ggml's Q8_1).
     Zero,
 }
 
@@ -81,6 +83,25 @@ pub(super) enum DirectInput {
 /// The units of Q4_K and Q5_K, which share their scales and their dot (k_prep.wgsl).
 const Q4_K_UNIT_WGSL: &str = concat!(include_str!("k_prep.wgsl"), "\n", include_str!("q4_k.wgsl"));
 const Q5_K_UNIT_WGSL: &str = concat!(include_str!("k_prep.wgsl"), "\n", include_str!("q5_k.wgsl"));
+/// The units of the types whose blocks are not whole 16-byte units, read by word
+/// (words.wgsl); Q4_1 and Q5_1 share their dot with a min (dot_1.wgsl).
+const Q4_1_UNIT_WGSL: &str = concat!(
+    include_str!("words.wgsl"),
+    "\n",
+    include_str!("dot_1.wgsl"),
+    "\n",
+    include_str!("q4_1.wgsl")
+);
+const Q5_1_UNIT_WGSL: &str = concat!(
+    include_str!("words.wgsl"),
+    "\n",
+    include_str!("dot_1.wgsl"),
+    "\n",
+    include_str!("q5_1.wgsl")
+);
+const Q5_0_UNIT_WGSL: &str = concat!(include_str!("words.wgsl"), "\n", include_str!("q5_0.wgsl"));
+const Q2_K_UNIT_WGSL: &str = concat!(include_str!("words.wgsl"), "\n", include_str!("q2_k.wgsl"));
+const Q3_K_UNIT_WGSL: &str = concat!(include_str!("words.wgsl"), "\n", include_str!("q3_k.wgsl"));
 /// The units of F16 and BF16 rows, which differ only in how a word widens (half_rows.wgsl).
 const F16_UNIT_WGSL: &str = concat!(
     include_str!("f16.wgsl"),
@@ -101,6 +122,11 @@ pub(super) fn direct_unit(ty: GgmlType) -> Option<(&'static str, DirectInput)> {
         GgmlType::Q6_K => (include_str!("q6_k.wgsl"), DirectInput::Q8(Q8Format::K)),
         GgmlType::Q8_0 => (include_str!("q8_0.wgsl"), DirectInput::Q8(Q8Format::Zero)),
         GgmlType::Q4_0 => (include_str!("q4_0.wgsl"), DirectInput::Q8(Q8Format::Zero)),
+        GgmlType::Q4_1 => (Q4_1_UNIT_WGSL, DirectInput::Q8(Q8Format::Zero)),
+        GgmlType::Q5_0 => (Q5_0_UNIT_WGSL, DirectInput::Q8(Q8Format::Zero)),
+        GgmlType::Q5_1 => (Q5_1_UNIT_WGSL, DirectInput::Q8(Q8Format::Zero)),
+        GgmlType::Q2_K => (Q2_K_UNIT_WGSL, DirectInput::Q8(Q8Format::K)),
+        GgmlType::Q3_K => (Q3_K_UNIT_WGSL, DirectInput::Q8(Q8Format::K)),
         GgmlType::F16 => (F16_UNIT_WGSL, DirectInput::F32),
         GgmlType::BF16 => (BF16_UNIT_WGSL, DirectInput::F32),
         _ => return None,

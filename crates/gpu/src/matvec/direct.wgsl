@@ -74,7 +74,8 @@ fn main(
     var acc: array<f32, NT>;
     if row < job.rows {
         let units = job.blocks_per_row * UNITS;
-        let rb = row * (job.row_words / 4u);
+        // The row's first vec4 (or word: RB_WORDS, the unit file's).
+        let rb = row * (job.row_words / RB_WORDS);
         // The row's first block in the side array of scales (types that have one).
         let side = row * job.blocks_per_row;
         SCALE_BASE = job.scale_base;
@@ -83,9 +84,10 @@ fn main(
         // (PROBE 3, timing only: the row's bytes streamed, nothing computed.)
         if PROBE == 3u {
             let n4 = job.row_words / 4u;
+            let r4 = row * n4;
             for (var u = lane; u < n4; u += 2u * TPR) {
-                let a = wl(rb + u);
-                let b = wl(rb + min(u + TPR, n4 - 1u));
+                let a = wl(r4 + u);
+                let b = wl(r4 + min(u + TPR, n4 - 1u));
                 acc[0] += f32((a.x ^ a.y ^ a.z ^ a.w ^ b.x ^ b.y ^ b.z ^ b.w) & 1u);
             }
         }

@@ -2,6 +2,8 @@
 // `widen`, a word's two values in f32, lower half first), with input_f32.wgsl: blocks of 8
 // values (one vec4 of words), a block per unit.
 
+// load_unit's row base counts vec4s.
+const RB_WORDS: u32 = 4u;
 const UNITS: u32 = 1u;
 const UNIT_VALUES: u32 = 8u;
 

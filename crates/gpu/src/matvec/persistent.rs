@@ -55,9 +55,15 @@ impl PhaseMatrix {
     }
 }
 
-/// The 8-bit input format of a weight type the persistent phases run, if they do.
+/// The 8-bit input format of a weight type the persistent phases run, if they do: those the
+/// direct kernel reads with 8-bit inputs in whole 16-byte units (not the word-read types of
+/// words.wgsl, whose helpers the phases do not have).
 pub fn persistent_format(ty: GgmlType) -> Option<Q8Format> {
-    match direct_unit(ty)?.1 {
+    let (unit, input) = direct_unit(ty)?;
+    if super::wgsl_const(unit, "RB_WORDS") != Some(4) {
+        return None;
+    }
+    match input {
         DirectInput::Q8(f) => Some(f),
         DirectInput::F32 => None,
     }

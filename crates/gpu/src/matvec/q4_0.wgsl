@@ -5,6 +5,8 @@
 // as ggml's vec_dot_q4_0_q8_0 computes each block; the codes go into the packed dot products
 // as they are (0..15) and 8 x (the sum of the input codes) is taken off after.
 
+// load_unit's row base counts vec4s.
+const RB_WORDS: u32 = 4u;
 const UNITS: u32 = 1u;
 const UNIT_VALUES: u32 = 32u;
 

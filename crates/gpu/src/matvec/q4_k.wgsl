@@ -3,6 +3,8 @@
 // qs vec4 s: bytes 16s.., in chunk c = s / 2 of 32 bytes, whose low nibbles are values
 // 64c + l and high nibbles 64c + 32 + l, for l in [16 (s % 2), + 16) (codes 0..15).
 
+// load_unit's row base counts vec4s.
+const RB_WORDS: u32 = 4u;
 const UNITS: u32 = 8u;
 const UNIT_VALUES: u32 = 32u;
 

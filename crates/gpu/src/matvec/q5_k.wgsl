@@ -5,6 +5,8 @@
 // 32 + l, for l in [16 (s % 2), + 16), as Q4_K; their 5th bits are bits 2c and 2c + 1 of
 // qh[l], the bytes of qh vec4 s % 2 (ggml's dequantize_row_q5_K). Codes 0..31.
 
+// load_unit's row base counts vec4s.
+const RB_WORDS: u32 = 4u;
 const UNITS: u32 = 8u;
 const UNIT_VALUES: u32 = 32u;
 

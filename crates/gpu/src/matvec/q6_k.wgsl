@@ -7,6 +7,8 @@
 // signed bytes, and
 //   sum = d_x * d * (sc_lo * isum_lo + sc_hi * isum_hi).
 
+// load_unit's row base counts vec4s.
+const RB_WORDS: u32 = 4u;
 const UNITS: u32 = 8u;
 const UNIT_VALUES: u32 = 32u;
 

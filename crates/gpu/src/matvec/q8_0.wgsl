@@ -3,6 +3,8 @@
 //   sum = (d_x * d) * (the packed-byte dot product of the codes with the input's)
 // as ggml's vec_dot_q8_0_q8_0 computes each block (there per 32 values, here per 16).
 
+// load_unit's row base counts vec4s.
+const RB_WORDS: u32 = 4u;
 const UNITS: u32 = 2u;
 const UNIT_VALUES: u32 = 16u;
 
