@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 FIX=../shared/fixtures
-FIXTURES=${FIXTURES:-"mini-f16.gguf mini-bf16.gguf mini-q8_0.gguf mini-q4_k_m.gguf mini-q6_k.gguf mini-q4_0.gguf mini-q5_k_m.gguf"}
+FIXTURES=${FIXTURES:-"mini-f16.gguf mini-bf16.gguf mini-q8_0.gguf mini-q4_k_m.gguf mini-q6_k.gguf mini-q4_0.gguf mini-q5_k_m.gguf mini-q4_1.gguf mini-q5_1.gguf mini-q2_k.gguf mini-q3_k_m.gguf"}
 
 cargo build --release --bin web-rwkv-gguf --example bench
 mkdir -p .dev/tests .dev/fixtures

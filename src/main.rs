@@ -469,7 +469,6 @@ fn info(path: &Path, json: bool) -> Result<()> {
     let arch = file.get_str("general.architecture").unwrap_or("(none)");
     let config = Rwkv7Config::from_gguf(&file);
     let types = spec::tensor_type_counts(&file);
-    let slow = slow_matrix_types(&file);
     let params = spec::parameter_count(&file);
     let vocab = file
         .get_str_array("tokenizer.ggml.tokens")
@@ -485,7 +484,6 @@ fn info(path: &Path, json: bool) -> Result<()> {
             "parameters": params,
             "tensor_count": file.tensors().len(),
             "tensor_types": types.iter().map(|(t, n)| (t.name().to_string(), serde_json::Value::from(*n))).collect::<serde_json::Map<_, _>>(),
-            "slow_matrix_types": slow.iter().map(|(t, n)| (t.name().to_string(), serde_json::Value::from(*n))).collect::<serde_json::Map<_, _>>(),
             "vocab_size": vocab,
         });
         match &config {
@@ -537,26 +535,7 @@ fn info(path: &Path, json: bool) -> Result<()> {
         file.tensors().len(),
         types.join(", ")
     );
-    if !slow.is_empty() {
-        let slow: Vec<String> = slow.iter().map(|(t, n)| format!("{t} {n}")).collect();
-        println!(
-            "slow kernels:  {} (no direct matvec for these types: decoding reads them with the \
-             older, slower kernels; Q4_K_M, Q5_K_M, Q6_K, Q8_0, Q4_0, F16 and BF16 files have it)",
-            slow.join(", ")
-        );
-    }
     Ok(())
-}
-
-/// The types of the file's matrices (2-D, not F32, not the embedding table, which is only
-/// gathered) that have no direct matvec, with their counts.
-fn slow_matrix_types(file: &gguf::GgufFile) -> Vec<(gguf::GgmlType, usize)> {
-    spec::type_counts(file.tensors().iter().filter(|t| {
-        t.dims.len() == 2
-            && t.ty != gguf::GgmlType::F32
-            && t.name != "token_embd.weight"
-            && !rwkv_gpu::MatvecKernels::has_direct(t.ty)
-    }))
 }
 
 fn tokenize(path: &Path, json: bool, text: &str) -> Result<()> {

@@ -225,6 +225,29 @@ const MATMUL_COOP_AQ6_K_WGSL: &str = include_str!("matmul_coop_aq6_k.wgsl");
 const MATMUL_COOP_AQ4_0_WGSL: &str = include_str!("matmul_coop_aq4_0.wgsl");
 const MATMUL_COOP_ABF16_WGSL: &str = include_str!("matmul_coop_abf16.wgsl");
 const MATMUL_COOP_AQ8_0_WGSL: &str = include_str!("matmul_coop_aq8_0.wgsl");
+/// The decoders of the types whose blocks are not whole 16-byte units, after the word
+/// helpers (word_bits.wgsl, matmul_coop_words.wgsl); Q4_1 and Q5_1 share one (QH_BITS).
+macro_rules! word_decoder {
+    ($($part:expr),+) => {
+        concat!(
+            include_str!("word_bits.wgsl"),
+            "\n",
+            include_str!("matmul_coop_words.wgsl"),
+            $("\n", $part),+
+        )
+    };
+}
+const MATMUL_COOP_AQ4_1_WGSL: &str = word_decoder!(
+    "const QH_BITS: u32 = 0u;",
+    include_str!("matmul_coop_aq4_1.wgsl")
+);
+const MATMUL_COOP_AQ5_1_WGSL: &str = word_decoder!(
+    "const QH_BITS: u32 = 1u;",
+    include_str!("matmul_coop_aq4_1.wgsl")
+);
+const MATMUL_COOP_AQ5_0_WGSL: &str = word_decoder!(include_str!("matmul_coop_aq5_0.wgsl"));
+const MATMUL_COOP_AQ2_K_WGSL: &str = word_decoder!(include_str!("matmul_coop_aq2_k.wgsl"));
+const MATMUL_COOP_AQ3_K_WGSL: &str = word_decoder!(include_str!("matmul_coop_aq3_k.wgsl"));
 const MATMUL_COOP_DEQUANT_WGSL: &str = include_str!("matmul_coop_dequant.wgsl");
 const MATMUL_COOP_X_WGSL: &str = include_str!("matmul_coop_x.wgsl");
 const MATMUL_COOP_SUM_WGSL: &str = include_str!("matmul_coop_sum.wgsl");
@@ -1204,7 +1227,12 @@ pub fn coop_kernel_wgsl(shape: CoopShape, subgroup: u32) -> String {
 /// the copy from 129 tokens for every type: 9,799-9,834 / 10,304-10,337 -> 8,965-8,975 /
 /// 9,884; run 12). BF16 rows, converted to f16 as they are staged, likewise up to 128
 /// (2.9B BF16 batch 8 / 16 / 64 / 128 759-760 / 1,145 / 4,316-4,322 / 6,827-6,828 with the
-/// copy -> 928-929 / 1,328-1,330 / 5,016-5,017 / 6,911-6,922; run 15).
+/// copy -> 928-929 / 1,328-1,330 / 5,016-5,017 / 6,911-6,922; run 15). The word-read
+/// decoders (session 13, run 2; 2.9B, batch 16 / 64 / 128 with the copy -> decoding as they
+/// stage): Q4_1 1,375-1,378 / 4,930-4,951 / 7,287-7,304 -> 1,984-1,987 / 6,854-6,905 /
+/// 8,396-8,414, Q5_1 +39% / +33% / +11%, Q5_0 +30% / +26% / +5.5%, Q2_K +40% / +39% /
+/// +12%; Q3_K (eleven loads per 32 values) +22% at 16-64 but 6,816-6,852 -> 6,625-6,630 at
+/// 128, so one token group.
 pub(super) fn coop_fused_wgsl(ty: GgmlType) -> Option<(&'static str, u32)> {
     let (one_group, two_groups) = (coop::COOP_FEW_TOKENS, 2 * coop::COOP_FEW_TOKENS);
     match ty {
@@ -1213,6 +1241,11 @@ pub(super) fn coop_fused_wgsl(ty: GgmlType) -> Option<(&'static str, u32)> {
         GgmlType::Q6_K => Some((MATMUL_COOP_AQ6_K_WGSL, two_groups)),
         GgmlType::Q8_0 => Some((MATMUL_COOP_AQ8_0_WGSL, one_group)),
         GgmlType::Q4_0 => Some((MATMUL_COOP_AQ4_0_WGSL, two_groups)),
+        GgmlType::Q4_1 => Some((MATMUL_COOP_AQ4_1_WGSL, two_groups)),
+        GgmlType::Q5_1 => Some((MATMUL_COOP_AQ5_1_WGSL, two_groups)),
+        GgmlType::Q5_0 => Some((MATMUL_COOP_AQ5_0_WGSL, two_groups)),
+        GgmlType::Q2_K => Some((MATMUL_COOP_AQ2_K_WGSL, two_groups)),
+        GgmlType::Q3_K => Some((MATMUL_COOP_AQ3_K_WGSL, one_group)),
         GgmlType::BF16 => Some((MATMUL_COOP_ABF16_WGSL, two_groups)),
         _ => None,
     }

@@ -122,7 +122,7 @@ pub const INT_Q8_0_ENV: &str = "WEB_RWKV_INT_Q8_0";
 /// to Q8_K once per step ([`MatvecKernels::q8k_input`]); on by default.
 pub const Q8K_INPUT_ENV: &str = "WEB_RWKV_Q8K_INPUT";
 
-/// Environment variable turning off (`0`) the direct kernel for F16 and BF16 weights (the
+/// Environment variable turning off (`0`) the direct kernel for F32, F16 and BF16 weights (the
 /// staging float kernel instead); on by default.
 pub const DIRECT_F16_ENV: &str = "WEB_RWKV_DIRECT_F16";
 
@@ -594,7 +594,7 @@ impl MatvecKernels {
     }
 
     /// The most tokens of a step callers should give [`MatvecKernels::prepare_tokens`] for
-    /// `w`: [`MatvecKernels::max_tokens`], for F16 and BF16 at most [`DIRECT_TOKENS_F16`] (at most
+    /// `w`: [`MatvecKernels::max_tokens`], for F32, F16 and BF16 at most [`DIRECT_TOKENS_F16`] (at most
     /// [`DIRECT_TOKENS_F16_COOP`] for matrices of [`F16_TALL_ROWS`] rows or more where the
     /// device has tensor cores).
     pub fn max_tokens_for(&self, w: &GpuMatrix) -> u32 {
@@ -608,7 +608,7 @@ impl MatvecKernels {
     }
 
     /// Whether the direct kernel reads f32 inputs (rounded with `mode`) for rows of `cols`
-    /// values of type `ty` (F16 and BF16, whole vec4s of x per unit); the input offsets must
+    /// values of type `ty` (F32, F16 and BF16, whole vec4s of x per unit); the input offsets must
     /// be whole vec4s too.
     fn direct_f32(&self, ty: GgmlType, mode: u32, cols: usize) -> bool {
         self.direct_f16
@@ -619,7 +619,7 @@ impl MatvecKernels {
 
     /// Whether [`MatvecKernels::prepare_tokens`] takes `w` with rounding `mode` (the direct
     /// kernel): the K-quants from a Q8_K [`Q8Input`], the 32-value block types from a Q8_0 one (`q8`:
-    /// rounding modes 4 and 3, input offsets of whole blocks of 256), F16 and BF16 from f32
+    /// rounding modes 4 and 3, input offsets of whole blocks of 256), F32, F16 and BF16 from f32
     /// values rounded to f16 or bf16 or not, at an input offset of whole vec4s.
     pub fn supports_tokens(&self, w: &GpuMatrix, q8: bool, mode: u32, x_offset: u32) -> bool {
         if q8 {
@@ -801,7 +801,7 @@ impl MatvecKernels {
         let ty = batch[0].ty;
         let cols = batch[0].params.cols;
         let mode = batch[0].params.mode;
-        // The direct kernel for 8-bit inputs, and for F16 and BF16 weights whose rows and
+        // The direct kernel for 8-bit inputs, and for F32, F16 and BF16 weights whose rows and
         // inputs allow whole vec4 reads of x (rounding none, f16 or bf16).
         let direct = match input {
             MatvecInput::Q8(q) => Some(DirectInput::Q8(q.format())),
@@ -1109,15 +1109,14 @@ mod tests {
     /// threads), for every type, token count and weight binding count.
     #[test]
     fn direct_kernel_layouts_are_worked_out() {
-        for ty in [
-            GgmlType::Q4_K,
-            GgmlType::Q5_K,
-            GgmlType::Q6_K,
-            GgmlType::Q8_0,
-            GgmlType::Q4_0,
-            GgmlType::F16,
-            GgmlType::BF16,
-        ] {
+        // Every type the GPU holds has the direct kernel (its decode path).
+        let types: Vec<GgmlType> = GgmlType::ALL
+            .into_iter()
+            .filter(|&t| crate::weights::GpuFormat::of(t).is_some())
+            .collect();
+        assert_eq!(types.len(), 13);
+        for ty in types {
+            assert!(MatvecKernels::has_direct(ty), "{ty}");
             let (_, input) = direct::direct_unit(ty).unwrap();
             for (nt, bindings) in [(1, 1), (4, 3), (16, 4)] {
                 let key = Key {

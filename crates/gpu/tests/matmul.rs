@@ -676,10 +676,23 @@ fn tensor_core_products_decoding_as_they_stage_match_the_f16_copy() {
         ("mini-q8_0.gguf", FFN_VALUE, GgmlType::Q8_0),
         ("mini-q4_0.gguf", key, GgmlType::Q4_0),
         ("mini-bf16.gguf", key, GgmlType::BF16),
+        // Blocks that are not whole 16-byte units, read by word: rows of 21 (Q2_K) and 27
+        // (Q3_K) words in the 256-wide key.
+        ("mini-q4_1.gguf", key, GgmlType::Q4_1),
+        ("mini-q5_1.gguf", FFN_VALUE, GgmlType::Q5_1),
+        ("mini-q2_k.gguf", key, GgmlType::Q2_K),
+        ("mini-q3_k_m.gguf", key, GgmlType::Q3_K),
+        ("mini-q3_k_m.gguf", FFN_VALUE, GgmlType::Q3_K),
     ];
+    let mut mats: Vec<TestMatrix> = cases
+        .into_iter()
+        .map(|(file, tensor, ty)| TestMatrix::from_fixture(file, tensor, ty))
+        .collect();
+    // No fixture has Q5_0 matrices of whole 64-value groups: rows of 24 blocks of 5 words.
+    mats.push(TestMatrix::synthetic(GgmlType::Q5_0, 200, 768, 77));
     let mut rng = Rng(0x5EED_F00D);
-    for (i, (file, tensor, ty)) in cases.into_iter().enumerate() {
-        let m = TestMatrix::from_fixture(file, tensor, ty);
+    for (i, m) in mats.iter().enumerate() {
+        let (tensor, ty) = (&m.name, m.ty);
         let w = m.upload(&g.ctx, u64::MAX);
         let x: Vec<f32> = (0..m.cols * MAX_TOKENS as usize)
             .map(|_| rng.nonzero())
@@ -689,8 +702,8 @@ fn tensor_core_products_decoding_as_they_stage_match_the_f16_copy() {
             let copy = kernels(0, scratch, max_parts);
             for n in [16, 37, 64, 70] {
                 let what = format!("{ty} {tensor} n={n} scratch={scratch} parts={max_parts}");
-                let (a, da) = product_at(&fused, &m, &w, &x, n);
-                let (b, db) = product_at(&copy, &m, &w, &x, n);
+                let (a, da) = product_at(&fused, m, &w, &x, n);
+                let (b, db) = product_at(&copy, m, &w, &x, n);
                 // The fused product records no weight decodes.
                 match n <= 64 {
                     true => assert!(da < db, "{what}: {da} dispatches, {db} with the copy"),
@@ -703,7 +716,7 @@ fn tensor_core_products_decoding_as_they_stage_match_the_f16_copy() {
         // And against the CPU, as every product is.
         check_matmul_with(
             &kernels(64, 4096, 16),
-            &m,
+            m,
             &w,
             &[Epilogue::Add],
             i == 0,

@@ -619,10 +619,43 @@ fn bf16_direct_kernel() {
 }
 
 #[test]
+fn f32_direct_kernel() {
+    // F32 weights (the converter's `--outtype f32`) take the direct kernel too, reading x as
+    // it is: a matrix, the same split into parts, long rows, against the CPU.
+    let a = TestMatrix::synthetic(GgmlType::F32, 256, 1024, 63);
+    let ctx = &gpu().ctx;
+    let (wa, wp) = (
+        a.upload(ctx, u64::MAX),
+        a.upload(ctx, a.bytes.len() as u64 / 3),
+    );
+    assert!(wp.n_parts() > 1);
+    let long = TestMatrix::synthetic(GgmlType::F32, 37, 12544, 64);
+    let wl = long.upload(ctx, u64::MAX);
+    // The direct kernel it is: only it binds a buffer to be moved to the read-only state.
+    let (x, y) = (
+        ctx.create_storage_buffer("x", &[0u8; 8192]).unwrap(),
+        ctx.create_storage_buffer("y", &[0u8; 2048]).unwrap(),
+    );
+    let also = ctx.create_storage_buffer("also", &[0u8; 64]).unwrap();
+    let job = MatvecJob::new(&wa, 0, 0, Epilogue::Store);
+    let call = gpu().kernels.prepare(ctx, &x, &y, 0, &[job], Some(&also));
+    assert!(call.unwrap().binds_also());
+    check(
+        &[
+            (&a, &wa, 0, 0, Epilogue::Tanh),
+            (&a, &wp, 1028, 300, Epilogue::Add),
+        ],
+        0,
+        65,
+    );
+    check(&[(&long, &wl, 4, 2, Epilogue::Store)], 0, 66);
+}
+
+#[test]
 fn several_tokens_in_one_call() {
     // prepare_tokens: each weight read once for n tokens (x rows x_stride apart, y rows
-    // y_stride apart), Q4_K/Q5_K/Q6_K from a Q8_K copy of every row, F16 and BF16 from f32
-    // rows rounded to f16 or bf16 as read; every token against the CPU with its own rounded
+    // y_stride apart), the K-quants from a Q8_K copy of every row, Q5_1 from a Q8_0 one, F32,
+    // F16 and BF16 from f32 rows (rounded to f16 or bf16 as read); every token against the CPU with its own rounded
     // row.
     let g = gpu();
     let ctx = &g.ctx;
@@ -634,6 +667,7 @@ fn several_tokens_in_one_call() {
     let hb = TestMatrix::synthetic(GgmlType::BF16, 40, 512, 62);
     let q3 = TestMatrix::from_fixture("mini-q3_k_m.gguf", FFN_VALUE, GgmlType::Q3_K);
     let q51 = TestMatrix::from_fixture("mini-q5_1.gguf", FFN_VALUE, GgmlType::Q5_1);
+    let f32m = TestMatrix::synthetic(GgmlType::F32, 40, 512, 67);
     let max = 16u32;
     for (m, mode) in [
         (&k, 4),
@@ -641,6 +675,7 @@ fn several_tokens_in_one_call() {
         (&q5, 4),
         (&q3, 4),
         (&q51, 3),
+        (&f32m, 0),
         (&h, 1),
         (&hb, 2),
     ] {

@@ -955,13 +955,13 @@ impl MatmulKernels {
     /// Whether the product of `w` with tiles `staged` can decode `w`'s blocks as it stages
     /// them ([`Kernel::CoopFused`]): a type that has such a decoder, the decode not turned
     /// off, and tiles that suit it (whole 64-value groups per chunk, f16 quads, rows of whole
-    /// 16-byte aligned blocks).
+    /// 16-byte aligned blocks, or of words for the decoders that read words).
     fn fuses(&self, w: &GpuMatrix, staged: CoopShape) -> bool {
         self.coop_fused_upto > 0
             && coop_fused_wgsl(w.ty).is_some()
             && staged.unit == 4
             && staged.k.is_multiple_of(64)
-            && w.row_words.is_multiple_of(4)
+            && (w.row_words.is_multiple_of(4) || reads_words(w.ty))
             && whole_blocks(w)
     }
 
@@ -1229,6 +1229,12 @@ pub(super) fn whole_blocks(w: &GpuMatrix) -> bool {
     format_wgsl(w.ty)
         .and_then(|f| crate::matvec::wgsl_const(f, "BLOCK_ELEMS"))
         .is_some_and(|b| w.blocks_per_row * b as usize == w.cols)
+}
+
+/// Whether the staging decoder of type `ty` reads its blocks by word (their rows need not
+/// be whole vec4s: matmul_coop_words.wgsl).
+fn reads_words(ty: GgmlType) -> bool {
+    coop_fused_wgsl(ty).is_some_and(|(src, _)| src.contains("fn wq_words4"))
 }
 
 /// Whether `w`'s rows are plain f16 values the product can read as they are.

@@ -9,8 +9,8 @@
 //!   f32 input's values as such blocks (codes, scales, and for Q8_K sums per 16), written by
 //!   [`MatvecKernels::prepare_quantize`]'s dispatch (quantize_q8.wgsl) or by any kernel that
 //!   writes the same layout; [`MatvecKernels::prepare_q8`] multiplies by it.
-//! * F16 and BF16 weights read the f32 input as it is, rounded to f16 or bf16 as it is read
-//!   where ggml rounds it: [`MatvecKernels::prepare`] takes this kernel for them.
+//! * F32, F16 and BF16 weights read the f32 input as it is, rounded to f16 or bf16 as it is
+//!   read where ggml rounds it: [`MatvecKernels::prepare`] takes this kernel for them.
 //!
 //! The results equal those of the staging kernels up to f32 summation order.
 
@@ -84,24 +84,22 @@ pub(super) enum DirectInput {
 const Q4_K_UNIT_WGSL: &str = concat!(include_str!("k_prep.wgsl"), "\n", include_str!("q4_k.wgsl"));
 const Q5_K_UNIT_WGSL: &str = concat!(include_str!("k_prep.wgsl"), "\n", include_str!("q5_k.wgsl"));
 /// The units of the types whose blocks are not whole 16-byte units, read by word
-/// (words.wgsl); Q4_1 and Q5_1 share their dot with a min (dot_1.wgsl).
-const Q4_1_UNIT_WGSL: &str = concat!(
-    include_str!("words.wgsl"),
-    "\n",
-    include_str!("dot_1.wgsl"),
-    "\n",
-    include_str!("q4_1.wgsl")
-);
-const Q5_1_UNIT_WGSL: &str = concat!(
-    include_str!("words.wgsl"),
-    "\n",
-    include_str!("dot_1.wgsl"),
-    "\n",
-    include_str!("q5_1.wgsl")
-);
-const Q5_0_UNIT_WGSL: &str = concat!(include_str!("words.wgsl"), "\n", include_str!("q5_0.wgsl"));
-const Q2_K_UNIT_WGSL: &str = concat!(include_str!("words.wgsl"), "\n", include_str!("q2_k.wgsl"));
-const Q3_K_UNIT_WGSL: &str = concat!(include_str!("words.wgsl"), "\n", include_str!("q3_k.wgsl"));
+/// (word_bits.wgsl, words.wgsl); Q4_1 and Q5_1 share their dot with a min (dot_1.wgsl).
+macro_rules! word_unit {
+    ($($file:literal),+) => {
+        concat!(
+            include_str!("../word_bits.wgsl"),
+            "\n",
+            include_str!("words.wgsl"),
+            $("\n", include_str!($file)),+
+        )
+    };
+}
+const Q4_1_UNIT_WGSL: &str = word_unit!("dot_1.wgsl", "q4_1.wgsl");
+const Q5_1_UNIT_WGSL: &str = word_unit!("dot_1.wgsl", "q5_1.wgsl");
+const Q5_0_UNIT_WGSL: &str = word_unit!("q5_0.wgsl");
+const Q2_K_UNIT_WGSL: &str = word_unit!("q2_k.wgsl");
+const Q3_K_UNIT_WGSL: &str = word_unit!("q3_k.wgsl");
 /// The units of F16 and BF16 rows, which differ only in how a word widens (half_rows.wgsl).
 const F16_UNIT_WGSL: &str = concat!(
     include_str!("f16.wgsl"),
@@ -127,6 +125,7 @@ pub(super) fn direct_unit(ty: GgmlType) -> Option<(&'static str, DirectInput)> {
         GgmlType::Q5_1 => (Q5_1_UNIT_WGSL, DirectInput::Q8(Q8Format::Zero)),
         GgmlType::Q2_K => (Q2_K_UNIT_WGSL, DirectInput::Q8(Q8Format::K)),
         GgmlType::Q3_K => (Q3_K_UNIT_WGSL, DirectInput::Q8(Q8Format::K)),
+        GgmlType::F32 => (include_str!("f32.wgsl"), DirectInput::F32),
         GgmlType::F16 => (F16_UNIT_WGSL, DirectInput::F32),
         GgmlType::BF16 => (BF16_UNIT_WGSL, DirectInput::F32),
         _ => return None,

@@ -66,6 +66,11 @@ pub fn synthetic_bytes(ty: GgmlType, n: usize, rng: &mut Rng) -> Vec<u8> {
         GgmlType::BF16 => Some(|x| half::bf16::from_f32(x).to_le_bytes()),
         _ => None,
     };
+    if ty == GgmlType::F32 {
+        for v in bytes.chunks_exact_mut(4) {
+            v.copy_from_slice(&(rng.uniform() / 2.0).to_le_bytes());
+        }
+    }
     if let Some(encode) = half_values {
         for v in bytes.chunks_exact_mut(2) {
             v.copy_from_slice(&encode(rng.uniform() / 2.0));
