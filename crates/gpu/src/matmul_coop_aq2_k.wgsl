@@ -47,11 +47,7 @@ fn stage_unit(j: u32, u: u32, k0: u32) {
         let wide = fused_wide(3.0 * abs(dl) + abs(ml));
         for (var k = 0u; k < 4u; k++) {
             let v = dl * vec4<f32>((vec4<u32>(words[k]) >> sh) & vec4<u32>(3u)) - ml;
-            if wide {
-                sh_a[base + 4u * h + k] = fused_quad(v);
-            } else {
-                sh_a[base + 4u * h + k] = Unit(v);
-            }
+            stage_quad(base + 4u * h + k, v, wide);
         }
     }
 }

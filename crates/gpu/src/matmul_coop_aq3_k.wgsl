@@ -61,11 +61,7 @@ fn stage_unit(j: u32, u: u32, k0: u32) {
             let low = vec4<i32>((vec4<u32>(words[k]) >> (sh + vec4<u32>(2u * jj))) & vec4<u32>(3u));
             let high = ((vec4<u32>(hm[k]) >> (sh + vec4<u32>(4u * n + jj))) & vec4<u32>(1u)) == vec4<u32>(1u);
             let v = dl * vec4<f32>(low - select(vec4<i32>(4), vec4<i32>(0), high));
-            if wide {
-                sh_a[base + 4u * h + k] = fused_quad(v);
-            } else {
-                sh_a[base + 4u * h + k] = Unit(v);
-            }
+            stage_quad(base + 4u * h + k, v, wide);
         }
     }
 }

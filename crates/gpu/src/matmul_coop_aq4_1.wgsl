@@ -38,21 +38,12 @@ fn stage_unit(j: u32, u: u32, k0: u32) {
     let q = qa[j];
     // (Codes 0..15 or 0..31: values at most 31 |d| + |m|.)
     let wide = fused_wide(f32(15u + 16u * QH_BITS) * abs(dm.x) + abs(dm.y));
-    let m4 = 0x0f0f0f0fu;
-    let sh = vec4<u32>(0u, 8u, 16u, 24u);
     for (var k = 0u; k < 4u; k++) {
-        // Codes 4k.. and 16 + 4k.., four per word, with their 5th bits (none for Q4_1).
-        let h = q5_high(qh, k);
-        let lo = (vec4<u32>((q[k] & m4) | h.x) >> sh) & vec4<u32>(0xffu);
-        let hi = (vec4<u32>(((q[k] >> 4u) & m4) | h.y) >> sh) & vec4<u32>(0xffu);
-        let v0 = vec4<f32>(lo) * dm.x + dm.y;
-        let v1 = vec4<f32>(hi) * dm.x + dm.y;
-        if wide {
-            sh_a[base + k] = fused_quad(v0);
-            sh_a[base + 4u + k] = fused_quad(v1);
-        } else {
-            sh_a[base + k] = Unit(v0);
-            sh_a[base + 4u + k] = Unit(v1);
-        }
+        // Codes 4k.. and 16 + 4k.. with their 5th bits (none for Q4_1).
+        let c = q5_bytes(q[k], qh, k);
+        let v0 = vec4<f32>(word_bytes(c.x)) * dm.x + dm.y;
+        let v1 = vec4<f32>(word_bytes(c.y)) * dm.x + dm.y;
+        stage_quad(base + k, v0, wide);
+        stage_quad(base + 4u + k, v1, wide);
     }
 }

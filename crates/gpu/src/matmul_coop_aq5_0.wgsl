@@ -35,21 +35,12 @@ fn stage_unit(j: u32, u: u32, k0: u32) {
     let q = qa[j];
     // (Codes -16..15: values at most 16 |d|.)
     let wide = fused_wide(16.0 * abs(d));
-    let m4 = 0x0f0f0f0fu;
-    let sh = vec4<u32>(0u, 8u, 16u, 24u);
     for (var k = 0u; k < 4u; k++) {
-        // Codes 4k.. and 16 + 4k.., four per word, with their 5th bits.
-        let h = q5_high(ha[j], k);
-        let lo = (vec4<u32>((q[k] & m4) | h.x) >> sh) & vec4<u32>(0xffu);
-        let hi = (vec4<u32>(((q[k] >> 4u) & m4) | h.y) >> sh) & vec4<u32>(0xffu);
-        let v0 = vec4<f32>(vec4<i32>(lo) - vec4<i32>(16)) * d;
-        let v1 = vec4<f32>(vec4<i32>(hi) - vec4<i32>(16)) * d;
-        if wide {
-            sh_a[base + k] = fused_quad(v0);
-            sh_a[base + 4u + k] = fused_quad(v1);
-        } else {
-            sh_a[base + k] = Unit(v0);
-            sh_a[base + 4u + k] = Unit(v1);
-        }
+        // Codes 4k.. and 16 + 4k.. with their 5th bits.
+        let c = q5_bytes(q[k], ha[j], k);
+        let v0 = vec4<f32>(vec4<i32>(word_bytes(c.x)) - vec4<i32>(16)) * d;
+        let v1 = vec4<f32>(vec4<i32>(word_bytes(c.y)) - vec4<i32>(16)) * d;
+        stage_quad(base + k, v0, wide);
+        stage_quad(base + 4u + k, v1, wide);
     }
 }

@@ -11,3 +11,18 @@ fn wq_words4(g: u32, wi: u32) -> vec4<u32> {
 fn wq_word(g: u32, wi: u32) -> u32 {
     return w_pick(wq(g, wi / 4u), wi % 4u);
 }
+
+// The four bytes of a word, lowest first.
+fn word_bytes(w: u32) -> vec4<u32> {
+    return (vec4<u32>(w) >> vec4<u32>(0u, 8u, 16u, 24u)) & vec4<u32>(0xffu);
+}
+
+// A staged quad at unit `at` of sh_a: clamped to f16's range where the unit's scales allow
+// wider values (`wide`, see matmul_coop_aq.wgsl's fused_quad).
+fn stage_quad(at: u32, v: vec4<f32>, wide: bool) {
+    if wide {
+        sh_a[at] = fused_quad(v);
+    } else {
+        sh_a[at] = Unit(v);
+    }
+}

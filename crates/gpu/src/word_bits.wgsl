@@ -29,3 +29,19 @@ fn spread4(n: u32) -> u32 {
 fn q5_high(qh: u32, k: u32) -> vec2<u32> {
     return vec2<u32>(spread4(qh >> (4u * k)) << 4u, spread4(qh >> (16u + 4u * k)) << 4u);
 }
+
+// Code word k of a 32-value block with 5th bits (Q5_0, Q5_1): its low nibbles (values 4k..)
+// and high nibbles (values 16 + 4k..) as bytes 0..31, bit j of qh the 5th bit of value j.
+fn q5_bytes(q: u32, qh: u32, k: u32) -> vec2<u32> {
+    let h = q5_high(qh, k);
+    return vec2<u32>((q & 0x0f0f0f0fu) | h.x, ((q >> 4u) & 0x0f0f0f0fu) | h.y);
+}
+
+// The block's 32 codes (code words q, 5th bits qh) as bytes: values 0..15, then 16..31.
+fn q5_units(q: vec4<u32>, qh: u32) -> array<vec4<u32>, 2> {
+    let c0 = q5_bytes(q.x, qh, 0u);
+    let c1 = q5_bytes(q.y, qh, 1u);
+    let c2 = q5_bytes(q.z, qh, 2u);
+    let c3 = q5_bytes(q.w, qh, 3u);
+    return array<vec4<u32>, 2>(vec4<u32>(c0.x, c1.x, c2.x, c3.x), vec4<u32>(c0.y, c1.y, c2.y, c3.y));
+}

@@ -580,6 +580,22 @@ fn f16_direct_kernel() {
     }
 }
 
+/// Asserts that `w` (of at most 1024 columns and 512 rows) with rounding `mode` takes the
+/// direct kernel: only it binds a buffer to be moved to the read-only state.
+fn assert_direct(w: &GpuMatrix, mode: u32) {
+    let ctx = &gpu().ctx;
+    let (x, y) = (
+        ctx.create_storage_buffer("x", &[0u8; 8192]).unwrap(),
+        ctx.create_storage_buffer("y", &[0u8; 2048]).unwrap(),
+    );
+    let also = ctx.create_storage_buffer("also", &[0u8; 64]).unwrap();
+    let job = MatvecJob::new(w, 0, 0, Epilogue::Store);
+    let call = gpu()
+        .kernels
+        .prepare(ctx, &x, &y, mode, &[job], Some(&also));
+    assert!(call.unwrap().binds_also(), "{} {mode}", w.name);
+}
+
 #[test]
 fn bf16_direct_kernel() {
     // BF16 weights take the direct kernel as F16 ones do (x read and rounded to bf16 by every
@@ -596,15 +612,7 @@ fn bf16_direct_kernel() {
     assert!(wp.n_parts() > 1);
     let long = TestMatrix::synthetic(GgmlType::BF16, 37, 12544, 54);
     let wl = long.upload(ctx, u64::MAX);
-    // The direct kernel it is: only it binds a buffer to be moved to the read-only state.
-    let (x, y) = (
-        ctx.create_storage_buffer("x", &[0u8; 8192]).unwrap(),
-        ctx.create_storage_buffer("y", &[0u8; 2048]).unwrap(),
-    );
-    let also = ctx.create_storage_buffer("also", &[0u8; 64]).unwrap();
-    let job = MatvecJob::new(&wa, 0, 0, Epilogue::Store);
-    let call = gpu().kernels.prepare(ctx, &x, &y, 2, &[job], Some(&also));
-    assert!(call.unwrap().binds_also());
+    assert_direct(&wa, 2);
     for mode in [0, 2] {
         check(
             &[
@@ -631,15 +639,7 @@ fn f32_direct_kernel() {
     assert!(wp.n_parts() > 1);
     let long = TestMatrix::synthetic(GgmlType::F32, 37, 12544, 64);
     let wl = long.upload(ctx, u64::MAX);
-    // The direct kernel it is: only it binds a buffer to be moved to the read-only state.
-    let (x, y) = (
-        ctx.create_storage_buffer("x", &[0u8; 8192]).unwrap(),
-        ctx.create_storage_buffer("y", &[0u8; 2048]).unwrap(),
-    );
-    let also = ctx.create_storage_buffer("also", &[0u8; 64]).unwrap();
-    let job = MatvecJob::new(&wa, 0, 0, Epilogue::Store);
-    let call = gpu().kernels.prepare(ctx, &x, &y, 0, &[job], Some(&also));
-    assert!(call.unwrap().binds_also());
+    assert_direct(&wa, 0);
     check(
         &[
             (&a, &wa, 0, 0, Epilogue::Tanh),

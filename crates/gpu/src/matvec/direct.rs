@@ -83,6 +83,15 @@ pub(super) enum DirectInput {
 /// The units of Q4_K and Q5_K, which share their scales and their dot (k_prep.wgsl).
 const Q4_K_UNIT_WGSL: &str = concat!(include_str!("k_prep.wgsl"), "\n", include_str!("q4_k.wgsl"));
 const Q5_K_UNIT_WGSL: &str = concat!(include_str!("k_prep.wgsl"), "\n", include_str!("q5_k.wgsl"));
+/// Q4_0's unit, whose dot Q5_0 shares (dot_0.wgsl; both read the input by 32-value blocks,
+/// x_block.wgsl, as Q4_1 and Q5_1 do).
+const Q4_0_UNIT_WGSL: &str = concat!(
+    include_str!("x_block.wgsl"),
+    "\n",
+    include_str!("dot_0.wgsl"),
+    "\n",
+    include_str!("q4_0.wgsl")
+);
 /// The units of the types whose blocks are not whole 16-byte units, read by word
 /// (word_bits.wgsl, words.wgsl); Q4_1 and Q5_1 share their dot with a min (dot_1.wgsl).
 macro_rules! word_unit {
@@ -95,9 +104,9 @@ macro_rules! word_unit {
         )
     };
 }
-const Q4_1_UNIT_WGSL: &str = word_unit!("dot_1.wgsl", "q4_1.wgsl");
-const Q5_1_UNIT_WGSL: &str = word_unit!("dot_1.wgsl", "q5_1.wgsl");
-const Q5_0_UNIT_WGSL: &str = word_unit!("q5_0.wgsl");
+const Q4_1_UNIT_WGSL: &str = word_unit!("x_block.wgsl", "dot_1.wgsl", "q4_1.wgsl");
+const Q5_1_UNIT_WGSL: &str = word_unit!("x_block.wgsl", "dot_1.wgsl", "q5_1.wgsl");
+const Q5_0_UNIT_WGSL: &str = word_unit!("x_block.wgsl", "dot_0.wgsl", "q5_0.wgsl");
 const Q2_K_UNIT_WGSL: &str = word_unit!("q2_k.wgsl");
 const Q3_K_UNIT_WGSL: &str = word_unit!("q3_k.wgsl");
 /// The units of F16 and BF16 rows, which differ only in how a word widens (half_rows.wgsl).
@@ -119,7 +128,7 @@ pub(super) fn direct_unit(ty: GgmlType) -> Option<(&'static str, DirectInput)> {
         GgmlType::Q5_K => (Q5_K_UNIT_WGSL, DirectInput::Q8(Q8Format::K)),
         GgmlType::Q6_K => (include_str!("q6_k.wgsl"), DirectInput::Q8(Q8Format::K)),
         GgmlType::Q8_0 => (include_str!("q8_0.wgsl"), DirectInput::Q8(Q8Format::Zero)),
-        GgmlType::Q4_0 => (include_str!("q4_0.wgsl"), DirectInput::Q8(Q8Format::Zero)),
+        GgmlType::Q4_0 => (Q4_0_UNIT_WGSL, DirectInput::Q8(Q8Format::Zero)),
         GgmlType::Q4_1 => (Q4_1_UNIT_WGSL, DirectInput::Q8(Q8Format::Zero)),
         GgmlType::Q5_0 => (Q5_0_UNIT_WGSL, DirectInput::Q8(Q8Format::Zero)),
         GgmlType::Q5_1 => (Q5_1_UNIT_WGSL, DirectInput::Q8(Q8Format::Zero)),

@@ -5,13 +5,17 @@
 // as ggml's vec_dot_q4_1_q8_1 / _q5_1_q8_1 compute each block, with Q8_1's s (d_x times the
 // sum of the codes) worked out here.
 
-// The block's dot: codes 0..15 (lo) and 16..31 (hi) as bytes, (d, m), its first input value v.
-fn q_1_dot(lo: vec4<u32>, hi: vec4<u32>, dm: vec2<f32>, v: u32) -> f32 {
-    let x0c = x_codes(v);
-    let x1c = x_codes(v + 16u);
-    let ones = vec4<u32>(0x01010101u);
-    let sx = dot16(ones, x0c) + dot16(ones, x1c);
-    let dx = x_scale(v);
-    return (dx * dm.x) * f32(dot16(lo, x0c) + dot16(hi, x1c)) + dm.y * (dx * f32(sx));
+// A unit's codes as bytes (lo: values 0..15, hi: 16..31), its d and m, and the offset in a
+// token's row of its first input value.
+struct Prep {
+    lo: vec4<u32>,
+    hi: vec4<u32>,
+    dm: vec2<f32>,
+    v: u32,
 }
 
+// The prepared unit's dot with a token's input values (its row starting at x0).
+fn prep_x(p: Prep, x0: u32) -> f32 {
+    let x = x_block(x0 + p.v);
+    return (x.d * p.dm.x) * f32(dot16(p.lo, x.lo) + dot16(p.hi, x.hi)) + p.dm.y * (x.d * f32(x.sum));
+}

@@ -18,21 +18,7 @@ fn load_unit(rb: u32, side: u32, blk: u32, s: u32) -> Unit {
     return Unit(w_shift(a, c, b % 4u + 1u), unpack2x16float(w_pick(a, b % 4u)));
 }
 
-// A unit's codes as low and high nibbles (0..15 as bytes), its d and m, and the offset in a
-// token's row of its first input value.
-struct Prep {
-    lo: vec4<u32>,
-    hi: vec4<u32>,
-    dm: vec2<f32>,
-    v: u32,
-}
-
 fn prep_unit(d: Unit, blk: u32, s: u32) -> Prep {
     let m4 = vec4<u32>(0x0f0f0f0fu);
     return Prep(d.q & m4, (d.q >> vec4<u32>(4u)) & m4, d.dm, blk * 32u);
-}
-
-// The prepared unit's dot with a token's input values (its row starting at x0).
-fn prep_x(p: Prep, x0: u32) -> f32 {
-    return q_1_dot(p.lo, p.hi, p.dm, x0 + p.v);
 }

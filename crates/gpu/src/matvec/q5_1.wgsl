@@ -22,27 +22,7 @@ fn load_unit(rb: u32, side: u32, blk: u32, s: u32) -> Unit {
     return Unit(w_shift(a, c, o + 2u), dm, w_pick(a, o + 1u));
 }
 
-// A unit's codes as low and high 5-bit values (0..31 as bytes), its d and m, and the offset
-// in a token's row of its first input value.
-struct Prep {
-    lo: vec4<u32>,
-    hi: vec4<u32>,
-    dm: vec2<f32>,
-    v: u32,
-}
-
 fn prep_unit(d: Unit, blk: u32, s: u32) -> Prep {
-    let m4 = vec4<u32>(0x0f0f0f0fu);
-    let h0 = q5_high(d.qh, 0u);
-    let h1 = q5_high(d.qh, 1u);
-    let h2 = q5_high(d.qh, 2u);
-    let h3 = q5_high(d.qh, 3u);
-    let lo = (d.q & m4) | vec4<u32>(h0.x, h1.x, h2.x, h3.x);
-    let hi = ((d.q >> vec4<u32>(4u)) & m4) | vec4<u32>(h0.y, h1.y, h2.y, h3.y);
-    return Prep(lo, hi, d.dm, blk * 32u);
-}
-
-// The prepared unit's dot with a token's input values (its row starting at x0).
-fn prep_x(p: Prep, x0: u32) -> f32 {
-    return q_1_dot(p.lo, p.hi, p.dm, x0 + p.v);
+    let c = q5_units(d.q, d.qh);
+    return Prep(c[0], c[1], d.dm, blk * 32u);
 }
