@@ -247,7 +247,7 @@ const MATMUL_COOP_AQ5_1_WGSL: &str = word_decoder!(
 );
 const MATMUL_COOP_AQ5_0_WGSL: &str = word_decoder!(include_str!("matmul_coop_aq5_0.wgsl"));
 const MATMUL_COOP_AQ2_K_WGSL: &str = word_decoder!(include_str!("matmul_coop_aq2_k.wgsl"));
-const MATMUL_COOP_AQ3_K_WGSL: &str = word_decoder!(include_str!("matmul_coop_aq3_k.wgsl"));
+const MATMUL_COOP_AQ3_K_WGSL: &str = include_str!("matmul_coop_aq3_k.wgsl");
 const MATMUL_COOP_DEQUANT_WGSL: &str = include_str!("matmul_coop_dequant.wgsl");
 const MATMUL_COOP_X_WGSL: &str = include_str!("matmul_coop_x.wgsl");
 const MATMUL_COOP_SUM_WGSL: &str = include_str!("matmul_coop_sum.wgsl");

@@ -50,6 +50,16 @@ fn fused_quad(v: vec4<f32>) -> Unit {
     return Unit(clamp(v, vec4<f32>(-F16_MAX), vec4<f32>(F16_MAX)));
 }
 
+// A staged quad at unit `at` of sh_a: clamped to f16's range where the unit's scales allow
+// wider values (`wide`: see fused_quad).
+fn stage_quad(at: u32, v: vec4<f32>, wide: bool) {
+    if wide {
+        sh_a[at] = fused_quad(v);
+    } else {
+        sh_a[at] = Unit(v);
+    }
+}
+
 // Whether a unit whose values are at most `bound` in magnitude needs `fused_quad`.
 fn fused_wide(bound: f32) -> bool {
     return !(bound <= F16_MAX);

@@ -1,5 +1,5 @@
 // Word reads of the weights for the tensor-core product's decoders of blocks that are not
-// whole 16-byte units (matmul_coop_aq4_1.wgsl, _aq5_0, _aq5_1, _aq2_k, _aq3_k; after
+// whole 16-byte units (matmul_coop_aq4_1.wgsl, _aq5_0, _aq5_1, _aq2_k; after
 // word_bits.wgsl): their rows need not be whole vec4s either, so they address words.
 
 // Words wi .. wi + 3 of matrix g's blocks (two 16-byte loads).
@@ -15,14 +15,4 @@ fn wq_word(g: u32, wi: u32) -> u32 {
 // The four bytes of a word, lowest first.
 fn word_bytes(w: u32) -> vec4<u32> {
     return (vec4<u32>(w) >> vec4<u32>(0u, 8u, 16u, 24u)) & vec4<u32>(0xffu);
-}
-
-// A staged quad at unit `at` of sh_a: clamped to f16's range where the unit's scales allow
-// wider values (`wide`, see matmul_coop_aq.wgsl's fused_quad).
-fn stage_quad(at: u32, v: vec4<f32>, wide: bool) {
-    if wide {
-        sh_a[at] = fused_quad(v);
-    } else {
-        sh_a[at] = Unit(v);
-    }
 }

@@ -5,12 +5,15 @@
 //!
 //! * Blocks whose size is a multiple of 4 bytes (Q4_1 20, Q5_1 24, Q2_K 84, Q4_K 144,
 //!   Q5_K 176) are uploaded byte for byte.
-//! * Blocks whose size is not (Q8_0 34, Q4_0 18, Q5_0 22, Q3_K 110, Q6_K 210) are repacked:
-//!   the block's 2-byte f16 `d` field (first for the 32-blocks, last for Q3_K/Q6_K) is
-//!   moved to a side array of f16 scales (two per `u32`, one per block in row-major order),
-//!   leaving a body of 32, 16, 20, 108 and 208 bytes. The other bytes keep their order, so
-//!   the decoders read every field at its ggml offset minus the moved 2 bytes. This is the
-//!   only load-time transformation of quantized data.
+//! * Blocks whose size is not (Q8_0 34, Q4_0 18, Q5_0 22, Q6_K 210) are repacked: the
+//!   block's 2-byte f16 `d` field (first for the 32-blocks, last for Q6_K) is moved to a side
+//!   array of f16 scales (two per `u32`, one per block in row-major order), leaving a body of
+//!   32, 16, 20 and 208 bytes. The other bytes keep their order, so the decoders read every
+//!   field at its ggml offset minus the moved 2 bytes.
+//! * Q3_K blocks (110 bytes) are padded with two zero bytes to 112, seven whole 16-byte
+//!   units, so that the fast kernels read them with aligned 16-byte loads (d stays last).
+//!
+//! These are the only load-time transformations of quantized data.
 //! * F32 rows are used as they are (padded with zeros to a multiple of 4 values); F16 and
 //!   BF16 rows likewise, padded to a multiple of 8 values (so odd-length rows work). BF16 is
 //!   kept native: the kernel widens it with `bitcast<f32>(bits << 16)`, which is exact.
@@ -34,6 +37,8 @@ pub(crate) struct GpuFormat {
     pub block_words: usize,
     /// Byte offset in the ggml block of the f16 `d` moved to the side array, if any.
     pub side_d_at: Option<usize>,
+    /// Whether each ggml block is followed by zero bytes up to `block_words` words.
+    pub padded: bool,
 }
 
 impl GpuFormat {
@@ -43,18 +48,26 @@ impl GpuFormat {
             block_elems,
             block_words,
             side_d_at: None,
+            padded: false,
         };
         let side = |ty: GgmlType, at| GpuFormat {
             block_elems: ty.block_elements(),
             block_words: (ty.block_bytes() - 2) / 4,
             side_d_at: Some(at),
+            padded: false,
         };
         Some(match ty {
             F32 => plain(4, 4),
             F16 | BF16 => plain(8, 4),
             Q4_1 | Q5_1 | Q2_K | Q4_K | Q5_K => plain(ty.block_elements(), ty.block_bytes() / 4),
             Q8_0 | Q4_0 | Q5_0 => side(ty, 0),
-            Q3_K => side(ty, 108),
+            Q3_K => GpuFormat {
+                padded: true,
+                ..plain(
+                    ty.block_elements(),
+                    ty.block_bytes().next_multiple_of(16) / 4,
+                )
+            },
             Q6_K => side(ty, 208),
             _ => return None,
         })
@@ -189,7 +202,9 @@ impl GpuMatrix {
             };
             let size = part_bytes(n_rows);
             let usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST;
-            let direct = !has_side && (fmt.is_block_type(ty) || row_words * 4 == src_row_bytes);
+            let direct = !has_side
+                && !fmt.padded
+                && (fmt.is_block_type(ty) || row_words * 4 == src_row_bytes);
             let buffer = if direct {
                 ctx.create_buffer_checked(&label, size, usage, Some(src))?
             } else {
@@ -228,7 +243,7 @@ impl GpuMatrix {
 }
 
 /// Lay out `n_rows` rows of ggml data (`src_row_bytes` each) as GPU rows of `row_words`
-/// words, moving side scales out (see the module docs) or padding float rows.
+/// words, moving side scales out (see the module docs), padding blocks or padding float rows.
 fn repack(
     ty: GgmlType,
     fmt: &GpuFormat,
@@ -239,6 +254,15 @@ fn repack(
 ) -> Vec<u8> {
     let row_bytes = row_words * 4;
     match fmt.side_d_at {
+        None if fmt.padded => {
+            // Each block in the first bytes of its padded slot.
+            let (bb, slot) = (ty.block_bytes(), fmt.block_words * 4);
+            let mut out = vec![0u8; n_rows * row_bytes];
+            for (dst, block) in out.chunks_exact_mut(slot).zip(src.chunks_exact(bb)) {
+                dst[..bb].copy_from_slice(block);
+            }
+            out
+        }
         None => {
             // Float rows padded with zeros.
             let mut out = vec![0u8; n_rows * row_bytes];
@@ -279,6 +303,12 @@ mod tests {
                 if let Some(at) = f.side_d_at {
                     assert_eq!(f.block_words * 4 + 2, ty.block_bytes(), "{ty}");
                     assert!(at + 2 <= ty.block_bytes());
+                } else if f.padded {
+                    assert_eq!(
+                        f.block_words * 4,
+                        ty.block_bytes().next_multiple_of(16),
+                        "{ty}"
+                    );
                 } else if ty.block_elements() > 1 {
                     assert_eq!(f.block_words * 4, ty.block_bytes(), "{ty}");
                 }

@@ -1,5 +1,5 @@
 // Bit and word helpers of the kernels that read blocks which are not whole 16-byte units
-// (Q4_1, Q5_0, Q5_1, Q2_K, Q3_K) through vec4 bindings: the direct matvec's unit files
+// (Q4_1, Q5_0, Q5_1, Q2_K) through vec4 bindings: the direct matvec's unit files
 // (matvec/words.wgsl) and the tensor-core product's block decoders (matmul_coop_words.wgsl).
 
 // Words o .. o + 3 (o <= 4) of the eight words a, b.

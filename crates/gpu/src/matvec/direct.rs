@@ -108,7 +108,7 @@ const Q4_1_UNIT_WGSL: &str = word_unit!("x_block.wgsl", "dot_1.wgsl", "q4_1.wgsl
 const Q5_1_UNIT_WGSL: &str = word_unit!("x_block.wgsl", "dot_1.wgsl", "q5_1.wgsl");
 const Q5_0_UNIT_WGSL: &str = word_unit!("x_block.wgsl", "dot_0.wgsl", "q5_0.wgsl");
 const Q2_K_UNIT_WGSL: &str = word_unit!("q2_k.wgsl");
-const Q3_K_UNIT_WGSL: &str = word_unit!("q3_k.wgsl");
+
 /// The units of F16 and BF16 rows, which differ only in how a word widens (half_rows.wgsl).
 const F16_UNIT_WGSL: &str = concat!(
     include_str!("f16.wgsl"),
@@ -133,7 +133,7 @@ pub(super) fn direct_unit(ty: GgmlType) -> Option<(&'static str, DirectInput)> {
         GgmlType::Q5_0 => (Q5_0_UNIT_WGSL, DirectInput::Q8(Q8Format::Zero)),
         GgmlType::Q5_1 => (Q5_1_UNIT_WGSL, DirectInput::Q8(Q8Format::Zero)),
         GgmlType::Q2_K => (Q2_K_UNIT_WGSL, DirectInput::Q8(Q8Format::K)),
-        GgmlType::Q3_K => (Q3_K_UNIT_WGSL, DirectInput::Q8(Q8Format::K)),
+        GgmlType::Q3_K => (include_str!("q3_k.wgsl"), DirectInput::Q8(Q8Format::K)),
         GgmlType::F32 => (include_str!("f32.wgsl"), DirectInput::F32),
         GgmlType::F16 => (F16_UNIT_WGSL, DirectInput::F32),
         GgmlType::BF16 => (BF16_UNIT_WGSL, DirectInput::F32),

@@ -1,15 +1,17 @@
-// Q3_K x Q8_K input for direct.wgsl (after words.wgsl, with input_q8.wgsl). A repacked block
-// (weights.rs) is hmask[32] (8 words), qs[64] (16 words), scales[12] (3 words), with d in the
-// side array. Unit s (of 4) is half n = s / 2 of qs, bytes 32n + 16h.. (h = s % 2), with
-// hmask bytes 16h..: value 128n + 32j + 16h + l (j < 4, l < 16) has its low two bits at bits
-// 2j of qs byte 32n + 16h + l and its high bit at bit 4n + j of hmask byte 16h + l (clear
-// means -4), under 6-bit scale 8n + 2j + h stored +32: its low 4 bits nibble n of scale byte
-// 2j + h, its top 2 bits at bit 2(2n + j / 2) of byte 8 + (2j + h) % 4 (ggml's
-// dequantize_row_q3_K). Codes q3 = low | high << 2 (0..7), values q3 - 4:
+// Q3_K x Q8_K input for direct.wgsl (with input_q8.wgsl). A block is padded at upload to
+// 112 bytes (weights.rs), 7 vec4: hmask[32] (vec4 0-1), qs[64] (2-5), scales[12] and d
+// (6: words x, y, z and the low half of w). Unit s (of 4) is half n = s / 2 of qs, vec4
+// 2 + 2n + h (h = s % 2), with hmask vec4 h: value 128n + 32j + 16h + l (j < 4, l < 16) has
+// its low two bits at bits 2j of qs byte 32n + 16h + l and its high bit at bit 4n + j of
+// hmask byte 16h + l (clear means -4), under 6-bit scale 8n + 2j + h stored +32: its low 4
+// bits nibble n of scale byte 2j + h, its top 2 at bit 2(2n + j / 2) of byte 8 + (2j + h) % 4
+// (ggml's dequantize_row_q3_K). Codes q3 = low | high << 2 (0..7), values q3 - 4:
 //   sum = (d_x * d) * sum_j (sc_j - 32) * (isum_j - 4 xsum_j)
 // where isum_j is the packed-byte dot product of sub-block j's codes with the input's and
 // xsum_j the sum of those input codes (Q8_K's sums per 16), as ggml's vec_dot_q3_K_q8_K.
 
+// load_unit's row base counts vec4s.
+const RB_WORDS: u32 = 4u;
 const UNITS: u32 = 4u;
 const UNIT_VALUES: u32 = 64u;
 
@@ -21,14 +23,10 @@ struct Unit {
 }
 
 fn load_unit(rb: u32, side: u32, blk: u32, s: u32) -> Unit {
-    let b = rb + blk * 27u;
+    let b = rb + blk * 7u;
     let h = s % 2u;
-    return Unit(
-        w_words4(b + 8u + 8u * (s / 2u) + 4u * h),
-        w_words4(b + 4u * h),
-        w_words4(b + 24u),
-        side_scale(side, blk),
-    );
+    let sc = wl(b + 6u);
+    return Unit(wl(b + 2u + 2u * (s / 2u) + h), wl(b + h), sc, unpack2x16float(sc.w).x);
 }
 
 // A unit's four sub-blocks' codes q3 as bytes, their scales (sub-block j's in component j,

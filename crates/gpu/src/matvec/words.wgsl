@@ -1,5 +1,5 @@
 // Word-addressed loads for the direct kernel's unit files of types whose blocks are not whole
-// 16-byte units (Q4_1 20 bytes, Q5_0 20 and Q5_1 24, Q2_K 84, Q3_K 108 after repacking): their
+// 16-byte units (Q4_1 20 bytes, Q5_0 20 and Q5_1 24, Q2_K 84): their
 // `load_unit` takes the row's first word (RB_WORDS = 1) and reads fields at any word through
 // the vec4 binding, two 16-byte loads for four consecutive words (the lanes of a row still
 // cover its bytes contiguously, so the loads stay coalesced). Composed after word_bits.wgsl,

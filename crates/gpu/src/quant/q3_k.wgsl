@@ -1,5 +1,5 @@
 // Q3_K (block_q3_K, 110 bytes / 256 values: hmask[32], qs[64], scales[12], d f16),
-// repacked: body = hmask, qs, scales (27 words), d in the side array.
+// padded to 112 bytes (28 words: hmask, qs, scales, then d in the low half of word 27).
 // Value 128n + 32j + 16h + l (n < 2, j < 4, h < 2, l < 16): low 2 bits are bits 2j..2j+2 of
 // qs[32n + 16h + l], the high bit is bit 4n + j of hmask[16h + l] (clear means -4), scale
 // s = 8n + 2j + h is 6 bits: low 4 in byte s % 8 (nibble s / 8) of scales, top 2 in byte
@@ -8,7 +8,7 @@
 // Unit (n, h): 16 qs bytes and 16 hmask bytes -> 64 values under 4 scales.
 
 const BLOCK_ELEMS: u32 = 256u;
-const BLOCK_WORDS: u32 = 27u;
+const BLOCK_WORDS: u32 = 28u;
 const UNITS: u32 = 4u;
 
 fn q3_scale(b: u32, s: u32) -> i32 {
@@ -21,7 +21,7 @@ fn decode_unit(row: u32, blk: u32, u: u32, col: u32) {
     let b = body(row, blk);
     let n = u / 2u;
     let h = u % 2u;
-    let d_all = side_d(row, blk);
+    let d_all = f16_lo(W[b + 27u]);
     let qw = b + 8u + 8u * n + 4u * h;
     let hw = b + 4u * h;
     let q = array<u32, 4>(W[qw], W[qw + 1u], W[qw + 2u], W[qw + 3u]);
