@@ -1231,8 +1231,9 @@ pub fn coop_kernel_wgsl(shape: CoopShape, subgroup: u32) -> String {
 /// decoders (session 13, run 2; 2.9B, batch 16 / 64 / 128 with the copy -> decoding as they
 /// stage): Q4_1 1,375-1,378 / 4,930-4,951 / 7,287-7,304 -> 1,984-1,987 / 6,854-6,905 /
 /// 8,396-8,414, Q5_1 +39% / +33% / +11%, Q5_0 +30% / +26% / +5.5%, Q2_K +40% / +39% /
-/// +12%; Q3_K (eleven loads per 32 values) +22% at 16-64 but 6,816-6,852 -> 6,625-6,630 at
-/// 128, so one token group.
+/// +12%; Q3_K +22% at 16-64. Q3_K's blocks padded to whole vec4s (five loads per 32 values
+/// instead of eleven; run 4): batch 16 / 64 1,528-1,536 / 5,549-5,567 -> 1,808-1,818 /
+/// 6,445-6,495, and 128 6,833-6,835 with the copy -> 7,834 decoding in the staging.
 pub(super) fn coop_fused_wgsl(ty: GgmlType) -> Option<(&'static str, u32)> {
     let (one_group, two_groups) = (coop::COOP_FEW_TOKENS, 2 * coop::COOP_FEW_TOKENS);
     match ty {
@@ -1245,7 +1246,7 @@ pub(super) fn coop_fused_wgsl(ty: GgmlType) -> Option<(&'static str, u32)> {
         GgmlType::Q5_1 => Some((MATMUL_COOP_AQ5_1_WGSL, two_groups)),
         GgmlType::Q5_0 => Some((MATMUL_COOP_AQ5_0_WGSL, two_groups)),
         GgmlType::Q2_K => Some((MATMUL_COOP_AQ2_K_WGSL, two_groups)),
-        GgmlType::Q3_K => Some((MATMUL_COOP_AQ3_K_WGSL, one_group)),
+        GgmlType::Q3_K => Some((MATMUL_COOP_AQ3_K_WGSL, two_groups)),
         GgmlType::BF16 => Some((MATMUL_COOP_ABF16_WGSL, two_groups)),
         _ => None,
     }
