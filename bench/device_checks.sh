@@ -12,14 +12,13 @@ if [ "${TESTS:-1}" = 1 ]; then
     dest=$(cat .dev/fixtures/PATH)
     mkdir -p "$dest/expected" && cp -n .dev/fixtures/*.gguf .dev/vocab-q4_k_m.gguf "$dest"/
     cp -n .dev/fixtures/expected/* "$dest"/expected/
-    # Only the fixtures prepare_device.sh carries (no room for the others, nor for the
-    # expected logits of every_fixture_matches_llama_cpp, in the 64 MiB carried); the matvec
-    # tests where their binary was carried. RWKV_REQUIRE_COOPMAT=1 makes a device without
-    # tensor cores a failure.
-    no_fixture=(--skip q2_k --skip q3_k --skip q4_1 --skip q5_1)
+    # The fixtures prepare_device.sh carries (every model; not the expected logits of
+    # every_fixture_matches_llama_cpp: no room in the 64 MiB carried); the matvec tests where
+    # their binary was carried. RWKV_REQUIRE_COOPMAT=1 makes a device without tensor cores a
+    # failure.
     {
-        .dev/tests/matmul "${no_fixture[@]}"
-        [ -x .dev/tests/matvec ] && .dev/tests/matvec "${no_fixture[@]}"
+        .dev/tests/matmul
+        [ -x .dev/tests/matvec ] && .dev/tests/matvec
         .dev/tests/engine --skip every_fixture
         [ -x .dev/tests/rounding ] && .dev/tests/rounding
         [ -x .dev/tests/sample ] && .dev/tests/sample
