@@ -69,10 +69,6 @@ pub struct EngineOptions {
     /// instead of a rounding dispatch after it: one dispatch fewer per layer, the same
     /// results bit for bit. Off only to check that.
     pub round_in_epilogues: bool,
-    /// Steps of one chunk of at least this many tokens (a prompt alone in its step) run the
-    /// WKV-7 scan in segments side by side ([`SCAN_SEGMENTS_FROM`]; 0: never; see
-    /// wkv7_scan.wgsl). The default reads [`SCAN_SEGMENTS_FROM_ENV`].
-    pub scan_segments_from: u32,
 }
 
 impl Default for EngineOptions {
@@ -87,19 +83,9 @@ impl Default for EngineOptions {
             f16_weights: false,
             persistent: rwkv_gpu::env_parse::<u32>(PERSISTENT_ENV) == Some(1),
             round_in_epilogues: true,
-            scan_segments_from: rwkv_gpu::env_parse(SCAN_SEGMENTS_FROM_ENV)
-                .unwrap_or(SCAN_SEGMENTS_FROM),
         }
     }
 }
-
-/// Tokens from which a step of one chunk runs the WKV-7 scan in
-/// `crate::kernels::scan_segments()` segments side by side (see [`EngineOptions`]).
-pub const SCAN_SEGMENTS_FROM: u32 = 512;
-
-/// Environment variable overriding [`SCAN_SEGMENTS_FROM`] in [`EngineOptions::default`], for
-/// measurements (0: never).
-pub const SCAN_SEGMENTS_FROM_ENV: &str = "WEB_RWKV_SCAN_SEGMENTS_FROM";
 
 /// Tokens from which a GPU step computes the second LoRA products of the time mix (rank →
 /// dim, for decay, iclr, gate and value residual) as matrix products over all its tokens,
@@ -251,9 +237,7 @@ pub(crate) enum Grid {
     LongChunkRows(u32, WkvSplit),
     /// `ChunkHeads`, only in steps that take the chunk path, and of those only in the ones
     /// whose chunks all have one token (`true`: batch steps) or only in the others.
-    ScanHeads(u32, bool, WkvSplit, SegFrom),
-    /// `(x, y)` workgroups, only in steps that run the segmented scan ([`SegFrom`]).
-    SegScan(u32, u32, SegFrom),
+    ScanHeads(u32, bool, WkvSplit),
     /// One per token row and group of column tiles (`tiles` of them, [`mix_tiles_per_wg`]
     /// a group), or in steps of up to [`MIX_SPLIT_ROWS`] rows one per row, tile and mix
     /// (`(tiles, mixes)`).
@@ -495,7 +479,6 @@ impl Op {
                 Grid::SingleChunkHeads(groups, _) | Grid::ScanHeads(groups, ..) => {
                     launch.record(pass, chunks, groups)
                 }
-                Grid::SegScan(x, y, _) => launch.record(pass, x, y),
                 Grid::LongChunkRows(n, _) => launch.record(pass, rows, n),
                 Grid::MixTiles(n, mixes) if rows <= MIX_SPLIT_ROWS => {
                     launch.record(pass, rows, n * mixes)
@@ -556,26 +539,12 @@ impl WkvSplit {
     }
 }
 
-/// Rows from which a step of one chunk runs the segmented WKV scan
-/// ([`EngineOptions::scan_segments_from`]; 0: never).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct SegFrom(pub u32);
-
-impl SegFrom {
-    fn runs(self, rows: u32, chunks: u32) -> bool {
-        self.0 != 0 && chunks == 1 && rows >= self.0
-    }
-}
-
 /// Whether an op over `grid` runs in a step of `rows` rows in `chunks` chunks.
 fn runs(grid: Grid, rows: u32, chunks: u32) -> bool {
     match grid {
         Grid::SingleChunkHeads(_, split) => !split.long(rows, chunks),
         Grid::LongChunkRows(_, split) => split.long(rows, chunks),
-        Grid::ScanHeads(_, single, split, seg) => {
-            split.long(rows, chunks) && (rows == chunks) == single && !seg.runs(rows, chunks)
-        }
-        Grid::SegScan(_, _, seg) => seg.runs(rows, chunks),
+        Grid::ScanHeads(_, single, split) => split.long(rows, chunks) && (rows == chunks) == single,
         _ => true,
     }
 }
@@ -1908,21 +1877,6 @@ impl Engine {
         } else {
             (storage(&ctx, "unused", 16)?, storage(&ctx, "unused", 16)?)
         };
-        // The segmented scan's scratch (wkv7_scan.wgsl): per segment and head, the states
-        // from zero and from the identity, and the start states; where a step can take it.
-        let seg_from = SegFrom(match options.scan_segments_from {
-            f if kernels.wkv7_chunk.is_some() && (1..=options.max_rows as u32).contains(&f) => f,
-            _ => 0,
-        });
-        let seg_scratch = if seg_from.0 != 0 {
-            let per = crate::kernels::scan_segments() as u64 * c.n_head as u64 * 64 * 64;
-            Some((
-                storage(&ctx, "wkv segments", f32s(2 * per))?,
-                storage(&ctx, "wkv segment starts", f32s(per))?,
-            ))
-        } else {
-            None
-        };
         let att_out = storage(&ctx, "att out", f32s(r * d))?;
         let ffn_k = storage(&ctx, "ffn key", f32s(r * c.ffn_size as u64))?;
         let out_x = storage(&ctx, "output norm", f32s(max_out * d))?;
@@ -2284,45 +2238,7 @@ impl Engine {
                             &st.wkv,
                             &wkv_post,
                         ],
-                        Grid::ScanHeads(n_head * per_head, single, split, seg_from),
-                    );
-                }
-                // Steps of one long chunk: the scan in segments (wkv7_scan.wgsl).
-                if let Some((seg_bm, seg_starts)) = &seg_scratch {
-                    let segs = crate::kernels::scan_segments();
-                    let per_head = wc.workgroups_per_head;
-                    let scan_at = |state| {
-                        [
-                            (0, &wkv_params),
-                            (2, &scratch.chunks),
-                            (3, &wkv_scan),
-                            (4, state),
-                            (5, &wkv_post),
-                        ]
-                    };
-                    b.kernel_at(
-                        "wkv7_scan",
-                        &wc.seg_prep,
-                        &scan_at(seg_bm),
-                        Grid::SegScan(segs, 2 * n_head * per_head, seg_from),
-                    );
-                    b.kernel_at(
-                        "wkv7_scan",
-                        &wc.seg_join,
-                        &[
-                            (0, &wkv_params),
-                            (2, &scratch.chunks),
-                            (4, &st.wkv),
-                            (6, seg_bm),
-                            (7, seg_starts),
-                        ],
-                        Grid::SegScan(n_head, 1, seg_from),
-                    );
-                    b.kernel_at(
-                        "wkv7_scan",
-                        &wc.seg_main,
-                        &scan_at(seg_starts),
-                        Grid::SegScan(segs, n_head * per_head, seg_from),
+                        Grid::ScanHeads(n_head * per_head, single, split),
                     );
                 }
                 b.kernel_at(

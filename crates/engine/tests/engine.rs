@@ -428,46 +428,6 @@ fn long_steps_match_short_ones() {
 }
 
 #[test]
-fn segmented_scan_matches_the_sequential_scan() {
-    // A prompt alone in its step takes the WKV scan in segments side by side (from
-    // `scan_segments_from` rows; wkv7_scan.wgsl): every position's logits and the tokens
-    // after it (the state the segments' joins leave) against the sequential scan. Lengths
-    // that leave a short last segment, and fewer rows than segments.
-    let file = support::fixture("mini-q4_k_m.gguf");
-    for len in [150usize, 20, 7] {
-        let tokens = sequence(len + 3, 4096, 23 + len as u32);
-        let (prompt, rest) = tokens.split_at(len);
-        let run = |from: u32| {
-            let mut e = engine(
-                &file,
-                EngineOptions {
-                    max_slots: 1,
-                    max_rows: 256,
-                    max_out: 256,
-                    llama_cpp_rounding: false,
-                    scan_segments_from: from,
-                    ..EngineOptions::default()
-                },
-            );
-            let mut got = all_logits(&mut e, prompt);
-            for t in rest {
-                got.push(last_logits(&mut e, std::slice::from_ref(t)));
-            }
-            got
-        };
-        let (seg, seq) = (run(4), run(0));
-        assert_eq!(seg.len(), len + 3);
-        let worst = seg
-            .iter()
-            .zip(&seq)
-            .map(|(a, b)| relative_error(a, b))
-            .fold(0.0f64, f64::max);
-        eprintln!("{len} tokens: worst relative error {worst:e}");
-        assert!(worst < 1e-5, "{len} tokens: {worst:e}");
-    }
-}
-
-#[test]
 fn state_save_load_and_slot_control() {
     let file = synthetic(2, 256, 200, 11);
     let (a, b) = (sequence(9, 200, 1), sequence(6, 200, 2));

@@ -144,10 +144,6 @@ pub struct Wkv7Chunk {
     /// flight (`SCAN_DEPTH_SINGLE`) instead of `scan_depth`, and `scan_rows`'s rows per
     /// lane group.
     pub scan_single: Pipeline,
-    /// The segmented scan of a long chunk (wkv7_scan.wgsl): its three passes.
-    pub seg_prep: Pipeline,
-    pub seg_join: Pipeline,
-    pub seg_main: Pipeline,
     pub post: Pipeline,
     pub lanes: u32,
     /// Workgroups of the scan per head (`scan_threads`), and of `scan_single`.
@@ -255,9 +251,6 @@ impl Kernels {
                 prep_pre: at("wkv7_prep", &wkv_f16, "prep_pre"),
                 scan: at("wkv7_scan", &scan, "main"),
                 scan_single: at("wkv7_scan", &scan_single, "main"),
-                seg_prep: at("wkv7_scan", &scan, "seg_prep"),
-                seg_join: at("wkv7_scan", &scan, "seg_join"),
-                seg_main: at("wkv7_scan", &scan, "seg_main"),
                 post: at("wkv7_post", &wkv_f16, "post"),
                 lanes,
                 workgroups_per_head: scan_workgroups_per_head(lanes, threads(rows), rows),
@@ -334,26 +327,12 @@ pub fn wkv7_wgsl(lora_ranks: [u32; 4], f16: bool) -> String {
 /// flight (1 to 8).
 pub fn wkv7_scan_wgsl(lanes: u32, threads: u32, depth: u32, rows: u32) -> String {
     format!(
-        "const SCAN_WG: u32 = {threads}u;\nconst WGS_PER_HEAD: u32 = {}u;\n\
-         const SEGMENTS: u32 = {}u;\n",
-        scan_workgroups_per_head(lanes, threads, rows),
-        scan_segments()
+        "const SCAN_WG: u32 = {threads}u;\nconst WGS_PER_HEAD: u32 = {}u;\n",
+        scan_workgroups_per_head(lanes, threads, rows)
     ) + &scan_wgsl(lanes, depth, rows)
         + STEP_WGSL
         + include_str!("wkv7_scan.wgsl")
 }
-
-/// Segments of the segmented WKV scan of a long chunk (wkv7_scan.wgsl's seg_prep, seg_join,
-/// seg_main; see [`EngineOptions::scan_segments_from`](crate::EngineOptions)):
-/// `WEB_RWKV_SCAN_SEGMENTS` (2 to 64), for measurements, else [`SCAN_SEGMENTS`].
-pub fn scan_segments() -> u32 {
-    rwkv_gpu::env_parse::<u32>("WEB_RWKV_SCAN_SEGMENTS")
-        .filter(|s| (2..=64).contains(s))
-        .unwrap_or(SCAN_SEGMENTS)
-}
-
-/// The default of [`scan_segments`].
-pub const SCAN_SEGMENTS: u32 = 16;
 
 /// Workgroups of the WKV scan per head: its 64 state rows of `lanes` lanes, `rows` rows per
 /// lane, `threads` per workgroup.
@@ -592,24 +571,6 @@ fn scan_wgsl(lanes: u32, depth: u32, rows: u32) -> String {
             let _ = writeln!(s, "    state[at + {}u] = S{r}_{q};", 16 * r + q);
         }
     }
-    // The segmented scan's first pass (wkv7_scan.wgsl's seg_prep): rows from zero, and from
-    // the identity's rows i, i + 1.. (this lane's columns `part` * 4..).
-    s.push_str("}\nfn state_zero() {\n");
-    for r in 0..rows {
-        for q in 0..parts {
-            let _ = writeln!(s, "    S{r}_{q} = vec4<f32>(0.0);");
-        }
-    }
-    s.push_str("}\nfn state_identity(i: u32, part: u32) {\n");
-    for r in 0..rows {
-        for q in 0..parts {
-            let _ = writeln!(
-                s,
-                "    S{r}_{q} = vec4<f32>(vec4<u32>((part + {q}u) * 4u) + vec4<u32>(0u, 1u, 2u, 3u) \
-                 == vec4<u32>(i + {r}u));"
-            );
-        }
-    }
     s.push_str("}\nstruct Tok {\n");
     for b in blocks {
         for q in 0..parts {
@@ -701,10 +662,7 @@ fn scan_wgsl(lanes: u32, depth: u32, rows: u32) -> String {
     let _ = writeln!(s, "    sa = lane_sum(sa);\n    var y = {ty}(0.0);");
     for q in 0..parts {
         for r in 0..rows {
-            let (v, a) = (
-                format!("(x.v{} * V_SCALE)", row(r)),
-                format!("sa{}", row(r)),
-            );
+            let (v, a) = (format!("x.v{}", row(r)), format!("sa{}", row(r)));
             let _ = writeln!(
                 s,
                 "    S{r}_{q} = S{r}_{q} * x.w{q} + {v} * x.k{q} + {a} * x.b{q};"
