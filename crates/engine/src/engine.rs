@@ -1786,7 +1786,16 @@ impl Engine {
         if options.f16_weights {
             matmul = matmul.with_coop_f16_weights(true);
         }
-        let matvec = MatvecKernels::for_context(&ctx);
+        // Models whose big matrices are F16 or BF16 send all of them to the tensor cores from
+        // the same token count (see `MatvecKernels::with_f16_tall_rows`).
+        let half_model = weights
+            .layers
+            .first()
+            .is_some_and(|l| matches!(l.ffn_key.ty, gguf::GgmlType::F16 | gguf::GgmlType::BF16));
+        let matvec = match half_model {
+            true => MatvecKernels::for_context(&ctx).with_f16_tall_rows(0),
+            false => MatvecKernels::for_context(&ctx),
+        };
         let dev = &ctx.device;
 
         let (d, r, s) = (

@@ -101,7 +101,8 @@ pub const DIRECT_TOKENS_F16_COOP: u32 = 4;
 
 /// F16 matrices with fewer rows keep [`DIRECT_TOKENS_F16`] everywhere: the tensor-core path
 /// takes such short matrices (the first LoRA products) only from 64 tokens on, so below
-/// that they would fall to the row kernel.
+/// that they would fall to the row kernel. (In models whose big matrices are F16 or BF16 that
+/// pays all the same: [`MatvecKernels::with_f16_tall_rows`].)
 pub const F16_TALL_ROWS: usize = 1024;
 
 /// Environment variable overriding [`F16_TALL_ROWS`] (for measurements; 0: every F16
@@ -508,6 +509,18 @@ impl MatvecKernels {
                 .unwrap_or(direct)
                 .min(MAX_TOKENS),
         }
+    }
+
+    /// F16 and BF16 matrices of `rows` rows or more leave the direct kernel after
+    /// [`DIRECT_TOKENS_F16_COOP`] tokens on a device with tensor cores ([`F16_TALL_ROWS`]
+    /// unless set; [`F16_TALL_ROWS_ENV`], where given, wins). Models whose big matrices are
+    /// F16 or BF16 take 0 (every such matrix): on an H200 (2.9B; session 13, run 9), F16 batch
+    /// 5 / 6 / 8 707-715 / 839-849 / 1,153-1,166 -> 753-754 / 902-903 / 1,250-1,253 tok/s,
+    /// BF16 606-612 / 718-725 / 994-1,005 -> 632-633 / 755-756 / 1,059-1,061; where only the
+    /// LoRA matrices are F16 (quantized models) that cost 1-2% (session 12).
+    pub fn with_f16_tall_rows(mut self, rows: usize) -> Self {
+        self.f16_tall_rows = env_parse(F16_TALL_ROWS_ENV).unwrap_or(rows);
+        self
     }
 
     /// The most tokens of a step callers should give [`MatvecKernels::prepare_tokens`] where
