@@ -13,12 +13,15 @@
 //
 // Composed (matvec.rs) as: generated header (WG_SIZE, TPR, RPW, MAX_JOBS, the weight
 // bindings W0.. as vec4<u32> and `wl`), matvec_jobs.wgsl (the Job structs), rounding.wgsl,
-// epilogue.wgsl, quant_int/q6_k_codes.wgsl, int_dot.wgsl, the input's file (input_q8.wgsl: x quantized to
-// Q8_K or Q8_0 beforehand; input_f32.wgsl: f32 x, rounded here per job.mode), the weight type's file (q4_k.wgsl, q6_k.wgsl with Q8_K input, q8_0.wgsl,
-// q4_0.wgsl with Q8_0 input, f16.wgsl with f32 input: UNITS per block, UNIT_VALUES per
-// 16-byte unit, the Unit struct and `load_unit`, the Prep struct, `prep_unit` (the weight-side
-// terms, worked out once per unit for all of a step's tokens) and `prep_x` (a prepared unit's
-// dot with one token's input)), then this file.
+// epilogue.wgsl, quant_int/q6_k_codes.wgsl, int_dot.wgsl, the input's file (input_q8.wgsl: x
+// quantized to Q8_K or Q8_0 beforehand; input_f32.wgsl: f32 x, rounded here per job.mode),
+// the weight type's unit (direct.rs's `direct_unit`: e.g. q4_k.wgsl, q3_k.wgsl with Q8_K
+// input, q8_0.wgsl, q4_1.wgsl with Q8_0 input, f16.wgsl with f32 input; the types whose
+// blocks are not whole 16-byte units after words.wgsl: RB_WORDS, the words per step of the
+// row base `load_unit` takes, UNITS per block, UNIT_VALUES per unit, the Unit struct and
+// `load_unit`, the Prep struct, `prep_unit` (the weight-side terms, worked out once per unit
+// for all of a step's tokens) and `prep_x` (a prepared unit's dot with one token's input)),
+// then this file.
 
 @group(0) @binding(2) var<storage, read_write> Y: array<f32>;
 // A buffer bound read-only and never read (matvec.rs's ALSO_READ_BINDING): wgpu moves it to
