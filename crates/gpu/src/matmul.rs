@@ -1233,20 +1233,25 @@ pub fn coop_kernel_wgsl(shape: CoopShape, subgroup: u32) -> String {
 /// 8,396-8,414, Q5_1 +39% / +33% / +11%, Q5_0 +30% / +26% / +5.5%, Q2_K +40% / +39% /
 /// +12%; Q3_K +22% at 16-64. Q3_K's blocks padded to whole vec4s (five loads per 32 values
 /// instead of eleven; run 4): batch 16 / 64 1,528-1,536 / 5,549-5,567 -> 1,808-1,818 /
-/// 6,445-6,495, and 128 6,833-6,835 with the copy -> 7,834 decoding in the staging.
+/// 6,445-6,495, and 128 6,833-6,835 with the copy -> 7,834 decoding in the staging. Up to 256
+/// tokens against 128 (run 11): batch 192 / 256 Q3_K_M 8,478-8,498 / 9,428-9,443 ->
+/// 8,842-8,868 / 9,289-9,292, Q4_1 9,012-9,041 / 9,901-9,943 -> 9,387-9,397 / 9,901-9,907,
+/// Q2_K +1.3% / -3.4%, Q5_1 par / -4%, Q5_0 -3% / -6.5%: Q3_K and Q4_1 take three token
+/// groups (192), the others two.
 pub(super) fn coop_fused_wgsl(ty: GgmlType) -> Option<(&'static str, u32)> {
     let (one_group, two_groups) = (coop::COOP_FEW_TOKENS, 2 * coop::COOP_FEW_TOKENS);
+    let three_groups = 3 * coop::COOP_FEW_TOKENS;
     match ty {
         GgmlType::Q4_K => Some((MATMUL_COOP_AQ4_K_WGSL, u32::MAX)),
         GgmlType::Q5_K => Some((MATMUL_COOP_AQ5_K_WGSL, two_groups)),
         GgmlType::Q6_K => Some((MATMUL_COOP_AQ6_K_WGSL, two_groups)),
         GgmlType::Q8_0 => Some((MATMUL_COOP_AQ8_0_WGSL, one_group)),
         GgmlType::Q4_0 => Some((MATMUL_COOP_AQ4_0_WGSL, two_groups)),
-        GgmlType::Q4_1 => Some((MATMUL_COOP_AQ4_1_WGSL, two_groups)),
+        GgmlType::Q4_1 => Some((MATMUL_COOP_AQ4_1_WGSL, three_groups)),
         GgmlType::Q5_1 => Some((MATMUL_COOP_AQ5_1_WGSL, two_groups)),
         GgmlType::Q5_0 => Some((MATMUL_COOP_AQ5_0_WGSL, two_groups)),
         GgmlType::Q2_K => Some((MATMUL_COOP_AQ2_K_WGSL, two_groups)),
-        GgmlType::Q3_K => Some((MATMUL_COOP_AQ3_K_WGSL, two_groups)),
+        GgmlType::Q3_K => Some((MATMUL_COOP_AQ3_K_WGSL, three_groups)),
         GgmlType::BF16 => Some((MATMUL_COOP_ABF16_WGSL, two_groups)),
         _ => None,
     }
