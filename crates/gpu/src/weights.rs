@@ -12,11 +12,12 @@
 //!   field at its ggml offset minus the moved 2 bytes.
 //! * Q3_K blocks (110 bytes) are padded with two zero bytes to 112, seven whole 16-byte
 //!   units, so that the fast kernels read them with aligned 16-byte loads (d stays last).
-//!
-//! These are the only load-time transformations of quantized data.
 //! * F32 rows are used as they are (padded with zeros to a multiple of 4 values); F16 and
 //!   BF16 rows likewise, padded to a multiple of 8 values (so odd-length rows work). BF16 is
 //!   kept native: the kernel widens it with `bitcast<f32>(bits << 16)`, which is exact.
+//!
+//! The side arrays and the Q3_K padding are the only load-time transformations of quantized
+//! data.
 //!
 //! A part's buffer holds its rows' bodies (`row_words` words each) followed by the side
 //! scales (starting at word `rows * row_words`), zero-padded to a multiple of 16 bytes.

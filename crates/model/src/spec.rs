@@ -247,15 +247,8 @@ impl Rwkv7Spec {
 
 /// Counts of tensors by type, and the parameter count, of a whole file.
 pub fn tensor_type_counts(file: &GgufFile) -> Vec<(GgmlType, usize)> {
-    type_counts(file.tensors())
-}
-
-/// Counts of `tensors` by type, sorted by type.
-pub fn type_counts<'a>(
-    tensors: impl IntoIterator<Item = &'a TensorInfo>,
-) -> Vec<(GgmlType, usize)> {
     let mut counts: Vec<(GgmlType, usize)> = Vec::new();
-    for t in tensors {
+    for t in file.tensors() {
         match counts.iter_mut().find(|(ty, _)| *ty == t.ty) {
             Some((_, n)) => *n += 1,
             None => counts.push((t.ty, 1)),
