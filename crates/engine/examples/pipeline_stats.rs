@@ -49,12 +49,20 @@ fn kernels() -> Vec<(String, String)> {
     ));
     out.push((
         "wkv7 scan, 16 lanes".into(),
-        rwkv_engine::kernels::wkv7_scan_wgsl(16, 64, 2, 1),
+        rwkv_engine::kernels::wkv7_scan_wgsl(16, 64, 2, 1, 0),
     ));
     out.push((
         "wkv7 scan of one-token chunks, 16 lanes, 4 rows".into(),
-        rwkv_engine::kernels::wkv7_scan_wgsl(16, 64, 1, 4),
+        rwkv_engine::kernels::wkv7_scan_wgsl(16, 64, 1, 4, 0),
     ));
+    // (Entry points renamed to `main`, one at a time.)
+    let chunked = rwkv_engine::kernels::wkv7_chunked_wgsl(64);
+    for entry in ["chunk_prep", "chunk_chain", "chunk_out"] {
+        out.push((
+            format!("wkv7 matrix-form scan, {entry}"),
+            chunked.replace(&format!("fn {entry}("), "fn main("),
+        ));
+    }
     let mix = rwkv_engine::kernels::token_mix_wgsl(true);
     out.push((
         "token mix few rows".into(),

@@ -69,6 +69,10 @@ pub struct EngineOptions {
     /// instead of a rounding dispatch after it: one dispatch fewer per layer, the same
     /// results bit for bit. Off only to check that.
     pub round_in_epilogues: bool,
+    /// Chunks of at least this many tokens (prompts) run the WKV-7 scan in matrix form,
+    /// sub-chunk by sub-chunk (wkv7_chunked.wgsl), instead of token by token
+    /// ([`SCAN_CHUNKED_FROM`]; 0: never). The default reads [`SCAN_CHUNKED_FROM_ENV`].
+    pub scan_chunked_from: u32,
 }
 
 impl Default for EngineOptions {
@@ -83,9 +87,19 @@ impl Default for EngineOptions {
             f16_weights: false,
             persistent: rwkv_gpu::env_parse::<u32>(PERSISTENT_ENV) == Some(1),
             round_in_epilogues: true,
+            scan_chunked_from: rwkv_gpu::env_parse(SCAN_CHUNKED_FROM_ENV)
+                .unwrap_or(SCAN_CHUNKED_FROM),
         }
     }
 }
+
+/// Tokens from which a chunk takes the matrix-form WKV-7 scan (see
+/// [`EngineOptions::scan_chunked_from`]).
+pub const SCAN_CHUNKED_FROM: u32 = 64;
+
+/// Environment variable overriding [`SCAN_CHUNKED_FROM`] in [`EngineOptions::default`], for
+/// measurements (0: never).
+pub const SCAN_CHUNKED_FROM_ENV: &str = "WEB_RWKV_SCAN_CHUNKED_FROM";
 
 /// Tokens from which a GPU step computes the second LoRA products of the time mix (rank →
 /// dim, for decay, iclr, gate and value residual) as matrix products over all its tokens,
@@ -236,8 +250,14 @@ pub(crate) enum Grid {
     /// as many rows as the [`WkvSplit`]; else none).
     LongChunkRows(u32, WkvSplit),
     /// `ChunkHeads`, only in steps that take the chunk path, and of those only in the ones
-    /// whose chunks all have one token (`true`: batch steps) or only in the others.
-    ScanHeads(u32, bool, WkvSplit),
+    /// whose chunks all have one token (`true`: batch steps) or only in the others; not in
+    /// steps of one chunk that takes the matrix-form scan.
+    ScanHeads(u32, bool, WkvSplit, ChunkedFrom),
+    /// One per sub-chunk the step may have (see [`ChunkedFrom::max_subs`]) and head, in steps
+    /// that may have a chunk for the matrix-form scan.
+    ChunkedSubs(u32, ChunkedFrom),
+    /// `ChunkHeads` in steps that may have a chunk for the matrix-form scan.
+    ChunkedHeads(u32, ChunkedFrom),
     /// One per token row and group of column tiles (`tiles` of them, [`mix_tiles_per_wg`]
     /// a group), or in steps of up to [`MIX_SPLIT_ROWS`] rows one per row, tile and mix
     /// (`(tiles, mixes)`).
@@ -476,9 +496,10 @@ impl Op {
                 Grid::Out => launch.record(pass, out, 1),
                 Grid::ChunkHeads(groups) => launch.record(pass, chunks, groups),
                 _ if !runs(*grid, rows, chunks) => {}
-                Grid::SingleChunkHeads(groups, _) | Grid::ScanHeads(groups, ..) => {
-                    launch.record(pass, chunks, groups)
-                }
+                Grid::SingleChunkHeads(groups, _)
+                | Grid::ScanHeads(groups, ..)
+                | Grid::ChunkedHeads(groups, _) => launch.record(pass, chunks, groups),
+                Grid::ChunkedSubs(heads, from) => launch.record(pass, from.max_subs(rows), heads),
                 Grid::LongChunkRows(n, _) => launch.record(pass, rows, n),
                 Grid::MixTiles(n, mixes) if rows <= MIX_SPLIT_ROWS => {
                     launch.record(pass, rows, n * mixes)
@@ -539,12 +560,39 @@ impl WkvSplit {
     }
 }
 
+/// Tokens from which a chunk takes the matrix-form WKV scan
+/// ([`EngineOptions::scan_chunked_from`]; 0: never).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ChunkedFrom(pub u32);
+
+impl ChunkedFrom {
+    /// Whether a step of `rows` rows in `chunks` chunks may have such a chunk.
+    fn may_run(self, rows: u32, chunks: u32) -> bool {
+        self.0 != 0 && rows > chunks && rows >= self.0
+    }
+
+    /// Whether every chunk of such a step is one (then the token-by-token scan has nothing
+    /// to do).
+    fn takes_all(self, rows: u32, chunks: u32) -> bool {
+        self.may_run(rows, chunks) && chunks == 1
+    }
+
+    /// The most sub-chunks of such chunks in a step of `rows` rows: each chunk of n tokens
+    /// has ceil(n / CL), at most n / CL + 1.
+    fn max_subs(self, rows: u32) -> u32 {
+        rows.div_ceil(crate::kernels::CHUNKED_CL) + rows / self.0.max(1)
+    }
+}
+
 /// Whether an op over `grid` runs in a step of `rows` rows in `chunks` chunks.
 fn runs(grid: Grid, rows: u32, chunks: u32) -> bool {
     match grid {
         Grid::SingleChunkHeads(_, split) => !split.long(rows, chunks),
         Grid::LongChunkRows(_, split) => split.long(rows, chunks),
-        Grid::ScanHeads(_, single, split) => split.long(rows, chunks) && (rows == chunks) == single,
+        Grid::ScanHeads(_, single, split, from) => {
+            split.long(rows, chunks) && (rows == chunks) == single && !from.takes_all(rows, chunks)
+        }
+        Grid::ChunkedSubs(_, from) | Grid::ChunkedHeads(_, from) => from.may_run(rows, chunks),
         _ => true,
     }
 }
@@ -1776,11 +1824,17 @@ impl Engine {
         }
         let weights = ModelWeights::upload(&ctx, file, &spec, progress)?;
         let lora_ranks = [c.decay_lora, c.iclr_lora, c.gate_lora, c.value_lora].map(|r| r as u32);
+        // The matrix-form scan where a step can hold a chunk long enough for it.
+        let chunked_from = match options.scan_chunked_from {
+            f if f <= options.max_rows as u32 => f,
+            _ => 0,
+        };
         let kernels = Kernels::new(
             &ctx.device,
             lora_ranks,
             wkv_scan_lanes(&ctx),
             ctx.has_subgroups(),
+            chunked_from,
         );
         let mut matmul = MatmulKernels::new(&ctx)?;
         if options.f16_weights {
@@ -1885,6 +1939,16 @@ impl Engine {
             )
         } else {
             (storage(&ctx, "unused", 16)?, storage(&ctx, "unused", 16)?)
+        };
+        // The matrix-form scan's scratch: per sub-chunk and head, wkv7_chunked.wgsl's PART.
+        let chunked_from = ChunkedFrom(chunked_from);
+        let chunked_parts = match kernels.wkv7_chunk.as_ref().and_then(|w| w.chunked.as_ref()) {
+            Some(_) => {
+                let subs = chunked_from.max_subs(options.max_rows as u32) as u64;
+                let part = crate::kernels::CHUNKED_PART as u64;
+                storage(&ctx, "wkv sub-chunks", f32s(subs * c.n_head as u64 * part))?
+            }
+            None => storage(&ctx, "unused", 16)?,
         };
         let att_out = storage(&ctx, "att out", f32s(r * d))?;
         let ffn_k = storage(&ctx, "ffn key", f32s(r * c.ffn_size as u64))?;
@@ -2247,7 +2311,41 @@ impl Engine {
                             &st.wkv,
                             &wkv_post,
                         ],
-                        Grid::ScanHeads(n_head * per_head, single, split),
+                        Grid::ScanHeads(n_head * per_head, single, split, chunked_from),
+                    );
+                }
+                // Long chunks: the scan in matrix form (wkv7_chunked.wgsl).
+                if let Some(ch) = &wc.chunked {
+                    let bindings = [
+                        &wkv_params,
+                        &scratch.step,
+                        &scratch.chunks,
+                        &wkv_scan,
+                        &st.wkv,
+                        &wkv_post,
+                        &chunked_parts,
+                    ];
+                    let at = |used: &[u32]| -> Vec<(u32, &wgpu::Buffer)> {
+                        used.iter().map(|&i| (i, bindings[i as usize])).collect()
+                    };
+                    let groups = 64 / crate::kernels::CHUNKED_CHAIN_ROWS;
+                    b.kernel_at(
+                        "wkv7_chunk_prep",
+                        &ch.prep,
+                        &at(&[0, 1, 2, 3, 6]),
+                        Grid::ChunkedSubs(n_head, chunked_from),
+                    );
+                    b.kernel_at(
+                        "wkv7_chunk_chain",
+                        &ch.chain,
+                        &at(&[0, 1, 2, 4, 6]),
+                        Grid::ChunkedHeads(n_head * groups, chunked_from),
+                    );
+                    b.kernel_at(
+                        "wkv7_chunk_out",
+                        &ch.out,
+                        &at(&[0, 1, 2, 3, 5, 6]),
+                        Grid::ChunkedSubs(n_head, chunked_from),
                     );
                 }
                 b.kernel_at(

@@ -665,6 +665,77 @@ fn a_step_mixing_one_token_and_longer_chunks_matches_separate_runs() {
     assert_close(&got[2], &want[2], tol, "slot 2 (one token)");
 }
 
+#[test]
+fn matrix_form_scan_matches_the_token_by_token_scan() {
+    // Chunks of `scan_chunked_from` tokens or more take the WKV scan in matrix form, sub-chunk
+    // by sub-chunk (wkv7_chunked.wgsl): every position's logits and the tokens after them
+    // (the state it leaves) against the token-by-token scan. Lengths with a short last
+    // sub-chunk, one sub-chunk, one short of a sub-chunk; then one step with two long chunks
+    // (sub-chunks numbered across chunks) between two short ones (left to the other scan).
+    let file = support::fixture("mini-q4_k_m.gguf");
+    let options = |from: u32| EngineOptions {
+        max_slots: 4,
+        max_rows: 256,
+        max_out: 256,
+        llama_cpp_rounding: false,
+        scan_chunked_from: from,
+        ..EngineOptions::default()
+    };
+    let worst = |a: &[Vec<f32>], b: &[Vec<f32>]| {
+        assert_eq!(a.len(), b.len());
+        a.iter()
+            .zip(b)
+            .map(|(a, b)| relative_error(a, b))
+            .fold(0.0f64, f64::max)
+    };
+    for len in [150usize, 16, 15, 5] {
+        let tokens = sequence(len + 3, 4096, 23 + len as u32);
+        let (prompt, rest) = tokens.split_at(len);
+        let run = |from: u32| {
+            let mut e = engine(&file, options(from));
+            let mut got = all_logits(&mut e, prompt);
+            for t in rest {
+                got.push(last_logits(&mut e, std::slice::from_ref(t)));
+            }
+            got
+        };
+        let err = worst(&run(4), &run(0));
+        eprintln!("{len} tokens: worst relative error {err:e}");
+        assert!(err < 1e-5, "{len} tokens: {err:e}");
+    }
+    let prompts: Vec<Vec<u32>> = [3usize, 70, 2, 41]
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| sequence(n, 4096, 90 + i as u32))
+        .collect();
+    let run = |from: u32| {
+        let mut e = engine(&file, options(from));
+        let inputs: Vec<SlotInput> = prompts
+            .iter()
+            .enumerate()
+            .map(|(slot, tokens)| SlotInput {
+                slot,
+                tokens,
+                logits: Logits::All,
+            })
+            .collect();
+        let mut got = e.step(&inputs).unwrap();
+        // One more token each, from the states the step left.
+        let next: Vec<u32> = (0..4).collect();
+        let inputs: Vec<SlotInput> = (0..4).map(|i| last(i, &next[i..i + 1])).collect();
+        for (i, out) in e.step(&inputs).unwrap().into_iter().enumerate() {
+            got[i].extend(out);
+        }
+        got
+    };
+    let (chunked, walked) = (run(40), run(0));
+    for (slot, (a, b)) in chunked.iter().zip(&walked).enumerate() {
+        let err = worst(a, b);
+        eprintln!("slot {slot} of the mixed step: worst relative error {err:e}");
+        assert!(err < 1e-5, "slot {slot}: {err:e}");
+    }
+}
+
 /// The logits of sequences `seqs` (sequence i in slot i, all of one length) advancing one
 /// token per step together: per sequence, per token.
 fn batch_steps(e: &mut Engine, seqs: &[Vec<u32>]) -> Vec<Vec<Vec<f32>>> {
@@ -762,7 +833,7 @@ fn kernels_build_with_and_without_subgroups() {
     let ctx = context();
     for subgroups in [false, ctx.has_subgroups()] {
         let kernels =
-            rwkv_engine::kernels::Kernels::new(&ctx.device, [32, 32, 32, 32], None, subgroups);
+            rwkv_engine::kernels::Kernels::new(&ctx.device, [32, 32, 32, 32], None, subgroups, 0);
         drop(kernels);
     }
     ctx.device

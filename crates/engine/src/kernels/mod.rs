@@ -145,10 +145,43 @@ pub struct Wkv7Chunk {
     /// lane group.
     pub scan_single: Pipeline,
     pub post: Pipeline,
+    /// The scan in matrix form for chunks of [`Kernels::new`]'s `chunked_from` tokens or
+    /// more (wkv7_chunked.wgsl); `None`: the scan walks every chunk.
+    pub chunked: Option<Wkv7Chunked>,
     pub lanes: u32,
     /// Workgroups of the scan per head (`scan_threads`), and of `scan_single`.
     pub workgroups_per_head: u32,
     pub workgroups_per_head_single: u32,
+}
+
+/// wkv7_chunked.wgsl's three passes (see there): per (sub-chunk, head) `prep` and `out`, per
+/// (chunk, head, group of [`CHUNKED_CHAIN_ROWS`] state rows) `chain`.
+pub struct Wkv7Chunked {
+    pub prep: Pipeline,
+    pub chain: Pipeline,
+    pub out: Pipeline,
+}
+
+/// Tokens per sub-chunk of the matrix-form scan (wkv7_chunked.wgsl's CL).
+pub const CHUNKED_CL: u32 = 16;
+
+/// State rows per workgroup of the matrix-form scan's `chain` (wkv7_chunked.wgsl's
+/// CHAIN_ROWS).
+pub const CHUNKED_CHAIN_ROWS: u32 = 16;
+
+/// Floats per sub-chunk and head of the matrix-form scan's scratch (wkv7_chunked.wgsl's
+/// PART: Rh, Qh, Z and U).
+pub const CHUNKED_PART: u32 = CHUNKED_CL * 64 + CHUNKED_CL * CHUNKED_CL + 2 * 64 * 64;
+
+/// The matrix-form WKV scan's source (wkv7_chunked.wgsl) for chunks of at least
+/// `chunked_from` tokens.
+pub fn wkv7_chunked_wgsl(chunked_from: u32) -> String {
+    format!(
+        "const CL: u32 = {CHUNKED_CL}u;
+const CHUNKED_FROM: u32 = {chunked_from}u;
+"
+    ) + STEP_WGSL
+        + include_str!("wkv7_chunked.wgsl")
 }
 
 /// Environment variable for the lanes per state row of the chunk path's WKV scan (1, 2,
@@ -216,12 +249,14 @@ impl Kernels {
     /// `lora_ranks`: the model's LoRA ranks (decay, iclr, gate, value), built into the WKV
     /// kernel as constants. `scan_lanes`: the chunk path's lanes per state row (see
     /// [`wkv_scan_lanes`]), `None` for none. `subgroups`: whether the device has subgroup
-    /// operations (the roundings' maximum search uses them).
+    /// operations (the roundings' maximum search uses them). `chunked_from`: chunks of at
+    /// least this many tokens take the matrix-form scan (wkv7_chunked.wgsl; 0: none does).
     pub fn new(
         device: &wgpu::Device,
         lora_ranks: [u32; 4],
         scan_lanes: Option<u32>,
         subgroups: bool,
+        chunked_from: u32,
     ) -> Kernels {
         // A module with its source, whose entry points the pipelines below compile (on worker
         // threads: rwkv-gpu's `Pipeline`, so that they compile side by side).
@@ -240,11 +275,19 @@ impl Kernels {
             let scan_module = |depth, rows| {
                 module(
                     "wkv7_scan",
-                    wkv7_scan_wgsl(lanes, threads(rows), depth, rows),
+                    wkv7_scan_wgsl(lanes, threads(rows), depth, rows, chunked_from),
                 )
             };
             let scan = scan_module(scan_depth(), rows);
             let scan_single = scan_module(SCAN_DEPTH_SINGLE, rows_single);
+            let chunked = (chunked_from != 0).then(|| {
+                let m = module("wkv7_chunked", wkv7_chunked_wgsl(chunked_from));
+                Wkv7Chunked {
+                    prep: at("wkv7_chunk_prep", &m, "chunk_prep"),
+                    chain: at("wkv7_chunk_chain", &m, "chunk_chain"),
+                    out: at("wkv7_chunk_out", &m, "chunk_out"),
+                }
+            });
             Wkv7Chunk {
                 prep: at("wkv7_prep", &wkv_f16, "prep"),
                 prep_f32: at("wkv7_prep", &wkv_f32, "prep"),
@@ -252,6 +295,7 @@ impl Kernels {
                 scan: at("wkv7_scan", &scan, "main"),
                 scan_single: at("wkv7_scan", &scan_single, "main"),
                 post: at("wkv7_post", &wkv_f16, "post"),
+                chunked,
                 lanes,
                 workgroups_per_head: scan_workgroups_per_head(lanes, threads(rows), rows),
                 workgroups_per_head_single: scan_workgroups_per_head(
@@ -324,10 +368,18 @@ pub fn wkv7_wgsl(lora_ranks: [u32; 4], f16: bool) -> String {
 
 /// The WKV scan's source (wkv7_scan.wgsl) for `lanes` lanes per state row, workgroups of
 /// `threads` threads (a power of two from `lanes` to 64 `lanes`) and `depth` tokens' loads in
-/// flight (1 to 8).
-pub fn wkv7_scan_wgsl(lanes: u32, threads: u32, depth: u32, rows: u32) -> String {
+/// flight (1 to 8); chunks of `chunked_from` tokens or more (not 0) are left to
+/// wkv7_chunked.wgsl.
+pub fn wkv7_scan_wgsl(
+    lanes: u32,
+    threads: u32,
+    depth: u32,
+    rows: u32,
+    chunked_from: u32,
+) -> String {
     format!(
-        "const SCAN_WG: u32 = {threads}u;\nconst WGS_PER_HEAD: u32 = {}u;\n",
+        "const SCAN_WG: u32 = {threads}u;\nconst WGS_PER_HEAD: u32 = {}u;\n\
+         const CHUNKED_FROM: u32 = {chunked_from}u;\n",
         scan_workgroups_per_head(lanes, threads, rows)
     ) + &scan_wgsl(lanes, depth, rows)
         + STEP_WGSL

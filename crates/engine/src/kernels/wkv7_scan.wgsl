@@ -1,4 +1,4 @@
-// (A header with LANES, the lanes per state row, SCAN_ROWS, the consecutive state rows a
+// (A header with CHUNKED_FROM (see below), LANES, the lanes per state row, SCAN_ROWS, the consecutive state rows a
 // group of LANES lanes updates, SCAN_WG, the threads per workgroup, and WGS_PER_HEAD = 64
 // LANES / SCAN_ROWS / SCAN_WG, the generated row code and step.wgsl, the Step and Chunk
 // structs, are prepended.)
@@ -49,6 +49,10 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
         return;
     }
     let chunk = chunks[wg.x];
+    // Long chunks take the matrix form (wkv7_chunked.wgsl).
+    if CHUNKED_FROM != 0u && chunk.n_rows >= CHUNKED_FROM {
+        return;
+    }
     let n_head = p.dim / HEAD_SIZE;
     let head = wg.y / WGS_PER_HEAD;
     // State rows i .. i + SCAN_ROWS, lane l of them.
