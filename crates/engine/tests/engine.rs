@@ -672,6 +672,9 @@ fn matrix_form_scan_matches_the_token_by_token_scan() {
     // (the state it leaves) against the token-by-token scan. Lengths with a short last
     // sub-chunk, one sub-chunk, one short of a sub-chunk; then one step with two long chunks
     // (sub-chunks numbered across chunks) between two short ones (left to the other scan).
+    // Where steps take the tensor cores, the scans' last-bit differences move f16 roundings
+    // of the products' inputs, hence the wider tolerance there.
+    let tol = tensor_core_tolerance(1e-5);
     let file = support::fixture("mini-q4_k_m.gguf");
     let options = |from: u32| EngineOptions {
         max_slots: 4,
@@ -701,7 +704,7 @@ fn matrix_form_scan_matches_the_token_by_token_scan() {
         };
         let err = worst(&run(4), &run(0));
         eprintln!("{len} tokens: worst relative error {err:e}");
-        assert!(err < 1e-5, "{len} tokens: {err:e}");
+        assert!(err < tol, "{len} tokens: {err:e}");
     }
     let prompts: Vec<Vec<u32>> = [3usize, 70, 2, 41]
         .iter()
@@ -732,7 +735,7 @@ fn matrix_form_scan_matches_the_token_by_token_scan() {
     for (slot, (a, b)) in chunked.iter().zip(&walked).enumerate() {
         let err = worst(a, b);
         eprintln!("slot {slot} of the mixed step: worst relative error {err:e}");
-        assert!(err < 1e-5, "slot {slot}: {err:e}");
+        assert!(err < tol, "slot {slot}: {err:e}");
     }
 }
 

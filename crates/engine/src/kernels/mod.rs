@@ -162,8 +162,16 @@ pub struct Wkv7Chunked {
     pub out: Pipeline,
 }
 
-/// Tokens per sub-chunk of the matrix-form scan (wkv7_chunked.wgsl's CL).
-pub const CHUNKED_CL: u32 = 16;
+/// Tokens per sub-chunk of the matrix-form scan (wkv7_chunked.wgsl's CL): 16, or 8 with
+/// `WEB_RWKV_CHUNKED_CL=8` (for measurements; 32 would not fit the prep pass's workgroup
+/// memory).
+pub fn chunked_cl() -> u32 {
+    static CL: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *CL.get_or_init(|| match rwkv_gpu::env_parse::<u32>("WEB_RWKV_CHUNKED_CL") {
+        Some(8) => 8,
+        _ => 16,
+    })
+}
 
 /// State rows per workgroup of the matrix-form scan's `chain` (wkv7_chunked.wgsl's
 /// CHAIN_ROWS).
@@ -171,15 +179,17 @@ pub const CHUNKED_CHAIN_ROWS: u32 = 16;
 
 /// Floats per sub-chunk and head of the matrix-form scan's scratch (wkv7_chunked.wgsl's
 /// PART: Rh, Qh, Z and U).
-pub const CHUNKED_PART: u32 = CHUNKED_CL * 64 + CHUNKED_CL * CHUNKED_CL + 2 * 64 * 64;
+pub fn chunked_part() -> u32 {
+    let cl = chunked_cl();
+    cl * 64 + cl * cl + 2 * 64 * 64
+}
 
 /// The matrix-form WKV scan's source (wkv7_chunked.wgsl) for chunks of at least
 /// `chunked_from` tokens.
 pub fn wkv7_chunked_wgsl(chunked_from: u32) -> String {
     format!(
-        "const CL: u32 = {CHUNKED_CL}u;
-const CHUNKED_FROM: u32 = {chunked_from}u;
-"
+        "const CL: u32 = {}u;\nconst CHUNKED_FROM: u32 = {chunked_from}u;\n",
+        chunked_cl()
     ) + STEP_WGSL
         + include_str!("wkv7_chunked.wgsl")
 }

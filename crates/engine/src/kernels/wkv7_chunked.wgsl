@@ -22,6 +22,8 @@
 // larger than the plain ones).
 
 const HEAD_SIZE: u32 = 64u;
+// vec4s per row of 64.
+const H4: u32 = 16u;
 // Blocks of a token's record in scan_in (wkv7.wgsl's SCAN_*): w, k, a (-kk), b (kk * a), r,
 // v; and post_in's block that takes the outputs.
 const SCAN_W: u32 = 0u;
@@ -33,17 +35,18 @@ const SCAN_V: u32 = 5u;
 const SCAN_BLOCKS: u32 = 6u;
 const POST_BLOCKS: u32 = 3u;
 const POST_Y: u32 = 2u;
-// A sub-chunk's part of `parts`, per head: Rh [CL][64], Qh [CL][CL], Z [64][64], U [64][64]
-// (rows i, then the state rows at the sub-chunk's start, written by chunk_chain).
-const OFF_Q: u32 = CL * HEAD_SIZE;
-const OFF_Z: u32 = OFF_Q + CL * CL;
-const OFF_U: u32 = OFF_Z + HEAD_SIZE * HEAD_SIZE;
-const PART: u32 = OFF_U + HEAD_SIZE * HEAD_SIZE;
-// Row stride of the [CL][64] tiles in workgroup memory: 65 puts the same column of
-// different rows in different banks.
-const PS: u32 = 65u;
+// A sub-chunk's part of `parts`, per head, in vec4s: Rh [CL][64], Qh [CL][CL], Z [64][64],
+// U [64][64] (rows i; then the state rows at the sub-chunk's start, written by
+// chunk_chain).
+const OFF_Q: u32 = CL * H4;
+const OFF_Z: u32 = OFF_Q + CL * CL / 4u;
+const OFF_U: u32 = OFF_Z + HEAD_SIZE * H4;
+const PART: u32 = OFF_U + HEAD_SIZE * H4;
+// Row stride in vec4s of the row-major tiles in workgroup memory whose rows are read side
+// by side: 17 puts the same vec4 of consecutive rows in different banks.
+const RS: u32 = 17u;
 const WG: u32 = 256u;
-// State rows per chain workgroup (four per thread).
+// State rows per chain workgroup.
 const CHAIN_ROWS: u32 = 16u;
 
 // The leading fields of wkv7.wgsl's Params (the same uniform buffer).
@@ -54,14 +57,14 @@ struct Params {
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<uniform> step: Step;
 @group(0) @binding(2) var<storage, read> chunks: array<Chunk>;
-// [rows][heads][SCAN_BLOCKS][HEAD_SIZE] (wkv7.wgsl's `prep`).
-@group(0) @binding(3) var<storage, read> scan_in: array<f32>;
-// [slots][heads][HEAD_SIZE][HEAD_SIZE] for this layer.
-@group(0) @binding(4) var<storage, read_write> state: array<f32>;
+// [rows][heads][SCAN_BLOCKS][HEAD_SIZE] (wkv7.wgsl's `prep`), as vec4s.
+@group(0) @binding(3) var<storage, read> scan_in: array<vec4<f32>>;
+// [slots][heads][HEAD_SIZE][HEAD_SIZE] for this layer, as vec4s.
+@group(0) @binding(4) var<storage, read_write> state: array<vec4<f32>>;
 // [rows][heads][POST_BLOCKS][HEAD_SIZE]: block POST_Y is written here.
 @group(0) @binding(5) var<storage, read_write> post_in: array<f32>;
 // [sub-chunks][heads][PART].
-@group(0) @binding(6) var<storage, read_write> parts: array<f32>;
+@group(0) @binding(6) var<storage, read_write> parts: array<vec4<f32>>;
 
 // A sub-chunk: its chunk, its first row in the step, its tokens (0: none) and its index
 // among the step's sub-chunks (chunks in order, those of CHUNKED_FROM tokens or more).
@@ -93,8 +96,17 @@ fn find_sub(x: u32) -> Sub {
     return Sub(0u, 0u, 0u, x);
 }
 
-fn scan_at(row: u32, head: u32, block: u32, j: u32) -> u32 {
-    return ((row * (p.dim / HEAD_SIZE) + head) * SCAN_BLOCKS + block) * HEAD_SIZE + j;
+// vec4 c4 of block `block` of token `row`'s record for `head`.
+fn scan_at(row: u32, head: u32, block: u32, c4: u32) -> u32 {
+    return ((row * (p.dim / HEAD_SIZE) + head) * SCAN_BLOCKS + block) * H4 + c4;
+}
+
+// A token's vec4 of a block, the identity's values past the sub-chunk's end.
+fn token4(sub: Sub, t: u32, head: u32, block: u32, c4: u32, outside: f32) -> vec4<f32> {
+    if t < sub.n {
+        return scan_in[scan_at(sub.first + t, head, block, c4)];
+    }
+    return vec4<f32>(outside);
 }
 
 fn part_at(sub: u32, head: u32) -> u32 {
@@ -105,14 +117,14 @@ var<workgroup> sh_sub: Sub;
 
 // ---- chunk_prep: one workgroup per (sub-chunk, head) ----
 
-// At (a_t g_{t-1}), then Ah = T At (T = (I - Mbb)^-1).
-var<workgroup> sh_at: array<f32, CL * PS>;
+// [t][j] tiles, RS vec4s a row. At (a_t g_{t-1}), then Ah = T At (T = (I - Mbb)^-1).
+var<workgroup> sh_at: array<vec4<f32>, CL * RS>;
 // Rt (r_t g_t), then the values v of the sub-chunk ([t][i]).
-var<workgroup> sh_rt: array<f32, CL * PS>;
+var<workgroup> sh_rt: array<vec4<f32>, CL * RS>;
 // b_t / g_t, then Bh = b_t g_end / g_t.
-var<workgroup> sh_bb: array<f32, CL * PS>;
+var<workgroup> sh_bb: array<vec4<f32>, CL * RS>;
 // k_t / g_t, then Kh = k_t g_end / g_t, then Kt = Kh + Wh^T Bh.
-var<workgroup> sh_kb: array<f32, CL * PS>;
+var<workgroup> sh_kb: array<vec4<f32>, CL * RS>;
 // [t][u]: Mbb = At_t . bb_u (u < t), Mkb = At_t . kb_u (u < t; then Wh = T Mkb), Qb = Rt_t .
 // bb_u (u <= t), Qk = Rt_t . kb_u (u <= t).
 var<workgroup> sh_mbb: array<f32, CL * CL>;
@@ -120,7 +132,7 @@ var<workgroup> sh_mkb: array<f32, CL * CL>;
 var<workgroup> sh_qb: array<f32, CL * CL>;
 var<workgroup> sh_qk: array<f32, CL * CL>;
 // g_end: the decay over the whole sub-chunk.
-var<workgroup> sh_gl: array<f32, HEAD_SIZE>;
+var<workgroup> sh_gl: array<vec4<f32>, H4>;
 
 @compute @workgroup_size(WG)
 fn chunk_prep(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
@@ -133,42 +145,24 @@ fn chunk_prep(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_in
     }
     let head = wg.y;
     let pb = part_at(sub.index, head);
-    // 1. The scaled vectors. Thread (q, j) takes tokens q * TPT.. of column j; the decay
-    // before them it multiplies up itself. Tokens past the sub-chunk's end are the identity
-    // (w = 1, the rest 0).
-    let j = li % HEAD_SIZE;
-    let q = li / HEAD_SIZE;
-    let tpt = CL / (WG / HEAD_SIZE);
-    var g = 1.0;
-    for (var u = 0u; u < q * tpt; u++) {
-        if u < sub.n {
-            g *= scan_in[scan_at(sub.first + u, head, SCAN_W, j)];
+    // 1. The scaled vectors: thread (t, c4) for token t, columns 4 c4 ..; the decay before
+    // the token it multiplies up itself, in token order. Tokens past the sub-chunk's end
+    // are the identity (w = 1, the rest 0).
+    for (var e = li; e < CL * H4; e += WG) {
+        let t = e / H4;
+        let c4 = e % H4;
+        var before = vec4<f32>(1.0);
+        for (var u = 0u; u < t; u++) {
+            before *= token4(sub, u, head, SCAN_W, c4, 1.0);
         }
-    }
-    for (var e = 0u; e < tpt; e++) {
-        let t = q * tpt + e;
-        var w = 1.0;
-        var k = 0.0;
-        var a = 0.0;
-        var b = 0.0;
-        var r = 0.0;
-        if t < sub.n {
-            let row = sub.first + t;
-            w = scan_in[scan_at(row, head, SCAN_W, j)];
-            k = scan_in[scan_at(row, head, SCAN_K, j)];
-            a = scan_in[scan_at(row, head, SCAN_A, j)];
-            b = scan_in[scan_at(row, head, SCAN_B, j)];
-            r = scan_in[scan_at(row, head, SCAN_R, j)];
+        let g = before * token4(sub, t, head, SCAN_W, c4, 1.0);
+        sh_at[t * RS + c4] = token4(sub, t, head, SCAN_A, c4, 0.0) * before;
+        sh_rt[t * RS + c4] = token4(sub, t, head, SCAN_R, c4, 0.0) * g;
+        sh_bb[t * RS + c4] = token4(sub, t, head, SCAN_B, c4, 0.0) / g;
+        sh_kb[t * RS + c4] = token4(sub, t, head, SCAN_K, c4, 0.0) / g;
+        if t == CL - 1u {
+            sh_gl[c4] = g;
         }
-        let before = g;
-        g *= w;
-        sh_at[t * PS + j] = a * before;
-        sh_rt[t * PS + j] = r * g;
-        sh_bb[t * PS + j] = b / g;
-        sh_kb[t * PS + j] = k / g;
-    }
-    if q == WG / HEAD_SIZE - 1u {
-        sh_gl[j] = g;
     }
     workgroupBarrier();
     // 2. The CL x CL matrices.
@@ -179,15 +173,15 @@ fn chunk_prep(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_in
         var mkb = 0.0;
         var qb = 0.0;
         var qk = 0.0;
-        for (var c = 0u; c < HEAD_SIZE; c++) {
-            let at = sh_at[t * PS + c];
-            let rt = sh_rt[t * PS + c];
-            let bb = sh_bb[u * PS + c];
-            let kb = sh_kb[u * PS + c];
-            mbb += at * bb;
-            mkb += at * kb;
-            qb += rt * bb;
-            qk += rt * kb;
+        for (var c = 0u; c < H4; c++) {
+            let at = sh_at[t * RS + c];
+            let rt = sh_rt[t * RS + c];
+            let bb = sh_bb[u * RS + c];
+            let kb = sh_kb[u * RS + c];
+            mbb += dot(at, bb);
+            mkb += dot(at, kb);
+            qb += dot(rt, bb);
+            qk += dot(rt, kb);
         }
         sh_mbb[e] = select(0.0, mbb, u < t);
         sh_mkb[e] = select(0.0, mkb, u < t);
@@ -196,90 +190,116 @@ fn chunk_prep(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_in
     }
     workgroupBarrier();
     // 3. (I - Mbb) X = [At | Mkb] by forward substitution, in place: X_t += sum over u < t of
-    // Mbb[t][u] X_u, a row at a time (64 + CL columns side by side).
+    // Mbb[t][u] X_u, a row at a time (the 16 vec4s of At and the CL columns of Mkb side by
+    // side).
     for (var t = 1u; t < CL; t++) {
-        if li < HEAD_SIZE + CL {
+        if li < H4 {
+            var acc = vec4<f32>(0.0);
+            for (var u = 0u; u < t; u++) {
+                acc += sh_mbb[t * CL + u] * sh_at[u * RS + li];
+            }
+            sh_at[t * RS + li] += acc;
+        } else if li < H4 + CL {
+            let c = li - H4;
             var acc = 0.0;
             for (var u = 0u; u < t; u++) {
-                let x = select(sh_mkb[u * CL + (li - HEAD_SIZE) % CL], sh_at[u * PS + li % HEAD_SIZE], li < HEAD_SIZE);
-                acc += sh_mbb[t * CL + u] * x;
+                acc += sh_mbb[t * CL + u] * sh_mkb[u * CL + c];
             }
-            if li < HEAD_SIZE {
-                sh_at[t * PS + li] += acc;
-            } else {
-                sh_mkb[t * CL + li - HEAD_SIZE] += acc;
-            }
+            sh_mkb[t * CL + c] += acc;
         }
         workgroupBarrier();
     }
     // 4. Rh = Rt + Qb Ah and Qh = Qk + Qb Wh, out; Bh and Kh in place.
-    for (var e = li; e < CL * HEAD_SIZE; e += WG) {
-        let t = e / HEAD_SIZE;
-        let c = e % HEAD_SIZE;
-        var acc = sh_rt[t * PS + c];
+    for (var e = li; e < CL * H4; e += WG) {
+        let t = e / H4;
+        let c4 = e % H4;
+        var acc = sh_rt[t * RS + c4];
         for (var u = 0u; u <= t; u++) {
-            acc += sh_qb[t * CL + u] * sh_at[u * PS + c];
+            acc += sh_qb[t * CL + u] * sh_at[u * RS + c4];
         }
         parts[pb + e] = acc;
-        sh_bb[t * PS + c] *= sh_gl[c];
-        sh_kb[t * PS + c] *= sh_gl[c];
+        sh_bb[t * RS + c4] *= sh_gl[c4];
+        sh_kb[t * RS + c4] *= sh_gl[c4];
     }
-    for (var e = li; e < CL * CL; e += WG) {
-        let t = e / CL;
-        let u = e % CL;
-        var acc = sh_qk[e];
+    for (var e = li; e < CL * CL / 4u; e += WG) {
+        let t = e / (CL / 4u);
+        let u0 = (e % (CL / 4u)) * 4u;
+        var acc = vec4<f32>(sh_qk[t * CL + u0], sh_qk[t * CL + u0 + 1u], sh_qk[t * CL + u0 + 2u],
+            sh_qk[t * CL + u0 + 3u]);
         for (var m = 0u; m <= t; m++) {
-            acc += sh_qb[t * CL + m] * sh_mkb[m * CL + u];
+            let w = vec4<f32>(sh_mkb[m * CL + u0], sh_mkb[m * CL + u0 + 1u],
+                sh_mkb[m * CL + u0 + 2u], sh_mkb[m * CL + u0 + 3u]);
+            acc += sh_qb[t * CL + m] * w;
         }
         parts[pb + OFF_Q + e] = acc;
     }
     workgroupBarrier();
-    // 5. Kt = Kh + Wh^T Bh in place; Z = diag(g_end) + Ah^T Bh, out; the values into sh_rt.
-    for (var e = li; e < CL * HEAD_SIZE; e += WG) {
-        let u = e / HEAD_SIZE;
-        let c = e % HEAD_SIZE;
-        var acc = sh_kb[u * PS + c];
+    // 5. Kt = Kh + Wh^T Bh in place, the values into sh_rt; Z = diag(g_end) + Ah^T Bh out, a
+    // 4 x 4 tile a thread.
+    for (var e = li; e < CL * H4; e += WG) {
+        let u = e / H4;
+        let c4 = e % H4;
+        var acc = sh_kb[u * RS + c4];
         for (var t = u + 1u; t < CL; t++) {
-            acc += sh_mkb[t * CL + u] * sh_bb[t * PS + c];
+            acc += sh_mkb[t * CL + u] * sh_bb[t * RS + c4];
         }
-        sh_kb[u * PS + c] = acc;
-        var v = 0.0;
-        if u < sub.n {
-            v = scan_in[scan_at(sub.first + u, head, SCAN_V, c)];
-        }
-        sh_rt[u * PS + c] = v;
+        sh_kb[u * RS + c4] = acc;
+        sh_rt[u * RS + c4] = token4(sub, u, head, SCAN_V, c4, 0.0);
     }
-    for (var e = li; e < HEAD_SIZE * HEAD_SIZE; e += WG) {
-        let r = e / HEAD_SIZE;
-        let c = e % HEAD_SIZE;
-        var acc = select(0.0, sh_gl[r], r == c);
+    for (var e = li; e < H4 * H4; e += WG) {
+        let r4 = e / H4;
+        let c4 = e % H4;
+        var z: array<vec4<f32>, 4>;
         for (var t = 0u; t < CL; t++) {
-            acc += sh_at[t * PS + r] * sh_bb[t * PS + c];
+            let a = sh_at[t * RS + r4];
+            let b = sh_bb[t * RS + c4];
+            z[0] += a.x * b;
+            z[1] += a.y * b;
+            z[2] += a.z * b;
+            z[3] += a.w * b;
         }
-        parts[pb + OFF_Z + e] = acc;
+        if r4 == c4 {
+            let gl = sh_gl[c4];
+            z[0].x += gl.x;
+            z[1].y += gl.y;
+            z[2].z += gl.z;
+            z[3].w += gl.w;
+        }
+        for (var k = 0u; k < 4u; k++) {
+            parts[pb + OFF_Z + (r4 * 4u + k) * H4 + c4] = z[k];
+        }
     }
     workgroupBarrier();
-    // 6. U = V Kt: row i, column j.
-    for (var e = li; e < HEAD_SIZE * HEAD_SIZE; e += WG) {
-        let i = e / HEAD_SIZE;
-        let c = e % HEAD_SIZE;
-        var acc = 0.0;
+    // 6. U = V Kt (row i, column j), a 4 x 4 tile a thread.
+    for (var e = li; e < H4 * H4; e += WG) {
+        let i4 = e / H4;
+        let c4 = e % H4;
+        var acc: array<vec4<f32>, 4>;
         for (var u = 0u; u < CL; u++) {
-            acc += sh_rt[u * PS + i] * sh_kb[u * PS + c];
+            let v = sh_rt[u * RS + i4];
+            let k = sh_kb[u * RS + c4];
+            acc[0] += v.x * k;
+            acc[1] += v.y * k;
+            acc[2] += v.z * k;
+            acc[3] += v.w * k;
         }
-        parts[pb + OFF_U + e] = acc;
+        for (var k = 0u; k < 4u; k++) {
+            parts[pb + OFF_U + (i4 * 4u + k) * H4 + c4] = acc[k];
+        }
     }
 }
 
-// ---- chunk_chain: one workgroup per (chunk, head, group of CHAIN_ROWS rows) ----
+// ---- chunk_chain: one workgroup per (chunk, head, group of CHAIN_ROWS state rows) ----
 
-// The group's state rows, and the sub-chunk's Z.
-var<workgroup> sh_s: array<f32, CHAIN_ROWS * HEAD_SIZE>;
-var<workgroup> sh_z: array<f32, HEAD_SIZE * HEAD_SIZE>;
+// Threads of a chain workgroup: each takes 4 of its rows and 4 columns.
+const CHAIN_WG: u32 = CHAIN_ROWS * H4 / 4u;
+// The group's state rows, and the sub-chunk's Z (row-major).
+var<workgroup> sh_s: array<vec4<f32>, CHAIN_ROWS * H4>;
+var<workgroup> sh_z: array<vec4<f32>, HEAD_SIZE * H4>;
 // The chunk's first sub-chunk and count.
 var<workgroup> sh_range: vec2<u32>;
 
-@compute @workgroup_size(WG)
+@compute @workgroup_size(CHAIN_WG)
 fn chunk_chain(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
     if wg.x >= step.n_chunks {
         return;
@@ -302,68 +322,72 @@ fn chunk_chain(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
     let n_head = p.dim / HEAD_SIZE;
     let groups = HEAD_SIZE / CHAIN_ROWS;
     let head = wg.y / groups;
-    // Thread (m, j): column j of rows i0 + m * 4 ..
-    let j = li % HEAD_SIZE;
-    let m = li / HEAD_SIZE;
-    let local0 = m * 4u;
-    let i0 = (wg.y % groups) * CHAIN_ROWS + local0;
-    let sbase = (chunks[wg.x].slot * n_head + head) * HEAD_SIZE * HEAD_SIZE;
-    var s: array<f32, 4>;
+    // Thread (q, c4): columns 4 c4 .. of the group's rows 4 q .. (state rows i0 + 4 q ..).
+    let q = li / H4;
+    let c4 = li % H4;
+    let i0 = (wg.y % groups) * CHAIN_ROWS + 4u * q;
+    let sat = ((chunks[wg.x].slot * n_head + head) * HEAD_SIZE + i0) * H4 + c4;
+    var s: array<vec4<f32>, 4>;
     for (var k = 0u; k < 4u; k++) {
-        s[k] = state[sbase + (i0 + k) * HEAD_SIZE + j];
+        s[k] = state[sat + k * H4];
     }
-    // The next sub-chunk's Z column part and U, loaded a sub-chunk ahead.
-    var zn: array<f32, 16>;
-    var un: array<f32, 4>;
+    // The next sub-chunk's Z (its vec4s li, li + CHAIN_WG, ..) and U, a sub-chunk ahead.
+    var zn: array<vec4<f32>, HEAD_SIZE * H4 / CHAIN_WG>;
+    var un: array<vec4<f32>, 4>;
     var pb = part_at(range.x, head);
-    for (var k = 0u; k < 16u; k++) {
-        zn[k] = parts[pb + OFF_Z + (m + 4u * k) * HEAD_SIZE + j];
+    for (var k = 0u; k < HEAD_SIZE * H4 / CHAIN_WG; k++) {
+        zn[k] = parts[pb + OFF_Z + li + k * CHAIN_WG];
     }
     for (var k = 0u; k < 4u; k++) {
-        un[k] = parts[pb + OFF_U + (i0 + k) * HEAD_SIZE + j];
+        un[k] = parts[pb + OFF_U + (i0 + k) * H4 + c4];
     }
     for (var n = 0u; n < range.y; n++) {
-        for (var k = 0u; k < 16u; k++) {
-            sh_z[(m + 4u * k) * HEAD_SIZE + j] = zn[k];
+        for (var k = 0u; k < HEAD_SIZE * H4 / CHAIN_WG; k++) {
+            sh_z[li + k * CHAIN_WG] = zn[k];
         }
-        var u: array<f32, 4>;
+        var acc = un;
         for (var k = 0u; k < 4u; k++) {
-            u[k] = un[k];
-            sh_s[(local0 + k) * HEAD_SIZE + j] = s[k];
+            sh_s[(4u * q + k) * H4 + c4] = s[k];
             // The sub-chunk's start state, for chunk_out, in place of its U.
-            parts[pb + OFF_U + (i0 + k) * HEAD_SIZE + j] = s[k];
+            parts[pb + OFF_U + (i0 + k) * H4 + c4] = s[k];
         }
         workgroupBarrier();
         if n + 1u < range.y {
             pb = part_at(range.x + n + 1u, head);
-            for (var k = 0u; k < 16u; k++) {
-                zn[k] = parts[pb + OFF_Z + (m + 4u * k) * HEAD_SIZE + j];
+            for (var k = 0u; k < HEAD_SIZE * H4 / CHAIN_WG; k++) {
+                zn[k] = parts[pb + OFF_Z + li + k * CHAIN_WG];
             }
             for (var k = 0u; k < 4u; k++) {
-                un[k] = parts[pb + OFF_U + (i0 + k) * HEAD_SIZE + j];
+                un[k] = parts[pb + OFF_U + (i0 + k) * H4 + c4];
             }
         }
-        for (var k = 0u; k < 4u; k++) {
-            var acc = u[k];
-            for (var c = 0u; c < HEAD_SIZE; c++) {
-                acc += sh_s[(local0 + k) * HEAD_SIZE + c] * sh_z[c * HEAD_SIZE + j];
+        // s <- s Z + U: 4 of Z's rows at a time, each read once for the thread's 4 rows.
+        for (var c = 0u; c < H4; c++) {
+            let z0 = sh_z[(4u * c) * H4 + c4];
+            let z1 = sh_z[(4u * c + 1u) * H4 + c4];
+            let z2 = sh_z[(4u * c + 2u) * H4 + c4];
+            let z3 = sh_z[(4u * c + 3u) * H4 + c4];
+            for (var k = 0u; k < 4u; k++) {
+                let x = sh_s[(4u * q + k) * H4 + c];
+                acc[k] += x.x * z0 + x.y * z1 + x.z * z2 + x.w * z3;
             }
-            s[k] = acc;
         }
+        s = acc;
         workgroupBarrier();
     }
     for (var k = 0u; k < 4u; k++) {
-        state[sbase + (i0 + k) * HEAD_SIZE + j] = s[k];
+        state[sat + k * H4] = s[k];
     }
 }
 
 // ---- chunk_out: one workgroup per (sub-chunk, head) ----
 
-// The state at the sub-chunk's start [i][j], Rh [t][j], Qh [t][u], the values [u][i].
-var<workgroup> sh_st: array<f32, HEAD_SIZE * PS>;
-var<workgroup> sh_r: array<f32, CL * HEAD_SIZE>;
-var<workgroup> sh_q: array<f32, CL * CL>;
-var<workgroup> sh_v: array<f32, CL * HEAD_SIZE>;
+// The state at the sub-chunk's start [i][j] (RS vec4s a row), Rh [t][j], Qh [t][u], the
+// values [u][i].
+var<workgroup> sh_st: array<vec4<f32>, HEAD_SIZE * RS>;
+var<workgroup> sh_r: array<vec4<f32>, CL * H4>;
+var<workgroup> sh_q: array<vec4<f32>, CL * CL / 4u>;
+var<workgroup> sh_v: array<vec4<f32>, CL * H4>;
 
 @compute @workgroup_size(WG)
 fn chunk_out(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
@@ -377,34 +401,35 @@ fn chunk_out(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_ind
     let head = wg.y;
     let n_head = p.dim / HEAD_SIZE;
     let pb = part_at(sub.index, head);
-    for (var e = li; e < HEAD_SIZE * HEAD_SIZE; e += WG) {
-        sh_st[(e / HEAD_SIZE) * PS + e % HEAD_SIZE] = parts[pb + OFF_U + e];
+    for (var e = li; e < HEAD_SIZE * H4; e += WG) {
+        sh_st[(e / H4) * RS + e % H4] = parts[pb + OFF_U + e];
     }
-    for (var e = li; e < CL * HEAD_SIZE; e += WG) {
+    for (var e = li; e < CL * H4; e += WG) {
         sh_r[e] = parts[pb + e];
-        let u = e / HEAD_SIZE;
-        var v = 0.0;
-        if u < sub.n {
-            v = scan_in[scan_at(sub.first + u, head, SCAN_V, e % HEAD_SIZE)];
-        }
-        sh_v[e] = v;
+        sh_v[e] = token4(sub, e / H4, head, SCAN_V, e % H4, 0.0);
     }
-    for (var e = li; e < CL * CL; e += WG) {
+    for (var e = li; e < CL * CL / 4u; e += WG) {
         sh_q[e] = parts[pb + OFF_Q + e];
     }
     workgroupBarrier();
-    for (var e = li; e < CL * HEAD_SIZE; e += WG) {
-        let t = e / HEAD_SIZE;
-        let i = e % HEAD_SIZE;
+    // Thread (tq, i): row i's outputs for tokens tq * TPT ...
+    let i = li % HEAD_SIZE;
+    let tpt = CL * HEAD_SIZE / WG;
+    let t0 = (li / HEAD_SIZE) * tpt;
+    for (var e = 0u; e < tpt; e++) {
+        let t = t0 + e;
         if t < sub.n {
-            var acc = 0.0;
-            for (var c = 0u; c < HEAD_SIZE; c++) {
-                acc += sh_st[i * PS + c] * sh_r[t * HEAD_SIZE + c];
+            var acc0 = 0.0;
+            var acc1 = 0.0;
+            for (var c = 0u; c < H4; c += 2u) {
+                acc0 += dot(sh_st[i * RS + c], sh_r[t * H4 + c]);
+                acc1 += dot(sh_st[i * RS + c + 1u], sh_r[t * H4 + c + 1u]);
             }
             for (var u = 0u; u <= t; u++) {
-                acc += sh_v[u * HEAD_SIZE + i] * sh_q[t * CL + u];
+                acc0 += sh_v[u * H4 + i / 4u][i % 4u] * sh_q[(t * CL + u) / 4u][u % 4u];
             }
-            post_in[(((sub.first + t) * n_head + head) * POST_BLOCKS + POST_Y) * HEAD_SIZE + i] = acc;
+            post_in[(((sub.first + t) * n_head + head) * POST_BLOCKS + POST_Y) * HEAD_SIZE + i] =
+                acc0 + acc1;
         }
     }
 }
