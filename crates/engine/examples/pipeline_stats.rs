@@ -57,7 +57,7 @@ fn kernels() -> Vec<(String, String)> {
     ));
     // (Entry points renamed to `main`, one at a time.)
     let chunked = rwkv_engine::kernels::wkv7_chunked_wgsl(64);
-    for entry in ["chunk_prep", "chunk_chain", "chunk_out"] {
+    for entry in ["chunk_prep", "chunk_chain"] {
         out.push((
             format!("wkv7 matrix-form scan, {entry}"),
             chunked.replace(&format!("fn {entry}("), "fn main("),

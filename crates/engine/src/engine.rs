@@ -580,7 +580,7 @@ impl ChunkedFrom {
     /// The most sub-chunks of such chunks in a step of `rows` rows: each chunk of n tokens
     /// has ceil(n / CL), at most n / CL + 1.
     fn max_subs(self, rows: u32) -> u32 {
-        rows.div_ceil(crate::kernels::chunked_cl()) + rows / self.0.max(1)
+        rows.div_ceil(crate::kernels::CHUNKED_CL) + rows / self.0.max(1)
     }
 }
 
@@ -1945,7 +1945,7 @@ impl Engine {
         let chunked_parts = match kernels.wkv7_chunk.as_ref().and_then(|w| w.chunked.as_ref()) {
             Some(_) => {
                 let subs = chunked_from.max_subs(options.max_rows as u32) as u64;
-                let part = crate::kernels::chunked_part() as u64;
+                let part = crate::kernels::CHUNKED_PART as u64;
                 storage(&ctx, "wkv sub-chunks", f32s(subs * c.n_head as u64 * part))?
             }
             None => storage(&ctx, "unused", 16)?,
@@ -2338,14 +2338,8 @@ impl Engine {
                     b.kernel_at(
                         "wkv7_chunk_chain",
                         &ch.chain,
-                        &at(&[0, 1, 2, 4, 6]),
+                        &at(&[0, 1, 2, 3, 4, 5, 6]),
                         Grid::ChunkedHeads(n_head * groups, chunked_from),
-                    );
-                    b.kernel_at(
-                        "wkv7_chunk_out",
-                        &ch.out,
-                        &at(&[0, 1, 2, 3, 5, 6]),
-                        Grid::ChunkedSubs(n_head, chunked_from),
                     );
                 }
                 b.kernel_at(

@@ -691,7 +691,7 @@ fn matrix_form_scan_matches_the_token_by_token_scan() {
             .map(|(a, b)| relative_error(a, b))
             .fold(0.0f64, f64::max)
     };
-    for len in [150usize, 16, 15, 5] {
+    for len in [150usize, 33, 16, 15, 5] {
         let tokens = sequence(len + 3, 4096, 23 + len as u32);
         let (prompt, rest) = tokens.split_at(len);
         let run = |from: u32| {

@@ -154,43 +154,31 @@ pub struct Wkv7Chunk {
     pub workgroups_per_head_single: u32,
 }
 
-/// wkv7_chunked.wgsl's three passes (see there): per (sub-chunk, head) `prep` and `out`, per
-/// (chunk, head, group of [`CHUNKED_CHAIN_ROWS`] state rows) `chain`.
+/// wkv7_chunked.wgsl's two passes (see there): per (sub-chunk, head) `prep`, per (chunk,
+/// head, group of [`CHUNKED_CHAIN_ROWS`] state rows) `chain`.
 pub struct Wkv7Chunked {
     pub prep: Pipeline,
     pub chain: Pipeline,
-    pub out: Pipeline,
 }
 
-/// Tokens per sub-chunk of the matrix-form scan (wkv7_chunked.wgsl's CL): 16, or 8 with
-/// `WEB_RWKV_CHUNKED_CL=8` (for measurements; 32 would not fit the prep pass's workgroup
-/// memory).
-pub fn chunked_cl() -> u32 {
-    static CL: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
-    *CL.get_or_init(|| match rwkv_gpu::env_parse::<u32>("WEB_RWKV_CHUNKED_CL") {
-        Some(8) => 8,
-        _ => 16,
-    })
-}
+/// Tokens per sub-chunk of the matrix-form scan (wkv7_chunked.wgsl's CL; its thread layout
+/// takes 16). On an H200 (2.9B, a 2048-token prompt) sub-chunks of 8 made the old chain of
+/// 64 x 64 products twice as long (8.6 → 16.9 ms).
+pub const CHUNKED_CL: u32 = 16;
 
 /// State rows per workgroup of the matrix-form scan's `chain` (wkv7_chunked.wgsl's
 /// CHAIN_ROWS).
 pub const CHUNKED_CHAIN_ROWS: u32 = 16;
 
 /// Floats per sub-chunk and head of the matrix-form scan's scratch (wkv7_chunked.wgsl's
-/// PART: Rh, Qh, Z and U).
-pub fn chunked_part() -> u32 {
-    let cl = chunked_cl();
-    cl * 64 + cl * cl + 2 * 64 * 64
-}
+/// PART: Rh, Ah, Bh, Kt, Qh and g_end).
+pub const CHUNKED_PART: u32 = 4 * CHUNKED_CL * 64 + CHUNKED_CL * CHUNKED_CL + 64;
 
 /// The matrix-form WKV scan's source (wkv7_chunked.wgsl) for chunks of at least
 /// `chunked_from` tokens.
 pub fn wkv7_chunked_wgsl(chunked_from: u32) -> String {
-    format!(
-        "const CL: u32 = {}u;\nconst CHUNKED_FROM: u32 = {chunked_from}u;\n",
-        chunked_cl()
-    ) + STEP_WGSL
+    format!("const CL: u32 = {CHUNKED_CL}u;\nconst CHUNKED_FROM: u32 = {chunked_from}u;\n")
+        + STEP_WGSL
         + include_str!("wkv7_chunked.wgsl")
 }
 
@@ -295,7 +283,6 @@ impl Kernels {
                 Wkv7Chunked {
                     prep: at("wkv7_chunk_prep", &m, "chunk_prep"),
                     chain: at("wkv7_chunk_chain", &m, "chunk_chain"),
-                    out: at("wkv7_chunk_out", &m, "chunk_out"),
                 }
             });
             Wkv7Chunk {

@@ -10,13 +10,13 @@
 // s0 the row at its start, every s_t is s0 g_t plus the sums of (sa_u b_u + v_u[i] k_u)
 // g_t / g_u over u <= t; so the sa_t solve a unit lower triangular system of CL unknowns
 // whose matrix is the same for the 64 rows of the head, and (see chunk_prep) a sub-chunk is
-//   y = s0 Rh^T + v Qh^T        (CL outputs of the row; v: the row's CL values)
-//   s_end = s0 Z + v Kt          (Z: 64 x 64, Kt: CL x 64; U = V Kt for the head's rows)
-// Three passes: `chunk_prep` per (sub-chunk, head) computes Rh, Qh, Z and U from the
-// sub-chunk's values alone (in parallel over the whole prompt); `chunk_chain` per (chunk,
-// head, group of CHAIN_ROWS state rows) walks the sub-chunks in order, s <- s Z + U (one
-// 64 x 64 product per sub-chunk, not CL dependent token updates), leaving each sub-chunk's
-// start state in place of its U; `chunk_out` per (sub-chunk, head) writes the outputs y.
+//   y = s0 Rh^T + v Qh^T                       (the row's CL outputs; v: its CL values)
+//   s_end = s0 diag(g_end) + (s0 Ah^T) Bh + v Kt
+// with Rh, Ah, Bh, Kt (CL x 64), Qh (CL x CL) and g_end the same for every row. Two passes:
+// `chunk_prep` per (sub-chunk, head) works those out from the sub-chunk's values alone, in
+// parallel over the whole prompt; `chunk_chain` per (chunk, head, group of CHAIN_ROWS state
+// rows) walks the chunk's sub-chunks in order, writing the outputs and moving the state on:
+// per sub-chunk two products of 64 x CL, not CL dependent token updates.
 // The decays w lie in (0.545, 1) (w = exp(-0.606531 sigmoid(.)), so 1 / g_t stays below
 // 1.9^CL: with CL = 16 about 2e4, well inside f32 (the products with it are of terms no
 // larger than the plain ones).
@@ -35,13 +35,14 @@ const SCAN_V: u32 = 5u;
 const SCAN_BLOCKS: u32 = 6u;
 const POST_BLOCKS: u32 = 3u;
 const POST_Y: u32 = 2u;
-// A sub-chunk's part of `parts`, per head, in vec4s: Rh [CL][64], Qh [CL][CL], Z [64][64],
-// U [64][64] (rows i; then the state rows at the sub-chunk's start, written by
-// chunk_chain).
-const OFF_Q: u32 = CL * H4;
-const OFF_Z: u32 = OFF_Q + CL * CL / 4u;
-const OFF_U: u32 = OFF_Z + HEAD_SIZE * H4;
-const PART: u32 = OFF_U + HEAD_SIZE * H4;
+// A sub-chunk's part of `parts`, per head, in vec4s: Rh, Ah, Bh and Kt ([CL][64] each), Qh
+// [CL][CL], g_end [64].
+const OFF_A: u32 = CL * H4;
+const OFF_B: u32 = 2u * CL * H4;
+const OFF_K: u32 = 3u * CL * H4;
+const OFF_Q: u32 = 4u * CL * H4;
+const OFF_G: u32 = OFF_Q + CL * CL / 4u;
+const PART: u32 = OFF_G + H4;
 // Row stride in vec4s of the row-major tiles in workgroup memory whose rows are read side
 // by side: 17 puts the same vec4 of consecutive rows in different banks.
 const RS: u32 = 17u;
@@ -145,24 +146,34 @@ fn chunk_prep(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_in
     }
     let head = wg.y;
     let pb = part_at(sub.index, head);
-    // 1. The scaled vectors: thread (t, c4) for token t, columns 4 c4 ..; the decay before
-    // the token it multiplies up itself, in token order. Tokens past the sub-chunk's end
-    // are the identity (w = 1, the rest 0).
+    // 1. The scaled vectors: thread (t, c4) for token t, columns 4 c4 .. Tokens past the
+    // sub-chunk's end are the identity (w = 1, the rest 0). The decays first, then each
+    // thread multiplies those before its token, in token order.
+    for (var e = li; e < CL * H4; e += WG) {
+        sh_bb[(e / H4) * RS + e % H4] = token4(sub, e / H4, head, SCAN_W, e % H4, 1.0);
+    }
+    workgroupBarrier();
+    var b_own: array<vec4<f32>, CL * H4 / WG>;
     for (var e = li; e < CL * H4; e += WG) {
         let t = e / H4;
         let c4 = e % H4;
         var before = vec4<f32>(1.0);
         for (var u = 0u; u < t; u++) {
-            before *= token4(sub, u, head, SCAN_W, c4, 1.0);
+            before *= sh_bb[u * RS + c4];
         }
-        let g = before * token4(sub, t, head, SCAN_W, c4, 1.0);
+        let g = before * sh_bb[t * RS + c4];
         sh_at[t * RS + c4] = token4(sub, t, head, SCAN_A, c4, 0.0) * before;
         sh_rt[t * RS + c4] = token4(sub, t, head, SCAN_R, c4, 0.0) * g;
-        sh_bb[t * RS + c4] = token4(sub, t, head, SCAN_B, c4, 0.0) / g;
         sh_kb[t * RS + c4] = token4(sub, t, head, SCAN_K, c4, 0.0) / g;
+        b_own[e / WG] = token4(sub, t, head, SCAN_B, c4, 0.0) / g;
         if t == CL - 1u {
             sh_gl[c4] = g;
+            parts[pb + OFF_G + c4] = g;
         }
+    }
+    workgroupBarrier();
+    for (var e = li; e < CL * H4; e += WG) {
+        sh_bb[(e / H4) * RS + e % H4] = b_own[e / WG];
     }
     workgroupBarrier();
     // 2. The CL x CL matrices.
@@ -209,7 +220,7 @@ fn chunk_prep(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_in
         }
         workgroupBarrier();
     }
-    // 4. Rh = Rt + Qb Ah and Qh = Qk + Qb Wh, out; Bh and Kh in place.
+    // 4. Rh = Rt + Qb Ah, Ah, and Qh = Qk + Qb Wh, out; Bh and Kh in place.
     for (var e = li; e < CL * H4; e += WG) {
         let t = e / H4;
         let c4 = e % H4;
@@ -218,7 +229,10 @@ fn chunk_prep(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_in
             acc += sh_qb[t * CL + u] * sh_at[u * RS + c4];
         }
         parts[pb + e] = acc;
-        sh_bb[t * RS + c4] *= sh_gl[c4];
+        parts[pb + OFF_A + e] = sh_at[t * RS + c4];
+        let bh = sh_bb[t * RS + c4] * sh_gl[c4];
+        sh_bb[t * RS + c4] = bh;
+        parts[pb + OFF_B + e] = bh;
         sh_kb[t * RS + c4] *= sh_gl[c4];
     }
     for (var e = li; e < CL * CL / 4u; e += WG) {
@@ -234,8 +248,7 @@ fn chunk_prep(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_in
         parts[pb + OFF_Q + e] = acc;
     }
     workgroupBarrier();
-    // 5. Kt = Kh + Wh^T Bh in place, the values into sh_rt; Z = diag(g_end) + Ah^T Bh out, a
-    // 4 x 4 tile a thread.
+    // 5. Kt = Kh + Wh^T Bh, out.
     for (var e = li; e < CL * H4; e += WG) {
         let u = e / H4;
         let c4 = e % H4;
@@ -243,63 +256,108 @@ fn chunk_prep(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_in
         for (var t = u + 1u; t < CL; t++) {
             acc += sh_mkb[t * CL + u] * sh_bb[t * RS + c4];
         }
-        sh_kb[u * RS + c4] = acc;
-        sh_rt[u * RS + c4] = token4(sub, u, head, SCAN_V, c4, 0.0);
-    }
-    for (var e = li; e < H4 * H4; e += WG) {
-        let r4 = e / H4;
-        let c4 = e % H4;
-        var z: array<vec4<f32>, 4>;
-        for (var t = 0u; t < CL; t++) {
-            let a = sh_at[t * RS + r4];
-            let b = sh_bb[t * RS + c4];
-            z[0] += a.x * b;
-            z[1] += a.y * b;
-            z[2] += a.z * b;
-            z[3] += a.w * b;
-        }
-        if r4 == c4 {
-            let gl = sh_gl[c4];
-            z[0].x += gl.x;
-            z[1].y += gl.y;
-            z[2].z += gl.z;
-            z[3].w += gl.w;
-        }
-        for (var k = 0u; k < 4u; k++) {
-            parts[pb + OFF_Z + (r4 * 4u + k) * H4 + c4] = z[k];
-        }
-    }
-    workgroupBarrier();
-    // 6. U = V Kt (row i, column j), a 4 x 4 tile a thread.
-    for (var e = li; e < H4 * H4; e += WG) {
-        let i4 = e / H4;
-        let c4 = e % H4;
-        var acc: array<vec4<f32>, 4>;
-        for (var u = 0u; u < CL; u++) {
-            let v = sh_rt[u * RS + i4];
-            let k = sh_kb[u * RS + c4];
-            acc[0] += v.x * k;
-            acc[1] += v.y * k;
-            acc[2] += v.z * k;
-            acc[3] += v.w * k;
-        }
-        for (var k = 0u; k < 4u; k++) {
-            parts[pb + OFF_U + (i4 * 4u + k) * H4 + c4] = acc[k];
-        }
+        parts[pb + OFF_K + e] = acc;
     }
 }
 
 // ---- chunk_chain: one workgroup per (chunk, head, group of CHAIN_ROWS state rows) ----
 
-// Threads of a chain workgroup: each takes 4 of its rows and 4 columns.
-const CHAIN_WG: u32 = CHAIN_ROWS * H4 / 4u;
-// The group's state rows, and the sub-chunk's Z (row-major).
+// A sub-chunk's values as a thread loads them (see `load_sub`): vec4 li of Ah, Bh, Kt and Rh,
+// of Qh and of v (the group's rows of the CL tokens; threads li < CL * CL / 4), of g_end
+// (threads li < 16).
+struct SubValues {
+    a: vec4<f32>,
+    b: vec4<f32>,
+    k: vec4<f32>,
+    r: vec4<f32>,
+    q: vec4<f32>,
+    v: vec4<f32>,
+    g: vec4<f32>,
+}
+
+// [t][j] tiles: Ah and Rh (RS vec4s a row: threads of one row of the state read different
+// tokens' rows side by side), Bh and Kt.
+var<workgroup> sh_ca: array<vec4<f32>, CL * RS>;
+var<workgroup> sh_cr: array<vec4<f32>, CL * RS>;
+var<workgroup> sh_cb: array<vec4<f32>, CL * H4>;
+var<workgroup> sh_ck: array<vec4<f32>, CL * H4>;
+// Qh [t][u], the group's values [u][row], g_end.
+var<workgroup> sh_cq: array<vec4<f32>, CL * CL / 4u>;
+var<workgroup> sh_cv: array<vec4<f32>, CL * CHAIN_ROWS / 4u>;
+var<workgroup> sh_cg: array<vec4<f32>, H4>;
+// The group's state rows at the sub-chunk's start, and their s0 . Ah_t [row][t].
 var<workgroup> sh_s: array<vec4<f32>, CHAIN_ROWS * H4>;
-var<workgroup> sh_z: array<vec4<f32>, HEAD_SIZE * H4>;
+var<workgroup> sh_x: array<f32, CHAIN_ROWS * CL>;
 // The chunk's first sub-chunk and count.
 var<workgroup> sh_range: vec2<u32>;
 
-@compute @workgroup_size(CHAIN_WG)
+fn load_sub(sub: Sub, head: u32, i0: u32, li: u32) -> SubValues {
+    var x: SubValues;
+    let pb = part_at(sub.index, head);
+    x.a = parts[pb + OFF_A + li];
+    x.b = parts[pb + OFF_B + li];
+    x.k = parts[pb + OFF_K + li];
+    x.r = parts[pb + li];
+    if li < CL * CL / 4u {
+        x.q = parts[pb + OFF_Q + li];
+        // Rows i0 + 4 (li % 4) .. of token li / 4.
+        x.v = token4(sub, li / (CHAIN_ROWS / 4u), head, SCAN_V, i0 / 4u + li % (CHAIN_ROWS / 4u), 0.0);
+    }
+    if li < H4 {
+        x.g = parts[pb + OFF_G + li];
+    }
+    return x;
+}
+
+// One sub-chunk for the group's rows: the outputs, then the state at its end (the thread's
+// vec4 c4 of row r, `s`, returned).
+fn chain_sub(x: SubValues, s: vec4<f32>, sub: Sub, head: u32, i0: u32, li: u32) -> vec4<f32> {
+    let r = li / H4;
+    let c4 = li % H4;
+    sh_ca[(li / H4) * RS + li % H4] = x.a;
+    sh_cr[(li / H4) * RS + li % H4] = x.r;
+    sh_cb[li] = x.b;
+    sh_ck[li] = x.k;
+    if li < CL * CL / 4u {
+        sh_cq[li] = x.q;
+        sh_cv[li] = x.v;
+    }
+    if li < H4 {
+        sh_cg[li] = x.g;
+    }
+    sh_s[li] = s;
+    workgroupBarrier();
+    // Thread (r, t): s0 . Ah_t, and the output of token t for row r.
+    let t = li % CL;
+    var xa = 0.0;
+    var y = 0.0;
+    for (var c = 0u; c < H4; c++) {
+        let s0 = sh_s[r * H4 + c];
+        xa += dot(s0, sh_ca[t * RS + c]);
+        y += dot(s0, sh_cr[t * RS + c]);
+    }
+    sh_x[r * CL + t] = xa;
+    for (var u = 0u; u <= t; u++) {
+        y += sh_cv[u * (CHAIN_ROWS / 4u) + r / 4u][r % 4u] * sh_cq[(t * CL + u) / 4u][u % 4u];
+    }
+    if t < sub.n {
+        let n_head = p.dim / HEAD_SIZE;
+        post_in[(((sub.first + t) * n_head + head) * POST_BLOCKS + POST_Y) * HEAD_SIZE + i0 + r] = y;
+    }
+    workgroupBarrier();
+    // Thread (r, c4): s0 g_end + (s0 Ah^T) Bh + v Kt.
+    var acc0 = s * sh_cg[c4];
+    var acc1 = vec4<f32>(0.0);
+    for (var u = 0u; u < CL; u++) {
+        acc0 += sh_x[r * CL + u] * sh_cb[u * H4 + c4];
+        acc1 += sh_cv[u * (CHAIN_ROWS / 4u) + r / 4u][r % 4u] * sh_ck[u * H4 + c4];
+    }
+    // Before the next sub-chunk's values replace these.
+    workgroupBarrier();
+    return acc0 + acc1;
+}
+
+@compute @workgroup_size(WG)
 fn chunk_chain(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
     if wg.x >= step.n_chunks {
         return;
@@ -319,117 +377,46 @@ fn chunk_chain(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
     if range.y == 0u {
         return;
     }
+    let chunk = chunks[wg.x];
     let n_head = p.dim / HEAD_SIZE;
     let groups = HEAD_SIZE / CHAIN_ROWS;
     let head = wg.y / groups;
-    // Thread (q, c4): columns 4 c4 .. of the group's rows 4 q .. (state rows i0 + 4 q ..).
-    let q = li / H4;
-    let c4 = li % H4;
-    let i0 = (wg.y % groups) * CHAIN_ROWS + 4u * q;
-    let sat = ((chunks[wg.x].slot * n_head + head) * HEAD_SIZE + i0) * H4 + c4;
-    var s: array<vec4<f32>, 4>;
-    for (var k = 0u; k < 4u; k++) {
-        s[k] = state[sat + k * H4];
-    }
-    // The next sub-chunk's Z (its vec4s li, li + CHAIN_WG, ..) and U, a sub-chunk ahead.
-    var zn: array<vec4<f32>, HEAD_SIZE * H4 / CHAIN_WG>;
-    var un: array<vec4<f32>, 4>;
-    var pb = part_at(range.x, head);
-    for (var k = 0u; k < HEAD_SIZE * H4 / CHAIN_WG; k++) {
-        zn[k] = parts[pb + OFF_Z + li + k * CHAIN_WG];
-    }
-    for (var k = 0u; k < 4u; k++) {
-        un[k] = parts[pb + OFF_U + (i0 + k) * H4 + c4];
-    }
-    for (var n = 0u; n < range.y; n++) {
-        for (var k = 0u; k < HEAD_SIZE * H4 / CHAIN_WG; k++) {
-            sh_z[li + k * CHAIN_WG] = zn[k];
+    let i0 = (wg.y % groups) * CHAIN_ROWS;
+    // Thread (r, c4): columns 4 c4 .. of state row i0 + r.
+    let sat = ((chunk.slot * n_head + head) * HEAD_SIZE + i0) * H4 + li;
+    var s = state[sat];
+    // Sub-chunk n of the chunk.
+    let at = vec2<u32>(range.x, chunk.first_row);
+    // Three sub-chunks' loads in flight: each set is loaded two sub-chunks before its own.
+    var x0 = load_sub(chunk_sub(at, chunk.n_rows, 0u), head, i0, li);
+    var x1 = load_sub(chunk_sub(at, chunk.n_rows, 1u), head, i0, li);
+    var x2 = load_sub(chunk_sub(at, chunk.n_rows, 2u), head, i0, li);
+    for (var n = 0u; n < range.y; n += 3u) {
+        s = chain_sub(x0, s, chunk_sub(at, chunk.n_rows, n), head, i0, li);
+        if n + 3u < range.y {
+            x0 = load_sub(chunk_sub(at, chunk.n_rows, n + 3u), head, i0, li);
         }
-        var acc = un;
-        for (var k = 0u; k < 4u; k++) {
-            sh_s[(4u * q + k) * H4 + c4] = s[k];
-            // The sub-chunk's start state, for chunk_out, in place of its U.
-            parts[pb + OFF_U + (i0 + k) * H4 + c4] = s[k];
-        }
-        workgroupBarrier();
         if n + 1u < range.y {
-            pb = part_at(range.x + n + 1u, head);
-            for (var k = 0u; k < HEAD_SIZE * H4 / CHAIN_WG; k++) {
-                zn[k] = parts[pb + OFF_Z + li + k * CHAIN_WG];
-            }
-            for (var k = 0u; k < 4u; k++) {
-                un[k] = parts[pb + OFF_U + (i0 + k) * H4 + c4];
+            s = chain_sub(x1, s, chunk_sub(at, chunk.n_rows, n + 1u), head, i0, li);
+            if n + 4u < range.y {
+                x1 = load_sub(chunk_sub(at, chunk.n_rows, n + 4u), head, i0, li);
             }
         }
-        // s <- s Z + U: 4 of Z's rows at a time, each read once for the thread's 4 rows.
-        for (var c = 0u; c < H4; c++) {
-            let z0 = sh_z[(4u * c) * H4 + c4];
-            let z1 = sh_z[(4u * c + 1u) * H4 + c4];
-            let z2 = sh_z[(4u * c + 2u) * H4 + c4];
-            let z3 = sh_z[(4u * c + 3u) * H4 + c4];
-            for (var k = 0u; k < 4u; k++) {
-                let x = sh_s[(4u * q + k) * H4 + c];
-                acc[k] += x.x * z0 + x.y * z1 + x.z * z2 + x.w * z3;
+        if n + 2u < range.y {
+            s = chain_sub(x2, s, chunk_sub(at, chunk.n_rows, n + 2u), head, i0, li);
+            if n + 5u < range.y {
+                x2 = load_sub(chunk_sub(at, chunk.n_rows, n + 5u), head, i0, li);
             }
         }
-        s = acc;
-        workgroupBarrier();
     }
-    for (var k = 0u; k < 4u; k++) {
-        state[sat + k * H4] = s[k];
-    }
+    state[sat] = s;
 }
 
-// ---- chunk_out: one workgroup per (sub-chunk, head) ----
-
-// The state at the sub-chunk's start [i][j] (RS vec4s a row), Rh [t][j], Qh [t][u], the
-// values [u][i].
-var<workgroup> sh_st: array<vec4<f32>, HEAD_SIZE * RS>;
-var<workgroup> sh_r: array<vec4<f32>, CL * H4>;
-var<workgroup> sh_q: array<vec4<f32>, CL * CL / 4u>;
-var<workgroup> sh_v: array<vec4<f32>, CL * H4>;
-
-@compute @workgroup_size(WG)
-fn chunk_out(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-    if li == 0u {
-        sh_sub = find_sub(wg.x);
+// Sub-chunk n of a chunk of `n_rows` tokens whose first sub-chunk is number at.x and first
+// row at.y (n = 0 tokens past its end; its values are then read from its first sub-chunk).
+fn chunk_sub(at: vec2<u32>, n_rows: u32, n: u32) -> Sub {
+    if n * CL >= n_rows {
+        return Sub(0u, at.y, 0u, at.x);
     }
-    let sub = workgroupUniformLoad(&sh_sub);
-    if sub.n == 0u {
-        return;
-    }
-    let head = wg.y;
-    let n_head = p.dim / HEAD_SIZE;
-    let pb = part_at(sub.index, head);
-    for (var e = li; e < HEAD_SIZE * H4; e += WG) {
-        sh_st[(e / H4) * RS + e % H4] = parts[pb + OFF_U + e];
-    }
-    for (var e = li; e < CL * H4; e += WG) {
-        sh_r[e] = parts[pb + e];
-        sh_v[e] = token4(sub, e / H4, head, SCAN_V, e % H4, 0.0);
-    }
-    for (var e = li; e < CL * CL / 4u; e += WG) {
-        sh_q[e] = parts[pb + OFF_Q + e];
-    }
-    workgroupBarrier();
-    // Thread (tq, i): row i's outputs for tokens tq * TPT ...
-    let i = li % HEAD_SIZE;
-    let tpt = CL * HEAD_SIZE / WG;
-    let t0 = (li / HEAD_SIZE) * tpt;
-    for (var e = 0u; e < tpt; e++) {
-        let t = t0 + e;
-        if t < sub.n {
-            var acc0 = 0.0;
-            var acc1 = 0.0;
-            for (var c = 0u; c < H4; c += 2u) {
-                acc0 += dot(sh_st[i * RS + c], sh_r[t * H4 + c]);
-                acc1 += dot(sh_st[i * RS + c + 1u], sh_r[t * H4 + c + 1u]);
-            }
-            for (var u = 0u; u <= t; u++) {
-                acc0 += sh_v[u * H4 + i / 4u][i % 4u] * sh_q[(t * CL + u) / 4u][u % 4u];
-            }
-            post_in[(((sub.first + t) * n_head + head) * POST_BLOCKS + POST_Y) * HEAD_SIZE + i] =
-                acc0 + acc1;
-        }
-    }
+    return Sub(0u, at.y + n * CL, min(CL, n_rows - n * CL), at.x + n);
 }
