@@ -262,83 +262,78 @@ fn chunk_prep(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_in
 
 // ---- chunk_chain: one workgroup per (chunk, head, group of CHAIN_ROWS state rows) ----
 
-// A sub-chunk's values as a thread loads them (see `load_sub`): vec4 li of Ah, Bh, Kt and Rh,
-// of Qh and of v (the group's rows of the CL tokens; threads li < CL * CL / 4), of g_end
-// (threads li < 16).
-struct SubValues {
-    a: vec4<f32>,
-    b: vec4<f32>,
-    k: vec4<f32>,
-    r: vec4<f32>,
-    q: vec4<f32>,
-    v: vec4<f32>,
-    g: vec4<f32>,
-}
+// The sub-chunks' values are staged CHAIN_BATCH sub-chunks at a time: a workgroup barrier
+// waits for the thread's loads in flight (NVIDIA), so loads issued a sub-chunk ahead would
+// not overlap anything; a batch pays one load latency for CHAIN_BATCH sub-chunks.
 
-// [t][j] tiles: Ah and Rh (RS vec4s a row: threads of one row of the state read different
-// tokens' rows side by side), Bh and Kt.
-var<workgroup> sh_ca: array<vec4<f32>, CL * RS>;
-var<workgroup> sh_cr: array<vec4<f32>, CL * RS>;
-var<workgroup> sh_cb: array<vec4<f32>, CL * H4>;
-var<workgroup> sh_ck: array<vec4<f32>, CL * H4>;
-// Qh [t][u], the group's values [u][row], g_end.
-var<workgroup> sh_cq: array<vec4<f32>, CL * CL / 4u>;
-var<workgroup> sh_cv: array<vec4<f32>, CL * CHAIN_ROWS / 4u>;
-var<workgroup> sh_cg: array<vec4<f32>, H4>;
+// [batch][t][j] tiles: Ah and Rh (RS vec4s a row: the threads of a state row read
+// different tokens' rows side by side), Bh and Kt.
+var<workgroup> sh_ca: array<vec4<f32>, CHAIN_BATCH * CL * RS>;
+var<workgroup> sh_cr: array<vec4<f32>, CHAIN_BATCH * CL * RS>;
+var<workgroup> sh_cb: array<vec4<f32>, CHAIN_BATCH * CL * H4>;
+var<workgroup> sh_ck: array<vec4<f32>, CHAIN_BATCH * CL * H4>;
+// [batch]: Qh [t][u], the group's values [u][row], g_end.
+var<workgroup> sh_cq: array<vec4<f32>, CHAIN_BATCH * CL * CL / 4u>;
+var<workgroup> sh_cv: array<vec4<f32>, CHAIN_BATCH * CL * CHAIN_ROWS / 4u>;
+var<workgroup> sh_cg: array<vec4<f32>, CHAIN_BATCH * H4>;
 // The group's state rows at the sub-chunk's start, and their s0 . Ah_t [row][t].
 var<workgroup> sh_s: array<vec4<f32>, CHAIN_ROWS * H4>;
 var<workgroup> sh_x: array<f32, CHAIN_ROWS * CL>;
 // The chunk's first sub-chunk and count.
 var<workgroup> sh_range: vec2<u32>;
 
-fn load_sub(sub: Sub, head: u32, i0: u32, li: u32) -> SubValues {
-    var x: SubValues;
+// Stages batch slot `b`'s sub-chunk values: thread li takes vec4 li of Ah, Rh, Bh and Kt, of
+// Qh and the values (the group's rows of the CL tokens; li < CL * CL / 4), of g_end (li <
+// 16).
+fn stage_sub(b: u32, sub: Sub, head: u32, i0: u32, li: u32) {
     let pb = part_at(sub.index, head);
-    x.a = parts[pb + OFF_A + li];
-    x.b = parts[pb + OFF_B + li];
-    x.k = parts[pb + OFF_K + li];
-    x.r = parts[pb + li];
+    let a = parts[pb + OFF_A + li];
+    let r = parts[pb + li];
+    let bh = parts[pb + OFF_B + li];
+    let k = parts[pb + OFF_K + li];
+    var q = vec4<f32>(0.0);
+    var v = vec4<f32>(0.0);
+    var g = vec4<f32>(0.0);
     if li < CL * CL / 4u {
-        x.q = parts[pb + OFF_Q + li];
+        q = parts[pb + OFF_Q + li];
         // Rows i0 + 4 (li % 4) .. of token li / 4.
-        x.v = token4(sub, li / (CHAIN_ROWS / 4u), head, SCAN_V, i0 / 4u + li % (CHAIN_ROWS / 4u), 0.0);
+        v = token4(sub, li / (CHAIN_ROWS / 4u), head, SCAN_V, i0 / 4u + li % (CHAIN_ROWS / 4u), 0.0);
     }
     if li < H4 {
-        x.g = parts[pb + OFF_G + li];
+        g = parts[pb + OFF_G + li];
     }
-    return x;
+    sh_ca[(b * CL + li / H4) * RS + li % H4] = a;
+    sh_cr[(b * CL + li / H4) * RS + li % H4] = r;
+    sh_cb[b * CL * H4 + li] = bh;
+    sh_ck[b * CL * H4 + li] = k;
+    if li < CL * CL / 4u {
+        sh_cq[b * CL * CL / 4u + li] = q;
+        sh_cv[b * CL * CHAIN_ROWS / 4u + li] = v;
+    }
+    if li < H4 {
+        sh_cg[b * H4 + li] = g;
+    }
 }
 
-// One sub-chunk for the group's rows: the outputs, then the state at its end (the thread's
-// vec4 c4 of row r, `s`, returned).
-fn chain_sub(x: SubValues, s: vec4<f32>, sub: Sub, head: u32, i0: u32, li: u32) -> vec4<f32> {
+// One sub-chunk (staged in batch slot b) for the group's rows, whose state is in sh_s: the
+// outputs, then the state at its end (the thread's vec4 c4 of row r, `s`, returned and
+// put in sh_s). Starts and ends after a barrier.
+fn chain_sub(b: u32, s: vec4<f32>, sub: Sub, head: u32, i0: u32, li: u32) -> vec4<f32> {
     let r = li / H4;
-    let c4 = li % H4;
-    sh_ca[(li / H4) * RS + li % H4] = x.a;
-    sh_cr[(li / H4) * RS + li % H4] = x.r;
-    sh_cb[li] = x.b;
-    sh_ck[li] = x.k;
-    if li < CL * CL / 4u {
-        sh_cq[li] = x.q;
-        sh_cv[li] = x.v;
-    }
-    if li < H4 {
-        sh_cg[li] = x.g;
-    }
-    sh_s[li] = s;
-    workgroupBarrier();
     // Thread (r, t): s0 . Ah_t, and the output of token t for row r.
     let t = li % CL;
     var xa = 0.0;
     var y = 0.0;
     for (var c = 0u; c < H4; c++) {
         let s0 = sh_s[r * H4 + c];
-        xa += dot(s0, sh_ca[t * RS + c]);
-        y += dot(s0, sh_cr[t * RS + c]);
+        xa += dot(s0, sh_ca[(b * CL + t) * RS + c]);
+        y += dot(s0, sh_cr[(b * CL + t) * RS + c]);
     }
     sh_x[r * CL + t] = xa;
+    let vb = b * CL * CHAIN_ROWS / 4u;
     for (var u = 0u; u <= t; u++) {
-        y += sh_cv[u * (CHAIN_ROWS / 4u) + r / 4u][r % 4u] * sh_cq[(t * CL + u) / 4u][u % 4u];
+        y += sh_cv[vb + u * (CHAIN_ROWS / 4u) + r / 4u][r % 4u]
+            * sh_cq[b * CL * CL / 4u + (t * CL + u) / 4u][u % 4u];
     }
     if t < sub.n {
         let n_head = p.dim / HEAD_SIZE;
@@ -346,15 +341,17 @@ fn chain_sub(x: SubValues, s: vec4<f32>, sub: Sub, head: u32, i0: u32, li: u32) 
     }
     workgroupBarrier();
     // Thread (r, c4): s0 g_end + (s0 Ah^T) Bh + v Kt.
-    var acc0 = s * sh_cg[c4];
+    let c4 = li % H4;
+    var acc0 = s * sh_cg[b * H4 + c4];
     var acc1 = vec4<f32>(0.0);
     for (var u = 0u; u < CL; u++) {
-        acc0 += sh_x[r * CL + u] * sh_cb[u * H4 + c4];
-        acc1 += sh_cv[u * (CHAIN_ROWS / 4u) + r / 4u][r % 4u] * sh_ck[u * H4 + c4];
+        acc0 += sh_x[r * CL + u] * sh_cb[(b * CL + u) * H4 + c4];
+        acc1 += sh_cv[vb + u * (CHAIN_ROWS / 4u) + r / 4u][r % 4u] * sh_ck[(b * CL + u) * H4 + c4];
     }
-    // Before the next sub-chunk's values replace these.
+    let next = acc0 + acc1;
+    sh_s[li] = next;
     workgroupBarrier();
-    return acc0 + acc1;
+    return next;
 }
 
 @compute @workgroup_size(WG)
@@ -385,27 +382,16 @@ fn chunk_chain(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
     // Thread (r, c4): columns 4 c4 .. of state row i0 + r.
     let sat = ((chunk.slot * n_head + head) * HEAD_SIZE + i0) * H4 + li;
     var s = state[sat];
-    // Sub-chunk n of the chunk.
+    sh_s[li] = s;
     let at = vec2<u32>(range.x, chunk.first_row);
-    // Three sub-chunks' loads in flight: each set is loaded two sub-chunks before its own.
-    var x0 = load_sub(chunk_sub(at, chunk.n_rows, 0u), head, i0, li);
-    var x1 = load_sub(chunk_sub(at, chunk.n_rows, 1u), head, i0, li);
-    var x2 = load_sub(chunk_sub(at, chunk.n_rows, 2u), head, i0, li);
-    for (var n = 0u; n < range.y; n += 3u) {
-        s = chain_sub(x0, s, chunk_sub(at, chunk.n_rows, n), head, i0, li);
-        if n + 3u < range.y {
-            x0 = load_sub(chunk_sub(at, chunk.n_rows, n + 3u), head, i0, li);
+    for (var n = 0u; n < range.y; n += CHAIN_BATCH) {
+        for (var b = 0u; b < CHAIN_BATCH; b++) {
+            stage_sub(b, chunk_sub(at, chunk.n_rows, n + b), head, i0, li);
         }
-        if n + 1u < range.y {
-            s = chain_sub(x1, s, chunk_sub(at, chunk.n_rows, n + 1u), head, i0, li);
-            if n + 4u < range.y {
-                x1 = load_sub(chunk_sub(at, chunk.n_rows, n + 4u), head, i0, li);
-            }
-        }
-        if n + 2u < range.y {
-            s = chain_sub(x2, s, chunk_sub(at, chunk.n_rows, n + 2u), head, i0, li);
-            if n + 5u < range.y {
-                x2 = load_sub(chunk_sub(at, chunk.n_rows, n + 5u), head, i0, li);
+        workgroupBarrier();
+        for (var b = 0u; b < CHAIN_BATCH; b++) {
+            if n + b < range.y {
+                s = chain_sub(b, s, chunk_sub(at, chunk.n_rows, n + b), head, i0, li);
             }
         }
     }
