@@ -47,6 +47,8 @@ const PART: u32 = OFF_G + H4;
 // by side: 17 puts the same vec4 of consecutive rows in different banks.
 const RS: u32 = 17u;
 const WG: u32 = 256u;
+// The thread layouts take a thread per vec4 of a [CL][64] tile.
+const_assert CL * H4 == WG;
 // State rows per chain workgroup.
 const CHAIN_ROWS: u32 = 16u;
 
@@ -146,35 +148,33 @@ fn chunk_prep(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_in
     }
     let head = wg.y;
     let pb = part_at(sub.index, head);
-    // 1. The scaled vectors: thread (t, c4) for token t, columns 4 c4 .. Tokens past the
-    // sub-chunk's end are the identity (w = 1, the rest 0). The decays first, then each
-    // thread multiplies those before its token, in token order.
-    for (var e = li; e < CL * H4; e += WG) {
-        sh_bb[(e / H4) * RS + e % H4] = token4(sub, e / H4, head, SCAN_W, e % H4, 1.0);
+    // 1. The scaled vectors: thread (t, c4) for token t, columns 4 c4 .. (one vec4 of a
+    // [CL][64] tile a thread: CL * H4 == WG). Tokens past the sub-chunk's end are the
+    // identity (w = 1, the rest 0). The token's values loaded at once, the decays shared,
+    // then each thread multiplies those before its token, in token order.
+    let t = li / H4;
+    let c4 = li % H4;
+    let w = token4(sub, t, head, SCAN_W, c4, 1.0);
+    let a = token4(sub, t, head, SCAN_A, c4, 0.0);
+    let r = token4(sub, t, head, SCAN_R, c4, 0.0);
+    let k = token4(sub, t, head, SCAN_K, c4, 0.0);
+    let b = token4(sub, t, head, SCAN_B, c4, 0.0);
+    sh_bb[t * RS + c4] = w;
+    workgroupBarrier();
+    var before = vec4<f32>(1.0);
+    for (var u = 0u; u < t; u++) {
+        before *= sh_bb[u * RS + c4];
+    }
+    let g = before * w;
+    sh_at[t * RS + c4] = a * before;
+    sh_rt[t * RS + c4] = r * g;
+    sh_kb[t * RS + c4] = k / g;
+    if t == CL - 1u {
+        sh_gl[c4] = g;
+        parts[pb + OFF_G + c4] = g;
     }
     workgroupBarrier();
-    var b_own: array<vec4<f32>, CL * H4 / WG>;
-    for (var e = li; e < CL * H4; e += WG) {
-        let t = e / H4;
-        let c4 = e % H4;
-        var before = vec4<f32>(1.0);
-        for (var u = 0u; u < t; u++) {
-            before *= sh_bb[u * RS + c4];
-        }
-        let g = before * sh_bb[t * RS + c4];
-        sh_at[t * RS + c4] = token4(sub, t, head, SCAN_A, c4, 0.0) * before;
-        sh_rt[t * RS + c4] = token4(sub, t, head, SCAN_R, c4, 0.0) * g;
-        sh_kb[t * RS + c4] = token4(sub, t, head, SCAN_K, c4, 0.0) / g;
-        b_own[e / WG] = token4(sub, t, head, SCAN_B, c4, 0.0) / g;
-        if t == CL - 1u {
-            sh_gl[c4] = g;
-            parts[pb + OFF_G + c4] = g;
-        }
-    }
-    workgroupBarrier();
-    for (var e = li; e < CL * H4; e += WG) {
-        sh_bb[(e / H4) * RS + e % H4] = b_own[e / WG];
-    }
+    sh_bb[t * RS + c4] = b / g;
     workgroupBarrier();
     // 2. The CL x CL matrices.
     for (var e = li; e < CL * CL; e += WG) {
@@ -272,9 +272,10 @@ var<workgroup> sh_ca: array<vec4<f32>, CHAIN_BATCH * CL * RS>;
 var<workgroup> sh_cr: array<vec4<f32>, CHAIN_BATCH * CL * RS>;
 var<workgroup> sh_cb: array<vec4<f32>, CHAIN_BATCH * CL * H4>;
 var<workgroup> sh_ck: array<vec4<f32>, CHAIN_BATCH * CL * H4>;
-// [batch]: Qh [t][u], the group's values [u][row], g_end.
-var<workgroup> sh_cq: array<vec4<f32>, CHAIN_BATCH * CL * CL / 4u>;
-var<workgroup> sh_cv: array<vec4<f32>, CHAIN_BATCH * CL * CHAIN_ROWS / 4u>;
+// [batch]: Qh [t][u] and the group's values [u][row] (scalars: a vec4 component chosen at
+// run time goes through memory on NVIDIA), g_end.
+var<workgroup> sh_cq: array<f32, CHAIN_BATCH * CL * CL>;
+var<workgroup> sh_cv: array<f32, CHAIN_BATCH * CL * CHAIN_ROWS>;
 var<workgroup> sh_cg: array<vec4<f32>, CHAIN_BATCH * H4>;
 // The group's state rows at the sub-chunk's start, and their s0 . Ah_t [row][t].
 var<workgroup> sh_s: array<vec4<f32>, CHAIN_ROWS * H4>;
@@ -307,8 +308,15 @@ fn stage_sub(b: u32, sub: Sub, head: u32, i0: u32, li: u32) {
     sh_cb[b * CL * H4 + li] = bh;
     sh_ck[b * CL * H4 + li] = k;
     if li < CL * CL / 4u {
-        sh_cq[b * CL * CL / 4u + li] = q;
-        sh_cv[b * CL * CHAIN_ROWS / 4u + li] = v;
+        let at = 4u * li;
+        sh_cq[b * CL * CL + at] = q.x;
+        sh_cq[b * CL * CL + at + 1u] = q.y;
+        sh_cq[b * CL * CL + at + 2u] = q.z;
+        sh_cq[b * CL * CL + at + 3u] = q.w;
+        sh_cv[b * CL * CHAIN_ROWS + at] = v.x;
+        sh_cv[b * CL * CHAIN_ROWS + at + 1u] = v.y;
+        sh_cv[b * CL * CHAIN_ROWS + at + 2u] = v.z;
+        sh_cv[b * CL * CHAIN_ROWS + at + 3u] = v.w;
     }
     if li < H4 {
         sh_cg[b * H4 + li] = g;
@@ -330,10 +338,9 @@ fn chain_sub(b: u32, s: vec4<f32>, sub: Sub, head: u32, i0: u32, li: u32) -> vec
         y += dot(s0, sh_cr[(b * CL + t) * RS + c]);
     }
     sh_x[r * CL + t] = xa;
-    let vb = b * CL * CHAIN_ROWS / 4u;
+    let vb = b * CL * CHAIN_ROWS;
     for (var u = 0u; u <= t; u++) {
-        y += sh_cv[vb + u * (CHAIN_ROWS / 4u) + r / 4u][r % 4u]
-            * sh_cq[b * CL * CL / 4u + (t * CL + u) / 4u][u % 4u];
+        y += sh_cv[vb + u * CHAIN_ROWS + r] * sh_cq[b * CL * CL + t * CL + u];
     }
     if t < sub.n {
         let n_head = p.dim / HEAD_SIZE;
@@ -346,7 +353,7 @@ fn chain_sub(b: u32, s: vec4<f32>, sub: Sub, head: u32, i0: u32, li: u32) -> vec
     var acc1 = vec4<f32>(0.0);
     for (var u = 0u; u < CL; u++) {
         acc0 += sh_x[r * CL + u] * sh_cb[(b * CL + u) * H4 + c4];
-        acc1 += sh_cv[vb + u * (CHAIN_ROWS / 4u) + r / 4u][r % 4u] * sh_ck[(b * CL + u) * H4 + c4];
+        acc1 += sh_cv[vb + u * CHAIN_ROWS + r] * sh_ck[(b * CL + u) * H4 + c4];
     }
     let next = acc0 + acc1;
     sh_s[li] = next;
