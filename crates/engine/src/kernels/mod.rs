@@ -192,7 +192,8 @@ pub fn chunked_chain_batch(workgroup_bytes: u32) -> u32 {
 pub fn wkv7_chunked_wgsl(chunked_from: u32, batch: u32) -> String {
     format!(
         "const CL: u32 = {CHUNKED_CL}u;\nconst CHUNKED_FROM: u32 = {chunked_from}u;\n\
-         const CHAIN_BATCH: u32 = {batch}u;\n"
+         const CHAIN_BATCH: u32 = {batch}u;\nconst CHUNKED_PROBE: u32 = {}u;\n",
+        rwkv_gpu::env_parse::<u32>("WEB_RWKV_CHUNKED_PROBE").unwrap_or(0)
     ) + STEP_WGSL
         + include_str!("wkv7_chunked.wgsl")
 }

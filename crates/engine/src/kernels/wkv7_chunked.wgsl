@@ -1,6 +1,9 @@
-// (A header with CL, the tokens of a sub-chunk, and CHUNKED_FROM, the tokens from which a
-// chunk takes this path (wkv7_scan.wgsl skips such chunks), and step.wgsl, the Step and
-// Chunk structs, are prepended.)
+// (A header with CL, the tokens of a sub-chunk, CHUNKED_FROM, the tokens from which a chunk
+// takes this path (wkv7_scan.wgsl skips such chunks), CHAIN_BATCH (see chunk_chain) and
+// CHUNKED_PROBE (timing probes, `WEB_RWKV_CHUNKED_PROBE`: results are wrong with any bit
+// set; 1 the chain's loads, 2 its Qh terms, 4 its row products, 8 its state update, 16 the
+// prep's substitution, 32 its CL x CL matrices), and step.wgsl, the Step and Chunk
+// structs, are prepended.)
 // Step 3 of the chunk path of the RWKV-7 attention core (see wkv7.wgsl) in matrix form, for
 // chunks of at least CHUNKED_FROM tokens: the same recurrence as wkv7_scan.wgsl, per state
 // row i of a head (s, a row of 64 over the key index j; D = diag(w)),
@@ -184,7 +187,7 @@ fn chunk_prep(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_in
         var mkb = 0.0;
         var qb = 0.0;
         var qk = 0.0;
-        for (var c = 0u; c < H4; c++) {
+        for (var c = 0u; c < H4 && (CHUNKED_PROBE & 32u) == 0u; c++) {
             let at = sh_at[t * RS + c];
             let rt = sh_rt[t * RS + c];
             let bb = sh_bb[u * RS + c];
@@ -203,7 +206,7 @@ fn chunk_prep(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_in
     // 3. (I - Mbb) X = [At | Mkb] by forward substitution, in place: X_t += sum over u < t of
     // Mbb[t][u] X_u, a row at a time (the 16 vec4s of At and the CL columns of Mkb side by
     // side).
-    for (var t = 1u; t < CL; t++) {
+    for (var t = 1u; t < CL && (CHUNKED_PROBE & 16u) == 0u; t++) {
         if li < H4 {
             var acc = vec4<f32>(0.0);
             for (var u = 0u; u < t; u++) {
@@ -288,6 +291,9 @@ var<workgroup> sh_range: vec2<u32>;
 // 16).
 fn stage_sub(b: u32, sub: Sub, head: u32, i0: u32, li: u32) {
     let pb = part_at(sub.index, head);
+    if (CHUNKED_PROBE & 1u) != 0u {
+        return;
+    }
     let a = parts[pb + OFF_A + li];
     let r = parts[pb + li];
     let bh = parts[pb + OFF_B + li];
@@ -332,14 +338,14 @@ fn chain_sub(b: u32, s: vec4<f32>, sub: Sub, head: u32, i0: u32, li: u32) -> vec
     let t = li % CL;
     var xa = 0.0;
     var y = 0.0;
-    for (var c = 0u; c < H4; c++) {
+    for (var c = 0u; c < H4 && (CHUNKED_PROBE & 4u) == 0u; c++) {
         let s0 = sh_s[r * H4 + c];
         xa += dot(s0, sh_ca[(b * CL + t) * RS + c]);
         y += dot(s0, sh_cr[(b * CL + t) * RS + c]);
     }
     sh_x[r * CL + t] = xa;
     let vb = b * CL * CHAIN_ROWS;
-    for (var u = 0u; u <= t; u++) {
+    for (var u = 0u; u <= t && (CHUNKED_PROBE & 2u) == 0u; u++) {
         y += sh_cv[vb + u * CHAIN_ROWS + r] * sh_cq[b * CL * CL + t * CL + u];
     }
     if t < sub.n {
@@ -351,7 +357,7 @@ fn chain_sub(b: u32, s: vec4<f32>, sub: Sub, head: u32, i0: u32, li: u32) -> vec
     let c4 = li % H4;
     var acc0 = s * sh_cg[b * H4 + c4];
     var acc1 = vec4<f32>(0.0);
-    for (var u = 0u; u < CL; u++) {
+    for (var u = 0u; u < CL && (CHUNKED_PROBE & 8u) == 0u; u++) {
         acc0 += sh_x[r * CL + u] * sh_cb[(b * CL + u) * H4 + c4];
         acc1 += sh_cv[vb + u * CHAIN_ROWS + r] * sh_ck[(b * CL + u) * H4 + c4];
     }
