@@ -56,7 +56,7 @@ fn kernels() -> Vec<(String, String)> {
         rwkv_engine::kernels::wkv7_scan_wgsl(16, 64, 1, 4, 0),
     ));
     // (Entry points renamed to `main`, one at a time.)
-    let chunked = rwkv_engine::kernels::wkv7_chunked_wgsl(64, 2);
+    let chunked = rwkv_engine::kernels::wkv7_chunked_wgsl(64);
     for entry in ["chunk_prep", "chunk_chain"] {
         out.push((
             format!("wkv7 matrix-form scan, {entry}"),

@@ -174,25 +174,12 @@ pub const CHUNKED_CHAIN_ROWS: u32 = 16;
 /// PART: Rh, Ah, Bh, Kt, Qh and g_end).
 pub const CHUNKED_PART: u32 = 4 * CHUNKED_CL * 64 + CHUNKED_CL * CHUNKED_CL + 64;
 
-/// Sub-chunks the matrix-form scan's chain stages at a time on a device with
-/// `workgroup_bytes` of workgroup memory: 2 where they fit (44 KB), else 1.
-/// `WEB_RWKV_CHAIN_BATCH=1` keeps 1, for measurements.
-pub fn chunked_chain_batch(workgroup_bytes: u32) -> u32 {
-    let want = rwkv_gpu::env_parse::<u32>("WEB_RWKV_CHAIN_BATCH").unwrap_or(2);
-    if want >= 2 && workgroup_bytes >= 44 * 1024 {
-        2
-    } else {
-        1
-    }
-}
-
 /// The matrix-form WKV scan's source (wkv7_chunked.wgsl) for chunks of at least
-/// `chunked_from` tokens, its chain staging `batch` sub-chunks at a time (1 or 2; 2 takes 44
-/// KB of workgroup memory, see [`chunked_chain_batch`]).
-pub fn wkv7_chunked_wgsl(chunked_from: u32, batch: u32) -> String {
+/// `chunked_from` tokens.
+pub fn wkv7_chunked_wgsl(chunked_from: u32) -> String {
     format!(
         "const CL: u32 = {CHUNKED_CL}u;\nconst CHUNKED_FROM: u32 = {chunked_from}u;\n\
-         const CHAIN_BATCH: u32 = {batch}u;\nconst CHUNKED_PROBE: u32 = {}u;\n",
+         const CHUNKED_PROBE: u32 = {}u;\n",
         rwkv_gpu::env_parse::<u32>("WEB_RWKV_CHUNKED_PROBE").unwrap_or(0)
     ) + STEP_WGSL
         + include_str!("wkv7_chunked.wgsl")
@@ -295,8 +282,7 @@ impl Kernels {
             let scan = scan_module(scan_depth(), rows);
             let scan_single = scan_module(SCAN_DEPTH_SINGLE, rows_single);
             let chunked = (chunked_from != 0).then(|| {
-                let batch = chunked_chain_batch(device.limits().max_compute_workgroup_storage_size);
-                let m = module("wkv7_chunked", wkv7_chunked_wgsl(chunked_from, batch));
+                let m = module("wkv7_chunked", wkv7_chunked_wgsl(chunked_from));
                 Wkv7Chunked {
                     prep: at("wkv7_chunk_prep", &m, "chunk_prep"),
                     chain: at("wkv7_chunk_chain", &m, "chunk_chain"),

@@ -1,8 +1,8 @@
 // (A header with CL, the tokens of a sub-chunk, CHUNKED_FROM, the tokens from which a chunk
-// takes this path (wkv7_scan.wgsl skips such chunks), CHAIN_BATCH (see chunk_chain) and
+// takes this path (wkv7_scan.wgsl skips such chunks), and
 // CHUNKED_PROBE (timing probes, `WEB_RWKV_CHUNKED_PROBE`: results are wrong with any bit
 // set; 1 the chain's loads, 2 its Qh terms, 4 its row products, 8 its state update, 16 the
-// prep's substitution, 32 its CL x CL matrices), and step.wgsl, the Step and Chunk
+// prep's solve, 32 its CL x CL matrices), and step.wgsl, the Step and Chunk
 // structs, are prepended.)
 // Step 3 of the chunk path of the RWKV-7 attention core (see wkv7.wgsl) in matrix form, for
 // chunks of at least CHUNKED_FROM tokens: the same recurrence as wkv7_scan.wgsl, per state
@@ -50,8 +50,10 @@ const PART: u32 = OFF_G + H4;
 // by side: 17 puts the same vec4 of consecutive rows in different banks.
 const RS: u32 = 17u;
 const WG: u32 = 256u;
-// The thread layouts take a thread per vec4 of a [CL][64] tile.
+// The thread layouts take a thread per vec4 of a [CL][64] tile, and per entry of a CL x CL
+// matrix.
 const_assert CL * H4 == WG;
+const_assert CL == H4;
 // State rows per chain workgroup.
 const CHAIN_ROWS: u32 = 16u;
 
@@ -203,24 +205,24 @@ fn chunk_prep(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_in
         sh_qk[e] = select(0.0, qk, u <= t);
     }
     workgroupBarrier();
-    // 3. (I - Mbb) X = [At | Mkb] by forward substitution, in place: X_t += sum over u < t of
-    // Mbb[t][u] X_u, a row at a time (the 16 vec4s of At and the CL columns of Mkb side by
-    // side).
-    for (var t = 1u; t < CL && (CHUNKED_PROBE & 16u) == 0u; t++) {
-        if li < H4 {
-            var acc = vec4<f32>(0.0);
-            for (var u = 0u; u < t; u++) {
-                acc += sh_mbb[t * CL + u] * sh_at[u * RS + li];
-            }
-            sh_at[t * RS + li] += acc;
-        } else if li < H4 + CL {
-            let c = li - H4;
-            var acc = 0.0;
-            for (var u = 0u; u < t; u++) {
-                acc += sh_mbb[t * CL + u] * sh_mkb[u * CL + c];
-            }
-            sh_mkb[t * CL + c] += acc;
+    // 3. X = (I - Mbb)^-1 [At | Mkb] = (I + M^8)(I + M^4)(I + M^2)(I + M) X (M = Mbb is
+    // strictly lower triangular, so M^16 = 0): four rounds of X += M X, M = M M, every
+    // thread at once (a forward substitution takes CL dependent rows). Thread (t, c) takes
+    // vec4 c of At's row t and column c of Mkb and of M (CL == H4).
+    for (var round = 0u; round < 4u && (CHUNKED_PROBE & 16u) == 0u; round++) {
+        var xa = sh_at[t * RS + c4];
+        var xk = sh_mkb[t * CL + c4];
+        var m2 = 0.0;
+        for (var u = 0u; u < t; u++) {
+            let m = sh_mbb[t * CL + u];
+            xa += m * sh_at[u * RS + c4];
+            xk += m * sh_mkb[u * CL + c4];
+            m2 += m * sh_mbb[u * CL + c4];
         }
+        workgroupBarrier();
+        sh_at[t * RS + c4] = xa;
+        sh_mkb[t * CL + c4] = xk;
+        sh_mbb[t * CL + c4] = m2;
         workgroupBarrier();
     }
     // 4. Rh = Rt + Qb Ah, Ah, and Qh = Qk + Qb Wh, out; Bh and Kh in place.
@@ -265,109 +267,85 @@ fn chunk_prep(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_in
 
 // ---- chunk_chain: one workgroup per (chunk, head, group of CHAIN_ROWS state rows) ----
 
-// The sub-chunks' values are staged CHAIN_BATCH sub-chunks at a time: a workgroup barrier
-// waits for the thread's loads in flight (NVIDIA), so loads issued a sub-chunk ahead would
-// not overlap anything; a batch pays one load latency for CHAIN_BATCH sub-chunks.
+// Threads of a chain workgroup: each takes 4 of its rows (a row quad) and, in turn, one
+// token (outputs) and one vec4 of columns (the state update), so that each value read from
+// workgroup memory serves 4 rows (the kernel is bound by those reads).
+const CHAIN_WG: u32 = CHAIN_ROWS / 4u * H4;
+// Workgroup-memory vec4s and floats of a sub-chunk's staged values, per thread.
+const STAGE_PT: u32 = CL * H4 / CHAIN_WG;
 
-// [batch][t][j] tiles: Ah and Rh (RS vec4s a row: the threads of a state row read
-// different tokens' rows side by side), Bh and Kt.
-var<workgroup> sh_ca: array<vec4<f32>, CHAIN_BATCH * CL * RS>;
-var<workgroup> sh_cr: array<vec4<f32>, CHAIN_BATCH * CL * RS>;
-var<workgroup> sh_cb: array<vec4<f32>, CHAIN_BATCH * CL * H4>;
-var<workgroup> sh_ck: array<vec4<f32>, CHAIN_BATCH * CL * H4>;
-// [batch]: Qh [t][u] and the group's values [u][row] (scalars: a vec4 component chosen at
-// run time goes through memory on NVIDIA), g_end.
-var<workgroup> sh_cq: array<f32, CHAIN_BATCH * CL * CL>;
-var<workgroup> sh_cv: array<f32, CHAIN_BATCH * CL * CHAIN_ROWS>;
-var<workgroup> sh_cg: array<vec4<f32>, CHAIN_BATCH * H4>;
-// The group's state rows at the sub-chunk's start, and their s0 . Ah_t [row][t].
+// [t][j] tiles: Ah and Rh (RS vec4s a row: threads of one row quad read different tokens'
+// rows side by side), Bh and Kt.
+var<workgroup> sh_ca: array<vec4<f32>, CL * RS>;
+var<workgroup> sh_cr: array<vec4<f32>, CL * RS>;
+var<workgroup> sh_cb: array<vec4<f32>, CL * H4>;
+var<workgroup> sh_ck: array<vec4<f32>, CL * H4>;
+// Qh [t][u] (rows of CL + 1: the threads of a row quad read different tokens' rows), the
+// group's values [u][row quad] (a vec4 of 4 rows), g_end.
+var<workgroup> sh_cq: array<f32, CL * (CL + 1u)>;
+var<workgroup> sh_cv: array<vec4<f32>, CL * CHAIN_ROWS / 4u>;
+var<workgroup> sh_cg: array<vec4<f32>, H4>;
+// The group's state rows at the sub-chunk's start, and their s0 . Ah_t [t][row quad].
 var<workgroup> sh_s: array<vec4<f32>, CHAIN_ROWS * H4>;
-var<workgroup> sh_x: array<f32, CHAIN_ROWS * CL>;
+var<workgroup> sh_x: array<vec4<f32>, CL * CHAIN_ROWS / 4u>;
 // The chunk's first sub-chunk and count.
 var<workgroup> sh_range: vec2<u32>;
 
-// Stages batch slot `b`'s sub-chunk values: thread li takes vec4 li of Ah, Rh, Bh and Kt, of
-// Qh and the values (the group's rows of the CL tokens; li < CL * CL / 4), of g_end (li <
-// 16).
-fn stage_sub(b: u32, sub: Sub, head: u32, i0: u32, li: u32) {
-    let pb = part_at(sub.index, head);
+// A sub-chunk's values as one thread loads them (`load_sub`) and stages them (`stage_sub`):
+// vec4s li + k CHAIN_WG of Ah, Rh, Bh and Kt, and vec4 li of Qh, of the values (token li / 4,
+// the group's row quad li % 4) and of g_end (li < 16).
+struct SubValues {
+    a: array<vec4<f32>, STAGE_PT>,
+    r: array<vec4<f32>, STAGE_PT>,
+    b: array<vec4<f32>, STAGE_PT>,
+    k: array<vec4<f32>, STAGE_PT>,
+    q: vec4<f32>,
+    v: vec4<f32>,
+    g: vec4<f32>,
+}
+
+fn load_sub(sub: Sub, head: u32, i0: u32, li: u32) -> SubValues {
+    var x: SubValues;
     if (CHUNKED_PROBE & 1u) != 0u {
-        return;
+        return x;
     }
-    let a = parts[pb + OFF_A + li];
-    let r = parts[pb + li];
-    let bh = parts[pb + OFF_B + li];
-    let k = parts[pb + OFF_K + li];
-    var q = vec4<f32>(0.0);
-    var v = vec4<f32>(0.0);
-    var g = vec4<f32>(0.0);
-    if li < CL * CL / 4u {
-        q = parts[pb + OFF_Q + li];
-        // Rows i0 + 4 (li % 4) .. of token li / 4.
-        v = token4(sub, li / (CHAIN_ROWS / 4u), head, SCAN_V, i0 / 4u + li % (CHAIN_ROWS / 4u), 0.0);
+    let pb = part_at(sub.index, head);
+    for (var k = 0u; k < STAGE_PT; k++) {
+        let e = li + k * CHAIN_WG;
+        x.a[k] = parts[pb + OFF_A + e];
+        x.r[k] = parts[pb + e];
+        x.b[k] = parts[pb + OFF_B + e];
+        x.k[k] = parts[pb + OFF_K + e];
     }
+    x.q = parts[pb + OFF_Q + li];
+    x.v = token4(sub, li / (CHAIN_ROWS / 4u), head, SCAN_V, i0 / 4u + li % (CHAIN_ROWS / 4u), 0.0);
     if li < H4 {
-        g = parts[pb + OFF_G + li];
+        x.g = parts[pb + OFF_G + li];
     }
-    sh_ca[(b * CL + li / H4) * RS + li % H4] = a;
-    sh_cr[(b * CL + li / H4) * RS + li % H4] = r;
-    sh_cb[b * CL * H4 + li] = bh;
-    sh_ck[b * CL * H4 + li] = k;
-    if li < CL * CL / 4u {
-        let at = 4u * li;
-        sh_cq[b * CL * CL + at] = q.x;
-        sh_cq[b * CL * CL + at + 1u] = q.y;
-        sh_cq[b * CL * CL + at + 2u] = q.z;
-        sh_cq[b * CL * CL + at + 3u] = q.w;
-        sh_cv[b * CL * CHAIN_ROWS + at] = v.x;
-        sh_cv[b * CL * CHAIN_ROWS + at + 1u] = v.y;
-        sh_cv[b * CL * CHAIN_ROWS + at + 2u] = v.z;
-        sh_cv[b * CL * CHAIN_ROWS + at + 3u] = v.w;
+    return x;
+}
+
+fn stage_sub(x: SubValues, li: u32) {
+    for (var k = 0u; k < STAGE_PT; k++) {
+        let e = li + k * CHAIN_WG;
+        sh_ca[(e / H4) * RS + e % H4] = x.a[k];
+        sh_cr[(e / H4) * RS + e % H4] = x.r[k];
+        sh_cb[e] = x.b[k];
+        sh_ck[e] = x.k[k];
     }
+    // Qh's vec4 li: row t = li / 4, columns 4 (li % 4) ..
+    let q0 = (li / (CL / 4u)) * (CL + 1u) + (li % (CL / 4u)) * 4u;
+    sh_cq[q0] = x.q.x;
+    sh_cq[q0 + 1u] = x.q.y;
+    sh_cq[q0 + 2u] = x.q.z;
+    sh_cq[q0 + 3u] = x.q.w;
+    sh_cv[li] = x.v;
     if li < H4 {
-        sh_cg[b * H4 + li] = g;
+        sh_cg[li] = x.g;
     }
 }
 
-// One sub-chunk (staged in batch slot b) for the group's rows, whose state is in sh_s: the
-// outputs, then the state at its end (the thread's vec4 c4 of row r, `s`, returned and
-// put in sh_s). Starts and ends after a barrier.
-fn chain_sub(b: u32, s: vec4<f32>, sub: Sub, head: u32, i0: u32, li: u32) -> vec4<f32> {
-    let r = li / H4;
-    // Thread (r, t): s0 . Ah_t, and the output of token t for row r.
-    let t = li % CL;
-    var xa = 0.0;
-    var y = 0.0;
-    for (var c = 0u; c < H4 && (CHUNKED_PROBE & 4u) == 0u; c++) {
-        let s0 = sh_s[r * H4 + c];
-        xa += dot(s0, sh_ca[(b * CL + t) * RS + c]);
-        y += dot(s0, sh_cr[(b * CL + t) * RS + c]);
-    }
-    sh_x[r * CL + t] = xa;
-    let vb = b * CL * CHAIN_ROWS;
-    for (var u = 0u; u <= t && (CHUNKED_PROBE & 2u) == 0u; u++) {
-        y += sh_cv[vb + u * CHAIN_ROWS + r] * sh_cq[b * CL * CL + t * CL + u];
-    }
-    if t < sub.n {
-        let n_head = p.dim / HEAD_SIZE;
-        post_in[(((sub.first + t) * n_head + head) * POST_BLOCKS + POST_Y) * HEAD_SIZE + i0 + r] = y;
-    }
-    workgroupBarrier();
-    // Thread (r, c4): s0 g_end + (s0 Ah^T) Bh + v Kt.
-    let c4 = li % H4;
-    var acc0 = s * sh_cg[b * H4 + c4];
-    var acc1 = vec4<f32>(0.0);
-    for (var u = 0u; u < CL && (CHUNKED_PROBE & 8u) == 0u; u++) {
-        acc0 += sh_x[r * CL + u] * sh_cb[(b * CL + u) * H4 + c4];
-        acc1 += sh_cv[vb + u * CHAIN_ROWS + r] * sh_ck[(b * CL + u) * H4 + c4];
-    }
-    let next = acc0 + acc1;
-    sh_s[li] = next;
-    workgroupBarrier();
-    return next;
-}
-
-@compute @workgroup_size(WG)
+@compute @workgroup_size(CHAIN_WG)
 fn chunk_chain(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
     if wg.x >= step.n_chunks {
         return;
@@ -392,23 +370,78 @@ fn chunk_chain(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
     let groups = HEAD_SIZE / CHAIN_ROWS;
     let head = wg.y / groups;
     let i0 = (wg.y % groups) * CHAIN_ROWS;
-    // Thread (r, c4): columns 4 c4 .. of state row i0 + r.
-    let sat = ((chunk.slot * n_head + head) * HEAD_SIZE + i0) * H4 + li;
-    var s = state[sat];
-    sh_s[li] = s;
+    // Thread (q, c): row quad q (rows i0 + 4 q ..); c is a token for the outputs and a vec4
+    // of columns for the update.
+    let q = li / H4;
+    let c = li % H4;
+    let sat = ((chunk.slot * n_head + head) * HEAD_SIZE + i0 + 4u * q) * H4 + c;
+    var s0 = state[sat];
+    var s1 = state[sat + H4];
+    var s2 = state[sat + 2u * H4];
+    var s3 = state[sat + 3u * H4];
     let at = vec2<u32>(range.x, chunk.first_row);
-    for (var n = 0u; n < range.y; n += CHAIN_BATCH) {
-        for (var b = 0u; b < CHAIN_BATCH; b++) {
-            stage_sub(b, chunk_sub(at, chunk.n_rows, n + b), head, i0, li);
+    var next = load_sub(chunk_sub(at, chunk.n_rows, 0u), head, i0, li);
+    for (var n = 0u; n < range.y; n++) {
+        let sub = chunk_sub(at, chunk.n_rows, n);
+        stage_sub(next, li);
+        sh_s[(4u * q) * H4 + c] = s0;
+        sh_s[(4u * q + 1u) * H4 + c] = s1;
+        sh_s[(4u * q + 2u) * H4 + c] = s2;
+        sh_s[(4u * q + 3u) * H4 + c] = s3;
+        workgroupBarrier();
+        // Token t = c: s0 . Ah_t and the output y_t of the quad's rows.
+        let t = c;
+        var x = vec4<f32>(0.0);
+        var y = vec4<f32>(0.0);
+        for (var j = 0u; j < H4 && (CHUNKED_PROBE & 4u) == 0u; j++) {
+            let a = sh_ca[t * RS + j];
+            let r = sh_cr[t * RS + j];
+            let r0 = sh_s[(4u * q) * H4 + j];
+            let r1 = sh_s[(4u * q + 1u) * H4 + j];
+            let r2 = sh_s[(4u * q + 2u) * H4 + j];
+            let r3 = sh_s[(4u * q + 3u) * H4 + j];
+            x += vec4<f32>(dot(r0, a), dot(r1, a), dot(r2, a), dot(r3, a));
+            y += vec4<f32>(dot(r0, r), dot(r1, r), dot(r2, r), dot(r3, r));
+        }
+        for (var u = 0u; u <= t && (CHUNKED_PROBE & 2u) == 0u; u++) {
+            y += sh_cq[t * (CL + 1u) + u] * sh_cv[u * (CHAIN_ROWS / 4u) + q];
+        }
+        sh_x[t * (CHAIN_ROWS / 4u) + q] = x;
+        if t < sub.n {
+            let out = (((sub.first + t) * n_head + head) * POST_BLOCKS + POST_Y) * HEAD_SIZE + i0 + 4u * q;
+            post_in[out] = y.x;
+            post_in[out + 1u] = y.y;
+            post_in[out + 2u] = y.z;
+            post_in[out + 3u] = y.w;
         }
         workgroupBarrier();
-        for (var b = 0u; b < CHAIN_BATCH; b++) {
-            if n + b < range.y {
-                s = chain_sub(b, s, chunk_sub(at, chunk.n_rows, n + b), head, i0, li);
-            }
+        // The next sub-chunk's loads, in flight during the update.
+        if n + 1u < range.y {
+            next = load_sub(chunk_sub(at, chunk.n_rows, n + 1u), head, i0, li);
         }
+        // Columns 4 c ..: s0 g_end + (s0 Ah^T) Bh + v Kt, for the quad's rows.
+        let g = sh_cg[c];
+        s0 *= g;
+        s1 *= g;
+        s2 *= g;
+        s3 *= g;
+        for (var u = 0u; u < CL && (CHUNKED_PROBE & 8u) == 0u; u++) {
+            let b = sh_cb[u * H4 + c];
+            let k = sh_ck[u * H4 + c];
+            let xu = sh_x[u * (CHAIN_ROWS / 4u) + q];
+            let vu = sh_cv[u * (CHAIN_ROWS / 4u) + q];
+            s0 += xu.x * b + vu.x * k;
+            s1 += xu.y * b + vu.y * k;
+            s2 += xu.z * b + vu.z * k;
+            s3 += xu.w * b + vu.w * k;
+        }
+        // Before the next sub-chunk's values replace these.
+        workgroupBarrier();
     }
-    state[sat] = s;
+    state[sat] = s0;
+    state[sat + H4] = s1;
+    state[sat + 2u * H4] = s2;
+    state[sat + 3u * H4] = s3;
 }
 
 // Sub-chunk n of a chunk of `n_rows` tokens whose first sub-chunk is number at.x and first
