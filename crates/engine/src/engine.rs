@@ -2332,7 +2332,7 @@ impl Engine {
                     b.kernel_at(
                         "wkv7_chunk_prep",
                         &ch.prep,
-                        &at(&[0, 1, 2, 3, 6]),
+                        &at(&[0, 1, 2, 3, 5, 6]),
                         Grid::ChunkedSubs(n_head, chunked_from),
                     );
                     b.kernel_at(

@@ -171,8 +171,8 @@ pub const CHUNKED_CL: u32 = 16;
 pub const CHUNKED_CHAIN_ROWS: u32 = 16;
 
 /// Floats per sub-chunk and head of the matrix-form scan's scratch (wkv7_chunked.wgsl's
-/// PART: Rh, Ah, Bh, Kt, Qh and g_end).
-pub const CHUNKED_PART: u32 = 4 * CHUNKED_CL * 64 + CHUNKED_CL * CHUNKED_CL + 64;
+/// PART: Rh, Ah, Bh, Kt and g_end).
+pub const CHUNKED_PART: u32 = 4 * CHUNKED_CL * 64 + 64;
 
 /// The matrix-form WKV scan's source (wkv7_chunked.wgsl) for chunks of at least
 /// `chunked_from` tokens.

@@ -1,7 +1,7 @@
 // (A header with CL, the tokens of a sub-chunk, CHUNKED_FROM, the tokens from which a chunk
 // takes this path (wkv7_scan.wgsl skips such chunks), and
 // CHUNKED_PROBE (timing probes, `WEB_RWKV_CHUNKED_PROBE`: results are wrong with any bit
-// set; 1 the chain's loads, 2 its Qh terms, 4 its row products, 8 its state update, 16 the
+// set; 1 the chain's loads, 2 its loads of the v Qh^T terms, 4 its row products, 8 its state update, 16 the
 // prep's solve, 32 its CL x CL matrices), and step.wgsl, the Step and Chunk
 // structs, are prepended.)
 // Step 3 of the chunk path of the RWKV-7 attention core (see wkv7.wgsl) in matrix form, for
@@ -38,13 +38,12 @@ const SCAN_V: u32 = 5u;
 const SCAN_BLOCKS: u32 = 6u;
 const POST_BLOCKS: u32 = 3u;
 const POST_Y: u32 = 2u;
-// A sub-chunk's part of `parts`, per head, in vec4s: Rh, Ah, Bh and Kt ([CL][64] each), Qh
-// [CL][CL], g_end [64].
+// A sub-chunk's part of `parts`, per head, in vec4s: Rh, Ah, Bh and Kt ([CL][64] each),
+// g_end [64]. (The outputs' v Qh^T terms go to post_in, where chunk_chain adds s0 Rh^T.)
 const OFF_A: u32 = CL * H4;
 const OFF_B: u32 = 2u * CL * H4;
 const OFF_K: u32 = 3u * CL * H4;
-const OFF_Q: u32 = 4u * CL * H4;
-const OFF_G: u32 = OFF_Q + CL * CL / 4u;
+const OFF_G: u32 = 4u * CL * H4;
 const PART: u32 = OFF_G + H4;
 // Row stride in vec4s of the row-major tiles in workgroup memory whose rows are read side
 // by side: 17 puts the same vec4 of consecutive rows in different banks.
@@ -164,6 +163,7 @@ fn chunk_prep(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_in
     let r = token4(sub, t, head, SCAN_R, c4, 0.0);
     let k = token4(sub, t, head, SCAN_K, c4, 0.0);
     let b = token4(sub, t, head, SCAN_B, c4, 0.0);
+    let v = token4(sub, t, head, SCAN_V, c4, 0.0);
     sh_bb[t * RS + c4] = w;
     workgroupBarrier();
     var before = vec4<f32>(1.0);
@@ -225,7 +225,8 @@ fn chunk_prep(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_in
         sh_mbb[t * CL + c4] = m2;
         workgroupBarrier();
     }
-    // 4. Rh = Rt + Qb Ah, Ah, and Qh = Qk + Qb Wh, out; Bh and Kh in place.
+    // 4. Rh = Rt + Qb Ah and Ah, out; Bh and Kh, and Qh = Qk + Qb Wh, in place; the values
+    // in place of Rt.
     for (var e = li; e < CL * H4; e += WG) {
         let t = e / H4;
         let c4 = e % H4;
@@ -234,6 +235,7 @@ fn chunk_prep(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_in
             acc += sh_qb[t * CL + u] * sh_at[u * RS + c4];
         }
         parts[pb + e] = acc;
+        sh_rt[t * RS + c4] = v;
         parts[pb + OFF_A + e] = sh_at[t * RS + c4];
         let bh = sh_bb[t * RS + c4] * sh_gl[c4];
         sh_bb[t * RS + c4] = bh;
@@ -250,10 +252,25 @@ fn chunk_prep(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_in
                 sh_mkb[m * CL + u0 + 2u], sh_mkb[m * CL + u0 + 3u]);
             acc += sh_qb[t * CL + m] * w;
         }
-        parts[pb + OFF_Q + e] = acc;
+        sh_qk[t * CL + u0] = acc.x;
+        sh_qk[t * CL + u0 + 1u] = acc.y;
+        sh_qk[t * CL + u0 + 2u] = acc.z;
+        sh_qk[t * CL + u0 + 3u] = acc.w;
     }
     workgroupBarrier();
-    // 5. Kt = Kh + Wh^T Bh, out.
+    // 5. The outputs' v Qh^T terms into post_in (token t, rows 4 c4 ..); Kt = Kh + Wh^T Bh,
+    // out.
+    if t < sub.n {
+        var y = vec4<f32>(0.0);
+        for (var u = 0u; u <= t; u++) {
+            y += sh_qk[t * CL + u] * sh_rt[u * RS + c4];
+        }
+        let out = (((sub.first + t) * (p.dim / HEAD_SIZE) + head) * POST_BLOCKS + POST_Y) * HEAD_SIZE + 4u * c4;
+        post_in[out] = y.x;
+        post_in[out + 1u] = y.y;
+        post_in[out + 2u] = y.z;
+        post_in[out + 3u] = y.w;
+    }
     for (var e = li; e < CL * H4; e += WG) {
         let u = e / H4;
         let c4 = e % H4;
@@ -280,9 +297,7 @@ var<workgroup> sh_ca: array<vec4<f32>, CL * RS>;
 var<workgroup> sh_cr: array<vec4<f32>, CL * RS>;
 var<workgroup> sh_cb: array<vec4<f32>, CL * H4>;
 var<workgroup> sh_ck: array<vec4<f32>, CL * H4>;
-// Qh [t][u] (rows of CL + 1: the threads of a row quad read different tokens' rows), the
-// group's values [u][row quad] (a vec4 of 4 rows), g_end.
-var<workgroup> sh_cq: array<f32, CL * (CL + 1u)>;
+// The group's values [u][row quad] (a vec4 of 4 rows), g_end.
 var<workgroup> sh_cv: array<vec4<f32>, CL * CHAIN_ROWS / 4u>;
 var<workgroup> sh_cg: array<vec4<f32>, H4>;
 // The group's state rows at the sub-chunk's start, and their s0 . Ah_t [t][row quad].
@@ -292,16 +307,22 @@ var<workgroup> sh_x: array<vec4<f32>, CL * CHAIN_ROWS / 4u>;
 var<workgroup> sh_range: vec2<u32>;
 
 // A sub-chunk's values as one thread loads them (`load_sub`) and stages them (`stage_sub`):
-// vec4s li + k CHAIN_WG of Ah, Rh, Bh and Kt, and vec4 li of Qh, of the values (token li / 4,
-// the group's row quad li % 4) and of g_end (li < 16).
+// vec4s li + k CHAIN_WG of Ah, Rh, Bh and Kt, vec4 li of the values (token li / 4, the
+// group's row quad li % 4) and of g_end (li < 16); and, not staged, the v Qh^T terms of the
+// thread's outputs (token li % 16, row quad li / 16) that chunk_prep left in post_in.
 struct SubValues {
     a: array<vec4<f32>, STAGE_PT>,
     r: array<vec4<f32>, STAGE_PT>,
     b: array<vec4<f32>, STAGE_PT>,
     k: array<vec4<f32>, STAGE_PT>,
-    q: vec4<f32>,
     v: vec4<f32>,
     g: vec4<f32>,
+    y: vec4<f32>,
+}
+
+// Where the outputs of token t of `sub` for rows i .. i + 3 go.
+fn out_at(sub: Sub, t: u32, head: u32, i: u32) -> u32 {
+    return (((sub.first + t) * (p.dim / HEAD_SIZE) + head) * POST_BLOCKS + POST_Y) * HEAD_SIZE + i;
 }
 
 fn load_sub(sub: Sub, head: u32, i0: u32, li: u32) -> SubValues {
@@ -317,7 +338,11 @@ fn load_sub(sub: Sub, head: u32, i0: u32, li: u32) -> SubValues {
         x.b[k] = parts[pb + OFF_B + e];
         x.k[k] = parts[pb + OFF_K + e];
     }
-    x.q = parts[pb + OFF_Q + li];
+    let t = li % H4;
+    if t < sub.n && (CHUNKED_PROBE & 2u) == 0u {
+        let out = out_at(sub, t, head, i0 + 4u * (li / H4));
+        x.y = vec4<f32>(post_in[out], post_in[out + 1u], post_in[out + 2u], post_in[out + 3u]);
+    }
     x.v = token4(sub, li / (CHAIN_ROWS / 4u), head, SCAN_V, i0 / 4u + li % (CHAIN_ROWS / 4u), 0.0);
     if li < H4 {
         x.g = parts[pb + OFF_G + li];
@@ -333,12 +358,6 @@ fn stage_sub(x: SubValues, li: u32) {
         sh_cb[e] = x.b[k];
         sh_ck[e] = x.k[k];
     }
-    // Qh's vec4 li: row t = li / 4, columns 4 (li % 4) ..
-    let q0 = (li / (CL / 4u)) * (CL + 1u) + (li % (CL / 4u)) * 4u;
-    sh_cq[q0] = x.q.x;
-    sh_cq[q0 + 1u] = x.q.y;
-    sh_cq[q0 + 2u] = x.q.z;
-    sh_cq[q0 + 3u] = x.q.w;
     sh_cv[li] = x.v;
     if li < H4 {
         sh_cg[li] = x.g;
@@ -384,6 +403,7 @@ fn chunk_chain(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
     for (var n = 0u; n < range.y; n++) {
         let sub = chunk_sub(at, chunk.n_rows, n);
         stage_sub(next, li);
+        var y = next.y;
         sh_s[(4u * q) * H4 + c] = s0;
         sh_s[(4u * q + 1u) * H4 + c] = s1;
         sh_s[(4u * q + 2u) * H4 + c] = s2;
@@ -392,7 +412,6 @@ fn chunk_chain(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
         // Token t = c: s0 . Ah_t and the output y_t of the quad's rows.
         let t = c;
         var x = vec4<f32>(0.0);
-        var y = vec4<f32>(0.0);
         for (var j = 0u; j < H4 && (CHUNKED_PROBE & 4u) == 0u; j++) {
             let a = sh_ca[t * RS + j];
             let r = sh_cr[t * RS + j];
@@ -403,12 +422,9 @@ fn chunk_chain(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
             x += vec4<f32>(dot(r0, a), dot(r1, a), dot(r2, a), dot(r3, a));
             y += vec4<f32>(dot(r0, r), dot(r1, r), dot(r2, r), dot(r3, r));
         }
-        for (var u = 0u; u <= t && (CHUNKED_PROBE & 2u) == 0u; u++) {
-            y += sh_cq[t * (CL + 1u) + u] * sh_cv[u * (CHAIN_ROWS / 4u) + q];
-        }
         sh_x[t * (CHAIN_ROWS / 4u) + q] = x;
         if t < sub.n {
-            let out = (((sub.first + t) * n_head + head) * POST_BLOCKS + POST_Y) * HEAD_SIZE + i0 + 4u * q;
+            let out = out_at(sub, t, head, i0 + 4u * q);
             post_in[out] = y.x;
             post_in[out + 1u] = y.y;
             post_in[out + 2u] = y.z;
