@@ -2328,7 +2328,7 @@ impl Engine {
                     let at = |used: &[u32]| -> Vec<(u32, &wgpu::Buffer)> {
                         used.iter().map(|&i| (i, bindings[i as usize])).collect()
                     };
-                    let groups = 64 / crate::kernels::CHUNKED_CHAIN_ROWS;
+                    let groups = 64 / crate::kernels::chunked_chain_rows();
                     b.kernel_at(
                         "wkv7_chunk_prep",
                         &ch.prep,

@@ -155,7 +155,7 @@ pub struct Wkv7Chunk {
 }
 
 /// wkv7_chunked.wgsl's two passes (see there): per (sub-chunk, head) `prep`, per (chunk,
-/// head, group of [`CHUNKED_CHAIN_ROWS`] state rows) `chain`.
+/// head, group of [`chunked_chain_rows`] state rows) `chain`.
 pub struct Wkv7Chunked {
     pub prep: Pipeline,
     pub chain: Pipeline,
@@ -167,8 +167,14 @@ pub struct Wkv7Chunked {
 pub const CHUNKED_CL: u32 = 16;
 
 /// State rows per workgroup of the matrix-form scan's `chain` (wkv7_chunked.wgsl's
-/// CHAIN_ROWS).
-pub const CHUNKED_CHAIN_ROWS: u32 = 16;
+/// CHAIN_ROWS): 16, or 8 or 32 with `WEB_RWKV_CHAIN_ROWS`, for measurements.
+pub fn chunked_chain_rows() -> u32 {
+    static ROWS: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *ROWS.get_or_init(|| match rwkv_gpu::env_parse::<u32>("WEB_RWKV_CHAIN_ROWS") {
+        Some(r @ (8 | 32)) => r,
+        _ => 16,
+    })
+}
 
 /// Floats per sub-chunk and head of the matrix-form scan's scratch (wkv7_chunked.wgsl's
 /// PART: Rh, Ah, Bh, Kt and g_end).
@@ -179,8 +185,9 @@ pub const CHUNKED_PART: u32 = 4 * CHUNKED_CL * 64 + 64;
 pub fn wkv7_chunked_wgsl(chunked_from: u32) -> String {
     format!(
         "const CL: u32 = {CHUNKED_CL}u;\nconst CHUNKED_FROM: u32 = {chunked_from}u;\n\
-         const CHUNKED_PROBE: u32 = {}u;\n",
-        rwkv_gpu::env_parse::<u32>("WEB_RWKV_CHUNKED_PROBE").unwrap_or(0)
+         const CHUNKED_PROBE: u32 = {}u;\nconst CHAIN_ROWS: u32 = {}u;\n",
+        rwkv_gpu::env_parse::<u32>("WEB_RWKV_CHUNKED_PROBE").unwrap_or(0),
+        chunked_chain_rows()
     ) + STEP_WGSL
         + include_str!("wkv7_chunked.wgsl")
 }
@@ -853,7 +860,10 @@ mod tests {
             }
         }
         for (lanes, rows) in [(16, 1), (16, 4), (8, 2), (1, 1)] {
-            kernels.push((wkv7_scan_wgsl(lanes, 64, 2, rows), "main"));
+            kernels.push((wkv7_scan_wgsl(lanes, 64, 2, rows, 64), "main"));
+        }
+        for entry in ["chunk_prep", "chunk_chain"] {
+            kernels.push((wkv7_chunked_wgsl(64), entry));
         }
         kernels.push((include_str!("touch.wgsl").to_string(), "main"));
         kernels.push((Kernels::feed_sampled_wgsl(), "main"));

@@ -7,7 +7,9 @@
 //  - `prep` (steps 1-2), then wkv7_scan.wgsl (step 3), then `post` (steps 4-5): the path for
 //    steps with chunks of several tokens. `prep` and `post` run one workgroup per (token,
 //    head), independent of each other; only the scan walks the tokens in order, with a few
-//    lanes per state row (the rows of a head evolve independently).
+//    lanes per state row (the rows of a head evolve independently). Chunks of many tokens
+//    (prompts) take step 3 in matrix form instead, sub-chunk by sub-chunk
+//    (wkv7_chunked.wgsl).
 //  - `main_pre` and `prep_pre`: `main` and `prep` for steps of many tokens, whose second
 //    LoRA products the matrix kernels computed before (`lora_sums`): step 1 is a read, and
 //    a workgroup is the head's 64 channels.

@@ -1,9 +1,9 @@
 // (A header with CL, the tokens of a sub-chunk, CHUNKED_FROM, the tokens from which a chunk
-// takes this path (wkv7_scan.wgsl skips such chunks), and
-// CHUNKED_PROBE (timing probes, `WEB_RWKV_CHUNKED_PROBE`: results are wrong with any bit
-// set; 1 the chain's loads, 2 its loads of the v Qh^T terms, 4 its row products, 8 its state update, 16 the
-// prep's solve, 32 its CL x CL matrices), and step.wgsl, the Step and Chunk
-// structs, are prepended.)
+// takes this path (wkv7_scan.wgsl skips such chunks), CHAIN_ROWS, the state rows of a chain
+// workgroup (8, 16 or 32), and CHUNKED_PROBE (timing probes, `WEB_RWKV_CHUNKED_PROBE`: results
+// are wrong with any bit set; 1 the chain's loads, 2 its loads of the v Qh^T terms, 4 its row
+// products, 8 its state update, 16 the prep's solve, 32 its CL x CL matrices), and
+// step.wgsl, the Step and Chunk structs, are prepended.)
 // Step 3 of the chunk path of the RWKV-7 attention core (see wkv7.wgsl) in matrix form, for
 // chunks of at least CHUNKED_FROM tokens: the same recurrence as wkv7_scan.wgsl, per state
 // row i of a head (s, a row of 64 over the key index j; D = diag(w)),
@@ -53,8 +53,6 @@ const WG: u32 = 256u;
 // matrix.
 const_assert CL * H4 == WG;
 const_assert CL == H4;
-// State rows per chain workgroup.
-const CHAIN_ROWS: u32 = 16u;
 
 // The leading fields of wkv7.wgsl's Params (the same uniform buffer).
 struct Params {
