@@ -170,9 +170,10 @@ pub const CHUNKED_CL: u32 = 16;
 /// CHAIN_ROWS): 16, or 8 or 32 with `WEB_RWKV_CHAIN_ROWS`, for measurements.
 pub fn chunked_chain_rows() -> u32 {
     static ROWS: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
-    *ROWS.get_or_init(|| match rwkv_gpu::env_parse::<u32>("WEB_RWKV_CHAIN_ROWS") {
-        Some(r @ (8 | 32)) => r,
-        _ => 16,
+    *ROWS.get_or_init(|| {
+        rwkv_gpu::env_parse::<u32>("WEB_RWKV_CHAIN_ROWS")
+            .filter(|r| matches!(r, 8 | 32))
+            .unwrap_or(16)
     })
 }
 
