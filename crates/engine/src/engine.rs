@@ -64,11 +64,10 @@ pub struct EngineOptions {
     /// Off by default: on an H200 it measured within a few % of the six dispatches (see
     /// BENCHMARKS.md). The default reads [`PERSISTENT_ENV`] (`1`: on).
     pub persistent: bool,
-    /// Products round their outputs for the next product themselves where that rounding is
-    /// to f16 or bf16 (`llama_cpp_rounding`): the channel mix's key product for F16 or BF16
-    /// value weights, the first LoRA products for F16 second ones; instead of a rounding
-    /// dispatch after them: a dispatch fewer per layer each, the same results bit for bit.
-    /// Off only to check that.
+    /// The channel mix's key product rounds its output for the value product itself where
+    /// that rounding is to f16 or bf16 (F16 or BF16 weights with `llama_cpp_rounding`),
+    /// instead of a rounding dispatch after it: one dispatch fewer per layer, the same
+    /// results bit for bit. Off only to check that.
     pub round_in_epilogues: bool,
     /// Chunks of at least this many tokens (prompts) run the WKV-7 scan in matrix form,
     /// sub-chunk by sub-chunk (wkv7_chunked.wgsl), instead of token by token
@@ -2098,24 +2097,12 @@ impl Engine {
                     })
                     .collect();
             // First LoRA products into the packed hidden buffer, as one op, recorded after
-            // the r/k/v products, beside which they run (see `lora_beside`). Where the second
-            // products round the hidden vectors to f16 (F16 LoRA weights, llama.cpp's
-            // rounding), the first products' epilogues do it: no rounding dispatch between
-            // them (the WKV kernel's own rounding of them, in short steps, changes nothing).
-            let hidden_f16 = options.round_in_epilogues
-                && [Some(&lw.w2), Some(&lw.a2), Some(&lw.g2), lw.v2.as_ref()]
-                    .into_iter()
-                    .flatten()
-                    .all(|w| b.mode_for(w) == 1);
-            let hidden_epilogue = |e: Epilogue| match e.rounded_f16() {
-                Some(r) if hidden_f16 => r,
-                _ => e,
-            };
+            // the r/k/v products, beside which they run (see `lora_beside`).
             let hidden_blocks = [
-                (Some(&lw.w1), 1, hidden_epilogue(Epilogue::Tanh)),
-                (Some(&lw.a1), 4, hidden_epilogue(Epilogue::Store)),
-                (Some(&lw.g1), 5, hidden_epilogue(Epilogue::Sigmoid)),
-                (lw.v1.as_ref(), 3, hidden_epilogue(Epilogue::Store)),
+                (Some(&lw.w1), 1, Epilogue::Tanh),
+                (Some(&lw.a1), 4, Epilogue::Store),
+                (Some(&lw.g1), 5, Epilogue::Sigmoid),
+                (lw.v1.as_ref(), 3, Epilogue::Store),
             ];
             let lora_items: Vec<(&GpuMatrix, u32, u32, u32, Epilogue)> = hidden_blocks
                 .into_iter()
@@ -2166,9 +2153,6 @@ impl Engine {
                 "time_mix_lora".into(),
                 lw.lora1_stack.as_ref(),
             )?;
-            if hidden_f16 {
-                b.rounded_in_place("hidden", 1, hidden);
-            }
             // The second ones: in steps of at least lora2_from rows, matrix products into
             // lora_sums, as one op (with the rounding of `hidden` it needs); in the others
             // inside the WKV kernel.

@@ -1,7 +1,6 @@
 // What a matrix kernel does with its sum `s` for output element `i` of Y (the kernel's
 // output binding): 0 store, 1 add to Y, 2 relu^2, 3 tanh, 4 sigmoid, 5 relu^2 rounded to f16,
-// 6 relu^2 rounded to bf16, 7 store, 8 tanh, 9 sigmoid rounded to f16 (Epilogue::id in
-// matmul.rs; the roundings from round_half.wgsl).
+// 6 relu^2 rounded to bf16 (Epilogue::id in matmul.rs; the roundings from round_half.wgsl).
 fn epilogue_of(kind: u32, s: f32, i: u32) -> f32 {
     switch kind {
         case 1u: { return Y[i] + s; }
@@ -10,9 +9,6 @@ fn epilogue_of(kind: u32, s: f32, i: u32) -> f32 {
         case 4u: { return 1.0 / (1.0 + exp(-s)); }
         case 5u: { let r = max(s, 0.0); return round_f16(r * r); }
         case 6u: { let r = max(s, 0.0); return round_bf16(r * r); }
-        case 7u: { return round_f16(s); }
-        case 8u: { return round_f16(tanh(s)); }
-        case 9u: { return round_f16(1.0 / (1.0 + exp(-s))); }
         default: { return s; }
     }
 }

@@ -299,15 +299,10 @@ pub enum Epilogue {
     ReluSquareF16,
     /// The same rounded to bf16 (for BF16 weights)
     ReluSquareBf16,
-    /// `y = r`, `y = tanh(r)` and `y = 1 / (1 + exp(-r))` rounded to the nearest f16 (the
-    /// LoRA hidden vectors that F16 second LoRA products read)
-    StoreF16,
-    TanhF16,
-    SigmoidF16,
 }
 
 impl Epilogue {
-    pub const ALL: [Epilogue; 10] = [
+    pub const ALL: [Epilogue; 7] = [
         Epilogue::Store,
         Epilogue::Add,
         Epilogue::ReluSquare,
@@ -315,21 +310,7 @@ impl Epilogue {
         Epilogue::Sigmoid,
         Epilogue::ReluSquareF16,
         Epilogue::ReluSquareBf16,
-        Epilogue::StoreF16,
-        Epilogue::TanhF16,
-        Epilogue::SigmoidF16,
     ];
-
-    /// The same epilogue with its result rounded to the nearest f16, where there is one.
-    pub fn rounded_f16(self) -> Option<Epilogue> {
-        match self {
-            Epilogue::Store => Some(Epilogue::StoreF16),
-            Epilogue::Tanh => Some(Epilogue::TanhF16),
-            Epilogue::Sigmoid => Some(Epilogue::SigmoidF16),
-            Epilogue::ReluSquare => Some(Epilogue::ReluSquareF16),
-            _ => None,
-        }
-    }
 
     fn id(self) -> u32 {
         match self {
@@ -340,9 +321,6 @@ impl Epilogue {
             Epilogue::Sigmoid => 4,
             Epilogue::ReluSquareF16 => 5,
             Epilogue::ReluSquareBf16 => 6,
-            Epilogue::StoreF16 => 7,
-            Epilogue::TanhF16 => 8,
-            Epilogue::SigmoidF16 => 9,
         }
     }
 }

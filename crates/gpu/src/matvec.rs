@@ -271,9 +271,6 @@ fn epilogue_id(e: Epilogue) -> u32 {
         Epilogue::Sigmoid => 4,
         Epilogue::ReluSquareF16 => 5,
         Epilogue::ReluSquareBf16 => 6,
-        Epilogue::StoreF16 => 7,
-        Epilogue::TanhF16 => 8,
-        Epilogue::SigmoidF16 => 9,
     }
 }
 

@@ -106,15 +106,6 @@ fn apply(e: Epilogue, r: f64, y0: f64) -> (f64, f64) {
             let s = 1.0 / (1.0 + (-r).exp());
             (s, s * (1.0 - s))
         }
-        Epilogue::StoreF16 => (half::f16::from_f64(r).to_f64(), 1.0),
-        Epilogue::TanhF16 => (
-            half::f16::from_f64(r.tanh()).to_f64(),
-            1.0 - r.tanh().powi(2),
-        ),
-        Epilogue::SigmoidF16 => {
-            let s = 1.0 / (1.0 + (-r).exp());
-            (half::f16::from_f64(s).to_f64(), s * (1.0 - s))
-        }
     }
 }
 

@@ -88,9 +88,6 @@ fn apply(e: Epilogue, r: f64, y0: f64) -> f64 {
         Epilogue::ReluSquareF16 => f16::from_f64(r.max(0.0).powi(2)).to_f64(),
         Epilogue::ReluSquareBf16 => bf16::from_f64(r.max(0.0).powi(2)).to_f64(),
         Epilogue::Sigmoid => 1.0 / (1.0 + (-r).exp()),
-        Epilogue::StoreF16 => f16::from_f64(r).to_f64(),
-        Epilogue::TanhF16 => f16::from_f64(r.tanh()).to_f64(),
-        Epilogue::SigmoidF16 => f16::from_f64(1.0 / (1.0 + (-r).exp())).to_f64(),
     }
 }
 
