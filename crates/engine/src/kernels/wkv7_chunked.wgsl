@@ -71,10 +71,9 @@ struct Params {
 // [sub-chunks][heads][PART].
 @group(0) @binding(6) var<storage, read_write> parts: array<vec4<f32>>;
 
-// A sub-chunk: its chunk, its first row in the step, its tokens (0: none) and its index
-// among the step's sub-chunks (chunks in order, those of CHUNKED_FROM tokens or more).
+// A sub-chunk: its first row in the step, its tokens (0: none) and its index among the
+// step's sub-chunks (chunks in order, those of CHUNKED_FROM tokens or more).
 struct Sub {
-    chunk: u32,
     first: u32,
     n: u32,
     index: u32,
@@ -93,12 +92,12 @@ fn find_sub(x: u32) -> Sub {
             let m = (ch.n_rows + CL - 1u) / CL;
             if x < base + m {
                 let s = x - base;
-                return Sub(c, ch.first_row + s * CL, min(CL, ch.n_rows - s * CL), x);
+                return Sub(ch.first_row + s * CL, min(CL, ch.n_rows - s * CL), x);
             }
             base += m;
         }
     }
-    return Sub(0u, 0u, 0u, x);
+    return Sub(0u, 0u, x);
 }
 
 // vec4 c4 of block `block` of token `row`'s record for `head`.
@@ -126,12 +125,12 @@ var<workgroup> sh_sub: Sub;
 var<workgroup> sh_at: array<vec4<f32>, CL * RS>;
 // Rt (r_t g_t), then the values v of the sub-chunk ([t][i]).
 var<workgroup> sh_rt: array<vec4<f32>, CL * RS>;
-// b_t / g_t, then Bh = b_t g_end / g_t.
+// The decays w_t, then b_t / g_t, then Bh = b_t g_end / g_t.
 var<workgroup> sh_bb: array<vec4<f32>, CL * RS>;
 // k_t / g_t, then Kh = k_t g_end / g_t, then Kt = Kh + Wh^T Bh.
 var<workgroup> sh_kb: array<vec4<f32>, CL * RS>;
-// [t][u]: Mbb = At_t . bb_u (u < t), Mkb = At_t . kb_u (u < t; then Wh = T Mkb), Qb = Rt_t .
-// bb_u (u <= t), Qk = Rt_t . kb_u (u <= t).
+// [t][u]: Mbb = At_t . bb_u (u < t; then its powers), Mkb = At_t . kb_u (u < t; then
+// Wh = T Mkb), Qb = Rt_t . bb_u (u <= t), Qk = Rt_t . kb_u (u <= t; then Qh = Qk + Qb Wh).
 var<workgroup> sh_mbb: array<f32, CL * CL>;
 var<workgroup> sh_mkb: array<f32, CL * CL>;
 var<workgroup> sh_qb: array<f32, CL * CL>;
@@ -179,10 +178,10 @@ fn chunk_prep(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_in
     workgroupBarrier();
     sh_bb[t * RS + c4] = b / g;
     workgroupBarrier();
-    // 2. The CL x CL matrices.
-    for (var e = li; e < CL * CL; e += WG) {
-        let t = e / CL;
-        let u = e % CL;
+    // 2. The CL x CL matrices: thread (t, u) their entries (t, u) (CL * CL == WG).
+    {
+        let u = c4;
+        let e = li;
         var mbb = 0.0;
         var mkb = 0.0;
         var qb = 0.0;
@@ -225,9 +224,8 @@ fn chunk_prep(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_in
     }
     // 4. Rh = Rt + Qb Ah and Ah, out; Bh and Kh, and Qh = Qk + Qb Wh, in place; the values
     // in place of Rt.
-    for (var e = li; e < CL * H4; e += WG) {
-        let t = e / H4;
-        let c4 = e % H4;
+    {
+        let e = li;
         var acc = sh_rt[t * RS + c4];
         for (var u = 0u; u <= t; u++) {
             acc += sh_qb[t * CL + u] * sh_at[u * RS + c4];
@@ -240,7 +238,9 @@ fn chunk_prep(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_in
         parts[pb + OFF_B + e] = bh;
         sh_kb[t * RS + c4] *= sh_gl[c4];
     }
-    for (var e = li; e < CL * CL / 4u; e += WG) {
+    // (Qh: thread e < CL * CL / 4 takes 4 entries of row t.)
+    if li < CL * CL / 4u {
+        let e = li;
         let t = e / (CL / 4u);
         let u0 = (e % (CL / 4u)) * 4u;
         var acc = vec4<f32>(sh_qk[t * CL + u0], sh_qk[t * CL + u0 + 1u], sh_qk[t * CL + u0 + 2u],
@@ -263,21 +263,18 @@ fn chunk_prep(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_in
         for (var u = 0u; u <= t; u++) {
             y += sh_qk[t * CL + u] * sh_rt[u * RS + c4];
         }
-        let out = (((sub.first + t) * (p.dim / HEAD_SIZE) + head) * POST_BLOCKS + POST_Y) * HEAD_SIZE + 4u * c4;
+        let out = out_at(sub, t, head, 4u * c4);
         post_in[out] = y.x;
         post_in[out + 1u] = y.y;
         post_in[out + 2u] = y.z;
         post_in[out + 3u] = y.w;
     }
-    for (var e = li; e < CL * H4; e += WG) {
-        let u = e / H4;
-        let c4 = e % H4;
-        var acc = sh_kb[u * RS + c4];
-        for (var t = u + 1u; t < CL; t++) {
-            acc += sh_mkb[t * CL + u] * sh_bb[t * RS + c4];
-        }
-        parts[pb + OFF_K + e] = acc;
+    // (Kt: thread (u, c4) its row u's vec4 c4.)
+    var kt = sh_kb[t * RS + c4];
+    for (var m = t + 1u; m < CL; m++) {
+        kt += sh_mkb[m * CL + t] * sh_bb[m * RS + c4];
     }
+    parts[pb + OFF_K + li] = kt;
 }
 
 // ---- chunk_chain: one workgroup per (chunk, head, group of CHAIN_ROWS state rows) ----
@@ -286,7 +283,7 @@ fn chunk_prep(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_in
 // token (outputs) and one vec4 of columns (the state update), so that each value read from
 // workgroup memory serves 4 rows (the kernel is bound by those reads).
 const CHAIN_WG: u32 = CHAIN_ROWS / 4u * H4;
-// Workgroup-memory vec4s and floats of a sub-chunk's staged values, per thread.
+// vec4s of each of a sub-chunk's [CL][64] tiles a chain thread stages.
 const STAGE_PT: u32 = CL * H4 / CHAIN_WG;
 
 // [t][j] tiles: Ah and Rh (RS vec4s a row: threads of one row quad read different tokens'
@@ -462,7 +459,7 @@ fn chunk_chain(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
 // row at.y (n = 0 tokens past its end; its values are then read from its first sub-chunk).
 fn chunk_sub(at: vec2<u32>, n_rows: u32, n: u32) -> Sub {
     if n * CL >= n_rows {
-        return Sub(0u, at.y, 0u, at.x);
+        return Sub(at.y, 0u, at.x);
     }
-    return Sub(0u, at.y + n * CL, min(CL, n_rows - n * CL), at.x + n);
+    return Sub(at.y + n * CL, min(CL, n_rows - n * CL), at.x + n);
 }
