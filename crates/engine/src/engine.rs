@@ -2299,32 +2299,26 @@ impl Engine {
                     (&wc.scan, false, wc.workgroups_per_head),
                     (&wc.scan_single, true, wc.workgroups_per_head_single),
                 ];
+                // The scans' bindings (scan_bindings.wgsl; the matrix form's scratch last).
+                let bindings = [
+                    &wkv_params,
+                    &scratch.step,
+                    &scratch.chunks,
+                    &wkv_scan,
+                    &st.wkv,
+                    &wkv_post,
+                    &chunked_parts,
+                ];
                 for (scan, single, per_head) in scans {
                     b.kernel(
                         "wkv7_scan",
                         scan,
-                        &[
-                            &wkv_params,
-                            &scratch.step,
-                            &scratch.chunks,
-                            &wkv_scan,
-                            &st.wkv,
-                            &wkv_post,
-                        ],
+                        &bindings[..6],
                         Grid::ScanHeads(n_head * per_head, single, split, chunked_from),
                     );
                 }
                 // Long chunks: the scan in matrix form (wkv7_chunked.wgsl).
                 if let Some(ch) = &wc.chunked {
-                    let bindings = [
-                        &wkv_params,
-                        &scratch.step,
-                        &scratch.chunks,
-                        &wkv_scan,
-                        &st.wkv,
-                        &wkv_post,
-                        &chunked_parts,
-                    ];
                     let at = |used: &[u32]| -> Vec<(u32, &wgpu::Buffer)> {
                         used.iter().map(|&i| (i, bindings[i as usize])).collect()
                     };

@@ -190,6 +190,8 @@ pub fn wkv7_chunked_wgsl(chunked_from: u32) -> String {
         rwkv_gpu::env_parse::<u32>("WEB_RWKV_CHUNKED_PROBE").unwrap_or(0),
         chunked_chain_rows()
     ) + STEP_WGSL
+        + SCAN_BLOCKS_WGSL
+        + include_str!("scan_bindings.wgsl")
         + include_str!("wkv7_chunked.wgsl")
 }
 
@@ -229,6 +231,10 @@ fn scan_lanes(want: u32, min_subgroup: u32) -> u32 {
 
 /// The step's shape and chunk table structs, shared by the kernels.
 const STEP_WGSL: &str = include_str!("step.wgsl");
+
+/// The layout of the chunk path's per-token values (HEAD_SIZE and the blocks of scan_in and
+/// post_in), shared by the WKV kernels and both scans.
+const SCAN_BLOCKS_WGSL: &str = include_str!("scan_blocks.wgsl");
 
 impl Kernels {
     /// step.wgsl (the Step, Chunk and Row structs), for kernels composed elsewhere.
@@ -370,7 +376,7 @@ pub fn wkv7_wgsl(lora_ranks: [u32; 4], f16: bool) -> String {
         lora_lanes_wgsl(lora_ranks, wkv_load_group()) + &state_wgsl(),
         rwkv_gpu::ROUNDING_WGSL,
         rwkv_gpu::Q8_PACK_WGSL,
-        [STEP_WGSL, include_str!("wkv7.wgsl")].concat()
+        [STEP_WGSL, SCAN_BLOCKS_WGSL, include_str!("wkv7.wgsl")].concat()
     )
 }
 
@@ -391,6 +397,8 @@ pub fn wkv7_scan_wgsl(
         scan_workgroups_per_head(lanes, threads, rows)
     ) + &scan_wgsl(lanes, depth, rows)
         + STEP_WGSL
+        + SCAN_BLOCKS_WGSL
+        + include_str!("scan_bindings.wgsl")
         + include_str!("wkv7_scan.wgsl")
 }
 

@@ -1,6 +1,7 @@
 // (rwkv-gpu's rounding.wgsl and q8_pack.wgsl, the generated lora_lanes and a header with the
 // LoRA ranks R_W, R_A, R_G, R_V and LORA_F16, whether the LoRA weights are f16 pairs, and
-// WKV_PROBE (see kernels/mod.rs), and step.wgsl, the Step and Chunk structs, are prepended.)
+// WKV_PROBE (see kernels/mod.rs), step.wgsl, the Step and Chunk structs, and scan_blocks.wgsl are
+// prepended.)
 // The RWKV-7 attention core. Entry points:
 //  - `main`: one workgroup per (chunk, head) walks the chunk's tokens in order, doing steps
 //    1-5 below per token. Used when every chunk of a step has one token (decode).
@@ -33,7 +34,6 @@
 //   S[i][j] = S[i][j] * w[j] + v[i] * k[j] + (sum_j' S[i][j'] * -kk[j']) * (kk[j] * a[j])
 //   y[i] = sum_j S[i][j] * r[j]
 
-const HEAD_SIZE: u32 = 64u;
 const WG: u32 = 256u;
 // LoRA products: PAIRS threads cover the head's channels two by two, one per lane.
 const PAIRS: u32 = HEAD_SIZE / 2u;
@@ -102,20 +102,7 @@ const LN_B: u32 = 7u;
 // The output's Q8_0 copy (see p.q8_rows): codes four per word, then the blocks' scales.
 @group(0) @binding(13) var<storage, read_write> xq: array<u32>;
 
-// Blocks of scan_in (wkv7_scan.wgsl reads them in this order).
-const SCAN_W: u32 = 0u;
-const SCAN_K: u32 = 1u;
-// -kk and kk * a.
-const SCAN_A: u32 = 2u;
-const SCAN_B: u32 = 3u;
-const SCAN_R: u32 = 4u;
-const SCAN_V: u32 = 5u;
-const SCAN_BLOCKS: u32 = 6u;
-// Blocks of post_in: the gate, v * (r.k bonus of the head), the state's read-out y.
-const POST_GATE: u32 = 0u;
-const POST_VB: u32 = 1u;
-const POST_Y: u32 = 2u;
-const POST_BLOCKS: u32 = 3u;
+// (HEAD_SIZE and the blocks of scan_in and post_in: scan_blocks.wgsl.)
 
 // Hidden vectors of the current token, rounded (at most 1024 values over the four LoRAs).
 const MAX_HIDDEN: u32 = 1024u;

@@ -2,8 +2,8 @@
 // takes this path (wkv7_scan.wgsl skips such chunks), CHAIN_ROWS, the state rows of a chain
 // workgroup (8, 16 or 32), and CHUNKED_PROBE (timing probes, `WEB_RWKV_CHUNKED_PROBE`: results
 // are wrong with any bit set; 1 the chain's loads, 2 its loads of the v Qh^T terms, 4 its row
-// products, 8 its state update, 16 the prep's solve, 32 its CL x CL matrices), and
-// step.wgsl, the Step and Chunk structs, are prepended.)
+// products, 8 its state update, 16 the prep's solve, 32 its CL x CL matrices), step.wgsl,
+// the Step and Chunk structs, scan_blocks.wgsl and scan_bindings.wgsl are prepended.)
 // Step 3 of the chunk path of the RWKV-7 attention core (see wkv7.wgsl) in matrix form, for
 // chunks of at least CHUNKED_FROM tokens: the same recurrence as wkv7_scan.wgsl, per state
 // row i of a head (s, a row of 64 over the key index j; D = diag(w)),
@@ -24,20 +24,8 @@
 // 1.9^CL: with CL = 16 about 2e4, well inside f32 (the products with it are of terms no
 // larger than the plain ones).
 
-const HEAD_SIZE: u32 = 64u;
 // vec4s per row of 64.
 const H4: u32 = 16u;
-// Blocks of a token's record in scan_in (wkv7.wgsl's SCAN_*): w, k, a (-kk), b (kk * a), r,
-// v; and post_in's block that takes the outputs.
-const SCAN_W: u32 = 0u;
-const SCAN_K: u32 = 1u;
-const SCAN_A: u32 = 2u;
-const SCAN_B: u32 = 3u;
-const SCAN_R: u32 = 4u;
-const SCAN_V: u32 = 5u;
-const SCAN_BLOCKS: u32 = 6u;
-const POST_BLOCKS: u32 = 3u;
-const POST_Y: u32 = 2u;
 // A sub-chunk's part of `parts`, per head, in vec4s: Rh, Ah, Bh and Kt ([CL][64] each),
 // g_end [64]. (The outputs' v Qh^T terms go to post_in, where chunk_chain adds s0 Rh^T.)
 const OFF_A: u32 = CL * H4;
@@ -54,20 +42,6 @@ const WG: u32 = 256u;
 const_assert CL * H4 == WG;
 const_assert CL == H4;
 
-// The leading fields of wkv7.wgsl's Params (the same uniform buffer).
-struct Params {
-    dim: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<uniform> step: Step;
-@group(0) @binding(2) var<storage, read> chunks: array<Chunk>;
-// [rows][heads][SCAN_BLOCKS][HEAD_SIZE] (wkv7.wgsl's `prep`), as vec4s.
-@group(0) @binding(3) var<storage, read> scan_in: array<vec4<f32>>;
-// [slots][heads][HEAD_SIZE][HEAD_SIZE] for this layer, as vec4s.
-@group(0) @binding(4) var<storage, read_write> state: array<vec4<f32>>;
-// [rows][heads][POST_BLOCKS][HEAD_SIZE]: block POST_Y is written here.
-@group(0) @binding(5) var<storage, read_write> post_in: array<f32>;
 // [sub-chunks][heads][PART].
 @group(0) @binding(6) var<storage, read_write> parts: array<vec4<f32>>;
 

@@ -1,7 +1,7 @@
 // (A header with CHUNKED_FROM (see below), LANES, the lanes per state row, SCAN_ROWS, the consecutive state rows a
 // group of LANES lanes updates, SCAN_WG, the threads per workgroup, and WGS_PER_HEAD = 64
-// LANES / SCAN_ROWS / SCAN_WG, the generated row code and step.wgsl, the Step and Chunk
-// structs, are prepended.)
+// LANES / SCAN_ROWS / SCAN_WG, the generated row code, step.wgsl, the Step and Chunk
+// structs, scan_blocks.wgsl and scan_bindings.wgsl are prepended.)
 // Step 3 of the chunk path of the RWKV-7 attention core (see wkv7.wgsl): the state update
 // and read-out over a chunk's tokens, in order. The 64 rows of a head's state evolve
 // independently, so every row is its own recurrence: LANES lanes own a row, lane l the
@@ -15,26 +15,8 @@
 //   sa = sum_j -kk[j] S[i][j];  S[i][j] = S[i][j] w[j] + v[i] k[j] + sa (kk[j] a[j])
 //   y[i] = sum_j S[i][j] r[j]
 
-const HEAD_SIZE: u32 = 64u;
-// The per-token record of a head in scan_in, in vec4s: blocks w, k, -kk, kk * a, r, v.
-const RECORD: u32 = 96u;
-const POST_BLOCKS: u32 = 3u;
-const POST_Y: u32 = 2u;
-
-// The leading fields of wkv7.wgsl's Params (the same uniform buffer).
-struct Params {
-    dim: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<uniform> step: Step;
-@group(0) @binding(2) var<storage, read> chunks: array<Chunk>;
-// [rows][heads][6][16] (see wkv7.wgsl's SCAN_* blocks).
-@group(0) @binding(3) var<storage, read> scan_in: array<vec4<f32>>;
-// [slots][heads][HEAD_SIZE][HEAD_SIZE] for this layer, as vec4s.
-@group(0) @binding(4) var<storage, read_write> state: array<vec4<f32>>;
-// [rows][heads][3][HEAD_SIZE]: the scan writes block POST_Y.
-@group(0) @binding(5) var<storage, read_write> post_in: array<f32>;
+// The per-token record of a head in scan_in, in vec4s: the SCAN_BLOCKS blocks.
+const RECORD: u32 = SCAN_BLOCKS * HEAD_SIZE / 4u;
 
 // Generated (kernels/mod.rs): the lane's part of its state row, S0.. (private vec4s);
 // fn state_load(at), state_store(at); struct Tok, the lane's part of a token's values and
