@@ -11,24 +11,15 @@ const F16_MAX: f32 = 65504.0;
 // A tile's values, paired up for the f16 copies.
 var<workgroup> pair_vals: array<f32, 256>;
 
-// The f16 pair of the values of threads 2k and 2k + 1 (every thread calls this together, in
-// uniform control flow; `shuffle` from pairs_by_shuffle), as (word, column): the thread that
-// writes the word gets its first column, 2k, the others 256. With `shuffle`, thread 2k
-// pairs its value with its neighbour lane's; else thread k < 128 reads both from workgroup
-// memory (the first barrier lets the previous call's reads finish).
-fn f16_pair(lane: Lane, v: f32, shuffle: bool) -> vec2<u32> {
-    let tid = lane.tid;
-    if shuffle {
-        let other = pair_neighbour(v);
-        let first = (tid & 1u) == 0u;
-        return vec2<u32>(pack_f16_pair(vec2<f32>(v, other)), select(256u, tid, first));
-    }
+// The values of threads 2 tid and 2 tid + 1 as an f16 pair (clamped to f16's finite range),
+// for the thread that writes word tid of a tile's f16 copy (tid < 128; the others get an
+// unused pair). The first barrier lets the previous call's reads finish.
+fn f16_pair(tid: u32, v: f32) -> u32 {
     workgroupBarrier();
     pair_vals[tid] = v;
     workgroupBarrier();
     let c = min(2u * tid, 254u);
-    return vec2<u32>(pack_f16_pair(vec2<f32>(pair_vals[c], pair_vals[c + 1u])),
-        select(256u, 2u * tid, tid < 128u));
+    return pack_f16_pair(vec2<f32>(pair_vals[c], pair_vals[c + 1u]));
 }
 
 // Two values as one word of f16s (the first in the low half), clamped to f16's finite range.

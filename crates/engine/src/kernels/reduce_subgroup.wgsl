@@ -55,30 +55,3 @@ fn sum_256(lane: Lane, v: f32) -> f32 {
     workgroupBarrier();
     return total;
 }
-
-// Whether threads 2k and 2k + 1 of the workgroup are neighbouring lanes of one subgroup
-// (subgroups of consecutive invocations, as every driver we know lays them out), so that
-// f16 pairs can be formed with a shuffle instead of a trip through workgroup memory. Every
-// thread calls it, once per workgroup; the result is uniform.
-var<workgroup> pairs_flag: u32;
-
-fn pairs_by_shuffle(lane: Lane) -> bool {
-    let ok = subgroupAll(subgroupShuffleXor(lane.tid, 1u) == (lane.tid ^ 1u));
-    if lane.sg_lane == 0u {
-        argmax_i[lane.sg] = u32(ok);
-    }
-    workgroupBarrier();
-    if lane.tid == 0u {
-        var all = 1u;
-        for (var s = 0u; s < lane.n_sg; s++) {
-            all &= argmax_i[s];
-        }
-        pairs_flag = all;
-    }
-    return workgroupUniformLoad(&pairs_flag) == 1u;
-}
-
-// The value of thread tid ^ 1 (where `pairs_by_shuffle`).
-fn pair_neighbour(v: f32) -> f32 {
-    return subgroupShuffleXor(v, 1u);
-}

@@ -49,12 +49,3 @@ fn sum_256(lane: Lane, v: f32) -> f32 {
     workgroupBarrier();
     return total;
 }
-
-// No subgroups: f16 pairs go through workgroup memory (see reduce_subgroup.wgsl).
-fn pairs_by_shuffle(lane: Lane) -> bool {
-    return false;
-}
-
-fn pair_neighbour(v: f32) -> f32 {
-    return v;
-}

@@ -65,9 +65,10 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, lane: Lane) {
         output[base + tid] = r;
     }
     if p.write_x16 == 1u {
-        let w = f16_pair(lane, r, pairs_by_shuffle(lane));
-        if w.y < n {
-            x16[(base + w.y) / 2u] = w.x;
+        let w = f16_pair(tid, r);
+        let c = 2u * tid;
+        if c < n {
+            x16[(base + c) / 2u] = w;
         }
     }
 }

@@ -57,14 +57,14 @@ const TILE: u32 = 256u;
 
 // Pairs of the tile's values r (this thread's; all threads call this together) as f16, from
 // f16 index o0 (even) of copy `which` (1: x16_a, 2: x16_b), for the first n values.
-fn store_x16(lane: Lane, r: f32, o0: u32, n: u32, which: u32, shuffle: bool) {
-    let w = f16_pair(lane, r, shuffle);
-    let c = w.y;
+fn store_x16(lane: Lane, r: f32, o0: u32, n: u32, which: u32) {
+    let w = f16_pair(lane.tid, r);
+    let c = 2u * lane.tid;
     if c < n {
         if which == 1u {
-            x16_a[(o0 + c) / 2u] = w.x;
+            x16_a[(o0 + c) / 2u] = w;
         } else {
-            x16_b[(o0 + c) / 2u] = w.x;
+            x16_b[(o0 + c) / 2u] = w;
         }
     }
 }
@@ -143,11 +143,6 @@ fn mix_rows(wg: vec3<u32>, nwg: vec3<u32>, lane: Lane, few: bool) {
         return;
     }
     let info = rows[t];
-    // (Only steps that write f16 copies pay for the check.)
-    var shuffle = false;
-    if step.n_rows > 1u && p.x16 != 0u {
-        shuffle = pairs_by_shuffle(lane);
-    }
     let st = row_stats(lane, t);
     var pst = vec2<f32>(0.0, 0.0);
     if info.prev != NO_PREV {
@@ -162,7 +157,7 @@ fn mix_rows(wg: vec3<u32>, nwg: vec3<u32>, lane: Lane, few: bool) {
     let m_first = select(0u, wg.y / tiles, split);
     let m_end = select(p.n_mix, min(m_first + 1u, p.n_mix), split);
     if split {
-        mix_tile(lane, t, info, st, pst, wg.y % tiles, m_first, m_end, few, shuffle);
+        mix_tile(lane, t, info, st, pst, wg.y % tiles, m_first, m_end, few);
         return;
     }
     let per = (tiles + nwg.y - 1u) / nwg.y;
@@ -171,14 +166,14 @@ fn mix_rows(wg: vec3<u32>, nwg: vec3<u32>, lane: Lane, few: bool) {
         if tile >= tiles {
             break;
         }
-        mix_tile(lane, t, info, st, pst, tile, m_first, m_end, few, shuffle);
+        mix_tile(lane, t, info, st, pst, tile, m_first, m_end, few);
     }
 }
 
 // Row t's mixes m_first..m_end for the 256 columns of `tile` (every thread one column), with
 // the norm statistics st of the row and pst of its previous row. Uniform control flow.
 fn mix_tile(lane: Lane, t: u32, info: Row, st: vec2<f32>, pst: vec2<f32>, tile: u32,
-            m_first: u32, m_end: u32, few: bool, shuffle: bool) {
+            m_first: u32, m_end: u32, few: bool) {
     let c = tile * TILE + lane.tid;
     let in_row = c < p.dim;
     let cc = min(c, p.dim - 1u);
@@ -210,7 +205,7 @@ fn mix_tile(lane: Lane, t: u32, info: Row, st: vec2<f32>, pst: vec2<f32>, tile: 
                 out_a[o] = r;
             }
             if several && (p.x16 & 1u) != 0u {
-                store_x16(lane, r, o0, n, 1u, shuffle);
+                store_x16(lane, r, o0, n, 1u);
             }
             if few && step.n_rows <= p.q8k {
                 let blk = (m * p.q8k + t) * (p.dim / TILE) + tile;
@@ -228,7 +223,7 @@ fn mix_tile(lane: Lane, t: u32, info: Row, st: vec2<f32>, pst: vec2<f32>, tile: 
                 out_b[o] = r;
             }
             if several && (p.x16 & 2u) != 0u {
-                store_x16(lane, r, o0, n, 2u, shuffle);
+                store_x16(lane, r, o0, n, 2u);
             }
         }
     }
