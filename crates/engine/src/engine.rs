@@ -1824,9 +1824,16 @@ impl Engine {
         }
         let weights = ModelWeights::upload(&ctx, file, &spec, progress)?;
         let lora_ranks = [c.decay_lora, c.iclr_lora, c.gate_lora, c.value_lora].map(|r| r as u32);
-        // The matrix-form scan where a step can hold a chunk long enough for it.
+        // The matrix-form scan where a step can hold a chunk long enough for it and the
+        // device has the workgroup memory its kernels take (the token-by-token scan, built
+        // to leave such chunks to it, must know).
         let chunked_from = match options.scan_chunked_from {
-            f if f <= options.max_rows as u32 => f,
+            f if f <= options.max_rows as u32
+                && ctx.limits.max_compute_workgroup_storage_size
+                    >= crate::kernels::CHUNKED_WORKGROUP_BYTES =>
+            {
+                f
+            }
             _ => 0,
         };
         let kernels = Kernels::new(

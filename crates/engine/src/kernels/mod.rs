@@ -177,6 +177,11 @@ pub fn chunked_chain_rows() -> u32 {
     })
 }
 
+/// Workgroup memory the matrix-form scan's kernels take at most (the chain 23.3 KB, the prep
+/// 21.8 KB); devices with less (WebGPU's default limit is 16 KB) walk every chunk token by
+/// token.
+pub const CHUNKED_WORKGROUP_BYTES: u32 = 24 * 1024;
+
 /// Floats per sub-chunk and head of the matrix-form scan's scratch (wkv7_chunked.wgsl's
 /// PART: Rh, Ah, Bh, Kt and g_end).
 pub const CHUNKED_PART: u32 = 4 * CHUNKED_CL * 64 + 64;
