@@ -1,5 +1,5 @@
-// The bindings both WKV scans (wkv7_scan.wgsl, wkv7_chunked.wgsl) share, after
-// scan_blocks.wgsl.
+// What both WKV scans (wkv7_scan.wgsl, wkv7_chunked.wgsl) share, after scan_blocks.wgsl and
+// a header with CHUNKED_FROM: their bindings, and which chunks each takes.
 
 // The leading fields of wkv7.wgsl's Params (the same uniform buffer).
 struct Params {
@@ -15,3 +15,10 @@ struct Params {
 @group(0) @binding(4) var<storage, read_write> state: array<vec4<f32>>;
 // [rows][heads][POST_BLOCKS][HEAD_SIZE]: the scans write block POST_Y.
 @group(0) @binding(5) var<storage, read_write> post_in: array<f32>;
+
+// Whether a chunk of `n_rows` tokens takes the matrix-form scan (wkv7_chunked.wgsl) rather
+// than the token-by-token one (CHUNKED_FROM 0: none does; engine.rs's ChunkedFrom decides
+// which of the two a step dispatches by the same rule).
+fn takes_matrix_form(n_rows: u32) -> bool {
+    return CHUNKED_FROM != 0u && n_rows >= CHUNKED_FROM;
+}

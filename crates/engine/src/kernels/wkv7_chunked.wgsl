@@ -53,8 +53,9 @@ struct Sub {
     index: u32,
 }
 
-fn takes_chunked(n_rows: u32) -> bool {
-    return CHUNKED_FROM != 0u && n_rows >= CHUNKED_FROM;
+// Sub-chunks of a chunk of `n_rows` tokens: ceil(n_rows / CL) if it takes this path, else 0.
+fn sub_count(n_rows: u32) -> u32 {
+    return select(0u, (n_rows + CL - 1u) / CL, takes_matrix_form(n_rows));
 }
 
 // The step's sub-chunk number x (n = 0 past the last).
@@ -62,14 +63,11 @@ fn find_sub(x: u32) -> Sub {
     var base = 0u;
     for (var c = 0u; c < step.n_chunks; c++) {
         let ch = chunks[c];
-        if takes_chunked(ch.n_rows) {
-            let m = (ch.n_rows + CL - 1u) / CL;
-            if x < base + m {
-                let s = x - base;
-                return Sub(ch.first_row + s * CL, min(CL, ch.n_rows - s * CL), x);
-            }
-            base += m;
+        let m = sub_count(ch.n_rows);
+        if x < base + m {
+            return chunk_sub(vec2<u32>(base, ch.first_row), ch.n_rows, x - base);
         }
+        base += m;
     }
     return Sub(0u, 0u, x);
 }
@@ -341,13 +339,9 @@ fn chunk_chain(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
     if li == 0u {
         var base = 0u;
         for (var c = 0u; c < wg.x; c++) {
-            let n = chunks[c].n_rows;
-            if takes_chunked(n) {
-                base += (n + CL - 1u) / CL;
-            }
+            base += sub_count(chunks[c].n_rows);
         }
-        let n = chunks[wg.x].n_rows;
-        sh_range = vec2<u32>(base, select(0u, (n + CL - 1u) / CL, takes_chunked(n)));
+        sh_range = vec2<u32>(base, sub_count(chunks[wg.x].n_rows));
     }
     let range = workgroupUniformLoad(&sh_range);
     if range.y == 0u {

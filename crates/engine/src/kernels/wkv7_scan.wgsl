@@ -32,7 +32,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
     }
     let chunk = chunks[wg.x];
     // Long chunks take the matrix form (wkv7_chunked.wgsl).
-    if CHUNKED_FROM != 0u && chunk.n_rows >= CHUNKED_FROM {
+    if takes_matrix_form(chunk.n_rows) {
         return;
     }
     let n_head = p.dim / HEAD_SIZE;
