@@ -63,7 +63,7 @@ fn kernels() -> Vec<(String, String)> {
             chunked.replace(&format!("fn {entry}("), "fn main("),
         ));
     }
-    let mix = rwkv_engine::kernels::token_mix_wgsl(true);
+    let mix = rwkv_engine::kernels::token_mix_wgsl(true, Some(320));
     out.push((
         "token mix few rows".into(),
         mix.replace("fn main(", "fn main_long(")

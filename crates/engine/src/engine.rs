@@ -73,7 +73,16 @@ pub struct EngineOptions {
     /// sub-chunk by sub-chunk (wkv7_chunked.wgsl), instead of token by token
     /// ([`SCAN_CHUNKED_FROM`]; 0: never). The default reads [`SCAN_CHUNKED_FROM_ENV`].
     pub scan_chunked_from: u32,
+    /// Steps of more than 16 rows run the token mixes with a workgroup per row, eight
+    /// columns a thread (token_mix_long.wgsl), where the model's width allows it, instead of
+    /// a workgroup per row and group of 256-column tiles. Off only to compare them; the
+    /// default reads [`MIX_LONG_ENV`] (`0`: off).
+    pub token_mix_long: bool,
 }
+
+/// Environment variable turning [`EngineOptions::token_mix_long`] off in the default (`0`),
+/// for measurements.
+pub const MIX_LONG_ENV: &str = "WEB_RWKV_MIX_LONG";
 
 impl Default for EngineOptions {
     fn default() -> Self {
@@ -89,6 +98,7 @@ impl Default for EngineOptions {
             round_in_epilogues: true,
             scan_chunked_from: rwkv_gpu::env_parse(SCAN_CHUNKED_FROM_ENV)
                 .unwrap_or(SCAN_CHUNKED_FROM),
+            token_mix_long: rwkv_gpu::env_on(MIX_LONG_ENV),
         }
     }
 }
@@ -1259,7 +1269,7 @@ impl Builder<'_> {
         let kernels = self.kernels;
         for (at, pipeline) in
             w.at.into_iter()
-                .zip([&kernels.token_mix_few, &kernels.token_mix])
+                .zip([&kernels.token_mix_few, kernels.token_mix_long_steps()])
         {
             let group = bind(&self.ctx.device, pipeline, w.label, &buffers);
             match &mut self.ops[at] {
@@ -1348,12 +1358,20 @@ impl Builder<'_> {
             &dummy,
         ];
         let grid = Grid::MixTiles(p.dim.div_ceil(256), p.n_mix);
-        // Two pipelines of one shader: steps of up to MIX_SPLIT_ROWS rows and longer ones.
+        // Two pipelines: steps of up to MIX_SPLIT_ROWS rows and longer ones (a workgroup per
+        // row where token_mix_long.wgsl takes them).
         let kernels = self.kernels;
+        let long_grid = match kernels.token_mix_long {
+            Some(_) => Grid::Rows,
+            None => grid,
+        };
         let mut at = [0usize; 2];
-        for (k, (pipeline, few)) in [(&kernels.token_mix_few, true), (&kernels.token_mix, false)]
-            .into_iter()
-            .enumerate()
+        for (k, (pipeline, grid, few)) in [
+            (&kernels.token_mix_few, grid, true),
+            (kernels.token_mix_long_steps(), long_grid, false),
+        ]
+        .into_iter()
+        .enumerate()
         {
             let start = self.ops.len();
             self.kernel(label, pipeline, &buffers, grid);
@@ -1842,6 +1860,8 @@ impl Engine {
             wkv_scan_lanes(&ctx),
             ctx.has_subgroups(),
             chunked_from,
+            crate::kernels::token_mix_long_threads(c.n_embd as u32, &ctx.limits)
+                .filter(|_| options.token_mix_long),
         );
         let mut matmul = MatmulKernels::new(&ctx)?;
         if options.f16_weights {

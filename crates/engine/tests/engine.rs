@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use gguf::GgufFile;
 use rwkv_engine::{Engine, EngineOptions, Logits, SlotInput};
 use rwkv_gpu::{ContextOptions, GpuContext};
-use rwkv_model::synth::{synth_gguf, SynthOptions};
+use rwkv_model::synth::{synth_gguf, FileType, SynthOptions};
 use rwkv_model::{relative_error, CpuModel, Precision};
 
 mod support;
@@ -739,6 +739,114 @@ fn matrix_form_scan_matches_the_token_by_token_scan() {
     }
 }
 
+#[test]
+fn long_step_token_mix_matches_the_tile_kernel() {
+    // Steps of more than 16 rows take token_mix_long.wgsl (a workgroup per row, eight columns
+    // a thread) where the width allows it, instead of the kernel of 256-column tiles. On a
+    // model three Q8_K blocks wide (96 threads, three 32-thread blocks), with Q8_K (Q4_K_M),
+    // Q8_0 and f16 roundings and without: a prompt in two steps (the second step's first
+    // row reads the shift state the first saved), a step of three chunks (one continuing
+    // the prompt), then one-token steps. Without roundings the two kernels agree to f32
+    // rounding (they differ only in the order of the norm sums). With them an ulp can move
+    // an f16 or 8-bit rounding (on lavapipe: 2-4e-4 and ~1e-2 at most positions after the
+    // first, the first layer's shift states 5e-9 apart), so there each kernel is held to the
+    // CPU reference with llama.cpp's roundings, the long one no further from it than the
+    // tile kernel, give or take a quarter.
+    let prompt = sequence(80, 300, 5);
+    let chunks: Vec<Vec<u32>> = (0..3)
+        .map(|i| sequence(7 + 5 * i, 300, 40 + i as u32))
+        .collect();
+    let after = [3u32, 99];
+    for (file_type, rounding) in [
+        (FileType::Q4_K_M, false),
+        (FileType::Q4_K_M, true),
+        (FileType::Q8_0, true),
+        (FileType::F16, true),
+    ] {
+        let mut o = SynthOptions::new(2, 768, 300);
+        o.file_type = file_type;
+        o.seed = 29;
+        let file = GgufFile::from_bytes(synth_gguf(&o).unwrap().to_bytes()).unwrap();
+        let run = |long: bool| {
+            let mut e = engine(
+                &file,
+                EngineOptions {
+                    max_slots: 3,
+                    max_rows: 64,
+                    max_out: 64,
+                    llama_cpp_rounding: rounding,
+                    token_mix_long: long,
+                    ..EngineOptions::default()
+                },
+            );
+            let mut got = all_logits(&mut e, &prompt[..40]);
+            got.extend(all_logits(&mut e, &prompt[40..]));
+            let inputs: Vec<SlotInput> = chunks
+                .iter()
+                .enumerate()
+                .map(|(slot, tokens)| SlotInput {
+                    slot,
+                    tokens,
+                    logits: Logits::All,
+                })
+                .collect();
+            got.extend(e.step(&inputs).unwrap().into_iter().flatten());
+            for t in after {
+                got.push(last_logits(&mut e, &[t]));
+            }
+            got
+        };
+        let (long, tiles) = (run(true), run(false));
+        let what = format!("{file_type:?}, rounding {rounding}");
+        if !rounding {
+            let errors: Vec<f64> = long
+                .iter()
+                .zip(&tiles)
+                .map(|(a, b)| relative_error(a, b))
+                .collect();
+            let worst = errors.iter().fold(0.0f64, |a, &b| a.max(b));
+            eprintln!("{what}: worst {worst:e} against the tile kernel");
+            assert!(worst < tensor_core_tolerance(1e-5), "{what}: {errors:?}");
+            continue;
+        }
+        // The same inputs on the CPU: slot 0 (the prompt, chunk 0, the last tokens), then
+        // chunks 1 and 2 from fresh states.
+        let cpu = CpuModel::load_with(&file, Precision::LlamaCpp).unwrap();
+        let mut state = cpu.new_state();
+        let mut want = cpu.forward_sequence(&prompt, &mut state).unwrap();
+        want.extend(cpu.forward_sequence(&chunks[0], &mut state).unwrap());
+        let mut last = Vec::new();
+        for &t in &after {
+            last.push(cpu.forward_token(t, &mut state).unwrap());
+        }
+        for chunk in &chunks[1..] {
+            want.extend(cpu.forward_sequence(chunk, &mut cpu.new_state()).unwrap());
+        }
+        want.extend(last);
+        assert_eq!(long.len(), want.len());
+        let against = |got: &[Vec<f32>]| -> (f64, f64) {
+            let errors: Vec<f64> = got
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| relative_error(a, b))
+                .collect();
+            let worst = errors.iter().fold(0.0f64, |a, &b| a.max(b));
+            (worst, errors.iter().sum::<f64>() / errors.len() as f64)
+        };
+        let ((worst, mean), (tile_worst, tile_mean)) = (against(&long), against(&tiles));
+        eprintln!(
+            "{what}: against the CPU, worst / mean {worst:.2e} / {mean:.2e} (tile kernel \
+             {tile_worst:.2e} / {tile_mean:.2e})"
+        );
+        let bound = if file_type == FileType::F16 {
+            1e-3
+        } else {
+            2e-2
+        };
+        assert!(worst < bound && mean <= 1.25 * tile_mean + 1e-6, "{what}");
+    }
+}
+
 /// The logits of sequences `seqs` (sequence i in slot i, all of one length) advancing one
 /// token per step together: per sequence, per token.
 fn batch_steps(e: &mut Engine, seqs: &[Vec<u32>]) -> Vec<Vec<Vec<f32>>> {
@@ -835,8 +943,14 @@ fn kernels_build_with_and_without_subgroups() {
     // panics in wgpu's error handler). The engine tests above run the one this device uses.
     let ctx = context();
     for subgroups in [false, ctx.has_subgroups()] {
-        let kernels =
-            rwkv_engine::kernels::Kernels::new(&ctx.device, [32, 32, 32, 32], None, subgroups, 0);
+        let kernels = rwkv_engine::kernels::Kernels::new(
+            &ctx.device,
+            [32, 32, 32, 32],
+            None,
+            subgroups,
+            0,
+            Some(96),
+        );
         drop(kernels);
     }
     ctx.device

@@ -74,7 +74,7 @@ fn q8k_rounding_matches_ggml() {
     let mut first: Option<Vec<f32>> = None;
     let variants = [(false, false), (ctx.has_subgroups(), false), (false, true)];
     for (subgroups, wide) in variants {
-        let kernels = Kernels::new(&ctx.device, [32, 32, 32, 32], None, subgroups, 0);
+        let kernels = Kernels::new(&ctx.device, [32, 32, 32, 32], None, subgroups, 0, None);
         let (pipeline, per_block) = match wide {
             false => (&kernels.round_activations, tiles),
             true => (&kernels.round_q8k, tiles.div_ceil(8)),

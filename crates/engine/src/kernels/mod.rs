@@ -113,6 +113,10 @@ pub struct Wkv7Params {
 pub struct Kernels {
     pub layer_norm: Pipeline,
     pub token_mix: Pipeline,
+    /// The token mix for steps of more than 16 rows where the model's width allows it
+    /// (token_mix_long.wgsl's `main_long`, one workgroup per row; see
+    /// [`token_mix_long_threads`]); `None`: `token_mix` runs them.
+    pub token_mix_long: Option<Pipeline>,
     /// The token mix for steps of up to 16 rows (its `main_few`, which also writes the Q8
     /// copies of its mixes).
     pub token_mix_few: Pipeline,
@@ -256,6 +260,12 @@ impl Kernels {
         )
     }
 
+    /// The token mix's pipeline for steps of more than 16 rows: `token_mix_long` where there
+    /// is one (a workgroup per row), else `token_mix`.
+    pub fn token_mix_long_steps(&self) -> &Pipeline {
+        self.token_mix_long.as_ref().unwrap_or(&self.token_mix)
+    }
+
     /// The 256-thread reductions (Lane, argmax_abs_256, sum_256): with subgroup operations
     /// where the device has them.
     pub fn reduce_wgsl(subgroups: bool) -> &'static str {
@@ -277,6 +287,7 @@ impl Kernels {
         scan_lanes: Option<u32>,
         subgroups: bool,
         chunked_from: u32,
+        mix_long_threads: Option<u32>,
     ) -> Kernels {
         // A module with its source, whose entry points the pipelines below compile (on worker
         // threads: rwkv-gpu's `Pipeline`, so that they compile side by side).
@@ -324,11 +335,16 @@ impl Kernels {
                 ),
             }
         });
-        let token_mix = module("token_mix", token_mix_wgsl(subgroups));
+        let token_mix = module("token_mix", token_mix_wgsl(subgroups, None));
+        let token_mix_long = mix_long_threads.map(|threads| {
+            let m = module("token_mix", token_mix_wgsl(subgroups, Some(threads)));
+            at("token_mix_long", &m, "main_long")
+        });
         let round = module("round_activations", round_activations_wgsl(subgroups));
         Kernels {
             layer_norm: pipeline(device, "layer_norm", &layer_norm_wgsl(subgroups)),
             token_mix: at("token_mix", &token_mix, "main"),
+            token_mix_long,
             token_mix_few: at("token_mix", &token_mix, "main_few"),
             wkv7: at("wkv7", &wkv_f16, "main"),
             wkv7_f32: at("wkv7", &wkv_f32, "main"),
@@ -444,8 +460,33 @@ fn scan_threads(lanes: u32) -> u32 {
         .min(1024)
 }
 
-/// The token mix's source (token_mix.wgsl's entry points `main` and `main_few`).
-pub fn token_mix_wgsl(subgroups: bool) -> String {
+/// Workgroup bytes token_mix_long.wgsl takes per thread (its sums and per-mix maxima).
+const MIX_LONG_BYTES_PER_THREAD: u32 = 8 + 32;
+
+/// Threads of token_mix_long.wgsl's workgroup (eight columns each) for a model `dim` wide,
+/// where the device allows it: `dim` a multiple of 256 (whole Q8_K blocks and f16 pairs
+/// per thread) whose workgroup of `dim / 8` threads and its workgroup memory fit `limits`.
+pub fn token_mix_long_threads(dim: u32, limits: &wgpu::Limits) -> Option<u32> {
+    let threads = dim / 8;
+    (dim > 0
+        && dim.is_multiple_of(256)
+        && threads <= limits.max_compute_invocations_per_workgroup
+        && threads <= limits.max_compute_workgroup_size_x
+        && threads * MIX_LONG_BYTES_PER_THREAD + 8 * threads / 32
+            <= limits.max_compute_workgroup_storage_size)
+        .then_some(threads)
+}
+
+/// The token mix's source: token_mix.wgsl's entry points `main` and `main_few`, and with
+/// `long_threads` token_mix_long.wgsl's `main_long` for workgroups of that many threads.
+pub fn token_mix_wgsl(subgroups: bool, long_threads: Option<u32>) -> String {
+    let long = match long_threads {
+        Some(n) => format!(
+            "const LONG_WG: u32 = {n}u;\n{}",
+            include_str!("token_mix_long.wgsl")
+        ),
+        None => String::new(),
+    };
     [
         rwkv_gpu::ROUNDING_WGSL,
         rwkv_gpu::Q8_PACK_WGSL,
@@ -454,6 +495,7 @@ pub fn token_mix_wgsl(subgroups: bool) -> String {
         include_str!("q8_blocks.wgsl"),
         include_str!("q8_store.wgsl"),
         include_str!("token_mix.wgsl"),
+        &long,
     ]
     .concat()
 }
@@ -862,8 +904,11 @@ mod tests {
         let ranks = [96, 96, 320, 64];
         let mut kernels: Vec<(String, &str)> = Vec::new();
         for subgroups in [true, false] {
-            kernels.push((token_mix_wgsl(subgroups), "main"));
-            kernels.push((token_mix_wgsl(subgroups), "main_few"));
+            kernels.push((token_mix_wgsl(subgroups, None), "main"));
+            kernels.push((token_mix_wgsl(subgroups, None), "main_few"));
+            for threads in [32, 320] {
+                kernels.push((token_mix_wgsl(subgroups, Some(threads)), "main_long"));
+            }
             kernels.push((round_activations_wgsl(subgroups), "main"));
             kernels.push((round_activations_wgsl(subgroups), "main_q8k"));
             kernels.push((layer_norm_wgsl(subgroups), "main"));
