@@ -63,11 +63,15 @@ fn kernels() -> Vec<(String, String)> {
             chunked.replace(&format!("fn {entry}("), "fn main("),
         ));
     }
-    let mix = rwkv_engine::kernels::token_mix_wgsl(true, Some(320));
+    let mix = rwkv_engine::kernels::token_mix_wgsl(true, None);
     out.push((
         "token mix few rows".into(),
         mix.replace("fn main(", "fn main_long(")
             .replace("fn main_few(", "fn main("),
+    ));
+    out.push((
+        "token mix long steps (2.9B)".into(),
+        rwkv_engine::kernels::token_mix_wgsl(true, Some(640)).replace("fn main_long(", "fn main("),
     ));
     // The tensor-core product (compiled only where the device has cooperative matrices).
     for shape in ["2x2x64", "2x2x32", "4x2x64", "4x4x32", "2x2x128"] {

@@ -741,9 +741,9 @@ fn matrix_form_scan_matches_the_token_by_token_scan() {
 
 #[test]
 fn long_step_token_mix_matches_the_tile_kernel() {
-    // Steps of more than 16 rows take token_mix_long.wgsl (a workgroup per row, eight columns
+    // Steps of more than 16 rows take token_mix_long.wgsl (a workgroup per row, four columns
     // a thread) where the width allows it, instead of the kernel of 256-column tiles. On a
-    // model three Q8_K blocks wide (96 threads, three 32-thread blocks), with Q8_K (Q4_K_M),
+    // model three Q8_K blocks wide (192 threads, three 64-thread blocks), with Q8_K (Q4_K_M),
     // Q8_0 and f16 roundings and without: a prompt in two steps (the second step's first
     // row reads the shift state the first saved), a step of three chunks (one continuing
     // the prompt), then one-token steps. Without roundings the two kernels agree to f32
@@ -949,7 +949,7 @@ fn kernels_build_with_and_without_subgroups() {
             None,
             subgroups,
             0,
-            Some(96),
+            Some(192),
         );
         drop(kernels);
     }

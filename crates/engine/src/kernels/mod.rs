@@ -460,32 +460,37 @@ fn scan_threads(lanes: u32) -> u32 {
         .min(1024)
 }
 
-/// Workgroup bytes token_mix_long.wgsl takes per thread (its sums and per-mix maxima).
-const MIX_LONG_BYTES_PER_THREAD: u32 = 8 + 32;
+/// Workgroup bytes token_mix_long.wgsl takes per 32 threads (its sums and per-mix maxima).
+const MIX_LONG_BYTES_PER_32: u32 = 32 * (8 + 32) + 8 + 4 * 16;
 
-/// Threads of token_mix_long.wgsl's workgroup (eight columns each) for a model `dim` wide,
-/// where the device allows it: `dim` a multiple of 256 (whole Q8_K blocks and f16 pairs
-/// per thread) whose workgroup of `dim / 8` threads and its workgroup memory fit `limits`.
+/// Threads of token_mix_long.wgsl's workgroup (four columns each) for a model `dim` wide,
+/// where the device allows it: `dim` a multiple of 256 (whole Q8_K blocks per 64 threads)
+/// whose workgroup of `dim / 4` threads and its workgroup memory fit `limits`.
 pub fn token_mix_long_threads(dim: u32, limits: &wgpu::Limits) -> Option<u32> {
-    let threads = dim / 8;
+    let threads = dim / 4;
     (dim > 0
         && dim.is_multiple_of(256)
         && threads <= limits.max_compute_invocations_per_workgroup
         && threads <= limits.max_compute_workgroup_size_x
-        && threads * MIX_LONG_BYTES_PER_THREAD + 8 * threads / 32
-            <= limits.max_compute_workgroup_storage_size)
+        && threads / 32 * MIX_LONG_BYTES_PER_32 <= limits.max_compute_workgroup_storage_size)
         .then_some(threads)
 }
 
-/// The token mix's source: token_mix.wgsl's entry points `main` and `main_few`, and with
-/// `long_threads` token_mix_long.wgsl's `main_long` for workgroups of that many threads.
+/// The token mix's source: token_mix.wgsl's entry points `main` and `main_few`, or with
+/// `long_threads` token_mix_long.wgsl's `main_long` for workgroups of that many threads
+/// (its own module: its activations are read and written as vectors).
 pub fn token_mix_wgsl(subgroups: bool, long_threads: Option<u32>) -> String {
-    let long = match long_threads {
-        Some(n) => format!(
-            "const LONG_WG: u32 = {n}u;\n{}",
-            include_str!("token_mix_long.wgsl")
+    let (types, kernel) = match long_threads {
+        Some(n) => (
+            format!(
+                "alias MixVal = vec4<f32>;\nalias MixWord = vec2<u32>;\nconst LONG_WG: u32 = {n}u;\n"
+            ),
+            include_str!("token_mix_long.wgsl"),
         ),
-        None => String::new(),
+        None => (
+            "alias MixVal = f32;\nalias MixWord = u32;\n".to_string(),
+            concat!(include_str!("q8_store.wgsl"), include_str!("token_mix.wgsl")),
+        ),
     };
     [
         rwkv_gpu::ROUNDING_WGSL,
@@ -493,9 +498,9 @@ pub fn token_mix_wgsl(subgroups: bool, long_threads: Option<u32>) -> String {
         STEP_WGSL,
         Kernels::reduce_wgsl(subgroups),
         include_str!("q8_blocks.wgsl"),
-        include_str!("q8_store.wgsl"),
-        include_str!("token_mix.wgsl"),
-        &long,
+        &types,
+        include_str!("token_mix_bindings.wgsl"),
+        kernel,
     ]
     .concat()
 }
@@ -906,7 +911,7 @@ mod tests {
         for subgroups in [true, false] {
             kernels.push((token_mix_wgsl(subgroups, None), "main"));
             kernels.push((token_mix_wgsl(subgroups, None), "main_few"));
-            for threads in [32, 320] {
+            for threads in [64, 640] {
                 kernels.push((token_mix_wgsl(subgroups, Some(threads)), "main_long"));
             }
             kernels.push((round_activations_wgsl(subgroups), "main"));

@@ -1,6 +1,7 @@
 // (rwkv-gpu's rounding.wgsl and q8_pack.wgsl, step.wgsl, the Step and Row structs, and
-// reduce_subgroup.wgsl or reduce_tree.wgsl, the Lane struct, argmax_abs_256 and sum_256, and
-// q8_blocks.wgsl and q8_store.wgsl are prepended.)
+// reduce_subgroup.wgsl or reduce_tree.wgsl, the Lane struct, argmax_abs_256 and sum_256,
+// q8_blocks.wgsl, q8_store.wgsl and token_mix_bindings.wgsl, with scalar elements, are
+// prepended.)
 // Layer norm + token shift + lerps + rounding, fused: for each row t (a token) and each of
 // `n_mix` mixes m,
 //   xn = norm(x[t]);  prev = norm(x[previous token]) or the sequence's saved shift state
@@ -17,43 +18,7 @@
 // or in steps of a few rows (rows, tiles x mixes). Every workgroup recomputes the
 // norm statistics of its rows, so a row's tile groups (and mixes) run in parallel.
 
-struct Params {
-    dim: u32,
-    n_mix: u32,
-    // Elements between consecutive mixes in the outputs.
-    mix_stride: u32,
-    // Elements between the two halves of the shift state ([2][slots][dim]).
-    half_stride: u32,
-    eps: f32,
-    // Rows per mix of xq (0: no xq): steps of up to that many rows write the Q8_K mixes of
-    // target a to it too; its scales and sums per 16 values start at words xq_d and xq_bs.
-    q8k: u32,
-    xq_d: u32,
-    xq_bs: u32,
-    // Rounding of target a / b per mix: 0 f32, 1 f16, 2 bf16, 3 Q8_0, 4 Q8_K, 255 none.
-    mode_a: array<vec4<u32>, 2>,
-    mode_b: array<vec4<u32>, 2>,
-    // Bits: 1 target a, 2 target b also written as f16 pairs to x16_a / x16_b (the
-    // tensor-core products' input copies, same layout; the dim is even), in steps of
-    // several rows.
-    x16: u32,
-}
-
 const TILE: u32 = 256u;
-
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<uniform> step: Step;
-@group(0) @binding(2) var<storage, read> x: array<f32>;
-@group(0) @binding(3) var<storage, read> norm_w: array<f32>;
-@group(0) @binding(4) var<storage, read> norm_b: array<f32>;
-@group(0) @binding(5) var<storage, read> mu: array<f32>;
-@group(0) @binding(6) var<storage, read_write> shift_state: array<f32>;
-@group(0) @binding(7) var<storage, read> rows: array<Row>;
-@group(0) @binding(8) var<storage, read_write> out_a: array<f32>;
-@group(0) @binding(9) var<storage, read_write> out_b: array<f32>;
-@group(0) @binding(10) var<storage, read_write> xq: array<u32>;
-@group(0) @binding(11) var<storage, read_write> x16_a: array<u32>;
-@group(0) @binding(12) var<storage, read_write> x16_b: array<u32>;
 
 // Pairs of the tile's values r (this thread's; all threads call this together) as f16, from
 // f16 index o0 (even) of copy `which` (1: x16_a, 2: x16_b), for the first n values.
@@ -110,10 +75,6 @@ fn rounded_for(lane: Lane, v: f32, mode: u32, several: bool) -> f32 {
         return round_value(lane, v, mode);
     }
     return v;
-}
-
-fn mode_of(modes: array<vec4<u32>, 2>, m: u32) -> u32 {
-    return modes[m / 4u][m % 4u];
 }
 
 // Entry points: `main_few` for steps of up to 16 rows (it also writes xq), `main` for longer

@@ -1,24 +1,27 @@
 // `main_long`: token_mix.wgsl's work for steps of more than 16 rows (prompts, batches), one
-// workgroup per row, each thread eight consecutive columns (LONG_WG = dim / 8 threads, a
-// generated constant; the engine takes this entry point only where dim is a multiple of 256
-// and dim / 8 threads fit a workgroup). Where `main` rounds one 256-column tile of one mix at
-// a time, each rounding a workgroup-wide maximum search and each f16 pair a round trip
-// through workgroup memory (about five barriers per tile and mix: 300 a row of 2.9B's
-// attention mix), this kernel holds its row's values in registers and meets at six
-// barriers in all: the norm sums of the row and its previous row (two sums, together), then
-// one exchange of every mix's per-thread maxima. A thread's eight values are whole f16 pairs
-// and Q8_0 / Q8_K blocks are whole threads (4 and 32 of them), so the f16 copies need no
-// exchange, and a block's maximum is a scan of its threads' maxima in index order (the first
-// of the largest wins, as ggml's sequential search finds it). Same results as `main` except
-// the norm sums' order.
+// workgroup per row, each thread four consecutive columns as one vec4 (LONG_WG = dim / 4
+// threads, a generated constant; the engine takes this entry point only where dim is a
+// multiple of 256 and the workgroup fits the device). Where `main` rounds one 256-column
+// tile of one mix at a time, each rounding a workgroup-wide maximum search and each f16 pair
+// a round trip through workgroup memory (about five barriers per tile and mix: 300 a row of
+// 2.9B's attention mix), this kernel holds its row in registers and meets at eight barriers
+// in all: the norm sums of the row and its previous row (two sums, both rows together),
+// then every mix's maxima at once, per 16 threads, then per block. A Q8_0 block is 8
+// threads, a Q8_K block 64; a block's maximum is a scan of its threads' maxima in index
+// order (the first of the largest wins, as ggml's sequential search finds it). The same
+// results as `main` except for the order of the norm sums.
+// (rwkv-gpu's rounding.wgsl, step.wgsl, q8_blocks.wgsl for pack_f16_pair, and
+// token_mix_bindings.wgsl with `MixVal` = vec4<f32>, `MixWord` = vec2<u32> are prepended.)
 
-// The two rows' partial sums (sum_wide) and, per mix, each thread's signed largest value.
+const LONG_GROUPS: u32 = LONG_WG / 32u;
+
+// The two rows' partial sums (sum_wide).
 var<workgroup> wide_part: array<vec2<f32>, LONG_WG>;
 var<workgroup> wide_group: array<vec2<f32>, LONG_GROUPS>;
+// Per thread, its signed largest value of mixes 0-3 (set 0) and 4-7 (set 1), at
+// [set * LONG_WG + thread]; then per 16 threads, at [set * LONG_WG / 16 + thread / 16].
 var<workgroup> mix_max: array<vec4<f32>, LONG_WG * 2u>;
-
-// 32-thread groups of the workgroup (LONG_WG is a multiple of 32).
-const LONG_GROUPS: u32 = LONG_WG / 32u;
+var<workgroup> mix_max16: array<vec4<f32>, LONG_WG / 8u>;
 
 // The sum over the workgroup of v (every thread calls it, in uniform control flow): groups of
 // 32 threads in order, then the groups in order.
@@ -42,91 +45,92 @@ fn sum_wide(tid: u32, v: vec2<f32>) -> vec2<f32> {
     return total;
 }
 
-// The first value of largest magnitude of v (0 if all are 0).
-fn first_max8(v: array<f32, 8>) -> f32 {
-    var best = 0.0;
-    for (var j = 0u; j < 8u; j++) {
-        if abs(v[j]) > abs(best) {
-            best = v[j];
-        }
+// The first value of largest magnitude of v's components (0 if all are 0).
+fn first_max4(v: vec4<f32>) -> f32 {
+    var best = v.x;
+    if abs(v.y) > abs(best) {
+        best = v.y;
+    }
+    if abs(v.z) > abs(best) {
+        best = v.z;
+    }
+    if abs(v.w) > abs(best) {
+        best = v.w;
     }
     return best;
 }
 
-// Component-wise: the first of largest magnitude of the maxima of `n` threads from `first`
-// (4 mixes per vec4, set `half` of mix_max).
-fn block_max(first: u32, n: u32, half: u32) -> vec4<f32> {
-    var best = mix_max[half * LONG_WG + first];
+// Component-wise (four mixes): the first of largest magnitude of `n` entries of mix_max
+// (scan_max) or mix_max16 (scan_max16) from `first`, in index order.
+fn scan_max(first: u32, n: u32) -> vec4<f32> {
+    var best = mix_max[first];
     for (var k = 1u; k < n; k++) {
-        let q = mix_max[half * LONG_WG + first + k];
+        let q = mix_max[first + k];
         best = select(best, q, abs(q) > abs(best));
     }
     return best;
 }
 
-fn rounded8(v: array<f32, 8>, mode: u32, q0: f32, qk: f32) -> array<f32, 8> {
-    var r = v;
-    if mode == 1u {
-        for (var j = 0u; j < 8u; j++) {
-            r[j] = round_f16(v[j]);
-        }
-    } else if mode == 2u {
-        for (var j = 0u; j < 8u; j++) {
-            r[j] = round_bf16(v[j]);
-        }
-    } else if mode == 3u {
-        let d = q8_0_scale(abs(q0));
-        let inv = q8_0_inverse(d);
-        let dh = round_f16(d);
-        for (var j = 0u; j < 8u; j++) {
-            r[j] = round(v[j] * inv) * dh;
-        }
-    } else if mode == 4u {
-        let iscale = q8k_iscale(qk);
-        let d = q8k_scale(iscale);
-        for (var j = 0u; j < 8u; j++) {
-            r[j] = q8k_code(iscale, v[j]) * d;
-        }
+fn scan_max16(first: u32, n: u32) -> vec4<f32> {
+    var best = mix_max16[first];
+    for (var k = 1u; k < n; k++) {
+        let q = mix_max16[first + k];
+        best = select(best, q, abs(q) > abs(best));
     }
-    return r;
+    return best;
 }
 
-// Mix m's eight values of this thread: xn + (prev - xn) * mu[m].
-fn mix8(m: u32, c: u32, xn: array<f32, 8>, sx: array<f32, 8>) -> array<f32, 8> {
-    var v: array<f32, 8>;
-    for (var j = 0u; j < 8u; j++) {
-        v[j] = sx[j] * mu[m * p.dim + c + j] + xn[j];
+// v rounded per `mode`, with its Q8_0 block's signed maximum q0 and Q8_K block's qk.
+fn rounded4(v: vec4<f32>, mode: u32, q0: f32, qk: f32) -> vec4<f32> {
+    switch mode {
+        case 1u: {
+            return vec4<f32>(round_f16(v.x), round_f16(v.y), round_f16(v.z), round_f16(v.w));
+        }
+        case 2u: {
+            return vec4<f32>(round_bf16(v.x), round_bf16(v.y), round_bf16(v.z), round_bf16(v.w));
+        }
+        case 3u: {
+            let d = q8_0_scale(abs(q0));
+            return round(v * q8_0_inverse(d)) * round_f16(d);
+        }
+        case 4u: {
+            let iscale = q8k_iscale(qk);
+            let codes = vec4<f32>(
+                q8k_code(iscale, v.x),
+                q8k_code(iscale, v.y),
+                q8k_code(iscale, v.z),
+                q8k_code(iscale, v.w),
+            );
+            return codes * q8k_scale(iscale);
+        }
+        default: {
+            return v;
+        }
     }
-    return v;
 }
 
-// Writes r (eight values from element o) to target a (which 1) or b (2), and its f16 copy if
+// Writes r (four values from element o) to target a (which 1) or b (2), and its f16 copy if
 // the step's products read one.
-fn store8(r: array<f32, 8>, o: u32, which: u32) {
+fn store4(r: vec4<f32>, o: u32, which: u32) {
+    let half = vec2<u32>(pack_f16_pair(r.xy), pack_f16_pair(r.zw));
     let copy = (p.x16 & which) != 0u;
-    for (var j = 0u; j < 8u; j++) {
-        if which == 1u {
-            out_a[o + j] = r[j];
-        } else {
-            out_b[o + j] = r[j];
+    if which == 1u {
+        out_a[o / 4u] = r;
+        if copy {
+            x16_a[o / 4u] = half;
         }
-    }
-    if copy {
-        for (var j = 0u; j < 8u; j += 2u) {
-            let w = pack_f16_pair(vec2<f32>(r[j], r[j + 1u]));
-            if which == 1u {
-                x16_a[(o + j) / 2u] = w;
-            } else {
-                x16_b[(o + j) / 2u] = w;
-            }
+    } else {
+        out_b[o / 4u] = r;
+        if copy {
+            x16_b[o / 4u] = half;
         }
     }
 }
 
 @compute @workgroup_size(LONG_WG)
 fn main_long(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
-    // Binds xq like the other entry points (it writes none: few-row steps only), so that one
-    // bind group layout serves all three.
+    // Binds xq like the other entry points (it writes none: few-row steps only), so that the
+    // engine binds all three alike.
     _ = &xq;
     let t = wg.x;
     // Uniform: one row per workgroup.
@@ -134,51 +138,41 @@ fn main_long(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_ind
         return;
     }
     let info = rows[t];
-    let c = tid * 8u;
+    let c4 = tid;
+    let row4 = p.dim / 4u;
     let has_prev = info.prev != NO_PREV;
-    var xv: array<f32, 8>;
-    var pv: array<f32, 8>;
-    var s = vec2<f32>(0.0);
-    for (var j = 0u; j < 8u; j++) {
-        xv[j] = x[t * p.dim + c + j];
-        if has_prev {
-            pv[j] = x[info.prev * p.dim + c + j];
-        } else {
-            pv[j] = shift_state[info.half * p.half_stride + info.slot * p.dim + c + j];
-        }
-        s += vec2<f32>(xv[j], pv[j]);
+    let xv = x[t * row4 + c4];
+    var pv: vec4<f32>;
+    if has_prev {
+        pv = x[info.prev * row4 + c4];
+    } else {
+        // Already normalized.
+        pv = shift_state[(info.half * p.half_stride + info.slot * p.dim) / 4u + c4];
     }
+    let s = vec2<f32>(xv.x + xv.y + xv.z + xv.w, pv.x + pv.y + pv.z + pv.w);
     let mean = sum_wide(tid, s) / f32(p.dim);
-    var q = vec2<f32>(0.0);
-    for (var j = 0u; j < 8u; j++) {
-        let d = vec2<f32>(xv[j], pv[j]) - mean;
-        q += d * d;
-    }
-    let inv = 1.0 / sqrt(sum_wide(tid, q) / f32(p.dim) + p.eps);
-    var xn: array<f32, 8>;
-    var sx: array<f32, 8>;
-    for (var j = 0u; j < 8u; j++) {
-        let w = norm_w[c + j];
-        let b = norm_b[c + j];
-        xn[j] = (xv[j] - mean.x) * inv.x * w + b;
-        // Without a previous row in the step, the saved state is already normalized.
-        let prev = select(pv[j], (pv[j] - mean.y) * inv.y * w + b, has_prev);
-        sx[j] = prev - xn[j];
-        if info.last == 1u {
-            shift_state[(1u - info.half) * p.half_stride + info.slot * p.dim + c + j] = xn[j];
-        }
+    let dx = xv - mean.x;
+    let dp = pv - mean.y;
+    let inv = 1.0 / sqrt(sum_wide(tid, vec2<f32>(dot(dx, dx), dot(dp, dp))) / f32(p.dim) + p.eps);
+    let w = norm_w[c4];
+    let b = norm_b[c4];
+    let xn = dx * inv.x * w + b;
+    let prev = select(pv, dp * inv.y * w + b, has_prev);
+    let sx = prev - xn;
+    if info.last == 1u {
+        shift_state[((1u - info.half) * p.half_stride + info.slot * p.dim) / 4u + c4] = xn;
     }
     // Each thread's signed largest value per mix (0 for mixes without an 8-bit target).
-    var lo = vec4<f32>(0.0);
-    var hi = vec4<f32>(0.0);
     // (Loops over all eight mix slots, so that the compiler can unroll them and index the
     // vectors by constants.)
+    var lo = vec4<f32>(0.0);
+    var hi = vec4<f32>(0.0);
     for (var m = 0u; m < 8u; m++) {
         let ma = mode_of(p.mode_a, m);
         let mb = mode_of(p.mode_b, m);
         var top = 0.0;
         if m < p.n_mix && (ma == 3u || ma == 4u || mb == 3u || mb == 4u) {
-            top = first_max8(mix8(m, c, xn, sx));
+            top = first_max4(sx * mu[m * row4 + c4] + xn);
         }
         if m < 4u {
             lo[m] = top;
@@ -189,24 +183,32 @@ fn main_long(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_ind
     mix_max[tid] = lo;
     mix_max[LONG_WG + tid] = hi;
     workgroupBarrier();
-    // This thread's Q8_0 block (4 threads) and Q8_K block (32 threads), per mix.
-    let q0 = array<vec4<f32>, 2>(block_max(tid / 4u * 4u, 4u, 0u), block_max(tid / 4u * 4u, 4u, 1u));
-    let qk = array<vec4<f32>, 2>(block_max(tid / 32u * 32u, 32u, 0u), block_max(tid / 32u * 32u, 32u, 1u));
+    if tid % 16u == 0u {
+        mix_max16[tid / 16u] = scan_max(tid, 16u);
+        mix_max16[LONG_WG / 16u + tid / 16u] = scan_max(LONG_WG + tid, 16u);
+    }
+    workgroupBarrier();
+    // This thread's Q8_0 block (8 threads) and Q8_K block (64 threads: 4 groups of 16), per
+    // mix.
+    let b0 = tid / 8u * 8u;
+    let q0 = array<vec4<f32>, 2>(scan_max(b0, 8u), scan_max(LONG_WG + b0, 8u));
+    let bk = tid / 64u * 4u;
+    let qk = array<vec4<f32>, 2>(scan_max16(bk, 4u), scan_max16(LONG_WG / 16u + bk, 4u));
     for (var m = 0u; m < 8u; m++) {
         if m >= p.n_mix {
             break;
         }
-        let v = mix8(m, c, xn, sx);
-        let o = m * p.mix_stride + t * p.dim + c;
+        let v = sx * mu[m * row4 + c4] + xn;
+        let o = m * p.mix_stride + t * p.dim + 4u * c4;
         let a = q0[m / 4u][m % 4u];
         let k = qk[m / 4u][m % 4u];
         let ma = mode_of(p.mode_a, m);
         if ma != 255u {
-            store8(rounded8(v, ma, a, k), o, 1u);
+            store4(rounded4(v, ma, a, k), o, 1u);
         }
         let mb = mode_of(p.mode_b, m);
         if mb != 255u {
-            store8(rounded8(v, mb, a, k), o, 2u);
+            store4(rounded4(v, mb, a, k), o, 2u);
         }
     }
 }
