@@ -69,10 +69,17 @@ fn kernels() -> Vec<(String, String)> {
         mix.replace("fn main(", "fn main_long(")
             .replace("fn main_few(", "fn main("),
     ));
-    out.push((
-        "token mix long steps (2.9B)".into(),
-        rwkv_engine::kernels::token_mix_wgsl(true, Some(640)).replace("fn main_long(", "fn main("),
-    ));
+    for (threads, per_thread) in [(640, 1), (320, 2), (128, 5), (64, 10)] {
+        let shape = rwkv_engine::kernels::MixLongShape {
+            threads,
+            per_thread,
+        };
+        out.push((
+            format!("token mix long steps (2.9B), {threads} threads"),
+            rwkv_engine::kernels::token_mix_wgsl(true, Some(shape))
+                .replace("fn main_long(", "fn main("),
+        ));
+    }
     // The tensor-core product (compiled only where the device has cooperative matrices).
     for shape in ["2x2x64", "2x2x32", "4x2x64", "4x4x32", "2x2x128"] {
         let shape = rwkv_gpu::CoopShape::parse(shape).expect("a valid shape");

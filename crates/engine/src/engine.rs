@@ -1860,7 +1860,7 @@ impl Engine {
             wkv_scan_lanes(&ctx),
             ctx.has_subgroups(),
             chunked_from,
-            crate::kernels::token_mix_long_threads(c.n_embd as u32, &ctx.limits)
+            crate::kernels::token_mix_long_shape(c.n_embd as u32, &ctx.limits)
                 .filter(|_| options.token_mix_long),
         );
         let mut matmul = MatmulKernels::new(&ctx)?;

@@ -949,7 +949,10 @@ fn kernels_build_with_and_without_subgroups() {
             None,
             subgroups,
             0,
-            Some(192),
+            Some(rwkv_engine::kernels::MixLongShape {
+                threads: 64,
+                per_thread: 3,
+            }),
         );
         drop(kernels);
     }

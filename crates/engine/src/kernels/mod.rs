@@ -287,7 +287,7 @@ impl Kernels {
         scan_lanes: Option<u32>,
         subgroups: bool,
         chunked_from: u32,
-        mix_long_threads: Option<u32>,
+        mix_long: Option<MixLongShape>,
     ) -> Kernels {
         // A module with its source, whose entry points the pipelines below compile (on worker
         // threads: rwkv-gpu's `Pipeline`, so that they compile side by side).
@@ -336,8 +336,8 @@ impl Kernels {
             }
         });
         let token_mix = module("token_mix", token_mix_wgsl(subgroups, None));
-        let token_mix_long = mix_long_threads.map(|threads| {
-            let m = module("token_mix", token_mix_wgsl(subgroups, Some(threads)));
+        let token_mix_long = mix_long.map(|shape| {
+            let m = module("token_mix", token_mix_wgsl(subgroups, Some(shape)));
             at("token_mix_long", &m, "main_long")
         });
         let round = module("round_activations", round_activations_wgsl(subgroups));
@@ -460,30 +460,51 @@ fn scan_threads(lanes: u32) -> u32 {
         .min(1024)
 }
 
-/// Workgroup bytes token_mix_long.wgsl takes per 32 threads (its sums and per-mix maxima).
-const MIX_LONG_BYTES_PER_32: u32 = 32 * (8 + 32) + 8 + 4 * 16;
+/// The shape of token_mix_long.wgsl's workgroup: threads, and vec4s of the row per thread.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MixLongShape {
+    pub threads: u32,
+    pub per_thread: u32,
+}
 
-/// Threads of token_mix_long.wgsl's workgroup (four columns each) for a model `dim` wide,
-/// where the device allows it: `dim` a multiple of 256 (whole Q8_K blocks per 64 threads)
-/// whose workgroup of `dim / 4` threads and its workgroup memory fit `limits`.
-pub fn token_mix_long_threads(dim: u32, limits: &wgpu::Limits) -> Option<u32> {
-    let threads = dim / 4;
-    (dim > 0
-        && dim.is_multiple_of(256)
-        && threads <= limits.max_compute_invocations_per_workgroup
-        && threads <= limits.max_compute_workgroup_size_x
-        && threads / 32 * MIX_LONG_BYTES_PER_32 <= limits.max_compute_workgroup_storage_size)
-        .then_some(threads)
+/// Threads of token_mix_long.wgsl's workgroup at most (`WEB_RWKV_MIX_LONG_THREADS` changes
+/// it, for measurements).
+const MIX_LONG_THREADS: u32 = 640;
+
+/// token_mix_long.wgsl's workgroup for a model `dim` wide, where the device allows it:
+/// `dim` a multiple of 256 (whole Q8_K blocks per 64 threads), the most threads up to
+/// [`MIX_LONG_THREADS`] that divide its vec4s in multiples of 64, and its workgroup memory
+/// within `limits`.
+pub fn token_mix_long_shape(dim: u32, limits: &wgpu::Limits) -> Option<MixLongShape> {
+    if dim == 0 || !dim.is_multiple_of(256) {
+        return None;
+    }
+    let vec4s = dim / 4;
+    let most = rwkv_gpu::env_parse::<u32>("WEB_RWKV_MIX_LONG_THREADS")
+        .unwrap_or(MIX_LONG_THREADS)
+        .min(limits.max_compute_invocations_per_workgroup)
+        .min(limits.max_compute_workgroup_size_x);
+    let threads = (1..=vec4s / 64)
+        .map(|d| 64 * d)
+        .filter(|&t| t <= most && vec4s.is_multiple_of(t))
+        .max()?;
+    // Its sums (8 bytes a thread, 8 per 32), per-mix maxima (32 bytes per vec4, 16 per 8).
+    let bytes = 8 * threads + threads / 4 + 32 * vec4s + 2 * vec4s;
+    (bytes <= limits.max_compute_workgroup_storage_size).then_some(MixLongShape {
+        threads,
+        per_thread: vec4s / threads,
+    })
 }
 
 /// The token mix's source: token_mix.wgsl's entry points `main` and `main_few`, or with
-/// `long_threads` token_mix_long.wgsl's `main_long` for workgroups of that many threads
-/// (its own module: its activations are read and written as vectors).
-pub fn token_mix_wgsl(subgroups: bool, long_threads: Option<u32>) -> String {
-    let (types, kernel) = match long_threads {
-        Some(n) => (
+/// `long` token_mix_long.wgsl's `main_long` for workgroups of that shape (its own module:
+/// its activations are read and written as vectors).
+pub fn token_mix_wgsl(subgroups: bool, long: Option<MixLongShape>) -> String {
+    let (types, kernel) = match long {
+        Some(l) => (
             format!(
-                "alias MixVal = vec4<f32>;\nalias MixWord = vec2<u32>;\nconst LONG_WG: u32 = {n}u;\n"
+                "alias MixVal = vec4<f32>;\nalias MixWord = vec2<u32>;\nconst LONG_WG: u32 = {}u;\nconst LONG_K: u32 = {}u;\n",
+                l.threads, l.per_thread
             ),
             include_str!("token_mix_long.wgsl"),
         ),
@@ -911,8 +932,12 @@ mod tests {
         for subgroups in [true, false] {
             kernels.push((token_mix_wgsl(subgroups, None), "main"));
             kernels.push((token_mix_wgsl(subgroups, None), "main_few"));
-            for threads in [64, 640] {
-                kernels.push((token_mix_wgsl(subgroups, Some(threads)), "main_long"));
+            for (threads, per_thread) in [(64, 1), (64, 10), (640, 1)] {
+                let shape = MixLongShape {
+                    threads,
+                    per_thread,
+                };
+                kernels.push((token_mix_wgsl(subgroups, Some(shape)), "main_long"));
             }
             kernels.push((round_activations_wgsl(subgroups), "main"));
             kernels.push((round_activations_wgsl(subgroups), "main_q8k"));

@@ -1,7 +1,8 @@
 // `main_long`: token_mix.wgsl's work for steps of more than 16 rows (prompts, batches), one
-// workgroup per row, each thread four consecutive columns as one vec4 (LONG_WG = dim / 4
-// threads, a generated constant; the engine takes this entry point only where dim is a
-// multiple of 256 and the workgroup fits the device). Where `main` rounds one 256-column
+// workgroup of LONG_WG threads per row, each thread LONG_K vec4s of it, LONG_WG vec4s apart
+// (LONG_WG x LONG_K = dim / 4; generated constants, LONG_WG a multiple of 64, so a Q8_K
+// block is 64 consecutive threads at one k; the engine takes this entry point only where dim
+// is a multiple of 256 and the workgroup fits the device). Where `main` rounds one 256-column
 // tile of one mix at a time, each rounding a workgroup-wide maximum search and each f16 pair
 // a round trip through workgroup memory (about five barriers per tile and mix: 300 a row of
 // 2.9B's attention mix), this kernel holds its row in registers and meets at eight barriers
@@ -18,10 +19,11 @@ const LONG_GROUPS: u32 = LONG_WG / 32u;
 // The two rows' partial sums (sum_wide).
 var<workgroup> wide_part: array<vec2<f32>, LONG_WG>;
 var<workgroup> wide_group: array<vec2<f32>, LONG_GROUPS>;
-// Per thread, its signed largest value of mixes 0-3 (set 0) and 4-7 (set 1), at
-// [set * LONG_WG + thread]; then per 16 threads, at [set * LONG_WG / 16 + thread / 16].
-var<workgroup> mix_max: array<vec4<f32>, LONG_WG * 2u>;
-var<workgroup> mix_max16: array<vec4<f32>, LONG_WG / 8u>;
+// Per thread and vec4 k of its row, its signed largest value of mixes 0-3 (set 0) and 4-7
+// (set 1), at [(2 k + set) * LONG_WG + thread]; then per 16 threads, at
+// [(2 k + set) * LONG_WG / 16 + thread / 16].
+var<workgroup> mix_max: array<vec4<f32>, LONG_WG * LONG_K * 2u>;
+var<workgroup> mix_max16: array<vec4<f32>, LONG_WG * LONG_K / 8u>;
 
 // The sum over the workgroup of v (every thread calls it, in uniform control flow): groups of
 // 32 threads in order, then the groups in order.
@@ -138,77 +140,99 @@ fn main_long(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_ind
         return;
     }
     let info = rows[t];
-    let c4 = tid;
     let row4 = p.dim / 4u;
     let has_prev = info.prev != NO_PREV;
-    let xv = x[t * row4 + c4];
-    var pv: vec4<f32>;
-    if has_prev {
-        pv = x[info.prev * row4 + c4];
-    } else {
-        // Already normalized.
-        pv = shift_state[(info.half * p.half_stride + info.slot * p.dim) / 4u + c4];
-    }
-    let s = vec2<f32>(xv.x + xv.y + xv.z + xv.w, pv.x + pv.y + pv.z + pv.w);
-    let mean = sum_wide(tid, s) / f32(p.dim);
-    let dx = xv - mean.x;
-    let dp = pv - mean.y;
-    let inv = 1.0 / sqrt(sum_wide(tid, vec2<f32>(dot(dx, dx), dot(dp, dp))) / f32(p.dim) + p.eps);
-    let w = norm_w[c4];
-    let b = norm_b[c4];
-    let xn = dx * inv.x * w + b;
-    let prev = select(pv, dp * inv.y * w + b, has_prev);
-    let sx = prev - xn;
-    if info.last == 1u {
-        shift_state[((1u - info.half) * p.half_stride + info.slot * p.dim) / 4u + c4] = xn;
-    }
-    // Each thread's signed largest value per mix (0 for mixes without an 8-bit target).
-    // (Loops over all eight mix slots, so that the compiler can unroll them and index the
-    // vectors by constants.)
-    var lo = vec4<f32>(0.0);
-    var hi = vec4<f32>(0.0);
-    for (var m = 0u; m < 8u; m++) {
-        let ma = mode_of(p.mode_a, m);
-        let mb = mode_of(p.mode_b, m);
-        var top = 0.0;
-        if m < p.n_mix && (ma == 3u || ma == 4u || mb == 3u || mb == 4u) {
-            top = first_max4(sx * mu[m * row4 + c4] + xn);
-        }
-        if m < 4u {
-            lo[m] = top;
+    // The state of a row without a previous one in the step is already normalized.
+    let state_in = (info.half * p.half_stride + info.slot * p.dim) / 4u;
+    var xv: array<vec4<f32>, LONG_K>;
+    var pv: array<vec4<f32>, LONG_K>;
+    var s = vec2<f32>(0.0);
+    for (var k = 0u; k < LONG_K; k++) {
+        let c4 = tid + k * LONG_WG;
+        xv[k] = x[t * row4 + c4];
+        if has_prev {
+            pv[k] = x[info.prev * row4 + c4];
         } else {
-            hi[m - 4u] = top;
+            pv[k] = shift_state[state_in + c4];
+        }
+        s += vec2<f32>(xv[k].x + xv[k].y + xv[k].z + xv[k].w, pv[k].x + pv[k].y + pv[k].z + pv[k].w);
+    }
+    let mean = sum_wide(tid, s) / f32(p.dim);
+    var q = vec2<f32>(0.0);
+    for (var k = 0u; k < LONG_K; k++) {
+        let dx = xv[k] - mean.x;
+        let dp = pv[k] - mean.y;
+        q += vec2<f32>(dot(dx, dx), dot(dp, dp));
+    }
+    let inv = 1.0 / sqrt(sum_wide(tid, q) / f32(p.dim) + p.eps);
+    // From here xv holds the normalized row and pv the shift (previous row - row).
+    let state_out = ((1u - info.half) * p.half_stride + info.slot * p.dim) / 4u;
+    for (var k = 0u; k < LONG_K; k++) {
+        let c4 = tid + k * LONG_WG;
+        let w = norm_w[c4];
+        let b = norm_b[c4];
+        let xn = (xv[k] - mean.x) * inv.x * w + b;
+        let prev = select(pv[k], (pv[k] - mean.y) * inv.y * w + b, has_prev);
+        xv[k] = xn;
+        pv[k] = prev - xn;
+        if info.last == 1u {
+            shift_state[state_out + c4] = xn;
         }
     }
-    mix_max[tid] = lo;
-    mix_max[LONG_WG + tid] = hi;
+    // Each thread's signed largest value per vec4 and mix (0 for mixes without an 8-bit
+    // target), then per 16 threads. (The loops over all eight mix slots let the compiler
+    // unroll them and index the vectors by constants.)
+    for (var k = 0u; k < LONG_K; k++) {
+        let c4 = tid + k * LONG_WG;
+        var lo = vec4<f32>(0.0);
+        var hi = vec4<f32>(0.0);
+        for (var m = 0u; m < 8u; m++) {
+            let ma = mode_of(p.mode_a, m);
+            let mb = mode_of(p.mode_b, m);
+            var top = 0.0;
+            if m < p.n_mix && (ma == 3u || ma == 4u || mb == 3u || mb == 4u) {
+                top = first_max4(pv[k] * mu[m * row4 + c4] + xv[k]);
+            }
+            if m < 4u {
+                lo[m] = top;
+            } else {
+                hi[m - 4u] = top;
+            }
+        }
+        mix_max[2u * k * LONG_WG + tid] = lo;
+        mix_max[(2u * k + 1u) * LONG_WG + tid] = hi;
+    }
     workgroupBarrier();
     if tid % 16u == 0u {
-        mix_max16[tid / 16u] = scan_max(tid, 16u);
-        mix_max16[LONG_WG / 16u + tid / 16u] = scan_max(LONG_WG + tid, 16u);
+        for (var k = 0u; k < 2u * LONG_K; k++) {
+            mix_max16[k * (LONG_WG / 16u) + tid / 16u] = scan_max(k * LONG_WG + tid, 16u);
+        }
     }
     workgroupBarrier();
-    // This thread's Q8_0 block (8 threads) and Q8_K block (64 threads: 4 groups of 16), per
-    // mix.
-    let b0 = tid / 8u * 8u;
-    let q0 = array<vec4<f32>, 2>(scan_max(b0, 8u), scan_max(LONG_WG + b0, 8u));
-    let bk = tid / 64u * 4u;
-    let qk = array<vec4<f32>, 2>(scan_max16(bk, 4u), scan_max16(LONG_WG / 16u + bk, 4u));
-    for (var m = 0u; m < 8u; m++) {
-        if m >= p.n_mix {
-            break;
-        }
-        let v = sx * mu[m * row4 + c4] + xn;
-        let o = m * p.mix_stride + t * p.dim + 4u * c4;
-        let a = q0[m / 4u][m % 4u];
-        let k = qk[m / 4u][m % 4u];
-        let ma = mode_of(p.mode_a, m);
-        if ma != 255u {
-            store4(rounded4(v, ma, a, k), o, 1u);
-        }
-        let mb = mode_of(p.mode_b, m);
-        if mb != 255u {
-            store4(rounded4(v, mb, a, k), o, 2u);
+    for (var k = 0u; k < LONG_K; k++) {
+        // This thread's Q8_0 block (8 threads) and Q8_K block (64 threads: 4 groups of 16),
+        // for mixes 0-3 and 4-7.
+        let b0 = 2u * k * LONG_WG + tid / 8u * 8u;
+        let q0 = array<vec4<f32>, 2>(scan_max(b0, 8u), scan_max(b0 + LONG_WG, 8u));
+        let bk = 2u * k * (LONG_WG / 16u) + tid / 64u * 4u;
+        let qk = array<vec4<f32>, 2>(scan_max16(bk, 4u), scan_max16(bk + LONG_WG / 16u, 4u));
+        let c4 = tid + k * LONG_WG;
+        for (var m = 0u; m < 8u; m++) {
+            if m >= p.n_mix {
+                break;
+            }
+            let v = pv[k] * mu[m * row4 + c4] + xv[k];
+            let o = m * p.mix_stride + t * p.dim + 4u * c4;
+            let a = q0[m / 4u][m % 4u];
+            let kq = qk[m / 4u][m % 4u];
+            let ma = mode_of(p.mode_a, m);
+            if ma != 255u {
+                store4(rounded4(v, ma, a, kq), o, 1u);
+            }
+            let mb = mode_of(p.mode_b, m);
+            if mb != 255u {
+                store4(rounded4(v, mb, a, kq), o, 2u);
+            }
         }
     }
 }
