@@ -73,16 +73,22 @@ pub struct EngineOptions {
     /// sub-chunk by sub-chunk (wkv7_chunked.wgsl), instead of token by token
     /// ([`SCAN_CHUNKED_FROM`]; 0: never). The default reads [`SCAN_CHUNKED_FROM_ENV`].
     pub scan_chunked_from: u32,
-    /// Steps of more than 16 rows run the token mixes with a workgroup per row, eight
-    /// columns a thread (token_mix_long.wgsl), where the model's width allows it, instead of
-    /// a workgroup per row and group of 256-column tiles. Off only to compare them; the
-    /// default reads [`MIX_LONG_ENV`] (`0`: off).
-    pub token_mix_long: bool,
+    /// Steps of at least this many rows (more than 16) run the attention's token mix with a
+    /// workgroup per row (token_mix_long.wgsl), where the model's width allows it, instead
+    /// of a workgroup per row and group of 256-column tiles ([`MIX_LONG_FROM`]; 0: never).
+    /// The default reads [`MIX_LONG_FROM_ENV`].
+    pub token_mix_long_from: u32,
 }
 
-/// Environment variable turning [`EngineOptions::token_mix_long`] off in the default (`0`),
-/// for measurements.
-pub const MIX_LONG_ENV: &str = "WEB_RWKV_MIX_LONG";
+/// Rows from which a step takes token_mix_long.wgsl for the attention's mix (see
+/// [`EngineOptions::token_mix_long_from`]): one workgroup a row, so a step of fewer leaves
+/// the GPU idle (on an H200, 2.9B Q4_K_M batch 64 7,042 -> 6,574 tok/s with it; batch 256
+/// par, prefill 512 +0.5%).
+pub const MIX_LONG_FROM: u32 = 256;
+
+/// Environment variable overriding [`MIX_LONG_FROM`] in [`EngineOptions::default`], for
+/// measurements (0: never).
+pub const MIX_LONG_FROM_ENV: &str = "WEB_RWKV_MIX_LONG_FROM";
 
 impl Default for EngineOptions {
     fn default() -> Self {
@@ -98,7 +104,7 @@ impl Default for EngineOptions {
             round_in_epilogues: true,
             scan_chunked_from: rwkv_gpu::env_parse(SCAN_CHUNKED_FROM_ENV)
                 .unwrap_or(SCAN_CHUNKED_FROM),
-            token_mix_long: rwkv_gpu::env_on(MIX_LONG_ENV),
+            token_mix_long_from: rwkv_gpu::env_parse(MIX_LONG_FROM_ENV).unwrap_or(MIX_LONG_FROM),
         }
     }
 }
@@ -131,9 +137,9 @@ pub const LORA2_FROM_TENSOR_CORES: u32 = 9;
 /// measurements (0, or more than a step's rows: never).
 pub const LORA2_FROM_ENV: &str = "WEB_RWKV_LORA2_FROM";
 
-/// Rows from which a step's Q8_K rounding ops round eight blocks per workgroup
-/// (round_activations.wgsl's `main_q8k`, its own pipeline) instead of one: they are
-/// latency-bound, and the wide kernel overlaps eight blocks' chains, but in short steps it
+/// Rows from which a step's Q8_K rounding ops round four blocks per workgroup
+/// (round_q8k.wgsl's `main_q8k`, its own pipeline) instead of one: they are
+/// latency-bound, and the wide kernel overlaps four blocks' chains, but in short steps it
 /// has too few workgroups. On an H200 (2.9B Q4_K_M, one 2048-token step) the roundings took
 /// 7.6 ms with one block per workgroup and 6.3 with eight; batch 64 lost 1.8% with eight.
 const ROUND_WIDE_ROWS: u32 = 512;
@@ -308,7 +314,7 @@ pub(crate) enum Op {
         from: u32,
         /// The activation it rounds (for profiles).
         of: &'static str,
-        /// Q8_K roundings: the launch of `main_q8k` (eight blocks per workgroup), taken in
+        /// Q8_K roundings: the launch of `main_q8k` (four blocks per workgroup), taken in
         /// steps of at least [`ROUND_WIDE_ROWS`] rows, with its workgroups per row.
         wide: Option<(Launch, u32)>,
     },
@@ -347,6 +353,15 @@ pub(crate) enum Op {
 }
 
 impl Op {
+    /// The launch of a kernel op, through its row conditions.
+    fn launch_mut(&mut self) -> Option<&mut Launch> {
+        match self {
+            Op::Kernel(launch, _) => Some(launch),
+            Op::ByRows { op, .. } => op.launch_mut(),
+            _ => None,
+        }
+    }
+
     /// What the op is, for profiles: the kernel name or the weight's role.
     pub(crate) fn kind(&self) -> &str {
         match self {
@@ -548,6 +563,35 @@ fn mix_tiles_per_wg(rows: u32, tiles: u32) -> u32 {
 /// See [`mix_tiles_per_wg`].
 const MIX_WORKGROUPS: u32 = 1024;
 
+/// The token mix kernels (kernels/mod.rs's `Kernels`): steps of up to [`MIX_SPLIT_ROWS`]
+/// rows, longer ones, and the longest steps of the attention's mixes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum MixKernel {
+    Few,
+    Tiles,
+    Long,
+}
+
+impl MixKernel {
+    fn pipeline(self, kernels: &Kernels) -> &rwkv_gpu::Pipeline {
+        match self {
+            MixKernel::Few => &kernels.token_mix_few,
+            MixKernel::Tiles => &kernels.token_mix,
+            MixKernel::Long => kernels
+                .token_mix_long
+                .as_ref()
+                .unwrap_or(&kernels.token_mix),
+        }
+    }
+}
+
+/// Mixes from which a token mix takes token_mix_long.wgsl in long steps (the attention's
+/// six, not the channel mix's one). On an H200 (2.9B Q4_K_M, 2048-token chunk, 320
+/// threads): the attention's mix 9.64 -> 8.00 ms, the channel mix's 2.88 -> 3.70; each
+/// row's norm statistics and shift cost more there than the tile kernel's, and only the
+/// rounding of several mixes per barrier pays for them.
+const MIX_LONG_MIXES: u32 = 4;
+
 /// How many rows an op over `grid` covers: the step's token rows or its logits rows.
 fn count(grid: Grid, rows: u32, out: u32) -> u32 {
     match grid {
@@ -642,11 +686,12 @@ struct RoundWriter {
     mode: u32,
 }
 
-/// A token mix of the step being built (see [`Builder::mix_to_x16`]): its two ops (steps of
-/// a few rows, longer steps), label, parameters and buffers (bindings 0-12), its targets (a,
-/// and b where it has its own buffer) and the f16 copies it writes of them.
+/// A token mix of the step being built (see [`Builder::mix_to_x16`]): its ops (steps of a
+/// few rows, longer steps, and where it takes them the longest steps) with the pipeline
+/// each runs, label, parameters and buffers (bindings 0-12), its targets (a, and b where it
+/// has its own buffer) and the f16 copies it writes of them.
 struct MixWriter {
-    at: [usize; 2],
+    at: Vec<(usize, MixKernel)>,
     label: &'static str,
     params: TokenMixParams,
     buffers: Vec<wgpu::Buffer>,
@@ -946,6 +991,8 @@ struct Builder<'a> {
     /// Whether rounding ops and token mixes write the f16 copies the products read
     /// ([`ROUND_X16_ENV`]).
     fuse_round_x16: bool,
+    /// See [`EngineOptions::token_mix_long_from`].
+    mix_long_from: u32,
     /// Bound where a kernel's optional output is not used.
     dummy: wgpu::Buffer,
     /// Whether the tensor-core products of an activation share one f16 copy of it
@@ -1129,7 +1176,7 @@ impl Builder<'_> {
                 bind_group: bind(&self.ctx.device, pipeline, "round_activations", buffers),
             };
             let blocks = if x.out { 1 } else { x.blocks };
-            (launch, blocks * (x.cols / 256).div_ceil(8))
+            (launch, blocks * (x.cols / 256).div_ceil(4))
         })
     }
 
@@ -1267,20 +1314,16 @@ impl Builder<'_> {
             }
         }
         let kernels = self.kernels;
-        for (at, pipeline) in
-            w.at.into_iter()
-                .zip([&kernels.token_mix_few, kernels.token_mix_long_steps()])
-        {
-            let group = bind(&self.ctx.device, pipeline, w.label, &buffers);
-            match &mut self.ops[at] {
-                Op::ByRows { op, .. } => match op.as_mut() {
-                    Op::Kernel(launch, _) => launch.bind_group = group,
-                    _ => return None,
-                },
-                _ => return None,
-            }
+        for &(at, kernel) in &w.at {
+            let group = bind(
+                &self.ctx.device,
+                kernel.pipeline(kernels),
+                w.label,
+                &buffers,
+            );
+            self.ops[at].launch_mut()?.bind_group = group;
         }
-        Some(w.at[1])
+        w.at.last().map(|&(at, _)| at)
     }
 
     /// Rounding mode for the activations a weight reads (0: plain f32).
@@ -1358,25 +1401,40 @@ impl Builder<'_> {
             &dummy,
         ];
         let grid = Grid::MixTiles(p.dim.div_ceil(256), p.n_mix);
-        // Two pipelines: steps of up to MIX_SPLIT_ROWS rows and longer ones (a workgroup per
-        // row where token_mix_long.wgsl takes them).
+        // Pipelines of steps of up to MIX_SPLIT_ROWS rows, longer ones, and for the
+        // attention's mixes steps of at least `mix_long_from` rows where token_mix_long.wgsl
+        // takes them (a workgroup per row).
         let kernels = self.kernels;
-        let long_grid = match kernels.token_mix_long {
-            Some(_) => Grid::Rows,
-            None => grid,
+        let long_from = match kernels.token_mix_long {
+            Some(_) if p.n_mix >= MIX_LONG_MIXES => {
+                Some(self.mix_long_from.max(MIX_SPLIT_ROWS + 1))
+            }
+            _ => None,
         };
-        let mut at = [0usize; 2];
-        for (k, (pipeline, grid, few)) in [
-            (&kernels.token_mix_few, grid, true),
-            (kernels.token_mix_long_steps(), long_grid, false),
-        ]
-        .into_iter()
-        .enumerate()
-        {
+        let mut at = Vec::new();
+        for kernel in [MixKernel::Few, MixKernel::Tiles, MixKernel::Long] {
+            let grid = match kernel {
+                MixKernel::Long => Grid::Rows,
+                _ => grid,
+            };
             let start = self.ops.len();
-            self.kernel(label, pipeline, &buffers, grid);
-            self.by_rows(start, MIX_SPLIT_ROWS + 1, !few);
-            at[k] = start;
+            match (kernel, long_from) {
+                (MixKernel::Long, None) => continue,
+                (MixKernel::Long, Some(from)) => {
+                    self.kernel(label, kernel.pipeline(kernels), &buffers, grid);
+                    self.by_rows(start, from, true);
+                }
+                (MixKernel::Tiles, Some(from)) => {
+                    self.kernel(label, kernel.pipeline(kernels), &buffers, grid);
+                    self.by_rows(start, from, false);
+                    self.by_rows(start, MIX_SPLIT_ROWS + 1, true);
+                }
+                _ => {
+                    self.kernel(label, kernel.pipeline(kernels), &buffers, grid);
+                    self.by_rows(start, MIX_SPLIT_ROWS + 1, kernel == MixKernel::Tiles);
+                }
+            }
+            at.push((start, kernel));
         }
         // The tensor-core products reading a target may have this kernel write their f16
         // copy of it (see `Builder::mix_to_x16`).
@@ -1861,7 +1919,7 @@ impl Engine {
             ctx.has_subgroups(),
             chunked_from,
             crate::kernels::token_mix_long_shape(c.n_embd as u32, &ctx.limits)
-                .filter(|_| options.token_mix_long),
+                .filter(|_| options.token_mix_long_from != 0),
         );
         let mut matmul = MatmulKernels::new(&ctx)?;
         if options.f16_weights {
@@ -2000,6 +2058,7 @@ impl Engine {
             round_writers: Vec::new(),
             mix_writers: Vec::new(),
             fuse_round_x16: rwkv_gpu::env_on(ROUND_X16_ENV),
+            mix_long_from: options.token_mix_long_from,
             dummy: storage(&ctx, "unused output", 16)?,
             share_x16: rwkv_gpu::env_on(SHARED_X16_ENV),
             x16: Vec::new(),

@@ -375,13 +375,15 @@ fn chunked_prefill_matches_token_by_token() {
 
 #[test]
 fn long_steps_match_short_ones() {
-    // A 600-token prompt in one step (its Q8_K roundings take main_q8k, eight blocks per
+    // A 600-token prompt in one step (its Q8_K roundings take main_q8k, four blocks per
     // workgroup, from ROUND_WIDE_ROWS = 512 rows) against the same prompt in steps of 64,
     // with llama.cpp's roundings (Q4_K products: Q8_K inputs; F16 LoRAs: f16) and without,
     // then a few tokens after it. Where an ulp moves an 8-bit code, logits
     // move by up to ~1e-2 (as in one_token_steps_match_the_cpu_reference), which happens
     // here only where the long step's products take tensor cores and the short ones not;
-    // otherwise they agree to f32 rounding.
+    // otherwise they agree to f32 rounding. (Both take the token-mix kernel of 256-column
+    // tiles: the long step's would take token_mix_long.wgsl, whose norm sums, in another
+    // order, can move an 8-bit code; long_step_token_mix_matches_the_tile_kernel tests it.)
     let file = support::fixture("mini-q4_k_m.gguf");
     let tokens = sequence(603, 4096, 17);
     let (prompt, rest) = tokens.split_at(600);
@@ -394,6 +396,7 @@ fn long_steps_match_short_ones() {
                     max_rows,
                     max_out: 1,
                     llama_cpp_rounding: rounding,
+                    token_mix_long_from: 0,
                     ..EngineOptions::default()
                 },
             );
@@ -741,20 +744,21 @@ fn matrix_form_scan_matches_the_token_by_token_scan() {
 
 #[test]
 fn long_step_token_mix_matches_the_tile_kernel() {
-    // Steps of more than 16 rows take token_mix_long.wgsl (a workgroup per row, four columns
-    // a thread) where the width allows it, instead of the kernel of 256-column tiles. On a
-    // model three Q8_K blocks wide (192 threads, three 64-thread blocks), with Q8_K (Q4_K_M),
-    // Q8_0 and f16 roundings and without: a prompt in two steps (the second step's first
-    // row reads the shift state the first saved), a step of three chunks (one continuing
-    // the prompt), then one-token steps. Without roundings the two kernels agree to f32
+    // Steps of `token_mix_long_from` rows or more (here 17) take token_mix_long.wgsl for the
+    // attention's mix (a workgroup per row) where the width allows it, instead of the kernel
+    // of 256-column tiles. On a one-layer model six Q8_K blocks wide (192 threads of two
+    // vec4s each, so three 64-thread blocks at each of the two), with Q8_K (Q4_K_M), Q8_0
+    // and f16 roundings and without: a prompt in two steps (the second step's first row
+    // reads the shift state the first saved), a step of three chunks (one continuing the
+    // prompt), then one-token steps. Without roundings the two kernels agree to f32
     // rounding (they differ only in the order of the norm sums). With them an ulp can move
     // an f16 or 8-bit rounding (on lavapipe: 2-4e-4 and ~1e-2 at most positions after the
     // first, the first layer's shift states 5e-9 apart), so there each kernel is held to the
     // CPU reference with llama.cpp's roundings, the long one no further from it than the
     // tile kernel, give or take a quarter.
-    let prompt = sequence(80, 300, 5);
+    let prompt = sequence(40, 300, 5);
     let chunks: Vec<Vec<u32>> = (0..3)
-        .map(|i| sequence(7 + 5 * i, 300, 40 + i as u32))
+        .map(|i| sequence(3 + 5 * i, 300, 40 + i as u32))
         .collect();
     let after = [3u32, 99];
     for (file_type, rounding) in [
@@ -763,7 +767,7 @@ fn long_step_token_mix_matches_the_tile_kernel() {
         (FileType::Q8_0, true),
         (FileType::F16, true),
     ] {
-        let mut o = SynthOptions::new(2, 768, 300);
+        let mut o = SynthOptions::new(1, 1536, 300);
         o.file_type = file_type;
         o.seed = 29;
         let file = GgufFile::from_bytes(synth_gguf(&o).unwrap().to_bytes()).unwrap();
@@ -775,12 +779,12 @@ fn long_step_token_mix_matches_the_tile_kernel() {
                     max_rows: 64,
                     max_out: 64,
                     llama_cpp_rounding: rounding,
-                    token_mix_long: long,
+                    token_mix_long_from: if long { 17 } else { 0 },
                     ..EngineOptions::default()
                 },
             );
-            let mut got = all_logits(&mut e, &prompt[..40]);
-            got.extend(all_logits(&mut e, &prompt[40..]));
+            let mut got = all_logits(&mut e, &prompt[..20]);
+            got.extend(all_logits(&mut e, &prompt[20..]));
             let inputs: Vec<SlotInput> = chunks
                 .iter()
                 .enumerate()

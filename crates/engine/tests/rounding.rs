@@ -1,6 +1,6 @@
 //! The activation-rounding kernels (round_activations.wgsl) against ggml's Q8_K rounding on
-//! the CPU: one block per workgroup (with and without subgroup operations) and eight per
-//! workgroup (`main_q8k`, for long steps), with the f16 copies the tensor-core products
+//! the CPU: one block per workgroup (with and without subgroup operations) and four per
+//! workgroup (round_q8k.wgsl's `main_q8k`, for long steps), with the f16 copies the tensor-core products
 //! read.
 
 mod support;
@@ -28,7 +28,7 @@ fn q8k_rounding_matches_ggml() {
     // the GPU's quotients may differ by an ulp; a code off by one would be 1/127 of the
     // block's largest value off), and the kernels' three variants give the same bits.
     let ctx = context();
-    // 11 tiles of 256 (eight-tile groups for main_q8k: one whole, one of three), two blocks of
+    // 11 tiles of 256 (four-tile groups for main_q8k: two whole, one of three), two blocks of
     // rows with room for 6 rows each, 5 rows in the step.
     let (cols, max_rows, rows, blocks) = (256 * 11, 6u32, 5u32, 2u32);
     let block_stride = max_rows * cols;
@@ -77,7 +77,7 @@ fn q8k_rounding_matches_ggml() {
         let kernels = Kernels::new(&ctx.device, [32, 32, 32, 32], None, subgroups, 0, None);
         let (pipeline, per_block) = match wide {
             false => (&kernels.round_activations, tiles),
-            true => (&kernels.round_q8k, tiles.div_ceil(8)),
+            true => (&kernels.round_q8k, tiles.div_ceil(4)),
         };
         let params = uniform(
             &ctx.device,

@@ -128,7 +128,7 @@ pub struct Kernels {
     /// The WKV path for steps with chunks of several tokens; `None`: `wkv7` runs them.
     pub wkv7_chunk: Option<Wkv7Chunk>,
     pub round_activations: Pipeline,
-    /// round_activations.wgsl's Q8_K rounding with eight blocks per workgroup (`main_q8k`),
+    /// The Q8_K rounding with four blocks per workgroup (round_q8k.wgsl's `main_q8k`),
     /// for long steps.
     pub round_q8k: Pipeline,
     /// A dispatch that only binds a buffer read-only (touch.wgsl).
@@ -260,12 +260,6 @@ impl Kernels {
         )
     }
 
-    /// The token mix's pipeline for steps of more than 16 rows: `token_mix_long` where there
-    /// is one (a workgroup per row), else `token_mix`.
-    pub fn token_mix_long_steps(&self) -> &Pipeline {
-        self.token_mix_long.as_ref().unwrap_or(&self.token_mix)
-    }
-
     /// The 256-thread reductions (Lane, argmax_abs_256, sum_256): with subgroup operations
     /// where the device has them.
     pub fn reduce_wgsl(subgroups: bool) -> &'static str {
@@ -340,7 +334,8 @@ impl Kernels {
             let m = module("token_mix", token_mix_wgsl(subgroups, Some(shape)));
             at("token_mix_long", &m, "main_long")
         });
-        let round = module("round_activations", round_activations_wgsl(subgroups));
+        let round = module("round_activations", round_wgsl(subgroups, false));
+        let round_q8k = module("round_activations", round_wgsl(subgroups, true));
         Kernels {
             layer_norm: pipeline(device, "layer_norm", &layer_norm_wgsl(subgroups)),
             token_mix: at("token_mix", &token_mix, "main"),
@@ -351,20 +346,33 @@ impl Kernels {
             wkv7_pre: at("wkv7", &wkv_f16, "main_pre"),
             wkv7_chunk,
             round_activations: at("round_activations", &round, "main"),
-            round_q8k: at("round_activations", &round, "main_q8k"),
+            round_q8k: at("round_activations", &round_q8k, "main_q8k"),
             touch: pipeline(device, "touch", include_str!("touch.wgsl")),
         }
     }
 }
 
-/// round_activations.wgsl's source (entry points `main`, `main_q8k`).
-fn round_activations_wgsl(subgroups: bool) -> String {
+/// round_activations.wgsl (`main`) or, `q8k`, round_q8k.wgsl (`main_q8k`, its own module:
+/// it reads and writes vectors).
+fn round_wgsl(subgroups: bool, q8k: bool) -> String {
+    let (types, kernel) = match q8k {
+        true => (
+            "alias RoundVal = vec4<f32>;\nalias RoundWord = vec2<u32>;\n",
+            include_str!("round_q8k.wgsl"),
+        ),
+        false => (
+            "alias RoundVal = f32;\nalias RoundWord = u32;\n",
+            include_str!("round_activations.wgsl"),
+        ),
+    };
     [
         rwkv_gpu::ROUNDING_WGSL,
         STEP_WGSL,
         Kernels::reduce_wgsl(subgroups),
         include_str!("q8_blocks.wgsl"),
-        include_str!("round_activations.wgsl"),
+        types,
+        include_str!("round_bindings.wgsl"),
+        kernel,
     ]
     .concat()
 }
@@ -469,7 +477,7 @@ pub struct MixLongShape {
 
 /// Threads of token_mix_long.wgsl's workgroup at most (`WEB_RWKV_MIX_LONG_THREADS` changes
 /// it, for measurements).
-const MIX_LONG_THREADS: u32 = 640;
+const MIX_LONG_THREADS: u32 = 320;
 
 /// token_mix_long.wgsl's workgroup for a model `dim` wide, where the device allows it:
 /// `dim` a multiple of 256 (whole Q8_K blocks per 64 threads), the most threads up to
@@ -939,8 +947,8 @@ mod tests {
                 };
                 kernels.push((token_mix_wgsl(subgroups, Some(shape)), "main_long"));
             }
-            kernels.push((round_activations_wgsl(subgroups), "main"));
-            kernels.push((round_activations_wgsl(subgroups), "main_q8k"));
+            kernels.push((round_wgsl(subgroups, false), "main"));
+            kernels.push((round_wgsl(subgroups, true), "main_q8k"));
             kernels.push((layer_norm_wgsl(subgroups), "main"));
         }
         for f16 in [true, false] {

@@ -27,6 +27,22 @@ fn pack_f16_pair(v: vec2<f32>) -> u32 {
     return pack2x16float(clamp(v, vec2<f32>(-F16_MAX), vec2<f32>(F16_MAX)));
 }
 
+// The first of v's components of largest magnitude (0 if all are 0): a thread's part of a
+// block's maximum search over its values in order.
+fn first_max4(v: vec4<f32>) -> f32 {
+    var best = v.x;
+    if abs(v.y) > abs(best) {
+        best = v.y;
+    }
+    if abs(v.z) > abs(best) {
+        best = v.z;
+    }
+    if abs(v.w) > abs(best) {
+        best = v.w;
+    }
+    return best;
+}
+
 // The largest |v| of each block of 32 consecutive threads (Q8_0's blocks): one barrier, then
 // every thread reads its block's 32 values (the maximum is exact in any order).
 fn block_amax_32(tid: u32, v: f32) -> f32 {

@@ -11,7 +11,7 @@
 // threads, a Q8_K block 64; a block's maximum is a scan of its threads' maxima in index
 // order (the first of the largest wins, as ggml's sequential search finds it). The same
 // results as `main` except for the order of the norm sums.
-// (rwkv-gpu's rounding.wgsl, step.wgsl, q8_blocks.wgsl for pack_f16_pair, and
+// (rwkv-gpu's rounding.wgsl, step.wgsl, q8_blocks.wgsl for first_max4 and pack_f16_pair, and
 // token_mix_bindings.wgsl with `MixVal` = vec4<f32>, `MixWord` = vec2<u32> are prepended.)
 
 const LONG_GROUPS: u32 = LONG_WG / 32u;
@@ -45,21 +45,6 @@ fn sum_wide(tid: u32, v: vec2<f32>) -> vec2<f32> {
     // The arrays are reused by the next call.
     workgroupBarrier();
     return total;
-}
-
-// The first value of largest magnitude of v's components (0 if all are 0).
-fn first_max4(v: vec4<f32>) -> f32 {
-    var best = v.x;
-    if abs(v.y) > abs(best) {
-        best = v.y;
-    }
-    if abs(v.z) > abs(best) {
-        best = v.z;
-    }
-    if abs(v.w) > abs(best) {
-        best = v.w;
-    }
-    return best;
 }
 
 // Component-wise (four mixes): the first of largest magnitude of `n` entries of mix_max

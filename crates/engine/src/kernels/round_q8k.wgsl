@@ -1,0 +1,64 @@
+// `main_q8k`: round_activations.wgsl's Q8_K rounding for long steps (the engine's
+// ROUND_WIDE_ROWS), four blocks of 256 per workgroup, each thread four consecutive values as
+// one vec4 (64 threads a block), so that its loads and stores are whole 16- and 8-byte
+// units (a thread of eight scalars, as this kernel first had, strides its stores 32 bytes
+// apart). A block's maximum: each thread's first largest, then per 16 threads, then the
+// block's four groups, in index order (the first of the largest wins, as ggml's sequential
+// search finds it), two barriers. The same results as `main`'s mode 4. Grid: (rows, blocks
+// of rows x groups of four tiles).
+// (rwkv-gpu's rounding.wgsl, step.wgsl, the reductions and q8_blocks.wgsl for first_max4
+// and pack_f16_pair, and round_bindings.wgsl with `RoundVal` = vec4<f32>, `RoundWord` =
+// vec2<u32> are prepended.)
+
+var<workgroup> q8k_part: array<f32, 256>;
+var<workgroup> q8k_part16: array<f32, 16>;
+
+@compute @workgroup_size(256)
+fn main_q8k(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
+    if wg.x >= row_count() {
+        return;
+    }
+    let tiles = p.cols / 256u;
+    let groups = (tiles + 3u) / 4u;
+    let tile = (wg.y % groups) * 4u + tid / 64u;
+    let live = tile < tiles;
+    let at = ((wg.y / groups) * p.block_stride + wg.x * p.cols + min(tile, tiles - 1u) * 256u)
+        / 4u + tid % 64u;
+    let v = input[at];
+    q8k_part[tid] = first_max4(v);
+    workgroupBarrier();
+    if tid % 16u == 0u {
+        var best = q8k_part[tid];
+        for (var k = 1u; k < 16u; k++) {
+            let q = q8k_part[tid + k];
+            if abs(q) > abs(best) {
+                best = q;
+            }
+        }
+        q8k_part16[tid / 16u] = best;
+    }
+    workgroupBarrier();
+    let g = tid / 64u * 4u;
+    var m = q8k_part16[g];
+    for (var k = 1u; k < 4u; k++) {
+        let q = q8k_part16[g + k];
+        if abs(q) > abs(m) {
+            m = q;
+        }
+    }
+    if !live {
+        return;
+    }
+    let iscale = q8k_iscale(m);
+    let codes = vec4<f32>(
+        q8k_code(iscale, v.x),
+        q8k_code(iscale, v.y),
+        q8k_code(iscale, v.z),
+        q8k_code(iscale, v.w),
+    );
+    let r = codes * q8k_scale(iscale);
+    output[at] = r;
+    if p.write_x16 == 1u {
+        x16[at] = vec2<u32>(pack_f16_pair(r.xy), pack_f16_pair(r.zw));
+    }
+}
