@@ -82,9 +82,9 @@ pub struct EngineOptions {
 
 /// Rows from which a step takes token_mix_long.wgsl for the attention's mix (see
 /// [`EngineOptions::token_mix_long_from`]): one workgroup a row, so a step of fewer leaves
-/// the GPU idle (on an H200, 2.9B Q4_K_M batch 64 7,042 -> 6,574 tok/s with it; batch 256
-/// par, prefill 512 +0.5%).
-pub const MIX_LONG_FROM: u32 = 256;
+/// the GPU idle (on an H200, 2.9B Q4_K_M: batch 64 7,042 -> 6,574 tok/s with it, batch 256
+/// 10,320 -> 10,190; the attention's mix of a 2048-token step 9.68 -> 7.85 ms).
+pub const MIX_LONG_FROM: u32 = 512;
 
 /// Environment variable overriding [`MIX_LONG_FROM`] in [`EngineOptions::default`], for
 /// measurements (0: never).
@@ -137,12 +137,13 @@ pub const LORA2_FROM_TENSOR_CORES: u32 = 9;
 /// measurements (0, or more than a step's rows: never).
 pub const LORA2_FROM_ENV: &str = "WEB_RWKV_LORA2_FROM";
 
-/// Rows from which a step's Q8_K rounding ops round four blocks per workgroup
-/// (round_q8k.wgsl's `main_q8k`, its own pipeline) instead of one: they are
-/// latency-bound, and the wide kernel overlaps four blocks' chains, but in short steps it
-/// has too few workgroups. On an H200 (2.9B Q4_K_M, one 2048-token step) the roundings took
-/// 7.6 ms with one block per workgroup and 6.3 with eight; batch 64 lost 1.8% with eight.
-const ROUND_WIDE_ROWS: u32 = 512;
+/// Rows from which a step's Q8_K and Q8_0 rounding ops round four tiles of 256 per
+/// workgroup (round_q8k.wgsl's `main_q8k`, its own pipeline, four values a thread) instead
+/// of one (a value a thread, a workgroup-wide search per block). On an H200 (2.9B Q4_K_M,
+/// one 2048-token step) the roundings took 7.6 ms with one tile per workgroup, 6.3 with
+/// eight of eight scalars a thread (batch 64 lost 1.8% with it), 3.5 with the vec4 kernel,
+/// which from 64 rows also makes batch 64 / 256 +1-3% / +1%.
+const ROUND_WIDE_ROWS: u32 = 64;
 
 /// Environment variable setting [`ROUND_WIDE_ROWS`] (0: never), for measurements.
 pub const ROUND_WIDE_ENV: &str = "WEB_RWKV_ROUND_WIDE_ROWS";
@@ -314,7 +315,7 @@ pub(crate) enum Op {
         from: u32,
         /// The activation it rounds (for profiles).
         of: &'static str,
-        /// Q8_K roundings: the launch of `main_q8k` (four blocks per workgroup), taken in
+        /// Q8_K and Q8_0 roundings: the launch of `main_q8k` (four tiles per workgroup), taken in
         /// steps of at least [`ROUND_WIDE_ROWS`] rows, with its workgroups per row.
         wide: Option<(Launch, u32)>,
     },
@@ -1163,9 +1164,9 @@ impl Builder<'_> {
     }
 
     /// The `main_q8k` launch of a rounding op with `mode` over `x` bound to `buffers`, with
-    /// its workgroups per row: Q8_K rows of whole blocks only.
+    /// its workgroups per row: Q8_K and Q8_0 rows of whole 256-value tiles only.
     fn wide_round(&self, mode: u32, x: Act, buffers: &[&wgpu::Buffer]) -> Option<(Launch, u32)> {
-        let wide = mode == rwkv_gpu::ROUND_Q8_K
+        let wide = (mode == rwkv_gpu::ROUND_Q8_K || mode == rwkv_gpu::ROUND_Q8_0)
             && x.cols.is_multiple_of(256)
             && round_wide_rows() != u32::MAX;
         wide.then(|| {

@@ -1,7 +1,7 @@
-//! The activation-rounding kernels (round_activations.wgsl) against ggml's Q8_K rounding on
-//! the CPU: one block per workgroup (with and without subgroup operations) and four per
-//! workgroup (round_q8k.wgsl's `main_q8k`, for long steps), with the f16 copies the tensor-core products
-//! read.
+//! The activation-rounding kernels (round_activations.wgsl) against ggml's Q8_K and Q8_0
+//! roundings on the CPU: one tile of 256 per workgroup (with and without subgroup
+//! operations) and four per workgroup (round_q8k.wgsl's `main_q8k`, for long steps), with
+//! the f16 copies the tensor-core products read.
 
 mod support;
 
@@ -23,7 +23,7 @@ impl Rng {
 }
 
 #[test]
-fn q8k_rounding_matches_ggml() {
+fn q8k_and_q8_0_roundings_match_ggml() {
     // Every value gets ggml's 8-bit code (the decoded value within an ulp or two of the CPU's:
     // the GPU's quotients may differ by an ulp; a code off by one would be 1/127 of the
     // block's largest value off), and the kernels' three variants give the same bits.
@@ -46,17 +46,6 @@ fn q8k_rounding_matches_ggml() {
     for (j, v) in x[block(1, 4, 10)][..256].iter_mut().enumerate() {
         *v = (j as f32 - 127.0) * 0.5;
     }
-    let mut want = x.clone();
-    for b in 0..blocks {
-        for r in 0..rows {
-            let at = (b * block_stride + r * cols) as usize;
-            for chunk in 0..cols as usize / 256 {
-                let s = at + chunk * 256;
-                // (ggml's Q8_K blocks, as the CPU reference rounds for K-quant weights.)
-                round_activation(GgmlType::Q4_K, &mut want[s..s + 256]);
-            }
-        }
-    }
     let input = ctx
         .create_storage_buffer("x", bytemuck::cast_slice(&x))
         .unwrap();
@@ -71,84 +60,101 @@ fn q8k_rounding_matches_ggml() {
         },
     );
     let tiles = cols / 256;
-    let mut first: Option<Vec<f32>> = None;
-    let variants = [(false, false), (ctx.has_subgroups(), false), (false, true)];
-    for (subgroups, wide) in variants {
-        let kernels = Kernels::new(&ctx.device, [32, 32, 32, 32], None, subgroups, 0, None);
-        let (pipeline, per_block) = match wide {
-            false => (&kernels.round_activations, tiles),
-            true => (&kernels.round_q8k, tiles.div_ceil(4)),
-        };
-        let params = uniform(
-            &ctx.device,
-            "round params",
-            &RoundParams {
-                cols,
-                block_stride,
-                mode: rwkv_gpu::ROUND_Q8_K,
-                count_out: 0,
-                write_x16: 1,
-                _pad: [0; 3],
-            },
-        );
-        let zeros = vec![0u8; x.len() * 4];
-        let output = ctx.create_storage_buffer("out", &zeros).unwrap();
-        let x16 = ctx
-            .create_storage_buffer("x16", &zeros[..x.len() * 2])
-            .unwrap();
-        let group = bind(
-            &ctx.device,
-            pipeline,
-            "round",
-            &[&params, &step, &input, &output, &x16],
-        );
-        let mut enc = ctx.device.create_command_encoder(&Default::default());
-        {
-            let mut pass = enc.begin_compute_pass(&Default::default());
-            pass.set_pipeline(pipeline);
-            pass.set_bind_group(0, &group, &[]);
-            pass.dispatch_workgroups(rows, blocks * per_block, 1);
-        }
-        ctx.queue.submit([enc.finish()]);
-        let got = ctx.read_buffer_f32(&output, 0, x.len()).unwrap();
-        let halves = ctx.read_buffer_bytes(&x16, 0, x.len() as u64 * 2).unwrap();
-        let what = format!("subgroups {subgroups}, eight blocks per workgroup {wide}");
+    // ggml's Q8_K blocks (as the CPU reference rounds for K-quant weights) and Q8_0 blocks
+    // (for Q8_0 and Q4_0 weights).
+    for (mode, weights) in [
+        (rwkv_gpu::ROUND_Q8_K, GgmlType::Q4_K),
+        (rwkv_gpu::ROUND_Q8_0, GgmlType::Q8_0),
+    ] {
+        let mut want = x.clone();
         for b in 0..blocks {
-            for r in 0..max_rows {
+            for r in 0..rows {
                 let at = (b * block_stride + r * cols) as usize;
-                for c in 0..cols as usize {
-                    let i = at + c;
-                    // Rows past the step's are left alone.
-                    let (w, h) = if r < rows {
-                        (want[i], f16::from_f32(want[i]))
-                    } else {
-                        (0.0, f16::ZERO)
-                    };
-                    assert!(
-                        (got[i] - w).abs() <= w.abs() * 1e-6,
-                        "{what}: block {b} row {r} column {c}: {} against {w}",
-                        got[i]
-                    );
-                    let g16 = f16::from_le_bytes([halves[2 * i], halves[2 * i + 1]]);
-                    assert_eq!(
-                        g16,
-                        // (Clamped to f16's finite range, as the kernels do.)
-                        if r < rows {
-                            f16::from_f32(got[i].clamp(-65504.0, 65504.0))
-                        } else {
-                            h
-                        },
-                        "{what}: f16 copy, block {b} row {r} column {c}"
-                    );
+                for chunk in 0..cols as usize / 256 {
+                    let s = at + chunk * 256;
+                    round_activation(weights, &mut want[s..s + 256]);
                 }
             }
         }
-        match &first {
-            None => first = Some(got),
-            Some(f) => assert!(
-                f.iter().zip(&got).all(|(a, b)| a.to_bits() == b.to_bits()),
-                "{what}: not the bits of the first variant"
-            ),
+        let mut first: Option<Vec<f32>> = None;
+        let variants = [(false, false), (ctx.has_subgroups(), false), (false, true)];
+        for (subgroups, wide) in variants {
+            let kernels = Kernels::new(&ctx.device, [32, 32, 32, 32], None, subgroups, 0, None);
+            let (pipeline, per_block) = match wide {
+                false => (&kernels.round_activations, tiles),
+                true => (&kernels.round_q8k, tiles.div_ceil(4)),
+            };
+            let params = uniform(
+                &ctx.device,
+                "round params",
+                &RoundParams {
+                    cols,
+                    block_stride,
+                    mode,
+                    count_out: 0,
+                    write_x16: 1,
+                    _pad: [0; 3],
+                },
+            );
+            let zeros = vec![0u8; x.len() * 4];
+            let output = ctx.create_storage_buffer("out", &zeros).unwrap();
+            let x16 = ctx
+                .create_storage_buffer("x16", &zeros[..x.len() * 2])
+                .unwrap();
+            let group = bind(
+                &ctx.device,
+                pipeline,
+                "round",
+                &[&params, &step, &input, &output, &x16],
+            );
+            let mut enc = ctx.device.create_command_encoder(&Default::default());
+            {
+                let mut pass = enc.begin_compute_pass(&Default::default());
+                pass.set_pipeline(pipeline);
+                pass.set_bind_group(0, &group, &[]);
+                pass.dispatch_workgroups(rows, blocks * per_block, 1);
+            }
+            ctx.queue.submit([enc.finish()]);
+            let got = ctx.read_buffer_f32(&output, 0, x.len()).unwrap();
+            let halves = ctx.read_buffer_bytes(&x16, 0, x.len() as u64 * 2).unwrap();
+            let what = format!("{weights:?} inputs: subgroups {subgroups}, main_q8k {wide}");
+            for b in 0..blocks {
+                for r in 0..max_rows {
+                    let at = (b * block_stride + r * cols) as usize;
+                    for c in 0..cols as usize {
+                        let i = at + c;
+                        // Rows past the step's are left alone.
+                        let (w, h) = if r < rows {
+                            (want[i], f16::from_f32(want[i]))
+                        } else {
+                            (0.0, f16::ZERO)
+                        };
+                        assert!(
+                            (got[i] - w).abs() <= w.abs() * 1e-6,
+                            "{what}: block {b} row {r} column {c}: {} against {w}",
+                            got[i]
+                        );
+                        let g16 = f16::from_le_bytes([halves[2 * i], halves[2 * i + 1]]);
+                        assert_eq!(
+                            g16,
+                            // (Clamped to f16's finite range, as the kernels do.)
+                            if r < rows {
+                                f16::from_f32(got[i].clamp(-65504.0, 65504.0))
+                            } else {
+                                h
+                            },
+                            "{what}: f16 copy, block {b} row {r} column {c}"
+                        );
+                    }
+                }
+            }
+            match &first {
+                None => first = Some(got),
+                Some(f) => assert!(
+                    f.iter().zip(&got).all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "{what}: not the bits of the first variant"
+                ),
+            }
         }
     }
 }

@@ -1,11 +1,11 @@
-// `main_q8k`: round_activations.wgsl's Q8_K rounding for long steps (the engine's
-// ROUND_WIDE_ROWS), four blocks of 256 per workgroup, each thread four consecutive values as
-// one vec4 (64 threads a block), so that its loads and stores are whole 16- and 8-byte
-// units (a thread of eight scalars, as this kernel first had, strides its stores 32 bytes
-// apart). A block's maximum: each thread's first largest, then per 16 threads, then the
-// block's four groups, in index order (the first of the largest wins, as ggml's sequential
-// search finds it), two barriers. The same results as `main`'s mode 4. Grid: (rows, blocks
-// of rows x groups of four tiles).
+// `main_q8k`: round_activations.wgsl's Q8_K and Q8_0 roundings (modes 4 and 3) for long
+// steps (the engine's ROUND_WIDE_ROWS), four tiles of 256 per workgroup, each thread four
+// consecutive values as one vec4 (64 threads a tile), so that its loads and stores are whole
+// 16- and 8-byte units (a thread of eight scalars, as this kernel first had, strides its
+// stores 32 bytes apart). A Q8_K block's maximum: each thread's first largest, then per 16
+// threads, then the block's four groups, in index order (the first of the largest wins, as
+// ggml's sequential search finds it), two barriers; a Q8_0 block's is its 8 threads'. The
+// same results as `main`. Grid: (rows, blocks of rows x groups of four tiles).
 // (rwkv-gpu's rounding.wgsl, step.wgsl, the reductions and q8_blocks.wgsl for first_max4
 // and pack_f16_pair, and round_bindings.wgsl with `RoundVal` = vec4<f32>, `RoundWord` =
 // vec2<u32> are prepended.)
@@ -38,25 +38,37 @@ fn main_q8k(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_inde
         q8k_part16[tid / 16u] = best;
     }
     workgroupBarrier();
-    let g = tid / 64u * 4u;
-    var m = q8k_part16[g];
-    for (var k = 1u; k < 4u; k++) {
-        let q = q8k_part16[g + k];
-        if abs(q) > abs(m) {
-            m = q;
+    var r: vec4<f32>;
+    if p.mode == 3u {
+        // Q8_0: the block of 32 values is this thread's group of 8.
+        let b0 = tid / 8u * 8u;
+        var amax = 0.0;
+        for (var k = 0u; k < 8u; k++) {
+            amax = max(amax, abs(q8k_part[b0 + k]));
         }
+        let d = q8_0_scale(amax);
+        r = round(v * q8_0_inverse(d)) * round_f16(d);
+    } else {
+        let g = tid / 64u * 4u;
+        var m = q8k_part16[g];
+        for (var k = 1u; k < 4u; k++) {
+            let q = q8k_part16[g + k];
+            if abs(q) > abs(m) {
+                m = q;
+            }
+        }
+        let iscale = q8k_iscale(m);
+        let codes = vec4<f32>(
+            q8k_code(iscale, v.x),
+            q8k_code(iscale, v.y),
+            q8k_code(iscale, v.z),
+            q8k_code(iscale, v.w),
+        );
+        r = codes * q8k_scale(iscale);
     }
     if !live {
         return;
     }
-    let iscale = q8k_iscale(m);
-    let codes = vec4<f32>(
-        q8k_code(iscale, v.x),
-        q8k_code(iscale, v.y),
-        q8k_code(iscale, v.z),
-        q8k_code(iscale, v.w),
-    );
-    let r = codes * q8k_scale(iscale);
     output[at] = r;
     if p.write_x16 == 1u {
         x16[at] = vec2<u32>(pack_f16_pair(r.xy), pack_f16_pair(r.zw));
