@@ -587,11 +587,18 @@ impl MixKernel {
 }
 
 /// Mixes from which a token mix takes token_mix_long.wgsl in long steps (the attention's
-/// six, not the channel mix's one). On an H200 (2.9B Q4_K_M, 2048-token chunk, 320
-/// threads): the attention's mix 9.64 -> 8.00 ms, the channel mix's 2.88 -> 3.70; each
-/// row's norm statistics and shift cost more there than the tile kernel's, and only the
-/// rounding of several mixes per barrier pays for them.
+/// six, not the channel mix's one), where a target is rounded to 8 bits ([`eight_bit`]).
+/// On an H200 (2.9B Q4_K_M, 2048-token chunk, 320 threads): the attention's mix 9.64 ->
+/// 8.00 ms, the channel mix's 2.88 -> 3.70; each row's norm statistics and shift cost more
+/// there than the tile kernel's, and only the 8-bit roundings of several mixes per barrier
+/// pay for them (F16, whose mixes are rounded to f16, prefill 2048 17,503-17,549 ->
+/// 17,024-17,354 tok/s with it).
 const MIX_LONG_MIXES: u32 = 4;
+
+/// Whether rounding `mode` is an 8-bit block rounding (Q8_0 or Q8_K).
+fn eight_bit(mode: u32) -> bool {
+    mode == rwkv_gpu::ROUND_Q8_0 || mode == rwkv_gpu::ROUND_Q8_K
+}
 
 /// How many rows an op over `grid` covers: the step's token rows or its logits rows.
 fn count(grid: Grid, rows: u32, out: u32) -> u32 {
@@ -1166,9 +1173,7 @@ impl Builder<'_> {
     /// The `main_q8k` launch of a rounding op with `mode` over `x` bound to `buffers`, with
     /// its workgroups per row: Q8_K and Q8_0 rows of whole 256-value tiles only.
     fn wide_round(&self, mode: u32, x: Act, buffers: &[&wgpu::Buffer]) -> Option<(Launch, u32)> {
-        let wide = (mode == rwkv_gpu::ROUND_Q8_K || mode == rwkv_gpu::ROUND_Q8_0)
-            && x.cols.is_multiple_of(256)
-            && round_wide_rows() != u32::MAX;
+        let wide = eight_bit(mode) && x.cols.is_multiple_of(256) && round_wide_rows() != u32::MAX;
         wide.then(|| {
             let pipeline = &self.kernels.round_q8k;
             let launch = Launch {
@@ -1407,7 +1412,7 @@ impl Builder<'_> {
         // takes them (a workgroup per row).
         let kernels = self.kernels;
         let long_from = match kernels.token_mix_long {
-            Some(_) if p.n_mix >= MIX_LONG_MIXES => {
+            Some(_) if p.n_mix >= MIX_LONG_MIXES && [ma, mb].iter().any(|&m| eight_bit(m)) => {
                 Some(self.mix_long_from.max(MIX_SPLIT_ROWS + 1))
             }
             _ => None,
