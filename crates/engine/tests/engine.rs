@@ -716,16 +716,7 @@ fn matrix_form_scan_matches_the_token_by_token_scan() {
         .collect();
     let run = |from: u32| {
         let mut e = engine(&file, options(from));
-        let inputs: Vec<SlotInput> = prompts
-            .iter()
-            .enumerate()
-            .map(|(slot, tokens)| SlotInput {
-                slot,
-                tokens,
-                logits: Logits::All,
-            })
-            .collect();
-        let mut got = e.step(&inputs).unwrap();
+        let mut got = e.step(&every_position(&prompts)).unwrap();
         // One more token each, from the states the step left.
         let next: Vec<u32> = (0..4).collect();
         let inputs: Vec<SlotInput> = (0..4).map(|i| last(i, &next[i..i + 1])).collect();
@@ -781,16 +772,12 @@ fn long_step_token_mix_matches_the_tile_kernel() {
             let mut got = all_logits(&mut e, &prompt[..20]);
             let shift = e.read_state(0).unwrap().layers[0].att_shift.clone();
             got.extend(all_logits(&mut e, &prompt[20..]));
-            let inputs: Vec<SlotInput> = chunks
-                .iter()
-                .enumerate()
-                .map(|(slot, tokens)| SlotInput {
-                    slot,
-                    tokens,
-                    logits: Logits::All,
-                })
-                .collect();
-            got.extend(e.step(&inputs).unwrap().into_iter().flatten());
+            got.extend(
+                e.step(&every_position(&chunks))
+                    .unwrap()
+                    .into_iter()
+                    .flatten(),
+            );
             for t in after {
                 got.push(last_logits(&mut e, &[t]));
             }
@@ -857,6 +844,18 @@ fn last(slot: usize, tokens: &[u32]) -> SlotInput<'_> {
         tokens,
         logits: Logits::Last,
     }
+}
+
+/// Sequence i of `seqs` in slot i, every position's logits wanted.
+fn every_position(seqs: &[Vec<u32>]) -> Vec<SlotInput<'_>> {
+    seqs.iter()
+        .enumerate()
+        .map(|(slot, tokens)| SlotInput {
+            slot,
+            tokens,
+            logits: Logits::All,
+        })
+        .collect()
 }
 
 /// Steps of at least `lora2_from` tokens compute the second LoRA products of the time mix

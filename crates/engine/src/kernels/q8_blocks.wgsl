@@ -43,6 +43,24 @@ fn first_max4(v: vec4<f32>) -> f32 {
     return best;
 }
 
+// v rounded to the Q8_K grid of a block whose value of largest magnitude is m (signed), and
+// to the Q8_0 grid of a block whose largest magnitude is amax: four values of a thread.
+fn round_q8k4(v: vec4<f32>, m: f32) -> vec4<f32> {
+    let iscale = q8k_iscale(m);
+    let codes = vec4<f32>(
+        q8k_code(iscale, v.x),
+        q8k_code(iscale, v.y),
+        q8k_code(iscale, v.z),
+        q8k_code(iscale, v.w),
+    );
+    return codes * q8k_scale(iscale);
+}
+
+fn round_q8_0_4(v: vec4<f32>, amax: f32) -> vec4<f32> {
+    let d = q8_0_scale(amax);
+    return round(v * q8_0_inverse(d)) * round_f16(d);
+}
+
 // The largest |v| of each block of 32 consecutive threads (Q8_0's blocks): one barrier, then
 // every thread reads its block's 32 values (the maximum is exact in any order).
 fn block_amax_32(tid: u32, v: f32) -> f32 {

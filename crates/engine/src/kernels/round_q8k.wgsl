@@ -6,8 +6,8 @@
 // threads, then the block's four groups, in index order (the first of the largest wins, as
 // ggml's sequential search finds it), two barriers; a Q8_0 block's is its 8 threads'. The
 // same results as `main`. Grid: (rows, blocks of rows x groups of four tiles).
-// (rwkv-gpu's rounding.wgsl, step.wgsl, the reductions and q8_blocks.wgsl for first_max4
-// and pack_f16_pair, and round_bindings.wgsl with `RoundVal` = vec4<f32>, `RoundWord` =
+// (rwkv-gpu's rounding.wgsl, step.wgsl, the reductions and q8_blocks.wgsl for first_max4,
+// round_q8k4, round_q8_0_4 and pack_f16_pair, and round_bindings.wgsl with `RoundVal` = vec4<f32>, `RoundWord` =
 // vec2<u32> are prepended.)
 
 var<workgroup> q8k_part: array<f32, 256>;
@@ -46,8 +46,7 @@ fn main_q8k(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_inde
         for (var k = 0u; k < 8u; k++) {
             amax = max(amax, abs(q8k_part[b0 + k]));
         }
-        let d = q8_0_scale(amax);
-        r = round(v * q8_0_inverse(d)) * round_f16(d);
+        r = round_q8_0_4(v, amax);
     } else {
         let g = tid / 64u * 4u;
         var m = q8k_part16[g];
@@ -57,14 +56,7 @@ fn main_q8k(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_inde
                 m = q;
             }
         }
-        let iscale = q8k_iscale(m);
-        let codes = vec4<f32>(
-            q8k_code(iscale, v.x),
-            q8k_code(iscale, v.y),
-            q8k_code(iscale, v.z),
-            q8k_code(iscale, v.w),
-        );
-        r = codes * q8k_scale(iscale);
+        r = round_q8k4(v, m);
     }
     if !live {
         return;

@@ -11,8 +11,9 @@
 // threads, a Q8_K block 64; a block's maximum is a scan of its threads' maxima in index
 // order (the first of the largest wins, as ggml's sequential search finds it). The same
 // results as `main` except for the order of the norm sums.
-// (rwkv-gpu's rounding.wgsl, step.wgsl, q8_blocks.wgsl for first_max4 and pack_f16_pair, and
-// token_mix_bindings.wgsl with `MixVal` = vec4<f32>, `MixWord` = vec2<u32> are prepended.)
+// (rwkv-gpu's rounding.wgsl, step.wgsl, q8_blocks.wgsl for first_max4, the vec4 roundings
+// and pack_f16_pair, and token_mix_bindings.wgsl with `MixVal` = vec4<f32>, `MixWord` =
+// vec2<u32> are prepended.)
 
 const LONG_GROUPS: u32 = LONG_WG / 32u;
 
@@ -77,18 +78,10 @@ fn rounded4(v: vec4<f32>, mode: u32, q0: f32, qk: f32) -> vec4<f32> {
             return vec4<f32>(round_bf16(v.x), round_bf16(v.y), round_bf16(v.z), round_bf16(v.w));
         }
         case 3u: {
-            let d = q8_0_scale(abs(q0));
-            return round(v * q8_0_inverse(d)) * round_f16(d);
+            return round_q8_0_4(v, abs(q0));
         }
         case 4u: {
-            let iscale = q8k_iscale(qk);
-            let codes = vec4<f32>(
-                q8k_code(iscale, v.x),
-                q8k_code(iscale, v.y),
-                q8k_code(iscale, v.z),
-                q8k_code(iscale, v.w),
-            );
-            return codes * q8k_scale(iscale);
+            return round_q8k4(v, qk);
         }
         default: {
             return v;
