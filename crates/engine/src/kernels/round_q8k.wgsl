@@ -7,8 +7,8 @@
 // ggml's sequential search finds it), two barriers; a Q8_0 block's is its 8 threads'. The
 // same results as `main`. Grid: (rows, blocks of rows x groups of four tiles).
 // (rwkv-gpu's rounding.wgsl, step.wgsl, the reductions and q8_blocks.wgsl for first_max4,
-// round_q8k4, round_q8_0_4 and pack_f16_pair, and round_bindings.wgsl with `RoundVal` = vec4<f32>, `RoundWord` =
-// vec2<u32> are prepended.)
+// round_q8k4, round_q8_0_4 and pack_f16_pair, and round_bindings.wgsl with `RoundVal` =
+// vec4<f32>, `RoundWord` = vec2<u32> are prepended.)
 
 var<workgroup> q8k_part: array<f32, 256>;
 var<workgroup> q8k_part16: array<f32, 16>;

@@ -1,8 +1,9 @@
-// `main_long`: token_mix.wgsl's work for steps of more than 16 rows (prompts, batches), one
-// workgroup of LONG_WG threads per row, each thread LONG_K vec4s of it, LONG_WG vec4s apart
-// (LONG_WG x LONG_K = dim / 4; generated constants, LONG_WG a multiple of 64, so a Q8_K
-// block is 64 consecutive threads at one k; the engine takes this entry point only where dim
-// is a multiple of 256 and the workgroup fits the device). Where `main` rounds one 256-column
+// `main_long`: token_mix.wgsl's work for long steps, one workgroup of LONG_WG threads per
+// row, each thread LONG_K vec4s of it, LONG_WG vec4s apart (LONG_WG x LONG_K = dim / 4;
+// generated constants, LONG_WG a multiple of 64, so a Q8_K block is 64 consecutive threads
+// at one k). The engine takes it for the attention's mix in steps of at least
+// `EngineOptions::token_mix_long_from` rows where a target is rounded to 8 bits, dim is a
+// multiple of 256 and the workgroup fits the device. Where `main` rounds one 256-column
 // tile of one mix at a time, each rounding a workgroup-wide maximum search and each f16 pair
 // a round trip through workgroup memory (about five barriers per tile and mix: 300 a row of
 // 2.9B's attention mix), this kernel holds its row in registers and meets at eight barriers
