@@ -134,7 +134,8 @@ fn main_long(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_ind
         } else {
             pv[k] = shift_state[state_in + c4];
         }
-        s += vec2<f32>(xv[k].x + xv[k].y + xv[k].z + xv[k].w, pv[k].x + pv[k].y + pv[k].z + pv[k].w);
+        let sx = xv[k].x + xv[k].y + xv[k].z + xv[k].w;
+        s += vec2<f32>(sx, pv[k].x + pv[k].y + pv[k].z + pv[k].w);
     }
     let mean = sum_wide(tid, s) / f32(p.dim);
     var q = vec2<f32>(0.0);
