@@ -74,9 +74,10 @@ pub struct EngineOptions {
     /// ([`SCAN_CHUNKED_FROM`]; 0: never). The default reads [`SCAN_CHUNKED_FROM_ENV`].
     pub scan_chunked_from: u32,
     /// Steps of at least this many rows (more than 16) run the attention's token mix with a
-    /// workgroup per row (token_mix_long.wgsl), where the model's width allows it, instead
-    /// of a workgroup per row and group of 256-column tiles ([`MIX_LONG_FROM`]; 0: never).
-    /// The default reads [`MIX_LONG_FROM_ENV`].
+    /// workgroup per row (token_mix_long.wgsl) where a target of it is rounded to 8 bits
+    /// (the quantized types' products, with `llama_cpp_rounding`) and the model's width
+    /// allows it, instead of a workgroup per row and group of 256-column tiles
+    /// ([`MIX_LONG_FROM`]; 0: never). The default reads [`MIX_LONG_FROM_ENV`].
     pub token_mix_long_from: u32,
 }
 
