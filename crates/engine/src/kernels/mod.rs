@@ -923,6 +923,40 @@ mod tests {
     use super::*;
 
     #[test]
+    fn long_token_mix_shapes_fit_the_width_and_the_device() {
+        // A GPU's own limits (an H200's: 1024 threads, 48 KB of workgroup memory).
+        let gpu = wgpu::Limits {
+            max_compute_invocations_per_workgroup: 1024,
+            max_compute_workgroup_size_x: 1024,
+            max_compute_workgroup_storage_size: 48 << 10,
+            ..wgpu::Limits::default()
+        };
+        let shape = |dim, limits: &wgpu::Limits| {
+            token_mix_long_shape(dim, limits).map(|s| (s.threads, s.per_thread))
+        };
+        // The most threads up to MIX_LONG_THREADS (320) that split the row's vec4s evenly in
+        // multiples of 64 (a Q8_K block is 64 threads at one vec4 of theirs).
+        assert_eq!(shape(2560, &gpu), Some((320, 2)));
+        assert_eq!(shape(768, &gpu), Some((192, 1)));
+        assert_eq!(shape(4096, &gpu), Some((256, 4)));
+        assert_eq!(shape(1536, &gpu), Some((192, 2)));
+        // Rows of partial Q8_K blocks, or none, take the tile kernel.
+        assert_eq!(shape(0, &gpu), None);
+        assert_eq!(shape(320, &gpu), None);
+        // WebGPU's default limits (16 KB of workgroup memory): 2.9B's row (24 KB) does not
+        // fit, a 768-wide one (8 KB) does.
+        let web = wgpu::Limits::default();
+        assert_eq!(shape(2560, &web), None);
+        assert_eq!(shape(768, &web), Some((192, 1)));
+        // Too few threads a workgroup for one Q8_K block.
+        let narrow = wgpu::Limits {
+            max_compute_invocations_per_workgroup: 32,
+            ..gpu
+        };
+        assert_eq!(shape(2560, &narrow), None);
+    }
+
+    #[test]
     fn scan_lanes_fit_the_smallest_subgroup() {
         assert_eq!(scan_lanes(8, 32), 8);
         assert_eq!(scan_lanes(8, 8), 8);
