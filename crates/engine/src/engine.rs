@@ -565,28 +565,6 @@ fn mix_tiles_per_wg(rows: u32, tiles: u32) -> u32 {
 /// See [`mix_tiles_per_wg`].
 const MIX_WORKGROUPS: u32 = 1024;
 
-/// The token mix kernels (kernels/mod.rs's `Kernels`): steps of up to [`MIX_SPLIT_ROWS`]
-/// rows, longer ones, and the longest steps of the attention's mixes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum MixKernel {
-    Few,
-    Tiles,
-    Long,
-}
-
-impl MixKernel {
-    fn pipeline(self, kernels: &Kernels) -> &rwkv_gpu::Pipeline {
-        match self {
-            MixKernel::Few => &kernels.token_mix_few,
-            MixKernel::Tiles => &kernels.token_mix,
-            MixKernel::Long => kernels
-                .token_mix_long
-                .as_ref()
-                .unwrap_or(&kernels.token_mix),
-        }
-    }
-}
-
 /// Mixes from which a token mix takes token_mix_long.wgsl in long steps (the attention's
 /// six, not the channel mix's one), where a target is rounded to 8 bits ([`eight_bit`]).
 /// On an H200 (2.9B Q4_K_M, 2048-token chunk, 320 threads): the attention's mix 9.64 ->
@@ -700,7 +678,7 @@ struct RoundWriter {
 /// each runs, label, parameters and buffers (bindings 0-12), its targets (a, and b where it
 /// has its own buffer) and the f16 copies it writes of them.
 struct MixWriter {
-    at: Vec<(usize, MixKernel)>,
+    at: Vec<(usize, rwkv_gpu::Pipeline)>,
     label: &'static str,
     params: TokenMixParams,
     buffers: Vec<wgpu::Buffer>,
@@ -1320,15 +1298,9 @@ impl Builder<'_> {
                 buffers[11 + j] = copy;
             }
         }
-        let kernels = self.kernels;
-        for &(at, kernel) in &w.at {
-            let group = bind(
-                &self.ctx.device,
-                kernel.pipeline(kernels),
-                w.label,
-                &buffers,
-            );
-            self.ops[at].launch_mut()?.bind_group = group;
+        for (at, pipeline) in &w.at {
+            let group = bind(&self.ctx.device, pipeline, w.label, &buffers);
+            self.ops[*at].launch_mut()?.bind_group = group;
         }
         w.at.last().map(|&(at, _)| at)
     }
@@ -1412,36 +1384,29 @@ impl Builder<'_> {
         // attention's mixes steps of at least `mix_long_from` rows where token_mix_long.wgsl
         // takes them (a workgroup per row).
         let kernels = self.kernels;
-        let long_from = match kernels.token_mix_long {
-            Some(_) if p.n_mix >= MIX_LONG_MIXES && [ma, mb].iter().any(|&m| eight_bit(m)) => {
-                Some(self.mix_long_from.max(MIX_SPLIT_ROWS + 1))
-            }
-            _ => None,
-        };
+        let split = MIX_SPLIT_ROWS + 1;
+        // Each pipeline with its grid and the rows of the steps it takes ([from, below)).
+        let mut pipelines = vec![
+            (&kernels.token_mix_few, grid, 0, Some(split)),
+            (&kernels.token_mix, grid, split, None),
+        ];
+        let takes_long = p.n_mix >= MIX_LONG_MIXES && [ma, mb].iter().any(|&m| eight_bit(m));
+        if let Some(long) = kernels.token_mix_long.as_ref().filter(|_| takes_long) {
+            let from = self.mix_long_from.max(split);
+            pipelines[1].3 = Some(from);
+            pipelines.push((long, Grid::Rows, from, None));
+        }
         let mut at = Vec::new();
-        for kernel in [MixKernel::Few, MixKernel::Tiles, MixKernel::Long] {
-            let grid = match kernel {
-                MixKernel::Long => Grid::Rows,
-                _ => grid,
-            };
+        for (pipeline, grid, from, below) in pipelines {
             let start = self.ops.len();
-            match (kernel, long_from) {
-                (MixKernel::Long, None) => continue,
-                (MixKernel::Long, Some(from)) => {
-                    self.kernel(label, kernel.pipeline(kernels), &buffers, grid);
-                    self.by_rows(start, from, true);
-                }
-                (MixKernel::Tiles, Some(from)) => {
-                    self.kernel(label, kernel.pipeline(kernels), &buffers, grid);
-                    self.by_rows(start, from, false);
-                    self.by_rows(start, MIX_SPLIT_ROWS + 1, true);
-                }
-                _ => {
-                    self.kernel(label, kernel.pipeline(kernels), &buffers, grid);
-                    self.by_rows(start, MIX_SPLIT_ROWS + 1, kernel == MixKernel::Tiles);
-                }
+            self.kernel(label, pipeline, &buffers, grid);
+            if let Some(below) = below {
+                self.by_rows(start, below, false);
             }
-            at.push((start, kernel));
+            if from > 0 {
+                self.by_rows(start, from, true);
+            }
+            at.push((start, pipeline.clone()));
         }
         // The tensor-core products reading a target may have this kernel write their f16
         // copy of it (see `Builder::mix_to_x16`).

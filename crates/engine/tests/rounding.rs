@@ -60,6 +60,16 @@ fn q8k_and_q8_0_roundings_match_ggml() {
         },
     );
     let tiles = cols / 256;
+    // The kernels' three variants: one tile per workgroup with subgroup operations and
+    // without, and main_q8k.
+    let variants: Vec<(bool, bool, Kernels)> =
+        [(false, false), (ctx.has_subgroups(), false), (false, true)]
+            .into_iter()
+            .map(|(subgroups, wide)| {
+                let kernels = Kernels::new(&ctx.device, [32, 32, 32, 32], None, subgroups, 0, None);
+                (subgroups, wide, kernels)
+            })
+            .collect();
     // ggml's Q8_K blocks (as the CPU reference rounds for K-quant weights) and Q8_0 blocks
     // (for Q8_0 and Q4_0 weights).
     for (mode, weights) in [
@@ -77,9 +87,7 @@ fn q8k_and_q8_0_roundings_match_ggml() {
             }
         }
         let mut first: Option<Vec<f32>> = None;
-        let variants = [(false, false), (ctx.has_subgroups(), false), (false, true)];
-        for (subgroups, wide) in variants {
-            let kernels = Kernels::new(&ctx.device, [32, 32, 32, 32], None, subgroups, 0, None);
+        for (subgroups, wide, kernels) in &variants {
             let (pipeline, per_block) = match wide {
                 false => (&kernels.round_activations, tiles),
                 true => (&kernels.round_q8k, tiles.div_ceil(4)),

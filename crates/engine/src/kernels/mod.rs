@@ -129,8 +129,8 @@ pub struct Kernels {
     /// The WKV path for steps with chunks of several tokens; `None`: `wkv7` runs them.
     pub wkv7_chunk: Option<Wkv7Chunk>,
     pub round_activations: Pipeline,
-    /// The Q8_K rounding with four blocks per workgroup (round_q8k.wgsl's `main_q8k`),
-    /// for long steps.
+    /// The Q8_K and Q8_0 roundings with four tiles per workgroup (round_q8k.wgsl's
+    /// `main_q8k`), for long steps.
     pub round_q8k: Pipeline,
     /// A dispatch that only binds a buffer read-only (touch.wgsl).
     pub touch: Pipeline,

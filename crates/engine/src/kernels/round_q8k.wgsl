@@ -10,8 +10,20 @@
 // round_q8k4, round_q8_0_4 and pack_f16_pair, and round_bindings.wgsl with `RoundVal` =
 // vec4<f32>, `RoundWord` = vec2<u32> are prepended.)
 
-var<workgroup> q8k_part: array<f32, 256>;
-var<workgroup> q8k_part16: array<f32, 16>;
+// Each thread's signed largest value, then from 256 on each 16 threads'.
+var<workgroup> q8k_part: array<f32, 272>;
+
+// The first of largest magnitude of `n` entries of q8k_part from `first`, in index order.
+fn first_max_of(first: u32, n: u32) -> f32 {
+    var best = q8k_part[first];
+    for (var k = 1u; k < n; k++) {
+        let q = q8k_part[first + k];
+        if abs(q) > abs(best) {
+            best = q;
+        }
+    }
+    return best;
+}
 
 @compute @workgroup_size(256)
 fn main_q8k(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
@@ -28,14 +40,7 @@ fn main_q8k(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_inde
     q8k_part[tid] = first_max4(v);
     workgroupBarrier();
     if tid % 16u == 0u {
-        var best = q8k_part[tid];
-        for (var k = 1u; k < 16u; k++) {
-            let q = q8k_part[tid + k];
-            if abs(q) > abs(best) {
-                best = q;
-            }
-        }
-        q8k_part16[tid / 16u] = best;
+        q8k_part[256u + tid / 16u] = first_max_of(tid, 16u);
     }
     workgroupBarrier();
     var r: vec4<f32>;
@@ -48,15 +53,7 @@ fn main_q8k(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_inde
         }
         r = round_q8_0_4(v, amax);
     } else {
-        let g = tid / 64u * 4u;
-        var m = q8k_part16[g];
-        for (var k = 1u; k < 4u; k++) {
-            let q = q8k_part16[g + k];
-            if abs(q) > abs(m) {
-                m = q;
-            }
-        }
-        r = round_q8k4(v, m);
+        r = round_q8k4(v, first_max_of(256u + tid / 64u * 4u, 4u));
     }
     if !live {
         return;

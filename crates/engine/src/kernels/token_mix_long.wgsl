@@ -22,10 +22,10 @@ const LONG_GROUPS: u32 = LONG_WG / 32u;
 var<workgroup> wide_part: array<vec2<f32>, LONG_WG>;
 var<workgroup> wide_group: array<vec2<f32>, LONG_GROUPS>;
 // Per thread and vec4 k of its row, its signed largest value of mixes 0-3 (set 0) and 4-7
-// (set 1), at [(2 k + set) * LONG_WG + thread]; then per 16 threads, at
-// [(2 k + set) * LONG_WG / 16 + thread / 16].
-var<workgroup> mix_max: array<vec4<f32>, LONG_WG * LONG_K * 2u>;
-var<workgroup> mix_max16: array<vec4<f32>, LONG_WG * LONG_K / 8u>;
+// (set 1), at [(2 k + set) * LONG_WG + thread]; then per 16 threads, from M16 on, at
+// [M16 + (2 k + set) * LONG_WG / 16 + thread / 16].
+const M16: u32 = LONG_WG * LONG_K * 2u;
+var<workgroup> mix_max: array<vec4<f32>, M16 + LONG_WG * LONG_K / 8u>;
 
 // The sum over the workgroup of v (every thread calls it, in uniform control flow): groups of
 // 32 threads in order, then the groups in order.
@@ -50,20 +50,11 @@ fn sum_wide(tid: u32, v: vec2<f32>) -> vec2<f32> {
 }
 
 // Component-wise (four mixes): the first of largest magnitude of `n` entries of mix_max
-// (scan_max) or mix_max16 (scan_max16) from `first`, in index order.
+// from `first`, in index order.
 fn scan_max(first: u32, n: u32) -> vec4<f32> {
     var best = mix_max[first];
     for (var k = 1u; k < n; k++) {
         let q = mix_max[first + k];
-        best = select(best, q, abs(q) > abs(best));
-    }
-    return best;
-}
-
-fn scan_max16(first: u32, n: u32) -> vec4<f32> {
-    var best = mix_max16[first];
-    for (var k = 1u; k < n; k++) {
-        let q = mix_max16[first + k];
         best = select(best, q, abs(q) > abs(best));
     }
     return best;
@@ -185,7 +176,7 @@ fn main_long(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_ind
     workgroupBarrier();
     if tid % 16u == 0u {
         for (var k = 0u; k < 2u * LONG_K; k++) {
-            mix_max16[k * (LONG_WG / 16u) + tid / 16u] = scan_max(k * LONG_WG + tid, 16u);
+            mix_max[M16 + k * (LONG_WG / 16u) + tid / 16u] = scan_max(k * LONG_WG + tid, 16u);
         }
     }
     workgroupBarrier();
@@ -194,8 +185,8 @@ fn main_long(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_ind
         // for mixes 0-3 and 4-7.
         let b0 = 2u * k * LONG_WG + tid / 8u * 8u;
         let q0 = array<vec4<f32>, 2>(scan_max(b0, 8u), scan_max(b0 + LONG_WG, 8u));
-        let bk = 2u * k * (LONG_WG / 16u) + tid / 64u * 4u;
-        let qk = array<vec4<f32>, 2>(scan_max16(bk, 4u), scan_max16(bk + LONG_WG / 16u, 4u));
+        let bk = M16 + 2u * k * (LONG_WG / 16u) + tid / 64u * 4u;
+        let qk = array<vec4<f32>, 2>(scan_max(bk, 4u), scan_max(bk + LONG_WG / 16u, 4u));
         let c4 = tid + k * LONG_WG;
         for (var m = 0u; m < 8u; m++) {
             if m >= p.n_mix {
