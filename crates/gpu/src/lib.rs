@@ -17,10 +17,10 @@ pub use error::GpuError;
 pub use grid_sync::{GridSync, GRID_SYNC_WGSL, MAX_GRID, SYNC_MAX_SPINS};
 pub use matmul::{
     coop_kernel_wgsl, ConvertCall, CoopShape, CoopSplit, Epilogue, GetRowsCall, MatmulCall,
-    MatmulKernels, StackItem, StackedCall, TileShape, X16Input, COOP_F16_WEIGHTS_ENV,
-    COOP_FEW_K_ENV, COOP_FROM_ENV, COOP_FUSED_ENV, COOP_ORDER_ENV, COOP_PROBE_ENV,
-    COOP_SCRATCH_MB_ENV, COOP_SHAPE_ENV, COOP_SHORT_FROM_ENV, COOP_SPLIT_ENV, COOP_UNIT_ENV,
-    STEP_N_TOKENS_OFFSET, TILED_FROM_TOKENS, TILE_ENV,
+    MatmulKernels, StackItem, StackedCall, TileShape, X16Input, COOP_DIRECT_STORE_ENV,
+    COOP_F16_WEIGHTS_ENV, COOP_FEW_K_ENV, COOP_FROM_ENV, COOP_FUSED_ENV, COOP_ORDER_ENV,
+    COOP_PROBE_ENV, COOP_SCRATCH_MB_ENV, COOP_SHAPE_ENV, COOP_SHORT_FROM_ENV, COOP_SPLIT_ENV,
+    COOP_UNIT_ENV, STEP_N_TOKENS_OFFSET, TILED_FROM_TOKENS, TILE_ENV,
 };
 pub use matvec::{
     direct_kernel_wgsl, persistent_format, persistent_phase, persistent_prelude, q8_format_of_mode,

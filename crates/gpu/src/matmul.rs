@@ -30,8 +30,8 @@ use coop::{
     COOP_MIN_TOKENS, COOP_SCRATCH_BYTES, COOP_SHORT_FROM_TOKENS,
 };
 pub use coop::{
-    ConvertCall, CoopShape, CoopSplit, X16Input, COOP_F16_WEIGHTS_ENV, COOP_FEW_K_ENV,
-    COOP_FROM_ENV, COOP_FUSED_ENV, COOP_ORDER_ENV, COOP_PROBE_ENV, COOP_SHAPE_ENV,
+    ConvertCall, CoopShape, CoopSplit, X16Input, COOP_DIRECT_STORE_ENV, COOP_F16_WEIGHTS_ENV,
+    COOP_FEW_K_ENV, COOP_FROM_ENV, COOP_FUSED_ENV, COOP_ORDER_ENV, COOP_PROBE_ENV, COOP_SHAPE_ENV,
     COOP_SHORT_FROM_ENV, COOP_SPLIT_ENV, COOP_UNIT_ENV,
 };
 
@@ -716,6 +716,14 @@ impl MatmulKernels {
         self
     }
 
+    /// Store whole tiles of plain sums straight from the tensor-core product's accumulators
+    /// (default on, or off with [`COOP_DIRECT_STORE_ENV`]`=0`), or every tile through
+    /// workgroup memory.
+    pub fn with_coop_direct_store(mut self, on: bool) -> Self {
+        self.coop_shape.direct_store = on as u32;
+        self
+    }
+
     /// Keep f16 copies of the quantized weights for the tensor-core path (default off, or
     /// [`COOP_F16_WEIGHTS_ENV`]`=1`): each matrix is decoded once, when its first call is
     /// prepared, instead of at every step; this costs GPU memory (2 bytes per weight; 5.9
@@ -1362,6 +1370,7 @@ fn compose(ty: GgmlType, kernel: Kernel, format: &str) -> String {
                  alias Unit = {};\n\
                  const TOKENS_FIRST: u32 = {}u;\n\
                  const PROBE: u32 = {}u;\n\
+                 const DIRECT_STORE: u32 = {}u;\n\
                  const EPILOGUE: u32 = {}u;\n\
                  const N_TOKENS_WORD: u32 = {}u;\n",
                 shape.subgroups() * subgroup,
@@ -1374,6 +1383,7 @@ fn compose(ty: GgmlType, kernel: Kernel, format: &str) -> String {
                 shape.unit_wgsl(),
                 shape.tokens_first,
                 shape.probe,
+                shape.direct_store,
                 epilogue.id(),
                 STEP_N_TOKENS_OFFSET / 4
             );
@@ -1582,12 +1592,28 @@ mod tests {
             let source = compose(ty, kernel, format_wgsl(ty).unwrap());
             let module = naga::front::wgsl::parse_str(&source)
                 .unwrap_or_else(|e| panic!("{ty} {kernel:?}: {}", e.emit_to_string(&source)));
-            naga::valid::Validator::new(
+            let info = naga::valid::Validator::new(
                 naga::valid::ValidationFlags::all(),
                 naga::valid::Capabilities::all(),
             )
             .validate(&module)
             .unwrap_or_else(|e| panic!("{ty} {kernel:?}: {}", e.emit_to_string(&source)));
+            // And translated to SPIR-V as wgpu does for them on Vulkan (no runtime checks:
+            // shader.rs), where naga 30's writer has panicked on forms the validator takes
+            // (a cooperative store whose stride is an unnamed expression).
+            let unchecked = naga::proc::BoundsCheckPolicy::Unchecked;
+            let options = naga::back::spv::Options {
+                lang_version: (1, 3),
+                bounds_check_policies: naga::proc::BoundsCheckPolicies {
+                    index: unchecked,
+                    buffer: unchecked,
+                    image_load: unchecked,
+                    binding_array: unchecked,
+                },
+                ..Default::default()
+            };
+            naga::back::spv::write_vec(&module, &info, &options, None)
+                .unwrap_or_else(|e| panic!("{ty} {kernel:?}: SPIR-V: {e}"));
             // Their layouts are worked out from the WGSL, so they compile on worker threads.
             assert!(
                 crate::bind_group0_entries(&source, "main").is_some(),

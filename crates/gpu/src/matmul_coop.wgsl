@@ -18,7 +18,8 @@
 // accumulators), so BM = 32 * SGR rows and BN = 32 * SGC tokens per workgroup; BK columns
 // per staged chunk; UNIT f16 values per staging load and store (4 or 2) and `Unit`, their
 // type; TOKENS_FIRST (the workgroup order, see main); PROBE (0 for real work, else a timing
-// probe: see the loop); EPILOGUE; N_TOKENS_WORD. Grid: x (and y) over row groups of BM, z
+// probe: see the loop); DIRECT_STORE (whole tiles stored from the accumulators: see the
+// end of main); EPILOGUE; N_TOKENS_WORD. Grid: x (and y) over row groups of BM, z
 // over token groups of BN times the column parts.
 //
 // A stack (P.stack_ends.x > 0; matmul/coop.rs's prepare_coop_stacked): the slice's rows are
@@ -190,7 +191,36 @@ fn main(
         }
         workgroupBarrier();
     }
-    // Accumulator element (row i, token j) stored column-major: sh_c[base + j * 16 + i].
+    // Whole tiles go straight from the accumulators to Y (DIRECT_STORE; no workgroup
+    // memory, no barriers): where every row and token of the workgroup's tile is written,
+    // its epilogue is a plain store (or it writes a part's raw sums), and Y's offset and
+    // stride keep each 16-value column 16-byte aligned. The condition is uniform, as
+    // cooperative stores need (`&`, not `&&`: naga's uniformity analysis takes a
+    // short-circuit's result as non-uniform). Not for Add: loading Y's values as
+    // accumulators made the Add pipelines' main loops slower on an H200 (BENCHMARKS.md,
+    // session 16).
+    let split = ks > 1u;
+    let plain = split | epilogue == 0u;
+    let stride = select(P.out_stride, ks * P.rows, split);
+    let at0 = select(out_base + t0 * P.out_stride, (t0 * ks + part) * P.rows, split);
+    let whole = DIRECT_STORE != 0u & plain & n_here == BN & first_row + BM <= P.rows
+        & stack_writes(g, first_row + BM - 1u) & at0 % 4u == 0u & stride % 4u == 0u;
+    if whole {
+        // Accumulator element (row i, token j) at Y[at + j * stride + i] (column-major).
+        // (Every index and the stride are named values: naga 30's SPIR-V writer panics on
+        // a cooperative store with an unnamed expression among its operands.)
+        let at00 = at0 + tb * stride + first_row + r0;
+        let at10 = at00 + 16u;
+        let at01 = at00 + 16u * stride;
+        let at11 = at01 + 16u;
+        coopStore(c00, &Y[at00], stride);
+        coopStore(c01, &Y[at01], stride);
+        coopStore(c10, &Y[at10], stride);
+        coopStore(c11, &Y[at11], stride);
+        return;
+    }
+    // Else through workgroup memory, a tile at a time: accumulator element (row i, token j)
+    // stored column-major, sh_c[base + j * 16 + i], then written element by element.
     let base = sg * 256u;
     for (var q = 0u; q < 4u; q++) {
         switch q {

@@ -635,7 +635,25 @@ fn product_at(
     x: &[f32],
     n: u32,
 ) -> (Vec<f32>, usize) {
-    let (call, y, _step) = packed_call(kernels, (m, w), x, Epilogue::Store, n);
+    product_with(kernels, m, w, x, Epilogue::Store, n)
+}
+
+/// [`product_at`] with epilogue `e`; the outputs hold the same nonzero values before
+/// every call, which Add adds to.
+fn product_with(
+    kernels: &MatmulKernels,
+    m: &TestMatrix,
+    w: &GpuMatrix,
+    x: &[f32],
+    e: Epilogue,
+    n: u32,
+) -> (Vec<f32>, usize) {
+    let (call, y, _step) = packed_call(kernels, (m, w), x, e, n);
+    let mut rng = Rng(0x0A0D_DED5);
+    let y0: Vec<f32> = (0..m.rows * MAX_TOKENS as usize)
+        .map(|_| rng.nonzero())
+        .collect();
+    gpu().ctx.queue.write_buffer(&y, 0, &f32_bytes(&y0));
     run(|pass| call.record(pass, n));
     let out = gpu()
         .ctx
@@ -722,6 +740,60 @@ fn tensor_core_products_decoding_as_they_stage_match_the_f16_copy() {
             i == 0,
             90 + i as u64,
         );
+    }
+}
+
+#[test]
+fn tensor_core_products_store_whole_tiles_from_the_accumulators() {
+    let Some(g) = with_tensor_cores("no tensor-core products here") else {
+        return;
+    };
+    // Whole 64 x 64 tiles of plain sums (and every part's raw sums in a split product)
+    // stored straight from the accumulators, against the same products written through
+    // workgroup memory: the same sums, so the same bits. The outputs are packed (offset 0,
+    // a row count a multiple of 4 apart), so the direct stores are aligned. 160 and 192
+    // rows: whole row tiles and a partial one (160); 64 tokens: one whole token group; 70:
+    // a whole one and a partial one; 37: none whole. Q4_K decodes as it stages up to 64
+    // tokens and reads the f16 copy at 70; Add goes through workgroup memory unsplit, and
+    // straight out split (the parts' sum adds).
+    let kernels = |direct: bool, max_parts: u32| {
+        MatmulKernels::new(&g.ctx)
+            .expect("kernels")
+            .with_tiled_min_rows(0)
+            .with_coop_from(16)
+            .with_coop_direct_store(direct)
+            .with_coop_split(CoopSplit {
+                max_parts,
+                min_chunks: 1,
+                target_groups: 1 << 20,
+            })
+    };
+    let mats = [
+        TestMatrix::synthetic(GgmlType::F16, 160, 256, 5),
+        TestMatrix::synthetic(GgmlType::Q4_K, 192, 512, 6),
+    ];
+    let mut rng = Rng(0xD1EC_7570);
+    for (i, m) in mats.iter().enumerate() {
+        let w = m.upload(&g.ctx, u64::MAX);
+        let x: Vec<f32> = (0..m.cols * MAX_TOKENS as usize)
+            .map(|_| rng.nonzero())
+            .collect();
+        for max_parts in [1, 16] {
+            let (direct, staged) = (kernels(true, max_parts), kernels(false, max_parts));
+            for e in [Epilogue::Store, Epilogue::Add] {
+                for n in [37, 64, 70] {
+                    let what = format!("{} {e:?} n={n} parts={max_parts}", m.name);
+                    let (a, _) = product_with(&direct, m, &w, &x, e, n);
+                    let (b, _) = product_with(&staged, m, &w, &x, e, n);
+                    let differ = a.iter().zip(&b).filter(|(p, q)| p.to_bits() != q.to_bits());
+                    assert_eq!(differ.count(), 0, "{what}: outputs differ");
+                }
+            }
+        }
+        // And against the CPU, with outputs that are not aligned (i == 1) or are.
+        let e = [Epilogue::Store, Epilogue::Add];
+        check_matmul_with(&kernels(true, 16), m, &w, &e, i == 0, 110 + i as u64);
+        check_matmul_with(&kernels(true, 1), m, &w, &e, i == 0, 112 + i as u64);
     }
 }
 

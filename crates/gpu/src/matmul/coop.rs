@@ -41,7 +41,14 @@ pub struct CoopShape {
     pub unit: u32,
     /// Workgroups numbered with the token groups varying fastest (1) or the row groups (0).
     pub tokens_first: u32,
+    /// Whole tiles of plain sums stored straight from the accumulators (1) or through
+    /// workgroup memory (0; see matmul_coop.wgsl and [`COOP_DIRECT_STORE_ENV`]).
+    pub direct_store: u32,
 }
+
+/// Environment variable turning the tensor-core product's direct stores off (`0`; for
+/// measurements).
+pub const COOP_DIRECT_STORE_ENV: &str = "WEB_RWKV_COOP_DIRECT_STORE";
 
 /// Steps of at most this many tokens take [`CoopShape::for_few_tokens`].
 pub(super) const COOP_FEW_TOKENS: u32 = 64;
@@ -76,6 +83,7 @@ impl CoopShape {
         probe: 0,
         unit: 4,
         tokens_first: 1,
+        direct_store: 1,
     };
 
     /// `SGRxSGCxK`: 1 to 4 subgroups each way, K one of 32, 64, 128.
@@ -183,10 +191,15 @@ impl CoopShape {
             Ok("rows") => 0,
             _ => 1,
         };
+        let direct_store = match std::env::var(COOP_DIRECT_STORE_ENV).as_deref() {
+            Ok("0") => 0,
+            _ => 1,
+        };
         CoopShape {
             probe,
             unit,
             tokens_first,
+            direct_store,
             ..shape
         }
     }
