@@ -1565,6 +1565,21 @@ mod tests {
                         },
                     ));
                 }
+                // The direct stores off, and their timing probe.
+                for direct_store in [0, 2] {
+                    let shape = CoopShape {
+                        direct_store,
+                        ..CoopShape::DEFAULT
+                    };
+                    kernels.push((
+                        F16,
+                        Kernel::Coop {
+                            epilogue,
+                            subgroup,
+                            shape,
+                        },
+                    ));
+                }
             }
         }
         kernels.extend(types.iter().map(|&ty| (ty, Kernel::CoopDequant)));

@@ -196,9 +196,11 @@ fn main(
     // its epilogue is a plain store (or it writes a part's raw sums), and Y's offset and
     // stride keep each 16-value column 16-byte aligned. The condition is uniform, as
     // cooperative stores need (`&`, not `&&`: naga's uniformity analysis takes a
-    // short-circuit's result as non-uniform). Not for Add: loading Y's values as
-    // accumulators made the Add pipelines' main loops slower on an H200 (BENCHMARKS.md,
-    // session 16).
+    // short-circuit's result as non-uniform). DIRECT_STORE 2 is a timing probe: the other
+    // tiles are not written at all. Not Add: any cooperative load from Y in the kernel
+    // (the outputs' values loaded after the loop or as the accumulators' start) made its
+    // main loop ~35% slower on an H200, which only products of 2560 columns won back
+    // (BENCHMARKS.md, session 16).
     let split = ks > 1u;
     let plain = split | epilogue == 0u;
     let stride = select(P.out_stride, ks * P.rows, split);
@@ -217,6 +219,9 @@ fn main(
         coopStore(c01, &Y[at01], stride);
         coopStore(c10, &Y[at10], stride);
         coopStore(c11, &Y[at11], stride);
+        return;
+    }
+    if (DIRECT_STORE == 2u) {
         return;
     }
     // Else through workgroup memory, a tile at a time: accumulator element (row i, token j)

@@ -53,7 +53,12 @@ fn prepare_plain(
             y,
             0,
             rows,
-            Epilogue::Store,
+            // `WEB_RWKV_BENCH_EPILOGUE=add` or `relu` (measurements of the epilogues).
+            match std::env::var("WEB_RWKV_BENCH_EPILOGUE").as_deref() {
+                Ok("add") => Epilogue::Add,
+                Ok("relu") => Epilogue::ReluSquare,
+                _ => Epilogue::Store,
+            },
             step,
             max_tokens,
         )
@@ -135,7 +140,9 @@ fn matmul_throughput() {
 /// The tensor-core product alone on F16 and Q4_K weights (with their decode) of the 2.9B
 /// model's shapes at a 64-sequence step and prompt-sized steps, in TFLOPS (ignored by
 /// default; run with `--ignored --nocapture` on a GPU with cooperative matrices; the shape,
-/// probe and fused-decode knobs of `matmul/coop.rs` apply).
+/// probe, direct-store and fused-decode knobs of `matmul/coop.rs` apply, and
+/// `WEB_RWKV_BENCH_EPILOGUE=add` or `relu` gives the product that epilogue instead of a
+/// plain store).
 #[test]
 #[ignore = "benchmark: run with --ignored --nocapture on a real GPU"]
 fn coop_product_throughput() {

@@ -754,8 +754,8 @@ fn tensor_core_products_store_whole_tiles_from_the_accumulators() {
     // a row count a multiple of 4 apart), so the direct stores are aligned. 160 and 192
     // rows: whole row tiles and a partial one (160); 64 tokens: one whole token group; 70:
     // a whole one and a partial one; 37: none whole. Q4_K decodes as it stages up to 64
-    // tokens and reads the f16 copy at 70; Add goes through workgroup memory unsplit, and
-    // straight out split (the parts' sum adds).
+    // tokens and reads the f16 copy at 70; Add goes through workgroup memory unsplit (the
+    // outputs hold values to add to), and straight out split (the parts' sum adds).
     let kernels = |direct: bool, max_parts: u32| {
         MatmulKernels::new(&g.ctx)
             .expect("kernels")

@@ -46,8 +46,9 @@ pub struct CoopShape {
     pub direct_store: u32,
 }
 
-/// Environment variable turning the tensor-core product's direct stores off (`0`; for
-/// measurements).
+/// Environment variable for measurements of the tensor-core product's direct stores: `0`
+/// turns them off (every tile through workgroup memory), `2` is a timing probe (the tiles
+/// they do not take are not written at all: results wrong).
 pub const COOP_DIRECT_STORE_ENV: &str = "WEB_RWKV_COOP_DIRECT_STORE";
 
 /// Steps of at most this many tokens take [`CoopShape::for_few_tokens`].
@@ -193,6 +194,7 @@ impl CoopShape {
         };
         let direct_store = match std::env::var(COOP_DIRECT_STORE_ENV).as_deref() {
             Ok("0") => 0,
+            Ok("2") => 2,
             _ => 1,
         };
         CoopShape {
