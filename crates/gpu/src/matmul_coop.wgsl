@@ -197,10 +197,11 @@ fn main(
     // stride keep each 16-value column 16-byte aligned. The condition is uniform, as
     // cooperative stores need (`&`, not `&&`: naga's uniformity analysis takes a
     // short-circuit's result as non-uniform). DIRECT_STORE 2 is a timing probe: the other
-    // tiles are not written at all. Not Add: any cooperative load from Y in the kernel
-    // (the outputs' values loaded after the loop or as the accumulators' start) made its
-    // main loop ~35% slower on an H200, which only products of 2560 columns won back
-    // (BENCHMARKS.md, session 16).
+    // tiles are not written at all. Not Add: every way of folding the outputs' values into
+    // the accumulators (cooperative loads from Y after the loop, or before it as their
+    // start, or those values staged through sh_c first) made the kernel's main loop
+    // 20-35% slower on an H200, which only products of 2560 columns won back (BENCHMARKS.md,
+    // session 16).
     let split = ks > 1u;
     let plain = split | epilogue == 0u;
     let stride = select(P.out_stride, ks * P.rows, split);
