@@ -1539,37 +1539,26 @@ mod tests {
         for epilogue in Epilogue::ALL {
             kernels.push((F16, Kernel::CoopSum { epilogue }));
             for subgroup in [32, 64] {
-                for (shape, probe, unit) in [
-                    ("2x2x32", 0, 4),
-                    ("2x2x64", 0, 4),
-                    ("2x2x64", 0, 2),
-                    ("2x2x128", 0, 4),
-                    ("4x2x64", 0, 4),
-                    ("2x4x64", 0, 4),
-                    ("4x4x32", 0, 4),
-                    ("2x2x64", 1, 4),
-                    ("2x2x64", 2, 4),
-                    ("2x2x64", 3, 4),
+                // (shape, probe, staging unit, direct stores: off, on, or their probe)
+                for (shape, probe, unit, direct_store) in [
+                    ("2x2x32", 0, 4, 1),
+                    ("2x2x64", 0, 4, 1),
+                    ("2x2x64", 0, 2, 1),
+                    ("2x2x128", 0, 4, 1),
+                    ("4x2x64", 0, 4, 1),
+                    ("2x4x64", 0, 4, 1),
+                    ("4x4x32", 0, 4, 1),
+                    ("2x2x64", 1, 4, 1),
+                    ("2x2x64", 2, 4, 1),
+                    ("2x2x64", 3, 4, 1),
+                    ("2x2x64", 0, 4, 0),
+                    ("2x2x64", 0, 4, 2),
                 ] {
                     let shape = CoopShape {
                         probe,
                         unit,
-                        ..CoopShape::parse(shape).unwrap()
-                    };
-                    kernels.push((
-                        F16,
-                        Kernel::Coop {
-                            epilogue,
-                            subgroup,
-                            shape,
-                        },
-                    ));
-                }
-                // The direct stores off, and their timing probe.
-                for direct_store in [0, 2] {
-                    let shape = CoopShape {
                         direct_store,
-                        ..CoopShape::DEFAULT
+                        ..CoopShape::parse(shape).unwrap()
                     };
                     kernels.push((
                         F16,
