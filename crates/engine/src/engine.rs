@@ -79,7 +79,18 @@ pub struct EngineOptions {
     /// allows it, instead of a workgroup per row and group of 256-column tiles
     /// ([`MIX_LONG_FROM`]; 0: never). The default reads [`MIX_LONG_FROM_ENV`].
     pub token_mix_long_from: u32,
+    /// Where the value product reads the key's output through an 8-bit rounding op (the
+    /// quantized types with `llama_cpp_rounding`), the channel mix's key product stores
+    /// plain sums in steps too long for the few-token matvecs, and that rounding op squares
+    /// their ReLU: a product epilogue through workgroup memory fewer (the tensor-core
+    /// product stores whole tiles of plain sums straight from its accumulators), the same
+    /// results bit for bit. The default reads [`DEFER_RELU_ENV`] (`0`: off).
+    pub defer_relu_square: bool,
 }
+
+/// Environment variable turning [`EngineOptions::defer_relu_square`] off (`0`) in
+/// [`EngineOptions::default`], for measurements.
+pub const DEFER_RELU_ENV: &str = "WEB_RWKV_DEFER_RELU";
 
 /// Rows from which a step takes token_mix_long.wgsl for the attention's mix (see
 /// [`EngineOptions::token_mix_long_from`]): one workgroup a row, so a step of fewer leaves
@@ -106,6 +117,7 @@ impl Default for EngineOptions {
             scan_chunked_from: rwkv_gpu::env_parse(SCAN_CHUNKED_FROM_ENV)
                 .unwrap_or(SCAN_CHUNKED_FROM),
             token_mix_long_from: rwkv_gpu::env_parse(MIX_LONG_FROM_ENV).unwrap_or(MIX_LONG_FROM),
+            defer_relu_square: rwkv_gpu::env_on(DEFER_RELU_ENV),
         }
     }
 }
@@ -671,6 +683,7 @@ struct RoundWriter {
     rows: u32,
     cols: u32,
     mode: u32,
+    relu_from: u32,
 }
 
 /// A token mix of the step being built (see [`Builder::mix_to_x16`]): its ops (steps of a
@@ -975,6 +988,10 @@ struct Builder<'a> {
     round_writers: Vec<RoundWriter>,
     /// The token mixes whose targets are current (see [`Builder::mix_to_x16`]).
     mix_writers: Vec<MixWriter>,
+    /// Activations that the product writing them stores as plain sums in steps of at least
+    /// so many rows, leaving their ReLU² to the rounding op that reads them (see
+    /// [`EngineOptions::defer_relu_square`]).
+    relu_raw: Vec<(&'static str, u32)>,
     /// Whether rounding ops and token mixes write the f16 copies the products read
     /// ([`ROUND_X16_ENV`]).
     fuse_round_x16: bool,
@@ -1103,7 +1120,8 @@ impl Builder<'_> {
         if self.fresh.contains(&(x.name, mode)) {
             return Ok(out);
         }
-        let params = self.round_params(x.rows, x.cols, mode, x.out, false);
+        let relu_from = self.relu_from(x.name);
+        let params = self.round_params(x.rows, x.cols, mode, x.out, false, relu_from);
         let tiles = x.cols.div_ceil(256);
         let grid = if x.out {
             Grid::OutTiles(tiles)
@@ -1144,6 +1162,7 @@ impl Builder<'_> {
                 rows: x.rows,
                 cols: x.cols,
                 mode,
+                relu_from,
             });
         }
         Ok(out)
@@ -1165,17 +1184,36 @@ impl Builder<'_> {
         })
     }
 
+    /// The rows from which a rounding op of activation `name` rounds its ReLU² (0: never; see
+    /// [`Builder::relu_raw`]).
+    fn relu_from(&self, name: &str) -> u32 {
+        self.relu_raw
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map_or(0, |&(_, from)| from)
+    }
+
     /// The parameters of a rounding op over rows of `cols` values (`rows` per block) with
     /// `mode`, counting the step's logits rows (`out`) or its token rows, writing the f16
-    /// copy too or not (round_activations.wgsl).
-    fn round_params(&self, rows: u32, cols: u32, mode: u32, out: bool, x16: bool) -> wgpu::Buffer {
+    /// copy too or not, rounding the input's ReLU² in steps of `relu_from` rows or more (0:
+    /// none) (round_activations.wgsl).
+    fn round_params(
+        &self,
+        rows: u32,
+        cols: u32,
+        mode: u32,
+        out: bool,
+        x16: bool,
+        relu_from: u32,
+    ) -> wgpu::Buffer {
         let params = RoundParams {
             cols,
             block_stride: rows * cols,
             mode,
             count_out: out as u32,
             write_x16: x16 as u32,
-            _pad: [0; 3],
+            relu_from,
+            _pad: [0; 2],
         };
         uniform(&self.ctx.device, "round params", &params)
     }
@@ -1188,7 +1226,7 @@ impl Builder<'_> {
         if !w.cols.is_multiple_of(2) {
             return None;
         }
-        let params = self.round_params(w.rows, w.cols, w.mode, false, true);
+        let params = self.round_params(w.rows, w.cols, w.mode, false, true, w.relu_from);
         let pipeline = &self.kernels.round_activations;
         let buffers = [&params, self.step, &w.input, &w.out, x16];
         let bind_group = bind(&self.ctx.device, pipeline, "round_activations", &buffers);
@@ -2028,6 +2066,7 @@ impl Engine {
             fresh: Vec::new(),
             rounded_by_op: Vec::new(),
             round_writers: Vec::new(),
+            relu_raw: Vec::new(),
             mix_writers: Vec::new(),
             fuse_round_x16: rwkv_gpu::env_on(ROUND_X16_ENV),
             mix_long_from: options.token_mix_long_from,
@@ -2449,6 +2488,30 @@ impl Engine {
             if key_epilogue != Epilogue::ReluSquare {
                 b.rounded_in_place("ffn_k", value_mode, &ffn_k);
             }
+            // Steps too long for every few-token matvec: there the value product reads the
+            // key's output only through its rounding op (EngineOptions::defer_relu_square).
+            let raw_from = b.matvec.max_tokens() + 1;
+            if options.defer_relu_square
+                && key_epilogue == Epilogue::ReluSquare
+                && eight_bit(value_mode)
+                && raw_from <= rows
+            {
+                // (The product alone, the op matmul appended last: ops it may have appended
+                // before it, for its input, run in every step.)
+                b.by_rows(b.ops.len() - 1, raw_from, false);
+                let raw_at = b.ops.len();
+                b.matmul(
+                    &lw.ffn_key,
+                    view(&ffn_in_a, rows),
+                    0,
+                    ("ffn_k", &ffn_k),
+                    0,
+                    rows,
+                    Epilogue::Store,
+                )?;
+                b.by_rows(raw_at, raw_from, true);
+                b.relu_raw = vec![("ffn_k", raw_from)];
+            }
             b.matmul(
                 &lw.ffn_value,
                 view(&ffn_k_a, rows),
@@ -2458,6 +2521,7 @@ impl Engine {
                 rows,
                 Epilogue::Add,
             )?;
+            b.relu_raw.clear();
             // One-token steps: the layer's tail (output projection, channel mix) as one
             // persistent dispatch, where its weights suit it.
             if let Some(pt) = persistent.as_mut() {

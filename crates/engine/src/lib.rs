@@ -12,8 +12,8 @@ mod state;
 pub mod weights;
 
 pub use engine::{
-    Engine, EngineOptions, Logits, SlotInput, StageTimes, LORA2_FROM, LORA2_FROM_ENV,
-    LORA2_FROM_TENSOR_CORES, MIX_LONG_FROM, MIX_LONG_FROM_ENV, SCAN_CHUNKED_FROM,
+    Engine, EngineOptions, Logits, SlotInput, StageTimes, DEFER_RELU_ENV, LORA2_FROM,
+    LORA2_FROM_ENV, LORA2_FROM_TENSOR_CORES, MIX_LONG_FROM, MIX_LONG_FROM_ENV, SCAN_CHUNKED_FROM,
     SCAN_CHUNKED_FROM_ENV, WKV_SPLIT_FROM, WKV_SPLIT_FROM_ENV,
 };
 pub use error::{EngineError, Result};

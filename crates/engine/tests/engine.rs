@@ -431,6 +431,41 @@ fn long_steps_match_short_ones() {
 }
 
 #[test]
+fn deferred_relu_square_gives_the_same_logits() {
+    // The channel mix's key product storing plain sums in steps longer than every few-token
+    // matvec, their ReLU² squared by the rounding op the value product reads
+    // (EngineOptions::defer_relu_square), against the key's ReLU² epilogue: the same
+    // operations on the same values, so the same logits bit for bit. A step of 48 rows
+    // (deferred), then steps of 5 rows and 1 (not). It fails if the rounding op skips the
+    // ReLU² or squares it in the wrong steps.
+    let file = support::fixture("mini-q4_k_m.gguf");
+    let tokens = sequence(59, 4096, 23);
+    let run = |defer: bool| {
+        let mut e = engine(
+            &file,
+            EngineOptions {
+                max_slots: 1,
+                max_rows: 48,
+                max_out: 1,
+                defer_relu_square: defer,
+                ..EngineOptions::default()
+            },
+        );
+        vec![
+            last_logits(&mut e, &tokens[..48]),
+            last_logits(&mut e, &tokens[48..53]),
+            last_logits(&mut e, &tokens[53..58]),
+            last_logits(&mut e, &tokens[58..]),
+        ]
+    };
+    let (deferred, epilogue) = (run(true), run(false));
+    for (i, (a, b)) in deferred.iter().zip(&epilogue).enumerate() {
+        let same = a.iter().zip(b).all(|(p, q)| p.to_bits() == q.to_bits());
+        assert!(same, "step {i}: relative error {}", relative_error(a, b));
+    }
+}
+
+#[test]
 fn state_save_load_and_slot_control() {
     let file = synthetic(2, 256, 200, 11);
     let (a, b) = (sequence(9, 200, 1), sequence(6, 200, 2));

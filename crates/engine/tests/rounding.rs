@@ -37,12 +37,13 @@ fn q8k_and_q8_0_roundings_match_ggml() {
         .map(|i| rng.uniform() * (1 + i % 7) as f32)
         .collect();
     // Special blocks: all zeros; the largest magnitude twice with opposite signs; one huge
-    // value (codes of the others round to 0); values on a code's rounding tie.
+    // value (codes of the others round to 0; small enough that Q8_0's f16 scale of its
+    // square stays finite); values on a code's rounding tie.
     let block = |b: u32, r: u32, t: u32| ((b * block_stride + r * cols + t * 256) as usize)..;
     x[block(0, 0, 0)][..256].fill(0.0);
     x[block(0, 1, 3)][10] = 4.0;
     x[block(0, 1, 3)][200] = -4.0;
-    x[block(1, 2, 9)][77] = 1.0e6;
+    x[block(1, 2, 9)][77] = 2000.0;
     for (j, v) in x[block(1, 4, 10)][..256].iter_mut().enumerate() {
         *v = (j as f32 - 127.0) * 0.5;
     }
@@ -71,12 +72,21 @@ fn q8k_and_q8_0_roundings_match_ggml() {
             })
             .collect();
     // ggml's Q8_K blocks (as the CPU reference rounds for K-quant weights) and Q8_0 blocks
-    // (for Q8_0 and Q4_0 weights).
-    for (mode, weights) in [
-        (rwkv_gpu::ROUND_Q8_K, GgmlType::Q4_K),
-        (rwkv_gpu::ROUND_Q8_0, GgmlType::Q8_0),
+    // (for Q8_0 and Q4_0 weights); of the input, or of its ReLU² in steps of at least
+    // `relu_from` rows (the channel mix's key output, stored as plain sums there): from the
+    // step's rows (it applies), from one more (it does not).
+    for (mode, weights, relu_from) in [
+        (rwkv_gpu::ROUND_Q8_K, GgmlType::Q4_K, 0),
+        (rwkv_gpu::ROUND_Q8_0, GgmlType::Q8_0, 0),
+        (rwkv_gpu::ROUND_Q8_K, GgmlType::Q4_K, rows),
+        (rwkv_gpu::ROUND_Q8_0, GgmlType::Q8_0, rows),
+        (rwkv_gpu::ROUND_Q8_K, GgmlType::Q4_K, rows + 1),
     ] {
-        let mut want = x.clone();
+        let relu = relu_from != 0 && rows >= relu_from;
+        let mut want: Vec<f32> = match relu {
+            true => x.iter().map(|&v| v.max(0.0) * v.max(0.0)).collect(),
+            false => x.clone(),
+        };
         for b in 0..blocks {
             for r in 0..rows {
                 let at = (b * block_stride + r * cols) as usize;
@@ -101,7 +111,8 @@ fn q8k_and_q8_0_roundings_match_ggml() {
                     mode,
                     count_out: 0,
                     write_x16: 1,
-                    _pad: [0; 3],
+                    relu_from,
+                    _pad: [0; 2],
                 },
             );
             let zeros = vec![0u8; x.len() * 4];
@@ -125,7 +136,9 @@ fn q8k_and_q8_0_roundings_match_ggml() {
             ctx.queue.submit([enc.finish()]);
             let got = ctx.read_buffer_f32(&output, 0, x.len()).unwrap();
             let halves = ctx.read_buffer_bytes(&x16, 0, x.len() as u64 * 2).unwrap();
-            let what = format!("{weights:?} inputs: subgroups {subgroups}, main_q8k {wide}");
+            let what = format!(
+                "{weights:?} inputs (ReLU²: {relu}): subgroups {subgroups}, main_q8k {wide}"
+            );
             for b in 0..blocks {
                 for r in 0..max_rows {
                     let at = (b * block_stride + r * cols) as usize;

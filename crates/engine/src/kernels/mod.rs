@@ -83,7 +83,10 @@ pub struct RoundParams {
     pub count_out: u32,
     /// 1: also write the rounded values as f16 pairs (the tensor-core products' input copy).
     pub write_x16: u32,
-    pub _pad: [u32; 3],
+    /// Steps of at least this many rows round the ReLU² of the input (0: none; see
+    /// round_bindings.wgsl).
+    pub relu_from: u32,
+    pub _pad: [u32; 2],
 }
 
 #[repr(C)]

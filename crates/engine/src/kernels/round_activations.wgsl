@@ -24,16 +24,16 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, lane: Lane) {
     var r = 0.0;
     if p.mode == 1u || p.mode == 2u {
         if tid < n {
-            let v = input[base + tid];
+            let v = round_input(base + tid);
             r = select(round_bf16(v), round_f16(v), p.mode == 1u);
         }
     } else if p.mode == 3u {
         // Q8_0: blocks of 32 threads, one value each (threads past the row carry 0).
-        let v = select(0.0, input[base + min(tid, n - 1u)], tid < n);
+        let v = select(0.0, round_input(base + min(tid, n - 1u)), tid < n);
         r = round_q8_0(tid, v);
     } else {
         // Q8_K: one block of 256, one value per thread.
-        r = round_q8_k(lane, input[base + tid]);
+        r = round_q8_k(lane, round_input(base + tid));
     }
     if tid < n {
         output[base + tid] = r;

@@ -13,6 +13,10 @@ struct Params {
     count_out: u32,
     // 1: also write x16 (cols is even).
     write_x16: u32,
+    // Steps of at least this many rows (0: none) round the ReLU² of the input: the product
+    // that wrote it stored its plain sums there (the channel mix's key, whose ReLU² is left
+    // to this op, the value product's only reader of it in such steps).
+    relu_from: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -29,3 +33,13 @@ fn row_count() -> u32 {
     return select(step.n_rows, step.n_out, p.count_out == 1u);
 }
 
+// Element i of the input, as this step rounds it (see p.relu_from; max(v, 0)², as the
+// products' ReLU² epilogue computes it, so the same bits).
+fn round_input(i: u32) -> RoundVal {
+    let v = input[i];
+    if p.relu_from != 0u && row_count() >= p.relu_from {
+        let r = max(v, RoundVal(0.0));
+        return r * r;
+    }
+    return v;
+}

@@ -36,7 +36,7 @@ fn main_q8k(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_inde
     let live = tile < tiles;
     let at = ((wg.y / groups) * p.block_stride + wg.x * p.cols + min(tile, tiles - 1u) * 256u)
         / 4u + tid % 64u;
-    let v = input[at];
+    let v = round_input(at);
     q8k_part[tid] = first_max4(v);
     workgroupBarrier();
     if tid % 16u == 0u {
