@@ -2476,15 +2476,18 @@ impl Engine {
                 2 if options.round_in_epilogues => Epilogue::ReluSquareBf16,
                 _ => Epilogue::ReluSquare,
             };
-            b.matmul(
-                &lw.ffn_key,
-                view(&ffn_in_a, rows),
-                0,
-                ("ffn_k", &ffn_k),
-                0,
-                rows,
-                key_epilogue,
-            )?;
+            let key = |b: &mut Builder, epilogue| {
+                b.matmul(
+                    &lw.ffn_key,
+                    view(&ffn_in_a, rows),
+                    0,
+                    ("ffn_k", &ffn_k),
+                    0,
+                    rows,
+                    epilogue,
+                )
+            };
+            key(&mut b, key_epilogue)?;
             if key_epilogue != Epilogue::ReluSquare {
                 b.rounded_in_place("ffn_k", value_mode, &ffn_k);
             }
@@ -2500,15 +2503,7 @@ impl Engine {
                 // before it, for its input, run in every step.)
                 b.by_rows(b.ops.len() - 1, raw_from, false);
                 let raw_at = b.ops.len();
-                b.matmul(
-                    &lw.ffn_key,
-                    view(&ffn_in_a, rows),
-                    0,
-                    ("ffn_k", &ffn_k),
-                    0,
-                    rows,
-                    Epilogue::Store,
-                )?;
+                key(&mut b, Epilogue::Store)?;
                 b.by_rows(raw_at, raw_from, true);
                 b.relu_raw = vec![("ffn_k", raw_from)];
             }
