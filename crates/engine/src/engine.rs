@@ -988,10 +988,10 @@ struct Builder<'a> {
     round_writers: Vec<RoundWriter>,
     /// The token mixes whose targets are current (see [`Builder::mix_to_x16`]).
     mix_writers: Vec<MixWriter>,
-    /// Activations that the product writing them stores as plain sums in steps of at least
-    /// so many rows, leaving their ReLU² to the rounding op that reads them (see
+    /// The activation that the product writing it stores as plain sums in steps of at least
+    /// so many rows, leaving its ReLU² to the rounding op that reads it (see
     /// [`EngineOptions::defer_relu_square`]).
-    relu_raw: Vec<(&'static str, u32)>,
+    relu_raw: Option<(&'static str, u32)>,
     /// Whether rounding ops and token mixes write the f16 copies the products read
     /// ([`ROUND_X16_ENV`]).
     fuse_round_x16: bool,
@@ -1188,9 +1188,8 @@ impl Builder<'_> {
     /// [`Builder::relu_raw`]).
     fn relu_from(&self, name: &str) -> u32 {
         self.relu_raw
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map_or(0, |&(_, from)| from)
+            .filter(|&(n, _)| n == name)
+            .map_or(0, |(_, from)| from)
     }
 
     /// The parameters of a rounding op over rows of `cols` values (`rows` per block) with
@@ -2066,7 +2065,7 @@ impl Engine {
             fresh: Vec::new(),
             rounded_by_op: Vec::new(),
             round_writers: Vec::new(),
-            relu_raw: Vec::new(),
+            relu_raw: None,
             mix_writers: Vec::new(),
             fuse_round_x16: rwkv_gpu::env_on(ROUND_X16_ENV),
             mix_long_from: options.token_mix_long_from,
@@ -2505,7 +2504,7 @@ impl Engine {
                 let raw_at = b.ops.len();
                 key(&mut b, Epilogue::Store)?;
                 b.by_rows(raw_at, raw_from, true);
-                b.relu_raw = vec![("ffn_k", raw_from)];
+                b.relu_raw = Some(("ffn_k", raw_from));
             }
             b.matmul(
                 &lw.ffn_value,
@@ -2516,7 +2515,7 @@ impl Engine {
                 rows,
                 Epilogue::Add,
             )?;
-            b.relu_raw.clear();
+            b.relu_raw = None;
             // One-token steps: the layer's tail (output projection, channel mix) as one
             // persistent dispatch, where its weights suit it.
             if let Some(pt) = persistent.as_mut() {

@@ -376,7 +376,7 @@ fn chunked_prefill_matches_token_by_token() {
 #[test]
 fn long_steps_match_short_ones() {
     // A 600-token prompt in one step (its Q8_K roundings take main_q8k, four blocks per
-    // workgroup, from ROUND_WIDE_ROWS = 512 rows) against the same prompt in steps of 64,
+    // workgroup, from ROUND_WIDE_ROWS = 64 rows) against the same prompt in steps of 64,
     // with llama.cpp's roundings (Q4_K products: Q8_K inputs; F16 LoRAs: f16) and without,
     // then a few tokens after it. Where an ulp moves an 8-bit code, logits
     // move by up to ~1e-2 (as in one_token_steps_match_the_cpu_reference), which happens
